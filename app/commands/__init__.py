@@ -1,0 +1,1 @@
+"""Small top-level ``lnm`` subcommands that compose other stages (run, config-check)."""

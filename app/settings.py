@@ -1,0 +1,291 @@
+"""The one source of truth for settings: names, units, ranges, defaults.
+
+Owns: the settings schema (``SCHEMA``), validation of single values and whole files, the
+immutable ``Settings`` object, and loading ``config/`` (defaults, surgeon profiles).
+May import: the standard library only.
+
+Every value the touchscreen, a config file or a profile sets goes through ``validate``;
+a bad value raises ``SettingError`` whose message names the setting, its unit and its
+allowed range. Defaults follow ``shared/reference/clinical-rules.md``.
+
+Config files are TOML with one table per group, e.g.::
+
+    [rules]
+    los_consecutive = 2
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+class SettingError(ValueError):
+    """A setting or a configuration file was rejected. The message says why."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # "group.name"
+    unit: str  # "mA", "uV", "%", "" for unitless
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    kind: type = float  # float, int, bool, str
+    choices: tuple[Any, ...] | None = None
+    pattern: str | None = None  # for str
+    doc: str = ""
+
+    def describe_range(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.choices is not None:
+            return "one of " + ", ".join(f"{c}{unit}" for c in self.choices)
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return f"text matching {self.pattern}" if self.pattern else "text"
+        return f"{_fmt(self.minimum)}-{_fmt(self.maximum)}{unit}"
+
+    def validate(self, value: Any, source: str = "") -> Any:
+        where = f" in {source}" if source else ""
+        unit = f" ({self.unit})" if self.unit else ""
+        prefix = f"setting {self.key}{unit}{where}"
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                return value.strip().lower() == "true"
+            raise SettingError(f"{prefix}: {value!r} is not allowed; must be true or false")
+        if self.kind is str:
+            if not isinstance(value, str) or (
+                self.pattern is not None and not re.fullmatch(self.pattern, value)
+            ):
+                raise SettingError(
+                    f"{prefix}: {value!r} is not allowed; must be {self.describe_range()}"
+                )
+            return value
+        number = _to_number(value, self.kind)
+        if number is None:
+            raise SettingError(
+                f"{prefix}: {value!r} is not a number; allowed {self.describe_range()}"
+            )
+        if self.choices is not None:
+            if number not in self.choices:
+                raise SettingError(f"{prefix}: {value!r} is not allowed; must be {self.describe_range()}")
+            return number
+        if (self.minimum is not None and number < self.minimum) or (
+            self.maximum is not None and number > self.maximum
+        ):
+            raise SettingError(
+                f"{prefix}: {_fmt(number)} is out of range; allowed {self.describe_range()}"
+            )
+        return number
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "?"
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:g}"
+
+
+def _to_number(value: Any, kind: type) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):  # NaN / inf
+        return None
+    if kind is int:
+        if float(value).is_integer():
+            return int(value)
+        return None
+    return float(value)
+
+
+def _s(key: str, unit: str, default: Any, lo: float | None = None, hi: float | None = None, **kw: Any) -> Setting:
+    kind = kw.pop("kind", type(default))
+    return Setting(key, unit, default, lo, hi, kind=kind, **kw)
+
+
+# Ranges bound what the product accepts at all; clinical limits (e.g. the > 3 mA
+# confirmation) are settings themselves.
+_SCHEMA_LIST: list[Setting] = [
+    # stimulation
+    _s("stim.probe_current_mA", "mA", 1.0, 0.1, 10.0, doc="probe current for RLN confirmation"),
+    _s("stim.vagus_current_mA", "mA", 1.0, 0.1, 10.0, doc="probe current for V1/V2"),
+    _s("stim.mapping_current_mA", "mA", 2.0, 0.1, 10.0, doc="mapping before the nerve is seen"),
+    _s("stim.aps_current_mA", "mA", 1.0, 0.1, 10.0, doc="continuous vagal electrode current"),
+    _s("stim.confirm_above_mA", "mA", 3.0, 1.0, 10.0, doc="currents above need explicit confirmation"),
+    _s("stim.pulse_width_us", "us", 100, 50, 250, doc="stimulus pulse width"),
+    _s("stim.probe_rate_hz", "Hz", 4.0, 1.0, 30.0, doc="probe stimulation rate"),
+    _s("stim.aps_rate_hz", "Hz", 1.0, 0.5, 10.0, doc="continuous vagal stimulation rate"),
+    _s("stim.delivered_tolerance_pct", "%", 5.0, 1.0, 20.0, doc="delivered vs set current tolerance"),
+    # acquisition
+    _s("acq.sample_rate_hz", "Hz", 20000, 5000, 50000, doc="EMG sampling rate per channel"),
+    _s("acq.stream_block_ms", "ms", 20, 5, 100, doc="free-running EMG block length"),
+    # analysis
+    _s("analysis.bandpass_low_hz", "Hz", 10.0, 1.0, 100.0, doc="measurement band-pass low corner"),
+    _s("analysis.bandpass_high_hz", "Hz", 3000.0, 500.0, 5000.0, doc="band-pass high corner (below Nyquist)"),
+    _s("analysis.artifact_blank_ms", "ms", 1.5, 0.0, 5.0, doc="stimulus-artifact rejection at window start"),
+    _s("analysis.window_ms", "ms", 50.0, 10.0, 100.0, doc="analysis window after the stimulus"),
+    _s("analysis.event_threshold_uV", "uV", 100.0, 20.0, 1000.0, doc="a response reaches this peak-to-peak"),
+    _s("analysis.auto_threshold", "", False, doc="raise the threshold during sustained noise"),
+    _s("analysis.auto_threshold_max_uV", "uV", 400.0, 100.0, 1000.0, doc="ceiling of the automatic raise"),
+    _s("analysis.saturation_uV", "uV", 100000.0, 1000.0, 1000000.0, doc="out-of-range signal level"),
+    _s("analysis.cautery_rms_uV", "uV", 2000.0, 200.0, 100000.0, doc="broadband RMS marking cautery"),
+    # rules
+    _s("rules.los_min_current_mA", "mA", 1.0, 0.5, 5.0, doc="set current for a stimulus to count towards LOS"),
+    _s("rules.los_consecutive", "stimuli", 2, 1, 10, doc="qualifying stimuli without response for LOS"),
+    _s("rules.aps_baseline_count", "stimuli", 20, 20, 200, doc="APS stimuli averaged for the baseline"),
+    _s("rules.combined_amplitude_pct", "% of baseline", 50.0, 10.0, 90.0, doc="combined event amplitude limit"),
+    _s("rules.combined_latency_pct", "% of baseline", 110.0, 101.0, 150.0, doc="combined event latency limit"),
+    _s("rules.combined_consecutive", "stimuli", 3, 1, 10, doc="stimuli meeting the combined condition"),
+    _s("rules.amplitude_decrease_pct", "% of baseline", 50.0, 10.0, 90.0, doc="amplitude-decrease limit"),
+    _s("rules.recovery_pct", "% of baseline", 50.0, 10.0, 100.0, doc="recovered amplitude"),
+    _s("rules.recovery_consecutive", "stimuli", 3, 1, 10, doc="stimuli for recovery"),
+    _s("rules.poor_baseline_uV", "uV", 200.0, 50.0, 500.0, doc="V1/APS baseline below this is poor"),
+    _s("rules.nonrecurrent_latency_ms", "ms", 3.5, 1.0, 6.0, doc="right vagal latency below suggests a non-recurrent nerve"),
+    _s("rules.r2_reduction_map_pct", "%", 20.0, 5.0, 60.0, doc="R2d-R2p reduction asking for mapping"),
+    _s("rules.r2_reduction_palsy_pct", "%", 63.0, 30.0, 95.0, doc="reduction predicting palsy"),
+    # tube check
+    _s("tube.max_impedance_kohm", "kOhm", 5.0, 0.5, 50.0, doc="electrode impedance pass limit"),
+    _s("tube.max_imbalance_kohm", "kOhm", 1.0, 0.1, 10.0, doc="imbalance within a pair"),
+    # alarms
+    _s("alarms.audio_pause_s", "s", 120.0, 10.0, 300.0, doc="audio-paused duration"),
+    _s("alarms.escalation_s", "s", 60.0, 10.0, 600.0, doc="unacknowledged alarm escalates after"),
+    _s("alarms.high_repeat_s", "s", 5.0, 2.5, 15.0, doc="high-priority burst repeat interval"),
+    _s("alarms.medium_repeat_s", "s", 10.0, 2.5, 30.0, doc="medium-priority burst repeat interval"),
+    _s("alarms.low_repeat_s", "s", 20.0, 15.0, 120.0, doc="low-priority burst repeat interval"),
+    _s("alarms.audio_off_reminder_s", "s", 120.0, 30.0, 600.0, doc="reminder while audio is off"),
+    # audio
+    _s("audio.volume_pct", "%", 70.0, 0.0, 100.0, doc="loudspeaker volume"),
+    _s("audio.alarm_volume_floor_pct", "%", 40.0, 10.0, 100.0, doc="alarms never quieter than this"),
+    _s("audio.emg_audio", "", True, doc="free-running EMG on the loudspeaker"),
+    # link / engine
+    _s("link.heartbeat_ms", "ms", 100, 20, 200, doc="host heartbeat period"),
+    _s("link.timeout_ms", "ms", 500, 100, 2000, doc="link declared lost after this silence"),
+    # user interface
+    _s("ui.settings_pin", "", "1234", kind=str, pattern=r"[0-9]{4,8}", doc="PIN for the settings screen"),
+]
+
+SCHEMA: Mapping[str, Setting] = MappingProxyType({s.key: s for s in _SCHEMA_LIST})
+
+
+def setting(key: str) -> Setting:
+    try:
+        return SCHEMA[key]
+    except KeyError:
+        raise SettingError(f"unknown setting {key!r}") from None
+
+
+class Settings(Mapping[str, Any]):
+    """An immutable, validated set of values for every setting in the schema."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None, source: str = "") -> None:
+        merged = {k: s.default for k, s in SCHEMA.items()}
+        for key, value in (values or {}).items():
+            merged[key] = setting(key).validate(value, source)
+        _check_cross(merged, source)
+        self._values = MappingProxyType(merged)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def with_changes(self, changes: Mapping[str, Any], source: str = "") -> "Settings":
+        values = dict(self._values)
+        values.update(changes)
+        return Settings(values, source)
+
+    def group(self, prefix: str) -> dict[str, Any]:
+        """``group("rules")`` -> ``{"los_consecutive": 2, ...}``."""
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self._values.items() if k.startswith(p)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _check_cross(values: Mapping[str, Any], source: str) -> None:
+    where = f" in {source}" if source else ""
+    nyquist = values["acq.sample_rate_hz"] / 2
+    if values["analysis.bandpass_high_hz"] >= nyquist:
+        raise SettingError(
+            f"setting analysis.bandpass_high_hz (Hz){where}: {_fmt(values['analysis.bandpass_high_hz'])} "
+            f"must be below half the sample rate ({_fmt(nyquist)} Hz)"
+        )
+    if values["analysis.bandpass_low_hz"] >= values["analysis.bandpass_high_hz"]:
+        raise SettingError(f"setting analysis.bandpass_low_hz (Hz){where}: must be below analysis.bandpass_high_hz")
+    if values["audio.volume_pct"] < 0:
+        raise SettingError(f"setting audio.volume_pct (%){where}: must be >= 0")
+
+
+def flatten(table: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, source, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file into flat ``group.name`` keys; errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingError(f"configuration file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingError(f"configuration file {path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise SettingError(f"configuration file {path}: cannot be read ({exc.strerror})") from None
+    return flatten(table, str(path))
+
+
+def load(config_dir: Path | None = None, profile: str | None = None) -> Settings:
+    """Defaults from ``default.toml`` then the surgeon profile ``profiles/NAME.toml``."""
+    root = Path(config_dir) if config_dir else CONFIG_DIR
+    default_path = root / "default.toml"
+    values: dict[str, Any] = {}
+    if default_path.exists():
+        values.update(_only_settings(read_toml(default_path), default_path))
+    settings = Settings(values, str(default_path))
+    if profile:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", profile):
+            raise SettingError(f"surgeon profile {profile!r}: names use letters, digits, - and _ only")
+        path = root / "profiles" / f"{profile}.toml"
+        settings = settings.with_changes(_only_settings(read_toml(path), path), str(path))
+    return settings
+
+
+def _only_settings(values: dict[str, Any], path: Path) -> dict[str, Any]:
+    unknown = [k for k in values if k not in SCHEMA and not k.startswith("profile.")]
+    if unknown:
+        raise SettingError(f"configuration file {path}: unknown setting {unknown[0]!r}")
+    return {k: v for k, v in values.items() if k in SCHEMA}
+
+
+def list_profiles(config_dir: Path | None = None) -> list[str]:
+    root = Path(config_dir) if config_dir else CONFIG_DIR
+    return sorted(p.stem for p in (root / "profiles").glob("*.toml"))
