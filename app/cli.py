@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ack": ("app.api.clients", "acknowledge the top alarm"),
     "events": ("app.api.clients", "print engine events (--follow to keep watching)"),
     "board-sim": ("firmware_bridge.sim.cli", "run the virtual board on a pty or TCP port"),
-    "analyze": ("app.analysis.cli", "analyse an EDF+ recording and write the result as JSON"),
+    "analyze": ("app.commands.analyze", "analyse an EDF+ recording and write the result as JSON"),
     "sounds": ("app.outputs.cli", "write every alarm and feedback sound as WAV files"),
     "verify": ("app.record.cli", "verify a case journal's hash chain"),
     "report": ("app.record.cli", "write a case's INMSG documentation (PDF, JSON, EDF+)"),

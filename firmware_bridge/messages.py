@@ -91,7 +91,8 @@ class ConfigureAcquisition:
     channel_mask: int = 0b11  # bit 0 = EMG L, bit 1 = EMG R
     gain: int = 1
     stream_enabled: bool = True  # free-running EmgBlock messages
-    stream_block_samples: int = 400  # samples per channel in each EmgBlock
+    stream_block_samples: int = 400  # samples per channel in each EmgBlock (stream rate)
+    stream_decimation: int = 1  # free-running stream rate = sample_rate_hz / stream_decimation
     epoch_pre_ms: int = 10  # samples before the stimulus in a StimEpoch
     epoch_post_ms: int = 50  # samples after it
 
