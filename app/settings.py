@@ -154,6 +154,7 @@ _SCHEMA_LIST: list[Setting] = [
     _s("rules.combined_latency_pct", "% of baseline", 110.0, 101.0, 150.0, doc="combined event latency limit"),
     _s("rules.combined_consecutive", "stimuli", 3, 1, 10, doc="stimuli meeting the combined condition"),
     _s("rules.amplitude_decrease_pct", "% of baseline", 50.0, 10.0, 90.0, doc="amplitude-decrease limit"),
+    _s("rules.amplitude_decrease_consecutive", "stimuli", 3, 1, 10, doc="stimuli meeting the amplitude-decrease condition"),
     _s("rules.recovery_pct", "% of baseline", 50.0, 10.0, 100.0, doc="recovered amplitude"),
     _s("rules.recovery_consecutive", "stimuli", 3, 1, 10, doc="stimuli for recovery"),
     _s("rules.poor_baseline_uV", "uV", 200.0, 50.0, 500.0, doc="V1/APS baseline below this is poor"),
