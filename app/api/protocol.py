@@ -1,0 +1,436 @@
+"""The local API's wire format and command table (pure: no sockets, no threads).
+
+Owns: framing (one JSON object per line, UTF-8), the command table (every command with
+its arguments, their units and ranges), request validation with clear errors, the
+error codes, and the default socket path. ``API.md`` documents the same table for
+people; a test checks that every command here is documented there.
+May import: the standard library only.
+
+A request is ``{"id": N, "cmd": "NAME", ...arguments}``; the reply is
+``{"type": "reply", "id": N, "ok": true, "result": {...}}`` or
+``{"type": "reply", "id": N, "ok": false, "error": {"code": CODE, "message": TEXT, ...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from app.api import API_VERSION
+
+MAX_LINE_BYTES = 64 * 1024  # a request line longer than this is refused (client dropped)
+
+# --------------------------------------------------------------------------- error codes
+
+BAD_JSON = "bad_json"  # the line is not a JSON object
+BAD_REQUEST = "bad_request"  # no "cmd", or "id" is not an integer
+UNKNOWN_COMMAND = "unknown_command"
+INVALID_ARGUMENT = "invalid_argument"  # missing, unknown, wrong type or out of range
+SETTING_REJECTED = "setting_rejected"  # a settings change failed the schema
+NEEDS_CONFIRMATION = "needs_confirmation"  # e.g. a current above stim.confirm_above_mA
+BAD_STATE = "bad_state"  # not possible now (no open case, tube check failed, ...)
+NOT_SIMULATED = "not_simulated"  # virtual-board control on a real board
+BOARD_UNAVAILABLE = "board_unavailable"  # the board link is down
+TIMEOUT = "timeout"  # the engine did not answer in time
+INTERNAL = "internal"  # an unexpected engine error (it is journaled)
+
+ERROR_CODES = (
+    BAD_JSON, BAD_REQUEST, UNKNOWN_COMMAND, INVALID_ARGUMENT, SETTING_REJECTED,
+    NEEDS_CONFIRMATION, BAD_STATE, NOT_SIMULATED, BOARD_UNAVAILABLE, TIMEOUT, INTERNAL,
+)
+
+
+class ApiError(Exception):
+    """A request was refused. ``code`` is one of ``ERROR_CODES``; extra fields go to the reply."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def encode(obj: Mapping[str, Any]) -> bytes:
+    """One message as one line (compact JSON, no NaN: they become null)."""
+    return (json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def decode_line(line: bytes | str) -> dict[str, Any]:
+    """Parse one request line; raises ApiError(BAD_JSON) on anything but a JSON object."""
+    try:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+        obj = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(BAD_JSON, f"request is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ApiError(BAD_JSON, "request must be a JSON object like {\"id\": 1, \"cmd\": \"ping\"}")
+    return obj
+
+
+def reply_ok(req_id: Any, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "reply", "id": req_id, "ok": True, "result": dict(result or {})}
+
+
+def reply_error(req_id: Any, error: ApiError) -> dict[str, Any]:
+    return {"type": "reply", "id": req_id, "ok": False, "error": error.to_json()}
+
+
+def hello(engine_version: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "hello", "api": API_VERSION, "engine": engine_version, **extra}
+
+
+# --------------------------------------------------------------------------- socket path
+
+
+def default_socket_path() -> Path:
+    """Where the engine listens unless told otherwise (``lnm engine --socket``).
+
+    ``$LNM_SOCKET`` if set; ``/run/lnm/engine.sock`` when ``/run/lnm`` exists (the
+    appliance); otherwise ``<tmp>/lnm-<uid>/engine.sock`` (development machines).
+    """
+    env = os.environ.get("LNM_SOCKET")
+    if env:
+        return Path(env)
+    if os.path.isdir("/run/lnm"):
+        return Path("/run/lnm/engine.sock")
+    return Path(tempfile.gettempdir()) / f"lnm-{os.getuid()}" / "engine.sock"
+
+
+# --------------------------------------------------------------------------- command table
+
+SITES = ("VAGUS", "RLN", "EBSLN", "UNTAGGED")
+SIDES = ("L", "R")
+STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
+OUTPUTS = ("probe", "aps")
+STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms")
+FINDINGS = ("normal", "reduced", "palsy", "not_assessed")
+TS_CHECKS = (
+    "current_delivered",  # stimulus side: measured vs set current, leads, dry field
+    "laryngeal_twitch",  # palpation while stimulating
+    "contralateral_vagus",  # response on the other side rules out a system fault
+    "tube_position",  # depth and rotation, saliva
+    "neuromuscular_block",  # train-of-four
+    "nonrecurrent_nerve",  # V1 absent on the right only
+)
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    kind: str  # number, int, bool, str, enum, list, object
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    max_len: int = 200  # str: characters; list: items
+    pattern: str | None = None
+    doc: str = ""
+
+    def describe(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.kind in ("enum", "list") and self.choices:
+            what = "one of " if self.kind == "enum" else "a list of "
+            return what + ", ".join(self.choices)
+        if self.kind in ("number", "int"):
+            lo = "" if self.minimum is None else f"{self.minimum:g}"
+            hi = "" if self.maximum is None else f"{self.maximum:g}"
+            kind = "an integer" if self.kind == "int" else "a number"
+            if lo or hi:
+                return f"{kind} {lo}-{hi}{unit}"
+            return kind + unit
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return f"text up to {self.max_len} characters" + (f" matching {self.pattern}" if self.pattern else "")
+        if self.kind == "object":
+            return "a JSON object"
+        return self.kind
+
+    def check(self, cmd: str, value: Any) -> Any:
+        def bad(problem: str) -> ApiError:
+            unit = f" ({self.unit})" if self.unit else ""
+            return ApiError(
+                INVALID_ARGUMENT,
+                f"{cmd}: argument {self.name}{unit} {problem}; must be {self.describe()}",
+                argument=self.name,
+            )
+
+        if self.kind in ("number", "int"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(f"is {json.dumps(value)}, not a number")
+            if self.kind == "int":
+                if not float(value).is_integer():
+                    raise bad(f"is {value!r}, not an integer")
+                value = int(value)
+            else:
+                value = float(value)
+            if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum
+            ):
+                raise bad(f"is {value:g}, out of range")
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad(f"is {json.dumps(value)}")
+            return value
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise bad(f"is {json.dumps(value)}, not text")
+            if len(value) > self.max_len:
+                raise bad(f"is {len(value)} characters long")
+            if self.pattern is not None and not re.fullmatch(self.pattern, value):
+                raise bad(f"is {value!r}")
+            return value
+        if self.kind == "enum":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise bad(f"is {json.dumps(value)}")
+            return value
+        if self.kind == "list":
+            if not isinstance(value, list) or len(value) > self.max_len:
+                raise bad(f"is {json.dumps(value)[:60]}")
+            if self.choices:
+                for v in value:
+                    if v not in self.choices:
+                        raise bad(f"contains {json.dumps(v)}")
+            if len(set(map(str, value))) != len(value):
+                raise bad("repeats an item")
+            return list(value)
+        if self.kind == "object":
+            if not isinstance(value, dict):
+                raise bad(f"is {json.dumps(value)[:60]}")
+            return dict(value)
+        raise bad("has an unknown kind")  # table error; never reached with a valid table
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    doc: str
+    args: tuple[Arg, ...] = ()
+    needs_case: bool = False  # refused with bad_state when no case is open
+    simulation_only: bool = False
+
+    def arg(self, name: str) -> Arg | None:
+        for a in self.args:
+            if a.name == name:
+                return a
+        return None
+
+
+def _a(name: str, kind: str, unit: str = "", lo: float | None = None, hi: float | None = None, **kw: Any) -> Arg:
+    return Arg(name, kind, unit, lo, hi, **kw)
+
+
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"
+
+COMMAND_LIST: list[Command] = [
+    # connection
+    Command("hello", "name this connection; its commands are journaled with the name", (
+        _a("client", "str", required=True, pattern=r"[A-Za-z0-9_.:-]{1,40}", max_len=40, doc="e.g. ui, lnm-ack"),
+    )),
+    Command("ping", "check that the engine answers"),
+    Command("subscribe", "start (or change) this connection's subscription stream", (
+        _a("streams", "list", choices=STREAMS, max_len=len(STREAMS), doc="streams wanted (default: all)"),
+        _a("state_hz", "number", "Hz", 0.2, 10.0, doc="state snapshot rate (default 4 Hz)"),
+    )),
+    Command("unsubscribe", "stop this connection's subscription stream"),
+    Command("state.get", "the complete current state snapshot"),
+    Command("events.list", "recent events, oldest first", (
+        _a("since_seq", "int", "", 0, None, doc="only events with a larger seq"),
+        _a("limit", "int", "events", 1, 1000, doc="at most this many (the newest; default 100)"),
+    )),
+    Command("trend.get", "amplitude/latency trend of the case (continuous vagal and probe responses)", (
+        _a("side", "enum", choices=SIDES, doc="one side only (default both)"),
+        _a("max_points", "int", "points", 10, 5000, doc="decimate to at most this many (default 1000)"),
+    )),
+    # case
+    Command("case.start", "open a new case (the journal starts recording)", (
+        _a("patient_id", "str", required=True, pattern=_ID, max_len=32, doc="pseudonymous patient id"),
+        _a("surgeon", "str", max_len=64),
+        _a("profile", "str", pattern=r"[A-Za-z0-9_-]{1,40}", max_len=40, doc="surgeon profile (config/profiles/NAME.toml)"),
+        _a("procedure", "str", max_len=120, doc="e.g. total thyroidectomy"),
+        _a("planned_sides", "list", choices=SIDES, max_len=2, doc="sides to be operated, in order"),
+        _a("tube_type", "str", max_len=64),
+        _a("tube_size_mm", "number", "mm", 5.0, 10.0, doc="inner diameter"),
+        _a("tube_depth_cm", "number", "cm", 10.0, 30.0, doc="depth at the teeth"),
+    )),
+    Command("case.update", "change case data of the open case (same arguments as case.start, all optional)", (
+        _a("surgeon", "str", max_len=64),
+        _a("procedure", "str", max_len=120),
+        _a("planned_sides", "list", choices=SIDES, max_len=2),
+        _a("tube_type", "str", max_len=64),
+        _a("tube_size_mm", "number", "mm", 5.0, 10.0),
+        _a("tube_depth_cm", "number", "cm", 10.0, 30.0),
+    ), needs_case=True),
+    Command("case.close", "stop stimulation and close the open case", (
+        _a("note", "str", max_len=2000, doc="closing remark, journaled"),
+    ), needs_case=True),
+    # stimulation
+    Command("stim.set", "set stimulation parameters of one output", (
+        _a("output", "enum", choices=OUTPUTS, required=True),
+        _a("current_mA", "number", "mA", 0.0, 10.0, doc="set current; above stim.confirm_above_mA needs confirm=true"),
+        _a("rate_hz", "number", "Hz", 0.5, 30.0, doc="pulse rate while the output is on"),
+        _a("pulse_width_us", "int", "us", 50, 250),
+        _a("confirm", "bool", doc="confirms a current above stim.confirm_above_mA"),
+    )),
+    Command("stim.output", "switch an output's stimulation on or off", (
+        _a("output", "enum", choices=OUTPUTS, required=True),
+        _a("on", "bool", required=True),
+    ), needs_case=True),
+    Command("stim.single", "deliver one probe pulse now", needs_case=True),
+    Command("probe.site", "what the probe is on now (tags every probe stimulus)", (
+        _a("site", "enum", choices=SITES, required=True),
+        _a("side", "enum", choices=SIDES, required=True),
+    )),
+    Command("aps.side", "the side of the continuous vagal electrode", (
+        _a("side", "enum", choices=SIDES, required=True),
+    )),
+    # procedure
+    Command("step.tag", "record an INMSG step from a response", (
+        _a("step", "enum", choices=STEPS, required=True),
+        _a("side", "enum", choices=SIDES, doc="default: the probe's current side"),
+        _a("which", "enum", choices=("last", "next"), doc="last response (default) or the next valid one"),
+    ), needs_case=True),
+    Command("laryngoscopy", "L1 (before) or L2 (after) vocal-fold finding, entered by hand", (
+        _a("phase", "enum", choices=("L1", "L2"), required=True),
+        _a("side", "enum", choices=SIDES, required=True),
+        _a("finding", "enum", choices=FINDINGS, required=True),
+        _a("note", "str", max_len=500),
+    ), needs_case=True),
+    Command("baseline.capture", "take the last valid response of a site as its baseline", (
+        _a("site", "enum", choices=SITES[:3], required=True),
+        _a("side", "enum", choices=SIDES, required=True),
+    ), needs_case=True),
+    Command("baseline.rebaseline", "start a new continuous vagal baseline on a side", (
+        _a("side", "enum", choices=SIDES, required=True),
+    ), needs_case=True),
+    Command("ts.answer", "an answer in the loss-of-signal troubleshooting sequence", (
+        _a("side", "enum", choices=SIDES, required=True),
+        _a("check", "enum", choices=TS_CHECKS, required=True),
+        _a("answer", "str", required=True, max_len=200, doc="e.g. yes, no, ok, not_done"),
+        _a("note", "str", max_len=500),
+    ), needs_case=True),
+    Command("mapping.result", "a point of RLN mapping after a loss of signal", (
+        _a("side", "enum", choices=SIDES, required=True),
+        _a("position", "enum", choices=("distal", "mid", "proximal", "laryngeal_entry"), required=True),
+        _a("response", "bool", required=True),
+    ), needs_case=True),
+    Command("staging.decision", "the surgeon's decision after a staging recommendation", (
+        _a("decision", "enum", choices=("proceed", "postpone"), required=True),
+        _a("reason", "str", required=True, max_len=500),
+    ), needs_case=True),
+    Command("note.add", "a free-text note in the case record", (
+        _a("text", "str", required=True, max_len=2000),
+    ), needs_case=True),
+    Command("snapshot", "keep the current traces and values in the record", (
+        _a("comment", "str", max_len=500),
+    ), needs_case=True),
+    Command("tube.check", "measure the electrode impedances now (result in the state and as an event)"),
+    Command("tube.override", "accept a failed tube check explicitly (recorded)", (
+        _a("reason", "str", required=True, max_len=500),
+    ), needs_case=True),
+    # alarms
+    Command("alarm.ack", "acknowledge an alarm (default: the top one)", (
+        _a("alarm", "str", max_len=80, doc="alarm id from the alarm list"),
+    )),
+    Command("alarm.pause_audio", "pause alarm sound for alarms.audio_pause_s"),
+    Command("alarm.reset", "reset latched alarms whose condition has ended", (
+        _a("alarm", "str", max_len=80),
+    )),
+    Command("alarm.audio_off", "switch alarm audio off indefinitely (or back on); reminded periodically", (
+        _a("off", "bool", required=True),
+    )),
+    # documentation
+    Command("report.get", "the case documentation (JSON content, and a PDF written in the data folder)", (
+        _a("case_id", "str", pattern=r"[A-Za-z0-9_.:-]{1,80}", max_len=80, doc="default: the open case, else the last closed one"),
+        _a("pdf", "bool", doc="also write the PDF (default true)"),
+    )),
+    Command("export.usb", "write report, JSON and EDF+ of a case to a USB stick and verify them", (
+        _a("case_id", "str", pattern=r"[A-Za-z0-9_.:-]{1,80}", max_len=80, doc="default: the open case, else the last closed one"),
+        _a("target", "str", max_len=400, doc="mount point (default: the one stick found mounted)"),
+        _a("pseudonymise", "bool", doc="default true"),
+    )),
+    Command("cases.list", "cases in the journal, newest first", (
+        _a("limit", "int", "cases", 1, 500, doc="default 50"),
+    )),
+    # self-test
+    Command("selftest.run", "check board, audio, LEDs/buzzer and storage; returns one result per item"),
+    # settings
+    Command("settings.get", "every setting with its value, unit, range and description"),
+    Command("settings.set", "change settings (validated against the schema, journaled)", (
+        _a("changes", "object", required=True, doc='{"group.name": value, ...}'),
+    )),
+    # simulation
+    Command("sim.control", "control the virtual board (probe contact, traction, cautery, ...)", (
+        _a("command", "str", required=True, max_len=64),
+        _a("args", "object", doc="arguments of the virtual-board command"),
+    ), simulation_only=True),
+]
+
+COMMANDS: dict[str, Command] = {c.name: c for c in COMMAND_LIST}
+
+
+def parse_request(obj: Mapping[str, Any]) -> tuple[Any, Command, dict[str, Any]]:
+    """Validate a request: ``(id, command, arguments)`` or ApiError naming the problem."""
+    req_id = obj.get("id")
+    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, (int, str))):
+        raise ApiError(BAD_REQUEST, "\"id\" must be an integer or a string")
+    name = obj.get("cmd")
+    if not isinstance(name, str):
+        raise ApiError(BAD_REQUEST, "request has no \"cmd\" (e.g. {\"id\": 1, \"cmd\": \"ping\"})")
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        close = [c for c in COMMANDS if c.split(".")[0] == name.split(".")[0]] or sorted(COMMANDS)
+        raise ApiError(UNKNOWN_COMMAND, f"unknown command {name!r}; known: {', '.join(close)}")
+    args: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in ("id", "cmd"):
+            continue
+        spec = cmd.arg(key)
+        if spec is None:
+            allowed = ", ".join(a.name for a in cmd.args) or "none"
+            raise ApiError(
+                INVALID_ARGUMENT, f"{name}: unknown argument {key!r}; allowed: {allowed}", argument=key
+            )
+        args[key] = spec.check(name, value)
+    for spec in cmd.args:
+        if spec.required and spec.name not in args:
+            raise ApiError(
+                INVALID_ARGUMENT,
+                f"{name}: argument {spec.name} is required; must be {spec.describe()}",
+                argument=spec.name,
+            )
+    return req_id, cmd, args
+
+
+@dataclass
+class Request:
+    """A validated request travelling from a connection to the engine."""
+
+    id: Any
+    cmd: str
+    args: dict[str, Any] = field(default_factory=dict)
+    client: str = ""
