@@ -1,0 +1,355 @@
+"""The kinds of case-journal entries and the schema of their payloads.
+
+Owns: ``KINDS`` (every entry kind, what it records, its payload fields), payload
+validation, the canonical JSON encoding that the hash chain covers, and small helper
+constructors the engine uses to build payloads.
+May import: the standard library, numpy, ``app.model``, ``app.settings``,
+``app.record.waveform``.
+
+Every entry is ``(seq, case_id, kind, t_s, wall, payload, blob)``: ``t_s`` is monotonic
+case time in seconds, ``wall`` the UTC wall time (ISO-8601, ``Z``), ``payload`` a JSON
+object whose fields depend on the kind, ``blob`` optional bytes (waveforms, see
+``waveform.py``). Sides are ``"L"``/``"R"``, sites and sources as in ``app.model``.
+``who`` is the role or pseudonymous operator code that did something (``"surgeon"``,
+``"nurse"``, ``"system"``...).
+
+=================  ========================================================================
+kind               payload (required fields first; ``?`` optional)
+=================  ========================================================================
+case_opened        patient_id, planned_sides [L/R], software_version, date? (YYYY-MM-DD),
+                   surgeon?, procedure?, tube? {type, size_mm, depth_cm}, operator?,
+                   board? {firmware_version, board_id, simulated}, format ("lnm-journal/1")
+settings           values {every "group.name": value}, source?, profile?
+setting_changed    key, old, new, unit?, who?, source?
+tube_check         impedances_ohm {electrode: ohm, -1 = lead off}, passed, imbalance_ohm?
+                   {L, R}, lead_off? [electrode], breathing_variation? {L: bool, R: bool},
+                   limits? {max_impedance_kohm, max_imbalance_kohm}, override? {who, reason},
+                   message?
+stimulus           ``Measurement.to_json()`` (index, t_s, site, side, source, set_mA,
+                   delivered_mA, pw_us, step, channel, valid, invalid_reason, response,
+                   amplitude_uV, latency_ms, onset_latency_ms), threshold_uV?, waveform?
+                   {encoding, res_uV, channels, n, clipped, sample_rate_hz, pre_samples,
+                   labels}; blob = the epoch (``waveform.encode``) when waveform is present
+emg_block          t_s (case time of the first sample), first_sample, sample_rate_hz, labels
+                   ["EMG L", "EMG R"], waveform {encoding, res_uV, channels, n, clipped};
+                   blob = the samples. Free-running EMG, consecutive chunks (about 1 s).
+irritation         side, onset_s, duration_s, peak_uV, channel?, kind? ("burst", "train",
+                   "spike"), rms_uV?
+cautery            state ("start"/"end"), side?, onset_s?, duration_s?
+rule_event         ``RuleEvent.to_json()``: t_s, kind, side, site, priority,
+                   stimulus_index, detail
+step               side, step (V1 S1 R1 R2 S2 V2 R2P R2D), stimulus_index?, amplitude_uV?,
+                   latency_ms?, onset_latency_ms?, set_mA?, delivered_mA?, pw_us?,
+                   stimulus_t_s?, response?, who?, comment?
+laryngoscopy       step ("L1"/"L2"), left, right (each "normal", "reduced", "immobile",
+                   "not_assessed"), who?, comment?
+alarm              transition ("raise", "ack", "pause", "resume", "reset", "escalate",
+                   "clear", "audio_off", ...), alarm (condition id), priority?, side?, site?,
+                   event_kind?, message?, who?
+operator           action, who?, detail?
+troubleshooting    check, answer, side?, question?, who?
+los_type           side, los_type (1 segmental, 2 global), who?, detail?
+staging            recommendation, decision? ("continue", "postpone", ...), reason?, who?, side?
+note               text, who?
+snapshot           label?, who?, stimulus_index?
+link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
+engine             event ("started", "resumed", "fault", "stopped", ...), detail?, version?
+storage            event ("problem", "recovered", "rescued"), message?, queued?, dropped?
+case_closed        reason?, who?, summary?
+=================  ========================================================================
+
+Unknown payload fields are kept (and hashed); missing required fields or values of the
+wrong type are refused with a ``ValueError`` naming the kind and the field.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from app.model import Measurement, RuleEvent
+from app.record import waveform as _wf
+
+NUM = (int, float)
+NONE = type(None)
+
+SIDES = ("L", "R")
+SITES = ("VAGUS", "RLN", "EBSLN", "UNTAGGED")
+SOURCES = ("PROBE", "APS")
+STIM_STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
+LARYNGOSCOPY_STEPS = ("L1", "L2")
+FOLD_FINDINGS = ("normal", "reduced", "immobile", "not_assessed")
+PROCEDURE_ORDER = ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2")
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    doc: str
+    required: Mapping[str, tuple[type, ...]]
+    optional: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    blob: str = "none"  # "none", "optional", "with_waveform" (blob iff payload has waveform)
+
+
+def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None, blob: str = "none") -> Kind:
+    return Kind(name, doc, required, optional or {}, choices or {}, blob)
+
+
+_SIDE = {"side": SIDES}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in [
+        _k("case_opened", "case data at the start of a case",
+           {"patient_id": (str,), "planned_sides": (list,), "software_version": (str,)},
+           {"date": (str,), "surgeon": (str, NONE), "procedure": (str, NONE), "tube": (dict, NONE),
+            "operator": (str, NONE), "board": (dict, NONE), "format": (str,)}),
+        _k("settings", "the full settings in force", {"values": (dict,)},
+           {"source": (str, NONE), "profile": (str, NONE)}),
+        _k("setting_changed", "one setting changed", {"key": (str,), "old": (object,), "new": (object,)},
+           {"unit": (str,), "who": (str, NONE), "source": (str, NONE)}),
+        _k("tube_check", "electrode impedances and tube placement check",
+           {"impedances_ohm": (dict,), "passed": (bool,)},
+           {"imbalance_ohm": (dict,), "lead_off": (list,), "breathing_variation": (dict, bool, NONE),
+            "limits": (dict,), "override": (dict, NONE), "message": (str, NONE), "who": (str, NONE)}),
+        _k("stimulus", "one stimulus, its measurement and its epoch",
+           {"index": (int,), "t_s": NUM, "site": (str,), "side": (str,), "source": (str,),
+            "set_mA": NUM, "delivered_mA": NUM + (NONE,), "valid": (bool,), "response": (bool,),
+            "amplitude_uV": NUM + (NONE,), "latency_ms": NUM + (NONE,)},
+           {"pw_us": (int,), "step": (str, NONE), "channel": (str, NONE), "invalid_reason": (str, NONE),
+            "onset_latency_ms": NUM + (NONE,), "threshold_uV": NUM + (NONE,), "waveform": (dict,)},
+           {"site": SITES, "side": SIDES, "source": SOURCES, "step": STIM_STEPS + (None,)},
+           blob="with_waveform"),
+        _k("emg_block", "a chunk of the free-running EMG stream",
+           {"t_s": NUM, "first_sample": (int,), "sample_rate_hz": NUM, "labels": (list,), "waveform": (dict,)},
+           blob="with_waveform"),
+        _k("irritation", "a free-running EMG episode (irritation)",
+           {"side": (str,), "onset_s": NUM, "duration_s": NUM, "peak_uV": NUM},
+           {"channel": (str, NONE), "kind": (str, NONE), "rms_uV": NUM + (NONE,)}, _SIDE),
+        _k("cautery", "electrocautery detected", {"state": (str,)},
+           {"side": (str, NONE), "onset_s": NUM, "duration_s": NUM + (NONE,)}, {"state": ("start", "end")}),
+        _k("rule_event", "an event the rules recognised (RuleEvent.to_json())",
+           {"t_s": NUM, "kind": (str,), "side": (str,), "site": (str,), "priority": (str,),
+            "stimulus_index": (int, NONE)}, {"detail": (dict,)}, {"side": SIDES, "site": SITES}),
+        _k("step", "an INMSG procedure step and its values", {"side": (str,), "step": (str,)},
+           {"stimulus_index": (int, NONE), "amplitude_uV": NUM + (NONE,), "latency_ms": NUM + (NONE,),
+            "onset_latency_ms": NUM + (NONE,), "set_mA": NUM + (NONE,), "delivered_mA": NUM + (NONE,),
+            "pw_us": (int, NONE), "stimulus_t_s": NUM + (NONE,), "response": (bool, NONE),
+            "who": (str, NONE), "comment": (str, NONE)},
+           {"side": SIDES, "step": STIM_STEPS}),
+        _k("laryngoscopy", "L1/L2 vocal fold findings", {"step": (str,), "left": (str,), "right": (str,)},
+           {"who": (str, NONE), "comment": (str, NONE)},
+           {"step": LARYNGOSCOPY_STEPS, "left": FOLD_FINDINGS, "right": FOLD_FINDINGS}),
+        _k("alarm", "an alarm log transition", {"transition": (str,), "alarm": (str,)},
+           {"priority": (str, NONE), "side": (str, NONE), "site": (str, NONE), "event_kind": (str, NONE),
+            "message": (str, NONE), "who": (str, NONE)}),
+        _k("operator", "any operator action", {"action": (str,)}, {"who": (str, NONE), "detail": (object,)}),
+        _k("troubleshooting", "an INMSG troubleshooting check and its answer",
+           {"check": (str,), "answer": (str,)},
+           {"side": (str, NONE), "question": (str, NONE), "who": (str, NONE)}),
+        _k("los_type", "the loss-of-signal type after mapping", {"side": (str,), "los_type": (int,)},
+           {"who": (str, NONE), "detail": (object,)}, {"side": SIDES, "los_type": (1, 2)}),
+        _k("staging", "staging recommendation and the surgeon's decision", {"recommendation": (str,)},
+           {"decision": (str, NONE), "reason": (str, NONE), "who": (str, NONE), "side": (str, NONE)}),
+        _k("note", "a free-text note", {"text": (str,)}, {"who": (str, NONE)}),
+        _k("snapshot", "an operator mark", {}, {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
+        _k("link", "board link events", {"event": (str,)}, {"detail": (object,)}),
+        _k("engine", "engine life cycle", {"event": (str,)}, {"detail": (object,), "version": (str, NONE)}),
+        _k("storage", "storage problems and recovery (written by the journal)", {"event": (str,)},
+           {"message": (str, NONE), "queued": (int,), "dropped": (dict,), "since": (str, NONE), "path": (str,)}),
+        _k("case_closed", "the case ended", {}, {"reason": (str, NONE), "who": (str, NONE), "summary": (object,)}),
+    ]
+}
+
+
+def validate(kind: str, payload: Mapping[str, Any], blob: bytes | None = None) -> None:
+    """Refuse a payload that does not follow ``KINDS[kind]`` (``ValueError``)."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise ValueError(f"unknown journal entry kind {kind!r}; known: {', '.join(KINDS)}")
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"journal entry {kind}: payload must be a JSON object, got {type(payload).__name__}")
+    for name, types in spec.required.items():
+        if name not in payload:
+            raise ValueError(f"journal entry {kind}: required field {name!r} is missing")
+        _check_type(kind, name, payload[name], types)
+    for name, types in spec.optional.items():
+        if name in payload:
+            _check_type(kind, name, payload[name], types)
+    for name, allowed in spec.choices.items():
+        if name in payload and payload[name] not in allowed:
+            if payload[name] is None and name not in spec.required:
+                continue
+            raise ValueError(
+                f"journal entry {kind}: field {name!r} is {payload[name]!r}; allowed: "
+                + ", ".join(repr(a) for a in allowed)
+            )
+    if spec.blob == "with_waveform":
+        has_wave = "waveform" in payload
+        if has_wave and blob is None:
+            raise ValueError(f"journal entry {kind}: has waveform metadata but no blob")
+        if blob is not None and not has_wave:
+            raise ValueError(f"journal entry {kind}: has a blob but no waveform metadata")
+    elif spec.blob == "none" and blob is not None:
+        raise ValueError(f"journal entry {kind}: takes no blob")
+
+
+def _check_type(kind: str, name: str, value: Any, types: tuple[type, ...]) -> None:
+    if object in types:
+        return
+    if isinstance(value, bool) and bool not in types:
+        ok = False  # True is not a number here
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        names = "/".join("null" if t is NONE else t.__name__ for t in types)
+        raise ValueError(f"journal entry {kind}: field {name!r} must be {names}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- canonical JSON
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} in the journal: {obj!r}")
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None (JSON has no such numbers); tuples -> lists; keys -> str."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, Mapping):
+        return {str(k.value if isinstance(k, enum.Enum) else k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """One text for one value: sorted keys, no spaces, ASCII only, no NaN."""
+    return json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False, default=_default)
+
+
+def normalise(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload exactly as it will be stored and read back."""
+    return json.loads(canonical_json(payload))
+
+
+# ----------------------------------------------------------------------------- constructors
+
+
+def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sample_rate_hz: float | None = None,
+             pre_samples: int | None = None, labels: list[str] | None = None,
+             res_uV: float = _wf.DEFAULT_RES_UV, threshold_uV: float | None = None) -> tuple[dict[str, Any], bytes | None]:
+    """Payload and blob of a ``stimulus`` entry. ``epoch_uV`` is ``(channels, n)`` or 1-D."""
+    payload = measurement.to_json()
+    if threshold_uV is not None:
+        payload["threshold_uV"] = float(threshold_uV)
+    if epoch_uV is None:
+        return payload, None
+    if sample_rate_hz is None or pre_samples is None:
+        raise ValueError("a stimulus waveform needs sample_rate_hz and pre_samples")
+    meta, blob = _wf.encode(epoch_uV, res_uV)
+    meta.update(sample_rate_hz=float(sample_rate_hz), pre_samples=int(pre_samples))
+    if labels is None:
+        labels = ["EMG L", "EMG R"][: meta["channels"]] if meta["channels"] == 2 else [measurement.channel or ""]
+    meta["labels"] = list(labels)
+    payload["waveform"] = meta
+    return payload, blob
+
+
+def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: np.ndarray,
+              labels: list[str] | tuple[str, ...] = ("EMG L", "EMG R"),
+              res_uV: float = _wf.DEFAULT_RES_UV) -> tuple[dict[str, Any], bytes]:
+    """Payload and blob of an ``emg_block`` entry (``samples_uV``: ``(channels, n)``)."""
+    meta, blob = _wf.encode(samples_uV, res_uV)
+    if meta["channels"] != len(labels):
+        raise ValueError(f"emg_block: {meta['channels']} channels but {len(labels)} labels")
+    return {"t_s": float(t_s), "first_sample": int(first_sample), "sample_rate_hz": float(sample_rate_hz),
+            "labels": list(labels), "waveform": meta}, blob
+
+
+def rule_event(event: RuleEvent) -> dict[str, Any]:
+    return event.to_json()
+
+
+def settings(values: Mapping[str, Any], source: str | None = None, profile: str | None = None) -> dict[str, Any]:
+    """Full settings (a ``Settings`` or any mapping of ``group.name`` -> value)."""
+    return {"values": dict(values), "source": source, "profile": profile}
+
+
+def setting_changed(key: str, old: Any, new: Any, who: str | None = None) -> dict[str, Any]:
+    from app.settings import SCHEMA
+
+    unit = SCHEMA[key].unit if key in SCHEMA else ""
+    return {"key": key, "old": old, "new": new, "unit": unit, "who": who}
+
+
+def step(side: str, step_name: str, measurement: Measurement | None = None, who: str | None = None,
+         comment: str | None = None) -> dict[str, Any]:
+    """A ``step`` payload; the values come from the measurement that documents the step."""
+    p: dict[str, Any] = {"side": _v(side), "step": _v(step_name), "who": who}
+    if comment:
+        p["comment"] = comment
+    if measurement is not None:
+        s = measurement.stimulus
+        p.update(stimulus_index=s.index, stimulus_t_s=round(s.t_s, 6), set_mA=s.set_mA,
+                 delivered_mA=s.delivered_mA, pw_us=s.pw_us, response=measurement.response,
+                 amplitude_uV=measurement.amplitude_uV, latency_ms=measurement.latency_ms,
+                 onset_latency_ms=measurement.onset_latency_ms)
+    return p
+
+
+def alarm(transition: str, alarm_id: str, priority: Any = None, side: Any = None, who: str | None = None,
+          message: str | None = None, event_kind: Any = None, site: Any = None) -> dict[str, Any]:
+    return {"transition": transition, "alarm": alarm_id, "priority": _v(priority), "side": _v(side),
+            "site": _v(site), "event_kind": _v(event_kind), "message": message, "who": who}
+
+
+def tube_check(impedances_ohm: Mapping[Any, int], max_impedance_kohm: float, max_imbalance_kohm: float,
+               breathing_variation: Mapping[str, bool] | None = None,
+               override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate and describe a tube check. Electrode keys: ``L_POS L_NEG R_POS R_NEG ...``;
+    ``-1`` ohm means not measurable (lead off). Limits come from the ``tube.*`` settings."""
+    imp = {(k.name if isinstance(k, enum.Enum) else str(k)): int(v) for k, v in impedances_ohm.items()}
+    lead_off = sorted(k for k, v in imp.items() if v < 0)
+    limit = max_impedance_kohm * 1000.0
+    high = sorted(k for k, v in imp.items() if v >= 0 and k[:2] in ("L_", "R_") and v > limit)
+    imbalance: dict[str, int | None] = {}
+    for side in SIDES:
+        pos, neg = imp.get(f"{side}_POS"), imp.get(f"{side}_NEG")
+        imbalance[side] = None if pos is None or neg is None or pos < 0 or neg < 0 else abs(pos - neg)
+    unbalanced = sorted(s for s, v in imbalance.items() if v is not None and v > max_imbalance_kohm * 1000.0)
+    passed = not lead_off and not high and not unbalanced
+    problems = ([f"lead off: {', '.join(lead_off)}"] if lead_off else []) + \
+        ([f"impedance above {max_impedance_kohm:g} kOhm: {', '.join(high)}"] if high else []) + \
+        ([f"imbalance above {max_imbalance_kohm:g} kOhm: side {', '.join(unbalanced)}"] if unbalanced else [])
+    return {"impedances_ohm": imp, "passed": passed, "imbalance_ohm": imbalance, "lead_off": lead_off,
+            "breathing_variation": dict(breathing_variation) if breathing_variation is not None else None,
+            "limits": {"max_impedance_kohm": max_impedance_kohm, "max_imbalance_kohm": max_imbalance_kohm},
+            "override": dict(override) if override else None,
+            "message": "; ".join(problems) if problems else "all electrodes within limits"}
+
+
+def _v(x: Any) -> Any:
+    return x.value if isinstance(x, enum.Enum) else x

@@ -1,0 +1,847 @@
+"""The case journal: an append-only, hash-chained record of everything that happens in a case.
+
+Owns: the SQLite journal file, writing entries (one committed transaction each, WAL mode,
+``synchronous=FULL``: an entry ``append`` has returned for survives a crash or power
+loss), the per-case hash chain, finding and resuming a case left open, and handling
+storage problems.
+May import: the standard library, ``app`` (version), ``app.record.entries``.
+
+Layout. One file holds every case (``default_journal_path()``). Table ``entries`` holds
+one row per entry: ``case_id, seq`` (0, 1, 2 ... per case), ``kind``, ``t_s`` (monotonic
+case time, seconds), ``wall`` (UTC, ISO-8601), ``payload`` (canonical JSON text),
+``payload_sha256``, ``blob`` (optional bytes), ``blob_sha256``, ``prev_hash`` and
+``hash``. Triggers refuse UPDATE and DELETE; the API has no path to either.
+
+Hash chain. ``hash = SHA-256(canonical JSON of {v, case, seq, kind, t_s, wall,
+payload_sha256, blob_sha256, blob_len, prev})``: every field of the entry, the blob
+through its digest, and the previous entry's hash (``GENESIS`` for seq 0). Changing,
+removing, inserting or reordering an entry breaks the chain from that entry on
+(``verify.py`` finds the first one). Removing the newest entries of a case leaves a
+shorter valid chain: the report and the export carry the hash of the last entry, which
+pins the length of a documented case.
+
+Storage problems (disk full, read-only, corrupt file, file deleted or replaced): ``append``
+does not raise. It keeps entries it cannot write in a bounded in-memory queue (in order,
+already chained), reports ``StorageStatus(ok=False, message=...)`` through the
+``on_status`` callback and ``status`` (the engine raises its "storage problem" technical
+alarm on it), and retries at most every ``retry_interval_s`` on the next ``append`` or on
+``flush()``. When the queue reaches its byte limit, new entries are refused (``append``
+returns ``None``) and counted per kind; free-running EMG (``emg_block``) is refused once
+the queue is half full so that stimuli, events and alarms keep their room. When writing
+works again the queue is written in order and a ``storage`` entry records the problem,
+its start and what was refused. A journal file deleted while open is rescued from the open
+connection (SQLite backup) back to its path; a file replaced by another is rescued to
+``NAME.rescued-<UTC>.db`` and the journal continues there. Opening a file that is not an
+SQLite database raises ``StorageError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import math
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from app.record import entries as _entries
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lnm-journal/1"
+GENESIS = "0" * 64
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    case_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    t_s REAL NOT NULL,
+    wall TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    blob BLOB,
+    blob_sha256 TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (case_id, seq)
+);
+CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, case_id);
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+BEGIN SELECT RAISE(ABORT, 'the case journal is append-only: entries cannot be changed'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'the case journal is append-only: entries cannot be deleted'); END;
+"""
+_COLUMNS = "case_id, seq, kind, t_s, wall, payload, payload_sha256, blob, blob_sha256, prev_hash, hash"
+
+
+class JournalError(Exception):
+    """A journal operation was refused (unknown or closed case, conflicting writer...)."""
+
+
+class StorageError(JournalError):
+    """The journal file cannot be read or written. ``problem`` is a short code."""
+
+    def __init__(self, message: str, path: str | os.PathLike = "", problem: str = "io") -> None:
+        super().__init__(message)
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class StorageStatus:
+    ok: bool
+    path: str
+    problem: str = ""  # "", "disk_full", "read_only", "corrupt", "missing", "replaced", "io", ...
+    message: str = ""
+    queued: int = 0  # entries waiting in memory
+    queued_bytes: int = 0
+    dropped: int = 0  # entries refused since the problem began (queue full)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    case_id: str
+    kind: str
+    t_s: float
+    wall: str
+    payload: dict[str, Any]
+    blob: bytes | None
+    prev_hash: str
+    hash: str
+    payload_text: str = field(default="", repr=False, compare=False)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry_hash(case_id: str, seq: int, kind: str, t_s: float, wall: str, payload_sha256: str,
+               blob_sha256: str | None, blob_len: int | None, prev_hash: str) -> str:
+    """The chain hash of one entry (see the module docstring)."""
+    header = _entries.canonical_json({
+        "v": 1, "case": case_id, "seq": seq, "kind": kind, "t_s": float(t_s), "wall": wall,
+        "payload_sha256": payload_sha256, "blob_sha256": blob_sha256, "blob_len": blob_len,
+        "prev": prev_hash,
+    })
+    return sha256_hex(header.encode("ascii"))
+
+
+def default_journal_path() -> Path:
+    """``$LNM_JOURNAL``, else ``$LNM_DATA_DIR/journal.db``, else ``~/.local/share/lnm/journal.db``."""
+    if os.environ.get("LNM_JOURNAL"):
+        return Path(os.environ["LNM_JOURNAL"])
+    if os.environ.get("LNM_DATA_DIR"):
+        return Path(os.environ["LNM_DATA_DIR"]) / "journal.db"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "lnm" / "journal.db"
+
+
+def utc_iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class _Row:
+    case_id: str
+    seq: int
+    kind: str
+    t_s: float
+    wall: str
+    payload: str
+    payload_sha256: str
+    blob: bytes | None
+    blob_sha256: str | None
+    prev_hash: str
+    hash: str
+
+    def values(self) -> tuple:
+        return (self.case_id, self.seq, self.kind, self.t_s, self.wall, self.payload,
+                self.payload_sha256, self.blob, self.blob_sha256, self.prev_hash, self.hash)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + (len(self.blob) if self.blob else 0) + 256
+
+
+@dataclass
+class _Head:
+    case_id: str
+    next_seq: int
+    last_hash: str
+    last_t_s: float
+    base_t_s: float  # case time at t_origin
+    t_origin: float  # clock reading when the case (or its resume) started
+    closed: bool = False
+
+
+class _MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(problem code, plain words) for a storage exception."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno == errno.ENOSPC:
+            return "disk_full", "the disk is full"
+        if exc.errno == errno.EROFS:
+            return "read_only", "the storage is read-only"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "read_only", "no permission to write"
+        if exc.errno == errno.ENOENT:
+            return "missing", "the file or its folder is missing"
+    msg = str(exc).lower()
+    if "full" in msg:
+        return "disk_full", "the disk is full"
+    if "readonly" in msg or "read-only" in msg or "read only" in msg:
+        return "read_only", "the storage is read-only"
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return "corrupt", "the database file is corrupt"
+    if "unable to open" in msg:
+        return "unavailable", "the database file cannot be opened"
+    if "locked" in msg or "busy" in msg:
+        return "busy", "the database is locked by another program"
+    return "io", "disk input/output error"
+
+
+class Journal:
+    """The case journal file. Thread-safe; one writing process per file.
+
+    ``clock``: object with ``now() -> float`` seconds (monotonic), used for case time
+    when ``append`` gets no ``t_s`` and for retry timing. ``wall_clock``: returns an
+    aware ``datetime`` (UTC wall time of entries). ``on_status``: called with a
+    ``StorageStatus`` whenever storage goes bad, changes problem, starts refusing
+    entries, or recovers. ``readonly``: open for reading only (``lnm verify/report``).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, clock: Any = None,
+                 wall_clock: Callable[[], datetime] | None = None,
+                 on_status: Callable[[StorageStatus], None] | None = None,
+                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES, retry_interval_s: float = 1.0,
+                 readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._clock = clock if clock is not None else _MonotonicClock()
+        self._wall = wall_clock or _utcnow
+        self._on_status = on_status
+        self.max_queue_bytes = int(max_queue_bytes)
+        self.retry_interval_s = float(retry_interval_s)
+        self._lock = threading.RLock()
+        self._heads: dict[str, _Head] = {}
+        self._queue: deque[_Row] = deque()
+        self._queued_bytes = 0
+        self._dropped: dict[str, Counter] = {}
+        self._failure: StorageError | None = None
+        self._failure_since: str | None = None
+        self._affected: set[str] = set()
+        self._next_retry = 0.0
+        self._conn: sqlite3.Connection | None = None
+        self._ident: tuple[int, int] | None = None
+        self._open()
+
+    # ------------------------------------------------------------------ opening and closing
+
+    def _open(self) -> None:
+        path = self.path
+        if self.readonly:
+            if not path.exists():
+                raise StorageError(f"case journal {path}: no such file", path, "missing")
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                problem, words = classify(exc)
+                raise StorageError(f"case journal {path}: cannot create its folder: {words} ({exc.strerror})",
+                                   path, problem) from None
+        self._check_magic(path)
+        try:
+            if self.readonly:
+                conn = self._connect_readonly(path)
+            else:
+                conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                conn.execute("INSERT OR IGNORE INTO journal_meta VALUES ('format', ?)", (FORMAT,))
+            fmt = conn.execute("SELECT value FROM journal_meta WHERE key='format'").fetchone()
+        except sqlite3.Error as exc:
+            problem, words = classify(exc)
+            if problem == "corrupt" or "no such table" in str(exc):
+                problem, words = "corrupt", "not a readable LNM case journal (corrupt, or not a journal)"
+            raise StorageError(f"case journal {path}: {words} ({exc})", path, problem) from None
+        if fmt is None or fmt[0] != FORMAT:
+            conn.close()
+            raise StorageError(f"case journal {path}: unknown journal format {fmt[0] if fmt else None!r} "
+                               f"(this software reads {FORMAT})", path, "format")
+        self._conn = conn
+        self._ident = self._stat_ident()
+
+    @staticmethod
+    def _check_magic(path: Path) -> None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            problem, words = classify(exc)
+            raise StorageError(f"case journal {path}: cannot be read: {words} ({exc.strerror})", path, problem) from None
+        if head and head != SQLITE_MAGIC:
+            raise StorageError(
+                f"case journal {path}: the file is corrupt (not an SQLite database: it starts with "
+                f"{head[:8]!r}); it was not changed, move it aside to start a new journal", path, "corrupt")
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        uri = f"file:{path.resolve()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=5.0)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # a WAL database on read-only media: read it as immutable
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+
+    def _stat_ident(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def close(self) -> int:
+        """Write what is queued if possible, then close. Returns entries left unwritten."""
+        with self._lock:
+            if self._conn is None:
+                return 0
+            if self._queue and not self.readonly:
+                self.flush()
+            left = len(self._queue)
+            if left:
+                log.error("case journal %s: closing with %d entries unwritten (%s)", self.path, left,
+                          self._failure)
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:  # closing a broken file: nothing more to save
+                log.error("case journal %s: close failed: %s", self.path, exc)
+            self._conn = None
+            return left
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"case journal {self.path} is closed")
+        return self._conn
+
+    # ------------------------------------------------------------------ cases
+
+    def open_case(self, case_data: Mapping[str, Any]) -> str:
+        """Start a case; returns its id. ``case_data`` is the ``case_opened`` payload
+        (``patient_id``, ``planned_sides`` required; ``software_version`` and ``date``
+        are filled in). ``case_id`` may be given in ``case_data`` to choose the id."""
+        from app import __version__
+
+        self._writable()
+        data = dict(case_data)
+        now = self._wall()
+        data.setdefault("software_version", __version__)
+        data.setdefault("date", now.astimezone(timezone.utc).strftime("%Y-%m-%d"))
+        data["format"] = FORMAT
+        case_id = str(data.pop("case_id", "") or f"{now.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
+        _entries.validate("case_opened", data)
+        with self._lock:
+            if case_id in self._heads or self._case_exists(case_id):
+                raise JournalError(f"case {case_id} already exists in {self.path}")
+            self._heads[case_id] = _Head(case_id, 0, GENESIS, 0.0, 0.0, self._clock.now())
+            self._append_locked(case_id, "case_opened", _entries.canonical_json(data), None, 0.0)
+        return case_id
+
+    def append(self, case_id: str, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
+               t_s: float | None = None) -> int | None:
+        """Append one entry; returns its seq, or ``None`` if storage is failing and the
+        in-memory queue is full (the entry is counted as refused). ``t_s`` defaults to
+        the case clock. Invalid kind/payload raises ``ValueError``."""
+        _entries.validate(kind, payload, blob)
+        if t_s is not None and not math.isfinite(float(t_s)):
+            raise ValueError(f"journal entry {kind}: t_s must be a finite number of seconds, got {t_s!r}")
+        text = _entries.canonical_json(payload)
+        if blob is not None:
+            blob = bytes(blob)
+        self._writable()
+        with self._lock:
+            return self._append_locked(case_id, kind, text, blob, None if t_s is None else float(t_s))
+
+    def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int | None:
+        """Append ``case_closed``; the case takes no more entries."""
+        with self._lock:
+            seq = self.append(case_id, "case_closed", dict(payload or {}))
+            self._heads[case_id].closed = True
+            if self._queue:
+                self.flush()
+            return seq
+
+    def resume_case(self, case_id: str) -> dict[str, Any]:
+        """Continue a case left open (after a crash). Returns its ``case_opened`` data.
+        Case time continues from the later of its last entry and the wall time elapsed
+        since it was opened."""
+        self._writable()
+        with self._lock:
+            head = self._load_head(case_id)
+            if head.closed:
+                raise JournalError(f"case {case_id} is closed; it cannot be resumed")
+            self._heads[case_id] = head
+            return self.case_data(case_id)
+
+    def open_cases(self) -> list[str]:
+        """Cases without a ``case_closed`` entry (left open by a crash or power loss), oldest first."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT case_id FROM entries WHERE seq = 0 AND case_id NOT IN "
+                "(SELECT case_id FROM entries WHERE kind = 'case_closed') ORDER BY rowid").fetchall()
+        return [r[0] for r in rows]
+
+    def find_open_case(self) -> str | None:
+        """The most recently opened case left open, or ``None``."""
+        cases = self.open_cases()
+        return cases[-1] if cases else None
+
+    def cases(self) -> list[dict[str, Any]]:
+        """Every case: id, opened (wall), patient_id, procedure, planned_sides, entries,
+        closed (wall or None), last_hash."""
+        with self._lock:
+            opened = self.conn.execute(
+                "SELECT case_id, wall, payload FROM entries WHERE seq = 0 ORDER BY rowid").fetchall()
+            closed = dict(self.conn.execute(
+                "SELECT case_id, wall FROM entries WHERE kind = 'case_closed'").fetchall())
+            out = []
+            for case_id, wall, payload in opened:
+                n, last_hash = self.conn.execute(
+                    "SELECT count(*), (SELECT hash FROM entries WHERE case_id = ? ORDER BY seq DESC LIMIT 1) "
+                    "FROM entries WHERE case_id = ?", (case_id, case_id)).fetchone()
+                try:
+                    data = _json_loads(payload)
+                except ValueError:
+                    data = {}
+                out.append({"case_id": case_id, "opened": wall, "patient_id": data.get("patient_id"),
+                            "procedure": data.get("procedure"), "planned_sides": data.get("planned_sides"),
+                            "entries": n, "closed": closed.get(case_id), "last_hash": last_hash})
+        return out
+
+    def case_data(self, case_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT payload FROM entries WHERE case_id = ? AND seq = 0", (case_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no case {case_id!r} in {self.path}")
+        return _json_loads(row[0])
+
+    def resolve_case(self, ref: str) -> str:
+        """A case id from an exact id, a unique prefix, ``last`` or ``open``."""
+        with self._lock:
+            ids = [r[0] for r in self.conn.execute("SELECT case_id FROM entries WHERE seq = 0 ORDER BY rowid")]
+        if not ids:
+            raise JournalError(f"case journal {self.path} holds no cases")
+        if ref in ("last", "latest"):
+            return ids[-1]
+        if ref == "open":
+            found = self.find_open_case()
+            if found is None:
+                raise JournalError(f"no open case in {self.path}")
+            return found
+        if ref in ids:
+            return ref
+        matches = [i for i in ids if i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise JournalError(f"case {ref!r} is ambiguous in {self.path}: " + ", ".join(matches[:5]))
+        raise JournalError(f"no case {ref!r} in {self.path} (lnm cases lists them)")
+
+    def last_hash(self, case_id: str) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT hash FROM entries WHERE case_id = ? ORDER BY seq DESC LIMIT 1",
+                                    (case_id,)).fetchone()
+        return row[0] if row else None
+
+    def entries(self, case_id: str, kinds: Iterable[str] | None = None, blobs: bool = True,
+                page: int = 512) -> Iterator[Entry]:
+        """The written entries of a case in seq order (optionally only some kinds)."""
+        kinds = list(kinds) if kinds is not None else None
+        blob_col = "blob" if blobs else "NULL"
+        where = "case_id = ? AND seq > ?"
+        if kinds:
+            where += " AND kind IN (" + ",".join("?" * len(kinds)) + ")"
+        sql = (f"SELECT case_id, seq, kind, t_s, wall, payload, {blob_col}, prev_hash, hash FROM entries "
+               f"WHERE {where} ORDER BY seq LIMIT {int(page)}")
+        last = -1
+        while True:
+            with self._lock:
+                rows = self.conn.execute(sql, [case_id, last] + (kinds or [])).fetchall()
+            for c, seq, kind, t_s, wall, payload, blob, prev, h in rows:
+                yield Entry(seq, c, kind, t_s, wall, _json_loads(payload), blob, prev, h, payload)
+            if len(rows) < page:
+                return
+            last = rows[-1][1]
+
+    def verify(self, case_id: str):
+        """Recompute the chain of a case (see ``app.record.verify``)."""
+        from app.record.verify import verify_case
+
+        return verify_case(self, case_id)
+
+    # ------------------------------------------------------------------ storage state
+
+    @property
+    def status(self) -> StorageStatus:
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> StorageStatus:
+        dropped = sum(sum(c.values()) for c in self._dropped.values())
+        if self._failure is None:
+            return StorageStatus(True, str(self.path), queued=len(self._queue), queued_bytes=self._queued_bytes,
+                                 dropped=dropped)
+        return StorageStatus(False, str(self.path), self._failure.problem, str(self._failure), len(self._queue),
+                             self._queued_bytes, dropped)
+
+    def _notify(self) -> None:
+        if self._on_status is not None:
+            self._on_status(self._status())
+
+    def flush(self) -> bool:
+        """Try now to write every queued entry. True when nothing is left queued."""
+        with self._lock:
+            self._next_retry = 0.0
+            self._retry()
+            return not self._queue
+
+    # ------------------------------------------------------------------ internals
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise JournalError(f"case journal {self.path} is open read-only")
+
+    def _case_exists(self, case_id: str) -> bool:
+        try:
+            return self.conn.execute("SELECT 1 FROM entries WHERE case_id = ? AND seq = 0",
+                                     (case_id,)).fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+    def _load_head(self, case_id: str) -> _Head:
+        try:
+            row = self.conn.execute(
+                "SELECT seq, hash, t_s FROM entries WHERE case_id = ? ORDER BY seq DESC LIMIT 1",
+                (case_id,)).fetchone()
+            first = self.conn.execute("SELECT wall FROM entries WHERE case_id = ? AND seq = 0",
+                                      (case_id,)).fetchone()
+            closed = self.conn.execute("SELECT 1 FROM entries WHERE case_id = ? AND kind = 'case_closed'",
+                                       (case_id,)).fetchone() is not None
+        except sqlite3.Error as exc:
+            problem, words = classify(exc)
+            raise StorageError(f"case journal {self.path}: cannot read case {case_id}: {words} ({exc})",
+                               self.path, problem) from None
+        if row is None or first is None:
+            raise JournalError(f"no case {case_id!r} in {self.path}")
+        seq, h, last_t = row
+        try:
+            elapsed = (self._wall() - parse_utc(first[0])).total_seconds()
+        except ValueError:
+            elapsed = 0.0
+        base = max(float(last_t), elapsed)
+        return _Head(case_id, seq + 1, h, float(last_t), base, self._clock.now(), closed)
+
+    def _head(self, case_id: str) -> _Head:
+        head = self._heads.get(case_id)
+        if head is None:
+            head = self._load_head(case_id)
+            self._heads[case_id] = head
+        if head.closed:
+            raise JournalError(f"case {case_id} is closed; it takes no more entries")
+        return head
+
+    def _case_time(self, head: _Head) -> float:
+        t = head.base_t_s + (self._clock.now() - head.t_origin)
+        return max(t, head.last_t_s)
+
+    def _make_row(self, head: _Head, kind: str, payload: str, blob: bytes | None, t_s: float | None) -> _Row:
+        t = self._case_time(head) if t_s is None else t_s
+        wall = utc_iso(self._wall())
+        psha = sha256_hex(payload.encode("ascii"))
+        bsha = sha256_hex(blob) if blob is not None else None
+        h = entry_hash(head.case_id, head.next_seq, kind, t, wall, psha, bsha,
+                       len(blob) if blob is not None else None, head.last_hash)
+        return _Row(head.case_id, head.next_seq, kind, t, wall, payload, psha, blob, bsha, head.last_hash, h)
+
+    @staticmethod
+    def _advance(head: _Head, row: _Row) -> None:
+        head.next_seq = row.seq + 1
+        head.last_hash = row.hash
+        head.last_t_s = max(head.last_t_s, row.t_s)
+
+    def _append_locked(self, case_id: str, kind: str, payload: str, blob: bytes | None,
+                       t_s: float | None) -> int | None:
+        head = self._head(case_id)
+        self._check_file()
+        if self._queue or self._failure is not None:
+            self._retry()
+        row = self._make_row(head, kind, payload, blob, t_s)
+        if not self._queue and self._failure is None:
+            try:
+                self._write([row])
+            except StorageError as exc:
+                self._begin_failure(exc, head)
+                row = self._make_row(head, kind, payload, blob, t_s)  # after the "problem" entry
+            else:
+                self._advance(head, row)
+                return row.seq
+        return self._enqueue(head, row)
+
+    def _enqueue(self, head: _Head, row: _Row) -> int | None:
+        limit = self.max_queue_bytes // 2 if row.kind == "emg_block" else self.max_queue_bytes
+        if self._queued_bytes + row.size > limit:
+            counter = self._dropped.setdefault(row.case_id, Counter())
+            first_drop = not any(self._dropped.values()) or sum(counter.values()) == 0
+            counter[row.kind] += 1
+            if first_drop:
+                log.error("case journal %s: in-memory queue full, refusing entries", self.path)
+                self._notify()
+            return None
+        self._queue.append(row)
+        self._queued_bytes += row.size
+        self._affected.add(row.case_id)
+        self._advance(head, row)
+        return row.seq
+
+    def _begin_failure(self, exc: StorageError, head: _Head | None) -> None:
+        changed = self._failure is None or self._failure.problem != exc.problem
+        if self._failure is None:
+            self._failure_since = utc_iso(self._wall())
+            if head is not None:
+                note = self._make_row(head, "storage", _entries.canonical_json(
+                    {"event": "problem", "message": str(exc), "path": str(self.path)}), None, None)
+                self._queue.append(note)
+                self._queued_bytes += note.size
+                self._affected.add(head.case_id)
+                self._advance(head, note)
+        self._failure = exc
+        self._next_retry = self._clock.now() + self.retry_interval_s
+        if changed:
+            log.error("%s", exc)
+            self._notify()
+
+    def _retry(self) -> None:
+        if self._clock.now() < self._next_retry:
+            return
+        self._check_file()
+        if self._queue:
+            try:
+                self._write(list(self._queue))
+            except StorageError as exc:
+                self._begin_failure(exc, None)
+                return
+            self._queue.clear()
+            self._queued_bytes = 0
+        if self._failure is not None:
+            self._recovered()
+
+    def _recovered(self) -> None:
+        failure, since = self._failure, self._failure_since
+        self._failure = None
+        self._failure_since = None
+        affected = sorted(self._affected | set(self._dropped))
+        self._affected.clear()
+        notes = []
+        for case_id in affected:
+            head = self._heads.get(case_id)
+            if head is None or head.closed:
+                continue
+            dropped = dict(self._dropped.get(case_id, {}))
+            note = self._make_row(head, "storage", _entries.canonical_json(
+                {"event": "recovered", "message": str(failure), "since": since, "dropped": dropped,
+                 "path": str(self.path)}), None, None)
+            notes.append((head, note))
+        self._dropped.clear()
+        try:
+            self._write([n for _, n in notes])
+        except StorageError as exc:
+            for head, note in notes:
+                self._queue.append(note)
+                self._queued_bytes += note.size
+                self._advance(head, note)
+            self._begin_failure(exc, None)
+            return
+        for head, note in notes:
+            self._advance(head, note)
+        log.warning("case journal %s: storage works again", self.path)
+        self._notify()
+
+    def _write(self, rows: list[_Row]) -> None:
+        if not rows:
+            return
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                             [r.values() for r in rows])
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            self._rollback()
+            raise JournalError(
+                f"case journal {self.path}: entry {rows[0].case_id}#{rows[0].seq} already exists "
+                f"(another program is writing this case?): {exc}") from None
+        except (sqlite3.Error, OSError) as exc:
+            self._rollback()
+            problem, words = classify(exc)
+            if problem == "io":
+                problem, words = self._probe(problem, words)
+            raise StorageError(f"case journal {self.path}: cannot write: {words} ({exc}); "
+                               f"entries are kept in memory and retried", self.path, problem) from None
+
+    def _probe(self, problem: str, words: str) -> tuple[str, str]:
+        """SQLite says only "disk I/O error": ask the file system what is wrong."""
+        try:
+            vfs = os.statvfs(self.path.parent)
+            if vfs.f_bavail * vfs.f_frsize < 64 * 1024:
+                return "disk_full", "the disk is full"
+        except OSError:
+            pass
+        for name in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                return classify(exc)
+            os.close(fd)
+        return problem, words
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # nothing to roll back (SQLite already did)
+
+    def _check_file(self) -> None:
+        """Notice a journal file deleted or replaced under us and rescue its content."""
+        ident = self._stat_ident()
+        if ident is not None and ident == self._ident:
+            return
+        if ident is None and self.path.parent.exists() is False:
+            self._begin_failure(StorageError(f"case journal {self.path}: its folder has disappeared; "
+                                             "entries are kept in memory", self.path, "missing"), None)
+            return
+        problem = "missing" if ident is None else "replaced"
+        if problem == "missing":
+            target = self.path
+        else:
+            stamp = self._wall().astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            target = self.path.with_name(f"{self.path.name}.rescued-{stamp}.db")
+        tmp = target.with_name(target.name + ".rescue-tmp")
+        try:
+            dest = sqlite3.connect(str(tmp))
+            try:
+                self.conn.backup(dest)
+            finally:
+                dest.close()
+            _fsync_file(tmp)
+        except (sqlite3.Error, OSError) as exc:
+            p, words = classify(exc)
+            self._begin_failure(StorageError(
+                f"case journal {self.path} was {'deleted' if problem == 'missing' else 'replaced'} while in use "
+                f"and cannot be rescued: {words} ({exc}); entries are kept in memory", self.path, p), None)
+            return
+        if problem == "replaced":
+            # closing must not delete the new file's companions: keep the old connection open
+            old = self._conn
+            self._stale = getattr(self, "_stale", []) + [old]
+        else:
+            try:
+                self.conn.close()  # checkpoints into the unlinked file and removes its -wal
+            except sqlite3.Error:
+                pass
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        old_path = self.path
+        self.path = target
+        self._conn = None
+        self._open()
+        msg = (f"case journal {old_path} was {'deleted' if problem == 'missing' else 'replaced by another file'} "
+               f"while in use; every entry written was rescued into {target}")
+        log.error("%s", msg)
+        if self._on_status is not None:
+            self._on_status(StorageStatus(False, str(target), problem, msg, len(self._queue), self._queued_bytes))
+        for head in self._heads.values():
+            if not head.closed:
+                row = self._make_row(head, "storage", _entries.canonical_json(
+                    {"event": "rescued", "message": msg, "path": str(target)}), None, None)
+                if self._queue or self._failure is not None:
+                    self._queue.append(row)
+                    self._queued_bytes += row.size
+                    self._advance(head, row)
+                else:
+                    try:
+                        self._write([row])
+                        self._advance(head, row)
+                    except StorageError as exc:
+                        self._begin_failure(exc, head)
+        if self._failure is None:
+            self._notify()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+def _json_loads(text: str) -> dict[str, Any]:
+    import json
+
+    return json.loads(text)
