@@ -1,0 +1,634 @@
+"""The rule engine: runs every INMSG condition over a stream of measurements.
+
+Owns: ``RuleEngine`` (per-site/side state of every condition of ``conditions.py``, the
+baselines, the open loss episodes, EBSLN tracking, the procedure model), its operator
+inputs, and its JSON snapshot for resuming a case.
+May import: the standard library, ``app.model``, ``app.settings`` and ``app.rules.*``.
+
+Order of evaluation for one measurement (so that events of one stimulus come out in a
+fixed order): no current; baselines (APS, probe) and poor baseline; non-recurrent nerve;
+recovery; loss of signal; combined event / amplitude decrease; then the losses just raised
+open (or extend) the site's loss record, which recovery watches. The stimulus that
+completes a baseline is not itself compared with it. Every event is stamped with the end
+of the analysis window of the stimulus that completed it (``Measurement.t_end_s``) and
+that stimulus's index.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Mapping
+
+from app.model import (
+    EventKind,
+    InvalidReason,
+    Measurement,
+    Priority,
+    RuleEvent,
+    Side,
+    Site,
+    Source,
+    Step,
+    Stimulus,
+)
+from app.rules.conditions import (
+    WATCHED_SITES,
+    ApsAmplitude,
+    ApsBaseline,
+    Facts,
+    LossOfSignal,
+    NoCurrent,
+    NonRecurrent,
+    PoorBaseline,
+    ProbeBaseline,
+    Recovery,
+    facts,
+)
+from app.rules.machine import Machine
+from app.rules.procedure import Procedure, ProcedureError
+from app.settings import Settings
+
+SNAPSHOT_FORMAT = "lnm-rules/1"
+
+PRIORITY: dict[EventKind, Priority] = {
+    EventKind.LOSS_OF_SIGNAL: Priority.HIGH,
+    EventKind.COMBINED_EVENT: Priority.HIGH,
+    EventKind.AMPLITUDE_DECREASE: Priority.MEDIUM,
+    EventKind.NO_CURRENT: Priority.MEDIUM,
+    EventKind.SIGNAL_RECOVERED: Priority.INFO,
+    EventKind.NONRECURRENT_NERVE_SUSPECTED: Priority.INFO,
+    EventKind.POOR_BASELINE: Priority.LOW,
+    EventKind.BASELINE_SET: Priority.INFO,
+}
+
+# Every setting the rules read (``lnm analyze`` writes them into its result).
+SETTINGS_USED: tuple[str, ...] = (
+    "analysis.event_threshold_uV",
+    "stim.delivered_tolerance_pct",
+    "rules.los_min_current_mA",
+    "rules.los_consecutive",
+    "rules.aps_baseline_count",
+    "rules.combined_amplitude_pct",
+    "rules.combined_latency_pct",
+    "rules.combined_consecutive",
+    "rules.amplitude_decrease_pct",
+    "rules.amplitude_decrease_consecutive",
+    "rules.recovery_pct",
+    "rules.recovery_consecutive",
+    "rules.poor_baseline_uV",
+    "rules.nonrecurrent_latency_ms",
+    "rules.r2_reduction_map_pct",
+    "rules.r2_reduction_palsy_pct",
+)
+
+_LOSS_KINDS = (EventKind.LOSS_OF_SIGNAL, EventKind.COMBINED_EVENT, EventKind.AMPLITUDE_DECREASE)
+_MACHINES: tuple[Machine, ...] = (
+    LossOfSignal.MACHINE, ApsBaseline.MACHINE, ProbeBaseline.MACHINE, ApsAmplitude.MACHINE,
+    Recovery.MACHINE, NoCurrent.MACHINE, PoorBaseline.MACHINE, NonRecurrent.MACHINE,
+)
+
+
+class SnapshotError(ValueError):
+    """A snapshot cannot be restored; the message says why."""
+
+
+def _r(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def site_key(site: Site, side: Side) -> str:
+    return f"{site.value}-{side.value}"
+
+
+def _m_to_dict(m: Measurement) -> dict[str, Any]:
+    s = m.stimulus
+    return {
+        "index": s.index, "t_s": s.t_s, "site": s.site.value, "side": s.side.value,
+        "source": s.source.value, "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
+        "pw_us": s.pw_us, "step": s.step.value if s.step else None,
+        "channel": m.channel, "valid": m.valid,
+        "invalid_reason": m.invalid_reason.value if m.invalid_reason else None,
+        "response": m.response, "amplitude_uV": m.amplitude_uV, "latency_ms": m.latency_ms,
+        "onset_latency_ms": m.onset_latency_ms,
+    }
+
+
+def _m_from_dict(d: Mapping[str, Any]) -> Measurement:
+    stim = Stimulus(
+        index=int(d["index"]), t_s=float(d["t_s"]), site=Site(d["site"]), side=Side(d["side"]),
+        source=Source(d["source"]), set_mA=float(d["set_mA"]),
+        delivered_mA=None if d["delivered_mA"] is None else float(d["delivered_mA"]),
+        pw_us=int(d["pw_us"]), step=Step(d["step"]) if d["step"] else None,
+    )
+    return Measurement(
+        stimulus=stim, channel=d["channel"], valid=bool(d["valid"]),
+        invalid_reason=InvalidReason(d["invalid_reason"]) if d["invalid_reason"] else None,
+        response=bool(d["response"]), amplitude_uV=d["amplitude_uV"], latency_ms=d["latency_ms"],
+        onset_latency_ms=d["onset_latency_ms"],
+    )
+
+
+class RuleEngine:
+    """The INMSG rules over one case. Pure: call ``process`` once per measurement, in
+    time order; operator actions are methods; ``snapshot``/``restore`` resume a case.
+
+    Semantics of every condition: ``app.rules.conditions`` (one table each) and the
+    package docstring of ``app.rules``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.procedure = Procedure()
+        self._machines: dict[str, dict[str, list[Any]]] = {mc.name: {} for mc in _MACHINES}
+        # per watched site and side: first/last responses (the "initially good signal")
+        self._sites: dict[str, dict[str, Any]] = {}
+        # per side: APS baseline accumulation and the current baseline
+        self._aps: dict[str, dict[str, Any]] = {}
+        # per watched site and side: probe baseline
+        self._probe: dict[str, dict[str, Any]] = {}
+        # per watched site and side: open loss (first event time, conditions)
+        self._losses: dict[str, dict[str, Any]] = {}
+        # per source: the current no-current episode
+        self._no_current: dict[str, dict[str, Any]] = {}
+        # per side: EBSLN responses
+        self._ebsln: dict[str, dict[str, Any]] = {}
+        # per side: the last valid measurement with a response (for "tag as step")
+        self._last_response: dict[str, dict[str, Any]] = {}
+        self._count = 0
+
+    # -- settings ---------------------------------------------------------------------
+    def set_settings(self, settings: Settings) -> None:
+        """New settings take effect from the next measurement; state is kept."""
+        self.settings = settings
+
+    def settings_used(self) -> dict[str, Any]:
+        return {k: self.settings[k] for k in SETTINGS_USED}
+
+    # -- machine state ----------------------------------------------------------------
+    def _state(self, machine: Machine, key: str) -> str:
+        return self._machines[machine.name].get(key, [machine.initial, 0])[0]
+
+    def _run(self, machine: Machine, key: str) -> int:
+        return int(self._machines[machine.name].get(key, [machine.initial, 0])[1])
+
+    def _step(self, machine: Machine, key: str, symbol: str) -> str:
+        state, run = self._machines[machine.name].get(key, [machine.initial, 0])
+        out = machine.step(state, int(run), symbol, self.settings)
+        self._machines[machine.name][key] = [out.state, out.run]
+        return out.emit
+
+    def _event(self, kind: EventKind, m: Measurement | None, site: Site, side: Side,
+               detail: dict[str, Any], t_s: float | None = None) -> RuleEvent:
+        return RuleEvent(
+            t_s=m.t_end_s if t_s is None and m is not None else float(t_s or 0.0),
+            kind=kind, side=side, site=site, priority=PRIORITY[kind],
+            stimulus_index=m.stimulus.index if m is not None else None, detail=detail,
+        )
+
+    # -- references -------------------------------------------------------------------
+    def aps_baseline(self, side: Side) -> dict[str, Any] | None:
+        b = self._aps.get(side.value, {}).get("baseline")
+        return copy.deepcopy(b) if b else None
+
+    def probe_baseline(self, site: Site, side: Side) -> dict[str, Any] | None:
+        b = self._probe.get(site_key(site, side))
+        return copy.deepcopy(b) if b else None
+
+    def _reference(self, site: Site, side: Side, source: Source) -> tuple[float | None, str]:
+        """Amplitude a source's stimuli at a site are compared with for recovery."""
+        key = site_key(site, side)
+        if source is Source.APS:
+            b = self._aps.get(side.value, {}).get("baseline")
+            if b:
+                return b["amplitude_uV"], "aps_baseline"
+        else:
+            b = self._probe.get(key)
+            if b:
+                return b["amplitude_uV"], f"probe_baseline_{b['how']}"
+        info = self._sites.get(key, {})
+        first_src = info.get("first_by_source", {}).get(source.value)
+        if first_src:
+            return first_src["amplitude_uV"], "first_response_of_source"
+        first = info.get("first_response")
+        if first:
+            return first["amplitude_uV"], "first_response_of_site"
+        return None, "none"
+
+    # -- the stream -------------------------------------------------------------------
+    def process(self, m: Measurement) -> list[RuleEvent]:
+        """Apply every rule to one measurement; returns the events it completed."""
+        st = self.settings
+        f = facts(m, st)
+        s = m.stimulus
+        events: list[RuleEvent] = []
+        self._count += 1
+
+        # 1. no current (per stimulator output)
+        if self._step(NoCurrent.MACHINE, s.source.value, NoCurrent.classify(m, f)) == "no_current":
+            self._no_current[s.source.value] = {"t_s": s.t_s, "stimulus_index": s.index}
+            delivered_pct = (s.delivered_mA / s.set_mA * 100.0) if s.delivered_mA is not None else None
+            events.append(self._event(EventKind.NO_CURRENT, m, s.site, s.side, {
+                "source": s.source.value, "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
+                "delivered_pct": _r(delivered_pct, 1),
+                "tolerance_pct": st["stim.delivered_tolerance_pct"],
+                "message": "Stimulus current not delivered as set: check probe, leads, contact and a dry field.",
+            }))
+
+        if f.valid and f.response:
+            self._last_response[s.side.value] = _m_to_dict(m)
+        if f.untagged:
+            return events
+
+        key = site_key(s.site, s.side)
+        # The amplitude rule compares with the baseline as it stood before this stimulus.
+        aps = self._aps.setdefault(s.side.value, _new_aps())
+        have_baseline = self._state(ApsBaseline.MACHINE, s.side.value) == "SET"
+        b = aps["baseline"] if have_baseline else None
+        amp_symbol = ApsAmplitude.classify(m, f, b["amplitude_uV"] if b else None,
+                                           b["latency_ms"] if b else None, st)
+
+        # 2. baselines and poor baseline
+        events.extend(self._aps_baseline(m, f, aps))
+        events.extend(self._probe_baseline(m, f))
+        if self._step(PoorBaseline.MACHINE, s.side.value, PoorBaseline.classify(m, f, st)) == "poor_baseline":
+            events.append(self._event(EventKind.POOR_BASELINE, m, s.site, s.side, {
+                "basis": "V1", "amplitude_uV": _r(f.amplitude_uV, 2), "limit_uV": st["rules.poor_baseline_uV"],
+                "message": "Poor V1 baseline: check tube position and electrode contact.",
+            }))
+
+        # 3. non-recurrent nerve
+        if self._step(NonRecurrent.MACHINE, s.side.value, NonRecurrent.classify(m, f, st)):
+            events.append(self._event(EventKind.NONRECURRENT_NERVE_SUSPECTED, m, s.site, s.side, {
+                "source": s.source.value, "latency_ms": _r(f.latency_ms, 3),
+                "limit_ms": st["rules.nonrecurrent_latency_ms"], "amplitude_uV": _r(f.amplitude_uV, 2),
+                "message": "Short right vagal latency: a non-recurrent laryngeal nerve is suspected.",
+            }))
+
+        # site bookkeeping (the "initially good signal" and the recovery references)
+        if s.site in WATCHED_SITES and f.response:
+            info = self._sites.setdefault(key, {"first_response": None, "first_by_source": {},
+                                                "last_response": None})
+            brief = {"amplitude_uV": f.amplitude_uV, "latency_ms": f.latency_ms, "t_s": s.t_s,
+                     "stimulus_index": s.index, "source": s.source.value}
+            if info["first_response"] is None:
+                info["first_response"] = brief
+            info["first_by_source"].setdefault(s.source.value, brief)
+
+        # 4. recovery (this source at this site)
+        if s.site in WATCHED_SITES:
+            events.extend(self._recovery(m, f, key))
+
+        # 5. loss of signal
+        new_losses: list[RuleEvent] = []
+        if s.site in WATCHED_SITES:
+            info = self._sites.setdefault(key, {"first_response": None, "first_by_source": {},
+                                                "last_response": None})
+            los_symbol = LossOfSignal.classify(m, f)
+            emit = self._step(LossOfSignal.MACHINE, key, los_symbol)
+            if los_symbol == "MISS":
+                info.setdefault("misses", []).append(
+                    {"stimulus_index": s.index, "delivered_measured": s.delivered_mA is not None})
+                info["misses"] = info["misses"][-int(st["rules.los_consecutive"]):]
+            elif los_symbol == "RESPONSE":
+                info["misses"] = []
+                info["last_response"] = {"amplitude_uV": f.amplitude_uV, "latency_ms": f.latency_ms,
+                                         "t_s": s.t_s, "stimulus_index": s.index, "source": s.source.value}
+            if emit == "loss_of_signal":
+                ref, basis = self._reference(s.site, s.side, s.source)
+                last = info.get("last_response") or {}
+                new_losses.append(self._event(EventKind.LOSS_OF_SIGNAL, m, s.site, s.side, {
+                    "source": s.source.value,
+                    "consecutive": self._run(LossOfSignal.MACHINE, key),
+                    "stimulus_indices": [x["stimulus_index"] for x in info.get("misses", [])],
+                    "amplitude_uV": _r(f.amplitude_uV, 2),
+                    "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
+                    "threshold_uV": st["analysis.event_threshold_uV"],
+                    "last_response_amplitude_uV": _r(last.get("amplitude_uV"), 2),
+                    "last_response_t_s": last.get("t_s"),
+                    "baseline_uV": _r(ref, 2), "baseline_basis": basis,
+                    "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
+                    "message": "Loss of signal: no response with current delivered. Start troubleshooting.",
+                }))
+
+        # 6. combined event / amplitude decrease (APS, after the baseline)
+        if s.source is Source.APS:
+            emit = self._step(ApsAmplitude.MACHINE, s.side.value, amp_symbol)
+            if emit and b is not None:
+                kind = EventKind(emit)
+                detail = {
+                    "source": s.source.value,
+                    "consecutive": self._run(ApsAmplitude.MACHINE, s.side.value),
+                    "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
+                    "amplitude_pct": _r((f.amplitude_uV or 0.0) / b["amplitude_uV"] * 100.0, 1),
+                    "latency_pct": _r((f.latency_ms or 0.0) / b["latency_ms"] * 100.0, 1),
+                    "baseline_amplitude_uV": _r(b["amplitude_uV"], 2),
+                    "baseline_latency_ms": _r(b["latency_ms"], 3),
+                }
+                if kind is EventKind.COMBINED_EVENT:
+                    detail["message"] = ("Combined event: amplitude down and latency up (traction injury "
+                                         "pattern). Release traction.")
+                else:
+                    detail["message"] = ("Amplitude decrease with stable latency: check tube position "
+                                         "(typical of tube displacement, not nerve injury).")
+                    detail["advice"] = "check tube position"
+                new_losses.append(self._event(kind, m, s.site, s.side, detail))
+
+        # 7. losses open (or extend) the site's loss record
+        for ev in new_losses:
+            self._open_loss(ev, m)
+        events.extend(new_losses)
+
+        # 8. EBSLN, contralateral vagus for troubleshooting, procedure steps
+        if s.site is Site.EBSLN and f.valid:
+            self._track_ebsln(m, f)
+        if s.site is Site.VAGUS and f.response:
+            self.procedure.note_contralateral_vagus(s.side.other, m.t_end_s, f.amplitude_uV)
+        if s.step is not None and f.valid:
+            self.procedure.offer_tagged(m, f.response)
+        return events
+
+    # -- pieces of process ------------------------------------------------------------
+    def _aps_baseline(self, m: Measurement, f: Facts, aps: dict[str, Any]) -> list[RuleEvent]:
+        s = m.stimulus
+        st = self.settings
+        symbol = ApsBaseline.classify(m, f)
+        emit = self._step(ApsBaseline.MACHINE, s.side.value, symbol)
+        if not emit:
+            return []
+        acc = aps["acc"]
+        amp, lat = float(f.amplitude_uV), float(f.latency_ms)  # type: ignore[arg-type]
+        if acc["n"] == 0:
+            acc["first_index"] = s.index
+        acc["n"] += 1
+        acc["sum_uV"] += amp
+        acc["sum_ms"] += lat
+        acc["sumsq_uV"] += amp * amp
+        acc["sumsq_ms"] += lat * lat
+        if emit != "baseline_set":
+            return []
+        n = acc["n"]
+        mean_uV, mean_ms = acc["sum_uV"] / n, acc["sum_ms"] / n
+        sd_uV = max(acc["sumsq_uV"] / n - mean_uV * mean_uV, 0.0) ** 0.5
+        sd_ms = max(acc["sumsq_ms"] / n - mean_ms * mean_ms, 0.0) ** 0.5
+        aps["baseline"] = {
+            "amplitude_uV": mean_uV, "latency_ms": mean_ms, "count": n,
+            "amplitude_sd_uV": sd_uV, "latency_sd_ms": sd_ms, "t_s": m.t_end_s, "stimulus_index": s.index,
+            "first_index": acc["first_index"], "site": s.site.value,
+            "number": aps["number"] + 1,
+        }
+        aps["number"] += 1
+        aps["site"] = s.site.value
+        aps["acc"] = _new_acc()
+        events = [self._event(EventKind.BASELINE_SET, m, s.site, s.side, {
+            "source": "APS", "how": "aps_mean", "number": aps["number"],
+            "amplitude_uV": _r(mean_uV, 2), "latency_ms": _r(mean_ms, 3), "count": n,
+            "amplitude_sd_uV": _r(sd_uV, 2), "latency_sd_ms": _r(sd_ms, 3),
+            "amplitude_cv_pct": _r(sd_uV / mean_uV * 100.0, 1) if mean_uV else None,
+            "first_index": acc["first_index"],
+        })]
+        self._step(ApsAmplitude.MACHINE, s.side.value, "BASELINE_SET")
+        if self._step(PoorBaseline.MACHINE, s.side.value, PoorBaseline.classify_aps(mean_uV, st)):
+            events.append(self._event(EventKind.POOR_BASELINE, m, s.site, s.side, {
+                "basis": "APS baseline", "amplitude_uV": _r(mean_uV, 2), "limit_uV": st["rules.poor_baseline_uV"],
+                "message": "Poor APS baseline: check tube position and electrode contact.",
+            }))
+        return events
+
+    def _probe_baseline(self, m: Measurement, f: Facts) -> list[RuleEvent]:
+        s = m.stimulus
+        if s.site not in WATCHED_SITES:
+            return []
+        key = site_key(s.site, s.side)
+        if self._step(ProbeBaseline.MACHINE, key, ProbeBaseline.classify(m, f)) != "baseline_set":
+            return []
+        self._probe[key] = {"amplitude_uV": f.amplitude_uV, "latency_ms": f.latency_ms, "how": "first_response",
+                            "t_s": m.t_end_s, "stimulus_index": s.index, "set_mA": s.set_mA}
+        return [self._event(EventKind.BASELINE_SET, m, s.site, s.side, {
+            "source": "PROBE", "how": "first_response", "amplitude_uV": _r(f.amplitude_uV, 2),
+            "latency_ms": _r(f.latency_ms, 3), "count": 1, "set_mA": s.set_mA,
+        })]
+
+    def _recovery(self, m: Measurement, f: Facts, key: str) -> list[RuleEvent]:
+        s = m.stimulus
+        ref, basis = self._reference(s.site, s.side, s.source)
+        symbol = Recovery.classify(m, f, ref, self.settings)
+        rkey = f"{key}-{s.source.value}"
+        if self._step(Recovery.MACHINE, rkey, symbol) != "signal_recovered":
+            return []
+        loss = self._losses.pop(key, None) or {"t_s": m.t_end_s, "conditions": [], "stimulus_index": None}
+        for src in Source:
+            if src is not s.source:
+                self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
+        recovered = list(loss["conditions"])
+        if s.site is Site.VAGUS and self._state(ApsAmplitude.MACHINE, s.side.value) != "NO_BASELINE":
+            self._step(ApsAmplitude.MACHINE, s.side.value, "RECOVERED")
+        if EventKind.LOSS_OF_SIGNAL.value in recovered:
+            self.procedure.on_recovery(s.side, s.site, m.t_end_s)
+        return [self._event(EventKind.SIGNAL_RECOVERED, m, s.site, s.side, {
+            "source": s.source.value,
+            "time_since_loss_s": round(m.t_end_s - loss["t_s"], 3),
+            "loss_t_s": loss["t_s"], "loss_stimulus_index": loss["stimulus_index"],
+            "recovered": recovered,
+            "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
+            "baseline_uV": _r(ref, 2), "baseline_basis": basis,
+            "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
+            "consecutive": self._run(Recovery.MACHINE, rkey),
+            "message": "Signal recovered.",
+        })]
+
+    def _open_loss(self, ev: RuleEvent, m: Measurement) -> None:
+        key = site_key(ev.site, ev.side)
+        loss = self._losses.get(key)
+        if loss is None:
+            loss = {"t_s": ev.t_s, "stimulus_index": ev.stimulus_index, "conditions": []}
+            self._losses[key] = loss
+        if ev.kind.value not in loss["conditions"]:
+            loss["conditions"].append(ev.kind.value)
+        for src in Source:
+            self._step(Recovery.MACHINE, f"{key}-{src.value}", "LOSS")
+        if ev.kind is EventKind.LOSS_OF_SIGNAL:
+            info = self._sites.get(key, {})
+            misses = info.get("misses", [])
+            measured = bool(misses) and all(x["delivered_measured"] for x in misses)
+            self.procedure.on_loss(ev.side, ev.site, ev.t_s, ev.stimulus_index, current_measured=measured)
+
+    def _track_ebsln(self, m: Measurement, f: Facts) -> None:
+        s = m.stimulus
+        e = self._ebsln.setdefault(s.side.value, {"stimuli": 0, "responses": 0, "present": False,
+                                                  "first_response": None, "last": None,
+                                                  "max_amplitude_uV": None})
+        e["stimuli"] += 1
+        entry = {"response": f.response, "amplitude_uV": f.amplitude_uV,
+                 "latency_ms": f.latency_ms if f.response else None, "t_s": s.t_s, "stimulus_index": s.index,
+                 "set_mA": s.set_mA}
+        e["last"] = entry
+        if f.response:
+            e["responses"] += 1
+            e["present"] = True
+            if e["first_response"] is None:
+                e["first_response"] = entry
+            if e["max_amplitude_uV"] is None or (f.amplitude_uV or 0.0) > e["max_amplitude_uV"]:
+                e["max_amplitude_uV"] = f.amplitude_uV
+
+    def ebsln(self, side: Side) -> dict[str, Any]:
+        """EBSLN glottic responses of a side (tracked, never alarmed)."""
+        e = self._ebsln.get(side.value)
+        if e is None:
+            return {"stimuli": 0, "responses": 0, "present": False, "first_response": None, "last": None,
+                    "max_amplitude_uV": None}
+        return copy.deepcopy(e)
+
+    # -- operator inputs --------------------------------------------------------------
+    def rebaseline(self, side: Side, source: Source = Source.APS, t_s: float = 0.0,
+                   site: Site | None = None) -> list[RuleEvent]:
+        """Start a new baseline. APS: the next ``rules.aps_baseline_count`` valid,
+        qualifying APS responses of the side; combined event / amplitude decrease pause
+        until then, and their open episode ends (without a recovery event; a loss of
+        signal stays open). PROBE: the next good probe response of ``site`` (or of every
+        watched site of the side)."""
+        side, source = Side(side), Source(source)
+        if source is Source.APS:
+            aps = self._aps.setdefault(side.value, _new_aps())
+            aps["acc"] = _new_acc()
+            aps["requested_t_s"] = t_s
+            self._step(ApsBaseline.MACHINE, side.value, "REBASELINE")
+            self._step(ApsAmplitude.MACHINE, side.value, "REBASELINE")
+            key = site_key(Site(aps.get("site", Site.VAGUS.value)), side)
+            loss = self._losses.get(key)
+            if loss is not None:
+                loss["conditions"] = [c for c in loss["conditions"]
+                                      if c not in (EventKind.COMBINED_EVENT.value, EventKind.AMPLITUDE_DECREASE.value)]
+                if not loss["conditions"]:
+                    del self._losses[key]
+                    for src in Source:
+                        self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
+        else:
+            if site is not None and Site(site) not in WATCHED_SITES:
+                raise ValueError(f"probe baseline for site {Site(site).value}: only VAGUS and RLN have one")
+            for s in ([Site(site)] if site is not None else list(WATCHED_SITES)):
+                key = site_key(s, side)
+                self._step(ProbeBaseline.MACHINE, key, "CLEAR")
+                self._probe.pop(key, None)
+        return []
+
+    def capture_baseline(self, site: Site, side: Side, measurement: Measurement,
+                         t_s: float | None = None) -> list[RuleEvent]:
+        """The operator captures ``measurement`` as the probe baseline of ``site``/``side``."""
+        site, side = Site(site), Side(side)
+        if site not in WATCHED_SITES:
+            raise ValueError(f"baseline for site {site.value}: only VAGUS and RLN have one")
+        if measurement.stimulus.side is not side:
+            raise ValueError(f"baseline for {site_key(site, side)}: the measurement is from side "
+                             f"{measurement.stimulus.side.value}")
+        f = facts(measurement, self.settings)
+        if not f.response or f.amplitude_uV is None:
+            raise ValueError(f"baseline for {site_key(site, side)}: the measurement is not a valid response")
+        key = site_key(site, side)
+        self._step(ProbeBaseline.MACHINE, key, "CAPTURE")
+        when = measurement.t_end_s if t_s is None else float(t_s)
+        self._probe[key] = {"amplitude_uV": f.amplitude_uV, "latency_ms": f.latency_ms, "how": "captured",
+                            "t_s": when, "stimulus_index": measurement.stimulus.index,
+                            "set_mA": measurement.stimulus.set_mA}
+        return [self._event(EventKind.BASELINE_SET, measurement, site, side, {
+            "source": "PROBE", "how": "captured", "amplitude_uV": _r(f.amplitude_uV, 2),
+            "latency_ms": _r(f.latency_ms, 3), "count": 1, "set_mA": measurement.stimulus.set_mA,
+        }, t_s=when)]
+
+    def last_response(self, side: Side) -> Measurement | None:
+        d = self._last_response.get(Side(side).value)
+        return _m_from_dict(d) if d else None
+
+    def tag_step(self, step: Step, side: Side, t_s: float, measurement: Measurement | None = None) -> dict[str, Any]:
+        """The UI's step button: record ``measurement`` (default: the side's last valid
+        response) as ``step``. Raises ``ProcedureError`` when there is nothing to tag."""
+        side = Side(side)
+        m = measurement if measurement is not None else self.last_response(side)
+        if m is None:
+            raise ProcedureError(f"step {Step(step).value}: no response on side {side.value} to record")
+        if m.stimulus.side is not side:
+            raise ProcedureError(f"step {Step(step).value}: the measurement is from side {m.stimulus.side.value}")
+        f = facts(m, self.settings)
+        if not f.valid:
+            raise ProcedureError(f"step {Step(step).value}: the measurement is invalid ({m.invalid_reason})")
+        return self.procedure.capture_step(step, m, f.response, t_s)
+
+    # -- state for the screen and the record ------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What the rules see now, per site and side (JSON-serialisable)."""
+        sites: dict[str, Any] = {}
+        for side in Side:
+            for site in WATCHED_SITES:
+                key = site_key(site, side)
+                sites[key] = {
+                    "los": self._state(LossOfSignal.MACHINE, key),
+                    "probe_baseline": self.probe_baseline(site, side),
+                    "loss": copy.deepcopy(self._losses.get(key)),
+                    "first_response": copy.deepcopy(self._sites.get(key, {}).get("first_response")),
+                }
+        sides = {
+            side.value: {
+                "aps_baseline_state": self._state(ApsBaseline.MACHINE, side.value),
+                "aps_baseline": self.aps_baseline(side),
+                "aps_collected": self._aps.get(side.value, _new_aps())["acc"]["n"],
+                "aps_amplitude": self._state(ApsAmplitude.MACHINE, side.value),
+                "ebsln": self.ebsln(side),
+            }
+            for side in Side
+        }
+        return {"sites": sites, "sides": sides,
+                "no_current": {src.value: self._state(NoCurrent.MACHINE, src.value) for src in Source}}
+
+    # -- snapshot / restore -----------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        data = {
+            "format": SNAPSHOT_FORMAT,
+            "count": self._count,
+            "machines": self._machines,
+            "sites": self._sites,
+            "aps": self._aps,
+            "probe": self._probe,
+            "losses": self._losses,
+            "no_current": self._no_current,
+            "ebsln": self._ebsln,
+            "last_response": self._last_response,
+            "procedure": self.procedure.to_dict(),
+        }
+        return json.loads(json.dumps(data))
+
+    @classmethod
+    def restore(cls, settings: Settings, snapshot: Mapping[str, Any]) -> "RuleEngine":
+        if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
+            found = snapshot.get("format") if isinstance(snapshot, Mapping) else type(snapshot).__name__
+            raise SnapshotError(f"rule engine snapshot: format {found!r} is not {SNAPSHOT_FORMAT!r}")
+        eng = cls(settings)
+        try:
+            data = copy.deepcopy(dict(snapshot))
+            machines = data["machines"]
+            for mc in _MACHINES:
+                for key, (state, run) in machines.get(mc.name, {}).items():
+                    if state not in mc.states or not isinstance(run, int):
+                        raise SnapshotError(f"rule engine snapshot: {mc.name} {key}: bad state {state!r}/{run!r}")
+                eng._machines[mc.name] = {k: [v[0], int(v[1])] for k, v in machines.get(mc.name, {}).items()}
+            eng._count = int(data["count"])
+            eng._sites = data["sites"]
+            eng._aps = data["aps"]
+            eng._probe = data["probe"]
+            eng._losses = data["losses"]
+            eng._no_current = data["no_current"]
+            eng._ebsln = data["ebsln"]
+            eng._last_response = data["last_response"]
+            eng.procedure = Procedure.from_dict(data["procedure"])
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SnapshotError):
+                raise
+            raise SnapshotError(f"rule engine snapshot: {exc.__class__.__name__}: {exc}") from None
+        return eng
+
+
+def _new_acc() -> dict[str, Any]:
+    return {"n": 0, "sum_uV": 0.0, "sum_ms": 0.0, "sumsq_uV": 0.0, "sumsq_ms": 0.0, "first_index": None}
+
+
+def _new_aps() -> dict[str, Any]:
+    return {"acc": _new_acc(), "baseline": None, "number": 0, "site": Site.VAGUS.value, "requested_t_s": None}

@@ -1,0 +1,213 @@
+"""Loss of signal: the spec's examples and the table, transition by transition."""
+
+from __future__ import annotations
+
+import pytest
+from rules_factory import Stream, engine, kinds, of_kind, run
+
+from app.model import InvalidReason, Priority, Side, Site, Source
+from app.rules.conditions import LossOfSignal, facts
+from app.settings import Settings
+
+
+def probe(s: Stream, **kw):
+    kw.setdefault("site", Site.RLN)
+    kw.setdefault("source", Source.PROBE)
+    return kw
+
+
+def test_two_qualifying_misses_raise_one_los_at_the_second():
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    run(e, [s.resp(**probe(s))])
+    first = s.miss(**probe(s))
+    second = s.miss(**probe(s))
+    assert e.process(first) == []
+    ev = e.process(second)
+    assert kinds(ev) == ["loss_of_signal"]
+    los = ev[0]
+    assert los.t_s == pytest.approx(second.stimulus.t_s + 0.050)
+    assert los.t_s == second.t_end_s
+    assert los.stimulus_index == second.stimulus.index == 2
+    assert (los.site, los.side, los.priority) == (Site.RLN, Side.L, Priority.HIGH)
+    assert los.detail["stimulus_indices"] == [1, 2]
+    assert los.detail["consecutive"] == 2
+    assert los.detail["last_response_amplitude_uV"] == 800.0
+
+
+def test_no_los_without_an_initially_good_signal():
+    e, s = engine(), Stream()
+    assert run(e, [s.miss(**probe(s)) for _ in range(10)]) == []
+    # the first response arms the site; only then can the signal be lost
+    assert run(e, [s.resp(**probe(s)), s.miss(**probe(s)), s.miss(**probe(s))])[-1].kind.value == "loss_of_signal"
+
+
+@pytest.mark.parametrize("skipped", [
+    dict(valid=False, reason=InvalidReason.CAUTERY),
+    dict(valid=False, reason=InvalidReason.SATURATED),
+    dict(valid=False, reason=InvalidReason.ARTIFACT),
+    dict(valid=False, reason=InvalidReason.NO_CHANNEL),
+    dict(valid=False, reason=InvalidReason.NO_CURRENT, delivered=0.0),
+    dict(set_mA=0.5, delivered=0.5),  # below rules.los_min_current_mA
+    dict(set_mA=1.0, delivered=0.9),  # delivered < 95 % of set
+    dict(site=Site.UNTAGGED),
+])
+def test_skipped_stimuli_neither_count_nor_break_a_run(skipped):
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s))])
+    kw = probe(s)
+    kw.update(skipped)
+    amp = None if not skipped.get("valid", True) else 20.0
+    seq = [s.miss(**probe(s))] + [s.m(amp, None, **kw) for _ in range(5)]
+    assert of_kind(run(e, seq), "loss_of_signal") == []  # the skipped ones do not complete the run
+    ev = e.process(s.miss(**probe(s)))  # ... nor break it
+    assert kinds(ev) == ["loss_of_signal"]
+    assert ev[0].detail["stimulus_indices"] == [1, 7]
+
+
+def test_untagged_response_does_not_arm_or_end_an_episode():
+    e, s = engine(), Stream()
+    assert run(e, [s.resp(**probe(s, site=Site.UNTAGGED)), s.miss(**probe(s)), s.miss(**probe(s))]) == []
+    run(e, [s.resp(**probe(s))])
+    assert kinds(run(e, [s.miss(**probe(s)), s.miss(**probe(s))])) == ["loss_of_signal"]
+    # a response of an untagged stimulus does not end the episode ...
+    assert run(e, [s.resp(**probe(s, site=Site.UNTAGGED)), s.miss(**probe(s)), s.miss(**probe(s))]) == []
+
+
+def test_delivered_not_measured_set_current_stands():
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s))])
+    assert kinds(run(e, [s.miss(**probe(s, delivered=None)), s.miss(**probe(s, delivered=None))])) == [
+        "loss_of_signal"]
+
+
+def test_exactly_95_percent_delivered_qualifies():
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s, set_mA=1.2, delivered=1.2))])
+    ev = run(e, [s.miss(**probe(s, set_mA=1.2, delivered=1.14)), s.miss(**probe(s, set_mA=1.2, delivered=1.14))])
+    assert kinds(ev) == ["loss_of_signal"]
+
+
+def test_once_per_episode_and_a_response_ends_it():
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s))])
+    ev = run(e, [s.miss(**probe(s)) for _ in range(20)])
+    assert kinds(ev) == ["loss_of_signal"]
+    # a weak response (above the event threshold, far below baseline) ends the episode
+    assert run(e, [s.resp(150.0, 4.0, **probe(s))]) == []
+    ev = run(e, [s.miss(**probe(s)), s.miss(**probe(s))])
+    assert kinds(ev) == ["loss_of_signal"]
+    assert len(of_kind(ev, "loss_of_signal")) == 1
+
+
+def test_a_response_in_between_breaks_the_run():
+    e, s = engine(), Stream()
+    seq = [s.resp(**probe(s))] + [s.miss(**probe(s)), s.resp(**probe(s))] * 10
+    assert kinds(run(e, seq)) == ["baseline_set"]  # the probe baseline, nothing else
+
+
+def test_sites_and_sides_are_separate():
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s, site=Site.RLN, side=Side.L)), s.resp(**probe(s, site=Site.VAGUS, side=Side.L)),
+            s.resp(**probe(s, site=Site.RLN, side=Side.R))])
+    # alternate misses between sites: no site has two in a row of its own ... until it has
+    seq = [s.miss(**probe(s, site=Site.RLN, side=Side.L)), s.resp(**probe(s, site=Site.VAGUS, side=Side.L)),
+           s.miss(**probe(s, site=Site.RLN, side=Side.R)), s.miss(**probe(s, site=Site.RLN, side=Side.L))]
+    ev = run(e, seq)
+    assert [(x.kind.value, x.site, x.side) for x in ev] == [("loss_of_signal", Site.RLN, Side.L)]
+
+
+def test_ebsln_never_raises_a_los():
+    e, s = engine(), Stream()
+    seq = [s.resp(400, 3.6, **probe(s, site=Site.EBSLN))] + [s.miss(**probe(s, site=Site.EBSLN)) for _ in range(5)]
+    assert run(e, seq) == []
+    info = e.ebsln(Side.L)
+    assert info["present"] and info["responses"] == 1 and info["stimuli"] == 6
+    assert info["max_amplitude_uV"] == 400
+
+
+def test_response_at_low_current_arms_and_ends_but_low_current_miss_does_not_count():
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s, set_mA=0.5, delivered=0.5))])
+    assert kinds(run(e, [s.miss(**probe(s)), s.miss(**probe(s))])) == ["loss_of_signal"]
+    assert run(e, [s.resp(**probe(s, set_mA=0.5, delivered=0.5))]) == []
+    assert e.state()["sites"]["RLN-L"]["los"] == "ARMED"
+
+
+def test_response_below_the_event_threshold_is_no_response():
+    # the analysis says "response" but the amplitude is below the threshold in use
+    e, s = engine(), Stream()
+    run(e, [s.resp(**probe(s))])
+    ev = run(e, [s.m(90.0, 4.0, response=True, **probe(s)), s.m(95.0, 4.0, response=True, **probe(s))])
+    assert kinds(ev) == ["loss_of_signal"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_los_consecutive_setting_changes_behaviour(n):
+    e, s = engine(rules__los_consecutive=n), Stream()
+    run(e, [s.resp(**probe(s))])
+    for i in range(1, n):
+        assert e.process(s.miss(**probe(s))) == [], i
+    ev = e.process(s.miss(**probe(s)))
+    assert kinds(ev) == ["loss_of_signal"] and ev[0].detail["consecutive"] == n
+
+
+def test_min_current_and_threshold_settings_change_behaviour():
+    # 0.8 mA does not qualify by default, does with rules.los_min_current_mA = 0.5
+    for min_mA, expected in ((1.0, []), (0.5, ["loss_of_signal"])):
+        e, s = engine(rules__los_min_current_mA=min_mA), Stream()
+        run(e, [s.resp(**probe(s))])
+        assert kinds(run(e, [s.miss(**probe(s, set_mA=0.8, delivered=0.8)) for _ in range(2)])) == expected
+    # a 150 uV response is a response at 100 uV, none at 200 uV
+    for thr, expected in ((100.0, []), (200.0, ["loss_of_signal"])):
+        e, s = engine(analysis__event_threshold_uV=thr), Stream()
+        run(e, [s.resp(**probe(s))])
+        assert kinds(run(e, [s.resp(150.0, 4.0, **probe(s)) for _ in range(2)])) == expected
+    # tolerance 10 %: 0.91 of 1.0 mA delivered qualifies
+    e, s = engine(stim__delivered_tolerance_pct=10.0), Stream()
+    run(e, [s.resp(**probe(s))])
+    assert "loss_of_signal" in kinds(run(e, [s.miss(**probe(s, delivered=0.91)) for _ in range(2)]))
+
+
+# -- the table, transition by transition --------------------------------------------------
+LOS_TABLE = [
+    # state, run, symbol, los_consecutive, next, run', emit
+    ("NO_SIGNAL", 0, "RESPONSE", 2, "ARMED", 0, ""),
+    ("NO_SIGNAL", 0, "MISS", 2, "NO_SIGNAL", 0, ""),
+    ("NO_SIGNAL", 0, "SKIP", 2, "NO_SIGNAL", 0, ""),
+    ("ARMED", 0, "RESPONSE", 2, "ARMED", 0, ""),
+    ("ARMED", 1, "RESPONSE", 2, "ARMED", 0, ""),
+    ("ARMED", 0, "MISS", 2, "ARMED", 1, ""),
+    ("ARMED", 1, "MISS", 2, "LOST", 2, "loss_of_signal"),
+    ("ARMED", 0, "MISS", 1, "LOST", 1, "loss_of_signal"),
+    ("ARMED", 1, "MISS", 3, "ARMED", 2, ""),
+    ("ARMED", 1, "SKIP", 2, "ARMED", 1, ""),
+    ("LOST", 2, "MISS", 2, "LOST", 3, ""),
+    ("LOST", 2, "SKIP", 2, "LOST", 2, ""),
+    ("LOST", 5, "RESPONSE", 2, "ARMED", 0, ""),
+]
+
+
+@pytest.mark.parametrize("state,run_,symbol,limit,nxt,run2,emit", LOS_TABLE)
+def test_los_transitions(state, run_, symbol, limit, nxt, run2, emit):
+    st = Settings().with_changes({"rules.los_consecutive": limit})
+    out = LossOfSignal.MACHINE.step(state, run_, symbol, st)
+    assert (out.state, out.run, out.emit) == (nxt, run2, emit)
+
+
+@pytest.mark.parametrize("kw,symbol", [
+    (dict(), "RESPONSE"),
+    (dict(amp=20.0, lat=None), "MISS"),
+    (dict(amp=None, valid=False), "SKIP"),
+    (dict(amp=20.0, lat=None, set_mA=0.9, delivered=0.9), "SKIP"),
+    (dict(amp=800.0, set_mA=0.9, delivered=0.9), "RESPONSE"),
+    (dict(amp=20.0, lat=None, delivered=0.5), "SKIP"),
+    (dict(amp=20.0, lat=None, site=Site.UNTAGGED), "SKIP"),
+    (dict(site=Site.UNTAGGED), "SKIP"),
+    (dict(amp=20.0, lat=None, site=Site.EBSLN), "SKIP"),
+])
+def test_los_classifier(kw, symbol):
+    s = Stream()
+    amp = kw.pop("amp", 800.0)
+    lat = kw.pop("lat", 4.0)
+    m = s.m(amp, lat, source=Source.PROBE, site=kw.pop("site", Site.RLN), **kw)
+    assert LossOfSignal.classify(m, facts(m, Settings())) == symbol
