@@ -175,6 +175,10 @@ _SCHEMA_LIST: list[Setting] = [
     _s("audio.volume_pct", "%", 70.0, 0.0, 100.0, doc="loudspeaker volume"),
     _s("audio.alarm_volume_floor_pct", "%", 40.0, 10.0, 100.0, doc="alarms never quieter than this"),
     _s("audio.emg_audio", "", True, doc="free-running EMG on the loudspeaker"),
+    _s("audio.alsa_device", "", "default", kind=str, pattern=r"[A-Za-z0-9:,=_.-]{1,64}", doc="ALSA output device for aplay"),
+    # GPIO
+    _s("gpio.footswitch_debounce_ms", "ms", 30.0, 5.0, 200.0, doc="footswitch level must be stable this long"),
+    _s("gpio.footswitch_long_press_s", "s", 1.5, 0.5, 5.0, doc="footswitch held this long acknowledges the top alarm"),
     # link / engine
     _s("link.heartbeat_ms", "ms", 100, 20, 200, doc="host heartbeat period"),
     _s("link.timeout_ms", "ms", 500, 100, 2000, doc="link declared lost after this silence"),
