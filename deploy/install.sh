@@ -8,7 +8,7 @@
 # already as wanted. See deploy/README.md for what it does and why.
 set -euo pipefail
 
-PROG=lnm-install
+PROG="lnm-install"
 HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
@@ -116,6 +116,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+GPIO_LIB_OPTION=$GPIO_LIB
 case "$GPIO_LIB" in auto | rpi-gpio | rpi-lgpio | none) ;; *) die "--gpio-lib $GPIO_LIB: use auto, rpi-gpio, rpi-lgpio or none" ;; esac
 case "$AUDIO" in max98357a | hifiberry-dac | usb | headphones | none) ;; *) die "--audio $AUDIO: use max98357a, hifiberry-dac, usb, headphones or none" ;; esac
 [[ "$BOARD_USB" =~ ^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$ ]] || die "--board-usb $BOARD_USB: use VID:PID, four hexadecimal digits each (e.g. 1209:0001)"
@@ -406,7 +407,15 @@ step_links() {
     step "Current release and commands"
     ensure_link "releases/$RELEASE_ID" "$LNM_CURRENT"
     ensure_link current "$LNM_OPT/venv"
-    ensure_link "$LNM_CURRENT/bin/lnm" /usr/local/bin/lnm
+    # The technician's lnm command: the appliance's journal unless told otherwise.
+    install_text /usr/local/bin/lnm 0755 root:root <<EOF
+#!/bin/sh
+# lnm for technicians on the appliance (deploy/install.sh): the case journal in
+# $LNM_DATA unless LNM_DATA_DIR or --journal says otherwise.
+LNM_DATA_DIR="\${LNM_DATA_DIR:-$LNM_DATA}"
+export LNM_DATA_DIR
+exec $LNM_CURRENT/bin/lnm "\$@"
+EOF
     local tool
     for tool in update backup restore factory-reset; do
         ensure_link "$LNM_CURRENT/share/lnm/deploy/$tool.sh" "/usr/local/sbin/lnm-$tool"
@@ -556,12 +565,16 @@ install_main() {
     step_user
     step_dirs
     step_release
-    step_links
     step_config
+    step_links
     step_units
     step_udev
     step_audio
     step "Install manifest $LNM_MANIFEST"
+    # The choices of this installation, reused by deploy/update.sh.
+    install_text "$LNM_OPT/install-options" 0644 root:root <<EOF
+--gpio-lib $GPIO_LIB_OPTION --audio $AUDIO${AUDIO_CARD:+ --audio-card $AUDIO_CARD} --board-usb $BOARD_USB
+EOF
     write_manifest
     step_start
     echo
@@ -585,6 +598,7 @@ FALLBACK_REMOVE="/etc/systemd/system/multi-user.target.wants/lnm-engine.service
 /etc/logrotate.d/lnm
 /etc/udev/rules.d/60-lnm.rules
 /usr/local/bin/lnm
+/opt/lnm/install-options
 /usr/local/sbin/lnm-update
 /usr/local/sbin/lnm-backup
 /usr/local/sbin/lnm-restore

@@ -333,7 +333,9 @@ lnm_cmd() {
     fi
 }
 
-# The journal and any other SQLite databases under a directory (by file header).
+# The live journal and any other SQLite databases under a data directory (found by
+# their file header), leaving out the copies the maintenance scripts keep there
+# (pre-restore-*, pre-update, unfinished .lnm-* work directories).
 sqlite_files() {
     local dir="$1" f
     [ -d "$dir" ] || return 0
@@ -341,5 +343,86 @@ sqlite_files() {
         if [ "$(head -c 15 "$f" 2>/dev/null)" = "SQLite format 3" ]; then
             printf '%s\n' "$f"
         fi
-    done < <(find "$dir" -type f ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' -print0 | sort -z)
+    done < <(find "$dir" \( -path "$dir/pre-restore-*" -o -path "$dir/pre-update" -o -path "$dir/.lnm-*" \) -prune \
+        -o -type f ! -name '*-wal' ! -name '*-shm' ! -name '*-journal' -print0 | sort -z)
+}
+
+utc_stamp() { date -u +%Y%m%dT%H%M%SZ; }
+
+# sqlite_backup SRC DEST: a consistent copy of a live SQLite database (the online backup
+# API: safe while the engine writes). sqlite3's .backup, or Python's when the sqlite3
+# program is missing.
+sqlite_backup() {
+    local src="$1" dest="$2"
+    if command -v sqlite3 >/dev/null 2>&1; then
+        run sqlite3 -bail "$src" ".timeout 10000" ".backup '$dest'"
+    else
+        run python3 -c 'import sqlite3, sys
+src = sqlite3.connect(sys.argv[1], timeout=10)
+dst = sqlite3.connect(sys.argv[2])
+src.backup(dst)
+dst.close()
+src.close()' "$src" "$dest"
+    fi
+    # Opening the live journal may have created its -wal/-shm files as root; the engine
+    # must keep being able to open them.
+    if ! is_root_mode && [ "$DRY_RUN" != 1 ]; then
+        local f
+        for f in "$src-wal" "$src-shm"; do
+            if [ -e "$f" ]; then chown "$LNM_USER:$LNM_GROUP" "$f"; fi
+        done
+    fi
+}
+
+# verify_journal FILE: every case in a journal file passes "lnm verify" (hash chain).
+# Prints one line per case; returns 1 when any case fails or the file cannot be read.
+verify_journal() {
+    local file="$1" lnm out ids id bad=0 n=0
+    lnm=$(lnm_cmd)
+    if [ "$DRY_RUN" = 1 ]; then
+        note "would run: $lnm verify CASE --journal $file (every case)"
+        return 0
+    fi
+    if ! out=$("$lnm" cases --journal "$file" 2>&1); then
+        printf '    %s: cannot list the cases: %s\n' "$file" "$out" >&2
+        return 1
+    fi
+    # "lnm cases" prints a header line then one case per line, its id first.
+    ids=$(printf '%s\n' "$out" | awk 'NR > 1 && $1 != "" { print $1 }')
+    case "$out" in "no cases"*) ids="" ;; esac
+    for id in $ids; do
+        n=$((n + 1))
+        if out=$("$lnm" verify "$id" --journal "$file" 2>&1); then
+            note "verified $id: $out"
+        else
+            printf '    FAILED %s: %s\n' "$id" "$out" >&2
+            bad=1
+        fi
+    done
+    note "$(basename "$file"): $n case(s) checked"
+    return "$bad"
+}
+
+# Common options of the maintenance scripts: --root DIR (alias --destdir), --dry-run,
+# --yes. parse_common ARG... sets SHIFT_BY to the number of arguments consumed (0 when
+# the first argument is not a common option).
+SHIFT_BY=0
+parse_common() {
+    SHIFT_BY=0
+    case "${1:-}" in
+        --root | --destdir)
+            [ $# -ge 2 ] || die "$1 needs a directory"
+            LNM_ROOT=$(cd "$2" && pwd) || die "$2: no such directory"
+            [ "$LNM_ROOT" != / ] || LNM_ROOT=""
+            SHIFT_BY=2
+            ;;
+        --dry-run)
+            DRY_RUN=1
+            SHIFT_BY=1
+            ;;
+        --yes | -y)
+            ASSUME_YES=1
+            SHIFT_BY=1
+            ;;
+    esac
 }
