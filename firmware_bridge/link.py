@@ -134,6 +134,14 @@ class LinkSupervisor:
         # keep a steady cadence; after a stall, restart it from now instead of bursting
         self._next_hb = nxt if nxt > now else now + self.heartbeat_s
 
+    def next_due(self) -> float:
+        """Clock time of the next thing to do: the next heartbeat, or the loss deadline."""
+        due = self._next_hb
+        if self._state != "lost":
+            ref = self._last_rx if self._last_rx is not None else self._since
+            due = min(due, ref + self.timeout_s)
+        return due
+
     def check(self, now: float) -> list[LinkEvent]:
         if self._state == "lost":
             return []
@@ -203,7 +211,7 @@ class BoardLink:
         on_message: Callable[[object], None] | None = None,
         on_event: Callable[[LinkEvent], None] | None = None,
         read_timeout_s: float = 0.02,
-        tick_s: float = 0.01,
+        tick_s: float = 0.05,
         reconnect_min_s: float = 0.05,
         reconnect_max_s: float = 2.0,
         hello_on_connect: bool = True,
@@ -592,11 +600,19 @@ class BoardLink:
                 self.events.put(event)
 
     def _supervisor_loop(self) -> None:
-        while not self._stop.wait(self._tick_s):
+        # sleep until the next heartbeat or loss deadline (converted to real seconds for a
+        # scaled clock), but never longer than tick_s (a ManualClock may jump at any time)
+        speed = float(getattr(self.clock, "speed", 1.0))
+        wait = 0.0
+        while not self._stop.wait(wait):
             try:
                 self.supervise_once()
+                with self._sup_lock:
+                    ahead = self._sup.next_due() - self.clock.now()
+                wait = min(self._tick_s, max(0.001, ahead / speed))
             except Exception:  # noqa: BLE001 - supervision must survive anything
                 log.exception("board link: supervision step failed")
+                wait = self._tick_s
 
 
 def _close_quietly(port: Port) -> None:

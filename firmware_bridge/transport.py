@@ -141,6 +141,7 @@ class SerialPort:
         self._timeout_s = timeout_s
         try:
             self._fd = serial_obj.fileno()
+            os.set_blocking(self._fd, False)  # pyserial opens device paths O_NONBLOCK already
         except (AttributeError, OSError, ValueError, NotImplementedError):
             self._fd = None
 
@@ -157,10 +158,20 @@ class SerialPort:
     def read(self, max_bytes: int = 65536) -> bytes:
         if self._fd is not None:
             try:
+                # streaming data is usually there already: try a non-blocking read first
+                # (a raw tty with VMIN=0 returns b"" or EAGAIN when nothing is waiting)
+                try:
+                    data = os.read(self._fd, max_bytes)
+                except BlockingIOError:
+                    data = b""
+                if data:
+                    return data
                 ready, _, _ = select.select([self._fd], [], [], self._timeout_s)
                 if not ready:
                     return b""
                 data = os.read(self._fd, max_bytes)
+            except BlockingIOError:
+                return b""
             except (OSError, ValueError) as exc:
                 raise PortError(f"board port {self.url!r}: read failed ({exc})") from exc
             if not data:  # ready but empty: the device went away (Linux)

@@ -86,6 +86,19 @@ def test_supervisor_port_loss_is_immediate():
     assert sup.check(5.0) == []
 
 
+def test_supervisor_next_due_is_the_earlier_of_heartbeat_and_loss():
+    sup = LinkSupervisor(0.1, 0.5, now=0.0)
+    assert sup.next_due() == 0.0  # first heartbeat at once
+    sup.heartbeat_sent(0.0)
+    assert sup.next_due() == pytest.approx(0.1)
+    sup.frame_received(0.05)
+    for t in (0.1, 0.2, 0.3, 0.4, 0.5):
+        sup.heartbeat_sent(t)
+    assert sup.next_due() == pytest.approx(0.55)  # the loss deadline comes first
+    sup.check(0.55)
+    assert sup.next_due() == pytest.approx(0.6)  # lost: only heartbeats remain
+
+
 def test_supervisor_rejects_nonsense_periods():
     with pytest.raises(ValueError, match="heartbeat"):
         LinkSupervisor(0, 0.5)
@@ -577,7 +590,26 @@ def test_pty_device_path():
         assert got == frame
         port.write(b"xyz")
         assert os.read(master, 10) == b"xyz"
+        # nothing waiting: an empty read after the short timeout, not a "disconnected"
+        assert port.read(65536) == b""
     finally:
         port.close()
         os.close(master)
         os.close(slave)
+
+
+def test_pty_board_going_away_is_a_port_error():
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    path = os.ttyname(slave)
+    port = open_port(path)
+    os.close(slave)
+    os.close(master)  # the board process died
+    try:
+        with pytest.raises(OSError, match=path):
+            for _ in range(50):
+                port.read(65536)
+    finally:
+        port.close()
