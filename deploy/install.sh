@@ -262,6 +262,7 @@ _free_id() { # FILE: the highest free system id (999 downwards) in a passwd/grou
 _root_group() { # NAME [MEMBER]: ensure group (and membership) in DIR/etc/group
     local name="$1" member="${2:-}" file gid members
     file=$(p /etc/group)
+    [ -f "$file" ] || file=/dev/null # a dry run into an empty root
     if ! grep -q "^$name:" "$file"; then
         case "$name" in # Debian's static ids where they exist
             dialout) gid=20 ;;
@@ -272,7 +273,7 @@ _root_group() { # NAME [MEMBER]: ensure group (and membership) in DIR/etc/group
         if [ -z "$gid" ] || cut -d: -f3 "$file" | grep -qx "$gid"; then
             gid=$(_free_id "$file")
         fi
-        note "group $name (gid $gid) in $file"
+        note "group $name (gid $gid) in $(p /etc/group)${member:+ with member $member}"
         [ "$DRY_RUN" = 1 ] || printf '%s:x:%s:%s\n' "$name" "$gid" "$member" >>"$file"
         changed
         return 0
@@ -296,17 +297,13 @@ step_user() {
         group=$(p /etc/group)
         if [ "$DRY_RUN" != 1 ]; then
             mkdir -p "$(p /etc)"
-            touch "$passwd" "$group"
+            [ -e "$passwd" ] || : >"$passwd"
+            [ -e "$group" ] || : >"$group"
         fi
-        if [ -f "$group" ]; then
-            _root_group "$LNM_GROUP"
-            for g in $LNM_GROUPS; do
-                _root_group "$g" "$LNM_USER"
-            done
-        else
-            note "would record groups $LNM_GROUP $LNM_GROUPS in $group"
-            changed
-        fi
+        _root_group "$LNM_GROUP"
+        for g in $LNM_GROUPS; do
+            _root_group "$g" "$LNM_USER"
+        done
         if [ -f "$passwd" ] && grep -q "^$LNM_USER:" "$passwd"; then
             :
         else
