@@ -28,10 +28,10 @@ tube_check         impedances_ohm {electrode: ohm, -1 = lead off}, passed, imbal
 stimulus           ``Measurement.to_json()`` (index, t_s, site, side, source, set_mA,
                    delivered_mA, pw_us, step, channel, valid, invalid_reason, response,
                    amplitude_uV, latency_ms, onset_latency_ms), threshold_uV?, waveform?
-                   {encoding, res_uV, channels, n, clipped, sample_rate_hz, pre_samples,
+                   {encoding, dtype, res_uV, channels, n, clipped, sample_rate_hz, pre_samples,
                    labels}; blob = the epoch (``waveform.encode``) when waveform is present
 emg_block          t_s (case time of the first sample), first_sample, sample_rate_hz, labels
-                   ["EMG L", "EMG R"], waveform {encoding, res_uV, channels, n, clipped};
+                   ["EMG L", "EMG R"], waveform {encoding, dtype, res_uV, channels, n, clipped};
                    blob = the samples. Free-running EMG, consecutive chunks (about 1 s).
 irritation         side, onset_s, duration_s, peak_uV, channel?, kind? ("burst", "train",
                    "spike"), rms_uV?
@@ -41,15 +41,22 @@ rule_event         ``RuleEvent.to_json()``: t_s, kind, side, site, priority,
 step               side, step (V1 S1 R1 R2 S2 V2 R2P R2D), stimulus_index?, amplitude_uV?,
                    latency_ms?, onset_latency_ms?, set_mA?, delivered_mA?, pw_us?,
                    stimulus_t_s?, response?, who?, comment?
-laryngoscopy       step ("L1"/"L2"), left, right (each "normal", "reduced", "immobile",
-                   "not_assessed"), who?, comment?
-alarm              transition ("raise", "ack", "pause", "resume", "reset", "escalate",
-                   "clear", "audio_off", ...), alarm (condition id), priority?, side?, site?,
-                   event_kind?, message?, who?
+laryngoscopy       step ("L1"/"L2"), then side + finding, or left + right (each "normal",
+                   "paresis", "palsy", "not_examined"; "reduced", "immobile",
+                   "not_assessed" accepted), who?, comment?
+alarm              the alarm manager's ``LogEntry.to_json()``: transition ("raised",
+                   "acknowledged", "cleared", "condition_ended", "reset", "escalated",
+                   "audio_paused", ...), alarm_id? ("loss_of_signal:VAGUS-L"; null for audio
+                   transitions), kind?, priority?, who?, t?, detail?; side?, site?,
+                   event_kind?, message? may be given directly
 operator           action, who?, detail?
 troubleshooting    check, answer, side?, question?, who?
+mapping            side, position_mm (from the laryngeal entry, 0 = most distal), response,
+                   amplitude_uV?, who?
+procedure          state (``Procedure.to_dict()``), summary? (``Procedure.summary()``)
 los_type           side, los_type (1 segmental, 2 global), who?, detail?
-staging            recommendation, decision? ("continue", "postpone", ...), reason?, who?, side?
+staging            recommendation, decision? ("proceed_second_side", "postpone_second_side",
+                   null while undecided), reason?, who?, side?
 note               text, who?
 snapshot           label?, who?, stimulus_index?
 link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
@@ -83,7 +90,7 @@ SITES = ("VAGUS", "RLN", "EBSLN", "UNTAGGED")
 SOURCES = ("PROBE", "APS")
 STIM_STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
 LARYNGOSCOPY_STEPS = ("L1", "L2")
-FOLD_FINDINGS = ("normal", "reduced", "immobile", "not_assessed")
+FOLD_FINDINGS = ("normal", "paresis", "palsy", "not_examined", "reduced", "immobile", "not_assessed")
 PROCEDURE_ORDER = ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2")
 
 
@@ -142,16 +149,23 @@ KINDS: dict[str, Kind] = {
             "pw_us": (int, NONE), "stimulus_t_s": NUM + (NONE,), "response": (bool, NONE),
             "who": (str, NONE), "comment": (str, NONE)},
            {"side": SIDES, "step": STIM_STEPS}),
-        _k("laryngoscopy", "L1/L2 vocal fold findings", {"step": (str,), "left": (str,), "right": (str,)},
-           {"who": (str, NONE), "comment": (str, NONE)},
-           {"step": LARYNGOSCOPY_STEPS, "left": FOLD_FINDINGS, "right": FOLD_FINDINGS}),
-        _k("alarm", "an alarm log transition", {"transition": (str,), "alarm": (str,)},
-           {"priority": (str, NONE), "side": (str, NONE), "site": (str, NONE), "event_kind": (str, NONE),
-            "message": (str, NONE), "who": (str, NONE)}),
+        _k("laryngoscopy", "L1/L2 vocal fold findings", {"step": (str,)},
+           {"side": (str, NONE), "finding": (str, NONE), "left": (str, NONE), "right": (str, NONE),
+            "who": (str, NONE), "comment": (str, NONE)},
+           {"step": LARYNGOSCOPY_STEPS, "side": SIDES + (None,), "finding": FOLD_FINDINGS + (None,),
+            "left": FOLD_FINDINGS + (None,), "right": FOLD_FINDINGS + (None,)}),
+        _k("alarm", "an alarm log transition (the alarm manager's LogEntry.to_json())", {"transition": (str,)},
+           {"alarm_id": (str, NONE), "alarm": (str, NONE), "kind": (str, NONE), "priority": (str, NONE),
+            "side": (str, NONE), "site": (str, NONE), "event_kind": (str, NONE), "message": (str, NONE),
+            "who": (str, NONE), "t": NUM, "detail": (dict, NONE)}),
         _k("operator", "any operator action", {"action": (str,)}, {"who": (str, NONE), "detail": (object,)}),
         _k("troubleshooting", "an INMSG troubleshooting check and its answer",
            {"check": (str,), "answer": (str,)},
            {"side": (str, NONE), "question": (str, NONE), "who": (str, NONE)}),
+        _k("mapping", "one nerve mapping point", {"side": (str,), "position_mm": NUM, "response": (bool,)},
+           {"amplitude_uV": NUM + (NONE,), "who": (str, NONE)}, _SIDE),
+        _k("procedure", "the procedure model's state (for resume and the record)", {"state": (dict,)},
+           {"summary": (dict, NONE)}),
         _k("los_type", "the loss-of-signal type after mapping", {"side": (str,), "los_type": (int,)},
            {"who": (str, NONE), "detail": (object,)}, {"side": SIDES, "los_type": (1, 2)}),
         _k("staging", "staging recommendation and the surgeon's decision", {"recommendation": (str,)},
@@ -320,9 +334,10 @@ def step(side: str, step_name: str, measurement: Measurement | None = None, who:
     return p
 
 
-def alarm(transition: str, alarm_id: str, priority: Any = None, side: Any = None, who: str | None = None,
+def alarm(transition: str, alarm_id: str | None, priority: Any = None, side: Any = None, who: str | None = None,
           message: str | None = None, event_kind: Any = None, site: Any = None) -> dict[str, Any]:
-    return {"transition": transition, "alarm": alarm_id, "priority": _v(priority), "side": _v(side),
+    """An ``alarm`` payload built by hand (the engine normally journals ``LogEntry.to_json()``)."""
+    return {"transition": transition, "alarm_id": alarm_id, "priority": _v(priority), "side": _v(side),
             "site": _v(site), "event_kind": _v(event_kind), "message": message, "who": who}
 
 

@@ -233,15 +233,19 @@ class Journal:
     aware ``datetime`` (UTC wall time of entries). ``on_status``: called with a
     ``StorageStatus`` whenever storage goes bad, changes problem, starts refusing
     entries, or recovers. ``readonly``: open for reading only (``lnm verify/report``).
+    ``durable=False`` (``synchronous=NORMAL``: consistent after a crash, but the newest
+    entries may be lost on power loss) is for generating synthetic journals only, never
+    for a patient's case.
     """
 
     def __init__(self, path: str | os.PathLike, *, clock: Any = None,
                  wall_clock: Callable[[], datetime] | None = None,
                  on_status: Callable[[StorageStatus], None] | None = None,
                  max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES, retry_interval_s: float = 1.0,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, durable: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.durable = durable
         self._clock = clock if clock is not None else _MonotonicClock()
         self._wall = wall_clock or _utcnow
         self._on_status = on_status
@@ -283,7 +287,7 @@ class Journal:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
-                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=NORMAL")
                 conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
                 conn.execute("INSERT OR IGNORE INTO journal_meta VALUES ('format', ?)", (FORMAT,))
             fmt = conn.execute("SELECT value FROM journal_meta WHERE key='format'").fetchone()
@@ -513,6 +517,17 @@ class Journal:
             if len(rows) < page:
                 return
             last = rows[-1][1]
+
+    def entry(self, case_id: str, seq: int) -> Entry | None:
+        """One written entry (with its blob), or ``None``."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT case_id, seq, kind, t_s, wall, payload, blob, prev_hash, hash FROM entries "
+                "WHERE case_id = ? AND seq = ?", (case_id, int(seq))).fetchone()
+        if row is None:
+            return None
+        c, sq, kind, t_s, wall, payload, blob, prev, h = row
+        return Entry(sq, c, kind, t_s, wall, _json_loads(payload), blob, prev, h, payload)
 
     def verify(self, case_id: str):
         """Recompute the chain of a case (see ``app.record.verify``)."""

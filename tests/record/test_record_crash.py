@@ -41,7 +41,9 @@ while True:
 
 
 def run_and_kill(path, min_lines: int, rng: random.Random) -> tuple[str, dict[int, str]]:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    errfile = open(path.parent / "child-stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, stderr=errfile,
+                            text=True)
     committed: dict[int, str] = {}
     case_id = ""
     target = rng.randint(min_lines, min_lines + 150)
@@ -69,7 +71,9 @@ def run_and_kill(path, min_lines: int, rng: random.Random) -> tuple[str, dict[in
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
+        errfile.close()
+    stderr = (path.parent / "child-stderr.txt").read_text()
+    assert proc.returncode == -signal.SIGKILL, f"the child ended by itself ({proc.returncode}): {stderr}"
     return case_id, committed
 
 
@@ -80,11 +84,11 @@ def test_kill_9_at_random_points_loses_no_committed_entry(tmp_path):
     case_ids = set()
     for _round in range(5):
         case_id, committed = run_and_kill(path, 5, rng)
-        assert committed, "the child committed nothing before it was killed"
+        assert committed, f"the child committed nothing before it was killed ({case_id!r})"
         case_ids.add(case_id)
         all_committed.update(committed)
         with Journal(path, readonly=True) as j:
-            assert j.find_open_case() == case_id  # left open by the crash
+            assert j.find_open_case() == case_id, (j.cases(), case_id)  # left open by the crash
             stored = {}
             for e in j.entries(case_id, kinds=["note", "emg_block"], blobs=False):
                 stored[e.seq] = e.payload.get("text") or e.payload.get("marker")
