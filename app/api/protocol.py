@@ -125,15 +125,19 @@ SIDES = ("L", "R")
 STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
 OUTPUTS = ("probe", "aps")
 STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms")
-FINDINGS = ("normal", "reduced", "palsy", "not_assessed")
-TS_CHECKS = (
-    "current_delivered",  # stimulus side: measured vs set current, leads, dry field
-    "laryngeal_twitch",  # palpation while stimulating
-    "contralateral_vagus",  # response on the other side rules out a system fault
-    "tube_position",  # depth and rotation, saliva
-    "neuromuscular_block",  # train-of-four
-    "nonrecurrent_nerve",  # V1 absent on the right only
+FINDINGS = ("normal", "paresis", "palsy", "not_examined")  # app.rules.procedure.Finding
+TS_CHECKS = (  # app.rules.procedure.Check, in INMSG order
+    "current_delivered",  # is the current delivered as set (measured vs set)?
+    "leads_ok",  # probe, return and ground leads connected?
+    "field_dry",  # is the field dry (fluid shunts current)?
+    "laryngeal_twitch",  # laryngeal twitch palpable on stimulation?
+    "contralateral_vagus",  # does the contralateral vagus respond?
+    "tube_position_ok",  # tube depth and rotation correct?
+    "secretions_ok",  # electrodes free of saliva?
+    "nmb_ok",  # train-of-four normal (no neuromuscular blockade)?
+    "nonrecurrent",  # non-recurrent nerve suspected (right side)?
 )
+STAGING_DECISIONS = ("postpone_second_side", "proceed_second_side")
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,7 @@ COMMAND_LIST: list[Command] = [
     Command("probe.site", "what the probe is on now (tags every probe stimulus)", (
         _a("site", "enum", choices=SITES, required=True),
         _a("side", "enum", choices=SIDES, required=True),
+        _a("step", "enum", choices=STEPS + ("none",), doc="INMSG step the following probe stimuli belong to"),
     )),
     Command("aps.side", "the side of the continuous vagal electrode", (
         _a("side", "enum", choices=SIDES, required=True),
@@ -313,6 +318,10 @@ COMMAND_LIST: list[Command] = [
         _a("step", "enum", choices=STEPS, required=True),
         _a("side", "enum", choices=SIDES, doc="default: the probe's current side"),
         _a("which", "enum", choices=("last", "next"), doc="last response (default) or the next valid one"),
+    ), needs_case=True),
+    Command("step.clear", "forget the recorded value of a step", (
+        _a("step", "enum", choices=STEPS, required=True),
+        _a("side", "enum", choices=SIDES, required=True),
     ), needs_case=True),
     Command("laryngoscopy", "L1 (before) or L2 (after) vocal-fold finding, entered by hand", (
         _a("phase", "enum", choices=("L1", "L2"), required=True),
@@ -330,16 +339,26 @@ COMMAND_LIST: list[Command] = [
     Command("ts.answer", "an answer in the loss-of-signal troubleshooting sequence", (
         _a("side", "enum", choices=SIDES, required=True),
         _a("check", "enum", choices=TS_CHECKS, required=True),
-        _a("answer", "str", required=True, max_len=200, doc="e.g. yes, no, ok, not_done"),
+        _a("answer", "enum", choices=("yes", "no"), required=True, doc="yes = this is fine / present"),
         _a("note", "str", max_len=500),
+    ), needs_case=True),
+    Command("ts.verdict", "the surgeon's own verdict on a side's loss of signal", (
+        _a("side", "enum", choices=SIDES, required=True),
+        _a("verdict", "enum", choices=("true_los", "not_true_los"), required=True),
+        _a("reason", "str", required=True, max_len=500),
     ), needs_case=True),
     Command("mapping.result", "a point of RLN mapping after a loss of signal", (
         _a("side", "enum", choices=SIDES, required=True),
-        _a("position", "enum", choices=("distal", "mid", "proximal", "laryngeal_entry"), required=True),
+        _a("position_mm", "number", "mm", 0.0, 150.0, required=True, doc="distance from the laryngeal entry (0 = most distal)"),
         _a("response", "bool", required=True),
+        _a("amplitude_uV", "number", "uV", 0.0, 100000.0),
+        _a("label", "str", max_len=80),
+    ), needs_case=True),
+    Command("mapping.clear", "forget a side's mapping points", (
+        _a("side", "enum", choices=SIDES, required=True),
     ), needs_case=True),
     Command("staging.decision", "the surgeon's decision after a staging recommendation", (
-        _a("decision", "enum", choices=("proceed", "postpone"), required=True),
+        _a("decision", "enum", choices=STAGING_DECISIONS, required=True),
         _a("reason", "str", required=True, max_len=500),
     ), needs_case=True),
     Command("note.add", "a free-text note in the case record", (

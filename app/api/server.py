@@ -186,6 +186,14 @@ class ApiServer:
         with self._lock:
             return len(self._clients)
 
+    def subscribed_streams(self) -> set[str]:
+        """Every stream some client subscribes to (the engine skips building the others)."""
+        with self._lock:
+            out: set[str] = set()
+            for c in self._clients.values():
+                out |= c.streams
+            return out
+
     def client_names(self) -> list[str]:
         with self._lock:
             return [c.label() for c in self._clients.values()]

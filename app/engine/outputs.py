@@ -1,0 +1,122 @@
+"""The appliance outputs as the engine core sees them: ``app.outputs`` behind ``core.Outputs``.
+
+Owns: ``AnnunciatorOutputs`` (alarm sounds, LEDs and buzzer through the ``Annunciator``,
+feedback tones, audible EMG, the self-test) and ``make_outputs`` (backends chosen by
+name: ``--audio capture|alsa``, ``--gpio sim|rpi``; a real backend that cannot be opened
+is an error, never a silent fall-back to simulation).
+May import: ``app.outputs``, ``app.alarms``, ``app.model``, ``app.settings``,
+``app.engine.core`` and ``firmware_bridge.clock``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from app.alarms import AlarmManager
+from app.engine.core import Outputs
+from app.model import Measurement
+from app.settings import Settings
+from firmware_bridge.clock import Clock
+
+
+class OutputsError(RuntimeError):
+    """An output backend could not be opened; the message says which and why."""
+
+
+class AnnunciatorOutputs(Outputs):
+    def __init__(self, annunciator: Any, audio: Any, gpio: Any) -> None:
+        self.annunciator = annunciator
+        self.audio = audio
+        self.gpio = gpio
+
+    def stimulus(self, m: Measurement, response: bool) -> None:
+        self.annunciator.feedback_for(m)
+
+    def emg(self, samples_uV: np.ndarray, sample_rate_hz: float, muted: bool) -> None:
+        self.annunciator.emg(samples_uV, sample_rate_hz, cautery=muted or None)
+
+    def update(self) -> None:
+        self.annunciator.update()
+
+    def settings_changed(self, settings: Settings) -> None:
+        self.annunciator.update_settings(settings)
+
+    def status(self) -> tuple[bool, str]:
+        return (not self.audio.failed, self.audio.error or "")
+
+    def describe(self) -> str:
+        return type(self.audio).__name__
+
+    def self_test(self) -> list[dict[str, Any]]:
+        self.annunciator.self_test()
+        items = [{"item": "audio", "ok": not self.audio.failed,
+                  "message": f"self-test tone played on {self.describe()}" if not self.audio.failed
+                  else f"audio output failed: {self.audio.error}"}]
+        if self.gpio is None:
+            items.append({"item": "leds", "ok": False, "message": "no GPIO backend"})
+        else:
+            closed = getattr(self.gpio, "closed", False)
+            items.append({"item": "leds", "ok": not closed,
+                          "message": f"red, yellow and green LEDs lit in turn ({type(self.gpio).__name__})"})
+            items.append({"item": "buzzer", "ok": not closed, "message": "backup buzzer sounded briefly"})
+        return items
+
+    def close(self) -> None:
+        self.annunciator.close()
+        try:
+            self.audio.close()
+        except OSError:
+            pass
+        if self.gpio is not None:
+            try:
+                self.gpio.close()
+            except (OSError, RuntimeError):
+                pass
+
+
+def make_outputs(
+    manager: AlarmManager,
+    clock: Clock,
+    settings: Settings,
+    *,
+    audio: str = "capture",
+    gpio: str = "sim",
+    on_footswitch: Callable[[str], None] | None = None,
+    keep_samples: bool = False,
+) -> AnnunciatorOutputs:
+    """Outputs with the named backends. Raises ``OutputsError`` for a real backend that fails."""
+    from app.outputs.annunciator import Annunciator
+    from app.outputs.audio import CaptureAudio
+
+    if audio == "capture":
+        audio_backend: Any = CaptureAudio(clock, keep_samples=keep_samples)
+    elif audio == "alsa":
+        from app.outputs.audio import AplayAudio, aplay_available
+
+        missing = aplay_available()
+        if missing:
+            raise OutputsError(f"--audio alsa: {missing}")
+        try:
+            audio_backend = AplayAudio(device=str(settings["audio.alsa_device"]))
+        except (OSError, ValueError, TypeError) as exc:
+            raise OutputsError(f"--audio alsa: the ALSA output cannot be opened ({exc})") from None
+    else:
+        raise OutputsError(f"--audio {audio!r}: must be capture or alsa")
+    if gpio == "sim":
+        from app.outputs.gpio import SimulatedGpio
+
+        gpio_backend: Any = SimulatedGpio(clock)
+    elif gpio == "rpi":
+        from app.outputs.gpio import GpioError
+        from app.outputs.gpio_rpi import RpiGpio
+
+        try:
+            gpio_backend = RpiGpio(clock)
+        except GpioError as exc:
+            raise OutputsError(f"--gpio rpi: {exc}") from None
+    else:
+        raise OutputsError(f"--gpio {gpio!r}: must be sim or rpi")
+    ann = Annunciator(manager, audio_backend, gpio_backend, clock, settings, on_footswitch=on_footswitch)
+    return AnnunciatorOutputs(ann, audio_backend, gpio_backend)

@@ -1,0 +1,174 @@
+"""The engine core through the real wire protocol (stepped, one thread): case life cycle,
+stimulation commands, technical conditions, journal-first, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.engine.resume import resume_open_case
+from app.record.journal import Journal
+from engine_testkit import alarm_raises, stepped
+from firmware_bridge.messages import Output
+
+
+def start_case(system, **kw):
+    system.run_for(0.5)
+    assert system.monitor.link_up
+    return system.must("case.start", patient_id="P1", planned_sides=["L", "R"], **kw)["case_id"]
+
+
+def test_case_opens_stimulates_and_closes_with_a_verified_journal(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    case_id = start_case(s)
+    s.board.control("probe", contact="nerve", site="VAGUS", side="L")
+    s.must("probe.site", site="VAGUS", side="L", step="V1")
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(2.0)
+    assert Output.PROBE in s.board.stimulating
+    assert s.monitor.counters["stimuli"] >= 6
+    last = s.monitor.last["L"]
+    assert last["valid"] and last["response"] and last["step"] == "V1"
+    result = s.must("step.tag", step="V1", side="L")
+    assert result["recorded"] and result["value"]["response"]
+    res = s.must("case.close", note="done")
+    assert res["case_id"] == case_id
+    s.run_for(0.3)
+    assert Output.PROBE not in s.board.stimulating
+    j = s.monitor.journal
+    assert j.verify(case_id).ok
+    kinds = [e.kind for e in j.entries(case_id, blobs=False)]
+    for k in ("case_opened", "settings", "operator", "stimulus", "step", "case_closed", "emg_block", "engine"):
+        assert k in kinds, k
+    # journal first: the stimulus entry of every measured stimulus is there
+    assert kinds.count("stimulus") == s.monitor.counters["stimuli"]
+
+
+def test_current_above_the_confirmation_limit_needs_confirm(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    start_case(s)
+    r = s.command("stim.set", output="probe", current_mA=4.0)
+    assert not r["ok"] and r["error"]["code"] == "needs_confirmation" and "3 mA" in r["error"]["message"]
+    assert s.monitor.probe.current_mA == 1.0
+    r = s.command("stim.set", output="probe", current_mA=4.0, confirm=True)
+    assert r["ok"] and r["result"]["current_mA"] == 4.0
+    r = s.command("stim.set", output="aps", rate_hz=20.0)
+    assert not r["ok"] and "0.5-10 Hz" in r["error"]["message"]
+    r = s.command("stim.set", output="probe", current_mA=0.05)
+    assert not r["ok"] and r["error"]["code"] == "invalid_argument"
+
+
+def test_commands_needing_a_case_or_a_failed_tube_check_are_refused(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    s.run_for(0.5)
+    r = s.command("stim.output", output="probe", on=True)
+    assert r["error"]["code"] == "bad_state" and "no case" in r["error"]["message"]
+    start_case(s)
+    s.board.control("impedance", electrode="L_POS", ohm=20000)
+    s.must("tube.check")
+    s.run_for(0.5)
+    tube = s.monitor.state_snapshot()["tube"]
+    assert tube["pass"] is False and "L_POS" in tube["message"]
+    r = s.command("stim.output", output="aps", on=True)
+    assert r["error"]["code"] == "bad_state" and "tube check failed" in r["error"]["message"]
+    s.must("tube.override", reason="surgeon accepts: tube repositioned after the check")
+    assert s.command("stim.output", output="aps", on=True)["ok"]
+
+
+def test_settings_change_is_validated_and_journaled(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    case_id = start_case(s)
+    r = s.command("settings.set", changes={"alarms.audio_pause_s": 9999})
+    assert r["error"]["code"] == "setting_rejected"
+    assert "alarms.audio_pause_s" in r["error"]["message"] and "10-300 s" in r["error"]["message"]
+    r = s.command("settings.set", changes={"no.such": 1})
+    assert r["error"]["code"] == "setting_rejected" and "no.such" in r["error"]["message"]
+    assert s.must("settings.set", changes={"analysis.event_threshold_uV": 150})["values"] == {
+        "analysis.event_threshold_uV": 150.0}
+    assert s.monitor.settings["analysis.event_threshold_uV"] == 150.0
+    changed = [e.payload for e in s.monitor.journal.entries(case_id, kinds=["setting_changed"])]
+    assert changed and changed[0]["key"] == "analysis.event_threshold_uV" and changed[0]["new"] == 150.0
+
+
+def test_board_unplugged_raises_link_lost_within_a_second_and_recovers(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    start_case(s)
+    s.must("aps.side", side="L")
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(1.0)
+    assert Output.APS in s.board.stimulating
+    t_unplug = s.clock.now() - s.monitor._origin
+    s.board.control("unplug", duration_s=3.0)
+    s.run_for(1.0)
+    lost = alarm_raises(s.events, "board_link_lost")
+    assert lost, "no link-lost alarm"
+    assert lost[0]["t_s"] - t_unplug <= 1.0
+    assert not s.monitor.link_up
+    assert s.monitor.state_snapshot()["alarms"]["sounding"] == "high"
+    s.run_for(4.0)  # replugged after 3 s: the link comes back, stimulation is commanded again
+    assert s.monitor.link_up
+    assert Output.APS in s.board.stimulating
+    st = s.monitor.state_snapshot()
+    link_alarm = [a for a in st["alarms"]["active"] if a["kind"] == "board_link_lost"]
+    assert link_alarm and link_alarm[0]["condition_active"] is False  # latched until acknowledged
+    s.must("alarm.ack", alarm=link_alarm[0]["id"])
+    assert not [a for a in s.monitor.state_snapshot()["alarms"]["active"] if a["kind"] == "board_link_lost"]
+
+
+def test_silent_host_makes_the_board_stop_and_the_engine_restarts_stimulation(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    start_case(s)
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(0.5)
+    s.host_heartbeat_paused = True
+    s.run_for(0.8)
+    assert not s.board.stimulating  # the board's own safety contract
+    s.host_heartbeat_paused = False
+    s.run_for(1.5)
+    assert Output.APS in s.board.stimulating
+    assert any(e["kind"] == "host_silent" for e in s.events)
+
+
+def test_sim_control_is_forwarded_and_a_refusal_is_reported(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    start_case(s)
+    assert s.must("sim.control", command="probe", args={"contact": "air"})["sent"]
+    r = s.command("sim.control", command="teleport", args={})
+    assert r["ok"]  # sent; the board's refusal arrives as an event
+    s.run_for(0.2)
+    assert any(e["kind"] == "board_refused" and "teleport" in e["message"] for e in s.events)
+
+
+def test_killed_engine_resumes_baselines_steps_and_alarms(tmp_path):
+    path = tmp_path / "journal.db"
+    s = stepped(journal=Journal(path), fake_analysis=True)
+    case_id = start_case(s)
+    s.board.control("aps_attach", side="L")
+    s.must("aps.side", side="L")
+    s.must("stim.output", output="aps", on=True)
+    s.board.control("probe", contact="nerve", site="VAGUS", side="R")
+    s.must("probe.site", site="VAGUS", side="R", step="V1")
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(26.0)
+    base = s.monitor.rules.aps_baseline(__import__("app.model", fromlist=["Side"]).Side.L)
+    assert base is not None and base["count"] == 20
+    s.board.control("unplug", duration_s=30.0)
+    s.run_for(1.0)
+    assert alarm_raises(s.events, "board_link_lost")
+    steps_before = s.monitor.rules.procedure.step("R", "V1")
+    assert steps_before is not None
+    # the process dies here: no close, no shutdown; a new engine opens the same journal
+    s.monitor.journal.close()
+    s2 = stepped(journal=Journal(path), fake_analysis=True)
+    assert resume_open_case(s2.monitor, s2.monitor.journal) == case_id
+    m2 = s2.monitor
+    from app.model import Side
+
+    assert m2.rules.aps_baseline(Side.L)["amplitude_uV"] == pytest.approx(base["amplitude_uV"])
+    assert m2.rules.procedure.step("R", "V1")["amplitude_uV"] == pytest.approx(steps_before["amplitude_uV"])
+    active = {a["kind"] for a in m2.state_snapshot()["alarms"]["active"]}
+    assert "board_link_lost" in active
+    assert m2.aps.on and m2.probe.on and m2.case_resumed
+    assert m2.now_t() >= 26.0  # the last entry (link lost) plus the wall time away
+    s2.run_for(1.0)  # the new engine talks to its board: monitoring continues
+    assert Output.APS in s2.board.stimulating
+    assert s2.monitor.journal.verify(case_id).ok
