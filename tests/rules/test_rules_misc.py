@@ -179,3 +179,71 @@ def test_tag_step_with_an_explicit_measurement():
         e.tag_step(Step.R2, Side.L, t_s=3.0, measurement=s.invalid(site=Site.RLN))
     with pytest.raises(ProcedureError, match="from side R"):
         e.tag_step(Step.R2, Side.L, t_s=3.0, measurement=s.resp(side=Side.R))
+
+
+# -- snapshot errors, state, imports -------------------------------------------------------
+def test_restore_refuses_a_foreign_or_damaged_snapshot():
+    from app.rules import SnapshotError
+
+    e, s = engine(), Stream()
+    aps_baseline(e, s)
+    snap = e.snapshot()
+    with pytest.raises(SnapshotError, match="format"):
+        RuleEngine.restore(DEFAULTS, {"format": "lnm-rules/0"})
+    with pytest.raises(SnapshotError, match="format"):
+        RuleEngine.restore(DEFAULTS, [])
+    broken = json.loads(json.dumps(snap))
+    del broken["aps"]
+    with pytest.raises(SnapshotError, match="KeyError"):
+        RuleEngine.restore(DEFAULTS, broken)
+    broken = json.loads(json.dumps(snap))
+    broken["machines"]["aps_baseline"]["L"] = ["NOWHERE", 0]
+    with pytest.raises(SnapshotError, match="bad state 'NOWHERE'"):
+        RuleEngine.restore(DEFAULTS, broken)
+    broken = json.loads(json.dumps(snap))
+    broken["procedure"]["format"] = "x"
+    with pytest.raises(SnapshotError, match="procedure"):
+        RuleEngine.restore(DEFAULTS, broken)
+
+
+def test_snapshot_is_a_copy():
+    e, s = engine(), Stream()
+    snap = e.snapshot()
+    aps_baseline(e, s)
+    assert snap["aps"] == {} and e.snapshot()["aps"]["L"]["baseline"]["count"] == 20
+
+
+def test_state_is_json_and_says_what_the_rules_see():
+    e, s = engine(), Stream()
+    aps_baseline(e, s)
+    run(e, [s.resp(**P()), s.miss(**P()), s.miss(**P())])
+    st = json.loads(json.dumps(e.state()))
+    assert st["sites"]["RLN-L"]["los"] == "LOST"
+    assert st["sites"]["RLN-L"]["probe_baseline"]["how"] == "first_response"
+    assert st["sides"]["L"]["aps_baseline_state"] == "SET" and st["sides"]["L"]["aps_amplitude"] == "NORMAL"
+    assert st["no_current"] == {"PROBE": "DELIVERING", "APS": "DELIVERING"}
+
+
+def test_the_package_imports_only_what_its_docstring_allows():
+    import ast
+    import sys
+    from pathlib import Path
+
+    import app.rules
+
+    root = Path(app.rules.__file__).parent
+    allowed_app = ("app.model", "app.settings", "app.rules")
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "app":
+                    assert name.startswith(allowed_app), (path.name, name)
+                else:
+                    assert top in sys.stdlib_module_names or top == "__future__", (path.name, name)
