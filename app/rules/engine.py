@@ -188,8 +188,18 @@ class RuleEngine:
 
     # -- references -------------------------------------------------------------------
     def aps_baseline(self, side: Side) -> dict[str, Any] | None:
-        b = self._aps.get(side.value, {}).get("baseline")
-        return copy.deepcopy(b) if b else None
+        """The side's latest APS baseline (None before the first one). During an
+        operator's re-baseline it is still returned (recovery compares with it) with
+        ``collecting`` true and ``collected`` the stimuli gathered for the new one;
+        combined event and amplitude decrease are not evaluated meanwhile."""
+        side = Side(side)
+        aps = self._aps.get(side.value)
+        if not aps or not aps.get("baseline"):
+            return None
+        b = copy.deepcopy(aps["baseline"])
+        b["collecting"] = self._state(ApsBaseline.MACHINE, side.value) != "SET"
+        b["collected"] = aps["acc"]["n"]
+        return b
 
     def probe_baseline(self, site: Site, side: Side) -> dict[str, Any] | None:
         b = self._probe.get(site_key(site, side))

@@ -339,3 +339,15 @@ def test_right_and_left_baselines_are_independent():
     # 300 uV at 7 ms: left: 37.5 % at 87.5 % latency -> decrease; right: 75 % -> fine
     ev = run(e, [x for _ in range(3) for x in (s.resp(300.0, 7.0, side=Side.L), s.resp(300.0, 6.5, side=Side.R))])
     assert [(x.kind.value, x.side) for x in ev] == [("amplitude_decrease", Side.L)]
+
+
+def test_aps_baseline_during_a_rebaseline_says_it_is_collecting():
+    e, s = engine(), Stream()
+    assert e.aps_baseline(Side.L) is None
+    aps_baseline(e, s)
+    b = e.aps_baseline(Side.L)
+    assert b["collecting"] is False and b["count"] == 20
+    e.rebaseline(Side.L, t_s=s.t)
+    run(e, [s.resp(500.0, 6.0) for _ in range(5)])
+    b = e.aps_baseline(Side.L)
+    assert b["collecting"] is True and b["collected"] == 5 and b["amplitude_uV"] == 800.0
