@@ -102,7 +102,8 @@ class AudioBackend(abc.ABC):
         with self._fail_lock:
             first = not self._failed
             self._failed = True
-            self._error = message
+            if first:  # keep the root cause while the failure lasts
+                self._error = message
         if first and self.on_failure is not None:
             self.on_failure(message)
 
@@ -406,6 +407,12 @@ class AplayAudio(AudioBackend):
         ):
             self._report_failure(f"audio output stalled: {self.command[0]} accepted no data for "
                                  f"more than {self.stall_s:g} s")
+            proc = self._proc
+            if proc is not None:  # unblock the writer; it restarts the device after retry_s
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
         return self._failed
 
     def close(self) -> None:
@@ -453,18 +460,23 @@ class AplayAudio(AudioBackend):
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
-            if proc.stdin:
-                proc.stdin.close()
-        except OSError:
-            pass
+        # End the process first: a writer blocked on a full pipe is released by the
+        # broken pipe (closing stdin first would wait for that writer's buffer lock).
         try:
             proc.terminate()
             proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=1.0)
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
         except OSError:
+            pass
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+        except (OSError, ValueError):
             pass
 
     def _exit_message(self, proc: subprocess.Popen) -> str:
@@ -504,7 +516,11 @@ class AplayAudio(AudioBackend):
                 self._in_write = False
                 if self._stop.is_set():
                     break
-                message = self._exit_message(proc) if proc.poll() is not None else (
+                try:  # a broken pipe usually means the device program just exited
+                    proc.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    pass
+                message = self._exit_message(proc) if proc.returncode is not None else (
                     f"writing to {self.command[0]} failed: {exc}")
                 self._report_failure(message)
                 self._kill()
