@@ -19,6 +19,7 @@ from app.record.journal import Entry
 
 FORMAT = "lnm-case/1"
 ADVERSE_KINDS = ("loss_of_signal", "combined_event", "amplitude_decrease")
+SECRET_SETTINGS = ("ui.settings_pin",)  # never written into a document
 PERSONAL_FIELDS = ("surgeon", "operator", "patient_name", "name", "birth_date", "hospital_number")
 
 EVENT_TITLES = {
@@ -137,7 +138,8 @@ class _Builder:
 
     def _on_settings(self, e: Entry, p: Mapping[str, Any]) -> None:
         first = self.settings is None
-        self.settings = {"values": dict(p["values"]), "source": p.get("source"), "profile": p.get("profile"),
+        values = {k: v for k, v in p["values"].items() if k not in SECRET_SETTINGS}
+        self.settings = {"values": values, "source": p.get("source"), "profile": p.get("profile"),
                          "t_s": _r(e.t_s, 3)}
         if not first:
             self._event(e, "settings", "Settings reloaded" + (f" from {p['source']}" if p.get("source") else ""))
@@ -146,8 +148,6 @@ class _Builder:
         ch = {"t_s": _r(e.t_s, 3), "wall": e.wall, "key": p["key"], "old": p["old"], "new": p["new"],
               "unit": p.get("unit", ""), "who": p.get("who")}
         self.setting_changes.append(ch)
-        if self.settings is not None:
-            self.settings["values"][p["key"]] = p["new"]
         unit = f" {p.get('unit')}" if p.get("unit") else ""
         self._event(e, "setting_changed", f"Setting {p['key']}: {p['old']} -> {p['new']}{unit}")
 
@@ -466,7 +466,7 @@ class _Builder:
             "adverse_events": self.episodes,
             "alarms": list(self.alarms.values()),
             "staging": self.staging,
-            "timeline": self.timeline,
+            "timeline": sorted(self.timeline, key=lambda it: (it["t_s"] if it["t_s"] is not None else 0.0)),
             "irritation": self.irritation,
             "cautery": {"episodes": sum(1 for c in self.cautery if c["state"] == "start"),
                         "entries": self.cautery},
