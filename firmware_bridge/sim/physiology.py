@@ -235,7 +235,7 @@ class PatientParams:
             heart_rate_bpm=float(np.clip(rng.normal(72.0, 10.0), 45.0, 120.0)),
             resp_rate_per_min=float(np.clip(rng.normal(12.0, 1.5), 8.0, 18.0)),
             mains_hz=50.0,
-            traction_latency_ms=float(np.clip(rng.normal(1.5, 0.2), 1.0, 2.2)),
+            traction_latency_ms=float(np.clip(rng.normal(2.0, 0.25), 1.4, 2.8)),
             amp_jitter_cv=0.05,
             latency_jitter_ms=0.04,
             tissue_ohm=float(np.clip(rng.normal(1500.0, 300.0), 700.0, 3000.0)),
