@@ -10,7 +10,8 @@ May import: the standard library, ``app.model``, ``app.settings``, ``app.rules.m
 
 Vocabulary used by every classifier (settings in brackets):
 
-- *valid*: the analysis measured the epoch (``Measurement.valid``).
+- *valid*: the analysis measured the epoch (``Measurement.valid``) and its amplitude is a
+  finite number (a non-finite one is skipped like an invalid epoch, never a miss).
 - *response*: valid, the analysis reports a response, and the amplitude is at least the
   event threshold [``analysis.event_threshold_uV``].
 - *delivered*: the stimulator delivered the current as set: the delivered current was not
@@ -29,6 +30,7 @@ Vocabulary used by every classifier (settings in brackets):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -63,9 +65,14 @@ def facts(m: Measurement, settings: Mapping[str, Any]) -> Facts:
         delivered = True
     else:
         delivered = s.delivered_mA * 100.0 >= s.set_mA * (100.0 - tol) * (1.0 - _EPS)
-    valid = bool(m.valid)
+    amp, lat = m.amplitude_uV, m.latency_ms
+    # A measurement whose numbers are not finite cannot be judged: it is skipped like an
+    # invalid epoch rather than counted as a miss.
+    valid = bool(m.valid) and (amp is None or math.isfinite(amp))
+    if lat is not None and not math.isfinite(lat):
+        lat = None
     threshold = float(settings["analysis.event_threshold_uV"])
-    response = valid and bool(m.response) and (m.amplitude_uV is None or m.amplitude_uV >= threshold)
+    response = valid and bool(m.response) and (amp is None or amp >= threshold)
     qualifying = delivered and s.set_mA >= float(settings["rules.los_min_current_mA"]) * (1.0 - _EPS)
     return Facts(
         valid=valid,
@@ -74,8 +81,8 @@ def facts(m: Measurement, settings: Mapping[str, Any]) -> Facts:
         qualifying=qualifying,
         short=(s.set_mA > 0 and not delivered),
         untagged=s.site is Site.UNTAGGED,
-        amplitude_uV=m.amplitude_uV,
-        latency_ms=m.latency_ms,
+        amplitude_uV=amp if valid else None,
+        latency_ms=lat,
     )
 
 

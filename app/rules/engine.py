@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any, Mapping
 
 from app.model import (
@@ -94,7 +95,9 @@ class SnapshotError(ValueError):
 
 
 def _r(x: float | None, nd: int) -> float | None:
-    return None if x is None else round(float(x), nd)
+    if x is None or not math.isfinite(float(x)):
+        return None
+    return round(float(x), nd)
 
 
 def site_key(site: Site, side: Side) -> str:
@@ -105,13 +108,17 @@ def _m_to_dict(m: Measurement) -> dict[str, Any]:
     s = m.stimulus
     return {
         "index": s.index, "t_s": s.t_s, "site": s.site.value, "side": s.side.value,
-        "source": s.source.value, "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
+        "source": s.source.value, "set_mA": s.set_mA, "delivered_mA": _finite(s.delivered_mA),
         "pw_us": s.pw_us, "step": s.step.value if s.step else None,
         "channel": m.channel, "valid": m.valid,
         "invalid_reason": m.invalid_reason.value if m.invalid_reason else None,
-        "response": m.response, "amplitude_uV": m.amplitude_uV, "latency_ms": m.latency_ms,
-        "onset_latency_ms": m.onset_latency_ms,
+        "response": m.response, "amplitude_uV": _finite(m.amplitude_uV), "latency_ms": _finite(m.latency_ms),
+        "onset_latency_ms": _finite(m.onset_latency_ms),
     }
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
 
 
 def _m_from_dict(d: Mapping[str, Any]) -> Measurement:
@@ -239,7 +246,7 @@ class RuleEngine:
             self._no_current[s.source.value] = {"t_s": s.t_s, "stimulus_index": s.index}
             delivered_pct = (s.delivered_mA / s.set_mA * 100.0) if s.delivered_mA is not None else None
             events.append(self._event(EventKind.NO_CURRENT, m, s.site, s.side, {
-                "source": s.source.value, "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
+                "source": s.source.value, "set_mA": _r(s.set_mA, 3), "delivered_mA": _r(s.delivered_mA, 3),
                 "delivered_pct": _r(delivered_pct, 1),
                 "tolerance_pct": st["stim.delivered_tolerance_pct"],
                 "message": "Stimulus current not delivered as set: check probe, leads, contact and a dry field.",

@@ -70,6 +70,7 @@ from __future__ import annotations
 import copy
 import enum
 import json
+import math
 from typing import Any, Iterable, Mapping
 
 from app.model import Measurement, Side, Site, Step
@@ -185,17 +186,21 @@ def _side(side: Side | str) -> Side:
         raise ProcedureError(f"side {side!r}: must be L or R") from None
 
 
+def _finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
+
+
 def _measurement_value(m: Measurement, response: bool, how: str) -> dict[str, Any]:
     s = m.stimulus
     return {
         "site": s.site.value,
         "source": s.source.value,
         "response": bool(response),
-        "amplitude_uV": m.amplitude_uV,
-        "latency_ms": m.latency_ms if response else None,
-        "onset_latency_ms": m.onset_latency_ms if response else None,
+        "amplitude_uV": _finite(m.amplitude_uV),
+        "latency_ms": _finite(m.latency_ms) if response else None,
+        "onset_latency_ms": _finite(m.onset_latency_ms) if response else None,
         "set_mA": s.set_mA,
-        "delivered_mA": s.delivered_mA,
+        "delivered_mA": _finite(s.delivered_mA),
         "pw_us": s.pw_us,
         "t_s": s.t_s,
         "stimulus_index": s.index,

@@ -247,3 +247,17 @@ def test_the_package_imports_only_what_its_docstring_allows():
                     assert name.startswith(allowed_app), (path.name, name)
                 else:
                     assert top in sys.stdlib_module_names or top == "__future__", (path.name, name)
+
+
+def test_nonsense_numbers_are_skipped_not_counted():
+    nan, inf = float("nan"), float("inf")
+    e, s = engine(), Stream()
+    run(e, [s.resp(**P())])
+    seq = [s.m(nan, 4.0, response=True, **P()), s.m(nan, None, response=False, **P()),
+           s.m(inf, 4.0, response=True, **P()), s.m(-inf, None, response=False, **P())]
+    assert of_kind(run(e, seq), "loss_of_signal") == []
+    ev = run(e, [s.miss(**P(delivered=nan))])
+    assert kinds(ev) == ["no_current"] and ev[0].detail["delivered_mA"] is None
+    json.dumps([x.to_json() for x in ev], allow_nan=False)
+    run(e, [s.m(600.0, nan, response=True, step=Step.R1, **P())])
+    json.dumps(e.snapshot(), allow_nan=False)
