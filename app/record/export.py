@@ -4,7 +4,7 @@ Owns: ``write_documents`` (used by ``lnm report``, the USB export and the engine
 ``report.get``/``export.usb``), ``waveform_loader`` and the atomic file writes.
 May import: the standard library, ``app.record`` modules.
 
-Each file is written to ``NAME.tmp`` beside its target, flushed and fsynced, then renamed
+Each file is written to ``.NAME.tmp.SUFFIX`` beside its target, flushed and fsynced, then renamed
 over the target, so a reader never sees half a report. A case whose hash chain does not
 verify is still documented (the record must stay readable), but the PDF header and the
 JSON say ``ALTERED`` with the first altered entry, and ``exit_code`` is 1.
@@ -51,10 +51,10 @@ def waveform_loader(journal: Any, case_id: str) -> Callable[[int], Any]:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``path.tmp`` + fsync + rename (+ fsync of the folder)."""
+    """Write via ``.NAME.tmp.SUFFIX`` + fsync + rename (+ fsync of the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
