@@ -324,6 +324,7 @@ class AlarmManager:
         self._audio_since: float | None = None
         self._audio_by: str | None = None
         self._pause_until: float | None = None
+        self._pause_duration = 0.0
         self._last_reminder: float | None = None
         self._reminders = 0
         self.update_settings(settings or Settings())
@@ -520,6 +521,7 @@ class AlarmManager:
             self._audio_since = now
             self._audio_by = who
             self._pause_until = now + duration
+            self._pause_duration = duration
             self._last_reminder = None
             self._emit_raw(
                 LogEntry(now, None, "audio_paused", who,
@@ -644,7 +646,7 @@ class AlarmManager:
                 )
             remaining = None
             if self._audio_mode == AudioMode.PAUSED and self._pause_until is not None:
-                remaining = max(0.0, self._pause_until - now)
+                remaining = min(self._pause_duration, max(0.0, self._pause_until - now))
             next_rem = None
             if self._audio_mode == AudioMode.OFF and self._last_reminder is not None:
                 next_rem = max(0.0, self._last_reminder + self._reminder_s - now)
