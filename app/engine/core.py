@@ -239,9 +239,12 @@ def _default_rules(settings: Settings) -> Any:
 
 
 def _default_detector(settings: Settings, sample_rate_hz: float) -> Any:
-    from app.analysis import FreeRunningDetector
-
-    return FreeRunningDetector(settings, sample_rate_hz)
+    try:
+        from app.analysis.freerun import FreeRunDetector
+    except ImportError:
+        log.warning("free-running EMG analysis is not available: no irritation or cautery detection")
+        return None
+    return FreeRunDetector(settings, sample_rate_hz)
 
 
 def _round(x: float | None, nd: int = 3) -> float | None:
@@ -356,7 +359,8 @@ class Monitor:
         self._last_snapshot_t = clock.now()
         self._last_state_publish = -1e9
         self._last_alarm_publish = -1e9
-        self._last_sounding: Any = None
+        self._alarm_state: Any = None
+        self._paused = False
         self._deferred: list[Callable[[], None]] = []
         self.storage_ok = True
         self.storage_message = ""
@@ -367,6 +371,11 @@ class Monitor:
         self.fatal: str | None = None
 
     # ================================================================== time
+
+    @property
+    def case_origin(self) -> float:
+        """Clock time of case time 0 (engine start when no case is open)."""
+        return self._origin
 
     def now_t(self) -> float:
         """Case time now (seconds since the case opened; since engine start without a case)."""
@@ -765,11 +774,12 @@ class Monitor:
         self.counters["emg_blocks"] += 1
         # irritation and cautery
         if self._detector_factory is not None:
-            if self.detector is None or self._detector_rate != rate:
+            if self._detector_rate != rate:
                 self.detector = self._detector_factory(self.settings, rate)
                 self._detector_rate = rate
-            for item in self.detector.feed(uv, t0) or ():
-                self._detector_item(item)
+            if self.detector is not None:
+                for item in self.detector.feed(uv, t0) or ():
+                    self._detector_item(item)
         self.outputs.emg(uv, rate, self.cautery)
         # journal in chunks of about emg_chunk_s
         if self.case_id is not None and self.options.journal_emg:
@@ -926,7 +936,7 @@ class Monitor:
         """Timers: alarm pause/escalation, outputs, publishing, periodic engine-state entries."""
         self.alarms.tick()
         self._check_audio()
-        self._after_step()
+        self._after_step(tick=True)
         now = self.clock.now()
         if self._wants("state") and now - self._last_state_publish >= self.options.state_publish_s:
             self._last_state_publish = now
@@ -935,33 +945,34 @@ class Monitor:
                 and now - self._last_snapshot_t >= self.options.snapshot_every_s):
             self._write_snapshot()
 
-    def _after_step(self) -> None:
+    def _after_step(self, tick: bool = False) -> None:
+        """End of every input: deferred work, alarm publication and sound, engine-state entry."""
         while self._deferred:
             self._deferred.pop(0)()
-        st = None
-        if self._alarms_dirty or self.alarms_paused():
+        dirty = self._alarms_dirty
+        if dirty or (tick and self._paused):
             now = self.clock.now()
-            if self._alarms_dirty or now - self._last_alarm_publish >= 1.0:
-                st = self.alarms.state()
+            st = self.alarms.state()
+            self._alarm_state = st
+            self._paused = st.audio.mode == "paused"
+            if dirty or now - self._last_alarm_publish >= 1.0:
                 self._alarms_dirty = False
                 self._last_alarm_publish = now
                 self._publish("alarms", self.alarms_json(), sticky=True)
-        if st is None:
-            st = self.alarms.state()
-        sounding = (st.sounding, st.sounding_id, st.sounding_escalated)
-        self.outputs.alarm_state(st)
-        if sounding != self._last_sounding:
-            self._last_sounding = sounding
-        self.outputs.update()
+        elif tick:
+            self._alarm_state = self.alarms.state()
+        if dirty or tick:
+            # the annunciator reads the alarm manager itself: at every tick, and at once on a change
+            self.outputs.alarm_state(self._alarm_state)
+            self.outputs.update()
         if self._snapshot_dirty and self.case_id is not None:
             self._write_snapshot()
 
-    def alarms_paused(self) -> bool:
-        return self.alarms.state().audio.mode == "paused"
-
     @property
     def alarm_sounding(self) -> bool:
-        return self.alarms.state().sounding is not None
+        """An alarm sounds now (as of the last step); carried by the host heartbeat."""
+        st = self._alarm_state
+        return st is not None and st.sounding is not None
 
     # ================================================================== engine state for resume
 
@@ -1589,6 +1600,7 @@ class Monitor:
             self.rules.set_settings(st)
         self.alarms.update_settings(st)
         self.detector = None
+        self._detector_rate = None
         self.outputs.settings_changed(st)
 
     # -- simulation

@@ -50,7 +50,10 @@ class Documents:
         names = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
         out_dir.mkdir(parents=True, exist_ok=True)
         targets = {k: out_dir / names[k] for k in kinds}
-        res = write_documents(self.journal, case_id, targets, identified=identified)
+        try:
+            res = write_documents(self.journal, case_id, targets, identified=identified)
+        except ImportError as exc:
+            raise p.ApiError(p.BAD_STATE, f"documentation writer not available ({exc})") from None
         if getattr(res, "exit_code", 0) != 0:
             raise p.ApiError(p.BAD_STATE, "; ".join(getattr(res, "messages", []) or ["documentation failed"]))
         return {**{k: str(v) for k, v in targets.items() if v.exists()}, "messages": list(getattr(res, "messages", []))}

@@ -68,19 +68,20 @@ class SimulationResult:
         return self.closed and not self.problems
 
     def matched_events(self) -> list[tuple[str, float, str | None, str | None]]:
-        """(kind, t_s, side, site) in the vocabulary of scenario expectations."""
+        """(kind, scenario time, side, site) in the vocabulary of scenario expectations."""
         out = []
         for ev in self.events:
             cat, kind = ev.get("category"), ev.get("kind")
+            t = ev.get("scenario_t_s", ev["t_s"])
             if cat == "rule":
-                out.append((kind, ev["t_s"], ev.get("side"), ev.get("site")))
+                out.append((kind, t, ev.get("side"), ev.get("site")))
             elif cat == "alarm" and kind in ("raised", "re_raised"):
                 d = ev.get("detail") or {}
-                out.append((d.get("kind"), ev["t_s"], ev.get("side"), ev.get("site")))
+                out.append((d.get("kind"), t, ev.get("side"), ev.get("site")))
             elif cat == "emg" and kind == "irritation":
-                out.append(("spontaneous_activity", ev["t_s"], ev.get("side"), None))
+                out.append(("spontaneous_activity", t, ev.get("side"), None))
             elif cat == "emg" and kind == "cautery_start":
-                out.append(("cautery", ev["t_s"], None, None))
+                out.append(("cautery", t, None, None))
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -112,14 +113,20 @@ def run_scenario(
     from app.engine.stepped import SteppedSystem
 
     events: list[dict[str, Any]] = []
+    holder: dict[str, Any] = {}
 
     def sink(stream: str, msg: Mapping[str, Any], sticky: bool) -> None:
         if stream == "events":
-            events.append(dict(msg))
+            ev = dict(msg)
+            sysm = holder.get("system")
+            if sysm is not None:  # scenario time: the scenario's expectations are written in it
+                ev["scenario_t_s"] = round(ev["t_s"] + sysm.monitor.case_origin - holder["start"], 4)
+            events.append(ev)
 
     system = SteppedSystem(settings, scenario=scenario, seed=seed, journal=journal, options=options,
                            step_s=step_s, sink=sink, wants=lambda s: s == "events",
                            monitor_kwargs={"settings_loader": settings_loader})
+    holder.update(system=system, start=system.clock.now())
     mon = system.monitor
     mon.outputs = make_outputs(mon.alarms, system.clock, mon.settings, audio="capture", gpio="sim",
                                on_footswitch=mon.footswitch)

@@ -1,0 +1,237 @@
+"""``lnm run``: the product on the virtual board, with a live view in the terminal.
+
+Owns: starting ``lnm engine`` on the virtual board as its own process (as on the
+appliance: the engine keeps monitoring whatever happens to its clients), opening a demo
+case, and the headless live view: what the engine sees and does (board, stimulation, last
+responses per side, baselines, alarms, events) until Ctrl-C. In a terminal, single keys
+drive the virtual patient so the product can be demonstrated without a screen.
+May import: the standard library, ``app.api`` (client, clients), ``app.engine.cli``
+(defaults) and ``app.record.journal`` (data folder).
+
+If an engine already answers on the socket, the view attaches to it instead of starting
+another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+KEYS = {
+    "v": ("probe on the left vagus", [("sim.control", {"command": "probe", "args": {"contact": "nerve", "site": "VAGUS", "side": "L"}}),
+                                      ("probe.site", {"site": "VAGUS", "side": "L"})]),
+    "n": ("probe on the left RLN", [("sim.control", {"command": "probe", "args": {"contact": "nerve", "site": "RLN", "side": "L"}}),
+                                    ("probe.site", {"site": "RLN", "side": "L"})]),
+    "o": ("probe in the air", [("sim.control", {"command": "probe", "args": {"contact": "air"}})]),
+    "t": ("traction on the left RLN", [("sim.control", {"command": "traction", "args": {"side": "L", "severity": 0.9, "onset_s": 20}})]),
+    "r": ("release the traction", [("sim.control", {"command": "release", "args": {"side": "L", "recovery_s": 60}})]),
+    "d": ("tube displaced", [("sim.control", {"command": "tube", "args": {"left": 0.3, "right": 0.3, "over_s": 2}})]),
+    "f": ("tube back in place", [("sim.control", {"command": "tube", "args": {"left": 1.0, "right": 1.0, "over_s": 2}})]),
+    "c": ("cautery burst", [("sim.control", {"command": "cautery", "args": {"duration_s": 3}})]),
+    "a": ("acknowledge the top alarm", [("alarm.ack", {})]),
+    "p": ("pause alarm audio", [("alarm.pause_audio", {})]),
+    "b": ("new continuous-vagal baseline", [("baseline.rebaseline", {"side": "L"})]),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", type=Path, default=None, metavar="PATH", help="engine API socket")
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
+                        help="data folder for the demo journal (default: <data folder>/demo)")
+    parser.add_argument("--board", default="sim://?seed=1", metavar="URL", help="board URL (default: the virtual board)")
+    parser.add_argument("--no-demo", action="store_true", help="do not open a demo case")
+    parser.add_argument("--refresh", type=float, default=0.5, metavar="S", help="view refresh period (default 0.5 s)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from app.api.client import CommandFailed, EngineClient, EngineUnavailable
+    from app.api.protocol import default_socket_path
+
+    sock = args.socket or default_socket_path()
+    engine: subprocess.Popen | None = None
+    client = EngineClient(sock, name="lnm-run", reconnect=True, retry_s=0.2)
+    try:
+        client.connect(timeout_s=1.0)
+        print(f"lnm run: attached to the engine already running on {sock}", file=sys.stderr)
+    except EngineUnavailable:
+        engine = _start_engine(args, sock)
+        deadline = time.monotonic() + 20.0
+        while True:
+            if engine.poll() is not None:
+                print(f"lnm run: the engine exited with status {engine.returncode}", file=sys.stderr)
+                return engine.returncode or 1
+            try:
+                client.connect(timeout_s=1.0)
+                break
+            except EngineUnavailable:
+                if time.monotonic() > deadline:
+                    print(f"lnm run: the engine did not open {sock} within 20 s", file=sys.stderr)
+                    _stop_engine(engine)
+                    return 1
+                time.sleep(0.1)
+    client.start()
+    client.subscribe(["state", "events"], state_hz=max(0.5, 1.0 / max(args.refresh, 0.1)))
+    if not args.no_demo:
+        _demo_case(client)
+    stop = {"now": False}
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    try:
+        return _view(client, args, engine, stop)
+    except KeyboardInterrupt:
+        return 0
+    except CommandFailed as exc:
+        print(f"lnm run: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        client.close()
+        if engine is not None:
+            _stop_engine(engine)
+
+
+def _start_engine(args: argparse.Namespace, sock: Path) -> subprocess.Popen:
+    from app.engine.service import default_data_dir
+
+    data = args.data or (default_data_dir() / "demo")
+    cmd = [sys.executable, "-m", "app.cli", "engine", "--board", args.board, "--socket", str(sock), "--data", str(data)]
+    print(f"lnm run: starting the engine on {args.board} (journal in {data})", file=sys.stderr)
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop_engine(engine: subprocess.Popen) -> None:
+    if engine.poll() is None:
+        engine.send_signal(signal.SIGTERM)
+        try:
+            engine.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+            engine.wait()
+
+
+def _demo_case(client: Any) -> None:
+    """A case on the left side with the continuous vagal electrode, if none is open."""
+    from app.api.client import CommandFailed
+
+    state = client.call("state.get")
+    if state.get("case") is None:
+        try:
+            client.call("case.start", patient_id="DEMO-1", procedure="left hemithyroidectomy (demo)",
+                        planned_sides=["L"])
+        except CommandFailed as exc:
+            print(f"lnm run: demo case not opened: {exc.message}", file=sys.stderr)
+            return
+    if state.get("engine", {}).get("simulated") or (state.get("board") or {}).get("url", "").startswith("sim://"):
+        for cmd, kw in (("sim.control", {"command": "aps_attach", "args": {"side": "L"}}),
+                        ("aps.side", {"side": "L"}), ("stim.output", {"output": "aps", "on": True}),
+                        ("stim.output", {"output": "probe", "on": True})):
+            try:
+                client.call(cmd, **kw)
+            except CommandFailed as exc:
+                print(f"lnm run: {cmd}: {exc.message}", file=sys.stderr)
+
+
+def _view(client: Any, args: argparse.Namespace, engine: Any, stop: dict[str, bool]) -> int:
+    from app.api.client import CommandFailed, EngineUnavailable
+    from app.api.clients import format_event, format_status
+
+    tty = sys.stdout.isatty()
+    keys = _Keys() if sys.stdin.isatty() and tty else None
+    state: dict[str, Any] | None = None
+    events: list[str] = []
+    connection = "connecting"
+    t_end = None if args.duration is None else time.monotonic() + args.duration
+    next_draw = 0.0
+    try:
+        while not stop["now"]:
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+            if engine is not None and engine.poll() is not None:
+                print(f"\nlnm run: the engine exited with status {engine.returncode}", file=sys.stderr)
+                return engine.returncode or 1
+            for msg in client.poll():
+                kind = msg.get("type")
+                if kind == "state":
+                    state = msg
+                elif kind == "event":
+                    events.append(format_event(msg))
+                    del events[:-8]
+                    if not tty:
+                        print(events[-1], flush=True)
+                elif kind == "connection":
+                    connection = "connected" if msg.get("connected") else f"ENGINE GONE: {msg.get('message')}"
+            if keys is not None:
+                for ch in keys.read():
+                    if ch == "q":
+                        return 0
+                    if ch in KEYS:
+                        what, cmds = KEYS[ch]
+                        events.append(f"   key {ch!r}: {what}")
+                        for cmd, kw in cmds:
+                            try:
+                                client.call(cmd, **kw)
+                            except (CommandFailed, EngineUnavailable) as exc:
+                                events.append(f"   {cmd} refused: {exc}")
+            now = time.monotonic()
+            if now >= next_draw:
+                next_draw = now + args.refresh
+                if tty:
+                    _draw(state, events, connection, keys is not None)
+                elif state is not None:
+                    print("\n".join(format_status(state).splitlines()[:6]) + "\n", flush=True)
+                    state = None
+            time.sleep(0.05)
+    finally:
+        if keys is not None:
+            keys.close()
+    return 0
+
+
+def _draw(state: dict[str, Any] | None, events: list[str], connection: str, with_keys: bool) -> None:
+    from app.api.clients import format_status
+
+    width = shutil.get_terminal_size((100, 30)).columns
+    out = ["\x1b[H\x1b[2J", f"LNM live view ({connection}) - Ctrl-C to stop", ""]
+    out.append(format_status(state) if state else "waiting for the engine's state ...")
+    out.append("")
+    out.append("recent events:")
+    out.extend(events[-8:] or ["  (none yet)"])
+    if with_keys:
+        out.append("")
+        out.append("keys: " + "  ".join(f"{k}={v[0]}" for k, v in KEYS.items()) + "  q=quit")
+    sys.stdout.write("\n".join(line[:width] for line in out) + "\n")
+    sys.stdout.flush()
+
+
+class _Keys:
+    """Single key presses from the terminal without Enter (restored on close)."""
+
+    def __init__(self) -> None:
+        import termios
+        import tty
+
+        self.fd = sys.stdin.fileno()
+        self.old = termios.tcgetattr(self.fd)
+        tty.setcbreak(self.fd)
+
+    def read(self) -> str:
+        out = ""
+        while select.select([self.fd], [], [], 0)[0]:
+            ch = os.read(self.fd, 1)
+            if not ch:
+                break
+            out += ch.decode("utf-8", "replace")
+        return out
+
+    def close(self) -> None:
+        import termios
+
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.old)
