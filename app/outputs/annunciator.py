@@ -238,7 +238,12 @@ class Annunciator:
 
     def emg(self, block_uV: np.ndarray, rate: float, cautery: bool | None = None,
             t: float | None = None) -> None:
-        """Feed one free-running EMG block (µV, (channels, n) or (n,)) to the loudspeaker."""
+        """Feed one free-running EMG block (µV, (channels, n) or (n,)) to the loudspeaker.
+
+        Skipped (no work) when the backend does not render EMG or ``audio.emg_audio`` is off.
+        """
+        if not self.audio.renders_emg or not self.emg_audio.enabled:
+            return
         out = self.emg_audio.process(block_uV, rate, self.clock.now() if t is None else t, cautery)
         if out.size:
             self.audio.feed(out * np.float32(sounds.feedback_gain(self.volume_pct)))

@@ -67,6 +67,7 @@ class AudioBackend(abc.ABC):
     """What the annunciator needs from a loudspeaker."""
 
     rate: int
+    renders_emg: bool = True  # False: the annunciator skips the EMG audio processing
 
     def __init__(self) -> None:
         self._failed = False
@@ -278,16 +279,20 @@ class CaptureAudio(AudioBackend):
     """Records what it was told to play, with clock timestamps (no sound card).
 
     ``keep_samples`` keeps every played array (tests); ``lnm simulate`` turns it off so
-    memory stays flat over a long case. ``fail(message)`` simulates a device failure
-    and ``recover()`` its return; a failed capture records nothing, like a dead speaker.
+    memory stays flat over a long case. ``process_emg`` (default: ``keep_samples``) says
+    whether the annunciator should synthesise the EMG audio at all: a faster-than-real-time
+    simulation has nobody listening and skips that work. ``fail(message)`` simulates a
+    device failure and ``recover()`` its return; a failed capture records nothing, like a
+    dead speaker.
     """
 
     def __init__(self, clock: Clock, rate: int = 48000, keep_samples: bool = True,
-                 max_records: int = 100000) -> None:
+                 max_records: int = 100000, process_emg: bool | None = None) -> None:
         super().__init__()
         self.clock = clock
         self.rate = int(rate)
         self.keep_samples = keep_samples
+        self.renders_emg = keep_samples if process_emg is None else bool(process_emg)
         self.played: deque[PlayedSound] = deque(maxlen=max_records)
         self.stops: deque[tuple[float, str]] = deque(maxlen=max_records)
         self.emg_samples = 0

@@ -275,3 +275,16 @@ def test_status_is_json_ready_and_close_switches_off():
     r.ann.close()
     assert not any(r.gpio.get(x) for x in (RED, YELLOW, GREEN, BUZZER))
     assert r.audio.stops[-1][1] == "feedback"
+
+
+def test_emg_work_is_skipped_when_nobody_listens():
+    clock = ManualClock()
+    m = AlarmManager(clock, S)
+    for audio, settings, fed in [
+        (CaptureAudio(clock, keep_samples=False), S, False),
+        (CaptureAudio(clock, keep_samples=False, process_emg=True), S, True),
+        (CaptureAudio(clock), Settings({"audio.emg_audio": False}), False),
+    ]:
+        ann = Annunciator(m, audio, None, clock, settings)
+        ann.emg(np.ones((2, 400)), 20000)
+        assert (audio.emg_samples > 0) is fed
