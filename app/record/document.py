@@ -372,6 +372,12 @@ class _Builder:
         self._event(e, "link", f"Board link {p['event'].replace('_', ' ')}")
 
     def _on_engine(self, e: Entry, p: Mapping[str, Any]) -> None:
+        if p["event"] == "state":  # the engine's periodic state snapshot: not an event for people
+            detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+            proc = (detail.get("rules") or {}).get("procedure") if isinstance(detail.get("rules"), Mapping) else None
+            if isinstance(proc, Mapping):
+                self.procedure_state = dict(proc)
+            return
         self.engine.append({"t_s": _r(e.t_s, 3), "wall": e.wall, "event": p["event"], "detail": p.get("detail")})
         self._event(e, "engine", f"Engine {p['event']}")
 
@@ -410,7 +416,19 @@ class _Builder:
             out[step] = v
         return out
 
+    def _mapping_from_procedure(self) -> None:
+        """Mapping points kept only in the procedure state (no ``mapping`` entries)."""
+        mapping = (self.procedure_state or {}).get("mapping") or {}
+        for ep in self.episodes:
+            if ep["kind"] != "loss_of_signal" or ep["mapping"]:
+                continue
+            for pt in mapping.get(ep["side"]) or []:
+                if isinstance(pt, Mapping) and (pt.get("t_s") is None or pt["t_s"] >= ep["t_s"]):
+                    ep["mapping"].append({"t_s": _r(pt.get("t_s"), 3), "position_mm": pt.get("position_mm"),
+                                          "response": pt.get("response"), "amplitude_uV": pt.get("amplitude_uV")})
+
     def finish(self, generated_at: str | None) -> dict[str, Any]:
+        self._mapping_from_procedure()
         case = dict(self.case)
         if not self.identified:
             for k in PERSONAL_FIELDS:

@@ -192,3 +192,31 @@ def test_report_out_dir_and_errors(tmp_path, synthetic_journal, capsys):
     ro.write_text("a file, not a folder")
     assert main(["report", cid, "--journal", str(path), "--out", str(ro / "x.pdf")]) == 2
     assert "cannot write" in capsys.readouterr().out
+
+
+def test_engine_state_snapshots_feed_steps_and_mapping_but_not_the_timeline(tmp_path):
+    from app.rules.procedure import Procedure
+
+    proc = Procedure()
+    proc.set_plan(["L"], 0.0)
+    stim = Stimulus(4, 30.0, Site.VAGUS, Side.L, Source.PROBE, 1.0, 0.97, 100, Step.V1)
+    m = Measurement(stim, "EMG L", True, None, True, 640.0, 7.8, 7.0)
+    proc.capture_step(Step.V1, m, True, 31.0)
+    proc.set_laryngoscopy("L1", "L", "normal", 5.0)
+    proc.add_mapping_point("L", 0.0, True, 80.0)
+    path = tmp_path / "j.db"
+    with Journal(path, durable=False) as j:
+        cid = j.open_case({"patient_id": "PSN-ENG", "planned_sides": ["L"]})
+        j.append(cid, "stimulus", *E.stimulus(m, np.zeros((2, 1200)), 20000, 200), t_s=30.0)
+        from app.model import EventKind, Priority, RuleEvent
+
+        j.append(cid, "rule_event", E.rule_event(RuleEvent(60.0, EventKind.LOSS_OF_SIGNAL, Side.L, Site.VAGUS,
+                                                          Priority.HIGH, 9)), t_s=60.0)
+        for t in (40.0, 90.0):
+            j.append(cid, "engine", {"event": "state", "detail": {"rules": {"procedure": proc.to_dict()}}}, t_s=t)
+        d = build_document(j, cid)
+    v1 = d["sides"]["L"]["steps"]["V1"]
+    assert v1["amplitude_uV"] == 640.0 and v1["how"].startswith("procedure") and v1["stimulus_seq"] == 1
+    assert d["sides"]["L"]["steps"]["L1"]["finding"] == "normal"
+    assert d["adverse_events"][0]["mapping"][0]["position_mm"] == 0.0
+    assert not any(it["type"] == "engine" for it in d["timeline"])
