@@ -17,7 +17,8 @@ Thin and clock-driven: no thread of its own. The engine's loop calls ``update()`
    starts the new one; while a high burst plays the EMG audio is ducked;
 4. gain: alarms at ``max(audio.volume_pct, audio.alarm_volume_floor_pct)``, an escalated
    high alarm at 100 %; feedback tones and EMG at ``audio.volume_pct``;
-5. while audio is off, plays the reminder tone each time the manager issues a reminder;
+5. while audio is off, plays the reminder tone each time the manager issues a reminder
+   (a 150 ms buzzer beep instead when the loudspeaker has failed);
 6. drives the LEDs (``indicators.led_states``) and, when the loudspeaker has failed, the
    backup buzzer with the pulse pattern of the sounding burst;
 7. polls and debounces the footswitch: a short press plays the "mark" tone and calls
@@ -51,6 +52,7 @@ AUDIO_FAILURE_KEY = "speaker"
 # Self-test sequence: (start, end, output) relative to the start of the test.
 SELF_TEST_STEPS = ((0.0, 0.5, RED), (0.5, 1.0, YELLOW), (1.0, 1.5, GREEN), (1.5, 1.8, BUZZER))
 SELF_TEST_S = 1.8
+REMINDER_BUZZ_S = 0.15  # audio-off reminder on the buzzer when the loudspeaker has failed
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Annunciator:
         self._reminders_seen = 0
         self._audio_alarm_raised = False
         self._self_test_start: float | None = None
+        self._reminder_buzz_until = float("-inf")
         self._last_status: AnnunciatorStatus | None = None
         self.update_settings(self.settings)
 
@@ -117,10 +120,11 @@ class Annunciator:
         self.volume_pct = float(settings["audio.volume_pct"])
         self.floor_pct = float(settings["audio.alarm_volume_floor_pct"])
         self.emg_audio.update_settings(settings)
-        self.footswitch = Footswitch(
-            float(settings["gpio.footswitch_debounce_ms"]) / 1000.0,
-            float(settings["gpio.footswitch_long_press_s"]),
-        )
+        timing = (float(settings["gpio.footswitch_debounce_ms"]) / 1000.0,
+                  float(settings["gpio.footswitch_long_press_s"]))
+        current = getattr(self, "footswitch", None)
+        if current is None or (current.debounce_s, current.long_press_s) != timing:
+            self.footswitch = Footswitch(*timing)  # a press in progress is kept otherwise
 
     def set_volume(self, pct: float) -> float:
         """Set the loudspeaker volume (validated like the setting); returns the alarm volume."""
@@ -158,11 +162,14 @@ class Annunciator:
             self._reminders_seen = st.audio.reminders
             self.audio.play(FEEDBACK, sounds.feedback_tone("reminder", self.audio.rate), "tone-reminder",
                             sounds.alarm_gain(self.volume_pct, self.floor_pct))
-        # 6: LEDs and buzzer
+            self._reminder_buzz_until = now + REMINDER_BUZZ_S
+        # 6: LEDs and buzzer (the buzzer only stands in for a failed loudspeaker)
         outputs = led_states(st, now, running=True)
         buzzer = False
-        if self.audio.failed and self._playing is not None and self._burst_start is not None:
-            buzzer = sounds.signal_for(self._playing).pulse_on(now - self._burst_start)
+        if self.audio.failed:
+            if self._playing is not None and self._burst_start is not None:
+                buzzer = sounds.signal_for(self._playing).pulse_on(now - self._burst_start)
+            buzzer = buzzer or now < self._reminder_buzz_until
         outputs[BUZZER] = buzzer
         testing = self._self_test_start is not None and now - self._self_test_start < SELF_TEST_S
         if testing:

@@ -288,3 +288,17 @@ def test_emg_work_is_skipped_when_nobody_listens():
         ann = Annunciator(m, audio, None, clock, settings)
         ann.emg(np.ones((2, 400)), 20000)
         assert (audio.emg_samples > 0) is fed
+
+
+def test_reminder_beeps_the_buzzer_when_the_speaker_failed():
+    r = Rig(Settings({"alarms.audio_off_reminder_s": 30.0}))
+    r.audio.fail("dead")
+    r.run(0.1)
+    r.manager.acknowledge("audio_failure:speaker", who="nurse")  # nothing sounding now
+    r.manager.audio_off(who="nurse")
+    t = r.clock.now()
+    r.run(31.0)
+    rises, falls = leds(r, BUZZER, t)
+    falls = [f for f in falls if f > rises[0]]
+    assert len(rises) == 1 and falls[0] - rises[0] == pytest.approx(0.15, abs=DT + 1e-9)
+    assert rises[0] - t == pytest.approx(30.0, abs=DT + 1e-9)
