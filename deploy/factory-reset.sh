@@ -18,8 +18,8 @@ usage: sudo lnm-factory-reset (--keep-cases | --wipe-cases) [--yes] [--dry-run] 
 Reset /etc/lnm and /etc/default/lnm to the settings shipped with the installed release
 and clear the touchscreen's state (/var/lib/lnm/ui). Stops and restarts the services.
 
-  --keep-cases   keep every case journal and export in /var/lib/lnm
-  --wipe-cases   delete every case journal, export and log in /var/lib/lnm (asks you to
+  --keep-cases   keep every case journal and report in /var/lib/lnm
+  --wipe-cases   delete every case journal, report and log in /var/lib/lnm (asks you to
                  type WIPE; take a backup first with lnm-backup)
   --yes          do not ask for confirmation
   --dry-run      print every step, change nothing
@@ -104,10 +104,10 @@ if [ "$CASES" = --wipe-cases ]; then
     for f in "$DATA"/* "$DATA"/.[!.]*; do
         if [ -e "$f" ] || [ -L "$f" ]; then run rm -rf "$f"; fi
     done
-    for d in exports log ui; do
+    for d in reports log ui; do
         run mkdir -p "$DATA/$d"
     done
-    run chmod 0750 "$DATA" "$DATA/exports" "$DATA/log" "$DATA/ui"
+    run chmod 0750 "$DATA" "$DATA/reports" "$DATA/log" "$DATA/ui"
     if ! is_root_mode; then run chown -R "$LNM_USER:$LNM_GROUP" "$DATA"; fi
 else
     step "Cases kept in $DATA"

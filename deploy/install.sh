@@ -345,7 +345,7 @@ step_dirs() {
     ensure_dir "$LNM_ETC" 0750 "root:$LNM_GROUP"
     ensure_dir "$LNM_ETC/profiles" 0750 "root:$LNM_GROUP"
     ensure_dir "$LNM_DATA" 0750 "$LNM_USER:$LNM_GROUP"
-    ensure_dir "$LNM_DATA/exports" 0750 "$LNM_USER:$LNM_GROUP"
+    ensure_dir "$LNM_DATA/reports" 0750 "$LNM_USER:$LNM_GROUP"
     ensure_dir "$LNM_DATA/log" 0750 "$LNM_USER:$LNM_GROUP"
     ensure_dir "$LNM_DATA/ui" 0750 "$LNM_USER:$LNM_GROUP"
 }

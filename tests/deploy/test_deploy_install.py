@@ -128,7 +128,7 @@ def test_configuration_data_and_permissions(installed, source):
         assert laid.read_bytes() == f.read_bytes()
         assert mode(laid) == 0o640
     assert "LNM_BOARD=/dev/lnm-board" in (root / "etc/default/lnm").read_text()
-    for d in ("", "exports", "log", "ui"):
+    for d in ("", "reports", "log", "ui"):
         assert mode(root / "var/lib/lnm" / d) == 0o750
     manifest = (root / "opt/lnm/install-manifest").read_text().splitlines()
     # Ownership cannot be applied under a destination directory: it is recorded.
@@ -322,12 +322,13 @@ def test_uninstall_removes_what_it_installed_and_keeps_the_cases(installed, sour
     root, _ = installed
     journal = root / "var/lib/lnm/journal.db"
     journal.write_bytes(b"SQLite format 3\x00 case data")
-    (root / "var/lib/lnm/exports/case-1.pdf").write_bytes(b"%PDF")
+    (root / "var/lib/lnm/reports/case-1").mkdir()
+    (root / "var/lib/lnm/reports/case-1/report.pdf").write_bytes(b"%PDF")
     pristine = snapshot(pi_root(tmp_path / "pristine"))
     result = install(source, "--destdir", str(root), "--uninstall")
     assert "Kept" in result.stdout
     assert journal.read_bytes() == b"SQLite format 3\x00 case data"
-    assert (root / "var/lib/lnm/exports/case-1.pdf").exists()
+    assert (root / "var/lib/lnm/reports/case-1/report.pdf").exists()
     assert (root / "etc/lnm/default.toml").exists() and (root / "etc/default/lnm").exists()
     assert any(line.startswith("lnm:") for line in (root / "etc/passwd").read_text().splitlines())
     assert os.readlink(root / "etc/systemd/system/getty.target.wants/getty@tty1.service") == \

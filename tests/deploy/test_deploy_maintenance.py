@@ -234,7 +234,7 @@ def test_factory_reset_needs_an_explicit_choice(appliance):
 
 def test_factory_reset_keeping_the_cases(appliance, source):
     appliance.journal.write_bytes(b"SQLite format 3\x00 the cases")
-    (appliance.data / "exports/case.pdf").write_bytes(b"%PDF")
+    (appliance.data / "reports/case.pdf").write_bytes(b"%PDF")
     (appliance.data / "ui/config.ini").write_text("[graphics]\n")
     default = appliance.root / "etc/lnm/default.toml"
     default.write_text(default.read_text().replace("probe_current_mA = 1.0", "probe_current_mA = 2.0"))
@@ -246,7 +246,7 @@ def test_factory_reset_keeping_the_cases(appliance, source):
         sorted(p.name for p in (source / "config/profiles").glob("*.toml"))
     assert "LNM_BOARD=/dev/lnm-board" in (appliance.root / "etc/default/lnm").read_text()
     assert appliance.journal.read_bytes() == b"SQLite format 3\x00 the cases"
-    assert (appliance.data / "exports/case.pdf").exists()
+    assert (appliance.data / "reports/case.pdf").exists()
     assert list((appliance.data / "ui").iterdir()) == []
     assert "configuration OK" in result.stdout
     assert appliance.calls() == ["stop lnm-ui.service lnm-engine.service", "start lnm-engine.service lnm-ui.service"]
@@ -258,7 +258,7 @@ def test_factory_reset_wiping_the_cases_asks_then_wipes(appliance):
     assert refused.returncode != 0 and appliance.journal.exists() and appliance.calls() == []
     appliance.run("factory-reset.sh", "--wipe-cases", "--yes")
     assert not appliance.journal.exists()
-    assert sorted(p.name for p in appliance.data.iterdir()) == ["exports", "log", "ui"]
+    assert sorted(p.name for p in appliance.data.iterdir()) == ["log", "reports", "ui"]
     assert (appliance.data.stat().st_mode & 0o777) == 0o750
 
 

@@ -224,4 +224,62 @@ def test_tmpfiles_never_ages_out_the_journal():
         kind, path, mode, user, group, age = line.split()[:6]
         assert (user, group) == ("lnm", "lnm")
         if age != "-":
-            assert path == "/var/lib/lnm/exports", f"{path} must not be aged out"
+            assert path == "/var/lib/lnm/reports", f"{path} must not be aged out"
+
+
+# ---- the units, the product and the documents agree -------------------------------------------
+
+def _exec_args(unit: str) -> list[str]:
+    """The unit's ExecStart arguments after ``lnm SUBCOMMAND``, with the unit's default
+    environment substituted the way systemd does."""
+    u = parse_unit(DEPLOY / "systemd" / unit)
+    env = dict(w.split("=", 1) for w in words(u, "Service", "Environment"))
+    args = values(u, "Service", "ExecStart")[0].split()[2:]
+    return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in args]
+
+
+@pytest.mark.parametrize("unit, module", [("lnm-engine.service", "app.engine.cli"), ("lnm-ui.service", "app.ui.cli")])
+def test_the_product_accepts_what_the_units_pass(unit, module):
+    import argparse
+
+    cli = pytest.importorskip(module, reason=f"{module} is not in this build yet")
+    parser = argparse.ArgumentParser(prog="lnm", exit_on_error=False)
+    cli.configure(parser)
+    args = _exec_args(unit)
+    parsed = parser.parse_args(args)  # raises (and fails the test) on an unknown flag or value
+    if unit == "lnm-engine.service":
+        assert str(parsed.board) == "/dev/lnm-board" and parsed.gpio == "rpi" and parsed.audio == "alsa"
+        assert str(parsed.data) == "/var/lib/lnm" and str(parsed.config) == "/etc/lnm"
+
+
+def test_readme_documents_the_interface_the_units_use():
+    readme = (DEPLOY / "README.md").read_text()
+    for unit in ("lnm-engine.service", "lnm-ui.service"):
+        for arg in _exec_args(unit):
+            if arg.startswith("--"):
+                assert arg in readme, f"README.md does not document {arg} ({unit})"
+    assert "sudo lnm/deploy/install.sh" in readme  # the one install command
+    for section in ("Power-loss safety", "Time", "Update and rollback", "Backup and restore",
+                    "Factory reset", "recurse=0"):
+        assert section in readme
+
+
+def test_hardware_wiring_table_matches_the_code():
+    gpio = pytest.importorskip("app.outputs.gpio", reason="app.outputs.gpio is not in this build yet")
+    text = (DEPLOY / "HARDWARE.md").read_text()
+    documented = {m.group(1): int(m.group(2))
+                  for m in re.finditer(r"^\| (red|yellow|green) [^|]*LED[^|]*\| GPIO(\d+) ", text, re.M)}
+    documented.update({name: int(m.group(1)) for name in ("buzzer", "footswitch")
+                       for m in [re.search(rf"^\| [^|]*{name}[^|]*\| GPIO(\d+) ", text, re.M | re.I)] if m})
+    code = {"red": gpio.DEFAULT_WIRING[gpio.RED], "yellow": gpio.DEFAULT_WIRING[gpio.YELLOW],
+            "green": gpio.DEFAULT_WIRING[gpio.GREEN], "buzzer": gpio.DEFAULT_WIRING[gpio.BUZZER],
+            "footswitch": gpio.DEFAULT_WIRING[gpio.FOOTSWITCH]}
+    assert documented == code
+
+
+def test_hardware_guide_points_to_the_protocol():
+    text = (DEPLOY / "HARDWARE.md").read_text()
+    assert "](../firmware_bridge/PROTOCOL.md)" in text
+    assert (REPO / "firmware_bridge" / "PROTOCOL.md").exists()
+    for promise in ("500 ms", "2 s", "OUT_OF_RANGE"):
+        assert promise in text
