@@ -325,8 +325,14 @@ class Journal:
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=5.0)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
-        except sqlite3.OperationalError:
-            # a WAL database on read-only media: read it as immutable
+        except sqlite3.OperationalError as exc:
+            # a WAL database on read-only media: read it as immutable, but only when no
+            # entries wait in its WAL (immutable reads would silently leave them out)
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StorageError(f"case journal {path}: cannot be read without write access to its folder "
+                                   f"while entries wait in {wal.name} ({exc}); run as the engine's user",
+                                   path, "read_only") from None
             conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False, isolation_level=None)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
