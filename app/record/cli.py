@@ -78,11 +78,12 @@ def _cases(journal: Journal, args: argparse.Namespace) -> int:
     if not cases:
         print(f"no {'open ' if args.open else ''}cases in {journal.path}")
         return 0
-    print(f"{'case':<22} {'opened (UTC)':<20} {'patient':<12} {'sides':<5} {'entries':>7}  state")
+    width = max([7] + [len(str(c["patient_id"])) for c in cases])
+    print(f"{'case':<22} {'opened (UTC)':<20} {'patient':<{width}} {'sides':<5} {'entries':>7}  state")
     for c in cases:
         sides = "".join(c["planned_sides"] or [])
         state = "closed" if c["closed"] else "OPEN"
-        print(f"{c['case_id']:<22} {c['opened'][:19]:<20} {str(c['patient_id'])[:12]:<12} {sides:<5} "
+        print(f"{c['case_id']:<22} {c['opened'][:19]:<20} {str(c['patient_id']):<{width}} {sides:<5} "
               f"{c['entries']:>7}  {state}")
     return 0
 
