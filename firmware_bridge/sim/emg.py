@@ -9,7 +9,8 @@ nerve irritation (asynchronous bursts and regular trains of motor-unit potential
 electrocautery bursts (very large broadband noise that saturates the ADC), additive
 overlays (the evoked responses and stimulus artifacts from ``physiology.Patient``),
 and flat traces for a channel whose electrode is off.
-May import: the standard library, numpy, scipy.signal, ``firmware_bridge.sim.physiology``.
+May import: the standard library, numpy, ``firmware_bridge.sim.physiology`` (no scipy: the
+board starts fast).
 
 Speed: everything is whole-block numpy work on precomputed tables (a band-limited noise
 table read at moving offsets, one tiled period of mains hum, templates for ECG and
@@ -28,7 +29,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal as sps
 
 from firmware_bridge.messages import Electrode
 from firmware_bridge.sim.physiology import EMG_ELECTRODES, SIDES, Patient, PhysiologyError
@@ -39,12 +39,17 @@ MAX_BLOCK = 1 << 15  # longest block rendered in one call (samples)
 
 @functools.lru_cache(maxsize=8)
 def _noise_table(fs: int) -> np.ndarray:
-    """Unit-RMS band-limited (10 Hz - 5 kHz) Gaussian noise, fixed for a sample rate."""
+    """Unit-RMS band-limited Gaussian noise, fixed for a sample rate: white noise shaped
+    in the frequency domain by the magnitude of a 2nd-order Butterworth band-pass
+    (10 Hz - 5 kHz, the amplifier's bandwidth). Circular, so the table wraps seamlessly."""
     rng = np.random.default_rng(0x7AB1E + fs)
-    white = rng.standard_normal(NOISE_TABLE_SAMPLES + 4096)
-    high = min(5000.0, 0.45 * fs)
-    sos = sps.butter(2, [10.0, high], btype="bandpass", fs=fs, output="sos")
-    x = sps.sosfilt(sos, white)[4096:]
+    white = rng.standard_normal(NOISE_TABLE_SAMPLES)
+    f = np.fft.rfftfreq(NOISE_TABLE_SAMPLES, 1.0 / fs)
+    low, high = 10.0, min(5000.0, 0.45 * fs)
+    with np.errstate(divide="ignore"):
+        gain = 1.0 / np.sqrt((1.0 + (low / f) ** 4) * (1.0 + (f / high) ** 4))
+    gain[0] = 0.0
+    x = np.fft.irfft(np.fft.rfft(white) * gain, n=NOISE_TABLE_SAMPLES)
     x /= np.sqrt(np.mean(x * x))
     table = x.astype(np.float32)
     table.flags.writeable = False
