@@ -46,7 +46,7 @@ from firmware_bridge.messages import (
     HostHeartbeat,
     Nack,
 )
-from firmware_bridge.transport import Port, PortError, open_port
+from firmware_bridge.transport import Port, PortError, clock_for_url, open_port
 
 log = logging.getLogger("lnm.link")
 
@@ -218,10 +218,14 @@ class BoardLink:
         host_name: str = "lnm",
         inbox_size: int = 10000,
     ) -> None:
+        """``clock``: the link's time line (default: real time; for ``sim://...?speed=X``
+        a ``ScaledClock(X)`` shared with the virtual board)."""
         if (url is None) == (port_factory is None):
             raise ValueError("give the board link either a URL or a port factory")
         self.url = url if url is not None else getattr(port_factory, "url", repr(port_factory))
-        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        if clock is None:
+            clock = clock_for_url(url) if url is not None else MonotonicClock()
+        self.clock: Clock = clock
         if port_factory is None:
             port_factory = lambda: open_port(url, timeout_s=read_timeout_s, clock=self.clock)  # noqa: E731
         self._factory = port_factory

@@ -67,6 +67,24 @@ def open_port(
     return SerialPort.open(url, timeout_s=timeout_s, write_timeout_s=write_timeout_s, baudrate=baudrate)
 
 
+def clock_for_url(url: str):
+    """The clock a link on ``url`` should run on when none is injected: real time, or for
+    ``sim://...?speed=X`` a ``ScaledClock(X)`` so that host and virtual board share one
+    time line (the board's 500 ms watchdog counts in the same seconds as the heartbeats)."""
+    from firmware_bridge.clock import MonotonicClock, ScaledClock
+
+    if isinstance(url, str) and url.strip().lower().startswith("sim://"):
+        from urllib.parse import parse_qs
+
+        speed = parse_qs(urlsplit(url.strip()).query).get("speed")
+        if speed:
+            try:
+                return ScaledClock(float(speed[-1]))
+            except ValueError as exc:
+                raise PortError(f"cannot open board port {url!r}: speed={speed[-1]!r}: {exc}") from None
+    return MonotonicClock()
+
+
 def _open_sim(url: str, clock) -> Port:
     try:
         from firmware_bridge.sim import open_sim
@@ -196,4 +214,4 @@ class SerialPort:
         return f"SerialPort({self.url!r})"
 
 
-__all__ = ["Port", "PortError", "open_port", "SerialPort", "SocketPort"]
+__all__ = ["Port", "PortError", "open_port", "clock_for_url", "SerialPort", "SocketPort"]
