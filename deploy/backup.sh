@@ -62,7 +62,7 @@ done
 DEST=$(cd "$DEST" && pwd)
 need_root
 
-DATA=$(p "$LNM_DATA")
+DATA=${LNM_ROOT}$LNM_DATA
 mapfile -t JOURNALS < <(sqlite_files "$DATA")
 [ "${#JOURNALS[@]}" -gt 0 ] || die "no case journal under $DATA: nothing to back up"
 
@@ -85,13 +85,13 @@ done
 
 if [ "$WITH_CONFIG" = 1 ]; then
     step "Settings"
-    if [ -d "$(p "$LNM_ETC")" ]; then
+    if [ -d "${LNM_ROOT}$LNM_ETC" ]; then
         run mkdir -p "$STAGE/etc"
-        run cp -R "$(p "$LNM_ETC")" "$STAGE/etc/lnm"
+        run cp -R "${LNM_ROOT}$LNM_ETC" "$STAGE/etc/lnm"
     fi
-    if [ -f "$(p /etc/default/lnm)" ]; then
+    if [ -f "${LNM_ROOT}/etc/default/lnm" ]; then
         run mkdir -p "$STAGE/etc/default"
-        run cp "$(p /etc/default/lnm)" "$STAGE/etc/default/lnm"
+        run cp "${LNM_ROOT}/etc/default/lnm" "$STAGE/etc/default/lnm"
     fi
 fi
 
@@ -113,7 +113,7 @@ find "$STAGE/data" \( -name '*-shm' -o -name '*-wal' \) -delete
     echo "lnm backup"
     echo "created_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host=$(hostname 2>/dev/null || echo unknown)"
-    echo "release=$(readlink "$(p "$LNM_CURRENT")" 2>/dev/null || echo unknown)"
+    echo "release=$(readlink "${LNM_ROOT}$LNM_CURRENT" 2>/dev/null || echo unknown)"
     echo "source=$LNM_DATA"
     echo "verified=$([ "$VERIFIED" = 1 ] && echo yes || echo NO)"
 } >"$STAGE/BACKUP-INFO"

@@ -58,9 +58,9 @@ done
 }
 need_root
 
-SHIPPED=$(p "$LNM_CURRENT/share/lnm")
+SHIPPED=${LNM_ROOT}$LNM_CURRENT/share/lnm
 [ -f "$SHIPPED/config/default.toml" ] || die "no shipped configuration in $SHIPPED/config (is LNM installed?)"
-DATA=$(p "$LNM_DATA")
+DATA=${LNM_ROOT}$LNM_DATA
 
 if [ "$CASES" = --wipe-cases ]; then
     confirm WIPE "Factory reset: every case in $DATA is DELETED and the settings go back to the shipped ones."
@@ -72,7 +72,7 @@ step "Stopping the UI and the engine"
 svc stop lnm-ui.service lnm-engine.service
 
 step "Settings: back to the shipped ones"
-ETC=$(p "$LNM_ETC")
+ETC=${LNM_ROOT}$LNM_ETC
 if [ -d "$ETC" ]; then
     for f in "$ETC"/* "$ETC"/.[!.]*; do
         if [ -e "$f" ] || [ -L "$f" ]; then run rm -rf "$f"; fi
@@ -88,8 +88,8 @@ done
 run chmod -R u=rwX,g=rX,o= "$ETC"
 if ! is_root_mode; then run chown -R "root:$LNM_GROUP" "$ETC"; fi
 if [ -f "$SHIPPED/deploy/system/default-lnm" ]; then
-    run cp "$SHIPPED/deploy/system/default-lnm" "$(p /etc/default/lnm)"
-    run chmod 0644 "$(p /etc/default/lnm)"
+    run cp "$SHIPPED/deploy/system/default-lnm" "${LNM_ROOT}/etc/default/lnm"
+    run chmod 0644 "${LNM_ROOT}/etc/default/lnm"
 fi
 
 step "Touchscreen state"

@@ -173,7 +173,7 @@ board_family() {
 config_txt() {
     local f
     for f in /boot/firmware/config.txt /boot/config.txt; do
-        if [ -f "$(p "$f")" ]; then
+        if [ -f "${LNM_ROOT}$f" ]; then
             printf '%s' "$f"
             return 0
         fi
@@ -261,7 +261,7 @@ _free_id() { # FILE: the highest free system id (999 downwards) in a passwd/grou
 
 _root_group() { # NAME [MEMBER]: ensure group (and membership) in DIR/etc/group
     local name="$1" member="${2:-}" file gid members
-    file=$(p /etc/group)
+    file=${LNM_ROOT}/etc/group
     [ -f "$file" ] || file=/dev/null # a dry run into an empty root
     if ! grep -q "^$name:" "$file"; then
         case "$name" in # Debian's static ids where they exist
@@ -273,7 +273,7 @@ _root_group() { # NAME [MEMBER]: ensure group (and membership) in DIR/etc/group
         if [ -z "$gid" ] || cut -d: -f3 "$file" | grep -qx "$gid"; then
             gid=$(_free_id "$file")
         fi
-        note "group $name (gid $gid) in $(p /etc/group)${member:+ with member $member}"
+        note "group $name (gid $gid) in ${LNM_ROOT}/etc/group${member:+ with member $member}"
         [ "$DRY_RUN" = 1 ] || printf '%s:x:%s:%s\n' "$name" "$gid" "$member" >>"$file"
         changed
         return 0
@@ -293,10 +293,10 @@ step_user() {
     local g
     if [ -n "$LNM_ROOT" ]; then
         local passwd group uid gid
-        passwd=$(p /etc/passwd)
-        group=$(p /etc/group)
+        passwd=${LNM_ROOT}/etc/passwd
+        group=${LNM_ROOT}/etc/group
         if [ "$DRY_RUN" != 1 ]; then
-            mkdir -p "$(p /etc)"
+            mkdir -p "${LNM_ROOT}/etc"
             [ -e "$passwd" ] || : >"$passwd"
             [ -e "$group" ] || : >"$group"
         fi
@@ -354,7 +354,7 @@ step_dirs() {
 step_release() {
     step "Application release $RELEASE_ID in $RELEASE"
     local rel stamp pkgs
-    rel=$(p "$RELEASE")
+    rel=${LNM_ROOT}$RELEASE
     stamp="$rel/.lnm-release"
     case "$GPIO_LIB" in
         rpi-gpio) pkgs=("${SOURCE}[pi]") ;;
@@ -430,17 +430,17 @@ step_config() {
     done
     install_if_absent "$HERE/system/default-lnm" /etc/default/lnm 0644 root:root
     step "Validating $LNM_ETC"
-    if [ "$DRY_RUN" = 1 ] && [ ! -f "$(p "$LNM_ETC/default.toml")" ]; then
+    if [ "$DRY_RUN" = 1 ] && [ ! -f "${LNM_ROOT}$LNM_ETC/default.toml" ]; then
         note "would run: lnm config-check $LNM_ETC"
         return 0
     fi
-    rel=$(p "$RELEASE")
+    rel=${LNM_ROOT}$RELEASE
     if [ -x "$rel/bin/lnm" ]; then
-        run "$rel/bin/lnm" config-check "$(p "$LNM_ETC")" ||
-            die "the configuration in $(p "$LNM_ETC") is not valid (see above); correct it and run the installer again"
+        run "$rel/bin/lnm" config-check "${LNM_ROOT}$LNM_ETC" ||
+            die "the configuration in ${LNM_ROOT}$LNM_ETC is not valid (see above); correct it and run the installer again"
     else
-        run env PYTHONPATH="$SOURCE" "$PYTHON" -m app.cli config-check "$(p "$LNM_ETC")" ||
-            die "the configuration in $(p "$LNM_ETC") is not valid (see above); correct it and run the installer again"
+        run env PYTHONPATH="$SOURCE" "$PYTHON" -m app.cli config-check "${LNM_ROOT}$LNM_ETC" ||
+            die "the configuration in ${LNM_ROOT}$LNM_ETC is not valid (see above); correct it and run the installer again"
     fi
 }
 
@@ -459,11 +459,11 @@ step_units() {
         ensure_link "/etc/systemd/system/$unit" "/etc/systemd/system/multi-user.target.wants/$unit"
     done
     # The UI owns tty1: no login prompt there (technicians use tty2 or ssh).
-    if [ -L "$(p /etc/systemd/system/getty.target.wants/getty@tty1.service)" ]; then
+    if [ -L "${LNM_ROOT}/etc/systemd/system/getty.target.wants/getty@tty1.service" ]; then
         note "disable the login prompt on tty1 (the UI's console)"
         remove_path /etc/systemd/system/getty.target.wants/getty@tty1.service
         manifest_add "getty - - tty1"
-    elif grep -qx "getty - - tty1" "$(p "$LNM_MANIFEST")" 2>/dev/null; then
+    elif grep -qx "getty - - tty1" "${LNM_ROOT}$LNM_MANIFEST" 2>/dev/null; then
         manifest_add "getty - - tty1"
     fi
     if [ "$CHANGES" != "$before" ]; then
@@ -527,7 +527,7 @@ step_audio() {
     elif [ -n "$overlay" ]; then
         warn "no /boot/firmware/config.txt (not a Raspberry Pi?): add '$overlay' to the firmware configuration yourself"
     fi
-    asound=$(p /etc/asound.conf)
+    asound=${LNM_ROOT}/etc/asound.conf
     if [ -f "$asound" ] && ! grep -q "deploy/install.sh" "$asound"; then
         warn "/etc/asound.conf exists and was not written by LNM; kept. Make its default device the $card card."
         return 0
@@ -607,8 +607,8 @@ prune_parents() {
     [ -n "$LNM_ROOT" ] || return 0
     local dir
     dir=$(dirname "$1")
-    while [ "$dir" != / ] && [ -d "$(p "$dir")" ] && [ -z "$(ls -A "$(p "$dir")")" ]; do
-        [ "$DRY_RUN" = 1 ] || rmdir "$(p "$dir")"
+    while [ "$dir" != / ] && [ -d "${LNM_ROOT}$dir" ] && [ -z "$(ls -A "${LNM_ROOT}$dir")" ]; do
+        [ "$DRY_RUN" = 1 ] || rmdir "${LNM_ROOT}$dir"
         dir=$(dirname "$dir")
     done
 }
@@ -617,9 +617,9 @@ uninstall_main() {
     step "Uninstalling LNM from ${LNM_ROOT:-this system}"
     need_root
     local manifest kind mode owner path rest cfg asound
-    manifest=$(p "$LNM_MANIFEST")
+    manifest=${LNM_ROOT}$LNM_MANIFEST
     if [ "$PURGE" = 1 ]; then
-        confirm PURGE "--purge deletes every case in $(p "$LNM_DATA"), the settings in $(p "$LNM_ETC") and the user $LNM_USER"
+        confirm PURGE "--purge deletes every case in ${LNM_ROOT}$LNM_DATA, the settings in ${LNM_ROOT}$LNM_ETC and the user $LNM_USER"
     fi
     svc stop lnm-ui.service lnm-engine.service || true
     step "Removing the program, services and rules"
@@ -644,7 +644,7 @@ uninstall_main() {
                 ;;
         esac
     done
-    asound=$(p /etc/asound.conf)
+    asound=${LNM_ROOT}/etc/asound.conf
     if [ -f "$asound" ] && grep -q "deploy/install.sh" "$asound"; then
         remove_path /etc/asound.conf
     fi
@@ -666,10 +666,10 @@ uninstall_main() {
         if [ -n "$LNM_ROOT" ]; then
             local f
             for f in /etc/passwd /etc/group; do
-                [ -f "$(p "$f")" ] || continue
-                if grep -q "^$LNM_USER:\|:$LNM_USER\(,\|$\)\|,$LNM_USER\(,\|$\)" "$(p "$f")"; then
+                [ -f "${LNM_ROOT}$f" ] || continue
+                if grep -q "^$LNM_USER:\|:$LNM_USER\(,\|$\)\|,$LNM_USER\(,\|$\)" "${LNM_ROOT}$f"; then
                     note "remove $LNM_USER from $f"
-                    [ "$DRY_RUN" = 1 ] || sed -i -e "/^$LNM_USER:/d" -e "s/:$LNM_USER,/:/; s/,$LNM_USER\\(,\\|\$\\)/\\1/; s/:$LNM_USER\$/:/" "$(p "$f")"
+                    [ "$DRY_RUN" = 1 ] || sed -i -e "/^$LNM_USER:/d" -e "s/:$LNM_USER,/:/; s/,$LNM_USER\\(,\\|\$\\)/\\1/; s/:$LNM_USER\$/:/" "${LNM_ROOT}$f"
                     changed
                 fi
             done

@@ -92,21 +92,19 @@ is_root_mode() { [ -n "$LNM_ROOT" ]; }
 # wanted owner is recorded in the install manifest instead (the user does not exist
 # on the machine building the tree).
 
-_owner_of() { stat -c '%U:%G' "$1" 2>/dev/null; }
-_mode_of() { stat -c '%a' "$1" 2>/dev/null; }
-
 # _fix_meta PATH MODE OWNER: set mode and (real system only) owner when they differ.
 _fix_meta() {
-    local path="$1" mode="$2" owner="$3" target
-    target=$(p "$path")
+    local path="$1" mode="$2" owner="$3" target meta
+    target="$LNM_ROOT$path"
     if [ "$DRY_RUN" = 1 ] && [ ! -e "$target" ]; then
         return 0
     fi
-    if [ "$(_mode_of "$target")" != "${mode#0}" ]; then
+    meta=$(stat -c '%a %U:%G' "$target" 2>/dev/null) || meta=""
+    if [ "${meta%% *}" != "${mode#0}" ]; then
         run chmod "$mode" "$target"
         changed
     fi
-    if ! is_root_mode && [ "$(_owner_of "$target")" != "$owner" ]; then
+    if ! is_root_mode && [ "${meta#* }" != "$owner" ]; then
         run chown "$owner" "$target"
         changed
     fi
@@ -115,7 +113,7 @@ _fix_meta() {
 # ensure_dir PATH MODE OWNER
 ensure_dir() {
     local path="$1" mode="$2" owner="$3" target
-    target=$(p "$path")
+    target=${LNM_ROOT}$path
     if [ ! -d "$target" ]; then
         run mkdir -p "$target"
         changed
@@ -127,7 +125,7 @@ ensure_dir() {
 # install_file SRC DEST MODE OWNER: a file the product manages (replaced when it differs).
 install_file() {
     local src="$1" dest="$2" mode="$3" owner="$4" target
-    target=$(p "$dest")
+    target=${LNM_ROOT}$dest
     [ -f "$src" ] || die "missing source file $src"
     if [ -f "$target" ] && cmp -s "$src" "$target"; then
         :
@@ -165,7 +163,7 @@ install_text() {
 # when absent; an existing file is never overwritten.
 install_if_absent() {
     local src="$1" dest="$2" mode="$3" owner="$4" target
-    target=$(p "$dest")
+    target=${LNM_ROOT}$dest
     if [ -e "$target" ]; then
         if ! cmp -s "$src" "$target"; then
             note "kept $dest (local settings; differs from the shipped $(basename "$src"))"
@@ -189,7 +187,7 @@ install_if_absent() {
 # ensure_link TARGET LINK: a symbolic link, replaced atomically (rename) when it differs.
 ensure_link() {
     local to="$1" link="$2" target
-    target=$(p "$link")
+    target=${LNM_ROOT}$link
     if [ -L "$target" ] && [ "$(readlink "$target")" = "$to" ]; then
         :
     else
@@ -209,7 +207,7 @@ ensure_link() {
 # remove_path PATH: remove a file, link or (recursively) a directory if present.
 remove_path() {
     local target
-    target=$(p "$1")
+    target="$LNM_ROOT$1"
     if [ -e "$target" ] || [ -L "$target" ]; then
         if [ -d "$target" ] && [ ! -L "$target" ]; then
             run rm -rf "$target"
@@ -223,7 +221,7 @@ remove_path() {
 # remove_empty_dir PATH: remove a directory only when it is empty.
 remove_empty_dir() {
     local target
-    target=$(p "$1")
+    target="$LNM_ROOT$1"
     if [ -d "$target" ] && [ -z "$(ls -A "$target")" ]; then
         run rmdir "$target"
         changed
@@ -247,7 +245,7 @@ _strip_block() {
 # the manifest entry and the change count); the same holds for install_text.
 ensure_block() {
     local file="$1" target tmp body
-    target=$(p "$file")
+    target=${LNM_ROOT}$file
     body=$(cat)
     tmp=$(mktemp "${TMPDIR:-/tmp}/lnm-deploy.XXXXXX")
     {
@@ -275,7 +273,7 @@ ensure_block() {
 # remove_block FILE: take the LNM block out of FILE, leaving the rest untouched.
 remove_block() {
     local file="$1" target tmp
-    target=$(p "$file")
+    target=${LNM_ROOT}$file
     [ -f "$target" ] || return 0
     grep -qxF "$BLOCK_BEGIN" "$target" || return 0
     note "remove the LNM block from $file"

@@ -63,7 +63,7 @@ done
 [ -f "$ARCHIVE" ] || die "$ARCHIVE: no such file"
 need_root
 
-DATA=$(p "$LNM_DATA")
+DATA=${LNM_ROOT}$LNM_DATA
 STAMP=$(utc_stamp)
 [ -d "$DATA" ] || die "$DATA does not exist (is LNM installed, is the data partition mounted?)"
 
@@ -127,12 +127,12 @@ if ! is_root_mode; then run chown -R "$LNM_USER:$LNM_GROUP" "$ASIDE"; fi
 
 if [ "$WITH_CONFIG" = 1 ]; then
     step "Restoring the settings (present ones kept as $LNM_ETC.pre-restore-$STAMP)"
-    if [ -d "$(p "$LNM_ETC")" ]; then run mv "$(p "$LNM_ETC")" "$(p "$LNM_ETC").pre-restore-$STAMP"; fi
-    run cp -R "$STAGE/etc/lnm" "$(p "$LNM_ETC")"
-    run chmod -R u=rwX,g=rX,o= "$(p "$LNM_ETC")"
-    if ! is_root_mode; then run chown -R "root:$LNM_GROUP" "$(p "$LNM_ETC")"; fi
+    if [ -d "${LNM_ROOT}$LNM_ETC" ]; then run mv "${LNM_ROOT}$LNM_ETC" "${LNM_ROOT}$LNM_ETC.pre-restore-$STAMP"; fi
+    run cp -R "$STAGE/etc/lnm" "${LNM_ROOT}$LNM_ETC"
+    run chmod -R u=rwX,g=rX,o= "${LNM_ROOT}$LNM_ETC"
+    if ! is_root_mode; then run chown -R "root:$LNM_GROUP" "${LNM_ROOT}$LNM_ETC"; fi
     if [ -f "$STAGE/etc/default/lnm" ]; then
-        run cp "$STAGE/etc/default/lnm" "$(p /etc/default/lnm)"
+        run cp "$STAGE/etc/default/lnm" "${LNM_ROOT}/etc/default/lnm"
     fi
 fi
 

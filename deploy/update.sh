@@ -72,14 +72,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-current_release() { readlink "$(p "$LNM_CURRENT")" 2>/dev/null || true; }
-previous_release() { readlink "$(p "$PREVIOUS_LINK")" 2>/dev/null || true; }
+current_release() { readlink "${LNM_ROOT}$LNM_CURRENT" 2>/dev/null || true; }
+previous_release() { readlink "${LNM_ROOT}$PREVIOUS_LINK" 2>/dev/null || true; }
 
 list_releases() {
     local cur prev d name mark
     cur=$(current_release)
     prev=$(previous_release)
-    for d in "$(p "$LNM_RELEASES")"/*/; do
+    for d in "${LNM_ROOT}$LNM_RELEASES"/*/; do
         [ -d "$d" ] || continue
         name="releases/$(basename "$d")"
         mark=""
@@ -105,7 +105,7 @@ restart_and_check() {
 
 snapshot_journal() {
     local data snap db rel
-    data=$(p "$LNM_DATA")
+    data=${LNM_ROOT}$LNM_DATA
     snap="$data/pre-update"
     step "Safety copy of the journal in $LNM_DATA/pre-update (replaces the last one)"
     remove_path "$LNM_DATA/pre-update"
@@ -134,7 +134,7 @@ prune_releases() {
             continue
         fi
         remove_path "$LNM_RELEASES/$(basename "$d")"
-    done < <(find "$(p "$LNM_RELEASES")" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2-)
+    done < <(find "${LNM_ROOT}$LNM_RELEASES" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2-)
 }
 
 do_update() {
@@ -150,8 +150,8 @@ do_update() {
     [ -n "$old" ] || die "no installed release (run deploy/install.sh first)"
     confirm UPDATE "Updating restarts the engine: monitoring stops for a few seconds. Never during a case."
     [ "$SNAPSHOT" = 0 ] || snapshot_journal
-    if [ -f "$(p "$LNM_OPT/install-options")" ]; then
-        read -r -a options <"$(p "$LNM_OPT/install-options")"
+    if [ -f "${LNM_ROOT}$LNM_OPT/install-options" ]; then
+        read -r -a options <"${LNM_ROOT}$LNM_OPT/install-options"
     fi
     args=(--source "$SOURCE" --no-start "${options[@]}")
     [ -z "$LNM_ROOT" ] || args+=(--destdir "$LNM_ROOT")
@@ -192,13 +192,13 @@ do_rollback() {
     local cur prev
     cur=$(current_release)
     prev=$(previous_release)
-    if [ -z "$prev" ] || [ ! -d "$(p "$LNM_OPT/$prev")" ]; then
+    if [ -z "$prev" ] || [ ! -d "${LNM_ROOT}$LNM_OPT/$prev" ]; then
         die "no previous release to go back to"
     fi
     confirm ROLLBACK "Going back to $prev restarts the engine: monitoring stops for a few seconds. Never during a case."
     step "Checking the settings with $prev"
-    if [ -x "$(p "$LNM_OPT/$prev/bin/lnm")" ]; then
-        run "$(p "$LNM_OPT/$prev/bin/lnm")" config-check "$(p "$LNM_ETC")" ||
+    if [ -x "${LNM_ROOT}$LNM_OPT/$prev/bin/lnm" ]; then
+        run "${LNM_ROOT}$LNM_OPT/$prev/bin/lnm" config-check "${LNM_ROOT}$LNM_ETC" ||
             die "the settings in $LNM_ETC do not validate with $prev; nothing was switched"
     fi
     step "Switching to $prev"

@@ -74,15 +74,24 @@ def mode(path: Path) -> int:
 
 @pytest.fixture
 def installed(source, tmp_path):
+    """A fresh installation each test may change."""
     root = pi_root(tmp_path)
+    result = install(source, "--destdir", str(root), "--skip-venv", "--pi-model", PI5)
+    return root, result
+
+
+@pytest.fixture(scope="module")
+def installed_once(source, tmp_path_factory):
+    """One installation shared by the tests that only look at it."""
+    root = pi_root(tmp_path_factory.mktemp("shared"))
     result = install(source, "--destdir", str(root), "--skip-venv", "--pi-model", PI5)
     return root, result
 
 
 # ---- what it lays down --------------------------------------------------------------------
 
-def test_user_and_groups_are_recorded_in_the_root(installed):
-    root, _ = installed
+def test_user_and_groups_are_recorded_in_the_root(installed_once):
+    root, _ = installed_once
     passwd = [line.split(":") for line in (root / "etc/passwd").read_text().splitlines()]
     lnm = [p for p in passwd if p[0] == "lnm"]
     assert len(lnm) == 1
@@ -95,8 +104,8 @@ def test_user_and_groups_are_recorded_in_the_root(installed):
     assert groups["dialout"][2] == "20" and groups["audio"][2] == "29"  # Debian's static ids
 
 
-def test_units_rules_and_system_files(installed, source):
-    root, _ = installed
+def test_units_rules_and_system_files(installed_once, source):
+    root, _ = installed_once
     for unit in ("lnm-engine.service", "lnm-ui.service"):
         laid = root / "etc/systemd/system" / unit
         assert laid.read_bytes() == (source / "deploy/systemd" / unit).read_bytes()
@@ -117,8 +126,8 @@ def test_units_rules_and_system_files(installed, source):
     assert "dtoverlay=max98357a" in config_txt and config_txt.count("LNM appliance") == 2
 
 
-def test_configuration_data_and_permissions(installed, source):
-    root, _ = installed
+def test_configuration_data_and_permissions(installed_once, source):
+    root, _ = installed_once
     etc = root / "etc/lnm"
     assert mode(etc) == 0o750 and mode(etc / "profiles") == 0o750
     shipped = [source / "config/default.toml", *sorted((source / "config/profiles").glob("*.toml"))]
@@ -140,8 +149,8 @@ def test_configuration_data_and_permissions(installed, source):
     assert "user - - lnm" in manifest and "getty - - tty1" in manifest
 
 
-def test_release_layout_and_commands(installed, source):
-    root, result = installed
+def test_release_layout_and_commands(installed_once, source):
+    root, result = installed_once
     current = os.readlink(root / "opt/lnm/current")
     assert current.startswith("releases/0.1.0-")
     release = root / "opt/lnm" / current
