@@ -331,7 +331,8 @@ def main() -> int:
           f"{c1['bytes_discarded'] - c0['bytes_discarded']}, link lost events {c1['lost'] - c0['lost']}")
     print(f"round trips {len(rtts)} (nacks {nacks}, timeouts {timeouts}): median {np.median(r):.2f} ms, "
           f"p99 {np.percentile(r, 99):.2f} ms, max {r.max():.2f} ms")
-    print(f"host CPU {cpu1 - cpu0:.2f} s for {signal_s:.1f} s of signal")
+    print(f"host CPU {cpu1 - cpu0:.2f} s for {signal_s:.1f} s of signal; machine load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores (round-trip tails follow it)")
     print(
         f"LINK frames={frames} lost={lost + timeouts} corrupt={corrupt} rtt_median_ms={np.median(r):.2f} "
         f"rtt_p99_ms={np.percentile(r, 99):.2f} cpu_per_signal_s={cpu:.4f}"
