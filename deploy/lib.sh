@@ -136,7 +136,7 @@ install_file() {
             note "new $dest"
         fi
         if [ "$DRY_RUN" = 1 ]; then
-            note "would install $src -> $target"
+            note "would install ${_FROM:-$src} -> $target"
         else
             mkdir -p "$(dirname "$target")"
             cp "$src" "$target.lnm-new"
@@ -154,7 +154,7 @@ install_text() {
     local tmp rc=0
     tmp=$(mktemp "${TMPDIR:-/tmp}/lnm-deploy.XXXXXX")
     cat >"$tmp"
-    install_file "$tmp" "$@" || rc=$?
+    _FROM="(generated)" install_file "$tmp" "$@" || rc=$?
     rm -f "$tmp"
     return "$rc"
 }

@@ -294,6 +294,23 @@ def test_dry_run_prints_every_step_and_touches_nothing(source, tmp_path):
         assert expected in out, f"dry run does not show {expected!r}"
 
 
+def test_dry_run_on_this_machine_reads_but_never_writes(source):
+    """Without --destdir the dry run inspects the real system (packages, users) and
+    still changes nothing, even as root."""
+    if Path("/opt/lnm").exists() or Path("/etc/lnm").exists():
+        pytest.skip("LNM is installed on this machine; the check needs a machine without it")
+    result = install(source, "--dry-run", "--pi-model", PI4)
+    assert not Path("/opt/lnm").exists() and not Path("/etc/lnm").exists()
+    assert not Path("/etc/systemd/system/lnm-engine.service").exists()
+    assert "target: / (this system)" in result.stdout
+    out = result.stdout
+    assert "would run: useradd --system" in out or "lnm" in subprocess.run(
+        ["getent", "passwd", "lnm"], capture_output=True, text=True).stdout
+    assert "would run: python3 -m venv /opt/lnm/releases/" in out
+    assert "would run: systemctl daemon-reload" in out
+    assert "Dry run:" in out
+
+
 def test_dry_run_on_an_installed_system_reports_only_what_differs(installed, source):
     root, _ = installed
     unit = root / "etc/systemd/system/lnm-ui.service"
