@@ -338,6 +338,7 @@ class VirtualBoard:
         self._advance()
         if self._unplugged_until is not None:
             return  # nobody is listening
+        self._invalidate()
         frames = self._decoder.feed(bytes(data))
         for rej in self._decoder.take_rejections():
             self.counters["rejected"] += 1
@@ -360,6 +361,7 @@ class VirtualBoard:
     def control(self, command: str, **args: Any) -> None:
         """Apply a simulation control now (see the module docstring). Raises ``ControlError``."""
         self._advance()
+        self._invalidate()
         self._apply_control(command, args)
 
     @property
@@ -387,6 +389,8 @@ class VirtualBoard:
         self._pre_n = 0
         self._post_n = 0
         self._stream_k = 0
+        self._stream_raw = 0
+        self._need_k: float = math.inf
         self._pending: list[_Pending] = []
         self._outputs = {o: _OutputState() for o in Output}
         self._stim_counter = 0
@@ -405,6 +409,8 @@ class VirtualBoard:
         self._muted_until: float | None = None
         self._unplugged_until: float | None = None
         self._corrupt_frames = 0
+        self._due = -math.inf  # earliest scheduled item (cache)
+        self._dirty = True  # the status may have changed
         self._sent_state: tuple[int, tuple[Output, ...]] = (int(self._faults()), ())  # the t=0 status says it
 
     # ------------------------------------------------------------------ time
@@ -414,7 +420,10 @@ class VirtualBoard:
             t_end = self.now()  # a reset inside the loop moves the board's time origin
             if t_end < self._t:
                 return
+            if t_end < self._due:  # nothing scheduled before now (cached; see _invalidate)
+                break
             t_item, action = self._next_item()
+            self._due = t_item
             if action is None or t_item > t_end:
                 break
             t_item = max(t_item, self._t)
@@ -422,10 +431,17 @@ class VirtualBoard:
                 self._render_to(t_item, inclusive=False)
             self._t = t_item
             action(t_item)
+            self._due = -math.inf
             self._check_status(t_item)
         self._render_to(t_end, inclusive=True)
         self._t = t_end
-        self._check_status(t_end)
+        if self._dirty:
+            self._check_status(t_end)
+
+    def _invalidate(self) -> None:
+        """State changed from outside the time line: recompute what is due, check the status."""
+        self._due = -math.inf
+        self._dirty = True
 
     def _next_item(self) -> tuple[float, Callable[[float], None] | None]:
         best_t, best = math.inf, None
@@ -470,10 +486,7 @@ class VirtualBoard:
             k_target = int(math.floor((t - gen.t0) * gen.fs + 1e-6)) + 1
             # lazily: generate only when a stream block or an epoch can be completed (the
             # samples come out the same whenever they are generated)
-            need = min([p.k + self._post_n for p in self._pending], default=math.inf)
-            if self._acq is not None and self._acq.stream_enabled:
-                need = min(need, self._stream_k + self._acq.stream_block_samples * self._acq.stream_decimation)
-            if k_target < need:
+            if k_target < self._need_k:
                 return
         else:
             k_target = gen.k_of(t)
@@ -488,11 +501,23 @@ class VirtualBoard:
             np.clip(uv, -ADC_FULL_SCALE, ADC_FULL_SCALE, out=uv)
             counts = uv.astype(np.int32)
             limit = ADC_FULL_SCALE / float(scale)
-            self._saturated = mx >= limit or mn <= -limit
+            saturated = mx >= limit or mn <= -limit
+            if saturated != self._saturated:
+                self._saturated = saturated
+                self._dirty = True
             keep = min([self._stream_k] + [p.k - self._pre for p in self._pending] + [k0 + n - self._pre])
             self._hist.append(counts, keep)
             self._emit_stream()
             self._emit_epochs()
+        self._update_need()
+
+    def _update_need(self) -> None:
+        """The first sample whose generation completes an epoch or a stream block."""
+        need = min([p.k + self._post_n for p in self._pending], default=math.inf)
+        acq = self._acq
+        if acq is not None and acq.stream_enabled:
+            need = min(need, self._stream_k + self._stream_raw)
+        self._need_k = need
 
     # ------------------------------------------------------------------ periodic items
 
@@ -517,6 +542,7 @@ class VirtualBoard:
         self._sent_state = (int(self._faults()), stim)
 
     def _check_status(self, t: float) -> None:
+        self._dirty = False
         if self._unplugged_until is not None:
             return
         state = (int(self._faults()), self.stimulating)
@@ -585,6 +611,7 @@ class VirtualBoard:
             return
         gen.add_overlay(k, out.overlay)
         self._pending.append(_Pending(k, t_onset, self._stim_counter, output, current_uA, out.delivered_uA, pw_us))
+        self._update_need()
 
     # ------------------------------------------------------------------ acquisition output
 
@@ -729,7 +756,9 @@ class VirtualBoard:
             self._gen.configure(m.sample_rate_hz, t0)
         self._hist.reset(0)
         self._stream_k = 0
+        self._stream_raw = m.stream_block_samples * m.stream_decimation
         self._pending = []
+        self._update_need()
 
     def _check_stimulate(self, m: Stimulate) -> tuple[NackReason, str]:
         caps = self.capabilities

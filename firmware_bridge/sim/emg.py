@@ -147,6 +147,9 @@ class EmgGenerator:
         self._overlays: list[_Overlay] = []
         self._irritations: list[_Irritation] = []
         self._cautery: list[_Cautery] = []
+        self._col_key: int | None = None  # patient background_version the cached columns are for
+        self._col = np.empty((4, 2, 1), dtype=np.float32)
+        self._flat: list[int] = []
         self.last_block_saturated = False
 
     # ---------------------------------------------------------------- additions
@@ -238,20 +241,13 @@ class EmgGenerator:
         breath = self._ramp[:n] * np.float32(w_resp)
         breath += np.float32(ph0)
         np.sin(breath, out=breath)
-        ground_off = Electrode.GROUND in pt.lead_off
-        nmb = pt.nmb_factor(t)
-        col = np.empty((4, 2, 1), dtype=np.float32)  # rms, rms * modulation, wander, hum
-        for ch, side in enumerate(SIDES):
-            sp = par.left if ch == 0 else par.right
-            zp, zn = (pt.impedance_ohm[e] for e in EMG_ELECTRODES[side])
-            contact = pt.tube_factor(t, side)
-            rms = sp.noise_uV * math.sqrt(0.7 + 0.3 * (zp + zn) / 4000.0)
-            hum_amp = sp.hum_uV + 4.0 * abs(zp - zn) / 1000.0
-            if ground_off:
-                hum_amp = hum_amp * 20.0 + 500.0
-            col[:, ch, 0] = (rms, rms * sp.resp_modulation * min(contact * nmb, 1.5),
-                             sp.wander_uV * min(contact, 1.5), hum_amp)
-            x[ch] = self._noise_slice(ch, n)
+        steady = pt.background_steady(t)
+        if not steady or self._col_key != pt.background_version:
+            self._columns(t)
+            self._col_key = pt.background_version if steady else None
+        col = self._col  # rms, rms * respiratory modulation, wander, hum (per channel)
+        x[0] = self._noise_slice(0, n)
+        x[1] = self._noise_slice(1, n)
         g = col[1] * breath  # background modulated with breathing (vocal-fold contact)
         g += col[0]
         x *= g
@@ -261,15 +257,34 @@ class EmgGenerator:
         np.multiply(col[3], self._hum2[:, hp:hp + n], out=g)
         x += g
         self._add_ecg(x, k0, n)
-        self._add_irritation(k0, n, t)
-        self._add_overlays(x, k0, n)
-        self._add_cautery(x, k0, n)
-        if pt.lead_off:
-            for ch, side in enumerate(SIDES):
-                if not pt.channel_ok(side):
-                    x[ch] = 0.0
+        if self._irritations:
+            self._add_irritation(k0, n, t)
+        if self._overlays:
+            self._add_overlays(x, k0, n)
+        if self._cautery:
+            self._add_cautery(x, k0, n)
+        for ch in self._flat:
+            x[ch] = 0.0
         self.next_k = k0 + n
         return x
+
+    def _columns(self, t: float) -> None:
+        """Per-channel amplitudes of the background at ``t`` (cached while steady)."""
+        pt = self.patient
+        par = pt.params
+        ground_off = Electrode.GROUND in pt.lead_off
+        nmb = pt.nmb_factor(t)
+        for ch, side in enumerate(SIDES):
+            sp = par.left if ch == 0 else par.right
+            zp, zn = (pt.impedance_ohm[e] for e in EMG_ELECTRODES[side])
+            contact = pt.tube_factor(t, side)
+            rms = sp.noise_uV * math.sqrt(0.7 + 0.3 * (zp + zn) / 4000.0)
+            hum_amp = sp.hum_uV + 4.0 * abs(zp - zn) / 1000.0
+            if ground_off:
+                hum_amp = hum_amp * 20.0 + 500.0
+            self._col[:, ch, 0] = (rms, rms * sp.resp_modulation * min(contact * nmb, 1.5),
+                                   sp.wander_uV * min(contact, 1.5), hum_amp)
+        self._flat = [ch for ch, side in enumerate(SIDES) if not pt.channel_ok(side)]
 
     def _add_ecg(self, x: np.ndarray, k0: int, n: int) -> None:
         par = self.patient.params

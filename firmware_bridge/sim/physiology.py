@@ -436,6 +436,8 @@ class Patient:
             Electrode.STIM_RETURN: p.stim_return_ohm,
         }
         self.lead_off: set[Electrode] = set()
+        self._cache: dict = {}  # waveform templates and shape constants
+        self.background_version = 0  # changes whenever what the background EMG depends on changes
 
     def background_seed(self) -> np.random.SeedSequence:
         """Seed material for the continuous signal generator of this patient."""
@@ -510,6 +512,7 @@ class Patient:
 
     def set_tube(self, t: float, left: float | None = None, right: float | None = None, over_s: float = 1.0) -> None:
         over_s = _check_range("over_s", over_s, 0.0, 600.0, " s")
+        self.background_version += 1
         for side, value in (("L", left), ("R", right)):
             if value is not None:
                 name = "left" if side == "L" else "right"
@@ -519,6 +522,7 @@ class Patient:
         level = _check_range("level", level, 0.0, 1.0)
         onset_s = _check_range("onset_s", onset_s, 0.0, 3600.0, " s")
         self._nmb.retarget(t, level, onset_s)
+        self.background_version += 1
 
     def set_output(self, output: Output, state: str, fraction: float = 1.0) -> None:
         state = str(state).lower()
@@ -529,14 +533,24 @@ class Patient:
 
     def set_impedance(self, electrode: Electrode, ohm: float) -> None:
         self.impedance_ohm[Electrode(electrode)] = _check_range("ohm", ohm, 10.0, 1.0e7, " ohm")
+        self.background_version += 1
 
     def set_lead(self, electrode: Electrode, off: bool) -> None:
+        self.background_version += 1
         if off:
             self.lead_off.add(Electrode(electrode))
         else:
             self.lead_off.discard(Electrode(electrode))
 
     # ---------------------------------------------------------------- state queries
+
+    def background_steady(self, t: float) -> bool:
+        """True when nothing the background EMG depends on is changing at ``t`` (tube moving,
+        blockade coming or going); then it depends only on ``background_version``."""
+        if any(t < r.t1 for r in self._tube.values()):
+            return False
+        n = self._nmb
+        return t > n.t0 and abs(n.at(t) - n.target) < 1e-4
 
     def tube_factor(self, t: float, side: str) -> float:
         return self._tube[_check_side(side)].at(t)
@@ -699,45 +713,68 @@ class Patient:
         return amp, lat
 
     def _add_artifact(self, overlay: np.ndarray, tt: np.ndarray, output: Output, mA: float, pw_us: int, side: str | None) -> None:
-        p = self.params
-        pw_ms = pw_us / 1000.0
-        for ch, s in enumerate(SIDES):
-            sp = p.side(s)
-            k = sp.probe_artifact_uV_per_mA if output == Output.PROBE else sp.aps_artifact_uV_per_mA
-            if side is not None and s != side:
-                k *= 0.6
-            sign = 1.0 if ch == 0 else -1.0
-            shape = np.where(tt < pw_ms, 1.0, np.exp(-(tt - pw_ms) / sp.artifact_tau_ms))
-            m = tt < pw_ms + 8 * sp.artifact_tau_ms
-            overlay[ch, m] += (sign * k * mA * shape[m]).astype(np.float32)
+        key = ("artifact", int(output), int(pw_us), side, tt.size, float(tt[1]) if tt.size > 1 else 0.0)
+        template = self._cache.get(key)
+        if template is None:
+            p = self.params
+            pw_ms = pw_us / 1000.0
+            n = int(np.searchsorted(tt, pw_ms + 8 * max(p.left.artifact_tau_ms, p.right.artifact_tau_ms)))
+            template = np.zeros((2, n), dtype=np.float32)
+            for ch, s in enumerate(SIDES):
+                sp = p.side(s)
+                k = sp.probe_artifact_uV_per_mA if output == Output.PROBE else sp.aps_artifact_uV_per_mA
+                if side is not None and s != side:
+                    k *= 0.6
+                sign = 1.0 if ch == 0 else -1.0
+                u = tt[:n]
+                shape = np.where(u < pw_ms, 1.0, np.exp(-(u - pw_ms) / sp.artifact_tau_ms))
+                template[ch] = sign * k * shape * (u < pw_ms + 8 * sp.artifact_tau_ms)
+            self._cache[key] = template
+        overlay[:, : template.shape[1]] += template * np.float32(mA)
 
-    def _add_cmap(self, overlay: np.ndarray, tt: np.ndarray, side: str, amp: float, lat_ms: float, t: float) -> tuple[float, float]:
+    def _cmap_shape(self, side: str, widen: float) -> tuple:
+        """Shape constants of one side's CMAP (cached): widths, first-peak offset, size, onset."""
+        key = ("cmap", side, round(widen, 3))
+        info = self._cache.get(key)
+        if info is not None:
+            return info
         sp = self.params.side(side)
-        x = self.traction_level(t, side)
-        widen = 1.0 + 0.3 * x  # temporal dispersion through an injured segment
         w1, d, w2, r = sp.phase1_width_ms * widen, sp.phase2_delay_ms * widen, sp.phase2_width_ms * widen, sp.phase2_ratio
-
-        def shape(u: np.ndarray) -> np.ndarray:  # u: ms relative to the first peak
-            return (np.exp(-0.5 * (u / w1) ** 2) - r * np.exp(-0.5 * ((u - d) / w2) ** 2)
-                    + 0.12 * r * np.exp(-0.5 * ((u - d - 2.2 * w2) / (1.6 * w2)) ** 2))
-
         fine = np.arange(-4.0 * w1, d + 6.0 * w2, 0.005)
-        f = shape(fine)
+        f = _cmap(fine, w1, d, w2, r)
         # the second phase pulls the first peak a little earlier: find it and re-centre
         near = np.abs(fine) < w1
         shift = float(fine[near][np.argmax(f[near])])
-        u_fine = fine + shift
-        f = shape(u_fine)
+        f = _cmap(fine + shift, w1, d, w2, r)
         p2p = float(f.max() - f.min())
-        scale = amp / p2p * sp.polarity
-        peak_val = float(shape(np.array([shift]))[0])
+        peak_val = float(_cmap(np.array([shift]), w1, d, w2, r)[0])
         inside = np.abs(f[: np.searchsorted(fine, 0.0)]) <= 0.1 * abs(peak_val)
         idx = np.nonzero(inside)[0]
         onset_rel = float(fine[idx[-1]]) if idx.size else float(fine[0])
-        u = tt - lat_ms + shift
-        m = (u > -5.0 * w1) & (u < d + 8.0 * w2)
-        wave = shape(u[m]) * scale
+        info = (w1, d, w2, r, shift, p2p, onset_rel)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = info
+        return info
+
+    def _add_cmap(self, overlay: np.ndarray, tt: np.ndarray, side: str, amp: float, lat_ms: float, t: float) -> tuple[float, float]:
+        sp = self.params.side(side)
+        widen = 1.0 + 0.3 * self.traction_level(t, side)  # temporal dispersion through an injured segment
+        w1, d, w2, r, shift, p2p, onset_rel = self._cmap_shape(side, widen)
+        scale = amp / p2p * sp.polarity
+        step = tt[1] - tt[0]
+        a = max(int((lat_ms - shift - 5.0 * w1) / step), 0)
+        b = min(int((lat_ms - shift + d + 8.0 * w2) / step) + 1, tt.size)
+        if b <= a:
+            return lat_ms, lat_ms + onset_rel
+        wave = _cmap(tt[a:b] - lat_ms + shift, w1, d, w2, r) * scale
         ch = 0 if side == "L" else 1
-        overlay[ch, m] += wave.astype(np.float32)
-        overlay[1 - ch, m] -= (wave * sp.crosstalk).astype(np.float32)
+        overlay[ch, a:b] += wave.astype(np.float32)
+        overlay[1 - ch, a:b] -= (wave * sp.crosstalk).astype(np.float32)
         return lat_ms, lat_ms + onset_rel
+
+
+def _cmap(u: np.ndarray, w1: float, d: float, w2: float, r: float) -> np.ndarray:
+    """The biphasic compound muscle action potential; ``u`` in ms from the first phase."""
+    return (np.exp(-0.5 * (u / w1) ** 2) - r * np.exp(-0.5 * ((u - d) / w2) ** 2)
+            + 0.12 * r * np.exp(-0.5 * ((u - d - 2.2 * w2) / (1.6 * w2)) ** 2))
