@@ -1,0 +1,18 @@
+"""Signal analysis: the measurement of evoked responses, free-running EMG, EDF+ recordings.
+
+Owns:
+- ``epoch``: ``EpochAnalyzer``, the measurement of one stimulus epoch (band-pass, artifact
+  rejection, baseline, response window per nerve site, amplitude, latencies, validity).
+- ``freerun``: ``FreeRunDetector``, spontaneous activity (bursts, trains) and
+  electrocautery in the free-running EMG.
+- ``edf``: ``Recording``, ``read_edf``, ``write_edf``, ``open_edf``: EDF+ as
+  ``shared/specs/recording-exchange.md`` defines it.
+
+May import: numpy, scipy, edfio, ``app.model``, ``app.settings``,
+``firmware_bridge.messages``. Pure cores: no threads, clocks or sockets; only ``edf``
+touches files. Nothing here imports the rules, alarms or anything above them.
+"""
+
+from app.analysis.epoch import EpochAnalysis, EpochAnalyzer
+
+__all__ = ["EpochAnalysis", "EpochAnalyzer"]

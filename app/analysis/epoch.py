@@ -1,0 +1,469 @@
+"""Measurement of one evoked response: a stimulus epoch in, a ``Measurement`` out.
+
+Owns: ``EpochAnalyzer`` and ``EpochAnalysis``.
+May import: numpy, scipy.signal, ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
+
+Pure: no threads, clocks or I/O. The same code measures live epochs from the board and
+epochs cut from an EDF+ recording (``lnm analyze``).
+
+Definitions (``shared/specs/recording-exchange.md``, ``shared/reference/clinical-rules.md``):
+
+- The epoch runs from ``pre_samples`` before the stimulus (10 ms from the board) to the end
+  of the analysis window (``analysis.window_ms``, 50 ms) after it.
+- Stimulus-artifact rejection: from 0.1 ms before the onset to ``analysis.artifact_blank_ms``
+  after it, the raw samples are replaced by a straight line before any filtering, so the
+  filter cannot smear the artifact into the window.
+- Baseline: the mean of the pre-stimulus part is removed.
+- Band-pass: Butterworth in SOS form designed for the actual sample rate
+  (``analysis.bandpass_low_hz`` - ``analysis.bandpass_high_hz``, the upper corner capped at
+  45 % of the sample rate), applied forwards and backwards (zero phase). The epoch is
+  complete when it arrives, so zero-phase filtering is used live and offline alike. No notch.
+  ``EpochAnalyzer.filtered`` gives this waveform for display.
+- Peaks are sized and timed on a copy further low-passed (4th order, zero phase) at
+  ``analysis.peak_lowpass_hz`` (1 kHz): a laryngeal compound muscle response has practically no energy above it, and
+  the copy carries far less noise, so peak-to-peak values are not inflated by the noise
+  riding on the peaks. Extremes are refined by parabolic interpolation (sub-sample).
+- Response window per nerve site: from the end of the artifact blank to
+  ``analysis.response_end_<site>_ms``. Amplitude is the peak-to-peak value in it.
+- First major peak: the first extremum (either polarity) whose magnitude is at least 50 %
+  of the largest absolute deflection in the response window; ``latency_ms`` is the time
+  to it. ``onset_latency_ms`` is the last time before that peak at which the response was
+  within 10 % of the peak's magnitude of the baseline.
+- Noise: a robust RMS (median absolute deviation) of the same copy before the stimulus and
+  after the response window.
+- A response is present when the epoch is valid, the amplitude reaches the event threshold
+  (raised up to ``analysis.auto_threshold_max_uV`` by the noise when
+  ``analysis.auto_threshold`` is on), the first major peak is a real extremum inside the
+  window, and its phase is no wider than ``analysis.max_phase_ms`` (a slow ECG complex or
+  wander is not a nerve response).
+
+Validity (first reason that applies): ``no_channel`` (no EMG channel for the side);
+``no_current`` (delivered current measured and below set x (1 - tolerance)); ``cautery``
+(a 5 ms stretch with RMS >= ``analysis.cautery_rms_uV`` whose robust RMS above the peak
+band is at least half that: sustained broadband noise, not a lone spike or a large
+response); ``saturated`` (|x| >= ``analysis.saturation_uV``,
+or identical samples at a rail >= ``analysis.rail_min_uV`` for ``analysis.flatline_ms``,
+anywhere outside the artifact blank); ``artifact`` (non-finite samples, an epoch too
+short for the response window, the first major peak within 0.3 ms of the end of the blank
+(the artifact's tail, not a nerve), a baseline step >= ``analysis.step_uV`` and at least half the
+amplitude between the pre-stimulus part and the end of the window, or an amplitude above
+the threshold that does not stand out of the noise by ``analysis.min_snr``).
+An invalid epoch is never a response; its amplitude is None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import signal as sps
+
+from app.model import InvalidReason, Measurement, Side, Site, Stimulus
+from app.settings import Settings, load
+
+_MAD_TO_SIGMA = 1.4826
+_BLANK_LEAD_MS = 0.1  # blank starts this long before the onset (onset timing jitter)
+_CAUTERY_BLOCK_MS = 5.0
+_CAUTERY_HF_SHARE = 0.5  # robust RMS above the peak band, as a share of cautery_rms_uV
+_STEP_TAIL_MS = 5.0  # the end of the window compared with the pre-stimulus level
+_EDGE_GUARD_MS = 0.5  # filter edge left out of the baseline and noise estimates
+_ARTIFACT_EDGE_MS = 0.3  # a "peak" this close to the blank end is the artifact's tail
+
+
+@dataclass(frozen=True)
+class EpochAnalysis:
+    """A measurement with what the display and the record want to show beside it."""
+
+    measurement: Measurement
+    noise_uV: float | None  # robust RMS of the noise, same band as the peaks
+    threshold_uV: float  # the threshold applied (event threshold, or raised by noise)
+    max_ms: float | None  # time of the most positive point in the response window
+    min_ms: float | None  # time of the most negative point
+    window_ms: tuple[float, float]  # response window used (after the stimulus)
+    detail: str  # why invalid or why no response; "" for a plain result
+
+
+class _ZeroPhase:
+    """Forward-backward ``sosfilt`` with odd extension and cached initial conditions.
+
+    Numerically the same as ``scipy.signal.sosfiltfilt(sos, x, padtype="odd",
+    padlen=padlen)`` but without recomputing ``sosfilt_zi`` on every call.
+    """
+
+    def __init__(self, sos: np.ndarray, padlen: int) -> None:
+        self.sos = sos
+        self.zi = sps.sosfilt_zi(sos)  # (sections, 2)
+        self.padlen = padlen
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[-1]
+        p = min(self.padlen, n - 1)
+        if p > 0:
+            left = 2.0 * x[:, :1] - x[:, p:0:-1]
+            right = 2.0 * x[:, -1:] - x[:, -2 : -p - 2 : -1]
+            ext = np.concatenate([left, x, right], axis=1)
+        else:
+            ext = x
+        zi = self.zi[:, None, :]
+        y, _ = sps.sosfilt(self.sos, ext, axis=-1, zi=zi * ext[None, :, :1])
+        y = y[:, ::-1]
+        y, _ = sps.sosfilt(self.sos, y, axis=-1, zi=zi * y[None, :, :1])
+        return y[:, ::-1][:, p : p + n]
+
+
+def _parabola(y: np.ndarray, i: int) -> tuple[float, float]:
+    """(offset in samples, refined value) of the extremum of ``y`` at index ``i``."""
+    if 0 < i < len(y) - 1:
+        y0, y1, y2 = float(y[i - 1]), float(y[i]), float(y[i + 1])
+        d = y0 - 2.0 * y1 + y2
+        if d != 0.0:
+            off = 0.5 * (y0 - y2) / d
+            if -1.0 < off < 1.0:
+                return off, y1 - 0.25 * (y0 - y2) * off
+    return 0.0, float(y[i])
+
+
+def _longest_true_run(mask: np.ndarray) -> int:
+    if not mask.any():
+        return 0
+    padded = np.concatenate(([False], mask, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return int((edges[1::2] - edges[::2]).max())
+
+
+class EpochAnalyzer:
+    """Measures stimulus epochs. Pure; filters are designed once per sample rate."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        s = settings if settings is not None else load()
+        self.settings = s
+        self.low_hz = float(s["analysis.bandpass_low_hz"])
+        self.high_hz = float(s["analysis.bandpass_high_hz"])
+        self.peak_hz = float(s["analysis.peak_lowpass_hz"])
+        self.blank_ms = float(s["analysis.artifact_blank_ms"])
+        self.window_ms = float(s["analysis.window_ms"])
+        self.threshold_uV = float(s["analysis.event_threshold_uV"])
+        self.auto_threshold = bool(s["analysis.auto_threshold"])
+        self.auto_max_uV = float(s["analysis.auto_threshold_max_uV"])
+        self.saturation_uV = float(s["analysis.saturation_uV"])
+        self.cautery_uV = float(s["analysis.cautery_rms_uV"])
+        self.min_snr = float(s["analysis.min_snr"])
+        self.max_phase_ms = float(s["analysis.max_phase_ms"])
+        self.rail_uV = float(s["analysis.rail_min_uV"])
+        self.flatline_ms = float(s["analysis.flatline_ms"])
+        self.step_uV = float(s["analysis.step_uV"])
+        self.tolerance = float(s["stim.delivered_tolerance_pct"]) / 100.0
+        self.response_end_ms = {
+            Site.VAGUS: float(s["analysis.response_end_vagus_ms"]),
+            Site.RLN: float(s["analysis.response_end_rln_ms"]),
+            Site.EBSLN: float(s["analysis.response_end_ebsln_ms"]),
+            Site.UNTAGGED: float(s["analysis.response_end_untagged_ms"]),
+        }
+        self._filters: dict[tuple[float, str], _ZeroPhase] = {}
+
+    # ------------------------------------------------------------------ filters
+
+    def _filter(self, fs: float, kind: str) -> _ZeroPhase:
+        key = (float(fs), kind)
+        f = self._filters.get(key)
+        if f is None:
+            if not (fs > 0 and np.isfinite(fs)):
+                raise ValueError(f"sample rate must be a positive number of Hz, got {fs!r}")
+            high = min(self.high_hz, 0.45 * fs)
+            low = min(self.low_hz, 0.5 * high)
+            sos = sps.butter(2, [low, high], btype="bandpass", fs=fs, output="sos")
+            if kind == "peak" and self.peak_hz < high:
+                sos = np.vstack([sos, sps.butter(4, self.peak_hz, fs=fs, output="sos")])
+            f = _ZeroPhase(sos, padlen=max(8, int(round(0.010 * fs))))
+            self._filters[key] = f
+        return f
+
+    def _geometry(self, fs: float, pre: int, n: int) -> tuple[int, int, int]:
+        """(blank start, blank end, epoch end) as sample indices."""
+        end = min(n, pre + int(round(self.window_ms * fs / 1000.0)))
+        bs = max(1, pre - int(round(_BLANK_LEAD_MS * fs / 1000.0))) if pre > 0 else 0
+        be = min(end - 1, pre + max(1, int(round(self.blank_ms * fs / 1000.0))))
+        return bs, max(be, bs), end
+
+    def _prepare(self, x: np.ndarray, fs: float, pre: int) -> tuple[np.ndarray, int, int, int]:
+        """Cut to the epoch, remove the pre-stimulus mean, blank the artifact (copies)."""
+        n = x.shape[-1]
+        bs, be, end = self._geometry(fs, pre, n)
+        xe = np.array(x[:, :end], dtype=np.float64)  # copy
+        if bs > 0:
+            xe -= xe[:, :bs].mean(axis=1, keepdims=True)
+        if be > bs:
+            left = xe[:, bs - 1 : bs] if bs > 0 else xe[:, be : be + 1]
+            right = xe[:, be : be + 1]
+            ramp = np.arange(1, be - bs + 1) / (be - bs + 1)
+            xe[:, bs:be] = left + (right - left) * ramp
+        return xe, bs, be, end
+
+    def filtered(self, samples_uV: np.ndarray, fs: float, pre_samples: int) -> np.ndarray:
+        """The display waveform: artifact blanked, band-passed (zero phase), baseline 0.
+
+        Covers the epoch from its first sample to the end of the analysis window.
+        """
+        x = np.atleast_2d(np.asarray(samples_uV, dtype=np.float64))
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        xe, bs, _be, _end = self._prepare(x, fs, int(pre_samples))
+        y = self._filter(fs, "display")(xe)
+        g = min(bs, int(round(_EDGE_GUARD_MS * fs / 1000.0)))
+        if bs > g:
+            y -= y[:, g:bs].mean(axis=1, keepdims=True)
+        return y[0] if np.ndim(samples_uV) == 1 else y
+
+    # ------------------------------------------------------------------ measuring
+
+    def measure(
+        self,
+        samples_uV: np.ndarray,
+        fs: float,
+        pre_samples: int,
+        stimulus: Stimulus,
+        channel: str | None,
+    ) -> Measurement:
+        """Measure one epoch (1-D samples in µV; sample ``pre_samples`` is the onset)."""
+        return self.analyse(samples_uV, fs, pre_samples, stimulus, channel).measurement
+
+    def analyse(
+        self,
+        samples_uV: np.ndarray,
+        fs: float,
+        pre_samples: int,
+        stimulus: Stimulus,
+        channel: str | None,
+    ) -> EpochAnalysis:
+        x = np.asarray(samples_uV, dtype=np.float64)
+        if x.ndim != 1:
+            raise ValueError(f"an epoch is one channel: expected 1-D samples, got shape {x.shape}")
+        return self.analyse_batch(x[None, :], fs, pre_samples, [stimulus], [channel])[0]
+
+    def measure_board_epoch(self, epoch, stimulus: Stimulus) -> Measurement:
+        """Measure a ``firmware_bridge.messages.StimEpoch`` on the ipsilateral channel."""
+        return self.analyse_board_epoch(epoch, stimulus).measurement
+
+    def analyse_board_epoch(self, epoch, stimulus: Stimulus) -> EpochAnalysis:
+        uv = epoch.microvolts()
+        row = 0 if stimulus.side is Side.L else 1
+        if uv.ndim != 2 or uv.shape[0] <= row:
+            return self.analyse_batch(
+                np.zeros((1, max(1, uv.shape[-1]))), epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [None]
+            )[0]
+        return self.analyse_batch(
+            uv[row : row + 1], epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [stimulus.side.channel]
+        )[0]
+
+    def measure_batch(
+        self,
+        samples_uV: np.ndarray,
+        fs: float,
+        pre_samples: int,
+        stimuli: Sequence[Stimulus],
+        channels: Sequence[str | None],
+    ) -> list[Measurement]:
+        """Measure many epochs of equal length at once (rows of a 2-D array)."""
+        return [a.measurement for a in self.analyse_batch(samples_uV, fs, pre_samples, stimuli, channels)]
+
+    def analyse_batch(
+        self,
+        samples_uV: np.ndarray,
+        fs: float,
+        pre_samples: int,
+        stimuli: Sequence[Stimulus],
+        channels: Sequence[str | None],
+    ) -> list[EpochAnalysis]:
+        x = np.asarray(samples_uV, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"a batch of epochs is 2-D (epochs, samples), got shape {x.shape}")
+        k, n = x.shape
+        if len(stimuli) != k or len(channels) != k:
+            raise ValueError(f"{k} epochs need {k} stimuli and {k} channels")
+        fs = float(fs)
+        pre = int(pre_samples)
+        if not (fs > 0 and np.isfinite(fs)):
+            raise ValueError(f"sample rate must be a positive number of Hz, got {fs!r}")
+        if not 0 <= pre < n:
+            raise ValueError(f"pre_samples {pre} must lie inside the epoch of {n} samples")
+        ms = 1000.0 / fs
+        bs, be, end = self._geometry(fs, pre, n)
+
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            x = np.where(np.isfinite(x), x, 0.0)
+        xe, bs, be, end = self._prepare(x, fs, pre)
+        raw = x[:, :end]
+
+        # saturation: anywhere outside the artifact blank
+        absraw = np.abs(raw)
+        outside = np.ones(end, dtype=bool)
+        outside[bs:be] = False
+        peak_abs = np.where(outside, absraw, 0.0).max(axis=1)
+        saturated = peak_abs >= self.saturation_uV
+        flat_n = max(2, int(round(self.flatline_ms * fs / 1000.0)))
+        for i in np.flatnonzero((peak_abs >= self.rail_uV) & ~saturated):
+            v = raw[i]
+            same = np.concatenate(([False], v[1:] == v[:-1]))
+            same |= np.roll(same, -1)
+            for level in (v[outside].max(), v[outside].min()):
+                if abs(level) >= self.rail_uV and _longest_true_run((v == level) & same & outside) >= flat_n:
+                    saturated[i] = True
+
+        # the copy on which peaks are measured
+        z = self._filter(fs, "peak")(xe)
+        g = min(bs, int(round(_EDGE_GUARD_MS * fs / 1000.0)))
+        if bs > g:
+            z -= z[:, g:bs].mean(axis=1, keepdims=True)
+
+        # cautery: broadband bursts, in 5 ms blocks
+        blk = max(4, int(round(_CAUTERY_BLOCK_MS * fs / 1000.0)))
+        nb = end // blk
+        cautery = np.zeros(k, dtype=bool)
+        if nb:
+            xb = xe[:, : nb * blk].reshape(k, nb, blk)
+            hb = (xe - z)[:, : nb * blk].reshape(k, nb, blk)
+            loud = xb.var(axis=2) >= self.cautery_uV**2
+            for i in np.flatnonzero(loud.any(axis=1)):
+                # broadband and sustained: the robust RMS above the peak band, so a lone
+                # spike or a large muscle response is not taken for cautery
+                h = hb[i, loud[i]]
+                robust = _MAD_TO_SIGMA * np.median(np.abs(h - np.median(h, axis=1, keepdims=True)), axis=1)
+                cautery[i] = bool((robust >= _CAUTERY_HF_SHARE * self.cautery_uV).any())
+
+        # level step between the pre-stimulus part and the end of the window
+        tail = max(1, int(round(_STEP_TAIL_MS * fs / 1000.0)))
+        if bs > 0 and end - tail > be:
+            step = np.abs(np.median(raw[:, end - tail : end], axis=1) - np.median(raw[:, :bs], axis=1))
+        else:
+            step = np.zeros(k)
+
+        # response windows per site; amplitude and noise, vectorised per window length
+        end_ms = [min(self.response_end_ms.get(st.site, self.window_ms), self.window_ms) for st in stimuli]
+        se_all = np.array([pre + int(round(e * fs / 1000.0)) for e in end_ms], dtype=np.int64)
+        amp = np.full(k, np.nan)
+        noise = np.zeros(k)
+        t_max = np.full(k, np.nan)
+        t_min = np.full(k, np.nan)
+        for se in np.unique(se_all):
+            rows = np.flatnonzero(se_all == se)
+            if se > end or se - be < 4:
+                continue  # epoch too short: left NaN
+            w = z[rows, be:se]
+            vmax, omax, imax = _extreme_rows(w, 1.0)
+            vmin, omin, imin = _extreme_rows(w, -1.0)
+            amp[rows] = np.maximum(vmax - vmin, 0.0)
+            t_max[rows] = (be + imax + omax - pre) * ms
+            t_min[rows] = (be + imin + omin - pre) * ms
+            ref = np.concatenate((z[rows, g:bs], z[rows, se:end]), axis=1)
+            if ref.shape[1] >= 8:
+                dev = np.abs(ref - np.median(ref, axis=1, keepdims=True))
+                noise[rows] = _MAD_TO_SIGMA * np.median(dev, axis=1)
+        if self.auto_threshold:
+            thresholds = np.minimum(
+                np.maximum(self.threshold_uV, self.min_snr * noise), max(self.auto_max_uV, self.threshold_uV)
+            )
+        else:
+            thresholds = np.full(k, self.threshold_uV)
+
+        out: list[EpochAnalysis] = []
+        for i in range(k):
+            stim = stimuli[i]
+            channel = channels[i]
+            win = ((be - pre) * ms, end_ms[i])
+            thr = float(thresholds[i])
+            reason, detail = None, ""
+            if channel is None:
+                reason, detail = InvalidReason.NO_CHANNEL, f"no EMG channel for side {stim.side.value}"
+            elif stim.delivered_mA is not None and stim.delivered_mA < (1.0 - self.tolerance) * stim.set_mA:
+                reason = InvalidReason.NO_CURRENT
+                detail = f"delivered {stim.delivered_mA:g} mA of {stim.set_mA:g} mA set"
+            elif cautery[i]:
+                reason, detail = InvalidReason.CAUTERY, "broadband burst (electrocautery)"
+            elif saturated[i]:
+                reason, detail = InvalidReason.SATURATED, "signal at or beyond the amplifier range"
+            elif not finite[i]:
+                reason, detail = InvalidReason.ARTIFACT, "non-finite samples"
+            elif np.isnan(amp[i]):
+                reason, detail = InvalidReason.ARTIFACT, "epoch too short for the response window"
+            a_i = float(amp[i]) if not np.isnan(amp[i]) else 0.0
+            n_i = float(noise[i])
+            if reason is None and step[i] >= self.step_uV and step[i] >= 0.5 * a_i:
+                reason, detail = InvalidReason.ARTIFACT, f"baseline step of {step[i]:.0f} uV"
+            if reason is None and a_i >= thr and a_i < self.min_snr * n_i:
+                reason = InvalidReason.ARTIFACT
+                detail = f"{a_i:.0f} uV does not stand out of {n_i:.1f} uV RMS noise"
+            response, latency, onset = False, None, None
+            if reason is None and a_i >= thr:
+                verdict = self._first_major_peak(z[i, be : int(se_all[i])], be - pre, ms)
+                if verdict[0] == "artifact":
+                    reason, detail = InvalidReason.ARTIFACT, verdict[1]
+                elif verdict[0] == "none":
+                    detail = verdict[1]
+                else:
+                    response, latency, onset = True, verdict[1], verdict[2]
+            if reason is not None:
+                m = Measurement(stim, channel, False, reason, False, None, None, None)
+                out.append(EpochAnalysis(m, n_i if n_i else None, thr, None, None, win, detail))
+            else:
+                m = Measurement(stim, channel, True, None, response, a_i, latency, onset)
+                out.append(EpochAnalysis(m, n_i, thr, float(t_max[i]), float(t_min[i]), win, detail))
+        return out
+
+    def _first_major_peak(self, w: np.ndarray, start: int, ms: float) -> tuple:
+        """("response", latency_ms, onset_ms) | ("none", why) | ("artifact", why).
+
+        ``w`` is the response window of the peak copy; ``start`` its first sample relative
+        to the stimulus onset.
+        """
+        a = np.abs(w)
+        big = a >= 0.5 * float(a.max())
+        f = int(np.argmax(big))
+        sign = 1.0 if w[f] > 0 else -1.0
+        signed = w * sign
+        lobe = big & (signed > 0)
+        tail = lobe[f:]
+        run_end = len(w) if tail.all() else f + int(np.argmin(tail))
+        p = f + int(np.argmax(a[f:run_end]))
+        if p * ms < _ARTIFACT_EDGE_MS:
+            return ("artifact", "artifact tail at the start of the window")
+        if p == len(w) - 1:
+            return ("none", "peak at the end of the response window")
+        half = 0.5 * float(signed[p])
+        below = np.flatnonzero(signed[:p] < half)
+        lo = int(below[-1]) + 1 if len(below) else 0
+        after = np.flatnonzero(signed[p:] < half)
+        hi = p + int(after[0]) - 1 if len(after) else len(w) - 1
+        width = (hi - lo + 1) * ms
+        if width > self.max_phase_ms:
+            return ("none", f"phase {width:.1f} ms wide: not a nerve response")
+        off, vpeak = _parabola(signed, p)
+        latency = (start + p + off) * ms
+        level = 0.1 * abs(vpeak)
+        quiet = np.flatnonzero(a[:p] <= level)
+        if len(quiet):
+            j = int(quiet[-1])
+            aj, aj1 = float(a[j]), float(a[j + 1])
+            frac = (level - aj) / (aj1 - aj) if aj1 > aj else 0.0
+            onset = (start + j + min(max(frac, 0.0), 1.0)) * ms
+        else:
+            onset = start * ms
+        return ("response", latency, onset)
+
+
+def _extreme_rows(w: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (refined extreme value, sub-sample offset, index) of max (sign 1) or min."""
+    idx = np.argmax(w * sign, axis=1) if sign > 0 else np.argmin(w, axis=1)
+    r = np.arange(w.shape[0])
+    n = w.shape[1]
+    i0 = np.clip(idx - 1, 0, n - 1)
+    i2 = np.clip(idx + 1, 0, n - 1)
+    y0, y1, y2 = w[r, i0], w[r, idx], w[r, i2]
+    d = y0 - 2.0 * y1 + y2
+    inner = (idx > 0) & (idx < n - 1) & (d != 0.0)
+    off = np.zeros(len(r))
+    np.divide(0.5 * (y0 - y2), d, out=off, where=inner)
+    off = np.where(np.abs(off) < 1.0, off, 0.0)
+    val = y1 - 0.25 * (y0 - y2) * off
+    return val, off, idx

@@ -1,0 +1,245 @@
+"""Synthetic laryngeal EMG with known truth, for the analysis tests and benchmark.
+
+Evoked responses are biphasic compound muscle action potentials built from two Gaussian
+phases; their true peak-to-peak amplitude, first-major-peak latency and onset latency are
+computed on a 1 µs grid with the definitions of ``recording-exchange.md``. Contaminants:
+stimulus artifact (exponential decay from the stimulus), ECG (QRS-like complexes at a
+heart rate), mains hum, breathing wander, white amplifier noise, electrocautery bursts,
+rail clipping and steps. Free-running streams add motor-unit potential trains and bursts.
+
+White noise is specified as its RMS over the amplifier band 10 Hz - 5 kHz (a spectral
+density); at sample rates below 10 kHz the anti-alias filter removes the part above
+Nyquist, as a real ADC front end does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import signal as sps
+
+NOISE_BAND_HZ = 5000.0
+_FINE_HZ = 1_000_000.0  # 1 µs grid for the truth
+
+
+@dataclass(frozen=True)
+class ResponseSpec:
+    amplitude_uV: float  # true peak-to-peak
+    peak_ms: float  # true latency of the first major peak
+    polarity: int = 1  # sign of the first phase
+    width_ms: float = 0.6  # Gaussian sigma of the first phase
+    ratio: float = 0.8  # second-phase / first-phase magnitude
+    gap_ms: float = 1.8  # second phase centre after the first
+
+
+@dataclass
+class Truth:
+    amplitude_uV: float
+    latency_ms: float
+    onset_latency_ms: float
+
+
+def _shape(spec: ResponseSpec, t_ms: np.ndarray, c1: float) -> np.ndarray:
+    w1 = spec.width_ms
+    w2 = spec.width_ms * 1.3
+    g1 = np.exp(-0.5 * ((t_ms - c1) / w1) ** 2)
+    g2 = np.exp(-0.5 * ((t_ms - c1 - spec.gap_ms) / w2) ** 2)
+    return spec.polarity * (g1 - spec.ratio * g2)
+
+
+def response_truth(spec: ResponseSpec) -> tuple[float, float, Truth]:
+    """(centre of the first phase in ms, scale, truth) so the response matches ``spec``."""
+    t = np.arange(-20.0, 60.0, 1000.0 / _FINE_HZ)
+    raw = _shape(spec, t, 0.0)
+    scale = spec.amplitude_uV / (raw.max() - raw.min())
+    y = raw * scale
+    peak_i, onset_t = _first_major_peak(t, y)
+    c1 = spec.peak_ms - t[peak_i]
+    onset = onset_t + c1
+    return c1, scale, Truth(spec.amplitude_uV, spec.peak_ms, onset)
+
+
+def _first_major_peak(t: np.ndarray, y: np.ndarray) -> tuple[int, float]:
+    a = np.abs(y)
+    big = a >= 0.5 * a.max()
+    first = int(np.argmax(big))
+    sign = np.sign(y[first])
+    end = first
+    while end < len(y) and big[end] and np.sign(y[end]) == sign:
+        end += 1
+    peak = first + int(np.argmax(a[first:end]))
+    below = np.nonzero(a[:peak] <= 0.1 * a[peak])[0]
+    return peak, float(t[below[-1]])
+
+
+def response_waveform(spec: ResponseSpec, t_ms: np.ndarray) -> np.ndarray:
+    c1, scale, _ = response_truth(spec)
+    return _shape(spec, t_ms, c1) * scale
+
+
+def white_noise(rng: np.random.Generator, n: int, fs: float, rms_uV: float) -> np.ndarray:
+    """White noise of ``rms_uV`` over 0-5 kHz, anti-aliased when ``fs`` < 10 kHz."""
+    if rms_uV <= 0:
+        return np.zeros(n)
+    density = rms_uV / np.sqrt(NOISE_BAND_HZ)
+    nyq = fs / 2
+    band = min(nyq, NOISE_BAND_HZ)
+    x = rng.standard_normal(n) * density * np.sqrt(nyq)  # white up to Nyquist
+    if band < nyq:
+        sos = sps.butter(8, band, fs=fs, output="sos")
+        x = sps.sosfilt(sos, x)
+    return x
+
+
+def ecg(t_s: np.ndarray, amplitude_uV: float, rate_bpm: float = 72.0, phase_s: float = 0.0) -> np.ndarray:
+    """QRS-like complexes (R up, S down, ~40 ms) at a steady heart rate."""
+    if amplitude_uV == 0:
+        return np.zeros_like(t_s)
+    period = 60.0 / rate_bpm
+    tau = np.mod(t_s - phase_s, period)
+    tau = np.where(tau > period / 2, tau - period, tau)  # nearest beat
+    r = np.exp(-0.5 * (tau / 0.008) ** 2)
+    s = 0.35 * np.exp(-0.5 * ((tau - 0.022) / 0.010) ** 2)
+    q = 0.15 * np.exp(-0.5 * ((tau + 0.018) / 0.006) ** 2)
+    return amplitude_uV * (r - s - q)
+
+
+def hum(t_s: np.ndarray, amplitude_uV: float, freq_hz: float = 50.0, phase: float = 0.3) -> np.ndarray:
+    return amplitude_uV * np.sin(2 * np.pi * freq_hz * t_s + phase) + 0.2 * amplitude_uV * np.sin(
+        2 * np.pi * 3 * freq_hz * t_s + 2 * phase
+    )
+
+
+def wander(t_s: np.ndarray, amplitude_uV: float, freq_hz: float = 0.25, phase: float = 1.0) -> np.ndarray:
+    return amplitude_uV * np.sin(2 * np.pi * freq_hz * t_s + phase)
+
+
+def stim_artifact(t_ms: np.ndarray, amplitude_uV: float, tau_ms: float = 0.15) -> np.ndarray:
+    """Starts at the stimulus (t=0), a 0.1 ms pulse then an exponential tail."""
+    out = np.zeros_like(t_ms)
+    on = t_ms >= 0
+    out[on] = amplitude_uV * np.exp(-t_ms[on] / tau_ms)
+    pulse = (t_ms >= 0) & (t_ms < 0.1)
+    out[pulse] = -amplitude_uV * 1.5
+    return out
+
+
+@dataclass
+class EpochSpec:
+    fs: float = 20000.0
+    response: ResponseSpec | None = None
+    noise_uV: float = 5.0
+    ecg_uV: float = 0.0
+    ecg_phase_s: float = 0.0
+    ecg_rate_bpm: float = 72.0
+    hum_uV: float = 0.0
+    hum_hz: float = 50.0
+    wander_uV: float = 0.0
+    artifact_uV: float = 3000.0
+    artifact_tau_ms: float = 0.15
+    t0_s: float = 12.0  # absolute time of the stimulus, for ECG/hum/wander phase
+    pre_ms: float = 10.0
+    post_ms: float = 50.0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def make_epoch(spec: EpochSpec) -> tuple[np.ndarray, int, Truth | None]:
+    """(samples in µV, pre_samples, truth or None) for one stimulus epoch."""
+    rng = np.random.default_rng(spec.seed)
+    pre = int(round(spec.pre_ms * spec.fs / 1000))
+    post = int(round(spec.post_ms * spec.fs / 1000))
+    n = pre + post
+    t_ms = (np.arange(n) - pre) * 1000.0 / spec.fs
+    t_s = spec.t0_s + t_ms / 1000.0
+    x = white_noise(rng, n, spec.fs, spec.noise_uV)
+    x += ecg(t_s, spec.ecg_uV, spec.ecg_rate_bpm, spec.ecg_phase_s)
+    x += hum(t_s, spec.hum_uV, spec.hum_hz)
+    x += wander(t_s, spec.wander_uV)
+    x += stim_artifact(t_ms, spec.artifact_uV, spec.artifact_tau_ms)
+    truth = None
+    if spec.response is not None:
+        x += response_waveform(spec.response, t_ms)
+        truth = response_truth(spec.response)[2]
+    return x, pre, truth
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+@dataclass(frozen=True)
+class Episode:
+    channel: int
+    onset_s: float
+    duration_s: float
+    kind: str  # "burst" or "train"
+    amplitude_uV: float  # peak amplitude of the motor-unit potentials
+
+
+def mup(t_ms: np.ndarray, amplitude_uV: float, width_ms: float = 0.5) -> np.ndarray:
+    """A triphasic motor-unit potential centred at 0 (peak |value| == amplitude)."""
+    u = t_ms / width_ms
+    y = -u * np.exp(-0.5 * u**2) * (1.0 - 0.15 * u**2)
+    return amplitude_uV * y / np.max(np.abs(y))
+
+
+def add_episode(x: np.ndarray, fs: float, ep: Episode, rng: np.random.Generator) -> None:
+    """Add a burst (dense, irregular MUPs) or a train (regular MUP firing) to ``x[ch]``."""
+    if ep.kind == "train":
+        rate = rng.uniform(8.0, 25.0)
+        times = np.arange(ep.onset_s, ep.onset_s + ep.duration_s, 1.0 / rate)
+        times = times + rng.normal(0, 0.002, len(times))
+    else:
+        count = max(2, int(ep.duration_s * rng.uniform(40, 90)))
+        times = np.sort(rng.uniform(ep.onset_s, ep.onset_s + ep.duration_s, count))
+        times[0] = ep.onset_s
+        times[-1] = ep.onset_s + ep.duration_s
+    times = times[(times >= ep.onset_s) & (times <= ep.onset_s + ep.duration_s)]
+    half = int(0.004 * fs)
+    kernel_t = np.arange(-half, half + 1) * 1000.0 / fs
+    for tt in times:
+        amp = ep.amplitude_uV * rng.uniform(0.7, 1.0) * rng.choice([-1, 1])
+        c = int(round(tt * fs))
+        lo, hi = c - half, c + half + 1
+        if lo < 0 or hi > x.shape[1]:
+            continue
+        x[ep.channel, lo:hi] += mup(kernel_t, amp, rng.uniform(0.35, 0.7))
+
+
+def make_stream(
+    fs: float,
+    duration_s: float,
+    *,
+    episodes: tuple[Episode, ...] = (),
+    noise_uV: float = 5.0,
+    ecg_uV: float = 0.0,
+    ecg_rate_bpm: float = 72.0,
+    hum_uV: float = 0.0,
+    hum_hz: float = 50.0,
+    wander_uV: float = 0.0,
+    cautery: tuple[tuple[float, float], ...] = (),  # (onset_s, duration_s), both channels
+    cautery_uV: float = 8000.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Two-channel free-running EMG (µV), shape (2, n)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration_s * fs))
+    t = np.arange(n) / fs
+    x = np.empty((2, n))
+    for ch in range(2):
+        x[ch] = white_noise(rng, n, fs, noise_uV)
+        x[ch] += ecg(t, ecg_uV * (1.0 if ch == 0 else 0.8), ecg_rate_bpm, 0.1)
+        x[ch] += hum(t, hum_uV, hum_hz, 0.3 + ch)
+        x[ch] += wander(t, wander_uV, 0.25, 1.0 + ch)
+    for ep in episodes:
+        add_episode(x, fs, ep, rng)
+    for onset, dur in cautery:
+        lo, hi = int(onset * fs), min(n, int((onset + dur) * fs))
+        burst = rng.standard_normal((2, hi - lo)) * cautery_uV
+        env = np.ones(hi - lo)
+        ramp = min(len(env) // 4, int(0.005 * fs))
+        if ramp:
+            env[:ramp] = np.linspace(0.2, 1, ramp)
+        x[:, lo:hi] += burst * env
+    return x

@@ -1,0 +1,110 @@
+"""Property tests of the epoch measurement (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from app.analysis.epoch import EpochAnalyzer
+from app.model import Side, Site, Source, Stimulus
+from app.settings import Settings
+from emg_synth import EpochSpec, ResponseSpec, make_epoch
+
+ANALYZER = EpochAnalyzer(Settings())
+THRESHOLD = 100.0
+
+stimuli = st.builds(
+    Stimulus,
+    index=st.integers(0, 10_000),
+    t_s=st.floats(0, 10_000),
+    site=st.sampled_from(list(Site)),
+    side=st.sampled_from(list(Side)),
+    source=st.sampled_from(list(Source)),
+    set_mA=st.floats(0.0, 10.0),
+    delivered_mA=st.one_of(st.none(), st.floats(0.0, 10.0)),
+)
+
+
+def check_invariants(m, stim, channel, fs):
+    assert m.stimulus is stim and m.channel == channel
+    if not m.valid:
+        assert m.invalid_reason is not None
+        assert not m.response and m.amplitude_uV is None
+        assert m.latency_ms is None and m.onset_latency_ms is None
+        return
+    assert m.invalid_reason is None
+    assert m.amplitude_uV is not None and math.isfinite(m.amplitude_uV) and m.amplitude_uV >= 0
+    if m.response:
+        assert m.amplitude_uV >= THRESHOLD
+        assert m.latency_ms <= 50.0
+        assert 1.5 - 1e3 / fs <= m.onset_latency_ms <= m.latency_ms + 1e-9
+    else:
+        assert m.latency_ms is None and m.onset_latency_ms is None
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    data=st.data(),
+    fs=st.sampled_from([5000.0, 7777.0, 10000.0, 12000.0, 20000.0, 44100.0, 50000.0]),
+    stim=stimuli,
+    channel=st.sampled_from(["EMG L", "EMG R", None]),
+    extra=st.integers(0, 300),
+    scale=st.sampled_from([1.0, 1e2, 1e4, 1e6]),
+)
+def test_never_raises_on_finite_input(data, fs, stim, channel, extra, scale):
+    pre = int(round(0.010 * fs))
+    n = pre + int(round(0.050 * fs)) + extra
+    x = data.draw(hnp.arrays(np.float64, n, elements=st.floats(-1.0, 1.0, width=32))) * scale
+    m = ANALYZER.measure(x, fs, pre, stim, channel)
+    check_invariants(m, stim, channel, fs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    amplitude=st.floats(20.0, 5000.0),
+    peak_ms=st.floats(2.5, 12.0),
+    polarity=st.sampled_from([-1, 1]),
+    noise=st.floats(0.0, 30.0),
+    seed=st.integers(0, 2**16),
+    fs=st.sampled_from([5000.0, 12000.0, 20000.0, 44100.0]),
+    site=st.sampled_from(list(Site)),
+)
+def test_synthetic_epochs_keep_the_invariants(amplitude, peak_ms, polarity, noise, seed, fs, site):
+    x, pre, _ = make_epoch(EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms, polarity), noise_uV=noise, seed=seed))
+    stim = Stimulus(0, 1.0, site, Side.R, Source.PROBE, 1.0, None)
+    check_invariants(ANALYZER.measure(x, fs, pre, stim, "EMG R"), stim, "EMG R", fs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    amplitude=st.floats(50.0, 3000.0),
+    peak_ms=st.floats(3.0, 10.0),
+    k=st.floats(0.25, 4.0),
+    offset=st.floats(-1500.0, 1500.0),
+    seed=st.integers(0, 2**16),
+    fs=st.sampled_from([5000.0, 20000.0, 44100.0]),
+)
+def test_scaling_scales_the_amplitude(amplitude, peak_ms, k, offset, seed, fs):
+    """The measurement is linear: k * x + offset -> k * amplitude, same latencies.
+
+    (Validity may change where scaling crosses the event threshold, since only a response
+    candidate is checked against the noise and the artifact: compared where both valid.)
+    """
+    x, pre, _ = make_epoch(EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms), noise_uV=2.0, seed=seed))
+    stim = Stimulus(0, 1.0, Site.VAGUS, Side.L, Source.APS, 1.0, 1.0)
+    a = ANALYZER.measure(x, fs, pre, stim, "EMG L")
+    b = ANALYZER.measure(k * x + offset, fs, pre, stim, "EMG L")
+    c = ANALYZER.measure(-x, fs, pre, stim, "EMG L")
+    assert a.valid and c.valid
+    assume(b.valid)
+    assert math.isclose(b.amplitude_uV, k * a.amplitude_uV, rel_tol=1e-6, abs_tol=1e-6)
+    assert math.isclose(c.amplitude_uV, a.amplitude_uV, rel_tol=1e-9, abs_tol=1e-9)
+    if a.response and b.response:
+        assert math.isclose(a.latency_ms, b.latency_ms, abs_tol=1e-6)
+        assert math.isclose(a.onset_latency_ms, b.onset_latency_ms, abs_tol=1e-6)
+    if a.response:
+        assert c.response and math.isclose(a.latency_ms, c.latency_ms, abs_tol=1e-9)
