@@ -195,9 +195,12 @@ step_preflight() {
         die "$PYTHON not found (give --python)"
     fi
     if [ -z "$LNM_ROOT" ] && [ -r /etc/os-release ]; then
+        local codename pretty
         # shellcheck disable=SC1091
-        . /etc/os-release
-        [ "${VERSION_CODENAME:-}" = bookworm ] || warn "made for Raspberry Pi OS Bookworm; this is ${PRETTY_NAME:-unknown}"
+        codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+        # shellcheck disable=SC1091
+        pretty=$(. /etc/os-release && echo "${PRETTY_NAME:-unknown}")
+        [ "$codename" = bookworm ] || warn "made for Raspberry Pi OS Bookworm; this is $pretty"
         [ "$(uname -m)" = aarch64 ] || warn "made for the 64-bit OS (aarch64); this is $(uname -m)"
     fi
     VERSION=$(release_version)
