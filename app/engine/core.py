@@ -1176,7 +1176,6 @@ class Monitor:
         self.case_data = dict(case_data)
         self.case_resumed = False
         self._origin = origin
-        self._board_offset = None
         self.rules = self._rules_factory(self.settings)
         self.stim_index = 0
         self.last.clear()
@@ -1220,7 +1219,6 @@ class Monitor:
         self.case_data = None
         self.case_resumed = False
         self._origin = self.started_at
-        self._board_offset = None
         self.pending_step = None
         self.probe_step = None
         return {"case_id": case_id, "summary": summary}
