@@ -12,9 +12,13 @@ and flat traces for a channel whose electrode is off.
 May import: the standard library, numpy, ``firmware_bridge.sim.physiology`` (no scipy: the
 board starts fast).
 
-Speed: everything is whole-block numpy work on precomputed tables (a band-limited noise
-table read at moving offsets, one tiled period of mains hum, templates for ECG and
-motor-unit potentials); Python runs once per block and per overlay, never per sample.
+Speed: everything is whole-block numpy work on precomputed tables (a circular
+band-limited noise table, one tiled period of mains hum, templates for ECG and motor-unit
+potentials); Python runs once per block and per overlay, never per sample. The
+background (noise, hum, breathing, ECG) is a pure function of the sample index and of the
+patient's state, so it is generated ahead in blocks of ``AHEAD`` samples and generated
+again whenever that state changes; what happens at a given moment (responses, artifacts,
+motor-unit potentials, cautery, a lead coming off) is added when its samples are due.
 
 What it does NOT model: the amplifier's own filters beyond the noise bandwidth, DC
 electrode offsets and their drift, individual motor units of tonic laryngeal activity,
@@ -35,6 +39,7 @@ from firmware_bridge.sim.physiology import EMG_ELECTRODES, SIDES, Patient, Physi
 
 NOISE_TABLE_SAMPLES = 1 << 18
 MAX_BLOCK = 1 << 15  # longest block rendered in one call (samples)
+AHEAD = 4096  # background generated ahead (samples) while nothing it depends on changes
 
 
 @functools.lru_cache(maxsize=8)
@@ -134,15 +139,20 @@ class EmgGenerator:
         self.t0 = float(t0)
         self.next_k = 0
         self._noise = _noise_table(self.fs)
-        self._noise_pos = [int(self._rng.integers(0, NOISE_TABLE_SAMPLES - MAX_BLOCK)) for _ in range(3)]
+        self._noise_off = [int(self._rng.integers(0, NOISE_TABLE_SAMPLES)) for _ in range(3)]
         hum, self._hum_period = _hum_table(self.fs, int(round(p.mains_hz)))
         phases = [int(self._rng.integers(0, self._hum_period)) for _ in SIDES]
         span = MAX_BLOCK + self._hum_period
         self._hum2 = np.stack([hum[ph:ph + span] for ph in phases])  # each channel's own phase
         self._ramp = np.arange(MAX_BLOCK, dtype=np.float32)
         self._ecg, self._ecg_r = _ecg_template(self.fs)
-        self._ecg_gain = (p.left.ecg_uV, -0.8 * p.right.ecg_uV)
-        self._next_beat = float(self._rng.uniform(0.0, 60.0 / p.heart_rate_bpm)) * self.fs
+        self._ecg_gain = np.array([[p.left.ecg_uV], [-0.8 * p.right.ecg_uV]], dtype=np.float32)
+        # the heartbeat: a fixed schedule of R-wave sample indices, extended as needed
+        self._ecg_rng = np.random.default_rng(int(self._rng.integers(0, 2**63)))
+        self._beats: list[float] = [float(self._rng.uniform(0.0, 60.0 / p.heart_rate_bpm)) * self.fs]
+        self._bg: np.ndarray | None = None  # background generated ahead
+        self._bg_k0 = 0
+        self._bg_key: int | None = None
         self._resp_phase = float(self._rng.uniform(0, 2 * np.pi))
         self._overlays: list[_Overlay] = []
         self._irritations: list[_Irritation] = []
@@ -214,25 +224,52 @@ class EmgGenerator:
         """Samples ``k0 .. k0 + n - 1`` of both channels, in microvolts (float32)."""
         if k0 != self.next_k:
             raise PhysiologyError(f"render must continue at sample {self.next_k} (asked for {k0})")
-        out = np.empty((2, n), dtype=np.float32)
+        x = np.empty((2, n), dtype=np.float32)
         pos = 0
         while pos < n:
             m = min(MAX_BLOCK, n - pos)
-            out[:, pos:pos + m] = self._render_block(k0 + pos, m)
+            x[:, pos:pos + m] = self._background(k0 + pos, m)
             pos += m
-        return out
+        if self._irritations:
+            self._add_irritation(k0, n, self.t_of(k0))
+        if self._overlays:
+            self._add_overlays(x, k0, n)
+        if self._cautery:
+            self._add_cautery(x, k0, n)
+        for ch in self._flat:
+            x[ch] = 0.0
+        self.next_k = k0 + n
+        return x
 
-    def _noise_slice(self, i: int, n: int) -> np.ndarray:
-        p = self._noise_pos[i]
-        if p + n > NOISE_TABLE_SAMPLES:
-            p = int(self._rng.integers(0, NOISE_TABLE_SAMPLES - MAX_BLOCK))
-        self._noise_pos[i] = p + n
-        return self._noise[p:p + n]
+    def _noise_at(self, i: int, k0: int, n: int) -> np.ndarray:
+        """Noise stream ``i`` at samples ``k0 ..`` (a pure function of the index)."""
+        p = (self._noise_off[i] + k0) % NOISE_TABLE_SAMPLES
+        if p + n <= NOISE_TABLE_SAMPLES:
+            return self._noise[p:p + n]
+        return np.concatenate((self._noise[p:], self._noise[: p + n - NOISE_TABLE_SAMPLES]))
 
-    def _render_block(self, k0: int, n: int) -> np.ndarray:
+    def _background(self, k0: int, n: int) -> np.ndarray:
+        """The background of samples ``k0 ..`` (from what was generated ahead if still valid)."""
         pt = self.patient
-        par = pt.params
+        bg = self._bg
+        key = pt.background_version
+        if (bg is not None and self._bg_key == key and self._bg_k0 <= k0
+                and k0 + n <= self._bg_k0 + bg.shape[1]):
+            return bg[:, k0 - self._bg_k0: k0 - self._bg_k0 + n]
         t = self.t_of(k0)
+        steady = pt.background_steady(t)
+        if not steady or self._col_key != key:
+            self._columns(t)
+            self._col_key = key if steady else None
+        self._flat = [ch for ch, side in enumerate(SIDES) if not pt.channel_ok(side)]
+        m = min(max(n, AHEAD), MAX_BLOCK) if steady else n
+        self._bg = self._render_background(k0, m)
+        self._bg_k0 = k0
+        self._bg_key = key if steady else None
+        return self._bg[:, :n]
+
+    def _render_background(self, k0: int, n: int) -> np.ndarray:
+        par = self.patient.params
         fs = self.fs
         x = np.empty((2, n), dtype=np.float32)
         # breathing: one phase vector for both channels
@@ -241,13 +278,9 @@ class EmgGenerator:
         breath = self._ramp[:n] * np.float32(w_resp)
         breath += np.float32(ph0)
         np.sin(breath, out=breath)
-        steady = pt.background_steady(t)
-        if not steady or self._col_key != pt.background_version:
-            self._columns(t)
-            self._col_key = pt.background_version if steady else None
         col = self._col  # rms, rms * respiratory modulation, wander, hum (per channel)
-        x[0] = self._noise_slice(0, n)
-        x[1] = self._noise_slice(1, n)
+        x[0] = self._noise_at(0, k0, n)
+        x[1] = self._noise_at(1, k0, n)
         g = col[1] * breath  # background modulated with breathing (vocal-fold contact)
         g += col[0]
         x *= g
@@ -257,15 +290,6 @@ class EmgGenerator:
         np.multiply(col[3], self._hum2[:, hp:hp + n], out=g)
         x += g
         self._add_ecg(x, k0, n)
-        if self._irritations:
-            self._add_irritation(k0, n, t)
-        if self._overlays:
-            self._add_overlays(x, k0, n)
-        if self._cautery:
-            self._add_cautery(x, k0, n)
-        for ch in self._flat:
-            x[ch] = 0.0
-        self.next_k = k0 + n
         return x
 
     def _columns(self, t: float) -> None:
@@ -284,17 +308,27 @@ class EmgGenerator:
                 hum_amp = hum_amp * 20.0 + 500.0
             self._col[:, ch, 0] = (rms, rms * sp.resp_modulation * min(contact * nmb, 1.5),
                                    sp.wander_uV * min(contact, 1.5), hum_amp)
-        self._flat = [ch for ch, side in enumerate(SIDES) if not pt.channel_ok(side)]
 
     def _add_ecg(self, x: np.ndarray, k0: int, n: int) -> None:
         par = self.patient.params
         end = k0 + n
-        while self._next_beat - self._ecg_r < end:
-            start = int(self._next_beat) - self._ecg_r
-            beat = np.stack([self._ecg * self._ecg_gain[0], self._ecg * self._ecg_gain[1]])
-            self.add_overlay(max(start, k0), beat[:, max(k0 - start, 0):])
-            rr = 60.0 / par.heart_rate_bpm * (1.0 + float(self._rng.normal(0.0, 0.03)))
-            self._next_beat += rr * self.fs
+        r, length = self._ecg_r, self._ecg.shape[0]
+        beats = self._beats
+        while beats[-1] - r < end:
+            rr = 60.0 / par.heart_rate_bpm * (1.0 + float(self._ecg_rng.normal(0.0, 0.03)))
+            beats.append(beats[-1] + rr * self.fs)
+        drop = 0
+        while drop < len(beats) - 1 and int(beats[drop]) - r + length <= self.next_k:
+            drop += 1  # wholly before anything still to be generated
+        if drop:
+            del beats[:drop]
+        for b in beats:
+            start = int(b) - r
+            if start >= end:
+                break
+            a, z = max(start, k0), min(start + length, end)
+            if z > a:
+                x[:, a - k0: z - k0] += self._ecg_gain * self._ecg[a - start: z - start]
 
     def _add_irritation(self, k0: int, n: int, t: float) -> None:
         end = k0 + n
@@ -349,4 +383,4 @@ class EmgGenerator:
             if b <= a:
                 continue
             for ch in range(2):
-                x[ch, a - k0:b - k0] += self._noise_slice(2, b - a) * c.rms_uV
+                x[ch, a - k0:b - k0] += self._noise_at(2, a + 977 * ch, b - a) * c.rms_uV
