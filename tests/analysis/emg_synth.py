@@ -243,3 +243,85 @@ def make_stream(
             env[:ramp] = np.linspace(0.2, 1, ramp)
         x[:, lo:hi] += burst * env
     return x
+
+
+# ----------------------------------------------------------------------------- recordings
+
+
+@dataclass(frozen=True)
+class StimEvent:
+    """A stimulus in a synthetic recording and the response it evokes on its side."""
+
+    t_s: float
+    side: int  # 0 = EMG L, 1 = EMG R
+    response: ResponseSpec | None
+    artifact_uV: float = 3000.0
+
+
+class SyntheticSignal:
+    """One channel of a long synthetic recording, generated slice by slice (µV, float64).
+
+    Background: band-limited white noise (a repeating 2^20-sample table, offset per
+    channel), ECG, hum and wander. Each stimulus adds its artifact to both channels and
+    its response to the ipsilateral one. Deterministic for any slice, so hours of data
+    need no memory.
+    """
+
+    _TABLE = 1 << 20
+
+    def __init__(self, fs: float, n: int, channel: int, stims: tuple[StimEvent, ...] | list[StimEvent], *,
+                 noise_uV: float = 5.0, ecg_uV: float = 20.0, hum_uV: float = 5.0, wander_uV: float = 100.0,
+                 cautery: tuple[tuple[float, float], ...] = (), cautery_uV: float = 8000.0, seed: int = 0):
+        self.fs, self.n, self.channel = float(fs), int(n), channel
+        rng = np.random.default_rng(seed * 2 + channel)
+        self.table = white_noise(rng, self._TABLE, fs, noise_uV)
+        self.cautery_table = white_noise(rng, self._TABLE, fs, cautery_uV)
+        self.ecg_uV, self.hum_uV, self.wander_uV = ecg_uV * (1.0 if channel == 0 else 0.8), hum_uV, wander_uV
+        self.cautery = tuple(cautery)
+        self.stims = sorted(stims, key=lambda s: s.t_s)
+        self.onsets = np.array([int(round(s.t_s * fs)) for s in self.stims], dtype=np.int64)
+        self.pre = int(round(0.010 * fs))
+        self.post = int(round(0.060 * fs))
+        self._kernels: dict = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _kernel(self, ev: StimEvent) -> np.ndarray:
+        resp = ev.response if ev.side == self.channel else None
+        key = (resp, ev.artifact_uV)
+        k = self._kernels.get(key)
+        if k is None:
+            t_ms = (np.arange(-self.pre, self.post) * 1000.0 / self.fs)
+            k = stim_artifact(t_ms, ev.artifact_uV * (1.0 if ev.side == self.channel else 0.5))
+            if resp is not None:
+                k = k + response_waveform(resp, t_ms)
+            self._kernels[key] = k
+        return k
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        a, b, _ = index.indices(self.n)
+        if b <= a:
+            return np.zeros(0)
+        idx = np.arange(a, b)
+        x = self.table[(idx + 7919 * self.channel) % self._TABLE].copy()
+        t = idx / self.fs
+        if self.ecg_uV:
+            x += ecg(t, self.ecg_uV, 72.0, 0.1)
+        if self.hum_uV:
+            x += hum(t, self.hum_uV, 50.0, 0.3 + self.channel)
+        if self.wander_uV:
+            x += wander(t, self.wander_uV, 0.25, 1.0 + self.channel)
+        for c0, dur in self.cautery:
+            lo, hi = max(a, int(c0 * self.fs)), min(b, int((c0 + dur) * self.fs))
+            if hi > lo:
+                x[lo - a : hi - a] += self.cautery_table[np.arange(lo, hi) % self._TABLE]
+        i0 = np.searchsorted(self.onsets, a - self.post)
+        i1 = np.searchsorted(self.onsets, b + self.pre)
+        for i in range(i0, i1):
+            k = self._kernel(self.stims[i])
+            s0 = self.onsets[i] - self.pre
+            lo, hi = max(a, s0), min(b, s0 + len(k))
+            if hi > lo:
+                x[lo - a : hi - a] += k[lo - s0 : hi - s0]
+        return x
