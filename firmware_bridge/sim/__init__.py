@@ -19,7 +19,9 @@ the scenario's), ``speed`` (time factor of the board's ``ScaledClock``; ignored 
 heartbeats, stimulation and safety timers run even when the host stops reading;
 ``0``: no thread, the board advances only when the port is read or written, e.g. for a
 single-threaded stepped simulation on a ``ManualClock``). The port's ``board`` attribute
-is the ``VirtualBoard`` itself (controls, truth, beeper history).
+is the ``VirtualBoard`` itself (truth, beeper history); while the pump runs, apply
+controls with ``port.control(command, **args)`` (it takes the port's lock) or over the
+wire with ``SimControl``.
 
 The port behaves like a serial device: ``read(max_bytes)`` returns what the board has
 sent (waiting at most ``timeout_s`` for the first byte, ``b""`` if nothing came),
@@ -89,6 +91,12 @@ class SimPort:
             self.board.receive(bytes(data))
             out = self.board.poll()  # answers go out at once (PROTOCOL.md: within 20 ms)
         self._push(out)
+
+    def control(self, command: str, **args) -> None:
+        """``board.control`` under the port's lock (safe while the pump thread runs)."""
+        self._check_open()
+        with self._lock:
+            self.board.control(command, **args)
 
     def close(self) -> None:
         with self._cond:

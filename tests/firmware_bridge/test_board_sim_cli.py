@@ -79,7 +79,7 @@ def test_sim_port_real_time_pump_keeps_the_safety_contract():
     try:
         dec = codec.Decoder()
         port.write(codec.encode(Hello(), 0) + codec.encode(HostHeartbeat(0), 1) + codec.encode(ConfigureAcquisition(), 2))
-        port.board.control("aps_attach", side="R")
+        port.control("aps_attach", side="R")
         port.write(codec.encode(Stimulate(Output.APS, StimMode.CONTINUOUS, 1000, 100, 4000), 3))
         msgs = _collect(port.read, dec, lambda g: sum(isinstance(m, StimEpoch) for m in g) >= 2)
         assert any(isinstance(m, Ack) and m.seq == 3 for m in msgs)
