@@ -328,7 +328,7 @@ def test_board_silent_is_lost_within_timeout_then_restored(rig):
     last_tx = board.last_tx
     lost = rec.wait_event(LinkEventKind.LOST, after=n, timeout=2.0)
     delay = lost.t - last_tx  # both on time.monotonic
-    assert 0.45 <= delay <= 0.5 + 0.15, delay
+    assert 0.45 <= delay <= 0.5 + 0.25, delay  # 500 ms, plus scheduling on a busy machine
     assert not link.connected
     m = len(rec.events)
     board.silent.clear()
@@ -462,7 +462,7 @@ def test_paused_heartbeat_stops_host_heartbeats(rig):
     link, factory, _rec = rig
     link.handshake()
     link.pause_heartbeat()
-    time.sleep(0.05)
+    time.sleep(0.2)  # a heartbeat already on its way may still land
     before = len(factory.board.host_messages(HostHeartbeat))
     time.sleep(0.3)
     assert len(factory.board.host_messages(HostHeartbeat)) == before

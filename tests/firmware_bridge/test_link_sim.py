@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -28,7 +27,38 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.transport import open_port
 
-pytest.importorskip("firmware_bridge.sim")
+open_sim = pytest.importorskip("firmware_bridge.sim").open_sim
+
+
+class SteppedPort:
+    """Wraps the virtual board's port so a test can wait until the link's reader has
+    caught up with the clock (two reads started at the current time: the first one's
+    bytes have then been decoded and stamped)."""
+
+    def __init__(self, port, clock) -> None:
+        self.port, self.clock, self.url = port, clock, port.url
+        self.cond = threading.Condition()
+        self.mark = -1.0
+        self.starts = 0
+
+    def read(self, max_bytes: int = 65536) -> bytes:
+        with self.cond:
+            if self.clock.now() >= self.mark:
+                self.starts += 1
+                self.cond.notify_all()
+        return self.port.read(max_bytes)
+
+    def write(self, data: bytes) -> None:
+        self.port.write(data)
+
+    def close(self) -> None:
+        self.port.close()
+
+    def catch_up(self, timeout_s: float = 5.0) -> None:
+        with self.cond:
+            self.mark, self.starts = self.clock.now(), 0
+            if not self.cond.wait_for(lambda: self.starts >= 2, timeout_s):
+                raise AssertionError("the link's reader did not read the board in time")
 
 
 class Rig:
@@ -37,10 +67,11 @@ class Rig:
         self.messages: list = []
         self.events: list = []
         self.lock = threading.Lock()
-        self.ports = []
+        self.ports: list[SteppedPort] = []
 
         def factory():
-            port = open_port(url, clock=self.clock)
+            # open_sim directly for a short read timeout (open_port's path is tested below)
+            port = SteppedPort(open_sim(url, clock=self.clock, timeout_s=0.001), self.clock)
             self.ports.append(port)
             return port
 
@@ -53,7 +84,7 @@ class Rig:
 
     @property
     def board(self):
-        return self.ports[-1].board
+        return self.ports[-1].port.board
 
     def _msg(self, m) -> None:
         with self.lock:
@@ -69,8 +100,8 @@ class Rig:
         for _ in range(int(round(seconds / step))):
             self.clock.advance(step)
             self.link.supervise_once()
-            time.sleep(0.0005)
-        time.sleep(0.02)  # let the reader catch up with the last step
+            if self.link.port_open:
+                self.ports[-1].catch_up()
 
     def of(self, kind) -> list:
         with self.lock:
