@@ -196,7 +196,10 @@ class PatientParams:
             vagus_thr = float(np.clip(rng.normal(0.40, 0.05), 0.25, 0.55))
             rln_thr = float(np.clip(rng.normal(0.50, 0.05), 0.35, 0.65))
             plateau = float(np.clip(rng.normal(1.0, 0.06), 0.85, 1.15))
-            e1, e2 = (float(np.clip(rng.normal(2000.0, 500.0), 800.0, 4500.0)) for _ in range(2))
+            # the two electrodes of a side lie on the same tube: similar impedances (pair
+            # imbalance well under the 1 kOhm tube-check limit unless something is wrong)
+            z = float(np.clip(rng.normal(2000.0, 450.0), 900.0, 4000.0))
+            e1, e2 = (float(np.clip(z + rng.normal(0.0, 120.0), 800.0, 4500.0)) for _ in range(2))
             sides[s] = SideParams(
                 rln_amp_uV=rln_amp,
                 vagus_amp_uV=rln_amp * vagus_ratio,

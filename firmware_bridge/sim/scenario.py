@@ -36,12 +36,13 @@ from firmware_bridge.sim.physiology import PatientParams, PhysiologyError
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "config" / "scenarios"
 
 # What ``expect`` may name: the rule events of app.model.EventKind, the alarm kinds of
-# app.alarms.catalog.AlarmKind, and what the free-running EMG analysis reports.
+# app.alarms.catalog.AlarmKind, the engine's staging recommendation, and what the
+# free-running EMG analysis reports.
 EXPECT_KINDS = frozenset({
     "loss_of_signal", "combined_event", "amplitude_decrease", "signal_recovered", "no_current",
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
     "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
-    "spontaneous_activity", "cautery",
+    "staging_recommended", "spontaneous_activity", "cautery",
 })
 STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
 _CMD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
