@@ -85,6 +85,15 @@ def test_ebsln_glottic_response_in_about_70_percent(population):
     assert 3.45 <= lat.mean() <= 3.75
 
 
+def test_tube_electrodes_pass_the_tube_check(population):
+    """Impedance < 5 kOhm and pair imbalance < 1 kOhm (clinical-rules.md) for a well-placed tube."""
+    for p in population:
+        for s in "LR":
+            z1, z2 = p.side(s).electrode_ohm
+            assert max(z1, z2) < 5000 and abs(z1 - z2) < 1000, p.seed
+        assert p.ground_ohm < 5000
+
+
 def test_nonrecurrent_right_nerve_is_rare_and_fast(population):
     nr = [p for p in population if p.nonrecurrent_right]
     assert len(nr) <= 0.02 * N_PATIENTS  # about 0.5 % of patients
