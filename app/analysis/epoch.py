@@ -12,7 +12,8 @@ Definitions (``shared/specs/recording-exchange.md``, ``shared/reference/clinical
   of the analysis window (``analysis.window_ms``, 50 ms) after it.
 - Stimulus-artifact rejection: from 0.1 ms before the onset to ``analysis.artifact_blank_ms``
   after it, the raw samples are replaced by a straight line before any filtering, so the
-  filter cannot smear the artifact into the window.
+  filter cannot smear the artifact into the window. The same is done where the caller
+  says other stimuli fell inside the epoch (``other_onsets``, e.g. a fast probe train).
 - Baseline: the mean of the pre-stimulus part is removed.
 - Band-pass: Butterworth in SOS form designed for the actual sample rate
   (``analysis.bandpass_low_hz`` - ``analysis.bandpass_high_hz``, the upper corner capped at
@@ -124,6 +125,22 @@ def _parabola(y: np.ndarray, i: int) -> tuple[float, float]:
     return 0.0, float(y[i])
 
 
+def _interpolate(x: np.ndarray, a: int, b: int) -> None:
+    """Replace ``x[:, a:b]`` by a straight line between its neighbours (in place)."""
+    n = x.shape[1]
+    if a > 0 and b < n:
+        left, right = x[:, a - 1 : a], x[:, b : b + 1]
+    elif a > 0:
+        left = right = x[:, a - 1 : a]
+    elif b < n:
+        left = right = x[:, b : b + 1]
+    else:
+        x[:, a:b] = 0.0
+        return
+    ramp = np.arange(1, b - a + 1) / (b - a + 1)
+    x[:, a:b] = left + (right - left) * ramp
+
+
 def _longest_true_run(mask: np.ndarray) -> int:
     if not mask.any():
         return 0
@@ -186,29 +203,47 @@ class EpochAnalyzer:
         be = min(end - 1, pre + max(1, int(round(self.blank_ms * fs / 1000.0))))
         return bs, max(be, bs), end
 
-    def _prepare(self, x: np.ndarray, fs: float, pre: int) -> tuple[np.ndarray, int, int, int]:
-        """Cut to the epoch, remove the pre-stimulus mean, blank the artifact (copies)."""
+    def _prepare(
+        self, x: np.ndarray, fs: float, pre: int, others: Sequence[Sequence[int]] | None = None
+    ) -> tuple[np.ndarray, int, int, int, np.ndarray | None]:
+        """Cut to the epoch, remove the pre-stimulus mean, blank the artifacts (copies).
+
+        Returns the prepared epochs, blank start/end, epoch end, and (when other stimuli
+        fall inside) a per-row mask of the samples blanked for them.
+        """
         n = x.shape[-1]
         bs, be, end = self._geometry(fs, pre, n)
         xe = np.array(x[:, :end], dtype=np.float64)  # copy
         if bs > 0:
             xe -= xe[:, :bs].mean(axis=1, keepdims=True)
         if be > bs:
-            left = xe[:, bs - 1 : bs] if bs > 0 else xe[:, be : be + 1]
-            right = xe[:, be : be + 1]
-            ramp = np.arange(1, be - bs + 1) / (be - bs + 1)
-            xe[:, bs:be] = left + (right - left) * ramp
-        return xe, bs, be, end
+            _interpolate(xe, bs, be)
+        extra = None
+        if others is not None and any(len(o) for o in others):
+            lead = int(round(_BLANK_LEAD_MS * fs / 1000.0))
+            width = max(1, int(round(self.blank_ms * fs / 1000.0)))
+            extra = np.zeros((x.shape[0], end), dtype=bool)
+            for i, onsets in enumerate(others):
+                for o in onsets:
+                    a, b = max(0, int(o) - lead), min(end, int(o) + width)
+                    if b > a:
+                        _interpolate(xe[i : i + 1], a, b)
+                        extra[i, a:b] = True
+        return xe, bs, be, end, extra
 
-    def filtered(self, samples_uV: np.ndarray, fs: float, pre_samples: int) -> np.ndarray:
+    def filtered(
+        self, samples_uV: np.ndarray, fs: float, pre_samples: int, *, other_onsets: Sequence[int] = ()
+    ) -> np.ndarray:
         """The display waveform: artifact blanked, band-passed (zero phase), baseline 0.
 
-        Covers the epoch from its first sample to the end of the analysis window.
+        Covers the epoch from its first sample to the end of the analysis window (1-D in,
+        1-D out; 2-D rows are filtered alike, ``other_onsets`` then applies to every row).
         """
         x = np.atleast_2d(np.asarray(samples_uV, dtype=np.float64))
         if not np.isfinite(x).all():
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        xe, bs, _be, _end = self._prepare(x, fs, int(pre_samples))
+        others = [list(other_onsets)] * x.shape[0] if len(other_onsets) else None
+        xe, bs, _be, _end, _extra = self._prepare(x, fs, int(pre_samples), others)
         y = self._filter(fs, "display")(xe)
         g = min(bs, int(round(_EDGE_GUARD_MS * fs / 1000.0)))
         if bs > g:
@@ -224,9 +259,15 @@ class EpochAnalyzer:
         pre_samples: int,
         stimulus: Stimulus,
         channel: str | None,
+        *,
+        other_onsets: Sequence[int] = (),
     ) -> Measurement:
-        """Measure one epoch (1-D samples in µV; sample ``pre_samples`` is the onset)."""
-        return self.analyse(samples_uV, fs, pre_samples, stimulus, channel).measurement
+        """Measure one epoch (1-D samples in µV; sample ``pre_samples`` is the onset).
+
+        ``other_onsets``: sample indices (in this epoch) where other stimuli fell; their
+        artifacts are blanked like this stimulus's own.
+        """
+        return self.analyse(samples_uV, fs, pre_samples, stimulus, channel, other_onsets=other_onsets).measurement
 
     def analyse(
         self,
@@ -235,11 +276,14 @@ class EpochAnalyzer:
         pre_samples: int,
         stimulus: Stimulus,
         channel: str | None,
+        *,
+        other_onsets: Sequence[int] = (),
     ) -> EpochAnalysis:
         x = np.asarray(samples_uV, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"an epoch is one channel: expected 1-D samples, got shape {x.shape}")
-        return self.analyse_batch(x[None, :], fs, pre_samples, [stimulus], [channel])[0]
+        others = [list(other_onsets)] if len(other_onsets) else None
+        return self.analyse_batch(x[None, :], fs, pre_samples, [stimulus], [channel], other_onsets=others)[0]
 
     def measure_board_epoch(self, epoch, stimulus: Stimulus) -> Measurement:
         """Measure a ``firmware_bridge.messages.StimEpoch`` on the ipsilateral channel."""
@@ -263,9 +307,12 @@ class EpochAnalyzer:
         pre_samples: int,
         stimuli: Sequence[Stimulus],
         channels: Sequence[str | None],
+        *,
+        other_onsets: Sequence[Sequence[int]] | None = None,
     ) -> list[Measurement]:
         """Measure many epochs of equal length at once (rows of a 2-D array)."""
-        return [a.measurement for a in self.analyse_batch(samples_uV, fs, pre_samples, stimuli, channels)]
+        batch = self.analyse_batch(samples_uV, fs, pre_samples, stimuli, channels, other_onsets=other_onsets)
+        return [a.measurement for a in batch]
 
     def analyse_batch(
         self,
@@ -274,6 +321,8 @@ class EpochAnalyzer:
         pre_samples: int,
         stimuli: Sequence[Stimulus],
         channels: Sequence[str | None],
+        *,
+        other_onsets: Sequence[Sequence[int]] | None = None,
     ) -> list[EpochAnalysis]:
         x = np.asarray(samples_uV, dtype=np.float64)
         if x.ndim != 2:
@@ -281,6 +330,8 @@ class EpochAnalyzer:
         k, n = x.shape
         if len(stimuli) != k or len(channels) != k:
             raise ValueError(f"{k} epochs need {k} stimuli and {k} channels")
+        if other_onsets is not None and len(other_onsets) != k:
+            raise ValueError(f"{k} epochs need {k} lists of other onsets")
         fs = float(fs)
         pre = int(pre_samples)
         if not (fs > 0 and np.isfinite(fs)):
@@ -293,13 +344,15 @@ class EpochAnalyzer:
         finite = np.isfinite(x).all(axis=1)
         if not finite.all():
             x = np.where(np.isfinite(x), x, 0.0)
-        xe, bs, be, end = self._prepare(x, fs, pre)
+        xe, bs, be, end, extra = self._prepare(x, fs, pre, other_onsets)
         raw = x[:, :end]
 
-        # saturation: anywhere outside the artifact blank
+        # saturation: anywhere outside the artifact blanks
         absraw = np.abs(raw)
-        outside = np.ones(end, dtype=bool)
-        outside[bs:be] = False
+        outside = np.ones((k, end), dtype=bool)
+        outside[:, bs:be] = False
+        if extra is not None:
+            outside &= ~extra
         peak_abs = np.where(outside, absraw, 0.0).max(axis=1)
         saturated = peak_abs >= self.saturation_uV
         flat_n = max(2, int(round(self.flatline_ms * fs / 1000.0)))
@@ -307,8 +360,9 @@ class EpochAnalyzer:
             v = raw[i]
             same = np.concatenate(([False], v[1:] == v[:-1]))
             same |= np.roll(same, -1)
-            for level in (v[outside].max(), v[outside].min()):
-                if abs(level) >= self.rail_uV and _longest_true_run((v == level) & same & outside) >= flat_n:
+            keep = outside[i]
+            for level in (v[keep].max(), v[keep].min()):
+                if abs(level) >= self.rail_uV and _longest_true_run((v == level) & same & keep) >= flat_n:
                     saturated[i] = True
 
         # the copy on which peaks are measured

@@ -364,3 +364,21 @@ def test_board_epoch_uses_the_ipsilateral_channel(analyzer):
     assert right.channel == "EMG R" and right.amplitude_uV == pytest.approx(300.0, rel=0.05)
     one = StimEpoch(1_000_000, 7, Output.APS, 1000, 990, 100, fs, pre, 50, counts[:1])
     assert analyzer.measure_board_epoch(one, stim(side=Side.R)).invalid_reason is InvalidReason.NO_CHANNEL
+
+
+@pytest.mark.parametrize("fs", [5000.0, 20000.0])
+@pytest.mark.parametrize("next_ms", [33.3, 49.9, 50.0 - 1e-9])
+def test_other_stimuli_inside_the_epoch_are_blanked(analyzer, fs, next_ms):
+    """A fast probe train: the next stimulus's artifact lands inside this epoch."""
+    from emg_synth import stim_artifact
+
+    x, pre, truth = make_epoch(EpochSpec(fs=fs, response=ResponseSpec(600.0, 4.0), noise_uV=5.0))
+    t_ms = (np.arange(len(x)) - pre) * 1000.0 / fs
+    nxt = pre + int(next_ms * fs / 1000.0)
+    x = x + stim_artifact(t_ms - (nxt - pre) * 1000.0 / fs, 20000.0)
+    m = analyzer.measure(x, fs, pre, stim(Site.RLN), "EMG L", other_onsets=[nxt])
+    assert m.valid and m.response
+    assert m.amplitude_uV == pytest.approx(truth.amplitude_uV, rel=0.05)
+    assert m.latency_ms == pytest.approx(truth.latency_ms, abs=0.1)
+    y = analyzer.filtered(x, fs, pre, other_onsets=[nxt])
+    assert np.max(np.abs(y[nxt - 2 :])) < 200.0
