@@ -2,7 +2,8 @@
 
 Owns: the patient physiology (``physiology``), the continuous EMG (``emg``), the board
 firmware emulation (``board``), scenarios (``scenario``), the in-process ``sim://`` port
-(``open_sim``, ``SimPort``) and the ``lnm board-sim`` command (``cli``).
+(``open_sim``, ``SimPort``), the ``lnm board-sim`` command (``cli``) and a quick speed
+measurement (``python -m firmware_bridge.sim.speed``).
 May import: the standard library, numpy, scipy, ``firmware_bridge.messages``,
 ``firmware_bridge.clock`` and ``firmware_bridge.codec``; never ``app``.
 

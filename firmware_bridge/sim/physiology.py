@@ -32,7 +32,11 @@ Anatomy and numbers (all per patient, drawn from ``PatientParams.draw(seed)``):
   on the RLN at position p affects stimulation of that RLN at positions >= p and every
   vagal stimulation of that side; stimulation distal to it (positions < p) still
   responds: that is what separates a segmental (type 1) from a global (type 2) loss.
-- Trial-to-trial jitter: amplitude about 5 % (lognormal), latency about 0.04 ms.
+- Trial-to-trial jitter: amplitude about 5 % (lognormal), latency about 0.04 ms; a slow
+  drift of the evoked amplitudes (about +-8 % over a period of hours, per side), which is
+  why long cases may need a new baseline.
+- Electrodes: the two electrodes of a side lie on the same tube (about 2 kOhm each,
+  imbalance a few hundred ohms); ground and stimulator return about 1-1.5 kOhm.
 
 Confounders over time (each a method taking the board time ``t`` in seconds):
 
