@@ -156,6 +156,15 @@ _SCHEMA_LIST: list[Setting] = [
     _s("analysis.rail_min_uV", "uV", 2000.0, 100.0, 1000000.0, doc="a flat run at or beyond this level is an amplifier rail"),
     _s("analysis.flatline_ms", "ms", 0.5, 0.1, 10.0, doc="identical samples at a rail for this long mark saturation"),
     _s("analysis.step_uV", "uV", 300.0, 20.0, 100000.0, doc="baseline shift across an epoch marking a non-physiological step"),
+    # free-running EMG (spontaneous activity, cautery)
+    _s("emg.highpass_hz", "Hz", 100.0, 20.0, 500.0, doc="free-running EMG high-pass (removes ECG, hum, wander)"),
+    _s("emg.lowpass_hz", "Hz", 2000.0, 300.0, 10000.0, doc="free-running EMG low-pass (capped below Nyquist)"),
+    _s("emg.spike_threshold_uV", "uV", 40.0, 5.0, 2000.0, doc="a motor-unit potential reaches this peak"),
+    _s("emg.spike_snr", "", 5.0, 2.0, 30.0, doc="and this many noise RMS above the floor"),
+    _s("emg.max_gap_ms", "ms", 250.0, 20.0, 2000.0, doc="potentials closer than this belong to one episode"),
+    _s("emg.min_potentials", "potentials", 4, 2, 50, doc="potentials that make an episode"),
+    _s("emg.train_cv", "", 0.35, 0.05, 1.0, doc="interval variation (SD/mean) below which an episode is a train"),
+    _s("emg.cautery_hold_ms", "ms", 300.0, 20.0, 5000.0, doc="quiet time before cautery is declared over"),
     # rules
     _s("rules.los_min_current_mA", "mA", 1.0, 0.5, 5.0, doc="set current for a stimulus to count towards LOS"),
     _s("rules.los_consecutive", "stimuli", 2, 1, 10, doc="qualifying stimuli without response for LOS"),

@@ -13,6 +13,20 @@ May import: numpy, scipy, edfio, ``app.model``, ``app.settings``,
 touches files. Nothing here imports the rules, alarms or anything above them.
 """
 
+from app.analysis.edf import Annotation, Recording, RecordingError, open_edf, read_edf, write_edf
 from app.analysis.epoch import EpochAnalysis, EpochAnalyzer
+from app.analysis.freerun import EmgEvent, EmgEventKind, FreeRunDetector
 
-__all__ = ["EpochAnalysis", "EpochAnalyzer"]
+__all__ = [
+    "Annotation",
+    "EmgEvent",
+    "EmgEventKind",
+    "EpochAnalysis",
+    "EpochAnalyzer",
+    "FreeRunDetector",
+    "Recording",
+    "RecordingError",
+    "open_edf",
+    "read_edf",
+    "write_edf",
+]

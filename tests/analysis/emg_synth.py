@@ -92,13 +92,14 @@ def white_noise(rng: np.random.Generator, n: int, fs: float, rms_uV: float) -> n
     return x
 
 
-def ecg(t_s: np.ndarray, amplitude_uV: float, rate_bpm: float = 72.0, phase_s: float = 0.0) -> np.ndarray:
-    """QRS-like complexes (R up, S down, ~40 ms) at a steady heart rate."""
+def ecg(t_s: np.ndarray, amplitude_uV: float, rate_bpm: float = 72.0, phase_s: float = 0.0,
+        sharpness: float = 1.0) -> np.ndarray:
+    """QRS-like complexes (R up, S down, ~40 ms / sharpness) at a steady heart rate."""
     if amplitude_uV == 0:
         return np.zeros_like(t_s)
     period = 60.0 / rate_bpm
     tau = np.mod(t_s - phase_s, period)
-    tau = np.where(tau > period / 2, tau - period, tau)  # nearest beat
+    tau = np.where(tau > period / 2, tau - period, tau) * sharpness  # nearest beat
     r = np.exp(-0.5 * (tau / 0.008) ** 2)
     s = 0.35 * np.exp(-0.5 * ((tau - 0.022) / 0.010) ** 2)
     q = 0.15 * np.exp(-0.5 * ((tau + 0.018) / 0.006) ** 2)
@@ -188,8 +189,9 @@ def add_episode(x: np.ndarray, fs: float, ep: Episode, rng: np.random.Generator)
     """Add a burst (dense, irregular MUPs) or a train (regular MUP firing) to ``x[ch]``."""
     if ep.kind == "train":
         rate = rng.uniform(8.0, 25.0)
-        times = np.arange(ep.onset_s, ep.onset_s + ep.duration_s, 1.0 / rate)
-        times = times + rng.normal(0, 0.002, len(times))
+        count = max(2, int(round(ep.duration_s * rate)) + 1)
+        times = np.linspace(ep.onset_s, ep.onset_s + ep.duration_s, count)
+        times[1:-1] += rng.normal(0, 0.002, count - 2)
     else:
         count = max(2, int(ep.duration_s * rng.uniform(40, 90)))
         times = np.sort(rng.uniform(ep.onset_s, ep.onset_s + ep.duration_s, count))
@@ -215,6 +217,7 @@ def make_stream(
     noise_uV: float = 5.0,
     ecg_uV: float = 0.0,
     ecg_rate_bpm: float = 72.0,
+    ecg_sharpness: float = 1.0,
     hum_uV: float = 0.0,
     hum_hz: float = 50.0,
     wander_uV: float = 0.0,
@@ -229,7 +232,7 @@ def make_stream(
     x = np.empty((2, n))
     for ch in range(2):
         x[ch] = white_noise(rng, n, fs, noise_uV)
-        x[ch] += ecg(t, ecg_uV * (1.0 if ch == 0 else 0.8), ecg_rate_bpm, 0.1)
+        x[ch] += ecg(t, ecg_uV * (1.0 if ch == 0 else 0.8), ecg_rate_bpm, 0.1, ecg_sharpness)
         x[ch] += hum(t, hum_uV, hum_hz, 0.3 + ch)
         x[ch] += wander(t, wander_uV, 0.25, 1.0 + ch)
     for ep in episodes:

@@ -1,0 +1,372 @@
+"""Free-running EMG: spontaneous activity (nerve irritation) and electrocautery.
+
+Owns: ``FreeRunDetector`` (stateful, pure: fed consecutive blocks, returns events),
+``EmgEvent`` and ``EmgEventKind``.
+May import: numpy, scipy.signal, ``app.settings``, ``firmware_bridge.messages``.
+
+Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
+then the sample count). Works at any stream rate (the board may decimate the stream).
+
+Method, per channel, in 10 ms frames:
+
+- Causal band-pass (Butterworth, SOS, state kept between blocks):
+  ``emg.highpass_hz`` (4th order; removes breathing wander, ECG and most of the mains hum)
+  to ``emg.lowpass_hz`` (capped at 45 % of the sample rate).
+- Noise floor: the median over the last 0.5 s of each frame's robust RMS (median absolute
+  value), so sparse potentials do not raise it but continuous noise does.
+- Motor-unit potentials: peaks of the band-passed signal reaching both
+  ``emg.spike_threshold_uV`` and ``emg.spike_snr`` x the noise floor; peaks closer than
+  4 ms are one potential (its phases), and a peak within 10 ms of a potential and under
+  30 % of it is that potential's tail. A potential both channels see alike (correlation
+  >= 0.8 over +-2 ms, the other channel's deflection at least a third as large) is
+  common-mode (ECG, movement) and dropped.
+- Episodes: potentials less than ``emg.max_gap_ms`` apart form a chain; a chain of at least
+  ``emg.min_potentials`` is an episode of spontaneous activity (a small stray potential at
+  either end, more than six median intervals away, is not part of it). ECG spikes that survive the
+  filter come once per heartbeat (far more than the gap apart) and never chain by
+  themselves. An episode
+  is a *train* when its interval variation (SD/mean) is at most ``emg.train_cv`` (regular
+  firing), else a *burst*. Reported when recognised (``activity_start``) and when over
+  (``activity``: onset = first potential, duration to the last, peak amplitude, count, rate).
+- Electrocautery: a frame whose band-passed RMS on either channel reaches
+  ``analysis.cautery_rms_uV`` (or whose raw signal is out of range while cautery goes on).
+  ``cautery_start`` comes at the first such frame (mute the EMG audio), ``cautery_end``
+  after ``emg.cautery_hold_ms`` without one. Potentials during cautery are ignored and an
+  open episode is closed at its last potential, so cautery is never called irritation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import signal as sps
+
+from app.settings import Settings, load
+
+_FRAME_MS = 10.0
+_FLOOR_FRAMES = 50  # noise floor: median of the last 0.5 s of frames
+_REFRACTORY_MS = 4.0  # peaks closer than this are one potential (its phases, filter ringing)
+_SHADOW_MS = 10.0  # after a potential, smaller peaks within this are its tail or ringing
+_SHADOW_FRACTION = 0.3  # ... when below this fraction of it
+_COMMON_MS = 2.0  # window (each side) compared between the channels around a potential
+_COMMON_CORR = 0.8  # correlation at or above which the channels see the same thing
+_COMMON_RATIO = 3.0  # ... when the other channel's deflection is at least 1/3 as large
+_MAD_TO_SIGMA = 1.4826
+_EDGE_FACTOR = 6.0  # a first/last potential this many median intervals away is a stray
+_EDGE_MIN_S = 0.1
+_EDGE_SIZE = 0.5
+_GAP_RESET_S = 0.1  # a jump in the block times larger than this restarts the detector
+
+
+class EmgEventKind(str, enum.Enum):
+    ACTIVITY_START = "activity_start"  # an episode has been recognised (still going)
+    ACTIVITY = "activity"  # an episode is over: onset, duration, peak, pattern
+    CAUTERY_START = "cautery_start"
+    CAUTERY_END = "cautery_end"
+
+
+@dataclass(frozen=True)
+class EmgEvent:
+    kind: EmgEventKind
+    t_s: float  # when it was recognised (end of the frame that completed it)
+    channel: str | None  # "EMG L" / "EMG R"; None for cautery (both channels)
+    onset_s: float
+    duration_s: float | None = None
+    peak_uV: float | None = None  # largest potential (band-passed peak)
+    pattern: str | None = None  # "burst" or "train"
+    potentials: int = 0
+    rate_hz: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def r(x: float | None, nd: int) -> float | None:
+            return None if x is None else round(float(x), nd)
+
+        return {
+            "kind": self.kind.value,
+            "t_s": r(self.t_s, 4),
+            "channel": self.channel,
+            "onset_s": r(self.onset_s, 4),
+            "duration_s": r(self.duration_s, 4),
+            "peak_uV": r(self.peak_uV, 1),
+            "pattern": self.pattern,
+            "potentials": self.potentials,
+            "rate_hz": r(self.rate_hz, 2),
+        }
+
+
+@dataclass
+class _Chain:
+    times: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
+    announced: bool = False
+
+
+class FreeRunDetector:
+    """Spontaneous activity and cautery in consecutive blocks of free-running EMG."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        sample_rate_hz: float = 20000.0,
+        channels: Sequence[str] = ("EMG L", "EMG R"),
+    ) -> None:
+        s = settings if settings is not None else load()
+        fs = float(sample_rate_hz)
+        if not (fs > 0 and np.isfinite(fs)):
+            raise ValueError(f"sample rate must be a positive number of Hz, got {sample_rate_hz!r}")
+        if not channels:
+            raise ValueError("at least one channel is needed")
+        self.fs = fs
+        self.channels = tuple(channels)
+        self.threshold_uV = float(s["emg.spike_threshold_uV"])
+        self.snr = float(s["emg.spike_snr"])
+        self.max_gap_s = float(s["emg.max_gap_ms"]) / 1000.0
+        self.min_potentials = int(s["emg.min_potentials"])
+        self.train_cv = float(s["emg.train_cv"])
+        self.cautery_uV = float(s["analysis.cautery_rms_uV"])
+        self.saturation_uV = float(s["analysis.saturation_uV"])
+        self.cautery_hold_s = float(s["emg.cautery_hold_ms"]) / 1000.0
+        high = min(float(s["emg.lowpass_hz"]), 0.45 * fs)
+        low = min(float(s["emg.highpass_hz"]), 0.5 * high)
+        self._sos = np.vstack(
+            [
+                sps.butter(4, low, btype="highpass", fs=fs, output="sos"),
+                sps.butter(2, high, btype="lowpass", fs=fs, output="sos"),
+            ]
+        )
+        self.frame = max(8, int(round(_FRAME_MS * fs / 1000.0)))
+        self.refractory = max(1, int(round(_REFRACTORY_MS * fs / 1000.0)))
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forget everything (a new stream, or a gap in it)."""
+        nch = len(self.channels)
+        self._zi = np.zeros((self._sos.shape[0], nch, 2))
+        self._primed = False
+        self._buf = np.zeros((nch, 0))
+        self._t0: float | None = None  # time of sample 0
+        self._consumed = 0  # samples processed into frames
+        self._received = 0  # samples received
+        self._floors = [deque(maxlen=_FLOOR_FRAMES) for _ in self.channels]
+        self._chains = [_Chain() for _ in self.channels]
+        self._last_spike = [(-1e9, 0.0) for _ in self.channels]  # (time, |peak|) for refractory merging
+        self._cautery_since: float | None = None
+        self._cautery_last: float | None = None
+
+    @property
+    def cautery_active(self) -> bool:
+        return self._cautery_since is not None
+
+    @property
+    def active_channels(self) -> list[str]:
+        """Channels with an episode in progress (recognised, not yet over)."""
+        return [c for c, ch in zip(self.channels, self._chains) if ch.announced]
+
+    def noise_uV(self) -> dict[str, float | None]:
+        """Current noise floor per channel (band-passed RMS)."""
+        return {c: (float(np.median(f)) if f else None) for c, f in zip(self.channels, self._floors)}
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, block_uV: np.ndarray, t0_s: float) -> list[EmgEvent]:
+        """Feed the next block, shape (channels, n) in µV; ``t0_s`` is its first sample."""
+        x = np.asarray(block_uV, dtype=np.float64)
+        if x.ndim == 1 and len(self.channels) == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[0] != len(self.channels):
+            raise ValueError(
+                f"expected a block of shape ({len(self.channels)}, n) for {', '.join(self.channels)}, got {x.shape}"
+            )
+        events: list[EmgEvent] = []
+        if x.shape[1] == 0:
+            return events
+        if not np.isfinite(x).all():
+            x = np.nan_to_num(x, nan=0.0, posinf=self.saturation_uV, neginf=-self.saturation_uV)
+        if self._t0 is None:
+            self._t0 = float(t0_s)
+        else:
+            expected = self._t0 + self._received / self.fs
+            if abs(float(t0_s) - expected) > _GAP_RESET_S:
+                events += self.flush()
+                self.reset()
+                self._t0 = float(t0_s)
+        self._received += x.shape[1]
+        self._buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x
+        nframes = self._buf.shape[1] // self.frame
+        if nframes == 0:
+            return events
+        take = nframes * self.frame
+        chunk, self._buf = self._buf[:, :take], self._buf[:, take:]
+        if not self._primed:
+            self._zi = sps.sosfilt_zi(self._sos)[:, None, :] * chunk[None, :, 0:1]
+            self._primed = True
+        y, self._zi = sps.sosfilt(self._sos, chunk, axis=1, zi=self._zi)
+        for f in range(nframes):
+            sl = slice(f * self.frame, (f + 1) * self.frame)
+            events += self._frame(y[:, sl], chunk[:, sl])
+        return events
+
+    def flush(self) -> list[EmgEvent]:
+        """Close whatever is open (end of the stream); returns the closing events."""
+        if self._t0 is None:
+            return []
+        now = self._t0 + self._consumed / self.fs
+        events: list[EmgEvent] = []
+        for ch in range(len(self.channels)):
+            events += self._close(ch, now)
+        if self._cautery_since is not None:
+            events.append(self._cautery_end(now))
+        return events
+
+    # ------------------------------------------------------------------ internals
+
+    def _frame(self, y: np.ndarray, raw: np.ndarray) -> list[EmgEvent]:
+        events: list[EmgEvent] = []
+        start = self._consumed
+        self._consumed += y.shape[1]
+        t_start = self._t0 + start / self.fs
+        t_end = self._t0 + self._consumed / self.fs
+        rms = np.sqrt(np.mean(y * y, axis=1))
+        saturated = bool((np.abs(raw) >= self.saturation_uV).any())
+        cautery = bool((rms >= self.cautery_uV).any()) or (saturated and self._cautery_since is not None)
+        if cautery:
+            if self._cautery_since is None:
+                self._cautery_since = t_start
+                for ch in range(len(self.channels)):
+                    events += self._close(ch, t_end)
+                events.append(EmgEvent(EmgEventKind.CAUTERY_START, t_end, None, t_start))
+            self._cautery_last = t_end
+            return events
+        if self._cautery_since is not None and self._cautery_last is not None:
+            if t_end - self._cautery_last >= self.cautery_hold_s:
+                events.append(self._cautery_end(t_end))
+            else:
+                return events  # still inside the hold time: no activity counted
+
+        found: list[list[tuple[int, float]]] = []
+        for ch in range(len(self.channels)):
+            a = np.abs(y[ch])
+            sigma = _MAD_TO_SIGMA * float(np.median(a))  # robust RMS of a zero-mean signal
+            self._floors[ch].append(sigma)
+            floor = float(np.median(self._floors[ch]))
+            thr = max(self.threshold_uV, self.snr * floor)
+            above = a >= thr
+            found.append(self._peaks(a, above) if above.any() else [])
+        if len(found) == 2 and (found[0] or found[1]):
+            found = self._drop_common_mode(y, found)
+        for ch in range(len(self.channels)):
+            for i, peak in found[ch]:
+                events += self._spike(ch, self._t0 + (start + i) / self.fs, peak, t_end)
+            chain = self._chains[ch]
+            if chain.times and t_end - chain.times[-1] > self.max_gap_s:
+                events += self._close(ch, t_end)
+        return events
+
+    def _peaks(self, a: np.ndarray, above: np.ndarray) -> list[tuple[int, float]]:
+        """(index, |peak|) of each run of supra-threshold samples, merged within refractory."""
+        padded = np.concatenate(([False], above, [False]))
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        out: list[tuple[int, float]] = []
+        for s0, s1 in zip(edges[::2], edges[1::2]):
+            i = s0 + int(np.argmax(a[s0:s1]))
+            if out and i - out[-1][0] <= self.refractory:
+                if a[i] > out[-1][1]:
+                    out[-1] = (i, float(a[i]))
+                continue
+            out.append((i, float(a[i])))
+        return out
+
+    def _drop_common_mode(self, y: np.ndarray, found: list[list[tuple[int, float]]]) -> list[list[tuple[int, float]]]:
+        """Drop potentials both channels see alike (ECG, movement): high correlation of the
+        two channels around the peak and a comparable size on the other channel."""
+        win = max(2, int(round(_COMMON_MS * self.fs / 1000.0)))
+        n = y.shape[1]
+        out: list[list[tuple[int, float]]] = []
+        for ch, peaks in enumerate(found):
+            other = y[1 - ch]
+            kept = []
+            for i, peak in peaks:
+                a, b = max(0, i - win), min(n, i + win + 1)
+                u, v = y[ch, a:b], other[a:b]
+                common = False
+                if b - a >= 4 and np.max(np.abs(v)) * _COMMON_RATIO >= peak:
+                    du, dv = u - u.mean(), v - v.mean()
+                    den = float(np.sqrt(np.dot(du, du) * np.dot(dv, dv)))
+                    common = den > 0 and abs(float(np.dot(du, dv))) / den >= _COMMON_CORR
+                if not common:
+                    kept.append((i, peak))
+            out.append(kept)
+        return out
+
+    def _spike(self, ch: int, t: float, peak: float, now: float) -> list[EmgEvent]:
+        last_t, last_peak = self._last_spike[ch]
+        chain = self._chains[ch]
+        if t - last_t <= self.refractory / self.fs:  # the same potential across a frame edge
+            if peak > last_peak and chain.times and chain.times[-1] == last_t:
+                chain.peaks[-1] = peak
+                self._last_spike[ch] = (last_t, peak)
+            return []
+        if t - last_t <= _SHADOW_MS / 1000.0 and peak < _SHADOW_FRACTION * last_peak:
+            return []  # the tail (late phase, filter ringing) of the last potential
+        self._last_spike[ch] = (t, peak)
+        events: list[EmgEvent] = []
+        if chain.times and t - chain.times[-1] > self.max_gap_s:
+            events += self._close(ch, now)
+            chain = self._chains[ch]
+        chain.times.append(t)
+        chain.peaks.append(peak)
+        if not chain.announced and len(chain.times) >= self.min_potentials:
+            chain.announced = True
+            times, peaks = _trim(chain.times, chain.peaks, self.min_potentials)
+            events.append(
+                EmgEvent(EmgEventKind.ACTIVITY_START, now, self.channels[ch], times[0],
+                         peak_uV=max(peaks), potentials=len(times))
+            )
+        return events
+
+    def _close(self, ch: int, now: float) -> list[EmgEvent]:
+        chain = self._chains[ch]
+        self._chains[ch] = _Chain()
+        if not chain.announced:
+            return []
+        kept, peaks = _trim(chain.times, chain.peaks, self.min_potentials)
+        times = np.array(kept)
+        duration = float(times[-1] - times[0])
+        isi = np.diff(times)
+        cv = float(np.std(isi) / np.mean(isi)) if len(isi) >= 2 and np.mean(isi) > 0 else 1.0
+        pattern = "train" if cv <= self.train_cv else "burst"
+        rate = (len(times) - 1) / duration if duration > 0 else None
+        return [
+            EmgEvent(EmgEventKind.ACTIVITY, now, self.channels[ch], float(times[0]), duration,
+                     float(max(peaks)), pattern, len(times), rate)
+        ]
+
+    def _cautery_end(self, now: float) -> EmgEvent:
+        since = self._cautery_since if self._cautery_since is not None else now
+        last = self._cautery_last if self._cautery_last is not None else now
+        self._cautery_since = None
+        self._cautery_last = None
+        return EmgEvent(EmgEventKind.CAUTERY_END, now, None, since, last - since)
+
+
+def _trim(times: list[float], peaks: list[float], keep: int) -> tuple[list[float], list[float]]:
+    """Drop stray potentials at either end of a chain (e.g. a heartbeat just before a
+    burst): separated by more than 6 median intervals (and 100 ms) and smaller than half
+    the chain's median potential."""
+    t, p = list(times), list(peaks)
+    while len(t) > keep:
+        limit = max(_EDGE_FACTOR * float(np.median(np.diff(t))), _EDGE_MIN_S)
+        small = _EDGE_SIZE * float(np.median(p))
+        if t[1] - t[0] > limit and p[0] < small:
+            t, p = t[1:], p[1:]
+        elif t[-1] - t[-2] > limit and p[-1] < small:
+            t, p = t[:-1], p[:-1]
+        else:
+            break
+    return t, p

@@ -1,0 +1,180 @@
+"""Free-running EMG: spontaneous activity and cautery in synthetic streams with known episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.analysis.freerun import EmgEvent, EmgEventKind, FreeRunDetector
+from app.settings import Settings
+from emg_synth import Episode, make_stream
+
+RATES = [20000.0, 10000.0, 5000.0, 2000.0]  # 5 and 2 kHz: a decimated stream
+
+
+def run(x: np.ndarray, fs: float, block_s: float = 0.020, t0: float = 100.0, det=None) -> list[EmgEvent]:
+    det = det or FreeRunDetector(Settings(), fs)
+    blk = max(1, int(round(block_s * fs)))
+    events: list[EmgEvent] = []
+    for i in range(0, x.shape[1], blk):
+        events += det.feed(x[:, i : i + blk], t0 + i / fs)
+    return events + det.flush()
+
+
+def episodes_of(events, kind=EmgEventKind.ACTIVITY):
+    return [e for e in events if e.kind is kind]
+
+
+def random_episodes(rng: np.random.Generator, duration_s: float) -> tuple[Episode, ...]:
+    eps, t = [], 1.0
+    while True:
+        kind = str(rng.choice(["burst", "train"]))
+        dur = float(rng.uniform(0.2, 0.8) if kind == "burst" else rng.uniform(1.0, 4.0))
+        if t + dur > duration_s - 1.5:
+            break
+        eps.append(Episode(int(rng.integers(2)), t, dur, kind, float(rng.uniform(80, 400))))
+        t += dur + float(rng.uniform(1.0, 3.0))
+    return tuple(eps)
+
+
+@pytest.mark.parametrize("fs", RATES)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_known_episodes_are_found(fs, seed):
+    rng = np.random.default_rng(seed)
+    duration = 30.0
+    eps = random_episodes(rng, duration)
+    assert len(eps) >= 4
+    x = make_stream(fs, duration, episodes=eps, noise_uV=float(rng.uniform(3, 10)), ecg_uV=100.0,
+                    ecg_sharpness=float(rng.uniform(1, 2)), hum_uV=20.0, hum_hz=float(rng.choice([50.0, 60.0])),
+                    wander_uV=300.0, seed=seed)
+    t0 = 100.0
+    events = run(x, fs, t0=t0)
+    found = episodes_of(events)
+    assert len(found) == len(eps), (eps, found)
+    for ep, ev in zip(sorted(eps, key=lambda e: e.onset_s), sorted(found, key=lambda e: e.onset_s)):
+        assert ev.channel == ("EMG L", "EMG R")[ep.channel]
+        assert ev.onset_s == pytest.approx(t0 + ep.onset_s, abs=0.020), (ep, ev)
+        assert ev.duration_s == pytest.approx(ep.duration_s, rel=0.15), (ep, ev)
+        assert ev.pattern == ep.kind, (ep, ev)
+        # (in a dense burst, overlapping potentials add up)
+        assert 0.6 * ep.amplitude_uV <= ev.peak_uV <= (3.5 if ep.kind == "burst" else 1.6) * ep.amplitude_uV, (ep, ev)
+        assert ev.potentials >= 4 and ev.rate_hz > 0
+        assert ev.t_s >= ev.onset_s + ev.duration_s  # reported once over
+    starts = episodes_of(events, EmgEventKind.ACTIVITY_START)
+    assert len(starts) == len(found)
+    for s, ev in zip(starts, found):
+        assert s.channel == ev.channel and s.onset_s == pytest.approx(ev.onset_s, abs=0.02)
+        assert s.t_s - s.onset_s <= 0.5  # recognised while it goes on
+    assert not episodes_of(events, EmgEventKind.CAUTERY_START)
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_ecg_hum_and_wander_alone_make_no_episode(fs):
+    for sharp, rate, hum_hz in ((1.0, 60.0, 50.0), (3.0, 150.0, 60.0), (2.0, 90.0, 50.0)):
+        x = make_stream(fs, 30.0, noise_uV=5.0, ecg_uV=300.0, ecg_rate_bpm=rate, ecg_sharpness=sharp,
+                        hum_uV=50.0, hum_hz=hum_hz, wander_uV=1000.0, seed=int(rate))
+        events = run(x, fs)
+        assert events == [], events[:3]
+
+
+@pytest.mark.parametrize("fs", RATES)
+def test_cautery_is_reported_and_never_irritation(fs):
+    cautery = ((3.0, 2.0), (8.0, 0.6))
+    x = make_stream(fs, 12.0, noise_uV=5.0, ecg_uV=100.0, hum_uV=20.0, cautery=cautery, cautery_uV=5000.0, seed=4)
+    events = run(x, fs, t0=0.0)
+    assert not episodes_of(events) and not episodes_of(events, EmgEventKind.ACTIVITY_START)
+    starts = episodes_of(events, EmgEventKind.CAUTERY_START)
+    ends = episodes_of(events, EmgEventKind.CAUTERY_END)
+    assert len(starts) == len(ends) == 2
+    for (onset, dur), s, e in zip(cautery, starts, ends):
+        assert s.onset_s == pytest.approx(onset, abs=0.02)
+        assert s.t_s - onset <= 0.025  # audio can be muted at once
+        assert e.onset_s == pytest.approx(onset, abs=0.02) and e.duration_s == pytest.approx(dur, abs=0.03)
+        assert e.t_s == pytest.approx(onset + dur + 0.3, abs=0.03)  # after the hold time
+
+
+def test_cautery_closes_an_episode_and_its_noise_is_not_counted():
+    fs = 20000.0
+    eps = (Episode(0, 1.0, 2.0, "train", 200.0),)
+    x = make_stream(fs, 6.0, episodes=eps, noise_uV=5.0, cautery=((2.5, 1.5),), seed=5)
+    det = FreeRunDetector(Settings(), fs)
+    events = run(x, fs, t0=0.0, det=det)
+    kinds = [e.kind for e in events]
+    assert kinds == [EmgEventKind.ACTIVITY_START, EmgEventKind.CAUTERY_START, EmgEventKind.ACTIVITY,
+                     EmgEventKind.CAUTERY_END] or kinds == [EmgEventKind.ACTIVITY_START, EmgEventKind.ACTIVITY,
+                                                            EmgEventKind.CAUTERY_START, EmgEventKind.CAUTERY_END]
+    act = episodes_of(events)[0]
+    assert act.onset_s == pytest.approx(1.0, abs=0.02) and act.onset_s + act.duration_s <= 2.52
+
+
+def test_low_level_continuous_noise_raises_the_floor_not_episodes():
+    """Broadband noise well above the spike threshold but below cautery: no episodes."""
+    fs = 10000.0
+    x = make_stream(fs, 10.0, noise_uV=150.0, seed=6)
+    assert episodes_of(run(x, fs)) == []
+
+
+def test_live_state_and_thresholds_are_settings():
+    fs = 10000.0
+    eps = (Episode(1, 0.5, 3.0, "train", 60.0),)
+    x = make_stream(fs, 4.0, episodes=eps, noise_uV=3.0, seed=7)
+    det = FreeRunDetector(Settings(), fs)
+    blk = int(0.02 * fs)
+    seen_active = False
+    for i in range(0, x.shape[1], blk):
+        det.feed(x[:, i : i + blk], i / fs)
+        seen_active |= det.active_channels == ["EMG R"]
+    assert seen_active and det.noise_uV()["EMG L"] < 10.0
+    deaf = FreeRunDetector(Settings({"emg.spike_threshold_uV": 200.0}), fs)
+    assert episodes_of(run(x, fs, det=deaf)) == []
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 4000), min_size=1, max_size=40), seed=st.integers(0, 3))
+def test_block_sizes_do_not_change_the_result(cuts, seed):
+    fs = 5000.0
+    eps = (Episode(0, 0.5, 0.4, "burst", 200.0), Episode(1, 1.5, 1.5, "train", 150.0))
+    x = make_stream(fs, 4.0, episodes=eps, noise_uV=5.0, ecg_uV=50.0, cautery=((3.2, 0.3),), seed=seed)
+    reference = run(x, fs, block_s=0.020, t0=0.0)
+    det = FreeRunDetector(Settings(), fs)
+    events: list[EmgEvent] = []
+    i = 0
+    for c in cuts * 100:
+        if i >= x.shape[1]:
+            break
+        events += det.feed(x[:, i : i + c], i / fs)
+        i += c
+    events += det.feed(x[:, i:], i / fs) + det.flush()
+    assert events == reference
+
+
+def test_gap_in_the_stream_restarts_cleanly():
+    fs = 10000.0
+    eps = (Episode(0, 0.5, 2.0, "train", 200.0),)
+    x = make_stream(fs, 3.0, episodes=eps, noise_uV=5.0, seed=8)
+    det = FreeRunDetector(Settings(), fs)
+    events = det.feed(x[:, :15000], 0.0)  # 1.5 s, in the middle of the train
+    events += det.feed(x[:, 15000:], 60.0)  # the stream resumes a minute later
+    act = episodes_of(events)
+    assert act and act[0].onset_s == pytest.approx(0.5, abs=0.02) and act[0].t_s <= 1.5 + 1e-9
+
+
+def test_bad_blocks_are_refused():
+    det = FreeRunDetector(Settings(), 20000.0)
+    with pytest.raises(ValueError, match=r"shape \(2, n\)"):
+        det.feed(np.zeros((3, 100)), 0.0)
+    assert det.feed(np.zeros((2, 0)), 0.0) == []
+    one = FreeRunDetector(Settings(), 20000.0, channels=("EMG R",))
+    assert one.feed(np.zeros(500), 0.0) == []
+    with pytest.raises(ValueError, match="sample rate"):
+        FreeRunDetector(Settings(), 0.0)
+    x = np.full((2, 2000), np.nan)
+    assert det.feed(x, 0.0) == []  # non-finite samples do not raise
+
+
+def test_event_json():
+    ev = EmgEvent(EmgEventKind.ACTIVITY, 12.3456789, "EMG L", 10.0, 2.0, 123.456, "train", 20, 9.5)
+    assert ev.to_json() == {"kind": "activity", "t_s": 12.3457, "channel": "EMG L", "onset_s": 10.0, "duration_s": 2.0,
+                            "peak_uV": 123.5, "pattern": "train", "potentials": 20, "rate_hz": 9.5}
