@@ -80,7 +80,7 @@ class Recording:
     stimuli: list[Stimulus] = field(default_factory=list)
     start: _dt.datetime = field(default_factory=lambda: _dt.datetime(2000, 1, 1))
     patient_code: str = "X"
-    annotations: list[Annotation] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)  # or (onset_s, duration_s, text)
     source: str = ""  # the file it was read from, if any
 
     @property
@@ -429,7 +429,9 @@ def write_edf(
 
     # annotations, assigned to the data record their onset falls in
     entries: list[tuple[float, float | None, str]] = [(s.t_s, None, stim_text(s)) for s in recording.stimuli]
-    entries += [(a.onset_s, a.duration_s, a.text) for a in recording.annotations]
+    for a in recording.annotations:  # Annotation, or a plain (onset_s, duration_s, text)
+        onset, duration, text = (a.onset_s, a.duration_s, a.text) if isinstance(a, Annotation) else a
+        entries.append((float(onset), None if duration is None else float(duration), str(text)))
     per_record: list[list[bytes]] = [[] for _ in range(n_records)]
     for onset, duration, text in sorted(entries, key=lambda e: e[0]):
         if not math.isfinite(onset) or onset < 0:

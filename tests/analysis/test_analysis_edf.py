@@ -292,3 +292,15 @@ def test_write_errors(tmp_path):
     bad.stimuli.append(Stimulus(9, -1.0, Site.RLN, Side.L, Source.PROBE, 1.0))
     with pytest.raises(RecordingError, match="before the start"):
         write_edf(tmp_path / "x.edf", bad)
+
+
+def test_plain_tuple_annotations_and_aware_start(tmp_path):
+    """The case record hands annotations as (onset, duration, text) and a UTC start."""
+    start = dt.datetime(2026, 5, 1, 7, 8, 9, tzinfo=dt.timezone.utc)
+    rec = Recording(20000.0, {"EMG L": np.zeros(40000, dtype=np.float32)}, [], start, "p-1",
+                    [(0.0, 0.0, "LNM start case_t_s=12.0000"), (1.5, None, "EVENT loss_of_signal side=L")])
+    write_edf(tmp_path / "c.edf", rec)
+    back = read_edf(tmp_path / "c.edf")
+    assert back.start == dt.datetime(2026, 5, 1, 7, 8, 9)
+    assert back.annotations == [Annotation(0.0, 0.0, "LNM start case_t_s=12.0000"),
+                                Annotation(1.5, None, "EVENT loss_of_signal side=L")]
