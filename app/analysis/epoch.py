@@ -125,6 +125,12 @@ def _parabola(y: np.ndarray, i: int) -> tuple[float, float]:
     return 0.0, float(y[i])
 
 
+def _median_rows(a: np.ndarray) -> np.ndarray:
+    """Per-row median (the upper middle element for an even count: a robust level)."""
+    m = a.shape[1] // 2
+    return np.partition(a, m, axis=1)[:, m]
+
+
 def _interpolate(x: np.ndarray, a: int, b: int) -> None:
     """Replace ``x[:, a:b]`` by a straight line between its neighbours (in place)."""
     n = x.shape[1]
@@ -389,7 +395,7 @@ class EpochAnalyzer:
         # level step between the pre-stimulus part and the end of the window
         tail = max(1, int(round(_STEP_TAIL_MS * fs / 1000.0)))
         if bs > 0 and end - tail > be:
-            step = np.abs(np.median(raw[:, end - tail : end], axis=1) - np.median(raw[:, :bs], axis=1))
+            step = np.abs(_median_rows(raw[:, end - tail : end]) - _median_rows(raw[:, :bs]))
         else:
             step = np.zeros(k)
 
@@ -412,8 +418,8 @@ class EpochAnalyzer:
             t_min[rows] = (be + imin + omin - pre) * ms
             ref = np.concatenate((z[rows, g:bs], z[rows, se:end]), axis=1)
             if ref.shape[1] >= 8:
-                dev = np.abs(ref - np.median(ref, axis=1, keepdims=True))
-                noise[rows] = _MAD_TO_SIGMA * np.median(dev, axis=1)
+                dev = np.abs(ref - _median_rows(ref)[:, None])
+                noise[rows] = _MAD_TO_SIGMA * _median_rows(dev)
         if self.auto_threshold:
             thresholds = np.minimum(
                 np.maximum(self.threshold_uV, self.min_snr * noise), max(self.auto_max_uV, self.threshold_uV)
