@@ -62,6 +62,7 @@ from scipy import signal as sps
 
 from app.model import InvalidReason, Measurement, Side, Site, Stimulus
 from app.settings import Settings, load
+from firmware_bridge.messages import CHANNEL_LABELS
 
 _MAD_TO_SIGMA = 1.4826
 _BLANK_LEAD_MS = 0.1  # blank starts this long before the onset (onset timing jitter)
@@ -291,20 +292,34 @@ class EpochAnalyzer:
         others = [list(other_onsets)] if len(other_onsets) else None
         return self.analyse_batch(x[None, :], fs, pre_samples, [stimulus], [channel], other_onsets=others)[0]
 
-    def measure_board_epoch(self, epoch, stimulus: Stimulus) -> Measurement:
-        """Measure a ``firmware_bridge.messages.StimEpoch`` on the ipsilateral channel."""
-        return self.analyse_board_epoch(epoch, stimulus).measurement
+    def measure_board_epoch(
+        self, epoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
+    ) -> Measurement:
+        """Measure a ``firmware_bridge.messages.StimEpoch`` on the ipsilateral channel.
 
-    def analyse_board_epoch(self, epoch, stimulus: Stimulus) -> EpochAnalysis:
+        ``channel_labels`` names the rows of ``epoch.samples``; by default two rows are
+        ``EMG L``, ``EMG R`` (``CHANNEL_LABELS``). With one row (a channel mask) the caller
+        must say which it is; otherwise the epoch is ``no_channel``, never the wrong side.
+        """
+        return self.analyse_board_epoch(epoch, stimulus, channel_labels).measurement
+
+    def analyse_board_epoch(
+        self, epoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
+    ) -> EpochAnalysis:
         uv = epoch.microvolts()
-        row = 0 if stimulus.side is Side.L else 1
-        if uv.ndim != 2 or uv.shape[0] <= row:
+        if uv.ndim == 1:
+            uv = uv[None, :]
+        labels = list(channel_labels) if channel_labels is not None else (
+            list(CHANNEL_LABELS) if uv.shape[0] == len(CHANNEL_LABELS) else []
+        )
+        want = stimulus.side.channel
+        if want not in labels or labels.index(want) >= uv.shape[0]:
             return self.analyse_batch(
-                np.zeros((1, max(1, uv.shape[-1]))), epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [None]
+                np.zeros((1, max(2, uv.shape[-1]))), epoch.sample_rate_hz, min(epoch.pre_samples, max(1, uv.shape[-1] - 1)),
+                [stimulus], [None],
             )[0]
-        return self.analyse_batch(
-            uv[row : row + 1], epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [stimulus.side.channel]
-        )[0]
+        row = labels.index(want)
+        return self.analyse_batch(uv[row : row + 1], epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [want])[0]
 
     def measure_batch(
         self,

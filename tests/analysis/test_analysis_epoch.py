@@ -362,8 +362,12 @@ def test_board_epoch_uses_the_ipsilateral_channel(analyzer):
     right = analyzer.measure_board_epoch(ep, stim(side=Side.R))
     assert left.channel == "EMG L" and left.amplitude_uV == pytest.approx(900.0, rel=0.05)
     assert right.channel == "EMG R" and right.amplitude_uV == pytest.approx(300.0, rel=0.05)
-    one = StimEpoch(1_000_000, 7, Output.APS, 1000, 990, 100, fs, pre, 50, counts[:1])
-    assert analyzer.measure_board_epoch(one, stim(side=Side.R)).invalid_reason is InvalidReason.NO_CHANNEL
+    only_right = StimEpoch(1_000_000, 7, Output.APS, 1000, 990, 100, fs, pre, 50, counts[1:])
+    assert analyzer.measure_board_epoch(only_right, stim(side=Side.R)).invalid_reason is InvalidReason.NO_CHANNEL
+    assert analyzer.measure_board_epoch(only_right, stim(side=Side.L)).invalid_reason is InvalidReason.NO_CHANNEL
+    m = analyzer.measure_board_epoch(only_right, stim(side=Side.R), channel_labels=["EMG R"])
+    assert m.channel == "EMG R" and m.amplitude_uV == pytest.approx(300.0, rel=0.05)
+    assert analyzer.measure_board_epoch(only_right, stim(side=Side.L), ["EMG R"]).invalid_reason is InvalidReason.NO_CHANNEL
 
 
 @pytest.mark.parametrize("fs", [5000.0, 20000.0])
