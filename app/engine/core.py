@@ -66,6 +66,7 @@ log = logging.getLogger("lnm.engine")
 
 ENGINE_STATE_FORMAT = "lnm-engine-state/1"
 _OFFSET_JUMP_S = 0.25
+_DETECT_LAG_S = 0.08  # free-running detection waits this long for the epochs of stimuli in a block
 _STEP_SITE = {"V": Site.VAGUS, "R": Site.RLN, "S": Site.EBSLN}
 # journal vocabulary of laryngoscopy findings (app.record.entries.FOLD_FINDINGS)
 _FINDING_TO_RECORD = {"normal": "normal", "paresis": "reduced", "palsy": "immobile", "not_examined": "not_assessed"}
@@ -239,11 +240,8 @@ def _default_rules(settings: Settings) -> Any:
 
 
 def _default_detector(settings: Settings, sample_rate_hz: float) -> Any:
-    try:
-        from app.analysis.freerun import FreeRunDetector
-    except ImportError:
-        log.warning("free-running EMG analysis is not available: no irritation or cautery detection")
-        return None
+    from app.analysis.freerun import FreeRunDetector
+
     return FreeRunDetector(settings, sample_rate_hz)
 
 
@@ -330,7 +328,8 @@ class Monitor:
         self.last_valid: dict[tuple[str, str], Measurement] = {}  # (site, side) -> measurement
         self.trends: dict[str, _Trend] = {}
         self.cautery = False
-        self.irritation: dict[str, float] = {}  # side -> case time of the last episode
+        self.irritation: dict[str, float] = {}  # side -> case time (onset) of the last finished episode
+        self.irritation_active: dict[str, float] = {}  # side -> onset of an episode going on
         self.tube: dict[str, Any] | None = None
         self.tube_t_s: float | None = None
         self.tube_override: dict[str, Any] | None = None
@@ -348,6 +347,8 @@ class Monitor:
         self._emg_rest: np.ndarray | None = None
         self._last_emg_publish = clock.now()
         self._last_emg_block_end: int | None = None
+        self._det_queue: collections.deque[tuple[np.ndarray, float, float]] = collections.deque()
+        self._stim_onsets: collections.deque[float] = collections.deque(maxlen=256)
 
         # events, publishing, snapshots
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.options.events_kept)
@@ -630,6 +631,7 @@ class Monitor:
 
     def _on_epoch(self, e: StimEpoch) -> None:
         stim = self._stimulus_of(e)
+        self._stim_onsets.append(stim.t_s)
         self.stim_index += 1
         self.counters["stimuli"] += 1
         m = self.analyzer.measure_board_epoch(e, stim)
@@ -772,14 +774,9 @@ class Monitor:
             self._flush_emg_chunk()
         self._last_emg_block_end = b.first_sample + n
         self.counters["emg_blocks"] += 1
-        # irritation and cautery
+        # irritation and cautery (fed with a short lag, stimulus windows blanked)
         if self._detector_factory is not None:
-            if self._detector_rate != rate:
-                self.detector = self._detector_factory(self.settings, rate)
-                self._detector_rate = rate
-            if self.detector is not None:
-                for item in self.detector.feed(uv, t0) or ():
-                    self._detector_item(item)
+            self._detect(uv, t0, rate)
         self.outputs.emg(uv, rate, self.cautery)
         # journal in chunks of about emg_chunk_s
         if self.case_id is not None and self.options.journal_emg:
@@ -795,6 +792,42 @@ class Monitor:
                 self._flush_emg_chunk()
         if self._wants("emg"):
             self._emg_display(uv, rate, t0)
+
+    def _detect(self, uv: np.ndarray, t0: float, rate: float) -> None:
+        """Feed the free-running detector. Evoked responses are not spontaneous activity:
+        the detector gets each block only once the epochs of the stimuli inside it are
+        known (``_DETECT_LAG_S`` later), with those stimulus windows (onset - 1 ms to the
+        end of the analysis window) replaced by a straight line between their edges."""
+        if self._detector_rate != rate:
+            self.detector = self._detector_factory(self.settings, rate)
+            self._detector_rate = rate
+            self._det_queue.clear()
+        if self.detector is None:
+            return
+        self._det_queue.append((uv, t0, rate))
+        newest_end = t0 + uv.shape[1] / rate
+        blank_s = float(self.settings["analysis.window_ms"]) / 1000.0
+        while self._det_queue:
+            x, b0, r = self._det_queue[0]
+            n = x.shape[1]
+            if newest_end - (b0 + n / r) < _DETECT_LAG_S and len(self._det_queue) < 64:
+                break
+            self._det_queue.popleft()
+            b1 = b0 + n / r
+            hits = [t for t in self._stim_onsets if b0 - blank_s <= t <= b1 + 0.001]
+            if hits:
+                x = x.copy()
+                for t in hits:
+                    i0 = max(0, int(math.floor((t - 0.001 - b0) * r)))
+                    i1 = min(n, int(math.ceil((t + blank_s - b0) * r)))
+                    if i1 <= i0:
+                        continue
+                    left = x[:, i0 - 1] if i0 > 0 else (x[:, i1] if i1 < n else np.zeros(x.shape[0]))
+                    right = x[:, i1] if i1 < n else left
+                    w = np.linspace(0.0, 1.0, i1 - i0 + 2)[1:-1]
+                    x[:, i0:i1] = left[:, None] + (right - left)[:, None] * w[None, :]
+            for item in self.detector.feed(x, b0) or ():
+                self._detector_item(item)
 
     def _flush_emg_chunk(self) -> None:
         if not self._emg_chunk or self._emg_rate is None:
@@ -834,42 +867,43 @@ class Monitor:
             self._emg_bins_min, self._emg_bins_max, self._emg_bins_t = [], [], None
             self._last_emg_publish = now
 
-    def _detector_item(self, item: Any) -> None:
-        """An irritation episode or a cautery start/end from the free-running detector."""
-        kind = str(getattr(item, "kind", "") or type(item).__name__).lower()
-        if "cautery" in kind:
-            state = str(getattr(item, "state", "") or ("start" if "start" in kind else "end"))
-            starting = state == "start"
+    def _detector_item(self, ev: Any) -> None:
+        """One ``app.analysis.freerun.EmgEvent``: irritation episodes and cautery."""
+        kind = getattr(ev.kind, "value", ev.kind)
+        t = float(ev.t_s)
+        if kind in ("cautery_start", "cautery_end"):
+            starting = kind == "cautery_start"
             if starting == self.cautery:
                 return
             self.cautery = starting
-            onset = float(getattr(item, "onset_s", getattr(item, "t_s", self.now_t())))
-            payload: dict[str, Any] = {"state": "start" if starting else "end", "onset_s": onset}
-            dur = getattr(item, "duration_s", None)
-            if dur is not None:
-                payload["duration_s"] = float(dur)
-            self._journal("cautery", payload)
-            self._event("emg", "cautery_start" if starting else "cautery_end",
-                        "electrocautery: EMG audio muted, epochs invalid" if starting else "electrocautery ended",
-                        detail=payload)
+            payload: dict[str, Any] = {"state": "start" if starting else "end", "onset_s": float(ev.onset_s)}
+            if ev.duration_s is not None:
+                payload["duration_s"] = float(ev.duration_s)
+            self._journal("cautery", payload, t_s=t)
+            self._event("emg", kind, "electrocautery: EMG audio muted, stimuli meanwhile invalid" if starting
+                        else f"electrocautery ended ({payload.get('duration_s', 0.0):.1f} s)", detail=payload, t_s=t)
             return
-        side = getattr(item, "side", None)
-        side = getattr(side, "value", side)
-        if side not in ("L", "R"):
-            channel = str(getattr(item, "channel", "") or "")
-            side = "L" if channel.endswith("L") else "R"
-        payload = {"side": side, "onset_s": float(getattr(item, "onset_s", self.now_t())),
-                   "duration_s": float(getattr(item, "duration_s", 0.0)),
-                   "peak_uV": float(getattr(item, "peak_uV", 0.0))}
-        for opt in ("kind", "rms_uV", "channel"):
-            v = getattr(item, opt, None)
-            if v is not None:
-                payload[opt] = getattr(v, "value", v)
-        self._journal("irritation", payload)
+        channel = str(ev.channel or "")
+        side = "L" if channel.endswith("L") else "R"
+        if kind == "activity_start":
+            self.irritation_active[side] = float(ev.onset_s)
+            self._event("emg", "irritation_start", f"spontaneous EMG {('left' if side == 'L' else 'right')}: "
+                        "nerve irritation going on", priority="info", side=side,
+                        detail={"channel": channel, "onset_s": float(ev.onset_s), "pattern": ev.pattern}, t_s=t)
+            return
+        if kind != "activity":
+            return
+        self.irritation_active.pop(side, None)
+        payload = {"side": side, "onset_s": float(ev.onset_s), "duration_s": float(ev.duration_s or 0.0),
+                   "peak_uV": float(ev.peak_uV or 0.0), "channel": channel, "kind": ev.pattern}
+        self._journal("irritation", payload, t_s=t)
         self.irritation[side] = payload["onset_s"]
         self._event("emg", "irritation",
-                    f"nerve irritation {('left' if side == 'L' else 'right')}: {payload['duration_s']:.1f} s, "
-                    f"peak {payload['peak_uV']:.0f} uV", priority="info", side=side, detail=payload)
+                    f"nerve irritation {('left' if side == 'L' else 'right')}: {ev.pattern or 'activity'} "
+                    f"{payload['duration_s']:.1f} s, peak {payload['peak_uV']:.0f} uV"
+                    + (f", {ev.potentials} potentials at {ev.rate_hz:.0f}/s" if ev.rate_hz else ""),
+                    priority="info", side=side,
+                    detail={**payload, "potentials": ev.potentials, "rate_hz": ev.rate_hz}, t_s=t)
 
     # ================================================================== link events
 
@@ -1599,6 +1633,7 @@ class Monitor:
         self.alarms.update_settings(st)
         self.detector = None
         self._detector_rate = None
+        self._det_queue.clear()
         self.outputs.settings_changed(st)
 
     # -- simulation
@@ -1743,7 +1778,8 @@ class Monitor:
                                                     "checked": True, "pass": bool(self.tube.get("passed")),
                                                     "impedances_kohm": {k: (None if v < 0 else round(v / 1000.0, 2))
                                                                         for k, v in self.tube["impedances_ohm"].items()}},
-            "emg": {"cautery": self.cautery, "irritation_last_s": dict(self.irritation)},
+            "emg": {"cautery": self.cautery, "irritation_active": {k: round(v, 3) for k, v in self.irritation_active.items()},
+                    "irritation_last_s": {k: round(v, 3) for k, v in self.irritation.items()}},
             "alarms": self.alarms_json(),
             "counters": {"stimuli": self.counters["stimuli"], "journal_entries": self.counters["journal_entries"],
                          "emg_blocks": self.counters["emg_blocks"], "emg_gaps": self.counters["emg_gaps"]},

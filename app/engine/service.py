@@ -201,7 +201,10 @@ class EngineService:
                     self.notifier.watchdog()
                     next_watchdog = now + self.notifier.watchdog_s
         except Exception as exc:  # noqa: BLE001 - the fail-safe path: anything unexpected
+            self._guard_tripped = True  # from here on, nothing may resume the heartbeat
             self._fail(exc)
+        finally:
+            self._stop.set()
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
         m = self.monitor

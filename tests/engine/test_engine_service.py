@@ -1,0 +1,327 @@
+"""The real ``lnm engine`` process: start-up, configuration refused, systemd notifications,
+SIGKILL mid-case and resume, board unplugged and replugged, clients that die or stop
+reading, nonsense on the socket, the fail-safe exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.api.client import CommandFailed, EngineClient, EngineUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def wait_for(pred, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return True
+        except (EngineUnavailable, CommandFailed, OSError):
+            pass
+        time.sleep(step)
+    return False
+
+
+class Engine:
+    def __init__(self, tmp: Path, board: str, *extra: str, env: dict | None = None) -> None:
+        self.sock = tmp / "run" / "engine.sock"
+        self.data = tmp / "data"
+        self.log = open(tmp / f"engine-{time.monotonic_ns()}.log", "w+")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "app.cli", "engine", "--board", board, "--socket", str(self.sock), "--data", str(self.data),
+             "-v", *extra],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.client = EngineClient(self.sock, name="test", timeout_s=5.0)
+        if not wait_for(lambda: self.client.connect() is not None, 20):
+            self.stop()
+            raise AssertionError("engine did not start:\n" + self.output())
+
+    def call(self, cmd, **kw):
+        return self.client.call(cmd, **kw)
+
+    def state(self):
+        return self.call("state.get")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def kill(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class BoardSim:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([PY, "-m", "app.cli", "board-sim", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.address = self.proc.stdout.readline().strip()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def cleanup():
+    things = []
+    yield things
+    for t in reversed(things):
+        t.stop()
+
+
+def test_bad_configuration_is_refused_naming_setting_unit_and_range(tmp_path):
+    (tmp_path / "default.toml").write_text("[rules]\nlos_consecutive = 40\n")
+    r = subprocess.run([PY, "-m", "app.cli", "engine", "--config", str(tmp_path), "--socket", str(tmp_path / "s"),
+                        "--data", str(tmp_path / "d")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "rules.los_consecutive" in r.stderr and "1-10 stimuli" in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_engine_serves_clients_refuses_nonsense_and_notifies_systemd(tmp_path, cleanup):
+    notify = tmp_path / "notify.sock"
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(str(notify))
+    rx.settimeout(15)
+    eng = Engine(tmp_path, "sim://?seed=3", env={"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"})
+    cleanup.append(eng)
+    got = set()
+    deadline = time.monotonic() + 15
+    while not {"READY=1", "WATCHDOG=1"} <= got and time.monotonic() < deadline:
+        got |= set(rx.recv(4096).decode().split("\n"))
+    assert {"READY=1", "WATCHDOG=1"} <= got
+    assert stat.S_IMODE(os.stat(eng.sock).st_mode) == 0o660
+    assert wait_for(lambda: ready(eng))
+    # the command-line clients
+    env = {**os.environ, "LNM_SOCKET": str(eng.sock)}
+    r = subprocess.run([PY, "-m", "app.cli", "status"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and "board: connected" in r.stdout
+    r = subprocess.run([PY, "-m", "app.cli", "ack"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and "nothing to acknowledge" in r.stdout
+    r = subprocess.run([PY, "-m", "app.cli", "events", "--json"], cwd=ROOT, capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert r.returncode == 0 and any(json.loads(x)["kind"] == "link_connected" for x in r.stdout.splitlines())
+    # nonsense over the raw socket: clear errors, the engine carries on
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(eng.sock))
+    f = s.makefile("rwb")
+    assert json.loads(f.readline())["api"] == 1
+    for line, code in ((b"{not json", "bad_json"), (b'{"id":1,"cmd":"stim.launch"}', "unknown_command"),
+                       (b'{"id":2,"cmd":"stim.set","output":"probe","current_mA":99}', "invalid_argument"),
+                       (b'{"id":3,"cmd":"stim.output","output":"probe","on":true}', "bad_state"),
+                       (b'{"id":4,"cmd":"settings.set","changes":{"stim.pulse_width_us":7}}', "setting_rejected")):
+        f.write(line + b"\n")
+        f.flush()
+        reply = json.loads(f.readline())
+        assert reply["ok"] is False and reply["error"]["code"] == code, reply
+        assert reply["error"]["message"]
+    s.close()
+    assert eng.call("ping")["pong"]
+    assert eng.stop() == 0
+
+
+def test_no_engine_gives_a_clear_message(tmp_path):
+    env = {**os.environ, "LNM_SOCKET": str(tmp_path / "none.sock")}
+    r = subprocess.run([PY, "-m", "app.cli", "status"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 3 and "no engine is running" in r.stderr and "lnm engine" in r.stderr
+
+
+def ready(eng):
+    b = eng.state()["board"]
+    return b["connected"] and b["board_id"] is not None
+
+
+def _baseline_and_alarms(eng):
+    st = eng.state()
+    return st["aps"]["L"]["baseline_uV"], {a["kind"]: a for a in st["alarms"]["active"]}
+
+
+def test_engine_killed_mid_case_resumes_baselines_steps_and_alarms(tmp_path, cleanup):
+    board = BoardSim("--pty", "--seed", "3")
+    cleanup.append(board)
+    eng = Engine(tmp_path, board.address)
+    cleanup.append(eng)
+    assert wait_for(lambda: ready(eng))
+    case_id = eng.call("case.start", patient_id="KILL-1", planned_sides=["L"])["case_id"]
+    eng.call("sim.control", command="probe", args={"contact": "nerve", "site": "VAGUS", "side": "L"})
+    eng.call("probe.site", site="VAGUS", side="L", step="V1")
+    eng.call("stim.set", output="probe", rate_hz=10.0)
+    eng.call("stim.output", output="probe", on=True)
+    assert wait_for(lambda: (eng.state()["steps"]["L"].get("V1") or {}).get("count", 0) >= 5, 10)
+    eng.call("stim.output", output="probe", on=False)
+    eng.call("sim.control", command="probe", args={"contact": "none"})
+    eng.call("sim.control", command="aps_attach", args={"side": "L"})
+    eng.call("aps.side", side="L")
+    eng.call("stim.set", output="aps", rate_hz=10.0)
+    eng.call("stim.output", output="aps", on=True)
+    assert wait_for(lambda: _baseline_and_alarms(eng)[0] is not None, 15)
+    v1 = eng.state()["steps"]["L"]["V1"]
+    assert v1["response"]
+    # a latched alarm: the continuous electrode's lead breaks -> no current (acknowledge needed)
+    eng.call("sim.control", command="output", args={"output": "APS", "state": "open"})
+    assert wait_for(lambda: "no_current" in _baseline_and_alarms(eng)[1], 10)
+    baseline, alarms = _baseline_and_alarms(eng)
+    time.sleep(0.3)  # the engine-state entry after the alarm is written at once; give the disk a moment
+    eng.kill()
+    # the board's watchdog stops stimulation while no engine runs
+    eng2 = Engine(tmp_path, board.address)
+    cleanup.append(eng2)
+    st = eng2.state()
+    assert st["case"]["case_id"] == case_id and st["case"]["resumed"] is True
+    assert st["aps"]["L"]["baseline_uV"] == pytest.approx(baseline, rel=1e-6)
+    assert st["steps"]["L"]["V1"]["amplitude_uV"] == pytest.approx(v1["amplitude_uV"])
+    restored = {a["kind"]: a for a in st["alarms"]["active"]}
+    assert "no_current" in restored and restored["no_current"]["acknowledged"] is False
+    assert st["stim"]["aps"]["on"] is True
+    # it talks to the board again and monitoring continues
+    assert wait_for(lambda: ready(eng2))
+    eng2.call("sim.control", command="output", args={"output": "APS", "state": "ok"})
+    assert wait_for(lambda: "aps" in eng2.state()["board"]["stimulating"], 10)
+    assert wait_for(lambda: (eng2.state()["last"].get("L") or {}).get("source") == "APS", 10)
+    eng2.call("case.close")
+    assert eng2.stop() == 0
+    from app.record.journal import Journal
+
+    with Journal(tmp_path / "data" / "journal.db", readonly=True) as j:
+        assert j.verify(case_id).ok
+        events = [e.payload.get("event") for e in j.entries(case_id, kinds=["engine"], blobs=False)]
+        assert "resumed" in events
+
+
+def test_board_unplugged_raises_link_lost_within_a_second_and_recovers_on_replug(tmp_path, cleanup):
+    board = BoardSim("--tcp", "0", "--seed", "4")
+    cleanup.append(board)
+    port = board.address.rsplit(":", 1)[1]
+    eng = Engine(tmp_path, board.address)
+    cleanup.append(eng)
+    assert wait_for(lambda: ready(eng))
+    watcher = EngineClient(eng.sock, name="watch")
+    watcher.connect()
+    watcher.subscribe(["events"])
+    t_kill = time.monotonic()
+    board.kill()  # the cable is pulled: the board's end disappears
+    raised_at = None
+    while time.monotonic() - t_kill < 5 and raised_at is None:
+        m = watcher.get(0.1)
+        if m and m.get("type") == "event" and m.get("kind") == "raised" and m["detail"].get("kind") == "board_link_lost":
+            raised_at = time.monotonic()
+    assert raised_at is not None, eng.output()
+    assert raised_at - t_kill < 1.0
+    assert eng.state()["alarms"]["sounding"] == "high"
+    board2 = BoardSim("--tcp", port, "--seed", "4")  # plugged in again
+    cleanup.append(board2)
+    assert wait_for(lambda: eng.state()["board"]["connected"], 15)
+    link = [a for a in eng.state()["alarms"]["active"] if a["kind"] == "board_link_lost"]
+    assert link and link[0]["condition_active"] is False
+    watcher.close()
+
+
+def test_clients_that_vanish_or_stop_reading_never_stall_monitoring(tmp_path, cleanup):
+    eng = Engine(tmp_path, "sim://?seed=5")
+    cleanup.append(eng)
+    assert wait_for(lambda: ready(eng))
+    eng.call("case.start", patient_id="SLOW-1", planned_sides=["L"])
+    eng.call("sim.control", command="aps_attach", args={"side": "L"})
+    eng.call("aps.side", side="L")
+    eng.call("stim.output", output="aps", on=True)
+    # a client that subscribes to everything and never reads again
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(str(eng.sock))
+    stuck.sendall(b'{"id":1,"cmd":"subscribe","state_hz":10}\n')
+    # a client that dies mid-stream
+    gone = EngineClient(eng.sock, name="gone")
+    gone.connect()
+    gone.subscribe()
+    gone._sock.close()  # abrupt: no goodbye
+    # an alarm during all this: the continuous electrode's lead breaks
+    eng.call("sim.control", command="output", args={"output": "APS", "state": "open"})
+    assert wait_for(lambda: any(a["kind"] == "no_current" for a in eng.state()["alarms"]["active"]), 10)
+    seq0 = eng.state()["seq"]
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 12:  # longer than the engine's stall timeout (10 s)
+        st = eng.state()
+        assert st["alarms"]["sounding"] is not None
+        time.sleep(0.5)
+    assert eng.state()["seq"] > seq0
+    assert eng.state()["counters"]["stimuli"] > 5
+    # the stuck client was disconnected: reading now ends in EOF
+    stuck.settimeout(5)
+    total = 0
+    while True:
+        chunk = stuck.recv(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+    assert total > 0
+    assert "disconnected (not reading" in eng.output()
+    assert eng.stop() == 0
+
+
+def test_unexpected_error_stops_stimulation_raises_engine_fault_and_exits_70(tmp_path):
+    from app.engine.service import EXIT_FAULT, EngineConfig, EngineService
+    from app.record.journal import Journal
+    from app.settings import Settings
+
+    cfg = EngineConfig(settings=Settings(), board_url="sim://?seed=6", socket_path=tmp_path / "e.sock",
+                       data_dir=tmp_path / "data", resume=False)
+    svc = EngineService(cfg)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("rc", svc.run()))
+    t.start()
+    c = EngineClient(tmp_path / "e.sock")
+    assert wait_for(lambda: c.connect() is not None, 20)
+    assert wait_for(lambda: c.call("state.get")["board"]["connected"])
+    case_id = c.call("case.start", patient_id="FAULT-1", planned_sides=["L"])["case_id"]
+    c.call("stim.output", output="aps", on=True)
+    assert wait_for(lambda: "aps" in c.call("state.get")["board"]["stimulating"])
+    board = svc.link._port.board
+    mon = svc.monitor
+
+    def broken():
+        raise RuntimeError("simulated defect in the engine loop")
+
+    mon.tick = broken
+    t.join(15)
+    assert result["rc"] == EXIT_FAULT
+    c.close()
+    time.sleep(0.7)  # stop commands sent, then no heartbeat: the board is stopped either way
+    assert not board.stimulating
+    with Journal(tmp_path / "data" / "journal.db", readonly=True) as j:
+        entries = list(j.entries(case_id, blobs=False))
+    faults = [e.payload for e in entries if e.kind == "engine" and e.payload.get("event") == "fault"]
+    assert faults and "simulated defect" in faults[0]["detail"]
+    alarms = [e.payload for e in entries if e.kind == "alarm" and e.payload.get("event_kind") == "engine_fault"]
+    assert alarms
