@@ -306,7 +306,7 @@ class EpochAnalyzer:
     def analyse_board_epoch(
         self, epoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
     ) -> EpochAnalysis:
-        uv = epoch.microvolts()
+        uv = np.asarray(epoch.samples)
         if uv.ndim == 1:
             uv = uv[None, :]
         labels = list(channel_labels) if channel_labels is not None else (
@@ -319,7 +319,8 @@ class EpochAnalyzer:
                 [stimulus], [None],
             )[0]
         row = labels.index(want)
-        return self.analyse_batch(uv[row : row + 1], epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [want])[0]
+        x = uv[row : row + 1] * (epoch.nv_per_count / 1000.0)  # this channel only, in µV
+        return self.analyse_batch(x, epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [want])[0]
 
     def measure_batch(
         self,
@@ -369,19 +370,25 @@ class EpochAnalyzer:
         raw = x[:, :end]
 
         # saturation: anywhere outside the artifact blanks
-        absraw = np.abs(raw)
-        outside = np.ones((k, end), dtype=bool)
-        outside[:, bs:be] = False
-        if extra is not None:
-            outside &= ~extra
-        peak_abs = np.where(outside, absraw, 0.0).max(axis=1)
+        if extra is None:
+            peak_abs = np.abs(raw[:, be:]).max(axis=1)
+            if bs > 0:
+                peak_abs = np.maximum(peak_abs, np.abs(raw[:, :bs]).max(axis=1))
+        else:
+            outside_rows = np.ones((k, end), dtype=bool)
+            outside_rows[:, bs:be] = False
+            outside_rows &= ~extra
+            peak_abs = np.where(outside_rows, np.abs(raw), 0.0).max(axis=1)
         saturated = peak_abs >= self.saturation_uV
         flat_n = max(2, int(round(self.flatline_ms * fs / 1000.0)))
         for i in np.flatnonzero((peak_abs >= self.rail_uV) & ~saturated):
             v = raw[i]
+            keep = np.ones(end, dtype=bool)
+            keep[bs:be] = False
+            if extra is not None:
+                keep &= ~extra[i]
             same = np.concatenate(([False], v[1:] == v[:-1]))
             same |= np.roll(same, -1)
-            keep = outside[i]
             for level in (v[keep].max(), v[keep].min()):
                 if abs(level) >= self.rail_uV and _longest_true_run((v == level) & same & keep) >= flat_n:
                     saturated[i] = True
