@@ -361,7 +361,6 @@ class EpochAnalyzer:
         if not 0 <= pre < n:
             raise ValueError(f"pre_samples {pre} must lie inside the epoch of {n} samples")
         ms = 1000.0 / fs
-        bs, be, end = self._geometry(fs, pre, n)
 
         finite = np.isfinite(x).all(axis=1)
         if not finite.all():

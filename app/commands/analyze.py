@@ -5,6 +5,11 @@ annotation's epoch is cut from the file (read lazily, only the epochs), measured
 ``app.analysis.EpochAnalyzer`` in batches, and fed in time order to
 ``app.rules.RuleEngine``, exactly as the engine does live. Writes the ``lnm-analysis/1``
 JSON of ``shared/specs/recording-exchange.md``.
+
+Where another stimulus falls inside an epoch (fast probe trains), its artifact is blanked
+too. Cautery is recognised from each epoch itself (broadband burst); the free-running
+detector is not run over the recording (the JSON has no place for its episodes), so an
+epoch that live fell only inside the detector's cautery hold time may be measured here.
 May import: ``app.analysis``, ``app.rules``, ``app.model``, ``app.settings``.
 
 Exit status: 0 on success; 2 with one line on stderr naming the file and the problem for
