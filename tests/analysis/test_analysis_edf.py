@@ -304,3 +304,41 @@ def test_plain_tuple_annotations_and_aware_start(tmp_path):
     assert back.start == dt.datetime(2026, 5, 1, 7, 8, 9)
     assert back.annotations == [Annotation(0.0, 0.0, "LNM start case_t_s=12.0000"),
                                 Annotation(1.5, None, "EVENT loss_of_signal side=L")]
+
+
+# ----------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_stimuli_st = st.builds(
+    Stimulus,
+    index=st.integers(0, 100),
+    t_s=st.floats(0, 1e5),
+    site=st.sampled_from(list(Site)),
+    side=st.sampled_from(list(Side)),
+    source=st.sampled_from(list(Source)),
+    set_mA=st.integers(0, 15000).map(lambda ua: ua / 1000.0),
+    delivered_mA=st.one_of(st.none(), st.integers(0, 15000).map(lambda ua: ua / 1000.0)),
+    pw_us=st.integers(1, 1000),
+    step=st.one_of(st.none(), st.sampled_from(list(Step))),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_stimuli_st)
+def test_stim_text_round_trips_every_stimulus(s):
+    assert parse_stim(stim_text(s), s.t_s, s.index) == s
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(
+    ["site=VAGUS", "side=L", "source=APS", "set_mA=1", "delivered_mA=x", "pw_us=-3", "step=V1", "=", "a=b=c"])), max_size=8))
+def test_stim_parser_never_crashes(tokens):
+    text = "STIM " + " ".join(tokens)
+    try:
+        s = parse_stim(text, 1.5)
+    except ValueError as exc:
+        assert "1.5000 s" in str(exc)
+    else:
+        assert isinstance(s, Stimulus) and s.set_mA >= 0
