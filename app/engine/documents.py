@@ -1,13 +1,15 @@
 """Case documentation for the API: the report and the USB export, made by ``app.record``.
 
 Owns: ``Documents``, the engine-side shell that answers ``report.get`` and ``export.usb``
-from the journal (``app.record.document``, ``app.record.export``, ``app.record.usb``),
-writing into the data folder (``DATA/reports/CASE/``).
+from the journal (``app.record.export.write_documents``, ``app.record.usb.export_case``),
+writing into the data folder (``DATA/reports/CASE/``), and the documentation files of
+``lnm simulate``.
 May import: the standard library, ``app.record``, ``app.api.protocol``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from app.api import protocol as p
 
 log = logging.getLogger("lnm.engine")
 
+NAMES = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
+
 
 class Documents:
     def __init__(self, journal: Any, data_dir: Path, settings: Any = None) -> None:
@@ -23,53 +27,43 @@ class Documents:
         self.data_dir = Path(data_dir)
         self.settings = settings
 
+    def _write(self, case_id: str, targets: dict[str, Path], identified: bool = False) -> Any:
+        from app.record.export import write_documents
+        from app.record.journal import JournalError
+
+        try:
+            return write_documents(self.journal, case_id, targets, identified=identified)
+        except (JournalError, ValueError, KeyError) as exc:
+            raise p.ApiError(p.BAD_STATE, f"case {case_id}: the documentation cannot be made ({exc})") from None
+
     def report(self, case_id: str, pdf: bool = True) -> dict[str, Any]:
-        try:
-            from app.record.document import build_document
-        except ImportError as exc:
-            raise p.ApiError(p.BAD_STATE, f"report.get: the case documentation is not available ({exc})") from None
-        try:
-            doc = build_document(self.journal, case_id)
-        except (ValueError, KeyError, OSError) as exc:
-            raise p.ApiError(p.BAD_STATE, f"report.get: case {case_id}: {exc}") from None
-        result: dict[str, Any] = {"case_id": case_id, "document": doc, "pdf_path": None}
+        """The case document (JSON) and, with ``pdf``, the PDF in DATA/reports/CASE/."""
+        targets: dict[str, Path] = {}
         if pdf:
             out = self.data_dir / "reports" / case_id
-            written = self.write(case_id, out, kinds=("pdf",))
-            result["pdf_path"] = written.get("pdf")
-            result["messages"] = written.get("messages", [])
-        return result
+            out.mkdir(parents=True, exist_ok=True)
+            targets["pdf"] = out / NAMES["pdf"]
+        res = self._write(case_id, targets)
+        return {"case_id": case_id, "document": res.document,
+                "pdf_path": str(res.written["pdf"]) if "pdf" in res.written else None,
+                "messages": list(res.messages)}
 
     def write(self, case_id: str, out_dir: Path, kinds: tuple[str, ...] = ("pdf", "json", "edf"),
               identified: bool = False) -> dict[str, Any]:
-        """Write the case documentation files into ``out_dir``; returns their paths."""
-        try:
-            from app.record.export import write_documents
-        except ImportError as exc:
-            raise p.ApiError(p.BAD_STATE, f"documentation writer not available ({exc})") from None
-        names = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
+        """Write the documentation files into ``out_dir``; returns what was written and the messages."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        targets = {k: out_dir / names[k] for k in kinds}
-        try:
-            res = write_documents(self.journal, case_id, targets, identified=identified)
-        except ImportError as exc:
-            raise p.ApiError(p.BAD_STATE, f"documentation writer not available ({exc})") from None
-        if getattr(res, "exit_code", 0) != 0:
-            raise p.ApiError(p.BAD_STATE, "; ".join(getattr(res, "messages", []) or ["documentation failed"]))
-        return {**{k: str(v) for k, v in targets.items() if v.exists()}, "messages": list(getattr(res, "messages", []))}
+        res = self._write(case_id, {k: out_dir / NAMES[k] for k in kinds}, identified=identified)
+        return {**{k: str(v) for k, v in res.written.items()}, "messages": list(res.messages)}
 
     def export(self, case_id: str, target: str | None = None, pseudonymise: bool = True) -> dict[str, Any]:
+        from app.record.journal import JournalError
+        from app.record.usb import UsbError, export_case
+
         try:
-            from app.record import usb
-        except ImportError as exc:
-            raise p.ApiError(p.BAD_STATE, f"export.usb: USB export is not available ({exc})") from None
-        fn = getattr(usb, "export_case", None)
-        if fn is None:
-            raise p.ApiError(p.BAD_STATE, "export.usb: USB export is not available in this build")
-        try:
-            res = fn(self.journal, case_id, target=Path(target) if target else None, identified=not pseudonymise)
-        except (OSError, ValueError) as exc:
+            res = export_case(self.journal, case_id, target=Path(target) if target else None,
+                              identified=not pseudonymise)
+        except UsbError as exc:
             raise p.ApiError(p.BAD_STATE, f"export.usb: {exc}") from None
-        if isinstance(res, dict):
-            return res
-        return {k: v for k, v in getattr(res, "__dict__", {}).items() if not k.startswith("_")}
+        except (JournalError, OSError, ValueError) as exc:
+            raise p.ApiError(p.BAD_STATE, f"export.usb: case {case_id}: {exc}") from None
+        return dataclasses.asdict(res)

@@ -204,7 +204,8 @@ def run_scenario(
             result.documents = {k: v for k, v in docs.items() if k in ("pdf", "json", "edf")}
             missing = [k for k in ("pdf", "json", "edf") if k not in result.documents]
             if missing:
-                result.problems.append("documentation not written: " + ", ".join(missing))
+                result.problems.append("documentation not written: " + ", ".join(missing) + " ("
+                                       + "; ".join(docs.get("messages", [])) + ")")
         except ApiError as exc:
             result.problems.append(f"documentation: {exc.message}")
     if keep_system:

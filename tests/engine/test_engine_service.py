@@ -325,3 +325,38 @@ def test_unexpected_error_stops_stimulation_raises_engine_fault_and_exits_70(tmp
     assert faults and "simulated defect" in faults[0]["detail"]
     alarms = [e.payload for e in entries if e.kind == "alarm" and e.payload.get("event_kind") == "engine_fault"]
     assert alarms
+
+
+def test_subscription_stream_carries_what_the_ui_draws(tmp_path, cleanup):
+    eng = Engine(tmp_path, "sim://?seed=7")
+    cleanup.append(eng)
+    assert wait_for(lambda: ready(eng))
+    ui = EngineClient(eng.sock, name="ui")
+    ui.connect()
+    ui.subscribe(state_hz=5)
+    eng.call("case.start", patient_id="UI-1", planned_sides=["L"])
+    eng.call("sim.control", command="aps_attach", args={"side": "L"})
+    eng.call("aps.side", side="L")
+    eng.call("stim.set", output="aps", rate_hz=5.0)
+    eng.call("stim.output", output="aps", on=True)
+    got: dict[str, list] = {}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4 and not {"state", "alarms", "event", "measurement", "waveform", "emg"} <= set(got):
+        m = ui.get(0.2)
+        if m:
+            got.setdefault(m["type"], []).append(m)
+    ui.close()
+    assert {"state", "alarms", "event", "measurement", "waveform", "emg"} <= set(got), sorted(got)
+    st = got["state"][-1]
+    for key in ("engine", "board", "case", "stim", "last", "aps", "steps", "alarms", "tube", "los", "staging"):
+        assert key in st
+    m = got["measurement"][-1]
+    assert m["source"] == "APS" and m["side"] == "L" and "amplitude_uV" in m and "latency_ms" in m
+    w = got["waveform"][-1]
+    assert set(w["channels"]) == {"EMG L", "EMG R"} and w["sample_rate_hz"] == 5000.0 and w["t0_ms"] == -10.0
+    assert len(w["channels"]["EMG L"]) == 300  # 60 ms at 5 kHz
+    e = got["emg"][-1]
+    lo, hi = e["channels"]["EMG L"]["min"], e["channels"]["EMG L"]["max"]
+    assert e["bin_hz"] == 1000.0 and len(lo) == len(hi) > 10 and all(a <= b for a, b in zip(lo, hi))
+    rates = [x["seq"] for x in got["state"]]
+    assert rates == sorted(rates)
