@@ -60,7 +60,7 @@ from typing import Sequence
 import numpy as np
 from scipy import signal as sps
 
-from app.model import InvalidReason, Measurement, Side, Site, Stimulus
+from app.model import InvalidReason, Measurement, Site, Stimulus
 from app.settings import Settings, load
 from firmware_bridge.messages import CHANNEL_LABELS
 
