@@ -1,0 +1,272 @@
+"""Display buffers fed by the engine's stream (pure: numpy, no Kivy, no I/O, no clock).
+
+Owns: the bounded stores the screens draw from and the reduction of each to what a plot
+of a given pixel width can show:
+
+- ``EmgRing``: the free-running EMG min/max envelope per channel (``emg`` messages),
+  reduced to one min/max pair per pixel column;
+- ``EpochStore``: the last stimulus epoch per side (``waveform`` messages), with the
+  display scale chosen from the response (not the stimulus artifact), with hysteresis;
+- ``TrendStore``: the continuous vagal (APS) amplitude and latency, in % of baseline,
+  over the case per side (``trend.get`` then ``measurement`` messages);
+- ``SiteHistory``: recent responses per nerve site and side (recovery trend after a
+  loss of signal);
+- ``EventLog``: the recent events, and the alarm history derived from them.
+
+May import: numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+SIDES = ("L", "R")
+CHANNEL = {"L": "EMG L", "R": "EMG R"}
+# display scales (half range, µV): a scale is chosen so the response fills the plot
+SCALES_UV = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
+
+
+class EmgRing:
+    """Free-running EMG envelope, ``seconds`` long at ``bin_hz`` bins per second."""
+
+    def __init__(self, seconds: float = 10.0, bin_hz: float = 1000.0, channels: Iterable[str] = ("EMG L", "EMG R")):
+        self.bin_hz = float(bin_hz)
+        self.capacity = int(seconds * bin_hz)
+        self.channels = tuple(channels)
+        self._min = {c: np.zeros(self.capacity, dtype=np.float32) for c in self.channels}
+        self._max = {c: np.zeros(self.capacity, dtype=np.float32) for c in self.channels}
+        self.count = 0  # bins ever written
+        self.t_end: float | None = None
+        self.cautery = False
+        self.version = 0
+
+    def add(self, msg: Mapping[str, Any]) -> None:
+        chans = msg.get("channels") or {}
+        bin_hz = _num(msg.get("bin_hz"))
+        if bin_hz and abs(bin_hz - self.bin_hz) > 1e-6:
+            # another stream rate: start over at that rate (the buffer is only a display)
+            self.__init__(self.capacity / self.bin_hz, bin_hz, self.channels)
+        n = 0
+        for c in self.channels:
+            ch = chans.get(c) or {}
+            lo = np.asarray(ch.get("min") or [], dtype=np.float32)
+            hi = np.asarray(ch.get("max") or [], dtype=np.float32)
+            n = max(n, min(len(lo), len(hi)))
+        if n == 0:
+            return
+        n = min(n, self.capacity)
+        start = self.count % self.capacity
+        idx = (start + np.arange(n)) % self.capacity
+        for c in self.channels:
+            ch = chans.get(c) or {}
+            lo = np.nan_to_num(np.asarray((ch.get("min") or [0.0] * n)[-n:], dtype=np.float32))
+            hi = np.nan_to_num(np.asarray((ch.get("max") or [0.0] * n)[-n:], dtype=np.float32))
+            if len(lo) < n or len(hi) < n:
+                lo = np.resize(lo, n) if len(lo) else np.zeros(n, np.float32)
+                hi = np.resize(hi, n) if len(hi) else np.zeros(n, np.float32)
+            self._min[c][idx] = lo
+            self._max[c][idx] = hi
+        self.count += n
+        t = _num(msg.get("t_s"))
+        if t is not None:
+            self.t_end = t + n / self.bin_hz
+        self.cautery = bool(msg.get("cautery"))
+        self.version += 1
+
+    def window(self, channel: str, seconds: float, columns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) per column for the last ``seconds``; older-than-data columns are 0."""
+        columns = max(1, int(columns))
+        want = min(self.capacity, max(columns, int(seconds * self.bin_hz)))
+        have = min(self.count, want)
+        lo = np.zeros(want, dtype=np.float32)
+        hi = np.zeros(want, dtype=np.float32)
+        if have:
+            end = self.count % self.capacity
+            idx = (end - have + np.arange(have)) % self.capacity
+            lo[want - have:] = self._min[channel][idx]
+            hi[want - have:] = self._max[channel][idx]
+        per = want // columns
+        usable = per * columns
+        lo = lo[want - usable:].reshape(columns, per).min(axis=1)
+        hi = hi[want - usable:].reshape(columns, per).max(axis=1)
+        return lo, hi
+
+
+def choose_scale(peak_uV: float, current: float | None = None) -> float:
+    """Smallest display half-range holding ``peak_uV``; keeps ``current`` unless the
+    peak leaves it or shrinks below a third of it (hysteresis: no flicker)."""
+    peak = abs(peak_uV) if math.isfinite(peak_uV) else 0.0
+    fit = next((s for s in SCALES_UV if peak <= s * 0.95), SCALES_UV[-1])
+    if current is not None and current in SCALES_UV:
+        if peak <= current * 0.95 and peak >= current / 3.0:
+            return current
+    return fit
+
+
+class EpochStore:
+    """The last stimulus epoch shown per side (its own channel)."""
+
+    def __init__(self, artifact_ms: float = 2.0) -> None:
+        self.artifact_ms = artifact_ms
+        self.epochs: dict[str, dict[str, Any]] = {}
+        self.scale: dict[str, float] = {s: 500.0 for s in SIDES}
+        self.version = 0
+
+    def add(self, msg: Mapping[str, Any]) -> None:
+        side = msg.get("side")
+        if side not in SIDES:
+            return
+        values = (msg.get("channels") or {}).get(CHANNEL[side])
+        rate = _num(msg.get("sample_rate_hz"))
+        t0 = _num(msg.get("t0_ms"))
+        if not values or not rate or t0 is None:
+            return
+        y = np.nan_to_num(np.asarray(values, dtype=np.float32))
+        t_ms = t0 + 1000.0 * np.arange(len(y), dtype=np.float32) / rate
+        after = y[t_ms >= self.artifact_ms]
+        ref = float(np.median(after)) if len(after) else 0.0
+        peak = float(np.max(np.abs(after - ref))) if len(after) else 0.0
+        self.scale[side] = choose_scale(peak, self.scale.get(side))
+        self.epochs[side] = {"t_ms": t_ms, "uV": y - ref, "index": msg.get("index"), "t_s": _num(msg.get("t_s")),
+                             "source": msg.get("source"), "site": msg.get("site")}
+        self.version += 1
+
+    def get(self, side: str) -> dict[str, Any] | None:
+        return self.epochs.get(side)
+
+
+class TrendStore:
+    """Continuous vagal (APS) trend per side: amplitude and latency in % of baseline."""
+
+    def __init__(self, capacity: int = 20000) -> None:
+        self.capacity = capacity
+        self.series: dict[str, dict[str, collections.deque]] = {s: self._empty() for s in SIDES}
+        self.version = 0
+
+    def _empty(self) -> dict[str, collections.deque]:
+        return {k: collections.deque(maxlen=self.capacity) for k in ("t", "amp_pct", "lat_pct", "amp_uV", "lat_ms")}
+
+    def load(self, result: Mapping[str, Any]) -> None:
+        """Replace with the engine's ``trend.get`` result (APS series only)."""
+        for s in SIDES:
+            self.series[s] = self._empty()
+        for ser in result.get("series") or []:
+            if ser.get("source") != "APS" or ser.get("side") not in SIDES:
+                continue
+            d = self.series[ser["side"]]
+            t = ser.get("t_s") or []
+            cols = [ser.get("amplitude_pct") or [], ser.get("latency_pct") or [],
+                    ser.get("amplitude_uV") or [], ser.get("latency_ms") or []]
+            for i, ti in enumerate(t):
+                vals = [c[i] if i < len(c) else None for c in cols]
+                self._append(d, ti, *vals)
+        self.version += 1
+
+    def add(self, msg: Mapping[str, Any]) -> None:
+        if msg.get("source") != "APS" or msg.get("side") not in SIDES:
+            return
+        valid = msg.get("valid", True)
+        self._append(self.series[msg["side"]], msg.get("t_s"),
+                     msg.get("amplitude_pct") if valid else None, msg.get("latency_pct") if valid else None,
+                     msg.get("amplitude_uV") if valid else None, msg.get("latency_ms") if valid else None)
+        self.version += 1
+
+    @staticmethod
+    def _append(d: Mapping[str, collections.deque], t: Any, amp_pct: Any, lat_pct: Any, amp: Any, lat: Any) -> None:
+        tt = _num(t)
+        if tt is None:
+            return
+        d["t"].append(tt)
+        for key, v in (("amp_pct", amp_pct), ("lat_pct", lat_pct), ("amp_uV", amp), ("lat_ms", lat)):
+            x = _num(v)
+            d[key].append(math.nan if x is None else x)
+
+    def arrays(self, side: str) -> dict[str, np.ndarray]:
+        d = self.series[side]
+        return {k: np.fromiter(v, dtype=np.float64, count=len(v)) for k, v in d.items()}
+
+    def has_data(self, side: str) -> bool:
+        return len(self.series[side]["t"]) > 0
+
+
+def decimate_xy(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~2 points per column (min and max of each column), NaNs dropped."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) <= 2 * columns or columns <= 0:
+        return x, y
+    edges = np.linspace(x[0], x[-1], columns + 1)
+    col = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, columns - 1)
+    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    out_x, out_y = [], []
+    for a, b in zip(starts, ends):
+        seg = y[a:b]
+        i, j = int(np.argmin(seg)), int(np.argmax(seg))
+        for k in sorted({i, j}):
+            out_x.append(x[a + k])
+            out_y.append(seg[k])
+    return np.asarray(out_x), np.asarray(out_y)
+
+
+class SiteHistory:
+    """Recent measurements per site and side: (t_s, amplitude_uV or nan, response)."""
+
+    def __init__(self, per_site: int = 3000) -> None:
+        self.per_site = per_site
+        self.data: dict[str, collections.deque] = {}
+        self.version = 0
+
+    def add(self, msg: Mapping[str, Any]) -> None:
+        site, side = msg.get("site"), msg.get("side")
+        t = _num(msg.get("t_s"))
+        if site in (None, "UNTAGGED") or side not in SIDES or t is None or not msg.get("valid", False):
+            return
+        key = f"{site}-{side}"
+        d = self.data.setdefault(key, collections.deque(maxlen=self.per_site))
+        amp = _num(msg.get("amplitude_uV"))
+        d.append((t, math.nan if amp is None else amp, bool(msg.get("response"))))
+        self.version += 1
+
+    def since(self, key: str, t0: float) -> list[tuple[float, float, bool]]:
+        return [p for p in self.data.get(key, ()) if p[0] >= t0]
+
+
+class EventLog:
+    """The last ``capacity`` events (engine ``event`` messages), oldest first."""
+
+    ALARM_KINDS = {"raised", "acknowledged", "audio_paused", "audio_off", "reset", "escalated", "cleared"}
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
+        self.last_seq = -1
+        self.version = 0
+
+    def add(self, msg: Mapping[str, Any]) -> None:
+        seq = msg.get("seq")
+        if isinstance(seq, int):
+            if seq <= self.last_seq:
+                return
+            self.last_seq = seq
+        self.events.append(dict(msg))
+        self.version += 1
+
+    def load(self, events: Iterable[Mapping[str, Any]]) -> None:
+        for ev in sorted(events, key=lambda e: e.get("seq", 0) if isinstance(e.get("seq"), int) else 0):
+            self.add(ev)
+
+    def alarm_history(self) -> list[dict[str, Any]]:
+        """Alarm and adverse-event history, newest first."""
+        out = [e for e in self.events
+               if e.get("category") == "alarm" or (e.get("category") in ("rule", "technical") and e.get("priority"))]
+        return list(reversed(out))

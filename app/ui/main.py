@@ -1,0 +1,355 @@
+"""The Kivy application: root layout, navigation, the engine pump and screenshots.
+
+Owns: ``LnmApp`` (the App: sizes from the display's dpi, the engine link pumped from
+the frame clock, the display stores fed by the stream, the alarm banner, the message bar
+and navigation, the command helper every screen uses) and ``save_screenshot``. Import
+this module only after ``app.ui.options.configure_kivy`` (it creates the window).
+
+Threads: the UI thread only. The engine link's threads never touch a widget: the app
+pulls their results from queues in ``_pump`` (a ``Clock`` callback); the report
+renderer's thread hands its result back with ``Clock.schedule_once``.
+May import: Kivy, numpy, ``app.ui.*``, ``app.api.client`` (through ``app.ui.link``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from app.ui import present as P
+from app.ui.options import UiOptions
+
+
+def save_screenshot(path: str | os.PathLike[str]) -> str:
+    """The window's current frame as a PNG at exactly ``path``."""
+    from kivy.core.window import Window
+    from kivy.graphics.opengl import GL_RGB, GL_UNSIGNED_BYTE, glReadPixels
+    from PIL import Image
+
+    w, h = Window.size
+    data = glReadPixels(0, 0, w, h, GL_RGB, GL_UNSIGNED_BYTE)
+    img = Image.frombytes("RGB", (w, h), bytes(data)).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    img.save(tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
+from kivy.app import App  # noqa: E402  (configure_kivy ran before this module is imported)
+from kivy.clock import Clock  # noqa: E402
+from kivy.core.window import Window  # noqa: E402
+from kivy.lang import Builder  # noqa: E402
+from kivy.metrics import Metrics  # noqa: E402
+from kivy.properties import BooleanProperty, NumericProperty, StringProperty  # noqa: E402
+from kivy.uix.boxlayout import BoxLayout  # noqa: E402
+from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: E402
+
+from app.ui.data import EmgRing, EpochStore, EventLog, SiteHistory, TrendStore  # noqa: E402
+from app.ui.link import EngineLink, Reply  # noqa: E402
+from app.ui.widgets import AlarmBanner, MessageBar, NavBar, TButton  # noqa: E402
+
+NAV = (  # (screen, label); "case" resolves to set-up or end of case
+    ("monitor", "Monitor"),
+    ("alarms", "Alarms"),
+    ("los", "Loss of\nsignal"),
+    ("tube", "Tube"),
+    ("case", "Case"),
+    ("sim", "Simulator"),
+    ("settings", "Settings"),
+)
+
+
+class Root(BoxLayout):
+    pass
+
+
+class LnmApp(App):
+    """The touchscreen application (see the module docstring)."""
+
+    title = "LNM nerve monitor"
+    tp = NumericProperty(48)  # touch target, px (>= 9 mm)
+    pad = NumericProperty(6)
+    fs = NumericProperty(18)
+    fs_small = NumericProperty(15)
+    fs_large = NumericProperty(22)
+    fs_big = NumericProperty(64)
+    fs_mid = NumericProperty(36)
+    dpi = NumericProperty(133)
+    simulated = BooleanProperty(False)
+    case_open = BooleanProperty(False)
+    health_state = StringProperty("connecting")
+
+    def __init__(self, options: UiOptions | None = None, link: EngineLink | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.options = options or UiOptions()
+        self.link = link or EngineLink(self.options.socket, name=self.options.name, stale_s=self.options.stale_s)
+        self.state: dict[str, Any] = {}
+        self.alarms: dict[str, Any] = {}
+        self.settings_values: dict[str, Any] = {}
+        self.settings_schema: list[dict[str, Any]] = []
+        self.emg = EmgRing(seconds=10.0)
+        self.epochs = EpochStore()
+        self.trend = TrendStore()
+        self.history = SiteHistory()
+        self.events = EventLog()
+        self.frames = 0
+        self.last_frame_t = time.monotonic()
+        self.screens: dict[str, Any] = {}
+        self._was_ok = False
+        self._last_state_t = 0.0
+        self._message_until = 0.0
+        self._screenshot_next = 0.0
+        self._stopped = False
+
+    # ------------------------------------------------------------------ sizes
+
+    def compute_sizes(self) -> None:
+        w, h = Window.size
+        dpi = self.options.dpi or P.display_dpi(w, h, self.options.diagonal_in, Metrics.dpi)
+        self.dpi = dpi
+        tp = P.touch_target_px(dpi)
+        # at least 9 mm, and a little more when the screen has room
+        self.tp = max(tp, int(h / 9.5))
+        self.pad = max(3, int(self.tp * 0.1))
+        scale = max(1.0, h / 480.0)
+        self.fs_small = max(13, int(P.mm_to_px(2.3, dpi) / P.CAP_HEIGHT_EM), int(13 * scale))
+        self.fs = max(16, int(P.mm_to_px(2.8, dpi) / P.CAP_HEIGHT_EM), int(16 * scale))
+        self.fs_large = max(19, int(self.fs * 1.25))
+        self.fs_mid = max(28, int(self.fs * 1.9))
+        self.fs_big = max(P.font_px_for_cap(P.BIG_NUMBER_CAP_MM, dpi), int(h / 8.0))
+
+    # ------------------------------------------------------------------ build
+
+    def build(self) -> Root:
+        from app.ui import screens
+
+        self.compute_sizes()
+        Builder.load_file(os.path.join(os.path.dirname(__file__), "main.kv"))
+        root = Root()
+        self.banner: AlarmBanner = root.ids.banner
+        self.message_bar: MessageBar = root.ids.message
+        self.sm: ScreenManager = root.ids.sm
+        self.sm.transition = NoTransition()
+        for name, cls in screens.SCREENS.items():
+            scr = cls(name=name)
+            self.screens[name] = scr
+            self.sm.add_widget(scr)
+        self._build_nav(root.ids.nav)
+        self.sm.current = self.options.start_screen
+        self.sm.bind(current=self._on_screen)
+        Window.clearcolor = P.PALETTE["bg"]
+        self.link.start()
+        Clock.schedule_interval(self._pump, 1.0 / 30.0)
+        Clock.schedule_interval(self._flash, 1.0 / 20.0)
+        Clock.schedule_interval(self._frame, 0)
+        self.banner.show({}, self.link.health())
+        return root
+
+    def _build_nav(self, nav: NavBar) -> None:
+        self.nav_buttons: dict[str, TButton] = {}
+        for name, label in NAV:
+            b = TButton(text=label, tid=f"nav.{name}", font_size=self.fs_small, kind="flat")
+            b.bind(on_release=lambda _b, n=name: self.go(n))
+            nav.add_widget(b)
+            self.nav_buttons[name] = b
+        self._update_nav()
+
+    def _update_nav(self, *_: Any) -> None:
+        cur = self.sm.current if hasattr(self, "sm") else ""
+        for name, b in getattr(self, "nav_buttons", {}).items():
+            here = cur == name or (name == "case" and cur in ("setup", "endcase", "report"))
+            b.kind = "primary" if here else "flat"
+            b.bold = here
+            if name == "sim":
+                b.disabled = not self.simulated
+                b.opacity = 1 if self.simulated else 0.35
+            if name == "los":
+                los = self.state.get("los") or {}
+                active = any((v or {}).get("active") for v in los.values())
+                b.text = "LOSS OF\nSIGNAL !" if active else "Loss of\nsignal"
+
+    def on_stop(self) -> None:
+        self._stopped = True
+        self.link.stop()
+
+    # ------------------------------------------------------------------ navigation
+
+    def go(self, name: str) -> None:
+        if name == "case":
+            name = "endcase" if self.case_open else "setup"
+        if name in self.screens and self.sm.current != name:
+            self.sm.current = name
+
+    def _on_screen(self, *_: Any) -> None:
+        self._update_nav()
+        scr = self.screens.get(self.sm.current)
+        if scr is not None and self.state:
+            scr.update(self.state)
+
+    # ------------------------------------------------------------------ commands
+
+    def cmd(self, cmd: str, on_ok: Callable[[dict[str, Any]], None] | None = None,
+            on_error: Callable[[Reply], bool | None] | None = None, ok_message: str | None = None,
+            **args: Any) -> None:
+        """Send a command; the engine's refusal is shown in the message bar unless ``on_error``
+        returns True (handled)."""
+
+        def done(reply: Reply) -> None:
+            if reply.ok:
+                if ok_message:
+                    self.notify(ok_message, "ok")
+                if on_ok is not None:
+                    on_ok(reply.result)
+            else:
+                handled = on_error(reply) if on_error is not None else False
+                if not handled:
+                    self.notify(reply.message, "refused")
+
+        self.link.send(cmd, done, **args)
+
+    def notify(self, message: str, level: str = "info", seconds: float = 8.0) -> None:
+        self.message_bar.message = message
+        self.message_bar.level = level if level in ("info", "ok", "refused") else "info"
+        self._message_until = time.monotonic() + seconds
+
+    def set_stim_current(self, output: str, current_mA: float, on_done: Callable[[], None] | None = None,
+                         on_refused: Callable[[], None] | None = None) -> None:
+        """Set a stimulator current; above the engine's limit, ask for confirmation first."""
+        from app.ui.widgets import confirm
+
+        value = round(float(current_mA), 2)
+
+        def refused(reply: Reply) -> bool:
+            if on_refused is not None:
+                on_refused()
+            if reply.code == "needs_confirmation":
+                limit = reply.error.get("limit_mA", self.state.get("stim", {}).get("confirm_above_mA"))
+                confirm("Confirm a high current",
+                        f"Set the {'probe' if output == 'probe' else 'continuous vagal'} current to {value:g} mA?\n\n"
+                        f"This is above {limit} mA. High currents can stimulate more than the target "
+                        "nerve and are rarely needed (INMSG: 1-2 mA).",
+                        lambda: self.cmd("stim.set", output=output, current_mA=value, confirm=True,
+                                         ok_message=f"{output} current set to {value:g} mA (confirmed)"),
+                        confirm_text=f"Set {value:g} mA", danger=True)
+                return True
+            return False
+
+        self.cmd("stim.set", on_ok=lambda _r: on_done() if on_done else None, on_error=refused,
+                 output=output, current_mA=value)
+
+    def refresh_settings(self) -> None:
+        def got(result: dict[str, Any]) -> None:
+            self.settings_values = dict(result.get("values") or {})
+            self.settings_schema = list(result.get("schema") or [])
+            scr = self.screens.get(self.sm.current)
+            if scr is not None and self.state:
+                scr.update(self.state)
+
+        self.cmd("settings.get", on_ok=got)
+
+    def refresh_trend(self) -> None:
+        self.cmd("trend.get", on_ok=self.trend.load, max_points=5000)
+
+    # ------------------------------------------------------------------ frame clock
+
+    def _frame(self, _dt: float) -> None:
+        self.frames += 1
+        self.last_frame_t = time.monotonic()
+
+    def _pump(self, _dt: float) -> None:
+        if self._stopped:
+            return
+        msgs = self.link.pump()
+        got_state = None
+        for msg in msgs:
+            kind = msg.get("type")
+            if kind == "state":
+                got_state = msg
+            elif kind == "measurement":
+                self.trend.add(msg)
+                self.history.add(msg)
+            elif kind == "waveform":
+                self.epochs.add(msg)
+            elif kind == "emg":
+                self.emg.add(msg)
+            elif kind == "alarms":
+                self.alarms = msg
+            elif kind == "event":
+                self.events.add(msg)
+                self._on_event(msg)
+            elif kind == "connection" and msg.get("connected"):
+                self.simulated = bool((msg.get("hello") or {}).get("simulated"))
+        health = self.link.health()
+        if health.ok and not self._was_ok:
+            self._on_connected()
+        self._was_ok = health.ok
+        self.health_state = health.state
+        if got_state is not None:
+            self._on_state(got_state)
+        self.banner.show(self.alarms, health)
+        scr = self.screens.get(self.sm.current)
+        if scr is not None:
+            scr.frame()
+        now = time.monotonic()
+        if self._message_until and now > self._message_until:
+            self.message_bar.message = ""
+            self._message_until = 0.0
+        self._update_status(health)
+        if self.options.screenshot and now >= self._screenshot_next:
+            self._screenshot_next = now + self.options.screenshot_every_s
+            try:
+                save_screenshot(self.options.screenshot)
+            except OSError as exc:
+                self.notify(f"screenshot not written: {exc}", "refused")
+                self.options.screenshot = None
+
+    def _on_connected(self) -> None:
+        self.refresh_settings()
+        self.refresh_trend()
+        self.cmd("events.list", on_ok=lambda r: self.events.load(r.get("events") or []), limit=500)
+
+    def _on_state(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self._last_state_t = time.monotonic()
+        self.simulated = bool((state.get("engine") or {}).get("simulated", self.simulated))
+        self.case_open = state.get("case") is not None
+        if isinstance(state.get("alarms"), dict) and not self.alarms:
+            self.alarms = state["alarms"]
+        self._update_nav()
+        scr = self.screens.get(self.sm.current)
+        if scr is not None:
+            scr.update(state)
+
+    def _on_event(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("kind")
+        if kind in ("opened", "resumed", "closed", "baseline_set") or ev.get("category") == "case":
+            self.refresh_trend()
+        if ev.get("category") == "operator" and str(ev.get("kind", "")).startswith("settings"):
+            self.refresh_settings()
+
+    def _update_status(self, health: Any) -> None:
+        st = self.state
+        case = st.get("case") or {}
+        board = st.get("board") or {}
+        parts = []
+        if case:
+            parts.append(f"Patient {case.get('patient_id')}  {P.fmt_clock(st.get('t_s'))}")
+        else:
+            parts.append("No case open")
+        if not health.ok:
+            parts.append("ENGINE: " + health.state.upper())
+        elif board:
+            if not board.get("connected"):
+                parts.append("BOARD NOT CONNECTED")
+            if board.get("faults"):
+                parts.append("faults: " + ", ".join(map(str, board["faults"])))
+        if self.simulated:
+            parts.append("SIMULATION")
+        self.message_bar.status = "   ".join(parts)
+
+    def _flash(self, _dt: float) -> None:
+        self.banner.flash(time.monotonic())

@@ -1,0 +1,126 @@
+"""Report preview and export: the case documentation as the engine wrote it.
+
+``report.get`` returns the case document and writes the PDF; the screen shows the
+document's content as text and, when ``pdftoppm`` is installed, the PDF's pages as
+images (rendered on a worker thread; the result reaches the widgets through
+``Clock.schedule_once``). ``export.usb`` copies the case to the USB stick and verifies
+it; its answer (or its refusal: no stick, several sticks) is shown as it comes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from kivy.properties import BooleanProperty, ListProperty, NumericProperty, StringProperty
+
+from app.ui import present as P
+from app.ui.screens import LnmScreen, load_kv
+from app.ui.widgets import schedule
+
+
+class ReportScreen(LnmScreen):
+    summary = StringProperty("No report loaded.")
+    pdf_path = StringProperty("")
+    page_source = StringProperty("")
+    page_text = StringProperty("")
+    export_text = StringProperty("")
+    busy = BooleanProperty(False)
+    page = NumericProperty(0)
+    pages = ListProperty([])
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.case_id: str | None = None
+        self._tmp = tempfile.mkdtemp(prefix="lnm-ui-report-")
+
+    def load(self, case_id: str | None) -> None:
+        self.case_id = case_id
+        self.busy = True
+        self.summary = "Writing the report ..."
+        self.pages = []
+        self.page_source = ""
+        self.page_text = ""
+        self.export_text = ""
+        args = {"case_id": case_id} if case_id else {}
+        self.app.cmd("report.get", on_ok=self._got, on_error=self._failed, pdf=True, **args)
+
+    def _got(self, r: dict[str, Any]) -> None:
+        self.busy = False
+        self.case_id = r.get("case_id") or self.case_id
+        self.summary = P.document_summary(r.get("document") or {})
+        self.pdf_path = str(r.get("pdf_path") or "")
+        if self.pdf_path:
+            self.page_text = "rendering the PDF pages ..."
+            threading.Thread(target=self._render_pdf, args=(self.pdf_path,), daemon=True,
+                             name="lnm-ui-pdf").start()
+        else:
+            self.page_text = "No PDF was written."
+
+    def _failed(self, reply: Any) -> bool:
+        self.busy = False
+        self.summary = f"The report could not be made: {reply.message}"
+        return False
+
+    def _render_pdf(self, pdf: str) -> None:  # worker thread: no widget access here
+        exe = shutil.which("pdftoppm")
+        if exe is None:
+            schedule(lambda: self._pages_ready([], f"PDF written to {pdf} (install poppler-utils to preview its pages)"))
+            return
+        out = Path(self._tmp) / (Path(pdf).parent.name or "report")
+        try:
+            subprocess.run([exe, "-png", "-r", "70", pdf, str(out)], check=True, timeout=60,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except (OSError, subprocess.SubprocessError) as exc:
+            schedule(lambda: self._pages_ready([], f"PDF at {pdf}; preview failed: {exc}"))
+            return
+        pages = sorted(str(p) for p in out.parent.glob(out.name + "-*.png"))
+        schedule(lambda: self._pages_ready(pages, f"PDF: {pdf}"))
+
+    def _pages_ready(self, pages: list[str], text: str) -> None:
+        self.pages = pages
+        self.page = 0
+        self._show_page(text)
+
+    def _show_page(self, text: str | None = None) -> None:
+        if self.pages:
+            self.page_source = self.pages[self.page]
+            self.page_text = f"page {self.page + 1} of {len(self.pages)}" + (f"   {text}" if text else "")
+        else:
+            self.page_source = ""
+            if text:
+                self.page_text = text
+
+    def turn(self, delta: int) -> None:
+        if self.pages:
+            self.page = max(0, min(len(self.pages) - 1, self.page + delta))
+            self._show_page(f"PDF: {self.pdf_path}")
+
+    def export(self) -> None:
+        self.export_text = "Exporting to the USB stick ..."
+        args: dict[str, Any] = {}
+        if self.case_id:
+            args["case_id"] = self.case_id
+        if self.app.options.usb_target:
+            args["target"] = self.app.options.usb_target
+
+        def ok(r: dict[str, Any]) -> None:
+            files = r.get("files") or []
+            self.export_text = (f"EXPORTED {len(files)} file(s), verified: {'yes' if r.get('verified') else 'NO'}; "
+                                + ("safe to remove the stick." if r.get("safe_to_remove") else "do NOT remove the stick yet."))
+
+        def refused(reply: Any) -> bool:
+            self.export_text = f"NOT EXPORTED: {reply.message}"
+            return False
+
+        self.app.cmd("export.usb", on_ok=ok, on_error=refused, **args)
+
+    def new_case(self) -> None:
+        self.app.go("case")
+
+
+load_kv(__file__)

@@ -1,0 +1,104 @@
+"""Start-up self-test: board, audio, LEDs, buzzer and storage, as the engine reports them.
+
+The engine runs the test (``selftest.run``: it plays a tone, lights the LEDs, sounds the
+backup buzzer, checks storage and the board); this screen starts it once the engine
+answers, shows every item with PASS or FAIL in words and the engine's message, and lets
+the nurse continue (after a confirmation when something failed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kivy.properties import BooleanProperty, StringProperty
+
+from app.ui import present as P
+from app.ui.screens import LnmScreen, load_kv
+from app.ui.widgets import confirm
+
+ITEMS = (("board", "Board (stimulator and amplifier)"), ("audio", "Loudspeaker (alarm sound)"),
+         ("leds", "Alarm lights (LEDs)"), ("buzzer", "Backup buzzer"), ("storage", "Case record storage"))
+
+
+class SelfTestScreen(LnmScreen):
+    engine_text = StringProperty("Waiting for the engine ...")
+    summary = StringProperty("")
+    running = BooleanProperty(False)
+    passed = BooleanProperty(False)
+    done = BooleanProperty(False)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.result: dict[str, Any] | None = None
+        self._started = False
+        self._render()
+
+    def update(self, state: dict[str, Any]) -> None:
+        eng = state.get("engine") or {}
+        board = state.get("board") or {}
+        self.engine_text = (f"Engine {eng.get('version', '?')} answering"
+                            + (" - SIMULATED board (demonstration, not for patients)" if eng.get("simulated") else "")
+                            + (f" - board {board.get('board_id')}" if board.get("board_id") else ""))
+        if not self._started:
+            self._started = True
+            self.run_test()
+
+    def frame(self) -> None:
+        h = self.app.link.health()
+        if not h.ok:
+            self.engine_text = f"Engine: {h.state.upper()} - {h.message}"
+            self._started = self._started and self.result is not None
+
+    def run_test(self) -> None:
+        self.running = True
+        self.summary = "Testing: listen for the tone, watch the lights and the buzzer ..."
+        self.result = None
+        self._render()
+        self.app.cmd("selftest.run", on_ok=self._got, on_error=self._failed)
+
+    def _got(self, result: dict[str, Any]) -> None:
+        self.running = False
+        self.done = True
+        self.result = result
+        self.passed = bool(result.get("ok"))
+        bad = [i for i in result.get("items") or [] if not i.get("ok")]
+        self.summary = ("SELF-TEST PASSED: all items work." if self.passed else
+                        f"SELF-TEST FAILED: {len(bad)} item(s) failed. Fix them, or continue only with a backup monitor.")
+        self._render()
+
+    def _failed(self, reply: Any) -> bool:
+        self.running = False
+        self.summary = f"The self-test could not run: {reply.message}"
+        self._render()
+        return True
+
+    def _render(self) -> None:
+        items = {i.get("item"): i for i in (self.result or {}).get("items") or []}
+        for key, label in ITEMS:
+            row = self.ids.get(f"item_{key}")
+            if row is None:
+                continue
+            it = items.get(key)
+            row.caption = label
+            if it is None:
+                row.verdict = "..." if self.running else "not tested"
+                row.ok = True
+                row.message = ""
+            else:
+                row.ok = bool(it.get("ok"))
+                row.verdict = "PASS" if row.ok else "FAIL"
+                row.message = str(it.get("message") or "")
+
+    def proceed(self) -> None:
+        target = "monitor" if self.app.case_open else "setup"
+        if self.passed:
+            self.app.go(target)
+            return
+        why = "The self-test failed." if self.done else "The self-test has not completed."
+        confirm("Continue without a passed self-test?",
+                f"{why} Monitoring may not work as expected: have a backup plan (another monitor, visual "
+                "identification of the nerves).", lambda: self.app.go(target), confirm_text="Continue anyway",
+                danger=True)
+
+
+load_kv(__file__)

@@ -1,0 +1,357 @@
+"""Shared Kivy widgets: touch buttons, the alarm banner, the status and navigation bars,
+the on-screen keypad and the confirmation dialog (layout in ``widgets.kv``).
+
+Owns: widgets used by several screens. Every touchable widget is at least the app's
+``tp`` (9 mm) in both directions; selected toggles are marked by shape (a bar) and
+weight, not by colour alone. Widgets never talk to the engine: screens ask the app
+(``App.get_running_app().cmd``), which sends through the engine link.
+May import: Kivy, ``app.ui.present``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.lang import Builder
+from kivy.properties import (BooleanProperty, ColorProperty, ListProperty, NumericProperty, ObjectProperty,
+                             OptionProperty, StringProperty)
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.label import Label
+from kivy.uix.modalview import ModalView
+from kivy.uix.togglebutton import ToggleButton
+
+from app.ui import present as P
+
+
+class TButton(Button):
+    """A touch button of at least 9 mm (``app.tp``); ``tid`` names it for tests and logs."""
+
+    tid = StringProperty("")
+    kind = OptionProperty("normal", options=["normal", "primary", "danger", "flat"])
+    hidden = BooleanProperty(False)  # not shown and not touchable
+
+
+class TToggle(ToggleButton):
+    """A toggle of at least 9 mm; the selected one gets a bar and bold text (not only colour)."""
+
+    tid = StringProperty("")
+    value = ObjectProperty(None)
+
+
+class Title(Label):
+    pass
+
+
+class Muted(Label):
+    pass
+
+
+class Panel(BoxLayout):
+    pass
+
+
+class Value(Label):
+    """A read-only value with its caption above it."""
+
+    caption = StringProperty("")
+
+
+class Field(BoxLayout):
+    """A caption, the current value and a touch area that opens the keypad to change it."""
+
+    tid = StringProperty("")
+    caption = StringProperty("")
+    value = StringProperty("")
+    placeholder = StringProperty("touch to enter")
+    mode = OptionProperty("alpha", options=["alpha", "numeric", "pin"])
+    hint = StringProperty("")
+    unit = StringProperty("")
+
+    def open_pad(self) -> None:
+        Keypad(title=self.caption, value=self.value, mode=self.mode, hint=self.hint,
+               on_submit=self._set).open(animation=False)
+
+    def _set(self, value: str) -> None:
+        self.value = value
+
+
+class ChoiceField(Field):
+    """A field whose value is picked from ``choices`` (label, value) in a popup; with
+    ``allow_other`` the last button opens the keyboard for anything else."""
+
+    choices = ListProperty([])
+    allow_other = BooleanProperty(False)
+    chosen = ObjectProperty(None)  # the chosen value (``value`` is what is shown)
+
+    def open_pad(self) -> None:
+        pop = ChoicePopup(title=self.caption, choices=list(self.choices), allow_other=self.allow_other,
+                          on_pick=self._pick)
+        pop.open(animation=False)
+
+    def _pick(self, label: str, value: Any) -> None:
+        if value is ChoicePopup.OTHER:
+            Keypad(title=self.caption, value="", mode="alpha", hint=self.hint,
+                   on_submit=lambda text: self._pick(text, text) if text else None).open(animation=False)
+            return
+        self.value = label
+        self.chosen = value
+
+
+class ChoicePopup(ModalView):
+    """Big buttons, one per choice."""
+
+    OTHER = object()
+    title = StringProperty("")
+
+    def __init__(self, choices: list[tuple[str, Any]], on_pick: Callable[[str, Any], None], allow_other: bool = False,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.auto_dismiss = False
+        grid = self.ids.grid
+        items = list(choices) + ([("Other (type it) ...", self.OTHER)] if allow_other else [])
+        grid.cols = 2 if len(items) > 4 else 1
+        for i, (label, value) in enumerate(items):
+            b = TButton(text=label, tid=f"choice.{i}")
+            b.bind(on_release=lambda _b, lab=label, val=value: self._pick(on_pick, lab, val))
+            grid.add_widget(b)
+
+    def _pick(self, on_pick: Callable[[str, Any], None], label: str, value: Any) -> None:
+        self.dismiss(animation=False)
+        on_pick(label, value)
+
+
+class MessageBar(BoxLayout):
+    """One line under the alarm banner: case status on the left, the last feedback on the right."""
+
+    status = StringProperty("")
+    message = StringProperty("")
+    level = OptionProperty("info", options=["info", "ok", "refused"])
+
+
+class NavBar(BoxLayout):
+    current = StringProperty("")
+
+
+class AlarmBanner(BoxLayout):
+    """The alarm indicator on every screen (IEC 60601-1-8 colours, flashing, words, symbols).
+
+    ``show(alarms, health, t)`` is called by the app with the engine's alarm message and the
+    link health; ``flash(t)`` at about 20 Hz toggles the flashing phase. The priority word
+    and symbol are always shown: colour never carries the information alone.
+    """
+
+    priority = StringProperty("")  # high | medium | low | "" (none)
+    symbol = StringProperty("")
+    word = StringProperty("")
+    headline = StringProperty("No active alarms")
+    detail = StringProperty("")
+    audio = StringProperty("")
+    more = StringProperty("")
+    bg = ColorProperty(P.PALETTE["panel2"])
+    fg = ColorProperty(P.PALETTE["text"])
+    can_ack = BooleanProperty(False)
+    can_pause = BooleanProperty(False)
+    pause_text = StringProperty("PAUSE\nAUDIO")
+    flash_is_on = BooleanProperty(True)
+    engine_problem = BooleanProperty(False)
+
+    def show(self, alarms: dict[str, Any] | None, health: Any) -> None:
+        alarms = alarms or {}
+        active = list(alarms.get("active") or [])
+        if health is not None and not health.ok:
+            self.engine_problem = True
+            self.priority = P.ENGINE_PRIORITY
+            st = P.style(self.priority)
+            self.symbol, self.word = st.symbol, st.word
+            if health.state == "stalled":
+                self.headline = "TECHNICAL  ENGINE NOT RESPONDING"
+            elif health.state == "connecting":
+                self.headline = "TECHNICAL  NO CONNECTION TO THE ENGINE"
+            else:
+                self.headline = "TECHNICAL  ENGINE CONNECTION LOST"
+            self.detail = (f"{health.message}. Monitoring may have stopped: check the patient by other means; "
+                           "the board beeps if the engine has failed. Reconnecting by itself.")
+            self.more = ""
+            self.can_ack = self.can_pause = False
+            self.audio = ""
+            return
+        self.engine_problem = False
+        audio = alarms.get("audio") or "normal"
+        if audio == "paused":
+            self.audio = f"AUDIO PAUSED {P.fmt_countdown(alarms.get('pause_remaining_s'))}"
+        elif audio == "off":
+            self.audio = "ALARM AUDIO OFF"
+        else:
+            self.audio = ""
+        self.can_pause = True
+        self.pause_text = "AUDIO\nPAUSED" if audio == "paused" else "PAUSE\nAUDIO"
+        if not active:
+            self.priority = ""
+            self.symbol, self.word = "", ""
+            self.headline = "No active alarms"
+            self.detail = ""
+            self.more = ""
+            self.can_ack = False
+            return
+        top = active[0]
+        self.priority = str(top.get("priority") or "low")
+        st = P.style(self.priority) or P.PRIORITY_STYLES["low"]
+        self.symbol, self.word = st.symbol, st.word
+        title = str(top.get("title") or top.get("name") or top.get("kind") or "ALARM").upper()
+        where = P.site_side_name(top.get("site"), top.get("side"))
+        self.headline = title + (f"  {where}" if where else "") + ("  (acknowledged)" if top.get("acknowledged") else "")
+        msg = str(top.get("message") or "")
+        action = str(top.get("action") or "")
+        kind = "Technical alarm. " if top.get("technical") else ""
+        self.detail = kind + ((action or msg) if len(msg) > 140 and action else (msg + ("  " + action if action else "")))
+        self.more = f"+{len(active) - 1} more" if len(active) > 1 else "list"
+        self.can_ack = any(not a.get("acknowledged") for a in active)
+
+    def flash(self, t: float) -> None:
+        st = P.style(self.priority)
+        if st is None:
+            self.bg, self.fg, self.flash_is_on = P.PALETTE["panel2"], P.PALETTE["text"], True
+            return
+        on = P.flash_on(self.priority, t)
+        self.flash_is_on = on
+        self.bg = st.colour if on else st.dim
+        self.fg = st.text if on else st.dim_text
+
+
+class Keypad(ModalView):
+    """On-screen keyboard (alpha, numeric or PIN) in a modal view; ``on_submit(text)``."""
+
+    title = StringProperty("")
+    value = StringProperty("")
+    mode = OptionProperty("alpha", options=["alpha", "numeric", "pin"])
+    hint = StringProperty("")
+    error = StringProperty("")
+    upper = BooleanProperty(True)
+    shown = StringProperty("")
+
+    ALPHA_ROWS = ("1234567890", "QWERTYUIOP", "ASDFGHJKL-", "ZXCVBNM_./")
+    NUMERIC_ROWS = ("789", "456", "123", ".0-")
+
+    def __init__(self, on_submit: Callable[[str], None] | None = None, **kw: Any) -> None:
+        self._on_submit = on_submit
+        super().__init__(**kw)
+        self.auto_dismiss = False
+        self._build_keys()
+        self.bind(value=self._show, mode=self._show)
+        self._show()
+
+    def _build_keys(self) -> None:
+        grid: GridLayout = self.ids.keygrid
+        grid.clear_widgets()
+        rows = {"alpha": self.ALPHA_ROWS, "numeric": self.NUMERIC_ROWS, "pin": ("789", "456", "123", " 0 ")}[self.mode]
+        grid.cols = max(len(r) for r in rows)
+        for row in rows:
+            for ch in row:
+                if ch == " ":
+                    grid.add_widget(Label())
+                    continue
+                b = TButton(text=ch, tid=f"key.{ch}")
+                b.bind(on_release=lambda btn, c=ch: self.press(c))
+                grid.add_widget(b)
+        self.ids.extra.clear_widgets()
+        if self.mode == "alpha":
+            shift = TButton(text="abc", tid="key.shift")
+            shift.bind(on_release=lambda *_: self.toggle_case(shift))
+            space = TButton(text="space", tid="key.space")
+            space.bind(on_release=lambda *_: self.press(" "))
+            self.ids.extra.add_widget(shift)
+            self.ids.extra.add_widget(space)
+        back = TButton(text="<- delete", tid="key.back")
+        back.bind(on_release=lambda *_: self.backspace())
+        self.ids.extra.add_widget(back)
+
+    def toggle_case(self, btn: TButton) -> None:
+        self.upper = not self.upper
+        btn.text = "abc" if self.upper else "ABC"
+        for b in self.ids.keygrid.children:
+            if isinstance(b, TButton) and b.text.isalpha():
+                b.text = b.text.upper() if self.upper else b.text.lower()
+
+    def press(self, ch: str) -> None:
+        if ch.isalpha():
+            ch = ch.upper() if self.upper else ch.lower()
+        if len(self.value) < 2000:
+            self.value += ch
+        self.error = ""
+
+    def backspace(self) -> None:
+        self.value = self.value[:-1]
+
+    def clear(self) -> None:
+        self.value = ""
+
+    def _show(self, *_: Any) -> None:
+        self.shown = ("*" * len(self.value)) if self.mode == "pin" else self.value
+
+    def submit(self) -> None:
+        text = self.value.strip()
+        self.dismiss(animation=False)
+        if self._on_submit is not None:
+            self._on_submit(text)
+
+    def cancel(self) -> None:
+        self.dismiss(animation=False)
+
+
+class ConfirmDialog(ModalView):
+    """A question with a cancel and a confirm button (confirm text says what happens)."""
+
+    title = StringProperty("")
+    message = StringProperty("")
+    confirm_text = StringProperty("Confirm")
+    cancel_text = StringProperty("Cancel")
+    danger = BooleanProperty(False)
+
+    def __init__(self, on_confirm: Callable[[], None] | None = None, on_cancel: Callable[[], None] | None = None,
+                 **kw: Any) -> None:
+        self._on_confirm = on_confirm
+        self._on_cancel = on_cancel
+        super().__init__(**kw)
+        self.auto_dismiss = False
+
+    def confirm(self) -> None:
+        self.dismiss(animation=False)
+        if self._on_confirm:
+            self._on_confirm()
+
+    def cancel(self) -> None:
+        self.dismiss(animation=False)
+        if self._on_cancel:
+            self._on_cancel()
+
+
+def ask_text(title: str, on_submit: Callable[[str], None], *, value: str = "", mode: str = "alpha",
+             hint: str = "") -> Keypad:
+    pad = Keypad(title=title, value=value, mode=mode, hint=hint, on_submit=on_submit)
+    pad.open(animation=False)
+    return pad
+
+
+def confirm(title: str, message: str, on_confirm: Callable[[], None], *, confirm_text: str = "Confirm",
+            danger: bool = False, on_cancel: Callable[[], None] | None = None) -> ConfirmDialog:
+    dlg = ConfirmDialog(title=title, message=message, confirm_text=confirm_text, danger=danger,
+                        on_confirm=on_confirm, on_cancel=on_cancel)
+    dlg.open(animation=False)
+    return dlg
+
+
+def schedule(fn: Callable[..., Any], delay: float = 0.0) -> None:
+    """Run ``fn`` on the UI thread (the only way other threads reach widgets)."""
+    Clock.schedule_once(lambda _dt: fn(), delay)
+
+
+def app() -> Any:
+    return App.get_running_app()
+
+
+Builder.load_file(os.path.join(os.path.dirname(__file__), "widgets.kv"))

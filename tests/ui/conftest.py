@@ -1,0 +1,296 @@
+"""Fixtures for the touchscreen UI tests: a virtual display, a real engine on the virtual
+board, and one Kivy app driven frame by frame with simulated touches.
+
+Kivy's window and app are process-wide, so one ``LnmApp`` serves the whole session;
+tests drive it the way Kivy's own tests do: ``EventLoop.idle()`` in a loop (the clock
+ticks, input is dispatched, the window is drawn) and ``UnitTestTouch`` down/up events
+at a widget's position in window coordinates. Nothing calls a handler directly.
+
+Screenshots of every screen go to ``tests/screenshots/`` (git-ignored), or to
+``$LNM_UI_SCREENSHOTS``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = Path(os.environ.get("LNM_UI_SCREENSHOTS", ROOT / "tests" / "screenshots"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/ui/test_ui_app" in str(item.fspath) or "tests/ui/test_ui_workflow" in str(item.fspath):
+            item.add_marker(pytest.mark.ui)
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+class Engine:
+    """``lnm engine`` as a subprocess on the virtual board, with a client for assertions."""
+
+    def __init__(self, tmp: Path, board: str = "sim://?seed=7") -> None:
+        self.tmp = tmp
+        self.socket = tmp / "engine.sock"
+        self.data = tmp / "data"
+        self.board = board
+        self.proc: subprocess.Popen | None = None
+        self.client: Any = None
+        self.log = tmp / "engine.log"
+
+    def start(self) -> "Engine":
+        from app.api.client import EngineClient, EngineUnavailable
+
+        cmd = [sys.executable, "-m", "app.cli", "engine", "--board", self.board, "--socket", str(self.socket),
+               "--data", str(self.data), "--no-resume"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        client = EngineClient(self.socket, name="test", timeout_s=10.0)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the engine exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
+            try:
+                client.connect(timeout_s=1.0)
+                break
+            except EngineUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.client = client
+        return self
+
+    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        return self.client.call(cmd, timeout_s=30.0, **args)
+
+    def state(self) -> dict[str, Any]:
+        return self.call("state.get")
+
+    def wait(self, pred: Callable[[dict[str, Any]], Any], timeout_s: float = 15.0, what: str = "") -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.state()
+            if pred(st):
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f"engine state never showed {what or pred}")
+            time.sleep(0.1)
+
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------------------- UI driver
+
+
+class Ui:
+    """Drives the one ``LnmApp`` of the session: frames, touches, waits, screenshots."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        from kivy.base import EventLoop
+        from kivy.core.window import Window
+
+        self.loop = EventLoop
+        self.window = Window
+        self.shots: list[Path] = []
+
+    # -- frames
+    def frames(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.loop.idle()
+
+    def run_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.loop.idle()
+
+    def wait(self, pred: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.loop.idle()
+            value = pred()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the UI never showed {what or pred}")
+
+    # -- finding widgets
+    def all_widgets(self) -> Iterator[Any]:
+        for top in list(self.window.children):
+            yield from top.walk(restrict=True)
+
+    def find(self, tid: str, visible: bool = True) -> Any:
+        from kivy.uix.modalview import ModalView
+
+        modals = [w for w in self.window.children if isinstance(w, ModalView)]
+        roots = modals[:1] if modals else list(self.window.children)  # a modal takes the touches
+        for top in roots:
+            for w in top.walk(restrict=True):
+                if getattr(w, "tid", None) == tid and (not visible or self._shown(w)):
+                    return w
+        raise LookupError(f"no visible widget {tid!r} on screen {self.app.sm.current!r}"
+                          + (" (a dialog is open)" if modals else ""))
+
+    def has(self, tid: str) -> bool:
+        try:
+            self.find(tid)
+            return True
+        except LookupError:
+            return False
+
+    def _shown(self, w: Any) -> bool:
+        from kivy.uix.screenmanager import Screen, ScreenManager
+
+        node = w
+        while node is not None and node is not self.window:
+            if getattr(node, "opacity", 1) == 0:
+                return False
+            parent = node.parent
+            if isinstance(node, Screen) and isinstance(parent, ScreenManager) and parent.current_screen is not node:
+                return False
+            if isinstance(node, Screen) and parent is None:
+                return False
+            node = parent
+        return True
+
+    # -- touches
+    def tap(self, target: Any) -> Any:
+        from kivy.tests.common import UnitTestTouch
+
+        w = self.find(target) if isinstance(target, str) else target
+        self.frames(1)
+        if w.disabled:
+            raise AssertionError(f"{getattr(w, 'tid', w)!r} is disabled")
+        x, y = w.to_window(*w.center)
+        if not (0 <= x < self.window.width and 0 <= y < self.window.height):
+            raise AssertionError(f"{getattr(w, 'tid', w)!r} is outside the window at {x:.0f},{y:.0f}")
+        touch = UnitTestTouch(x, y)
+        touch.touch_down()
+        self.frames(1)
+        touch.touch_up()
+        self.frames(2)
+        return w
+
+    def type_text(self, text: str) -> None:
+        """Type on the on-screen keypad that is open, then OK."""
+        for ch in text:
+            key = {" ": "key.space"}.get(ch)
+            if key is None:
+                if ch.isalpha():
+                    pad = self.keypad()
+                    if (ch.isupper() and not pad.upper) or (ch.islower() and pad.upper):
+                        self.tap("key.shift")
+                    key = f"key.{ch.upper()}"
+                else:
+                    key = f"key.{ch}"
+            self.tap(key)
+        self.tap("key.ok")
+
+    def keypad(self) -> Any:
+        from app.ui.widgets import Keypad
+
+        pads = [w for w in self.window.children if isinstance(w, Keypad)]
+        if not pads:
+            raise LookupError("no keypad is open")
+        return pads[0]
+
+    def go(self, screen: str) -> None:
+        self.tap(f"nav.{screen}")
+        self.wait(lambda: self.app.sm.current in (screen, "setup", "endcase") if screen == "case"
+                  else self.app.sm.current == screen, 5, f"screen {screen}")
+
+    # -- screenshots
+    def screenshot(self, name: str) -> Path:
+        from app.ui.main import save_screenshot
+
+        self.frames(3)
+        w, h = self.window.size
+        path = SHOTS / f"{name}-{w}x{h}.png"
+        save_screenshot(path)
+        self.shots.append(path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def display() -> Iterator[str]:
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (make test installs it)")
+    from app.ui.display import VirtualDisplay
+
+    vd = VirtualDisplay(1280, 800)
+    disp = vd.start()
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = disp
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ["KIVY_NO_ARGS"] = "1"
+    yield disp
+    vd.stop()
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    eng = Engine(tmp_path_factory.mktemp("engine")).start()
+    yield eng
+    eng.stop()
+
+
+@pytest.fixture(scope="session")
+def usb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("usb")
+
+
+@pytest.fixture(scope="session")
+def ui(display: str, engine: Engine, usb_dir: Path) -> Iterator[Ui]:
+    from app.ui.options import UiOptions, configure_kivy
+
+    opts = UiOptions(socket=engine.socket, size=(800, 480), usb_target=str(usb_dir), stale_s=2.0)
+    configure_kivy(opts)
+    from kivy.base import EventLoop, runTouchApp, stopTouchApp
+    from kivy.clock import Clock
+
+    from app.ui.main import LnmApp
+
+    app = LnmApp(opts)
+    app._run_prepare()
+    runTouchApp(embedded=True)
+    driver = Ui(app)
+    driver.frames(5)
+    yield driver
+    app.stop()
+    stopTouchApp()
+    EventLoop.close()
