@@ -107,6 +107,7 @@ def run_scenario(
     keep_system: bool = False,
     settings_loader: Callable[[Any, str | None], Any] | None = None,
     until_s: float | None = None,
+    on_monitor: Callable[[Any], None] | None = None,
 ) -> SimulationResult:
     """Play ``scenario`` to its end (or ``until_s``); see the module docstring."""
     from app.engine.outputs import make_outputs
@@ -130,6 +131,8 @@ def run_scenario(
     mon = system.monitor
     mon.outputs = make_outputs(mon.alarms, system.clock, mon.settings, audio="capture", gpio="sim",
                                on_footswitch=mon.footswitch)
+    if on_monitor is not None:
+        on_monitor(mon)
     actions = list(scenario.operator_actions)
     refused: list[str] = []
     start_clock = system.clock.now()
@@ -295,9 +298,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"lnm simulate: configuration refused: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path(f"lnm-simulate-{scenario.name}")
+    holder: dict[str, Any] = {}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        journal = Journal(out / "journal.db")
+        journal = Journal(out / "journal.db",
+                          on_status=lambda st: holder["mon"].storage_status(st.ok, st.message) if "mon" in holder else None)
     except (OSError, StorageError) as exc:
         print(f"lnm simulate: output folder {out}: {exc}", file=sys.stderr)
         return 2
@@ -312,7 +317,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         res = run_scenario(scenario, st, journal=journal, out_dir=out, speed=speed, seed=args.seed,
-                           progress=progress, settings_loader=lambda d, p: settings_mod.load(d or args.config, p))
+                           progress=progress, settings_loader=lambda d, p: settings_mod.load(d or args.config, p),
+                           on_monitor=lambda m: holder.__setitem__("mon", m))
     finally:
         journal.close()
     if not args.quiet and tty:

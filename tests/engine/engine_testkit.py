@@ -40,8 +40,10 @@ def stepped(tmp_path: Path | None = None, *, scenario: Any = None, seed: int = 3
             fake_analysis: bool = False, journal: Any = None, **kw: Any) -> SteppedSystem:
     from app.record.journal import Journal
 
+    holder: dict[str, Any] = {}
     if journal is None and tmp_path is not None:
-        journal = Journal(tmp_path / "journal.db")
+        journal = Journal(tmp_path / "journal.db", retry_interval_s=kw.pop("retry_interval_s", 1.0),
+                          on_status=lambda st: holder["mon"].storage_status(st.ok, st.message) if "mon" in holder else None)
     mk: dict[str, Any] = dict(kw.pop("monitor_kwargs", {}))
     if fake_analysis:
         mk.update(analyzer_factory=PeakAnalyzer, detector_factory=None)
@@ -51,6 +53,9 @@ def stepped(tmp_path: Path | None = None, *, scenario: Any = None, seed: int = 3
                            options=kw.pop("options", EngineOptions()), monitor_kwargs=mk, **kw)
     system.events = events  # type: ignore[attr-defined]
     mon = system.monitor
+    holder["mon"] = mon
+    if journal is not None and hasattr(journal, "_clock"):
+        journal._clock = system.clock  # the journal's retry timing follows the simulated time
     mon.outputs = make_outputs(mon.alarms, system.clock, mon.settings, audio="capture", gpio="sim",
                                on_footswitch=mon.footswitch, keep_samples=False)
     return system

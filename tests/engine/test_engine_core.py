@@ -172,3 +172,29 @@ def test_killed_engine_resumes_baselines_steps_and_alarms(tmp_path):
     s2.run_for(1.0)  # the new engine talks to its board: monitoring continues
     assert Output.APS in s2.board.stimulating
     assert s2.monitor.journal.verify(case_id).ok
+
+
+def test_storage_full_raises_the_technical_alarm_monitoring_goes_on_nothing_lost(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    case_id = start_case(s)
+    s.board.control("probe", contact="nerve", site="VAGUS", side="L")
+    s.must("probe.site", site="VAGUS", side="L")
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(1.0)
+    j = s.monitor.journal
+    pages = j.conn.execute("PRAGMA page_count").fetchone()[0]
+    j.conn.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+    n0 = s.monitor.counters["stimuli"]
+    s.run_for(3.0)
+    st = s.monitor.state_snapshot()
+    assert st["storage"]["ok"] is False and "full" in st["storage"]["message"].lower()
+    assert any(a["kind"] == "storage_problem" for a in st["alarms"]["active"])
+    assert s.monitor.counters["stimuli"] > n0 + 8  # still measuring
+    assert st["last"]["L"]["response"]
+    j.conn.execute("PRAGMA max_page_count=1073741823")  # space again
+    s.run_for(2.0)
+    st = s.monitor.state_snapshot()
+    assert st["storage"]["ok"] is True
+    stimuli = [e.payload["index"] for e in j.entries(case_id, kinds=["stimulus"], blobs=False)]
+    assert stimuli == list(range(s.monitor.counters["stimuli"]))  # every stimulus, in order
+    assert j.verify(case_id).ok
