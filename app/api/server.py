@@ -100,6 +100,7 @@ class ApiServer:
         request_timeout_s: float = 5.0,
         max_clients: int = 16,
         on_client: Callable[[str, str], None] | None = None,
+        slow_commands: Mapping[str, float] | None = None,
     ) -> None:
         self.path = Path(path)
         self._handler = handler
@@ -111,6 +112,7 @@ class ApiServer:
         self._request_timeout_s = request_timeout_s
         self._max_clients = max_clients
         self._on_client = on_client
+        self._slow = dict(slow_commands or {})  # command -> its own reply timeout (s)
         self._lock = threading.Lock()
         self._clients: dict[int, _Client] = {}
         self._next = 1
@@ -393,7 +395,7 @@ class ApiServer:
             self._send(c, p.reply_ok(req_id, {}))
             return
         with self._lock:
-            c.pending[req_id] = time.monotonic() + self._request_timeout_s
+            c.pending[req_id] = time.monotonic() + self._slow.get(name, self._request_timeout_s)
         request = p.Request(req_id, name, args, client=c.name)
         try:
             self._handler(request, lambda reply, _c=c: self._respond(_c, reply))
@@ -453,7 +455,7 @@ class ApiServer:
         for c, rid in timed_out:
             with self._lock:
                 c.pending.pop(rid, None)
-                self._enqueue(c, p.encode(p.reply_error(rid, p.ApiError(p.TIMEOUT, f"the engine did not answer within {self._request_timeout_s:g} s"))), is_stream=False)
+                self._enqueue(c, p.encode(p.reply_error(rid, p.ApiError(p.TIMEOUT, "the engine did not answer in time"))), is_stream=False)
         for c, why in to_drop:
             self._drop(c, why)
         with self._lock:

@@ -1554,19 +1554,64 @@ class Monitor:
             raise p.ApiError(p.BAD_STATE, "no case is open and none was closed since the engine started; give case_id")
         return cid
 
-    def _cmd_report_get(self, req: p.Request, case_id: str | None = None, pdf: bool = True) -> dict[str, Any]:
-        cid = self._which_case(case_id)
-        self._flush_emg_chunk()
-        return self._docs("report.get").report(cid, pdf=pdf)
+    # Documentation reads the whole case from the journal and may take seconds: the engine
+    # loop only prepares it (which case, journal the action); ``offline_job`` returns the
+    # work, which the live service runs in a worker thread (the journal is thread-safe).
+    OFFLINE = ("report.get", "export.usb", "cases.list")
 
-    def _cmd_export_usb(self, req: p.Request, case_id: str | None = None, target: str | None = None,
-                        pseudonymise: bool = True) -> dict[str, Any]:
-        cid = self._which_case(case_id)
-        self._flush_emg_chunk()
-        result = self._docs("export.usb").export(cid, target=target, pseudonymise=pseudonymise)
-        if self.case_id is not None:
-            self._operator(req, detail={"case_id": cid, "files": result.get("files")})
-        return result
+    def offline_job(self, req: p.Request) -> Callable[[], dict[str, Any]]:
+        """For a command in ``OFFLINE``: the function that computes its reply (ApiError -> error reply)."""
+        cmd = p.COMMANDS[req.cmd]
+        try:
+            if req.cmd == "cases.list":
+                limit = int(req.args.get("limit", 50))
+                journal = self.journal
+
+                def work() -> dict[str, Any]:
+                    cases = journal.cases() if hasattr(journal, "cases") else []
+                    return {"cases": list(reversed(cases))[:limit]}
+            elif req.cmd == "report.get":
+                cid = self._which_case(req.args.get("case_id"))
+                docs = self._docs(cmd.name)
+                pdf = bool(req.args.get("pdf", True))
+
+                def work() -> dict[str, Any]:
+                    return docs.report(cid, pdf=pdf)
+            else:
+                cid = self._which_case(req.args.get("case_id"))
+                docs = self._docs(cmd.name)
+                target, pseudo = req.args.get("target"), bool(req.args.get("pseudonymise", True))
+                if self.case_id is not None:
+                    self._operator(req, detail={"case_id": cid, "target": target, "pseudonymise": pseudo})
+
+                def work() -> dict[str, Any]:
+                    return docs.export(cid, target=target, pseudonymise=pseudo)
+        except p.ApiError as err:
+            error = err
+
+            def failed() -> dict[str, Any]:
+                return p.reply_error(req.id, error)
+            return failed
+
+        def run() -> dict[str, Any]:
+            try:
+                return p.reply_ok(req.id, work())
+            except p.ApiError as err2:
+                return p.reply_error(req.id, err2)
+        return run
+
+    def _cmd_report_get(self, req: p.Request, **_: Any) -> dict[str, Any]:
+        return self._offline_inline(req)
+
+    def _cmd_export_usb(self, req: p.Request, **_: Any) -> dict[str, Any]:
+        return self._offline_inline(req)
+
+    def _offline_inline(self, req: p.Request) -> dict[str, Any]:
+        reply = self.offline_job(req)()
+        if not reply["ok"]:
+            e = reply["error"]
+            raise p.ApiError(e["code"], e["message"], **{k: v for k, v in e.items() if k not in ("code", "message")})
+        return reply["result"]
 
     def _cmd_cases_list(self, req: p.Request, limit: int = 50) -> dict[str, Any]:
         cases = self.journal.cases() if hasattr(self.journal, "cases") else []

@@ -33,6 +33,7 @@ import signal
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class EngineService:
         self.exit_code = EXIT_OK
         self.resumed_case: str | None = None
         self._wants: set[str] = set()
+        self.worker: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -114,8 +116,10 @@ class EngineService:
             from app.engine.resume import resume_open_case
 
             self.resumed_case = resume_open_case(self.monitor, self.journal)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lnm-documents")
         self.server = ApiServer(cfg.socket_path, self._handle_request, self._hello,
-                                on_client=lambda what, who: self.queue.put(("client", what, who)))
+                                on_client=lambda what, who: self.queue.put(("client", what, who)),
+                                slow_commands={c: 600.0 for c in Monitor.OFFLINE})
         self.server.start()
         hb = float(cfg.settings["link.heartbeat_ms"]) / 1000.0
         timeout = float(cfg.settings["link.timeout_ms"]) / 1000.0
@@ -215,6 +219,10 @@ class EngineService:
             m.link_event(item[1], item[2])
         elif kind == "cmd":
             req, respond = item[1], item[2]
+            if req.cmd in m.OFFLINE:
+                job = m.offline_job(req)  # prepared here; the slow part runs in the worker
+                self.worker.submit(lambda: respond(job()))
+                return
             reply = m.handle(req)
             self._send_to_board()  # before the reply: a command's effect is on its way
             respond(reply)
@@ -287,6 +295,8 @@ class EngineService:
             except Exception as exc:  # noqa: BLE001
                 log.error("while stopping: %s", exc)
         self.notifier.stopping()
+        if self.worker is not None:
+            self.worker.shutdown(wait=True, cancel_futures=True)
         if self.server is not None:
             self.server.close()
         if self.link is not None:

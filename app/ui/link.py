@@ -11,9 +11,10 @@ waits for the engine:
   replies that arrived (so they run on the UI thread), fails the commands whose reply is
   late (``timeout``), and returns the stream messages received since the last call.
 
-Safety: a command that could not be sent within ``max_age_s`` of being asked for (engine
-stalled or gone) is dropped with a clear refusal rather than sent late (a "+1 mA" touched
-during a stall must not take effect half a minute later).
+Safety: a command that could not be sent within ``max_age_s`` of being asked for, or that
+is asked for while the engine is silent (stalled), is dropped with a clear refusal rather
+than written to a socket the engine may read much later (a "+ mA" touched during a stall
+must not take effect half a minute later).
 
 ``health()`` says plainly whether the engine answers: ``connected``, ``connecting``
 (never reached yet), ``down`` (connection lost; reconnecting by itself) or ``stalled``
@@ -160,7 +161,15 @@ class EngineLink:
             pend = self._outbox.get()
             if pend is None:
                 continue
-            age = self._now() - pend.asked_at
+            now = self._now()
+            age = now - pend.asked_at
+            if self._connected and now - self._last_rx > self.stale_s:
+                # the engine is silent: a command written now could be executed much later
+                self.refused_stale += 1
+                self._finish(pend, Reply(pend.cmd, False, code="not_sent", message=(
+                    f"{pend.cmd} was NOT sent: the engine is not responding. "
+                    "Check the engine status and try again.")))
+                continue
             if age > self.max_age_s:
                 self.refused_stale += 1
                 self._finish(pend, Reply(pend.cmd, False, code="not_sent", message=(

@@ -142,6 +142,7 @@ class LnmApp(App):
         self.sm.current = self.options.start_screen
         self.sm.bind(current=self._on_screen)
         Window.clearcolor = P.PALETTE["bg"]
+        Window.bind(size=lambda *_: self.compute_sizes())
         self.link.start()
         Clock.schedule_interval(self._pump, 1.0 / 30.0)
         Clock.schedule_interval(self._flash, 1.0 / 20.0)

@@ -265,7 +265,7 @@ def response_words(m: Mapping[str, Any] | None) -> str:
         return f"not measured: {reason}"
     if m.get("response"):
         return "RESPONSE"
-    return "NO RESPONSE (current delivered)" if _finite(m.get("delivered_mA")) else "NO RESPONSE"
+    return "NO RESPONSE, current delivered" if _finite(m.get("delivered_mA")) else "NO RESPONSE"
 
 
 # ---------------------------------------------------------------- palette (high contrast, dark)

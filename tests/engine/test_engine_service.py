@@ -133,6 +133,20 @@ def test_engine_serves_clients_refuses_nonsense_and_notifies_systemd(tmp_path, c
     r = subprocess.run([PY, "-m", "app.cli", "events", "--json"], cwd=ROOT, capture_output=True, text=True, env=env,
                        timeout=30)
     assert r.returncode == 0 and any(json.loads(x)["kind"] == "link_connected" for x in r.stdout.splitlines())
+    follow = subprocess.Popen([PY, "-m", "app.cli", "events", "--follow", "-n", "1"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        follow.stdout.readline()  # the most recent event
+        time.sleep(0.5)  # subscribed by now
+        eng.call("alarm.pause_audio")
+        line = ""
+        deadline = time.monotonic() + 10
+        while "audio_paused" not in line and time.monotonic() < deadline:
+            line = follow.stdout.readline()
+        assert "audio_paused" in line
+    finally:
+        follow.terminate()
+        follow.wait(10)
     # nonsense over the raw socket: clear errors, the engine carries on
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(eng.sock))
@@ -360,3 +374,73 @@ def test_subscription_stream_carries_what_the_ui_draws(tmp_path, cleanup):
     assert e["bin_hz"] == 1000.0 and len(lo) == len(hi) > 10 and all(a <= b for a, b in zip(lo, hi))
     rates = [x["seq"] for x in got["state"]]
     assert rates == sorted(rates)
+
+
+def test_report_and_usb_export_through_the_api(tmp_path, cleanup):
+    eng = Engine(tmp_path, "sim://?seed=8")
+    cleanup.append(eng)
+    assert wait_for(lambda: ready(eng))
+    case_id = eng.call("case.start", patient_id="DOC-1", planned_sides=["L"])["case_id"]
+    eng.call("sim.control", command="probe", args={"contact": "nerve", "site": "VAGUS", "side": "L"})
+    eng.call("probe.site", site="VAGUS", side="L", step="V1")
+    eng.call("stim.set", output="probe", rate_hz=10.0)
+    eng.call("stim.output", output="probe", on=True)
+    assert wait_for(lambda: "V1" in eng.state()["steps"]["L"], 10)
+    eng.call("laryngoscopy", phase="L1", side="L", finding="normal")
+    eng.call("note.add", text="V1 recorded")
+    eng.call("case.close", note="short case")
+    rep = eng.client.call("report.get", timeout_s=120)
+    assert rep["case_id"] == case_id and Path(rep["pdf_path"]).read_bytes().startswith(b"%PDF")
+    assert rep["document"]["format"].startswith("lnm-case/")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    res = eng.client.call("export.usb", target=str(stick), timeout_s=120)
+    assert res["verified"] and res["safe_to_remove"] and res["pseudonymised"]
+    folder = Path(res["folder"])
+    assert {"report.pdf", "case.json", "SHA256SUMS"} <= {p.name for p in folder.iterdir()}
+    with pytest.raises(CommandFailed) as info:
+        eng.client.call("export.usb", target=str(tmp_path / "no-such-stick"), timeout_s=60)
+    assert info.value.code == "bad_state" and "no-such-stick" in info.value.message
+    cases = eng.call("cases.list")["cases"]
+    assert cases[0]["case_id"] == case_id
+
+
+def test_a_stalled_engine_loop_stops_the_board_heartbeat_and_recovers(tmp_path):
+    from app.engine.service import EngineConfig, EngineService
+    from app.settings import Settings
+
+    cfg = EngineConfig(settings=Settings(), board_url="sim://?seed=9", socket_path=tmp_path / "e.sock",
+                       data_dir=tmp_path / "data", resume=False, stall_s=0.5)
+    svc = EngineService(cfg)
+    t = threading.Thread(target=svc.run)
+    t.start()
+    c = EngineClient(tmp_path / "e.sock")
+    try:
+        assert wait_for(lambda: c.connect() is not None, 20)
+        assert wait_for(lambda: c.call("state.get")["board"]["board_id"] is not None)
+        c.call("case.start", patient_id="STALL-1", planned_sides=["L"])
+        c.call("stim.output", output="aps", on=True)
+        board = svc.link._port.board
+        assert wait_for(lambda: board.stimulating)
+        mon = svc.monitor
+        real_tick = mon.tick
+        stalled = {"done": False}
+
+        def stall():
+            if not stalled["done"]:
+                stalled["done"] = True
+                time.sleep(2.6)  # the loop hangs (e.g. a blocked call)
+            real_tick()
+
+        mon.tick = stall
+        assert wait_for(lambda: stalled["done"], 5)
+        # within the stall: no heartbeat -> the board stops stimulating, then beeps
+        assert wait_for(lambda: not board.stimulating, 2.0)
+        assert wait_for(lambda: any(on for _t, on in board.beeper_history), 3.0)
+        # the loop runs again: heartbeat back, beeper off, stimulation commanded again
+        assert wait_for(lambda: board.stimulating and not board.beeper_on, 5.0)
+        assert any(e["kind"] == "host_silent" for e in c.call("events.list", limit=200)["events"])
+    finally:
+        c.close()
+        svc.stop()
+        t.join(15)

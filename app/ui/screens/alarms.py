@@ -45,9 +45,10 @@ class AlarmRow(BoxLayout):
         self.colour = st.colour
         self.fg = st.text
         cat = "TECHNICAL" if a.get("technical") else "PHYSIOLOGICAL"
-        self.headline = f"{a.get('title') or a.get('kind')}  ({cat}, raised at {P.fmt_clock(a.get('raised_t_s'))})"
-        self.text = str(a.get("message") or "") + ("\n" + str(a.get("action")) if a.get("action") else "")
-        self.state_words = P.alarm_state_words(a)
+        where = P.site_side_name(a.get("site"), a.get("side"))
+        self.headline = f"{str(a.get('title') or a.get('kind')).upper()}  {where}".strip()
+        self.text = str(a.get("action") or a.get("message") or "")
+        self.state_words = f"{cat.lower()}, raised {P.fmt_clock(a.get('raised_t_s'))}; {P.alarm_state_words(a)}"
         self.can_ack = not a.get("acknowledged")
 
 

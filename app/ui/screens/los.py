@@ -92,7 +92,9 @@ class LosScreen(LnmScreen):
         if ts:
             self.ts_open = bool(ts.get("open"))
             self.check = str(ts.get("next_check") or "")
-            self.question = str(ts.get("next_question") or ("All checks answered." if self.ts_open else "Closed."))
+            concl = P.CONCLUSIONS.get(str(ts.get("conclusion")), str(ts.get("conclusion")))
+            self.question = str(ts.get("next_question") or (concl.upper() if ts.get("conclusion") != "open"
+                                                            else "All checks answered."))
             lines = []
             for key, a in (ts.get("answers") or {}).items():
                 by = a.get("by") or ""
@@ -146,7 +148,7 @@ class LosScreen(LnmScreen):
         if len(after) >= 6:
             first = np.nanmean([p[1] for p in after[:3]])
             trend = "  RISING" if amp > first * 1.2 + 20 else "  falling" if amp < first * 0.8 - 20 else "  flat"
-        self.recovery = f"Recovery: last responses {P.fmt_amp(amp)} uV{pct}{trend}"
+        self.recovery = f"Recovery: last responses {P.fmt_amp(amp)} µV{pct}{trend}"
 
     def frame(self) -> None:
         if self.app.history.version == self._drawn:

@@ -151,8 +151,7 @@ class MonitorScreen(LnmScreen):
         self._update_steps(state)
         self._trend_side = self.aps_side
         self.show_trend = self.aps_on or self.app.trend.has_data(self._trend_side)
-        self.trend_caption = (f"APS trend {P.side_name(self._trend_side)}, % of baseline: "
-                              "amplitude (solid), latency (dashed)")
+        self.trend_caption = f"APS trend {P.side_name(self._trend_side)}, % of baseline"
         self._drawn["trend"] = -1  # time axis moves on
 
     def _sync_toggles(self) -> None:
@@ -212,7 +211,7 @@ class MonitorScreen(LnmScreen):
         end = max(float(t[-1]) if len(t) else 0.0, float(now or 0.0))
         span = nice_span(max(end, 60.0))
         plot.set_x_range(0.0, span)
-        plot.x_label = f"case time 0 - {span / 60:.0f} min"
+        plot.x_label = f"0 - {span / 60:.0f} min    amplitude: solid    latency: dashed"
         from app.ui.data import decimate_xy
 
         cols = max(10, int(plot.area()[2]))
