@@ -23,7 +23,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+def _shipped_config_dir() -> Path:
+    """The shipped ``config/``: beside the source tree, or installed under ``share/lnm``."""
+    import sys
+
+    source_tree = Path(__file__).resolve().parent.parent / "config"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(sys.prefix) / "share" / "lnm" / "config"
+
+
+CONFIG_DIR = _shipped_config_dir()
 
 
 class SettingError(ValueError):

@@ -27,13 +27,22 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from firmware_bridge.sim.physiology import PatientParams, PhysiologyError
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "config" / "scenarios"
+def _shipped_scenario_dir() -> Path:
+    """``config/scenarios`` beside the source tree, or installed under ``share/lnm``."""
+    source_tree = Path(__file__).resolve().parents[2] / "config" / "scenarios"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(sys.prefix) / "share" / "lnm" / "config" / "scenarios"
+
+
+SCENARIO_DIR = _shipped_scenario_dir()
 
 # What ``expect`` may name: the rule events of app.model.EventKind, the alarm kinds of
 # app.alarms.catalog.AlarmKind, the engine's staging recommendation, and what the
