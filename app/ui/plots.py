@@ -52,11 +52,13 @@ class _Plot(FloatLayout):
         self.bind(pos=self._relayout, size=self._relayout, caption=self._relayout)
         self.frames_drawn = 0
 
-    # plot area in window coordinates
+    # plot area in window coordinates (below the caption, above an axis label)
     def area(self) -> tuple[float, float, float, float]:
+        top = _fs() * 1.25 if self.caption else 2.0
+        bottom = self.pad_bottom + (_fs() * 1.25 if getattr(self, "x_label", "") else 0.0)
         x0 = self.x + self.pad_left
-        y0 = self.y + self.pad_bottom
-        return x0, y0, max(1.0, self.width - self.pad_left - 2), max(1.0, self.height - self.pad_bottom - 2)
+        y0 = self.y + bottom
+        return x0, y0, max(1.0, self.width - self.pad_left - 2), max(1.0, self.height - bottom - top)
 
     def _label(self, text: str, x: float, y: float, color: Sequence[float] | None = None, anchor: str = "left") -> None:
         lab = Label(text=text, font_size=_fs(), color=color or PAL["muted"], size_hint=(None, None))
@@ -224,7 +226,7 @@ class SeriesPlot(_Plot):
         self._series: dict[str, dict[str, Any]] = {}
         self.x_range = (0.0, 60.0)
         super().__init__(**kw)
-        self.bind(references=self._relayout, y_min=self._relayout, y_max=self._relayout)
+        self.bind(references=self._relayout, y_min=self._relayout, y_max=self._relayout, x_label=self._relayout)
 
     def add_series(self, name: str, color: Sequence[float], width: float = 1.5, dash: bool = False) -> None:
         c = Color(*color)
@@ -246,7 +248,7 @@ class SeriesPlot(_Plot):
         g.add(Color(*PAL["line"]))
         g.add(Line(rectangle=(x0, y0, w, h), width=1))
         if self.x_label:
-            self._label(self.x_label, x0 + 4, y0 + _fs() * 0.7)
+            self._label(self.x_label, x0 + 4, y0 - _fs() * 0.62)
 
     def set_x_range(self, lo: float, hi: float) -> None:
         self.x_range = (float(lo), float(max(hi, lo + 1e-6)))

@@ -148,6 +148,9 @@ SITE_NAMES = {"VAGUS": "vagus", "RLN": "RLN", "EBSLN": "EBSLN", "UNTAGGED": "unt
 STEPS = ("V1", "S1", "R1", "R2", "S2", "V2")
 STEP_SITE = {"V": "VAGUS", "S": "EBSLN", "R": "RLN"}
 FINDINGS = (("normal", "Normal"), ("paresis", "Paresis"), ("palsy", "Palsy"), ("not_examined", "Not examined"))
+# the case record's words for vocal-fold mobility (app.record) shown as the API's words
+FINDING_WORDS = {"normal": "normal", "paresis": "paresis", "palsy": "palsy", "not_examined": "not examined",
+                 "reduced": "paresis", "immobile": "palsy", "not_assessed": "not examined"}
 
 CHECK_LABELS = {
     "current_delivered": "Current delivered as set",
@@ -320,7 +323,8 @@ def document_summary(doc: Mapping[str, Any]) -> str:
             if not v:
                 continue
             if "finding" in v:
-                vals.append(f"{k} {str(v['finding']).replace('_', ' ')}")
+                f = str(v["finding"])
+                vals.append(f"{k} {FINDING_WORDS.get(f, f.replace('_', ' '))}")
             else:
                 vals.append(f"{k} {fmt_amp(v.get('amplitude_uV'))} µV / {fmt_lat(v.get('latency_ms'))} ms")
         lines.append(f"{side_name(side)}: " + ("; ".join(vals) if vals else "no steps recorded"))

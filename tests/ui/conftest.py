@@ -87,6 +87,11 @@ class Engine:
                 raise AssertionError(f"engine state never showed {what or pred}")
             time.sleep(0.1)
 
+    def restart(self) -> "Engine":
+        """A new engine process on the same socket and data (after a kill)."""
+        self.stop()
+        return self.start()
+
     def pause(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)
 

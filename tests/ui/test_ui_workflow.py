@@ -210,3 +210,325 @@ def test_current_above_the_limit_needs_confirmation(ui, engine):
     ui.wait(lambda: mon.probe_set == "1.0" and mon.probe_delivered not in ("---", "")
             and abs(float(mon.probe_delivered) - 1.0) < 0.06, 10, "1.0 mA set and delivered (within 5 %)")
     assert mon.probe_warn == ""
+
+
+def test_continuous_vagal_electrode_baseline_and_trend(ui, engine):
+    app = ui.app
+    ui.go("sim")
+    ui.tap("sim.event.aps_L")
+    ui.go("monitor")
+    ui.tap("monitor.page.vagal")
+    ui.tap("monitor.aps.side.L")
+    engine.wait(lambda s: s["stim"]["aps"]["side"] == "L", 5, "APS on the left")
+    engine.call("stim.set", output="aps", rate_hz=5.0)  # a faster baseline than 1 Hz, for the test's time
+    ui.tap("monitor.aps.onoff")
+    engine.wait(lambda s: s["stim"]["aps"]["on"], 5, "APS on")
+    st = engine.wait(lambda s: (s["aps"]["L"] or {}).get("baseline_uV") and not s["aps"]["L"].get("collecting"),
+                     30, "the APS baseline")
+    mon = app.screens["monitor"]
+    ui.wait(lambda: mon.aps_amp_pct != "---" and "Baseline" in mon.aps_baseline, 10, "% of baseline on the screen")
+    assert f"{st['aps']['L']['baseline_uV']:.0f}" in mon.aps_baseline
+    ui.wait(lambda: mon.show_trend and len(mon.ids.trend._series["amp"]["line"].points) >= 4, 10, "the trend plot")
+    assert app.trend.has_data("L")
+    engine.call("stim.set", output="aps", rate_hz=1.0)
+    ui.screenshot("12-monitor-vagal")
+    ui.tap("monitor.page.levels")
+    ui.screenshot("13-monitor-levels")
+    ui.tap("monitor.page.probe")
+
+
+def _flash_measure(ui, seconds=2.5):
+    banner = ui.app.banner
+    samples = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ui.frames(1)
+        samples.append((time.monotonic(), banner.flash_is_on))
+    rises = sum(1 for a, b in zip(samples, samples[1:]) if b[1] and not a[1])
+    duty = sum(1 for _t, on in samples if on) / len(samples)
+    return rises / (samples[-1][0] - samples[0][0]), duty, len(samples)
+
+
+def test_loss_of_signal_alarm_banner_acknowledge_and_pause(ui, engine):
+    app = ui.app
+    _probe_to(ui, "vagus_L")
+    engine.wait(lambda s: s["stim"]["probe"]["site"] == "VAGUS" and s["stim"]["probe"]["side"] == "L"
+                and (s["last"].get("L") or {}).get("response"), 15, "left vagal responses")
+    ui.tap("sim.event.traction_L")
+    st = engine.wait(lambda s: any(a["kind"] == "loss_of_signal" for a in s["alarms"]["active"]), 30,
+                     "a loss of signal")
+    ui.go("monitor")
+    banner = app.banner
+    ui.wait(lambda: banner.priority == "high" and "LOSS OF SIGNAL" in banner.headline or
+            "COMBINED" in banner.headline, 10, "the high-priority banner")
+    # IEC 60601-1-8 visual indicator: red, flashing 1.4-2.8 Hz with a 20-60 % duty cycle, and the
+    # priority in words and symbols (never colour alone)
+    assert banner.word == "HIGH" and banner.symbol == "!!!"
+    hz, duty, n = _flash_measure(ui)
+    assert n > 20, "the UI kept drawing frames"
+    assert 1.4 <= hz <= 2.8, hz
+    assert 0.2 <= duty <= 0.6, duty
+    ui.screenshot("14-monitor-loss-of-signal")
+    ui.tap("banner.ack")
+    engine.wait(lambda s: any(a.get("acknowledged") for a in s["alarms"]["active"]), 10, "an acknowledged alarm")
+    acked = [a for a in engine.state()["alarms"]["active"] if a.get("acknowledged")]
+    assert all(str(a.get("acknowledged_by") or "").startswith("ui") for a in acked)
+    ui.tap("banner.pause")
+    st = engine.wait(lambda s: s["alarms"]["audio"] == "paused", 10, "audio paused")
+    assert st["alarms"]["pause_remaining_s"] > 60
+    ui.wait(lambda: banner.audio.startswith("AUDIO PAUSED"), 5, "the pause countdown on the banner")
+    ui.go("alarms")
+    scr = app.screens["alarms"]
+    ui.wait(lambda: scr.ids.row0.used and "PAUSED" in scr.audio_text, 5, "the alarm list")
+    assert any(scr.ids[f"row{i}"].headline.startswith("LOSS OF SIGNAL") for i in range(4))
+    assert "LOSS" in scr.history.upper()
+    ui.screenshot("15-alarms")
+
+
+ANSWERS = {"leads_ok": True, "field_dry": True, "current_delivered": True, "laryngeal_twitch": False,
+           "contralateral_vagus": True, "tube_position_ok": True, "secretions_ok": True, "nmb_ok": True,
+           "nonrecurrent": False}
+
+
+def test_troubleshooting_mapping_and_staging_are_recorded(ui, engine):
+    app = ui.app
+    ui.go("los")
+    scr = app.screens["los"]
+    ui.wait(lambda: "LOSS OF SIGNAL" in scr.headline and scr.side == "L", 5, "the left loss on the screen")
+    ui.screenshot("16-los-checks-start")
+    asked = []
+    for _ in range(9):
+        ts = engine.state()["troubleshooting"]["L"]
+        if ts["conclusion"] != "open" or not ts["next_check"]:
+            break
+        check = ts["next_check"]
+        ui.wait(lambda c=check: scr.check == c, 5, f"the question {check}")
+        ui.tap("los.yes" if ANSWERS[check] else "los.no")
+        engine.wait(lambda s, c=check: c in s["troubleshooting"]["L"]["answers"], 10, f"the answer to {check}")
+        asked.append(check)
+    ts = engine.state()["troubleshooting"]["L"]
+    assert ts["conclusion"] == "true_los" and ts["confirmed"], ts
+    for check in asked:
+        a = ts["answers"][check]
+        assert a["answer"] == ("yes" if ANSWERS[check] else "no") and str(a["by"]).startswith("ui")
+    ui.wait(lambda: "TRUE LOSS" in scr.conclusion, 5, "the conclusion")
+    ui.screenshot("17-los-confirmed")
+    # mapping from distal to proximal
+    ui.tap("los.page.mapping")
+    ui.tap("los.map.minus")
+    ui.tap("los.map.minus")
+    assert scr.position_mm == 0
+    ui.tap("los.map.response")
+    engine.wait(lambda s: len(s["mapping"]["L"]["points"]) == 1, 10, "the first mapping point")
+    for _ in range(4):
+        ui.tap("los.map.plus")
+    ui.tap("los.map.none")
+    st = engine.wait(lambda s: len(s["mapping"]["L"]["points"]) == 2, 10, "the second mapping point")
+    mp = st["mapping"]["L"]
+    assert [p["position_mm"] for p in mp["points"]] == [0.0, 20.0]
+    assert mp["type"] == 1 and mp["lesion_between_mm"] == [0.0, 20.0]
+    ui.wait(lambda: "Type 1" in scr.mapping_text, 5, "type 1 on the screen")
+    ui.screenshot("18-los-mapping")
+    # staging: bilateral plan, confirmed unrecovered loss on the first side
+    ui.tap("los.page.staging")
+    ui.wait(lambda: scr.staging_active, 10, "the staging recommendation")
+    ui.screenshot("19-los-staging")
+    ui.tap("los.staging.postpone")
+    ui.type_text("RISK OF BILATERAL PALSY")
+    st = engine.wait(lambda s: (s["staging"].get("decision") or (s["staging"].get("active") or {}).get("decision")),
+                     10, "the staging decision")
+    dec = st["staging"].get("decision") or st["staging"]["active"]["decision"]
+    assert "postpone" in str(dec) and "RISK OF BILATERAL PALSY" in str(dec)
+    ui.wait(lambda: "Decision recorded" in scr.staging_decided, 5, "the decision on the screen")
+    ui.go("sim")
+    ui.tap("sim.event.release_L")
+
+
+SCREENS = ("monitor", "alarms", "los", "tube", "setup", "endcase", "report", "settings", "sim", "selftest")
+
+
+def _touch_targets(ui):
+    from app.ui.widgets import TButton, TToggle
+
+    out = []
+    for w in ui.all_widgets():
+        if isinstance(w, (TButton, TToggle)) and ui._shown(w) and w.width > 0 and not getattr(w, "hidden", False):
+            x, y = w.to_window(w.x, w.y)
+            out.append((getattr(w, "tid", "") or w.text, x, y, w.width, w.height))
+    return out
+
+
+def _check_layout(ui, size):
+    from app.ui import present as P
+
+    app = ui.app
+    min_px = P.touch_target_px(app.dpi)  # 9 mm at this display's dpi
+    assert app.tp >= min_px
+    problems = []
+    for name in SCREENS:
+        app.sm.current = name
+        ui.frames(4)
+        targets = _touch_targets(ui)
+        assert targets, name
+        for tid, x, y, w, h in targets:
+            if w < min_px - 0.5 or h < min_px - 0.5:
+                problems.append(f"{name}: {tid!r} is {w:.0f}x{h:.0f} px, under 9 mm ({min_px} px)")
+            if x < -0.5 or y < -0.5 or x + w > size[0] + 0.5 or y + h > size[1] + 0.5:
+                problems.append(f"{name}: {tid!r} is outside the {size[0]}x{size[1]} window")
+        for i, a in enumerate(targets):
+            for b in targets[i + 1:]:
+                ox = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+                oy = min(a[2] + a[4], b[2] + b[4]) - max(a[2], b[2])
+                if ox > 1 and oy > 1:
+                    problems.append(f"{name}: {a[0]!r} and {b[0]!r} overlap")
+        ui.screenshot(f"20-layout-{name}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("size", [(800, 480), (1280, 800)])
+def test_every_screen_fits_with_9mm_targets(ui, size):
+    app = ui.app
+    was = app.sm.current
+    ui.window.size = size
+    ui.wait(lambda: tuple(ui.window.size) == size, 5, f"the window at {size}")
+    ui.frames(3)
+    try:
+        _check_layout(ui, size)
+    finally:
+        ui.window.size = (800, 480)
+        ui.wait(lambda: tuple(ui.window.size) == (800, 480), 5, "the window back at 800x480")
+        app.sm.current = was
+        ui.frames(3)
+
+
+def test_end_of_case_report_preview_and_usb_export(ui, engine, usb_dir):
+    app = ui.app
+    case_id = engine.state()["case"]["case_id"]
+    ui.go("case")
+    assert app.sm.current == "endcase"
+    ui.tap("end.l2.L.palsy")
+    ui.tap("end.l2.R.normal")
+    engine.wait(lambda s: steps_of(s, "L").get("L2", {}).get("finding") == "palsy"
+                and steps_of(s, "R").get("L2", {}).get("finding") == "normal", 10, "the L2 findings")
+    ui.tap("end.note")
+    ui.type_text("LEFT NERVE INTACT ON INSPECTION")
+    ui.wait(lambda: "LEFT NERVE INTACT" in app.screens["endcase"].notes_text, 10, "the note")
+    ui.screenshot("21-end-of-case")
+    ui.tap("end.close")
+    ui.wait(lambda: ui.has("dialog.confirm"), 5, "the close confirmation")
+    ui.screenshot("22-close-confirm")
+    ui.tap("dialog.confirm")
+    ui.type_text("END")
+    engine.wait(lambda s: s["case"] is None, 20, "the case closed")
+    assert engine.state()["stim"]["probe"]["on"] is False  # closing stops stimulation
+    rep = app.screens["report"]
+    ui.wait(lambda: app.sm.current == "report" and case_id in rep.summary, 60, "the report content")
+    assert "Loss of signal" in rep.summary and "LOS type 1" in rep.summary
+    assert "L2 palsy" in rep.summary
+    ui.wait(lambda: rep.pages or "install poppler" in rep.page_text, 60, "the PDF pages")
+    ui.screenshot("23-report")
+    if len(rep.pages) > 1:
+        ui.tap("report.next")
+        ui.wait(lambda: rep.page == 1, 5, "page 2")
+        ui.screenshot("24-report-page2")
+    ui.tap("report.export")
+    ui.wait(lambda: rep.export_text.startswith(("EXPORTED", "NOT EXPORTED")), 60, "the export result")
+    assert rep.export_text.startswith("EXPORTED") and "verified: yes" in rep.export_text, rep.export_text
+    files = [p for p in usb_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pdf" for p in files) and any(p.suffix == ".json" for p in files), files
+    ui.screenshot("25-exported")
+    # the record says what was done at the touchscreen
+    doc = engine.call("report.get", case_id=case_id, pdf=False)["document"]
+    assert doc["sides"]["L"]["steps"]["L2"]["finding"] in ("palsy", "immobile")  # the record's word
+    assert any("LEFT NERVE INTACT" in str(n) for n in doc["notes"])
+    assert any(st.get("decision") for st in doc["staging"])
+    los = [e for e in doc["adverse_events"] if e["kind"] == "loss_of_signal" and e["side"] == "L"]
+    assert any({a["check"] for a in e.get("troubleshooting") or []} >= {"leads_ok", "laryngeal_twitch"} for e in los)
+    assert doc["case"]["close_reason"] == "END"
+
+
+def test_settings_behind_the_pin_and_refused_values(ui, engine):
+    app = ui.app
+    ui.go("settings")
+    scr = app.screens["settings"]
+    assert not scr.unlocked and not ui.has("settings.lock")
+    for k in "1235":
+        ui.tap(f"pin.{k}")
+    ui.tap("pin.ok")
+    assert not scr.unlocked and "Wrong PIN" in scr.pin_message
+    ui.screenshot("26-settings-locked")
+    for k in "1234":
+        ui.tap(f"pin.{k}")
+    ui.tap("pin.ok")
+    ui.wait(lambda: scr.unlocked, 5, "unlocked")
+    ui.tap("settings.group.analysis")
+    key = "analysis.event_threshold_uV"
+    for _ in range(10):
+        if ui.has(f"settings.edit.{key}"):
+            break
+        ui.tap("settings.next")
+    ui.screenshot("27-settings")
+    ui.tap(f"settings.edit.{key}")
+    ui.tap("key.clear")
+    ui.type_text("5000")
+    ui.wait(lambda: scr.error, 10, "the refusal")
+    assert key in scr.error and "uV" in scr.error and "20-1000" in scr.error, scr.error
+    assert engine.call("settings.get")["values"][key] == 100.0
+    ui.screenshot("28-settings-refused")
+    ui.tap(f"settings.edit.{key}")
+    ui.tap("key.clear")
+    ui.type_text("150")
+    engine.wait(lambda s: s["threshold_uV"] == 150.0, 10, "the new threshold")
+    ui.tap("settings.lock")
+    assert not scr.unlocked
+    engine.call("settings.set", changes={key: 100.0})
+
+
+def _frame_gaps(ui, seconds, during=None):
+    times = []
+    end = time.monotonic() + seconds
+    did = False
+    while time.monotonic() < end:
+        ui.loop.idle()
+        times.append(time.monotonic())
+        if during is not None and not did and time.monotonic() > end - seconds / 2:
+            did = True
+            during()
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return max(gaps), len(times)
+
+
+def test_ui_stays_responsive_when_the_engine_stalls_or_dies(ui, engine):
+    app = ui.app
+    ui.go("monitor")
+    ui.wait(lambda: app.link.health().ok and not app.banner.engine_problem, 10, "a healthy link")
+    before = engine.state()["stim"]["probe"]["current_mA"]
+    frames_before = app.frames
+    engine.pause()  # SIGSTOP: connected but silent
+    try:
+        worst, n = _frame_gaps(ui, 4.0)
+        assert app.banner.engine_problem and "NOT RESPONDING" in app.banner.headline, app.banner.headline
+        assert worst < 0.5, f"a frame took {worst:.2f} s while the engine was stalled"
+        assert app.frames - frames_before >= n - 1  # the app's own frame callback kept running
+        ui.screenshot("29-engine-not-responding")
+        # a touch during the stall is refused at once, never sent to be executed later
+        worst, _ = _frame_gaps(ui, 1.0, during=lambda: ui.tap("monitor.probe.plus"))
+        assert worst < 0.5
+        ui.wait(lambda: app.message_bar.level == "refused" and "not" in app.message_bar.message.lower(), 5,
+                "the refusal of the touch")
+    finally:
+        engine.resume()
+    ui.wait(lambda: app.link.health().ok and not app.banner.engine_problem, 10, "the engine answering again")
+    ui.run_for(1.0)
+    assert engine.state()["stim"]["probe"]["current_mA"] == before
+    # killed: the UI says so, keeps drawing, and reconnects by itself to a new engine
+    engine.proc.kill()
+    engine.proc.wait()
+    worst, _ = _frame_gaps(ui, 2.0)
+    ui.wait(lambda: app.banner.engine_problem and "LOST" in app.banner.headline, 10, "connection lost")
+    assert worst < 0.5
+    ui.screenshot("30-engine-lost")
+    engine.restart()
+    ui.wait(lambda: app.link.health().ok and not app.banner.engine_problem, 20, "reconnected")
+    seq = app.state.get("seq")
+    ui.wait(lambda: app.state.get("seq") != seq, 5, "fresh state after reconnecting")

@@ -40,6 +40,9 @@ class SettingsScreen(LnmScreen):
     def on_leave(self, *args: Any) -> None:
         self.lock()
 
+    def on_unlocked(self, _inst: Any, value: bool) -> None:
+        self.ids.lockpages.current = "unlocked" if value else "locked"
+
     def lock(self) -> None:
         self.unlocked = False
         self.pin_entry = ""
