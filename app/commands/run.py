@@ -1,12 +1,15 @@
-"""``lnm run``: the product on the virtual board, with a live view in the terminal.
+"""``lnm run``: the product on the virtual board: the engine and the touchscreen UI.
 
 Owns: starting ``lnm engine`` on the virtual board as its own process (as on the
-appliance: the engine keeps monitoring whatever happens to its clients), opening a demo
-case, and the headless live view: what the engine sees and does (board, stimulation, last
-responses per side, baselines, alarms, events) until Ctrl-C. In a terminal, single keys
-drive the virtual patient so the product can be demonstrated without a screen.
+appliance: the engine keeps monitoring whatever happens to its clients), then the
+touchscreen UI as another process, both supervised (``app.ui.launch``: a UI that dies
+is restarted while the engine keeps alarming; on a machine without a screen the UI runs
+on a virtual display and says where its screenshot is). With ``--headless``: opening a
+demo case and the live view in the terminal instead: what the engine sees and does
+(board, stimulation, last responses per side, baselines, alarms, events) until Ctrl-C;
+in a terminal, single keys drive the virtual patient.
 May import: the standard library, ``app.api`` (client, clients), ``app.engine.cli``
-(defaults) and ``app.record.journal`` (data folder).
+(defaults), ``app.record.journal`` (data folder) and ``app.ui.launch`` (no Kivy).
 
 If an engine already answers on the socket, the view attaches to it instead of starting
 another one.
@@ -50,6 +53,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-demo", action="store_true", help="do not open a demo case")
     parser.add_argument("--refresh", type=float, default=0.5, metavar="S", help="view refresh period (default 0.5 s)")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    parser.add_argument("--headless", action="store_true",
+                        help="no touchscreen UI: a demo case and the live view in this terminal")
+    parser.add_argument("--demo", action="store_true", help="with the UI: open the demo case too")
+    parser.add_argument("--size", default=None, metavar="WxH", help="UI window size (800x480 or 1280x800)")
+    parser.add_argument("--fullscreen", action="store_true", help="UI on the whole screen")
+    parser.add_argument("--screenshot", type=Path, default=None, metavar="PNG",
+                        help="the UI writes its screen to this file every 2 s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
                     _stop_engine(engine)
                     return 1
                 time.sleep(0.1)
+    if not args.headless:
+        return _with_ui(args, sock, engine, client)
     client.start()
     client.subscribe(["state", "events"], state_hz=max(0.5, 1.0 / max(args.refresh, 0.1)))
     if not args.no_demo:
@@ -96,6 +108,34 @@ def run(args: argparse.Namespace) -> int:
         client.close()
         if engine is not None:
             _stop_engine(engine)
+
+
+def _with_ui(args: argparse.Namespace, sock: Path, engine: subprocess.Popen | None, client: Any) -> int:
+    """The engine (ours, or one already running) and the touchscreen UI until the UI is closed."""
+    from app.ui.launch import supervise
+
+    if args.demo:
+        _demo_case(client)
+    client.close()
+    ui_args: list[str] = []
+    if args.size:
+        ui_args += ["--size", args.size]
+    if args.fullscreen:
+        ui_args.append("--fullscreen")
+    if args.screenshot:
+        ui_args += ["--screenshot", str(args.screenshot)]
+    procs = {"engine": engine}
+    stop = {"now": False}
+    old_term = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    try:
+        return supervise(sock, procs, (lambda: _start_engine(args, sock)) if engine is not None else None,
+                         ui_args, duration_s=args.duration, stop=stop)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if procs["engine"] is not None:
+            _stop_engine(procs["engine"])
 
 
 def _start_engine(args: argparse.Namespace, sock: Path) -> subprocess.Popen:

@@ -179,6 +179,7 @@ class AlarmBanner(BoxLayout):
             self.more = ""
             self.can_ack = self.can_pause = False
             self.audio = ""
+            self.pause_text = "PAUSE\nAUDIO"
             return
         self.engine_problem = False
         audio = alarms.get("audio") or "normal"

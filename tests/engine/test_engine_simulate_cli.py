@@ -85,8 +85,9 @@ def test_paced_simulation_follows_the_speed():
 def test_run_starts_the_engine_shows_it_and_stops_it(tmp_path):
     sock = tmp_path / "engine.sock"
     env = {**os.environ, "LNM_SOCKET": str(sock)}
-    r = subprocess.run([sys.executable, "-m", "app.cli", "run", "--data", str(tmp_path / "data"), "--duration", "6",
-                        "--refresh", "0.5"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=90)
+    r = subprocess.run([sys.executable, "-m", "app.cli", "run", "--headless", "--data", str(tmp_path / "data"),
+                        "--duration", "6", "--refresh", "0.5"], cwd=ROOT, capture_output=True, text=True, env=env,
+                       timeout=90)
     assert r.returncode == 0, r.stderr
     assert "board: connected" in r.stdout
     assert "case" in r.stdout and "DEMO-1" in r.stdout

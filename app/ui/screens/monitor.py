@@ -151,7 +151,8 @@ class MonitorScreen(LnmScreen):
         self._update_steps(state)
         self._trend_side = self.aps_side
         self.show_trend = self.aps_on or self.app.trend.has_data(self._trend_side)
-        self.trend_caption = f"APS trend {P.side_name(self._trend_side)}, % of baseline"
+        self.trend_caption = (f"APS {P.side_name(self._trend_side)}, % of baseline: amplitude solid, "
+                              "latency dashed")
         self._drawn["trend"] = -1  # time axis moves on
 
     def _sync_toggles(self) -> None:
@@ -183,6 +184,12 @@ class MonitorScreen(LnmScreen):
 
     def frame(self) -> None:
         app = self.app
+        if not app.link.health().ok:
+            for s in ("L", "R"):
+                panel = self.ids[f"panel_{s}"]
+                panel.fresh = False
+                panel.words = "NO CURRENT DATA: engine not responding"
+                panel.alert = True
         if app.epochs.version != self._drawn["epochs"]:
             self._drawn["epochs"] = app.epochs.version
             for s in ("L", "R"):
@@ -211,7 +218,7 @@ class MonitorScreen(LnmScreen):
         end = max(float(t[-1]) if len(t) else 0.0, float(now or 0.0))
         span = nice_span(max(end, 60.0))
         plot.set_x_range(0.0, span)
-        plot.x_label = f"0 - {span / 60:.0f} min    amplitude: solid    latency: dashed"
+        plot.caption = f"{self.trend_caption}, 0-{span / 60:.0f} min"
         from app.ui.data import decimate_xy
 
         cols = max(10, int(plot.area()[2]))
