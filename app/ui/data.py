@@ -121,6 +121,7 @@ class EpochStore:
         self.epochs: dict[str, dict[str, Any]] = {}
         self.scale: dict[str, float] = {s: 500.0 for s in SIDES}
         self.version = 0
+        self.side_version: dict[str, int] = {s: 0 for s in SIDES}
 
     def add(self, msg: Mapping[str, Any]) -> None:
         side = msg.get("side")
@@ -140,6 +141,7 @@ class EpochStore:
         self.epochs[side] = {"t_ms": t_ms, "uV": y - ref, "index": msg.get("index"), "t_s": _num(msg.get("t_s")),
                              "source": msg.get("source"), "site": msg.get("site")}
         self.version += 1
+        self.side_version[side] += 1
 
     def get(self, side: str) -> dict[str, Any] | None:
         return self.epochs.get(side)
@@ -200,23 +202,25 @@ class TrendStore:
 
 
 def decimate_xy(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most ~2 points per column (min and max of each column), NaNs dropped."""
+    """At most 2 points per column (the column's min and max, in time order), NaNs dropped.
+
+    ``x`` must be ascending (time). Vectorised: no Python loop over columns."""
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(x) <= 2 * columns or columns <= 0:
         return x, y
-    edges = np.linspace(x[0], x[-1], columns + 1)
-    col = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, columns - 1)
-    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
-    ends = np.r_[starts[1:], len(x)]
-    out_x, out_y = [], []
-    for a, b in zip(starts, ends):
-        seg = y[a:b]
-        i, j = int(np.argmin(seg)), int(np.argmax(seg))
-        for k in sorted({i, j}):
-            out_x.append(x[a + k])
-            out_y.append(seg[k])
-    return np.asarray(out_x), np.asarray(out_y)
+    span = x[-1] - x[0]
+    col = np.minimum(((x - x[0]) / (span if span > 0 else 1.0) * columns).astype(np.int64), columns - 1)
+    idx = np.arange(len(y))
+    # index of the min and of the max in each column (ties: the first)
+    order_min = np.lexsort((idx, y, col))  # by column, then value, then index
+    first_in_col = np.r_[True, col[order_min][1:] != col[order_min][:-1]]
+    i_min = order_min[first_in_col]
+    order_max = np.lexsort((idx, -y, col))
+    first_in_col = np.r_[True, col[order_max][1:] != col[order_max][:-1]]
+    i_max = order_max[first_in_col]
+    pick = np.unique(np.concatenate([i_min, i_max]))
+    return x[pick], y[pick]
 
 
 class SiteHistory:

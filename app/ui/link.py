@@ -114,6 +114,7 @@ class EngineLink:
         self._last_rx = t
         self._health = Health("connecting", f"connecting to the engine on {self.client.path} ...", t)
         self.hello: dict[str, Any] = {}
+        self.history: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=100)  # health changes
         self.sent = 0
         self.refused_stale = 0
 
@@ -247,6 +248,7 @@ class EngineLink:
     def _set_health(self, state: str, message: str, now: float) -> None:
         if self._health.state != state:
             self._health = Health(state, message, now)
+            self.history.append((now, state, message))
         else:
             self._health.message = message
 

@@ -27,6 +27,7 @@ class UiOptions:
     start_screen: str = "selftest"
     stale_s: float = 2.5
     name: str = "ui"
+    max_fps: int = 30  # 0: unlimited (a benchmark paces the frames itself)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -40,7 +41,10 @@ def configure_kivy(opts: UiOptions) -> None:
     Config.set("graphics", "height", str(h))
     Config.set("graphics", "resizable", "0")
     Config.set("graphics", "fullscreen", "auto" if opts.fullscreen else "0")
-    Config.set("graphics", "maxfps", "30")
+    Config.set("graphics", "maxfps", str(int(opts.max_fps)))
+    # no multisampling: it multiplies the fill cost of every frame on the Pi's GPU and on
+    # software renderers; the traces are 1 px lines anyway
+    Config.set("graphics", "multisamples", "0")
     Config.set("graphics", "show_cursor", "0" if opts.fullscreen else "1")
     Config.set("kivy", "exit_on_escape", "0" if opts.fullscreen else "1")
     Config.set("kivy", "keyboard_mode", "")

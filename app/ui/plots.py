@@ -73,9 +73,7 @@ class _Plot(FloatLayout):
         for lab in self._labels:
             self.remove_widget(lab)
         self._labels = []
-        self._bg.clear()
-        self._bg.add(Color(*PAL["bg"]))
-        self._bg.add(Rectangle(pos=self.pos, size=self.size))
+        self._bg.clear()  # no filled background: drawn on its parent's colour (less to fill per frame)
         self._caption.text = self.caption
         self._caption.font_size = _fs()
         self._caption.texture_update()
@@ -104,7 +102,7 @@ class EpochPlot(_Plot):
         self._t = np.zeros(0)
         self._y = np.zeros(0)
         self._color = Color(*PAL[f"side_{self.side}"])
-        self._line = Line(points=[], width=1.3)
+        self._line = Line(points=[], width=1)
         self._data.add(self._color)
         self._data.add(self._line)
         self.bind(side=lambda *_: setattr(self._color, "rgba", PAL[f"side_{self.side}"]))

@@ -285,17 +285,12 @@ def ui(display: str, engine: Engine, usb_dir: Path) -> Iterator[Ui]:
 
     opts = UiOptions(socket=engine.socket, size=(800, 480), usb_target=str(usb_dir), stale_s=2.0)
     configure_kivy(opts)
-    from kivy.base import EventLoop, runTouchApp, stopTouchApp
-    from kivy.clock import Clock
-
+    from app.ui import embed
     from app.ui.main import LnmApp
 
     app = LnmApp(opts)
-    app._run_prepare()
-    runTouchApp(embedded=True)
+    embed.start(app)
     driver = Ui(app)
     driver.frames(5)
     yield driver
-    app.stop()
-    stopTouchApp()
-    EventLoop.close()
+    embed.stop(app)

@@ -109,7 +109,7 @@ class MonitorScreen(LnmScreen):
         self._asked: dict[str, tuple[float, float]] = {}
         self._trend_side = "L"
         trend: SeriesPlot = self.ids.trend
-        trend.add_series("amp", P.PALETTE["trend_amp"], width=2.0)
+        trend.add_series("amp", P.PALETTE["trend_amp"], width=1.0)
         trend.add_series("lat", P.PALETTE["trend_lat"], dash=True)
         trend.references = [(50.0, "50 %"), (110.0, "110 %")]
 
@@ -149,11 +149,15 @@ class MonitorScreen(LnmScreen):
             self.ids[f"panel_{s}"].show(last.get(s), state.get("t_s"), apss.get(s))
         self._sync_toggles()
         self._update_steps(state)
+        if self._trend_side != self.aps_side:
+            self._drawn["trend"] = -1
         self._trend_side = self.aps_side
         self.show_trend = self.aps_on or self.app.trend.has_data(self._trend_side)
         self.trend_caption = (f"APS {P.side_name(self._trend_side)}, % of baseline: amplitude solid, "
                               "latency dashed")
-        self._drawn["trend"] = -1  # time axis moves on
+        span = nice_span(max(float(state.get("t_s") or 0.0), 60.0))
+        if span != self.ids.trend.x_range[1]:
+            self._drawn["trend"] = -1  # the time axis steps on
 
     def _sync_toggles(self) -> None:
         ids = self.ids
@@ -193,6 +197,9 @@ class MonitorScreen(LnmScreen):
         if app.epochs.version != self._drawn["epochs"]:
             self._drawn["epochs"] = app.epochs.version
             for s in ("L", "R"):
+                if app.epochs.side_version[s] == self._drawn.get(f"epoch_{s}"):
+                    continue
+                self._drawn[f"epoch_{s}"] = app.epochs.side_version[s]
                 ep = app.epochs.get(s)
                 plot: EpochPlot = self.ids[f"panel_{s}"].ids.epoch
                 if ep is None:
@@ -221,7 +228,7 @@ class MonitorScreen(LnmScreen):
         plot.caption = f"{self.trend_caption}, 0-{span / 60:.0f} min"
         from app.ui.data import decimate_xy
 
-        cols = max(10, int(plot.area()[2]))
+        cols = max(10, int(plot.area()[2] // 2))  # up to 2 points per 2 px: as much as can be seen
         x1, y1 = decimate_xy(t, a["amp_pct"], cols)
         x2, y2 = decimate_xy(t, a["lat_pct"], cols)
         plot.set_series("amp", x1, y1)

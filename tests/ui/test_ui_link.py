@@ -1,0 +1,198 @@
+"""The UI's engine link without a display, against a small fake engine on a Unix socket:
+the UI thread never waits, late replies time out, commands are not sent into a silent
+engine (nor late), health says what is happening, and the link reconnects by itself."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.ui.link import EngineLink
+
+
+class FakeEngine:
+    """hello, replies (unless stalled), a 'state' message every 50 ms (unless stalled)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.requests: list[dict] = []
+        self.stalled = threading.Event()
+        self.stop = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(str(path))
+        self.srv.listen(4)
+        self.srv.settimeout(0.1)
+        self.threads = [threading.Thread(target=self._accept, daemon=True), threading.Thread(target=self._tick, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.sendall(b'{"type":"hello","api":1,"engine":"fake","simulated":true,"case_id":null}\n')
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        while not self.stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                req = json.loads(line)
+                self.requests.append(req)
+                while self.stalled.is_set() and not self.stop.is_set():
+                    time.sleep(0.01)
+                reply = {"type": "reply", "id": req["id"], "ok": True, "result": {"echo": req["cmd"]}}
+                if req["cmd"] == "refuse":
+                    reply = {"type": "reply", "id": req["id"], "ok": False,
+                             "error": {"code": "invalid_argument", "message": "refuse: no", "argument": "x"}}
+                try:
+                    conn.sendall((json.dumps(reply) + "\n").encode())
+                except OSError:
+                    return
+
+    def _tick(self) -> None:
+        seq = 0
+        while not self.stop.is_set():
+            time.sleep(0.05)
+            if self.stalled.is_set():
+                continue
+            seq += 1
+            for c in list(self.conns):
+                try:
+                    c.sendall((json.dumps({"type": "state", "seq": seq}) + "\n").encode())
+                except OSError:
+                    self.conns.remove(c)
+
+    def drop_clients(self) -> None:
+        for c in list(self.conns):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        self.conns.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.drop_clients()
+        self.srv.close()
+
+
+@pytest.fixture()
+def fake(tmp_path):
+    f = FakeEngine(tmp_path / "e.sock")
+    yield f
+    f.close()
+
+
+def pump_until(link, pred, timeout=5.0):
+    msgs = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        msgs += link.pump()
+        if pred():
+            return msgs
+        time.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_replies_run_on_the_pumping_thread_and_refusals_keep_the_engines_message(fake):
+    link = EngineLink(fake.path, timeout_s=2.0, stale_s=1.0, retry_s=0.05)
+    link.start()
+    try:
+        pump_until(link, lambda: link.health().ok)
+        got = []
+        link.send("ping", lambda r: got.append((r, threading.current_thread())))
+        link.send("refuse", lambda r: got.append((r, threading.current_thread())))
+        pump_until(link, lambda: len(got) == 2)
+        assert got[0][0].ok and got[0][0].result == {"echo": "ping"}
+        assert not got[1][0].ok and got[1][0].code == "invalid_argument" and got[1][0].message == "refuse: no"
+        assert all(t is threading.current_thread() for _r, t in got)
+        subs = [r for r in fake.requests if r["cmd"] == "subscribe"]
+        assert subs and "state" in subs[0]["streams"]
+    finally:
+        link.stop()
+
+
+def test_a_stalled_engine_never_blocks_and_gets_no_late_commands(fake):
+    link = EngineLink(fake.path, timeout_s=0.6, stale_s=0.4, retry_s=0.05)
+    link.start()
+    try:
+        pump_until(link, lambda: link.health().ok)
+        fake.stalled.set()
+        got = []
+        t = time.monotonic()
+        link.send("stim.set", got.append, current_mA=2.0)  # written before the stall is noticed
+        assert time.monotonic() - t < 0.05
+        pump_until(link, lambda: got, timeout=3)
+        assert got[0].code == "timeout" and "did not answer" in got[0].message
+        pump_until(link, lambda: link.health().state == "stalled", timeout=3)
+        assert "not responding" in link.health().message
+        n = len(fake.requests)
+        link.send("stim.set", got.append, current_mA=3.0)  # asked while the engine is silent
+        pump_until(link, lambda: len(got) == 2, timeout=3)
+        assert got[1].code == "not_sent" and "NOT sent" in got[1].message
+        fake.stalled.clear()
+        pump_until(link, lambda: link.health().ok, timeout=3)
+        time.sleep(0.2)
+        assert len([r for r in fake.requests[n:] if r["cmd"] == "stim.set"]) == 0  # never reached the engine
+    finally:
+        fake.stalled.clear()
+        link.stop()
+
+
+def test_commands_that_waited_too_long_are_not_sent(fake):
+    now = [1000.0]
+    link = EngineLink(fake.path, max_age_s=4.0, monotonic=lambda: now[0], stale_s=1e9)
+    link.client.connect()
+    link._connected = True
+    got = []
+    link.send("stim.set", got.append, current_mA=2.0)
+    now[0] += 5.0  # the sender only now gets to it
+    link.start()
+    try:
+        pump_until(link, lambda: got)
+        assert got[0].code == "not_sent" and "within 4 s" in got[0].message
+        assert not [r for r in fake.requests if r["cmd"] == "stim.set"]
+    finally:
+        link.stop()
+
+
+def test_health_follows_the_connection_and_the_link_reconnects_by_itself(tmp_path):
+    path = tmp_path / "e.sock"
+    link = EngineLink(path, stale_s=1.0, retry_s=0.05)
+    link.start()
+    try:
+        pump_until(link, lambda: link.health().state == "connecting" and "no engine" in link.health().message)
+        got = []
+        link.send("ping", got.append)
+        pump_until(link, lambda: got)
+        assert got[0].code == "engine_unavailable"
+        fake = FakeEngine(path)
+        try:
+            pump_until(link, lambda: link.health().ok)
+            fake.drop_clients()
+            pump_until(link, lambda: any(state == "down" for _t, state, _m in link.history), timeout=3)
+            pump_until(link, lambda: link.health().ok, timeout=5)  # back by itself
+            assert len([r for r in fake.requests if r["cmd"] == "subscribe"]) >= 2  # resubscribed
+        finally:
+            fake.close()
+    finally:
+        link.stop()
