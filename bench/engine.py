@@ -37,8 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.settings import Settings  # noqa: E402
 
-CYCLES = int(os.environ.get("LNM_BENCH_CYCLES", "100"))
+CYCLES = int(os.environ.get("LNM_BENCH_CYCLES", "60"))
 CASE_S = float(os.environ.get("LNM_BENCH_CASE_S", str(8 * 3600)))
+# Wall-time budget of the eight-hour part: at the 100x target it needs 288 s. If the
+# engine is slower, the case stops at the last ten-minute mark that fits (said so in the
+# output) and the speed and memory are those of the part that ran.
+CASE_BUDGET_S = float(os.environ.get("LNM_BENCH_CASE_BUDGET_S", "300"))
 
 
 def rss_mb() -> float:
@@ -164,6 +168,10 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
                       step_s=0.1, tick_s=0.1)
     m = s.monitor
     m.outputs = make_outputs(m.alarms, s.clock, m.settings, audio="capture", gpio="sim", keep_samples=False)
+    # the virtual board's ground-truth record is for tests; keep only its recent end here
+    import collections
+
+    s.board.truth = collections.deque(maxlen=1000)
     s.run_for(1.0)
     s.must("case.start", patient_id="BENCH-8H", planned_sides=["L"])
     s.board.control("aps_attach", side="L")
@@ -182,6 +190,9 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     rss_start = rss_mb()
     t = 600.0
     while t < CASE_S:
+        elapsed = time.perf_counter() - t0
+        if elapsed + 600.0 * elapsed / t > CASE_BUDGET_S:  # the next ten minutes would not fit
+            break
         hour = t / 3600.0
         if abs(hour % 2.0 - 1.0) < 1e-9:  # traction at 1 h, 3 h, 5 h, 7 h, released 3 min later
             s.board.control("traction", side="L", severity=0.7, onset_s=30)
@@ -207,8 +218,9 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     wall = time.perf_counter() - t0
     gc.collect()
     rss_end = rss_mb()
+    simulated = done
     s.must("case.close")
-    info = {"stimuli": m.counters["stimuli"], "journal_entries": m.counters["journal_entries"],
+    info = {"simulated_s": simulated, "stimuli": m.counters["stimuli"], "journal_entries": m.counters["journal_entries"],
             "journal_mb": (tmp / "case8h.db").stat().st_size / 1e6,
             "events": len(m.events), "rule_events": {k: v for k, v in m.counters.items() if k.startswith("rule_")}}
     journal.close()
@@ -224,8 +236,12 @@ def main() -> int:
               f"{time.perf_counter() - t:.1f} s; p50 {percentile(lat, 50):.2f} ms, p99 {percentile(lat, 99):.2f} ms, "
               f"max {max(lat) if lat else float('nan'):.2f} ms", flush=True)
         wall, rss0, rss1, info = eight_hours(tmp)
-        x = CASE_S / wall
-        print(f"{CASE_S / 3600:.1f} h continuous-monitoring case: {wall:.1f} s wall ({x:.0f}x real time), "
+        x = info["simulated_s"] / wall
+        if info["simulated_s"] < CASE_S:
+            print(f"NOTE: the case stopped after {info['simulated_s'] / 3600:.2f} h of {CASE_S / 3600:.1f} h: at "
+                  f"{x:.0f}x real time the whole case would take {CASE_S / x:.0f} s, beyond the "
+                  f"{CASE_BUDGET_S:.0f} s budget of this benchmark", flush=True)
+        print(f"{info['simulated_s'] / 3600:.2f} h continuous-monitoring case: {wall:.1f} s wall ({x:.0f}x real time), "
               f"{info['stimuli']} stimuli, {info['journal_entries']} journal entries ({info['journal_mb']:.0f} MB on disk), "
               f"rule events {info['rule_events']}; RSS {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end "
               f"({(rss1 - rss0) / rss0 * 100:+.1f} %)", flush=True)

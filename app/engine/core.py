@@ -427,6 +427,8 @@ class Monitor:
     def _operator(self, req: p.Request, action: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         """Journal an accepted operator command, then announce it."""
         d = dict(req.args if detail is None else detail)
+        if self.case_id is None:
+            log.info("operator action outside a case: %s %s by %s", action or req.cmd, d, req.client or "operator")
         self._journal("operator", {"action": action or req.cmd, "who": req.client or "operator", "detail": d})
         self._event("operator", action or req.cmd, f"{req.client or 'operator'}: {action or req.cmd}",
                     detail={"client": req.client, **d})

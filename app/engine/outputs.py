@@ -85,13 +85,17 @@ def make_outputs(
     gpio: str = "sim",
     on_footswitch: Callable[[str], None] | None = None,
     keep_samples: bool = False,
+    history: int = 2000,
 ) -> AnnunciatorOutputs:
-    """Outputs with the named backends. Raises ``OutputsError`` for a real backend that fails."""
+    """Outputs with the named backends. Raises ``OutputsError`` for a real backend that fails.
+
+    ``history``: how many recent sounds and GPIO changes the capturing/simulated backends
+    keep (bounded so that a long case keeps a flat memory; tests may ask for more)."""
     from app.outputs.annunciator import Annunciator
     from app.outputs.audio import CaptureAudio
 
     if audio == "capture":
-        audio_backend: Any = CaptureAudio(clock, keep_samples=keep_samples)
+        audio_backend: Any = CaptureAudio(clock, keep_samples=keep_samples, max_records=history)
     elif audio == "alsa":
         from app.outputs.audio import AplayAudio, aplay_available
 
@@ -107,13 +111,13 @@ def make_outputs(
     if gpio == "sim":
         from app.outputs.gpio import SimulatedGpio
 
-        gpio_backend: Any = SimulatedGpio(clock)
+        gpio_backend: Any = SimulatedGpio(clock, history=history)
     elif gpio == "rpi":
         from app.outputs.gpio import GpioError
         from app.outputs.gpio_rpi import RpiGpio
 
         try:
-            gpio_backend = RpiGpio(clock)
+            gpio_backend = RpiGpio(clock, history=history)
         except GpioError as exc:
             raise OutputsError(f"--gpio rpi: {exc}") from None
     else:
