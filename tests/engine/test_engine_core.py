@@ -198,3 +198,29 @@ def test_storage_full_raises_the_technical_alarm_monitoring_goes_on_nothing_lost
     stimuli = [e.payload["index"] for e in j.entries(case_id, kinds=["stimulus"], blobs=False)]
     assert stimuli == list(range(s.monitor.counters["stimuli"]))  # every stimulus, in order
     assert j.verify(case_id).ok
+
+
+def test_lead_off_board_fault_and_audio_failure_are_technical_alarms(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    case_id = start_case(s)
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(0.5)
+    s.board.control("lead", electrode="R_NEG", state="off")
+    s.run_for(1.5)
+    kinds = {a["kind"]: a for a in s.monitor.state_snapshot()["alarms"]["active"]}
+    assert "lead_off" in kinds and kinds["lead_off"]["technical"]
+    s.board.control("lead", electrode="R_NEG", state="on")
+    s.run_for(1.5)
+    assert "lead_off" not in {a["kind"] for a in s.monitor.state_snapshot()["alarms"]["active"]}
+    s.board.control("fault", kind="over_current", state="on")
+    s.run_for(1.5)
+    st = s.monitor.state_snapshot()
+    assert "board_fault" in {a["kind"] for a in st["alarms"]["active"]}
+    assert "over_current" in st["board"]["faults"] and not s.board.stimulating
+    s.monitor.outputs.audio.fail("speaker cable cut")
+    s.run_for(0.5)
+    st = s.monitor.state_snapshot()
+    assert "audio_failure" in {a["kind"] for a in st["alarms"]["active"]}
+    assert st["audio"]["ok"] is False and "speaker" in st["audio"]["message"]
+    kinds = [e.payload.get("event") for e in s.monitor.journal.entries(case_id, kinds=["engine", "link"], blobs=False)]
+    assert "audio_failure" in kinds and "board_status" in kinds
