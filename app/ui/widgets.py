@@ -190,7 +190,8 @@ class AlarmBanner(BoxLayout):
         else:
             self.audio = ""
         self.can_pause = True
-        self.pause_text = "AUDIO\nPAUSED" if audio == "paused" else "PAUSE\nAUDIO"
+        self.pause_text = (f"PAUSED\n{P.fmt_countdown(alarms.get('pause_remaining_s'))}" if audio == "paused"
+                           else "PAUSE\nAUDIO")
         if not active:
             self.priority = ""
             self.symbol, self.word = "", ""
@@ -205,7 +206,12 @@ class AlarmBanner(BoxLayout):
         self.symbol, self.word = st.symbol, st.word
         title = str(top.get("title") or top.get("name") or top.get("kind") or "ALARM").upper()
         where = P.site_side_name(top.get("site"), top.get("side"))
-        self.headline = title + (f"  {where}" if where else "") + ("  (acknowledged)" if top.get("acknowledged") else "")
+        state = ""
+        if top.get("latched") and not top.get("condition_active", True):
+            state = "  (ended: reset to clear)"
+        elif top.get("acknowledged"):
+            state = "  (acknowledged)"
+        self.headline = title + (f"  {where}" if where else "") + state
         msg = str(top.get("message") or "")
         action = str(top.get("action") or "")
         kind = "Technical alarm. " if top.get("technical") else ""

@@ -443,7 +443,8 @@ def test_end_of_case_report_preview_and_usb_export(ui, engine, usb_dir):
     assert any("LEFT NERVE INTACT" in str(n) for n in doc["notes"])
     assert any(st.get("decision") for st in doc["staging"])
     los = [e for e in doc["adverse_events"] if e["kind"] == "loss_of_signal" and e["side"] == "L"]
-    assert any({a["check"] for a in e.get("troubleshooting") or []} >= {"leads_ok", "laryngeal_twitch"} for e in los)
+    answered = {a["check"] for e in los for a in e.get("troubleshooting") or []}
+    assert answered >= {"leads_ok", "field_dry", "laryngeal_twitch"}, answered
     assert doc["case"]["close_reason"] == "END"
 
 

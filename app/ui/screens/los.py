@@ -77,7 +77,7 @@ class LosScreen(LnmScreen):
             self.headline = (f"LOSS OF SIGNAL  {P.side_name(self.side)} {where}".strip()
                              + ("" if mine.get("active") else "  (recovered)" if mine.get("recovered_at_s") else ""))
             self.since = ("" if since is None or now is None else
-                          f"{P.fmt_duration(now - since)} since the loss (at {P.fmt_clock(since)})")
+                          f"{P.fmt_duration(now - since)} since the loss at {P.fmt_clock(since)}")
             rec = mine.get("recovered_at_s") or (ts or {}).get("recovered_t_s")
             if rec is not None:
                 self.since += f"; recovered at {P.fmt_clock(rec)}"
@@ -103,9 +103,13 @@ class LosScreen(LnmScreen):
             self.answers = "\n".join(lines) or "No answers yet."
             verdict = ts.get("verdict")
             concl = P.CONCLUSIONS.get(str(ts.get("conclusion")), str(ts.get("conclusion")))
-            self.conclusion = (f"Conclusion: {concl}" + (" (confirmed)" if ts.get("confirmed") else "")
-                               + (f" - surgeon's verdict: {verdict.get('verdict', verdict) if isinstance(verdict, dict) else verdict}"
-                                  if verdict else "") + f"\n{ts.get('message') or ''}")
+            if ts.get("conclusion") == "open" and not verdict:
+                self.conclusion = ""
+            else:
+                who = (f" - surgeon's verdict: {verdict.get('verdict', verdict) if isinstance(verdict, dict) else verdict}"
+                       if verdict else "")
+                self.conclusion = (f"Conclusion: {concl}" + (" (confirmed)" if ts.get("confirmed") else "") + who
+                                   + f"\n{ts.get('message') or ''}")
         else:
             self.ts_open = False
             self.check = ""
@@ -143,12 +147,12 @@ class LosScreen(LnmScreen):
             return
         last = [p[1] for p in after[-3:] if not math.isnan(p[1])]
         amp = float(np.mean(last)) if last else float("nan")
-        pct = f" = {amp / base * 100:.0f} % of baseline ({P.fmt_amp(base)} µV)" if base else ""
+        pct = f" = {amp / base * 100:.0f} % of baseline" if base else ""
         trend = ""
         if len(after) >= 6:
             first = np.nanmean([p[1] for p in after[:3]])
             trend = "  RISING" if amp > first * 1.2 + 20 else "  falling" if amp < first * 0.8 - 20 else "  flat"
-        self.recovery = f"Recovery: last responses {P.fmt_amp(amp)} µV{pct}{trend}"
+        self.recovery = f"Recovery: {P.fmt_amp(amp)} µV{pct}{trend}"
 
     def frame(self) -> None:
         if self.app.history.version == self._drawn:

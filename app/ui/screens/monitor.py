@@ -69,15 +69,10 @@ class SidePanel(BoxLayout):
         age = None if now_s is None or m.get("t_s") is None else now_s - float(m["t_s"])
         self.fresh = age is not None and age < 5.0
         self.age = "" if age is None or age < 5.0 else f"({P.fmt_duration(age)} ago)"
-        pct = []
-        if m.get("source") == "APS" and aps:
-            if aps.get("amplitude_pct") is not None:
-                pct.append(f"amplitude {P.fmt_pct(aps.get('amplitude_pct'))}")
-            if aps.get("latency_pct") is not None:
-                pct.append(f"latency {P.fmt_pct(aps.get('latency_pct'))}")
-            if pct:
-                pct = [", ".join(pct) + " of baseline"]
-        self.pct = pct[0] if pct else ""
+        self.pct = ""
+        if m.get("source") == "APS" and aps and aps.get("amplitude_pct") is not None:
+            self.pct = (f"APS: amplitude {P.fmt_pct(aps.get('amplitude_pct'))}, "
+                        f"latency {P.fmt_pct(aps.get('latency_pct'))} of baseline")
 
 
 class MonitorScreen(LnmScreen):
