@@ -30,7 +30,7 @@ import collections
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
@@ -39,7 +39,7 @@ import numpy as np
 from app import __version__
 from app.alarms import AlarmKind, AlarmManager, LogEntry, apply_rule_event
 from app.api import protocol as p
-from app.model import EventKind, InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
+from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
 from app.settings import SCHEMA, SettingError, Settings
 from firmware_bridge.clock import Clock
