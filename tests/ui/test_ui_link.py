@@ -102,7 +102,7 @@ def fake(tmp_path):
     f.close()
 
 
-def pump_until(link, pred, timeout=5.0):
+def pump_until(link, pred, timeout=5.0, why=lambda: ""):
     msgs = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -110,7 +110,7 @@ def pump_until(link, pred, timeout=5.0):
         if pred():
             return msgs
         time.sleep(0.01)
-    raise AssertionError("condition not reached")
+    raise AssertionError(f"condition not reached {why()}")
 
 
 def test_replies_run_on_the_pumping_thread_and_refusals_keep_the_engines_message(fake):
@@ -136,6 +136,9 @@ def test_a_stalled_engine_never_blocks_and_gets_no_late_commands(fake):
     link.start()
     try:
         pump_until(link, lambda: link.health().ok)
+        answered = []
+        link.send("ping", answered.append)
+        pump_until(link, lambda: answered)  # the greeting commands are done: the engine is idle
         fake.stalled.set()
         got = []
         t = time.monotonic()
@@ -187,11 +190,12 @@ def test_health_follows_the_connection_and_the_link_reconnects_by_itself(tmp_pat
         assert got[0].code == "engine_unavailable"
         fake = FakeEngine(path)
         try:
-            pump_until(link, lambda: link.health().ok)
+            pump_until(link, lambda: link.health().ok and any(r["cmd"] == "subscribe" for r in fake.requests))
             fake.drop_clients()
             pump_until(link, lambda: any(state == "down" for _t, state, _m in link.history), timeout=3)
             pump_until(link, lambda: link.health().ok, timeout=5)  # back by itself
-            pump_until(link, lambda: len([r for r in fake.requests if r["cmd"] == "subscribe"]) >= 2)  # resubscribed
+            pump_until(link, lambda: len([r for r in fake.requests if r["cmd"] == "subscribe"]) >= 2,  # resubscribed
+                       why=lambda: f"{fake.requests} {list(link.history)}")
         finally:
             fake.close()
     finally:
