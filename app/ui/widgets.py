@@ -35,6 +35,11 @@ class TButton(Button):
     kind = OptionProperty("normal", options=["normal", "primary", "danger", "flat"])
     hidden = BooleanProperty(False)  # not shown and not touchable
 
+    def on_touch_down(self, touch: Any) -> bool:
+        if self.hidden or self.width <= 0 or self.height <= 0:
+            return False  # a hidden button never takes a touch meant for what is shown
+        return super().on_touch_down(touch)
+
 
 class TToggle(ToggleButton):
     """A toggle of at least 9 mm; the selected one gets a bar and bold text (not only colour)."""
@@ -262,7 +267,7 @@ class Keypad(ModalView):
                 if ch == " ":
                     grid.add_widget(Label())
                     continue
-                b = TButton(text=ch, tid=f"key.{ch}")
+                b = TButton(text=ch, tid=f"key.{ch}", font_size=app().fs_large if self.mode != "alpha" else app().fs)
                 b.bind(on_release=lambda btn, c=ch: self.press(c))
                 grid.add_widget(b)
         self.ids.extra.clear_widgets()

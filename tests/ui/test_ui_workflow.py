@@ -350,12 +350,42 @@ SCREENS = ("monitor", "alarms", "los", "tube", "setup", "endcase", "report", "se
 def _touch_targets(ui):
     from app.ui.widgets import TButton, TToggle
 
+    from kivy.uix.modalview import ModalView
+
+    modals = [w for w in ui.window.children if isinstance(w, ModalView)]
+    roots = modals[:1] if modals else list(ui.window.children)  # an open dialog is all that can be touched
     out = []
-    for w in ui.all_widgets():
+    for w in (w for top in roots for w in top.walk(restrict=True)):
         if isinstance(w, (TButton, TToggle)) and ui._shown(w) and w.width > 0 and not getattr(w, "hidden", False):
             x, y = w.to_window(w.x, w.y)
             out.append((getattr(w, "tid", "") or w.text, x, y, w.width, w.height))
     return out
+
+
+def _views(ui):
+    """Every screen, the unlocked settings, and the dialogs: (name, open, close)."""
+    from app.ui.widgets import ChoicePopup, ConfirmDialog, Keypad
+
+    app = ui.app
+    for name in SCREENS:
+        yield name, (lambda n=name: setattr(app.sm, "current", n)), None
+    st = app.screens["settings"]
+
+    def unlock():
+        app.sm.current = "settings"
+        st.unlocked = True
+        st._groups()
+        st.pick_group("analysis")
+
+    yield "settings-unlocked", unlock, st.lock
+    for mode in ("alpha", "numeric", "pin"):
+        pad = Keypad(title="Field", mode=mode)
+        yield f"keypad-{mode}", (lambda p=pad: p.open(animation=False)), (lambda p=pad: p.dismiss(animation=False))
+    pop = ChoicePopup(title="Choose", choices=[(f"choice {i}", i) for i in range(6)], on_pick=lambda *_: None,
+                      allow_other=True)
+    yield "choice", (lambda: pop.open(animation=False)), (lambda: pop.dismiss(animation=False))
+    dlg = ConfirmDialog(title="Confirm", message="A question?")
+    yield "confirm", (lambda: dlg.open(animation=False)), (lambda: dlg.dismiss(animation=False))
 
 
 def _check_layout(ui, size):
@@ -365,10 +395,14 @@ def _check_layout(ui, size):
     min_px = P.touch_target_px(app.dpi)  # 9 mm at this display's dpi
     assert app.tp >= min_px
     problems = []
-    for name in SCREENS:
-        app.sm.current = name
+    for name, show, hide in _views(ui):
+        show()
         ui.frames(4)
         targets = _touch_targets(ui)
+        if hide is not None:
+            ui.screenshot(f"20-layout-{name}")
+            hide()
+            ui.frames(2)
         assert targets, name
         for tid, x, y, w, h in targets:
             if w < min_px - 0.5 or h < min_px - 0.5:
@@ -381,7 +415,8 @@ def _check_layout(ui, size):
                 oy = min(a[2] + a[4], b[2] + b[4]) - max(a[2], b[2])
                 if ox > 1 and oy > 1:
                     problems.append(f"{name}: {a[0]!r} and {b[0]!r} overlap")
-        ui.screenshot(f"20-layout-{name}")
+        if hide is None:
+            ui.screenshot(f"20-layout-{name}")
     assert not problems, "\n".join(problems)
 
 

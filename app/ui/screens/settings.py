@@ -17,7 +17,7 @@ from kivy.uix.boxlayout import BoxLayout
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import TToggle, ask_text
 
-PER_PAGE = 5
+ROWS = 6  # rows in the .kv; as many as fit at 9 mm each are used
 
 
 class SettingRow(BoxLayout):
@@ -42,6 +42,10 @@ class SettingsScreen(LnmScreen):
 
     def on_unlocked(self, _inst: Any, value: bool) -> None:
         self.ids.lockpages.current = "unlocked" if value else "locked"
+
+    def on_size(self, *_: Any) -> None:
+        if self.unlocked:
+            self.render()
 
     def lock(self) -> None:
         self.unlocked = False
@@ -102,6 +106,11 @@ class SettingsScreen(LnmScreen):
         self.page = max(0, min(self.pages - 1, self.page + delta))
         self.render()
 
+    def per_page(self) -> int:
+        """Rows that fit the screen, each at least a touch target high."""
+        free = self.height - self.app.fs_large * 1.5 - 2 * self.app.tp - 3 * self.app.pad
+        return max(2, min(ROWS, int(free // (self.app.tp + self.app.pad * 0.5))))
+
     def _items(self) -> list[dict[str, Any]]:
         return [s for s in self.app.settings_schema if str(s.get("key", "")).startswith(self.group + ".")]
 
@@ -109,12 +118,14 @@ class SettingsScreen(LnmScreen):
         for t in self.ids.groups.children:
             t.state = "down" if t.value == self.group else "normal"
         items = self._items()
-        self.pages = max(1, (len(items) + PER_PAGE - 1) // PER_PAGE)
+        per = self.per_page()
+        self.pages = max(1, (len(items) + per - 1) // per)
         self.page = min(self.page, self.pages - 1)
-        shown = items[self.page * PER_PAGE:(self.page + 1) * PER_PAGE]
+        shown = items[self.page * per:(self.page + 1) * per]
         values = self.app.settings_values
-        for i in range(PER_PAGE):
+        for i in range(ROWS):
             row: SettingRow = self.ids[f"row{i}"]
+            row.height = self.app.tp if i < per else 0
             if i >= len(shown):
                 row.used, row.key, row.value, row.detail = False, "", "", ""
                 continue
