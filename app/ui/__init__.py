@@ -12,7 +12,8 @@ and ``app.api.protocol`` (the only way to the engine), ``app.settings`` (profile
 and ``app.model`` (vocabulary). Never the engine's stages.
 
 Modules that do not need a display (``link``, ``data``, ``present``, ``display``,
-``launch``) import no Kivy, so they are tested without one and ``lnm run`` can use them.
-Kivy is imported only by ``app.ui.main``, ``app.ui.widgets``, ``app.ui.plots`` and the
-screens, and only after the display has been chosen.
+``launch``, ``options``, ``cli``) import no Kivy at module level, so they are tested
+without one and ``lnm run`` can use them. Kivy is imported only by ``app.ui.main``,
+``app.ui.widgets``, ``app.ui.plots``, ``app.ui.embed`` and the screens, and only after
+the display has been chosen (``options.configure_kivy`` runs first).
 """

@@ -245,6 +245,8 @@ class SeriesPlot(_Plot):
             self._label(text, x0 + w - 2, yy + _fs() * 0.6, anchor="right")
         g.add(Color(*PAL["line"]))
         g.add(Line(rectangle=(x0, y0, w, h), width=1))
+        self._label(f"{self.y_max:g} {self.y_unit}", x0 + 3, y0 + h - _fs() * 0.6)
+        self._label(f"{self.y_min:g}", x0 + 3, y0 + _fs() * 0.6)
         if self.x_label:
             self._label(self.x_label, x0 + 4, y0 - _fs() * 0.62)
 

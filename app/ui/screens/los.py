@@ -147,11 +147,12 @@ class LosScreen(LnmScreen):
             return
         last = [p[1] for p in after[-3:] if not math.isnan(p[1])]
         amp = float(np.mean(last)) if last else float("nan")
-        pct = f" = {amp / base * 100:.0f} % of baseline" if base else ""
+        pct = f" ({amp / base * 100:.0f} % of baseline)" if base else ""
         trend = ""
         if len(after) >= 6:
             first = np.nanmean([p[1] for p in after[:3]])
-            trend = "  RISING" if amp > first * 1.2 + 20 else "  falling" if amp < first * 0.8 - 20 else "  flat"
+            trend = (", trend RISING" if amp > first * 1.2 + 20 else ", trend falling" if amp < first * 0.8 - 20
+                     else ", trend flat")
         self.recovery = f"Recovery: {P.fmt_amp(amp)} µV{pct}{trend}"
 
     def frame(self) -> None:
