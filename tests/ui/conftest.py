@@ -28,12 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("LNM_UI_SCREENSHOTS", ROOT / "tests" / "screenshots"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/ui/test_ui_app" in str(item.fspath) or "tests/ui/test_ui_workflow" in str(item.fspath):
-            item.add_marker(pytest.mark.ui)
-
-
 # ---------------------------------------------------------------------------- engine
 
 
