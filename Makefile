@@ -4,8 +4,8 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 # Debian packages: a virtual display and Mesa for Kivy, PDF rendering for the report
 # tests, shellcheck and systemd-analyze for the deployment tests.
-RUN_PKGS  := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1
-TEST_PKGS := $(RUN_PKGS) poppler-utils shellcheck systemd
+RUN_PKGS  := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 poppler-utils alsa-utils
+TEST_PKGS := $(RUN_PKGS) shellcheck systemd
 
 .PHONY: run test bench venv sysdeps-run sysdeps-test clean
 

@@ -133,7 +133,8 @@ fi
 # Packages from the Debian/Raspberry Pi OS archive. Kivy's wheel brings its own SDL2
 # (with the KMS/DRM video driver); SDL2 loads the GPU libraries below at run time.
 APT_PACKAGES="python3 python3-venv ca-certificates sqlite3 alsa-utils libasound2
-libdrm2 libgbm1 libegl1 libgles2 libgl1-mesa-dri libudev1 libmtdev1 usbutils logrotate"
+libdrm2 libgbm1 libegl1 libgles2 libgl1-mesa-dri libudev1 libmtdev1 usbutils logrotate
+poppler-utils"  # pdftoppm: the report preview on the end-of-case screen
 APT_BUILD_RPI_GPIO="gcc python3-dev"    # RPi.GPIO is built from source on the Pi
 
 # ---------------------------------------------------------------------------------------
