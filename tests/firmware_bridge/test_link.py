@@ -162,6 +162,7 @@ class FakeBoard:
         self.stop = threading.Event()
         self.decoder = Decoder()
         self.received: list[tuple[int, object]] = []
+        self.rx_cond = threading.Condition()
         self.last_tx = 0.0
         self.seq = 0
         self.lock = threading.Lock()
@@ -170,19 +171,44 @@ class FakeBoard:
             t.start()
 
     def send(self, message) -> None:
-        self.send_raw(encode(message, self.seq))
-        self.seq += 1
+        with self.lock:
+            self._write(encode(message, self.seq))
+            self.seq += 1
 
     def send_raw(self, data: bytes) -> None:
         with self.lock:
-            try:
-                self.sock.sendall(data)
-                self.last_tx = time.monotonic()
-            except OSError:
-                pass
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+            self.last_tx = time.monotonic()
+        except OSError:
+            pass
+
+    def _send_unless_silent(self, message) -> None:
+        """Heartbeats and answers: checked and written under the lock, so that nothing
+        of the board's own goes out once ``go_silent`` has returned."""
+        with self.lock:
+            if self.silent.is_set():
+                return
+            self._write(encode(message, self.seq))
+            self.seq += 1
+
+    def go_silent(self) -> None:
+        with self.lock:
+            self.silent.set()
 
     def host_messages(self, cls):
         return [m for _s, m in list(self.received) if isinstance(m, cls)]
+
+    def wait_received(self, predicate, timeout: float = 5.0):
+        """Wait for the host's frames to satisfy ``predicate(board)``; woken by each frame."""
+        with self.rx_cond:
+            if self.rx_cond.wait_for(lambda: predicate(self), timeout):
+                return True
+        raise AssertionError(f"the board did not receive what was expected within {timeout} s; "
+                             f"got {[type(m).__name__ for _s, m in self.received][-20:]}")
 
     def _rx(self) -> None:
         self.sock.settimeout(0.05)
@@ -196,32 +222,32 @@ class FakeBoard:
             if not data:
                 return
             for frame in self.decoder.feed(data):
-                self.received.append((frame.seq, frame.message))
-                if self.silent.is_set():
-                    continue
+                with self.rx_cond:
+                    self.received.append((frame.seq, frame.message))
+                    self.rx_cond.notify_all()
                 self._answer(frame.seq, frame.message)
 
     def _answer(self, seq: int, m) -> None:
         if isinstance(m, Hello):
             if m.protocol_version != self.caps.protocol_version:
-                self.send(Nack(seq, NackReason.UNSUPPORTED_VERSION, f"speaks {self.caps.protocol_version}"))
+                self._send_unless_silent(Nack(seq, NackReason.UNSUPPORTED_VERSION, f"speaks {self.caps.protocol_version}"))
             else:
-                self.send(self.caps)
+                self._send_unless_silent(self.caps)
         elif isinstance(m, Stimulate):
             if m.mode is not StimMode.STOP and not 0 <= m.current_uA <= self.caps.max_current_uA:
-                self.send(Nack(seq, NackReason.OUT_OF_RANGE, f"current_uA {m.current_uA} outside 0-{self.caps.max_current_uA}"))
+                self._send_unless_silent(Nack(seq, NackReason.OUT_OF_RANGE, f"current_uA {m.current_uA} outside 0-{self.caps.max_current_uA}"))
             elif m.current_uA == 4242:
                 pass  # never answered: for the timeout test
             else:
-                self.send(Ack(seq))
+                self._send_unless_silent(Ack(seq))
         elif not isinstance(m, HostHeartbeat):
-            self.send(Ack(seq))
+            self._send_unless_silent(Ack(seq))
 
     def _tx(self) -> None:
         n = 0
         while not self.stop.wait(self.heartbeat_s):
             if not self.silent.is_set():
-                self.send(BoardHeartbeat(board_time_us=n * 50_000, counter=n))
+                self._send_unless_silent(BoardHeartbeat(board_time_us=n * 50_000, counter=n))
                 n += 1
 
     def close(self) -> None:
@@ -277,6 +303,14 @@ class Recorder:
             self.messages.append(m)
             self.cond.notify_all()
 
+    def wait_message(self, predicate, timeout: float = 3.0):
+        """The first message delivered to the application that satisfies ``predicate``."""
+        with self.cond:
+            found = self.cond.wait_for(lambda: next((m for m in self.messages if predicate(m)), None), timeout)
+        if found is None:
+            raise AssertionError(f"no such message within {timeout} s; got {self.messages[-20:]}")
+        return found
+
     def wait_event(self, kind, after: int = 0, timeout: float = 3.0):
         deadline = time.monotonic() + timeout
         with self.cond:
@@ -308,14 +342,18 @@ def test_handshake_and_heartbeats(rig):
     assert caps == CAPS and link.capabilities == CAPS
     rec.wait_event(LinkEventKind.CONNECTED)
     assert link.connected
-    time.sleep(0.35)
-    beats = factory.board.host_messages(HostHeartbeat)
-    assert len(beats) >= 2
+    board = factory.board
+    board.wait_received(lambda b: len(b.host_messages(HostHeartbeat)) >= 3)
+    beats = board.host_messages(HostHeartbeat)
     counters = [b.counter for b in beats]
     assert counters == sorted(counters) and len(set(counters)) == len(counters)
+    assert not any(b.alarm_active for b in beats)
     link.set_alarm_active(True)
-    time.sleep(0.25)
-    assert factory.board.host_messages(HostHeartbeat)[-1].alarm_active
+    # carried from the next heartbeats on, and by every one after that
+    board.wait_received(lambda b: any(h.alarm_active for h in b.host_messages(HostHeartbeat)))
+    first = next(i for i, h in enumerate(board.host_messages(HostHeartbeat)) if h.alarm_active)
+    board.wait_received(lambda b: len(b.host_messages(HostHeartbeat)) >= first + 3)
+    assert all(h.alarm_active for h in board.host_messages(HostHeartbeat)[first:])
 
 
 def test_board_silent_is_lost_within_timeout_then_restored(rig):
@@ -323,15 +361,16 @@ def test_board_silent_is_lost_within_timeout_then_restored(rig):
     rec.wait_event(LinkEventKind.CONNECTED)
     n = len(rec.events)
     board = factory.board
-    board.silent.set()
-    time.sleep(0.06)  # let a frame in flight land
-    last_tx = board.last_tx
-    lost = rec.wait_event(LinkEventKind.LOST, after=n, timeout=2.0)
+    board.go_silent()
+    last_tx = board.last_tx  # the board's last frame: nothing more goes out after go_silent
+    lost = rec.wait_event(LinkEventKind.LOST, after=n, timeout=5.0)
     delay = lost.t - last_tx  # both on time.monotonic
-    assert 0.45 <= delay <= 0.5 + 0.25, delay  # 500 ms, plus scheduling on a busy machine
+    # 500 ms after the last frame arrived (never earlier), plus the supervisor thread's
+    # wake-up on a loaded machine; the exact instant is checked on a ManualClock below
+    assert 0.45 <= delay <= 0.5 + 0.5, delay
     assert not link.connected
     m = len(rec.events)
-    board.silent.clear()
+    board.silent.clear()  # nothing to synchronise: the board simply speaks again
     restored = rec.wait_event(LinkEventKind.RESTORED, after=m, timeout=2.0)
     assert restored.t - lost.t > 0
     assert link.connected and link.counters["lost"] == 1 and link.counters["restored"] == 1
@@ -350,7 +389,8 @@ def test_garbage_from_the_board_is_counted_and_the_link_survives(rig):
         board.send_raw(bytes(bad))
         board.send_raw(b"\xa5\x5a" + rng.integers(0, 256, 30, dtype=np.uint8).tobytes())
     board.send(Ack(12345))
-    time.sleep(0.3)
+    # the last frame sent: once it reaches the application, all the garbage was read
+    rec.wait_message(lambda m: m == Ack(12345))
     c = link.counters
     assert c["bytes_discarded"] > 20 * 200 and c["resyncs"] >= 1
     assert c["bad_crc"] >= 20
@@ -451,36 +491,61 @@ def test_pending_request_fails_fast_when_the_port_dies(rig):
     t = threading.Thread(target=ask)
     start = time.monotonic()
     t.start()
-    time.sleep(0.1)
+    board.wait_received(lambda b: any(m.current_uA == 4242 for m in b.host_messages(Stimulate)))
     board.close()
     t.join(3.0)
     assert isinstance(result.get("exc"), LinkDown)
     assert time.monotonic() - start < 2.0
 
 
-def test_paused_heartbeat_stops_host_heartbeats(rig):
-    link, factory, _rec = rig
-    link.handshake()
-    link.pause_heartbeat()
-    time.sleep(0.2)  # a heartbeat already on its way may still land
-    before = len(factory.board.host_messages(HostHeartbeat))
-    time.sleep(0.3)
-    assert len(factory.board.host_messages(HostHeartbeat)) == before
-    link.resume_heartbeat()
-    time.sleep(0.25)
-    assert len(factory.board.host_messages(HostHeartbeat)) > before
+def test_paused_heartbeat_stops_host_heartbeats():
+    clock = ManualClock(50.0)
+    factory = PairFactory()
+    link = BoardLink(port_factory=factory, clock=clock).start()
+    try:
+        link.handshake()
+        board = factory.board
+
+        def beats() -> int:
+            return len(board.host_messages(HostHeartbeat))
+
+        board.wait_received(lambda b: beats() >= 1)  # the first one is due at once
+        for _ in range(3):
+            n = beats()
+            clock.advance(0.12)  # one heartbeat due: the supervisor thread sends it
+            board.wait_received(lambda b: beats() > n)
+        # it has landed and the clock stands still: no other heartbeat is due or in flight
+        link.pause_heartbeat()
+        before = beats()
+        for _ in range(10):  # 1.2 s of link time, the supervisor thread running beside
+            clock.advance(0.12)
+            link.supervise_once()
+        # frames arrive in order: once this Ack is back, anything sent before it is in
+        link.request(Stimulate(Output.PROBE, StimMode.STOP), timeout_s=5.0)
+        assert beats() == before
+        link.resume_heartbeat()
+        clock.advance(0.12)
+        board.wait_received(lambda b: beats() > before)
+    finally:
+        link.close()
+        factory.close()
 
 
 def test_manual_clock_loss_detection_is_deterministic():
     clock = ManualClock(100.0)
     factory = PairFactory()
     rec = Recorder(clock)
-    link = BoardLink(port_factory=factory, clock=clock, on_event=rec.on_event, tick_s=3600)  # no auto ticks
+    link = BoardLink(port_factory=factory, clock=clock, on_event=rec.on_event, on_message=rec.on_message,
+                    tick_s=3600)  # no auto ticks
     link.start()
     try:
         rec.wait_event(LinkEventKind.CONNECTED)
-        factory.board.silent.set()
-        time.sleep(0.1)  # let frames in flight land (stamped 100.0 on the manual clock)
+        board = factory.board
+        board.go_silent()
+        # a last frame: once it is delivered, every frame before it has landed (all
+        # stamped 100.0 on the manual clock)
+        board.send(Ack(777))
+        rec.wait_message(lambda m: m == Ack(777))
         clock.advance(0.499)
         link.supervise_once()
         assert not any(e.kind is LinkEventKind.LOST for e in rec.events)

@@ -1,0 +1,44 @@
+"""Bounded waits for tests that watch a real process or thread.
+
+The one place in the test suite that polls: ``wait_until`` re-checks a condition with
+short pauses until it holds or the time limit passes. Prefer waiting on an event, a
+queue, a pipe or a ``ManualClock``; use this where the only thing to watch is state in
+another process (an engine's answers, a file appearing).
+
+Importable from every test module: ``tests/`` is on ``sys.path`` (its ``conftest.py`` is
+rootdir-relative, with no ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+# A loaded 2-core CI machine can hold a process off the CPU for a second or more, so the
+# default limit is generous; a wait only takes as long as the condition needs.
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = DEFAULT_TIMEOUT_S,
+    interval: float = 0.02,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Return the first truthy value of ``predicate()`` within ``timeout`` seconds, or
+    the last (falsy) value once the time is up, so that callers ``assert wait_until(...)``.
+
+    ``ignore``: exceptions that count as "not yet" (e.g. a server that is still starting).
+    The predicate is always tried once more after the deadline, so a slow machine that
+    never got to run it in time does not fail for that alone.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last_try = time.monotonic() >= deadline
+        try:
+            value = predicate()
+        except ignore:
+            value = None
+        if value or last_try:
+            return value
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
