@@ -16,8 +16,9 @@ from app.ui import present as P
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import confirm
 
-ITEMS = (("board", "Board (stimulator and amplifier)"), ("audio", "Loudspeaker (alarm sound)"),
-         ("leds", "Alarm lights (LEDs)"), ("buzzer", "Backup buzzer"), ("storage", "Case record storage"))
+# Short captions: they must fit a third of an 800 px screen; the message column says more.
+ITEMS = (("board", "Board"), ("audio", "Loudspeaker"), ("leds", "Alarm lights"),
+         ("buzzer", "Backup buzzer"), ("storage", "Case storage"))
 
 
 class SelfTestScreen(LnmScreen):
