@@ -1,7 +1,8 @@
 """Bounded waits for tests that watch a real process or thread.
 
 The one place in the test suite that polls: ``wait_until`` re-checks a condition with
-short pauses until it holds or the time limit passes. Prefer waiting on an event, a
+short pauses until it holds or the time limit passes. ``LineReader`` waits for a line
+from a child process's pipe, with a time limit. Prefer waiting on an event, a
 queue, a pipe or a ``ManualClock``; use this where the only thing to watch is state in
 another process (an engine's answers, a file appearing).
 
@@ -11,6 +12,8 @@ rootdir-relative, with no ``__init__.py``).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from typing import Any, Callable
 
@@ -42,3 +45,42 @@ def wait_until(
         if value or last_try:
             return value
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+class LineReader:
+    """Reads a child process's text pipe on a thread, so that a test can wait for a line
+    with a time limit (a bare ``readline`` waits for ever if the line never comes)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        try:
+            for line in iter(stream.readline, ""):
+                self.lines.append(line)
+                self._queue.put(line)
+        except (OSError, ValueError):  # the pipe was closed under us
+            pass
+        self._queue.put(None)
+
+    def expect(self, text: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
+        """The next line containing ``text``; AssertionError at the time limit or at EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r} within {timeout} s; got {self.lines[-10:]}") from None
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"the stream ended without a line with {text!r}; got {self.lines[-10:]}")
+            if text in line:
+                return line
+
+    def text(self, timeout: float = DEFAULT_TIMEOUT_S) -> str:
+        """Everything read, once the stream has ended (the process closed it)."""
+        self._thread.join(timeout)
+        return "".join(self.lines)

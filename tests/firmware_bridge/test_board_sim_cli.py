@@ -31,6 +31,7 @@ from firmware_bridge.messages import (
     Stimulate,
 )
 from firmware_bridge.sim import open_sim
+from waiting import LineReader, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,9 +85,10 @@ def test_sim_port_real_time_pump_keeps_the_safety_contract():
         msgs = _collect(port.read, dec, lambda g: sum(isinstance(m, StimEpoch) for m in g) >= 2)
         assert any(isinstance(m, Ack) and m.seq == 3 for m in msgs)
         # the host stops reading and heartbeating: the pump still runs the board's timers
-        time.sleep(0.25)  # 5 s of board time at speed 20
-        assert port.board.stimulating == () and port.board.beeper_on
-        assert port.board.faults & Fault.HOST_SILENT
+        # (0.5 s of host silence stops stimulation, 2 s sounds the beeper: 0.1 s at speed 20)
+        board = port.board
+        assert wait_until(lambda: board.stimulating == () and board.beeper_on)
+        assert board.faults & Fault.HOST_SILENT
     finally:
         port.close()
 
@@ -168,6 +170,7 @@ def test_board_sim_pty_answers_hello_with_capabilities():
 
 def test_board_sim_tcp_serves_a_client_and_beeps_when_it_goes():
     proc, address = _start("--tcp", "0", "--speed", "10", "--scenario", "standard_bilateral")
+    log = LineReader(proc.stderr)
     try:
         assert address.startswith("socket://127.0.0.1:")
         port = int(address.rsplit(":", 1)[1])
@@ -182,11 +185,10 @@ def test_board_sim_tcp_serves_a_client_and_beeps_when_it_goes():
         msgs = _collect(read, dec, lambda g: any(isinstance(m, Capabilities) for m in g))
         assert next(m for m in msgs if isinstance(m, Capabilities)).simulated
         sock.close()  # the host goes away: 2 s of board time later the beeper sounds
-        time.sleep(0.6)
+        log.expect("backup beeper ON")
     finally:
         assert _stop(proc, signal.SIGINT) == 0
-    err = proc.stderr.read()
-    assert "host connected" in err and "backup beeper ON" in err
+    assert "host connected" in log.text()
 
 
 def test_board_sim_refuses_bad_arguments():
