@@ -18,21 +18,15 @@ from pathlib import Path
 import pytest
 
 from app.api.client import CommandFailed, EngineClient, EngineUnavailable
+from waiting import LineReader, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 
-def wait_for(pred, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return True
-        except (EngineUnavailable, CommandFailed, OSError):
-            pass
-        time.sleep(step)
-    return False
+def wait_for(pred, timeout=10.0):
+    """The engine's answers until ``pred`` holds (an engine still starting counts as not yet)."""
+    return wait_until(pred, timeout, interval=0.05, ignore=(EngineUnavailable, CommandFailed, OSError))
 
 
 class Engine:
@@ -134,16 +128,13 @@ def test_engine_serves_clients_refuses_nonsense_and_notifies_systemd(tmp_path, c
                        timeout=30)
     assert r.returncode == 0 and any(json.loads(x)["kind"] == "link_connected" for x in r.stdout.splitlines())
     follow = subprocess.Popen([PY, "-m", "app.cli", "events", "--follow", "-n", "1"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        follow.stdout.readline()  # the most recent event
-        time.sleep(0.5)  # subscribed by now
+        out, err = LineReader(follow.stdout), LineReader(follow.stderr)
+        out.expect("")  # the most recent event
+        err.expect("connected to the engine", 30)  # printed once the subscription is in place
         eng.call("alarm.pause_audio")
-        line = ""
-        deadline = time.monotonic() + 10
-        while "audio_paused" not in line and time.monotonic() < deadline:
-            line = follow.stdout.readline()
-        assert "audio_paused" in line
+        out.expect("audio_paused")
     finally:
         follow.terminate()
         follow.wait(10)
@@ -177,6 +168,16 @@ def ready(eng):
     return b["connected"] and b["board_id"] is not None
 
 
+def _journalled_alarms(path, case_id):
+    """Alarm kinds in the newest engine-state entry of the journal (what a resume restores)."""
+    from app.record.journal import Journal
+
+    with Journal(path, readonly=True) as j:
+        states = [e.payload["detail"] for e in j.entries(case_id, kinds=["engine"], blobs=False)
+                  if e.payload.get("event") == "state"]
+    return {a["kind"] for a in states[-1]["alarms"]["alarms"]} if states else set()
+
+
 def _baseline_and_alarms(eng):
     st = eng.state()
     return st["aps"]["L"]["baseline_uV"], {a["kind"]: a for a in st["alarms"]["active"]}
@@ -207,7 +208,8 @@ def test_engine_killed_mid_case_resumes_baselines_steps_and_alarms(tmp_path, cle
     eng.call("sim.control", command="output", args={"output": "APS", "state": "open"})
     assert wait_for(lambda: "no_current" in _baseline_and_alarms(eng)[1], 10)
     baseline, alarms = _baseline_and_alarms(eng)
-    time.sleep(0.3)  # the engine-state entry after the alarm is written at once; give the disk a moment
+    # the engine-state entry after the alarm is written at once: kill only once it is on disk
+    assert wait_for(lambda: "no_current" in _journalled_alarms(tmp_path / "data" / "journal.db", case_id))
     eng.kill()
     # the board's watchdog stops stimulation while no engine runs
     eng2 = Engine(tmp_path, board.address)
@@ -285,7 +287,9 @@ def test_clients_that_vanish_or_stop_reading_never_stall_monitoring(tmp_path, cl
     assert wait_for(lambda: any(a["kind"] == "no_current" for a in eng.state()["alarms"]["active"]), 10)
     seq0 = eng.state()["seq"]
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 12:  # longer than the engine's stall timeout (10 s)
+    # real time must pass: the stuck client is only dropped after the engine's stall
+    # timeout (10 s); meanwhile every answer shows the alarm still sounding
+    while time.monotonic() - t0 < 12:
         st = eng.state()
         assert st["alarms"]["sounding"] is not None
         time.sleep(0.5)
@@ -331,8 +335,8 @@ def test_unexpected_error_stops_stimulation_raises_engine_fault_and_exits_70(tmp
     t.join(15)
     assert result["rc"] == EXIT_FAULT
     c.close()
-    time.sleep(0.7)  # stop commands sent, then no heartbeat: the board is stopped either way
-    assert not board.stimulating
+    # stop commands sent, then no heartbeat: the board is stopped either way
+    assert wait_until(lambda: not board.stimulating, 5.0)
     with Journal(tmp_path / "data" / "journal.db", readonly=True) as j:
         entries = list(j.entries(case_id, blobs=False))
     faults = [e.payload for e in entries if e.kind == "engine" and e.payload.get("event") == "fault"]
@@ -415,6 +419,7 @@ def test_a_stalled_engine_loop_stops_the_board_heartbeat_and_recovers(tmp_path):
     t = threading.Thread(target=svc.run)
     t.start()
     c = EngineClient(tmp_path / "e.sock")
+    stalled, release = threading.Event(), threading.Event()
     try:
         assert wait_for(lambda: c.connect() is not None, 20)
         assert wait_for(lambda: c.call("state.get")["board"]["board_id"] is not None)
@@ -424,23 +429,25 @@ def test_a_stalled_engine_loop_stops_the_board_heartbeat_and_recovers(tmp_path):
         assert wait_for(lambda: board.stimulating)
         mon = svc.monitor
         real_tick = mon.tick
-        stalled = {"done": False}
 
         def stall():
-            if not stalled["done"]:
-                stalled["done"] = True
-                time.sleep(2.6)  # the loop hangs (e.g. a blocked call)
+            if not stalled.is_set():
+                stalled.set()
+                release.wait(30)  # the loop hangs (e.g. a blocked call) until the test lets it go
             real_tick()
 
         mon.tick = stall
-        assert wait_for(lambda: stalled["done"], 5)
+        assert stalled.wait(10)
         # within the stall: no heartbeat -> the board stops stimulating, then beeps
-        assert wait_for(lambda: not board.stimulating, 2.0)
-        assert wait_for(lambda: any(on for _t, on in board.beeper_history), 3.0)
+        assert wait_for(lambda: not board.stimulating, 10)
+        assert wait_for(lambda: any(on for _t, on in board.beeper_history), 10)
+        assert svc.exit_code == 0  # a stall is not a fault: the engine waits it out
+        release.set()
         # the loop runs again: heartbeat back, beeper off, stimulation commanded again
-        assert wait_for(lambda: board.stimulating and not board.beeper_on, 5.0)
+        assert wait_for(lambda: board.stimulating and not board.beeper_on, 10)
         assert any(e["kind"] == "host_silent" for e in c.call("events.list", limit=200)["events"])
     finally:
+        release.set()
         c.close()
         svc.stop()
         t.join(15)
