@@ -6,13 +6,13 @@ import os
 import socket
 import stat
 import threading
-import time
 
 import pytest
 
 from app.api import protocol as p
 from app.api.client import CommandFailed, EngineClient, EngineTimeout, EngineUnavailable
 from app.api.server import ApiServer, SocketInUse
+from waiting import wait_until
 
 
 class Echo:
@@ -47,12 +47,7 @@ def server(sock_path):
 
 
 def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_until(pred, timeout, interval=0.01)
 
 
 def test_socket_is_0660_and_hello_is_versioned(server, sock_path):
@@ -218,16 +213,21 @@ def test_call_times_out_locally_when_the_engine_is_silent(tmp_path):
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(path))
     listener.listen(1)
+    done = threading.Event()
 
     def greet():
         conn, _ = listener.accept()
         conn.sendall(p.encode(p.hello("silent")))
-        time.sleep(2.0)
+        done.wait(30)  # connected, and silent until the test is over
         conn.close()
 
     t = threading.Thread(target=greet, daemon=True)
     t.start()
-    with EngineClient(path) as c:
-        with pytest.raises(EngineTimeout):
-            c.call("state.get", timeout_s=0.3)
-    listener.close()
+    try:
+        with EngineClient(path) as c:
+            with pytest.raises(EngineTimeout):
+                c.call("state.get", timeout_s=0.3)
+    finally:
+        done.set()
+        t.join(5)
+        listener.close()

@@ -12,6 +12,7 @@ import pytest
 
 from app.outputs.audio import ALARM, FEEDBACK, AplayAudio, CaptureAudio, Mixer, aplay_command, to_pcm16
 from firmware_bridge.clock import ManualClock
+from waiting import wait_until
 
 RATE = 48000
 
@@ -122,12 +123,7 @@ def py(code: str) -> list[str]:
 
 
 def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+    return wait_until(pred, timeout, interval=0.01)
 
 
 @pytest.fixture
@@ -170,14 +166,24 @@ def test_fake_device_receives_the_pcm_of_what_was_played(backends, tmp_path):
     assert not b.failed
 
 
-def test_missing_aplay_is_reported(backends):
+def test_missing_aplay_is_reported(backends, monkeypatch):
+    import subprocess
+
+    tries = []
+    real_popen = subprocess.Popen
+
+    def counting_popen(cmd, *args, **kw):
+        if cmd[0] == "/nonexistent/aplay":
+            tries.append(cmd)
+        return real_popen(cmd, *args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
     got = []
     b = backends(["/nonexistent/aplay", "-q"], on_failure=got.append)
     assert wait_for(lambda: b.failed)
     assert "not found: install the alsa-utils package" in b.error
-    assert wait_for(lambda: len(got) == 1)
-    time.sleep(0.3)  # retries keep failing: still one report
-    assert len(got) == 1
+    assert wait_for(lambda: len(tries) >= 4)  # retries keep failing...
+    assert got == [b.error]  # ...still one report
 
 
 def test_device_that_exits_reports_status_and_stderr(backends):
@@ -212,7 +218,8 @@ def test_device_recovers_after_a_failure(backends, tmp_path):
 
 
 def test_stalled_device_is_reported_and_play_never_blocks(backends):
-    b = backends(py("import time; time.sleep(30)"), stall_s=0.3)
+    # a device that never reads (it gives up after 30 s, so nothing is left behind)
+    b = backends(py("import signal; signal.alarm(30); signal.pause()"), stall_s=0.3)
     assert wait_for(lambda: b.failed, timeout=5.0)
     assert "stalled" in b.error
     t0 = time.monotonic()
