@@ -193,6 +193,11 @@ _SCHEMA_LIST: list[Setting] = [
     # tube check
     _s("tube.max_impedance_kohm", "kOhm", 5.0, 0.5, 50.0, doc="electrode impedance pass limit"),
     _s("tube.max_imbalance_kohm", "kOhm", 1.0, 0.1, 10.0, doc="imbalance within a pair"),
+    _s("tube.breathing_window_s", "s", 15.0, 8.0, 60.0, doc="free-running EMG observed after a tube check for the breathing variation"),
+    _s("tube.breathing_low_hz", "Hz", 0.1, 0.05, 0.5, doc="slowest breathing looked for (0.1 Hz = 6 per minute)"),
+    _s("tube.breathing_high_hz", "Hz", 0.7, 0.3, 2.0, doc="fastest breathing looked for (0.7 Hz = 42 per minute)"),
+    _s("tube.breathing_min_modulation_pct", "%", 8.0, 1.0, 50.0, doc="respiratory modulation of the EMG background that shows vocal-fold contact"),
+    _s("tube.breathing_min_wander_uV", "uV", 8.0, 0.0, 500.0, doc="and breathing wander of the baseline (peak-to-peak); 0: not required"),
     # alarms
     _s("alarms.audio_pause_s", "s", 120.0, 10.0, 300.0, doc="audio-paused duration"),
     _s("alarms.escalation_s", "s", 60.0, 10.0, 600.0, doc="unacknowledged alarm escalates after"),
@@ -268,6 +273,13 @@ def _check_cross(values: Mapping[str, Any], source: str) -> None:
         )
     if values["analysis.bandpass_low_hz"] >= values["analysis.bandpass_high_hz"]:
         raise SettingError(f"setting analysis.bandpass_low_hz (Hz){where}: must be below analysis.bandpass_high_hz")
+    if values["tube.breathing_low_hz"] >= values["tube.breathing_high_hz"]:
+        raise SettingError(f"setting tube.breathing_low_hz (Hz){where}: must be below tube.breathing_high_hz")
+    if values["tube.breathing_window_s"] * values["tube.breathing_low_hz"] < 1.0:
+        raise SettingError(
+            f"setting tube.breathing_window_s (s){where}: {_fmt(values['tube.breathing_window_s'])} s does not hold "
+            f"one breath at tube.breathing_low_hz ({_fmt(values['tube.breathing_low_hz'])} Hz)"
+        )
     if values["audio.volume_pct"] < 0:
         raise SettingError(f"setting audio.volume_pct (%){where}: must be >= 0")
 

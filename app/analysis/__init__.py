@@ -5,6 +5,8 @@ Owns:
   rejection, baseline, response window per nerve site, amplitude, latencies, validity).
 - ``freerun``: ``FreeRunDetector``, spontaneous activity (bursts, trains) and
   electrocautery in the free-running EMG.
+- ``breathing``: ``BreathingMeter``, the respiratory variation of the baseline EMG per side
+  (the tube check's sign of vocal-fold contact).
 - ``edf``: ``Recording``, ``read_edf``, ``write_edf``, ``open_edf``: EDF+ as
   ``shared/specs/recording-exchange.md`` defines it.
 
@@ -13,12 +15,15 @@ May import: numpy, scipy, edfio, ``app.model``, ``app.settings``,
 touches files. Nothing here imports the rules, alarms or anything above them.
 """
 
+from app.analysis.breathing import BreathingMeter, BreathingResult, SideBreathing
 from app.analysis.edf import Annotation, Recording, RecordingError, open_edf, read_edf, write_edf
 from app.analysis.epoch import EpochAnalysis, EpochAnalyzer
 from app.analysis.freerun import EmgEvent, EmgEventKind, FreeRunDetector
 
 __all__ = [
     "Annotation",
+    "BreathingMeter",
+    "BreathingResult",
     "EmgEvent",
     "EmgEventKind",
     "EpochAnalysis",
@@ -26,6 +31,7 @@ __all__ = [
     "FreeRunDetector",
     "Recording",
     "RecordingError",
+    "SideBreathing",
     "open_edf",
     "read_edf",
     "write_edf",
