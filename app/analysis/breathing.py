@@ -334,7 +334,7 @@ class BreathingMeter:
     def ready(self, t_from: float) -> bool:
         """A whole window from ``t_from`` has been framed."""
         end = self.covered_until
-        return end is not None and end >= t_from + self.window_s - self.frame_s / 2
+        return end is not None and end >= t_from + self.window_s + self.frame_s / 2
 
     def evaluate(self, t_from: float | None = None, t_to: float | None = None) -> BreathingResult:
         """The breathing variation over ``[t_from, t_to)`` (default: the newest window)."""

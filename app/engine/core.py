@@ -39,6 +39,7 @@ import numpy as np
 from app import __version__
 from app.alarms import AlarmKind, AlarmManager, LogEntry, apply_rule_event
 from app.api import protocol as p
+from app.engine.breathing import BreathingCheck, breathing_message, interrupted
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
 from app.settings import SCHEMA, SettingError, Settings
@@ -333,6 +334,7 @@ class Monitor:
         self.tube: dict[str, Any] | None = None
         self.tube_t_s: float | None = None
         self.tube_override: dict[str, Any] | None = None
+        self.breathing = BreathingCheck(settings)  # the tube check's breathing-variation window
         self._staging_seen: int = 0
 
         # free-running EMG buffers (bounded)
@@ -601,8 +603,9 @@ class Monitor:
     def _on_impedance(self, res: ImpedanceResult) -> None:
         st = self.settings
         imp = {Electrode(k).name: int(v) for k, v in res.impedances_ohm}
+        self.breathing.start(self.clock.now())  # then a window of free-running EMG for the breathing variation
         payload = E.tube_check(imp, st["tube.max_impedance_kohm"], st["tube.max_imbalance_kohm"],
-                               override=self.tube_override)
+                               breathing_variation=self.breathing.json(self.clock.now()), override=self.tube_override)
         self.tube = payload
         self.tube_t_s = self.now_t()
         if self.tube["passed"]:
@@ -611,6 +614,21 @@ class Monitor:
         self._event("procedure", "tube_check",
                     ("Tube check passed: " if payload["passed"] else "Tube check FAILED: ") + payload["message"],
                     priority=None if payload["passed"] else "low", detail=payload)
+        self._snapshot_dirty = True
+
+    def _breathing_feed(self, uv: np.ndarray, t0: float, rate: float) -> None:
+        done = self.breathing.feed(uv, t0 + self._origin, rate)
+        if done is not None:
+            self._breathing_done(done)
+
+    def _breathing_done(self, bv: dict[str, Any]) -> None:
+        """The breathing-variation window of the last tube check is over: state, journal, event."""
+        text, missing = breathing_message(bv)
+        if self.tube is not None:
+            self.tube = {**self.tube, "breathing_variation": bv}
+            self._journal("tube_check", self.tube)
+        self._event("procedure", "breathing_variation", text, priority="info" if missing else None,
+                    detail={"breathing_variation": bv})
         self._snapshot_dirty = True
 
     # ------------------------------------------------------------------ stimulus epochs
@@ -634,6 +652,9 @@ class Monitor:
     def _on_epoch(self, e: StimEpoch) -> None:
         stim = self._stimulus_of(e)
         self._stim_onsets.append(stim.t_s)
+        if self.breathing.active:
+            t = stim.t_s + self._origin
+            self.breathing.blank(t - 0.001, t + float(self.settings["analysis.window_ms"]) / 1000.0 + 0.005)
         self.stim_index += 1
         self.counters["stimuli"] += 1
         m = self.analyzer.measure_board_epoch(e, stim)
@@ -776,6 +797,8 @@ class Monitor:
             self._flush_emg_chunk()
         self._last_emg_block_end = b.first_sample + n
         self.counters["emg_blocks"] += 1
+        if self.breathing.active:
+            self._breathing_feed(uv, t0, rate)
         # irritation and cautery (fed with a short lag, stimulus windows blanked)
         if self._detector_factory is not None:
             self._detect(uv, t0, rate)
@@ -972,6 +995,9 @@ class Monitor:
         """Timers: alarm pause/escalation, outputs, publishing, periodic engine-state entries."""
         self.alarms.tick()
         self._check_audio()
+        bv = self.breathing.poll(self.clock.now())
+        if bv is not None:
+            self._breathing_done(bv)
         self._after_step(tick=True)
         now = self.clock.now()
         if self._wants("state") and now - self._last_state_publish >= self.options.state_publish_s:
@@ -1062,6 +1088,8 @@ class Monitor:
         self.stim_index = int(case["stim_index"])
         self.pending_step = case.get("pending_step")
         self.tube, self.tube_t_s, self.tube_override = case.get("tube"), case.get("tube_t_s"), case.get("tube_override")
+        if isinstance(self.tube, dict) and self.tube.get("breathing_variation") is not None:
+            self.tube = {**self.tube, "breathing_variation": interrupted(self.tube["breathing_variation"])}
         self._staging_seen = int(case.get("staging_seen", 0))
         self.profile = case.get("profile", self.profile)
         self._alarms_dirty = True
@@ -1681,6 +1709,7 @@ class Monitor:
         self.detector = None
         self._detector_rate = None
         self._det_queue.clear()
+        self.breathing.settings_changed(st, self.clock.now())
         self.outputs.settings_changed(st)
 
     # -- simulation
@@ -1822,6 +1851,9 @@ class Monitor:
                         "reason": staging["message"] if staging else "",
                         "decision": history[-1]["decision"] if history else None},
             "tube": None if self.tube is None else {**_plain(self.tube), "t_s": self.tube_t_s,
+                                                    "breathing_variation": (self.breathing.json(self.clock.now())
+                                                                            if self.breathing.active
+                                                                            else _plain(self.tube.get("breathing_variation"))),
                                                     "checked": True, "pass": bool(self.tube.get("passed")),
                                                     "impedances_kohm": {k: (None if v < 0 else round(v / 1000.0, 2))
                                                                         for k, v in self.tube["impedances_ohm"].items()}},

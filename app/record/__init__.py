@@ -7,7 +7,8 @@ the INMSG case document as JSON (``document.py``, format in ``CASE_FORMAT.md``),
 report (``report.py``), the EDF+ export (``edf_export.py``), the USB export
 (``usb.py``) and the ``lnm verify/report/export/cases`` commands (``cli.py``).
 May import: the standard library, numpy, reportlab, ``app.model``, ``app.settings``,
-``app.analysis`` (the EDF+ writer). Nothing above this stage (engine, api, ui).
+``app.analysis`` (the EDF+ writer, the breathing variation in words). Nothing above this
+stage (engine, api, ui).
 
 The engine writes through ``Journal``: ``open_case``, ``append``, ``close_case``, and at
 start ``find_open_case`` + ``resume_case`` for a case left open by a crash.

@@ -2,7 +2,12 @@
 
 Owns: ``build_document`` (journal + case -> dict) and ``document_from_entries`` (the pure
 core: an iterable of entries -> dict). The schema is described in ``CASE_FORMAT.md``.
-May import: the standard library, ``app.record.journal``, ``app.record.entries``.
+May import: the standard library, ``app.record.journal``, ``app.record.entries``,
+``app.analysis.breathing`` (the breathing variation in words).
+
+A tube check is journaled when its impedances come back (breathing variation
+``measuring``) and again when its breathing-variation window ends; the document shows
+them as one check (``breathing_t_s``: when the breathing variation was complete).
 
 Nothing here reads the engine's memory: whatever the document says, the journal says.
 Every part is optional in the input: a case without APS, with one side, without L2 or
@@ -14,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
+from app.analysis.breathing import side_text
 from app.record.entries import LARYNGOSCOPY_STEPS, PROCEDURE_ORDER, SIDES, STIM_STEPS
 from app.record.journal import Entry
 
@@ -53,6 +59,15 @@ def document_from_entries(entries: Iterable[Entry], identified: bool = False,
     for e in entries:
         b.add(e)
     return b.finish(generated_at)
+
+
+SIDE_WORDS = {"L": "left", "R": "right"}
+
+
+def _breathing_measuring(bv: Any) -> bool:
+    """A tube check's breathing variation whose window was still running."""
+    return isinstance(bv, Mapping) and any(isinstance(v, Mapping) and v.get("status") == "measuring"
+                                           for v in bv.values())
 
 
 def _r(x: Any, nd: int) -> Any:
@@ -155,6 +170,18 @@ class _Builder:
         tc = {"t_s": _r(e.t_s, 3), "wall": e.wall, **{k: p.get(k) for k in (
             "passed", "impedances_ohm", "imbalance_ohm", "lead_off", "breathing_variation", "limits",
             "override", "message", "who")}}
+        prev = self.tube_checks[-1] if self.tube_checks else None
+        if (prev is not None and _breathing_measuring(prev.get("breathing_variation"))
+                and not _breathing_measuring(tc["breathing_variation"])
+                and all(prev.get(k) == tc.get(k) for k in ("passed", "impedances_ohm", "override"))):
+            # the end of that check's breathing-variation window: the same check, completed
+            prev["breathing_variation"] = tc["breathing_variation"]
+            prev["breathing_t_s"] = tc["t_s"]
+            bv = tc["breathing_variation"]
+            words = "; ".join(f"{SIDE_WORDS.get(k, k)} {side_text(v)}" for k, v in bv.items()) if isinstance(
+                bv, Mapping) else side_text(bv)
+            self._event(e, "tube_check", f"Breathing variation of the baseline EMG: {words}")
+            return
         self.tube_checks.append(tc)
         verdict = "passed" if p["passed"] else ("overridden" if p.get("override") else "FAILED")
         self._event(e, "tube_check", f"Tube check {verdict}" + (f": {p['message']}" if p.get("message") else ""))

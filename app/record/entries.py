@@ -22,7 +22,9 @@ case_opened        patient_id, planned_sides [L/R], software_version, date? (YYY
 settings           values {every "group.name": value}, source?, profile?
 setting_changed    key, old, new, unit?, who?, source?
 tube_check         impedances_ohm {electrode: ohm, -1 = lead off}, passed, imbalance_ohm?
-                   {L, R}, lead_off? [electrode], breathing_variation? {L: bool, R: bool},
+                   {L, R}, lead_off? [electrode], breathing_variation? {L: side, R: side} (side:
+                   ``app.analysis.breathing.SideBreathing.to_json``, {status: "measuring", ...}
+                   while its window runs, or a bare bool in older records),
                    limits? {max_impedance_kohm, max_imbalance_kohm}, override? {who, reason},
                    message?
 stimulus           ``Measurement.to_json()`` (index, t_s, site, side, source, set_mA,
@@ -342,7 +344,7 @@ def alarm(transition: str, alarm_id: str | None, priority: Any = None, side: Any
 
 
 def tube_check(impedances_ohm: Mapping[Any, int], max_impedance_kohm: float, max_imbalance_kohm: float,
-               breathing_variation: Mapping[str, bool] | None = None,
+               breathing_variation: Mapping[str, Any] | None = None,
                override: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate and describe a tube check. Electrode keys: ``L_POS L_NEG R_POS R_NEG ...``;
     ``-1`` ohm means not measurable (lead off). Limits come from the ``tube.*`` settings."""

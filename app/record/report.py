@@ -1,7 +1,8 @@
 """The PDF case report: the INMSG case document laid out for a reader to take in at a glance.
 
 Owns: ``write_pdf(doc, path, waveform_of)`` and the drawings (step waveforms, trends).
-May import: the standard library, numpy, reportlab, ``app.record.document``.
+May import: the standard library, numpy, reportlab, ``app.record.document``,
+``app.analysis.breathing`` (the tube check's breathing variation in words).
 
 Layout (A4): header block (case data, software version, journal verification and last
 hash); summary per side; tube check; per-side step table L1 V1 (S1) R1 R2 (S2) V2 L2 with
@@ -40,6 +41,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from app.analysis.breathing import side_text
 from app.record.entries import PROCEDURE_ORDER
 
 WaveformFn = Callable[[int], "tuple[np.ndarray, float, int, list[str]] | None"]
@@ -378,14 +380,14 @@ def _tube_check(doc: Mapping[str, Any]) -> list[Any]:
         imb = c.get("imbalance_ohm") or {}
         imb_text = " / ".join(_num(None if imb.get(s) is None else imb[s] / 1000.0, "{:.2f}") for s in ("L", "R"))
         bv = c.get("breathing_variation")
-        bv_text = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in bv.items()) if isinstance(bv, dict) else (
-            "-" if bv is None else ("yes" if bv else "no"))
+        bv_text = "<br/>".join(escape(f"{k}: {side_text(v)}") for k, v in bv.items()) if isinstance(bv, dict) else (
+            "not measured" if bv is None else escape(side_text(bv)))
         ov = c.get("override")
         ov_text = f"{ov.get('who') or ''}: {ov.get('reason') or ''}" if isinstance(ov, dict) else "-"
         rows.append([hms(c.get("t_s")), "passed" if c.get("passed") else "FAILED", _p(imp_text),
-                     imb_text, ", ".join(c.get("lead_off") or []) or "none", bv_text, _p(ov_text)])
+                     imb_text, ", ".join(c.get("lead_off") or []) or "none", Paragraph(bv_text, CELL), _p(ov_text)])
         extra.append(("TEXTCOLOR", (1, i), (1, i), GOOD if c.get("passed") else BAD))
-    out.append(_table(rows, [14 * mm, 14 * mm, 58 * mm, 24 * mm, 18 * mm, 26 * mm, 26 * mm], extra=extra))
+    out.append(_table(rows, [14 * mm, 14 * mm, 50 * mm, 22 * mm, 16 * mm, 38 * mm, 26 * mm], extra=extra))
     if checks[-1].get("message"):
         out.append(_p(checks[-1]["message"], SMALL))
     return out
