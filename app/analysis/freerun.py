@@ -7,7 +7,8 @@ May import: numpy, scipy.signal, ``app.settings``, ``firmware_bridge.messages``.
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
 then the sample count). Works at any stream rate (the board may decimate the stream).
 
-Method, per channel, in 10 ms frames:
+Method, per channel, in 10 ms frames (the per-frame statistics of a block are computed for
+the whole block at once; only the frame-to-frame state is stepped frame by frame):
 
 - Causal band-pass (Butterworth, SOS, state kept between blocks):
   ``emg.highpass_hz`` (4th order; removes breathing wander, ECG and most of the mains hum)
@@ -38,7 +39,6 @@ Method, per channel, in 10 ms frames:
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -153,7 +153,8 @@ class FreeRunDetector:
         self._t0: float | None = None  # time of sample 0
         self._consumed = 0  # samples processed into frames
         self._received = 0  # samples received
-        self._floors = [deque(maxlen=_FLOOR_FRAMES) for _ in self.channels]
+        # robust RMS of the last _FLOOR_FRAMES ordinary frames (channels, frames), oldest first
+        self._floors = np.zeros((nch, 0))
         self._chains = [_Chain() for _ in self.channels]
         self._last_spike = [(-1e9, 0.0) for _ in self.channels]  # (time, |peak|) for refractory merging
         self._cautery_since: float | None = None
@@ -170,7 +171,9 @@ class FreeRunDetector:
 
     def noise_uV(self) -> dict[str, float | None]:
         """Current noise floor per channel (band-passed RMS)."""
-        return {c: (float(np.median(f)) if f else None) for c, f in zip(self.channels, self._floors)}
+        if not self._floors.shape[1]:
+            return {c: None for c in self.channels}
+        return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors))}
 
     # ------------------------------------------------------------------ feeding
 
@@ -207,9 +210,7 @@ class FreeRunDetector:
             self._zi = sps.sosfilt_zi(self._sos)[:, None, :] * chunk[None, :, 0:1]
             self._primed = True
         y, self._zi = sps.sosfilt(self._sos, chunk, axis=1, zi=self._zi)
-        for f in range(nframes):
-            sl = slice(f * self.frame, (f + 1) * self.frame)
-            events += self._frame(y[:, sl], chunk[:, sl])
+        events += self._frames(y, chunk, nframes)
         return events
 
     def flush(self) -> list[EmgEvent]:
@@ -226,47 +227,85 @@ class FreeRunDetector:
 
     # ------------------------------------------------------------------ internals
 
-    def _frame(self, y: np.ndarray, raw: np.ndarray) -> list[EmgEvent]:
+    def _frames(self, y: np.ndarray, raw: np.ndarray, nframes: int) -> list[EmgEvent]:
+        """Whole frames of a block: the per-frame statistics of the block at once (numpy),
+        then the frames in order (cautery state, thresholds, potentials, chains)."""
         events: list[EmgEvent] = []
-        start = self._consumed
-        self._consumed += y.shape[1]
-        t_start = self._t0 + start / self.fs
-        t_end = self._t0 + self._consumed / self.fs
-        rms = np.sqrt(np.mean(y * y, axis=1))
-        saturated = bool((np.abs(raw) >= self.saturation_uV).any())
-        cautery = bool((rms >= self.cautery_uV).any()) or (saturated and self._cautery_since is not None)
-        if cautery:
-            if self._cautery_since is None:
-                self._cautery_since = t_start
-                for ch in range(len(self.channels)):
-                    events += self._close(ch, t_end)
-                events.append(EmgEvent(EmgEventKind.CAUTERY_START, t_end, None, t_start))
-            self._cautery_last = t_end
-            return events
-        if self._cautery_since is not None and self._cautery_last is not None:
-            if t_end - self._cautery_last >= self.cautery_hold_s:
-                events.append(self._cautery_end(t_end))
-            else:
-                return events  # still inside the hold time: no activity counted
-
-        found: list[list[tuple[int, float]]] = []
-        for ch in range(len(self.channels)):
-            a = np.abs(y[ch])
-            sigma = _MAD_TO_SIGMA * float(np.median(a))  # robust RMS of a zero-mean signal
-            self._floors[ch].append(sigma)
-            floor = float(np.median(self._floors[ch]))
-            thr = max(self.threshold_uV, self.snr * floor)
-            above = a >= thr
-            found.append(self._peaks(a, above) if above.any() else [])
-        if len(found) == 2 and (found[0] or found[1]):
-            found = self._drop_common_mode(y, found)
-        for ch in range(len(self.channels)):
-            for i, peak in found[ch]:
-                events += self._spike(ch, self._t0 + (start + i) / self.fs, peak, t_end)
-            chain = self._chains[ch]
-            if chain.times and t_end - chain.times[-1] > self.max_gap_s:
-                events += self._close(ch, t_end)
+        nch, size = y.shape[0], self.frame
+        yf = y.reshape(nch, nframes, size)
+        a = np.abs(yf)
+        rms = np.sqrt(np.mean(yf * yf, axis=2))
+        hot = (rms >= self.cautery_uV).any(axis=0).tolist()  # cautery level on either channel
+        sat = (np.abs(raw.reshape(nch, nframes, size)) >= self.saturation_uV).any(axis=(0, 2)).tolist()
+        sigma: np.ndarray | None = None  # robust RMS per frame, computed when a frame needs it
+        base, t0, fs = self._consumed, self._t0, self.fs
+        f = 0
+        while f < nframes:
+            t_start = t0 + (base + f * size) / fs
+            t_end = t0 + (base + (f + 1) * size) / fs
+            if hot[f] or (sat[f] and self._cautery_since is not None):
+                if self._cautery_since is None:
+                    self._cautery_since = t_start
+                    for ch in range(nch):
+                        events += self._close(ch, t_end)
+                    events.append(EmgEvent(EmgEventKind.CAUTERY_START, t_end, None, t_start))
+                self._cautery_last = t_end
+                f += 1
+                continue
+            if self._cautery_since is not None and self._cautery_last is not None:
+                if t_end - self._cautery_last >= self.cautery_hold_s:
+                    events.append(self._cautery_end(t_end))
+                else:
+                    f += 1  # still inside the hold time: no activity counted
+                    continue
+            # a run of ordinary frames: up to the next frame at cautery level
+            stop = f + 1
+            while stop < nframes and not hot[stop]:
+                stop += 1
+            if sigma is None:
+                sigma = _MAD_TO_SIGMA * _median_last(a)
+            thr = np.maximum(self.threshold_uV, self.snr * self._floor_run(sigma[:, f:stop]))
+            over = (a[:, f:stop].max(axis=2) >= thr).tolist()
+            thr_l = thr.tolist()
+            for k in range(stop - f):
+                i_frame = f + k
+                t_end = t0 + (base + (i_frame + 1) * size) / fs
+                found: list[list[tuple[int, float]]] = []
+                for ch in range(nch):
+                    if over[ch][k]:
+                        ach = a[ch, i_frame]
+                        found.append(self._peaks(ach, ach >= thr_l[ch][k]))
+                    else:
+                        found.append([])
+                if nch == 2 and (found[0] or found[1]):
+                    found = self._drop_common_mode(yf[:, i_frame], found)
+                start = base + i_frame * size
+                for ch in range(nch):
+                    for i, peak in found[ch]:
+                        events += self._spike(ch, t0 + (start + i) / fs, peak, t_end)
+                    chain = self._chains[ch]
+                    if chain.times and t_end - chain.times[-1] > self.max_gap_s:
+                        events += self._close(ch, t_end)
+            f = stop
+        self._consumed = base + nframes * size
         return events
+
+    def _floor_run(self, sigma: np.ndarray) -> np.ndarray:
+        """Noise floors of consecutive ordinary frames, shape (channels, frames): for each
+        frame, the median of the robust RMS of the last ``_FLOOR_FRAMES`` ordinary frames
+        (itself included). The history is updated."""
+        nch, n = sigma.shape
+        h = self._floors.shape[1]
+        ext = np.concatenate([self._floors, sigma], axis=1) if h else sigma
+        partial = min(n, max(0, _FLOOR_FRAMES - 1 - h))  # frames whose window is not yet full
+        out = np.empty((nch, n))
+        for k in range(partial):
+            out[:, k] = _median_last(ext[:, : h + k + 1])
+        if partial < n:
+            windows = np.lib.stride_tricks.sliding_window_view(ext, _FLOOR_FRAMES, axis=1)
+            out[:, partial:] = _median_last(windows[:, h + partial + 1 - _FLOOR_FRAMES: h + n + 1 - _FLOOR_FRAMES])
+        self._floors = ext[:, -_FLOOR_FRAMES:].copy()
+        return out
 
     def _peaks(self, a: np.ndarray, above: np.ndarray) -> list[tuple[int, float]]:
         """(index, |peak|) of each run of supra-threshold samples, merged within refractory."""
@@ -353,6 +392,16 @@ class FreeRunDetector:
         self._cautery_since = None
         self._cautery_last = None
         return EmgEvent(EmgEventKind.CAUTERY_END, now, None, since, last - since)
+
+
+def _median_last(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=-1)`` (same values) for finite data, without its overheads."""
+    n = x.shape[-1]
+    half = n // 2
+    if n % 2:
+        return np.partition(x, half, axis=-1)[..., half]
+    part = np.partition(x, (half - 1, half), axis=-1)
+    return (part[..., half - 1] + part[..., half]) / 2.0
 
 
 def _trim(times: list[float], peaks: list[float], keep: int) -> tuple[list[float], list[float]]:

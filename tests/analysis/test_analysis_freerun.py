@@ -178,3 +178,33 @@ def test_event_json():
     ev = EmgEvent(EmgEventKind.ACTIVITY, 12.3456789, "EMG L", 10.0, 2.0, 123.456, "train", 20, 9.5)
     assert ev.to_json() == {"kind": "activity", "t_s": 12.3457, "channel": "EMG L", "onset_s": 10.0, "duration_s": 2.0,
                             "peak_uV": 123.5, "pattern": "train", "potentials": 20, "rate_hz": 9.5}
+
+
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.integers(1, 900), min_size=1, max_size=30), seed=st.integers(0, 5))
+def test_noise_floor_is_the_median_of_the_last_half_second_of_frames(cuts, seed):
+    """The floor (computed a block at a time) is, after every block, exactly the median of
+    the robust RMS of the last 50 whole 10 ms frames of the band-passed signal."""
+    from scipy import signal as sps
+
+    fs = 2000.0
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, (2, 6000)) * np.linspace(2.0, 20.0, 6000)  # noise growing over 3 s
+    det = FreeRunDetector(Settings(), fs)
+    y = sps.sosfilt(det._sos, x, axis=1, zi=sps.sosfilt_zi(det._sos)[:, None, :] * x[None, :, 0:1])[0]
+    frame = det.frame
+    i = 0
+    for c in cuts * 20:
+        if i >= x.shape[1]:
+            break
+        det.feed(x[:, i : i + c], i / fs)
+        i = min(i + c, x.shape[1])
+        nf = i // frame
+        got = det.noise_uV()
+        if nf == 0:
+            assert got == {"EMG L": None, "EMG R": None}
+            continue
+        frames = np.abs(y[:, : nf * frame]).reshape(2, nf, frame)[:, -50:]
+        sigma = 1.4826 * np.median(frames, axis=2)
+        want = np.median(sigma, axis=1)
+        assert [got["EMG L"], got["EMG R"]] == pytest.approx(want.tolist(), rel=1e-12)
