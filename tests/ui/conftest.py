@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("LNM_UI_SCREENSHOTS", ROOT / "tests" / "screenshots"))
@@ -51,17 +52,15 @@ class Engine:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log.open("ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         client = EngineClient(self.socket, name="test", timeout_s=10.0)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def connected() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the engine exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
-            try:
-                client.connect(timeout_s=1.0)
-                break
-            except EngineUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            client.connect(timeout_s=1.0)
+            return True
+
+        if not wait_until(connected, 30, interval=0.1, ignore=(EngineUnavailable,)):
+            client.connect(timeout_s=1.0)  # raises, saying why
         self.client = client
         return self
 
@@ -72,14 +71,14 @@ class Engine:
         return self.call("state.get")
 
     def wait(self, pred: Callable[[dict[str, Any]], Any], timeout_s: float = 15.0, what: str = "") -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def showing() -> dict[str, Any] | None:
             st = self.state()
-            if pred(st):
-                return st
-            if time.monotonic() > deadline:
-                raise AssertionError(f"engine state never showed {what or pred}")
-            time.sleep(0.1)
+            return st if pred(st) else None
+
+        st = wait_until(showing, timeout_s, interval=0.1)
+        if not st:
+            raise AssertionError(f"engine state never showed {what or pred}")
+        return st
 
     def restart(self) -> "Engine":
         """A new engine process on the same socket and data (after a kill)."""

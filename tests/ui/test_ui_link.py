@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.ui.link import EngineLink
+from firmware_bridge.clock import ManualClock
+from waiting import wait_until
 
 
 class FakeEngine:
@@ -22,7 +24,10 @@ class FakeEngine:
         self.path = path
         self.requests: list[dict] = []
         self.stalled = threading.Event()
+        self.running = threading.Event()  # the opposite of stalled, to wait on
+        self.running.set()
         self.stop = threading.Event()
+        self.lock = threading.Lock()  # held while a state message goes out
         self.conns: list[socket.socket] = []
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(str(path))
@@ -56,8 +61,7 @@ class FakeEngine:
                 line, buf = buf.split(b"\n", 1)
                 req = json.loads(line)
                 self.requests.append(req)
-                while self.stalled.is_set() and not self.stop.is_set():
-                    time.sleep(0.01)
+                self.running.wait()
                 reply = {"type": "reply", "id": req["id"], "ok": True, "result": {"echo": req["cmd"]}}
                 if req["cmd"] == "refuse":
                     reply = {"type": "reply", "id": req["id"], "ok": False,
@@ -69,16 +73,26 @@ class FakeEngine:
 
     def _tick(self) -> None:
         seq = 0
-        while not self.stop.is_set():
-            time.sleep(0.05)
-            if self.stalled.is_set():
-                continue
-            seq += 1
-            for c in list(self.conns):
-                try:
-                    c.sendall((json.dumps({"type": "state", "seq": seq}) + "\n").encode())
-                except OSError:
-                    self.conns.remove(c)
+        while not self.stop.wait(0.05):  # a state message every 50 ms
+            with self.lock:
+                if self.stalled.is_set():
+                    continue
+                seq += 1
+                for c in list(self.conns):
+                    try:
+                        c.sendall((json.dumps({"type": "state", "seq": seq}) + "\n").encode())
+                    except OSError:
+                        self.conns.remove(c)
+
+    def stall(self) -> None:
+        """From now on nothing goes out: no replies, no state messages."""
+        with self.lock:
+            self.running.clear()
+            self.stalled.set()
+
+    def unstall(self) -> None:
+        self.stalled.clear()
+        self.running.set()
 
     def drop_clients(self) -> None:
         for c in list(self.conns):
@@ -91,6 +105,7 @@ class FakeEngine:
 
     def close(self) -> None:
         self.stop.set()
+        self.running.set()  # a stalled reply is let go (into a closed socket)
         self.drop_clients()
         self.srv.close()
 
@@ -103,14 +118,16 @@ def fake(tmp_path):
 
 
 def pump_until(link, pred, timeout=5.0, why=lambda: ""):
+    """Pump the link the way the UI thread does (every ~10 ms) until ``pred`` holds."""
     msgs = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        msgs += link.pump()
-        if pred():
-            return msgs
-        time.sleep(0.01)
-    raise AssertionError(f"condition not reached {why()}")
+
+    def pumped():
+        msgs.extend(link.pump())
+        return pred()
+
+    if not wait_until(pumped, timeout, interval=0.01):
+        raise AssertionError(f"condition not reached {why()}")
+    return msgs
 
 
 def test_replies_run_on_the_pumping_thread_and_refusals_keep_the_engines_message(fake):
@@ -132,32 +149,49 @@ def test_replies_run_on_the_pumping_thread_and_refusals_keep_the_engines_message
 
 
 def test_a_stalled_engine_never_blocks_and_gets_no_late_commands(fake):
-    link = EngineLink(fake.path, timeout_s=0.6, stale_s=0.4, retry_s=0.05)
+    # the link's timeouts run on a manual clock: the engine's silence lasts exactly as long
+    # as the test says, however slowly the machine runs
+    clock = ManualClock(1000.0)
+    link = EngineLink(fake.path, timeout_s=0.6, stale_s=0.4, retry_s=0.05, monotonic=clock.now)
     link.start()
     try:
         pump_until(link, lambda: link.health().ok)
         answered = []
         link.send("ping", answered.append)
         pump_until(link, lambda: answered)  # the greeting commands are done: the engine is idle
-        fake.stalled.set()
+        fake.stall()
         got = []
         t = time.monotonic()
-        link.send("stim.set", got.append, current_mA=2.0)  # written before the stall is noticed
-        assert time.monotonic() - t < 0.05
+        link.send("stim.set", got.append, current_mA=2.0)
+        # queued, not waited for (a wait would last until the reply timeout, or for ever)
+        assert time.monotonic() - t < 0.5 and link.waiting() >= 1
+        # written before the stall is noticed: the engine has it and does not answer
+        assert wait_until(lambda: any(r["cmd"] == "stim.set" for r in fake.requests))
+        n = len(fake.requests)
+        clock.advance(0.7)
         pump_until(link, lambda: got, timeout=3)
         assert got[0].code == "timeout" and "did not answer" in got[0].message
-        pump_until(link, lambda: link.health().state == "stalled", timeout=3)
+
+        def silence() -> bool:  # the engine stays silent while time passes
+            clock.advance(0.1)
+            return link.health().state == "stalled"
+
+        pump_until(link, silence, timeout=3)  # (a state message already on its way may land first)
         assert "not responding" in link.health().message
-        n = len(fake.requests)
+        clock.advance(1.0)  # no pump in between: the engine has been silent for over 1 s
         link.send("stim.set", got.append, current_mA=3.0)  # asked while the engine is silent
         pump_until(link, lambda: len(got) == 2, timeout=3)
         assert got[1].code == "not_sent" and "NOT sent" in got[1].message
-        fake.stalled.clear()
+        fake.unstall()
         pump_until(link, lambda: link.health().ok, timeout=3)
-        time.sleep(0.2)
+        # commands go out in order: once a later ping is answered, the refused one would be in
+        later = []
+        link.send("ping", later.append)
+        pump_until(link, lambda: later, timeout=5)
+        assert later[0].ok
         assert len([r for r in fake.requests[n:] if r["cmd"] == "stim.set"]) == 0  # never reached the engine
     finally:
-        fake.stalled.clear()
+        fake.unstall()
         link.stop()
 
 

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from waiting import wait_until
 
 pytestmark = pytest.mark.ui
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,10 +73,8 @@ def test_run_restarts_a_dead_ui_while_the_engine_keeps_monitoring(tmp_path, no_s
                              "--duration", "40", "--screenshot", str(shot)], cwd=ROOT, env=no_screen,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 40
-        while not shot.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the UI never drew"
-            time.sleep(0.2)
+        wait_until(lambda: shot.exists() or proc.poll() is not None, 40, interval=0.1)
+        assert shot.exists() and proc.poll() is None, "the UI never drew"
         uis = [p for p in _children(proc.pid) if " ui " in _cmdline(p)]
         assert len(uis) == 1, [_cmdline(p) for p in _children(proc.pid)]
         os.kill(uis[0], signal.SIGKILL)  # the UI dies
@@ -84,12 +82,13 @@ def test_run_restarts_a_dead_ui_while_the_engine_keeps_monitoring(tmp_path, no_s
             st = c.call("state.get")  # the engine is still there, untouched
             assert st["board"]["connected"]
         first = shot.stat().st_mtime
-        while True:
+
+        def restarted() -> bool:
             new = [p for p in _children(proc.pid) if " ui " in _cmdline(p) and p != uis[0]]
-            if new and shot.stat().st_mtime > first + 1:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline + 20, "the UI was not restarted"
-            time.sleep(0.2)
+            return bool(new) and shot.stat().st_mtime > first + 1
+
+        wait_until(lambda: restarted() or proc.poll() is not None, 60, interval=0.1)
+        assert restarted() and proc.poll() is None, "the UI was not restarted"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
