@@ -195,8 +195,14 @@ def test_client_reconnects_and_resubscribes_after_engine_restart(sock_path):
         srv.start()
         assert wait_for(lambda: c.connected and srv.client_count == 1, 5.0)
         assert c.hello["engine"] == "two"
-        kinds = [(m["type"], m.get("connected")) for m in c.poll()]
-        assert ("connection", False) in kinds and kinds[-1] == ("connection", True)
+        # the stream says so too (its message may land just after ``connected`` turns true)
+        kinds = []
+
+        def told() -> bool:
+            kinds.extend((m["type"], m.get("connected")) for m in c.poll())
+            return ("connection", False) in kinds and kinds[-1] == ("connection", True)
+
+        assert wait_for(told, 5.0), kinds
 
         def got_event():
             srv.publish("events", {"type": "event", "seq": 42})

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_simulate_writes_the_documentation_and_summary(tmp_path, capsys):
     out = tmp_path / "out"
     rc = cli.main(["simulate", "--scenario", "standard_bilateral", "--out", str(out), "--quiet"])
-    text = capsys.readouterr().out
-    assert rc == 0, text
+    captured = capsys.readouterr()
+    text = captured.out
+    assert rc == 0, text + captured.err
     assert "scenario expectations: all met" in text
     for step in ("V1", "R1", "R2", "V2"):
         assert step in text
