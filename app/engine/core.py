@@ -606,10 +606,11 @@ class Monitor:
         self.breathing.start(self.clock.now())  # then a window of free-running EMG for the breathing variation
         payload = E.tube_check(imp, st["tube.max_impedance_kohm"], st["tube.max_imbalance_kohm"],
                                breathing_variation=self.breathing.json(self.clock.now()), override=self.tube_override)
+        if payload["passed"]:
+            self.tube_override = None
+            payload["override"] = None  # a passing check needs none (an earlier override stays in its own entry)
         self.tube = payload
         self.tube_t_s = self.now_t()
-        if self.tube["passed"]:
-            self.tube_override = None
         self._journal("tube_check", payload)
         self._event("procedure", "tube_check",
                     ("Tube check passed: " if payload["passed"] else "Tube check FAILED: ") + payload["message"],

@@ -6,8 +6,9 @@ Owns:
   word and symbol (``!!!`` high, ``!!`` medium, ``!`` low) shown with every alarm;
 - physical sizes: touch targets of at least 9 mm and the large numbers (readable from
   2 m) converted to pixels from the display's dpi;
-- the formatting of amplitudes, latencies, currents, durations and countdowns, and the
-  names of sides, sites, steps and troubleshooting checks.
+- the formatting of amplitudes, latencies, currents, durations and countdowns, the
+  tube check's breathing variation in words, and the names of sides, sites, steps and
+  troubleshooting checks.
 
 May import: the standard library only.
 """
@@ -300,6 +301,48 @@ PALETTE: dict[str, Rgba] = {
 # ---------------------------------------------------------------- report preview
 
 
+def breathing_side_words(d: Any) -> str:
+    """One side of the tube check's breathing variation (``state.tube.breathing_variation``)."""
+    if d is None:
+        return "not measured"
+    if isinstance(d, bool):
+        return "PRESENT" if d else "ABSENT"
+    if not isinstance(d, Mapping):
+        return str(d)
+    if d.get("status") == "measuring":
+        rem = _finite(d.get("remaining_s"))
+        return "measuring ..." + (f" {math.ceil(rem):.0f} s left" if rem is not None else "")
+    present = d.get("present")
+    if present is None:
+        return "NOT MEASURABLE" + (f" ({d['reason']})" if d.get("reason") else "")
+    values = []
+    if _finite(d.get("wander_uV")) is not None:
+        values.append(f"wander {d['wander_uV']:.0f} µV")
+    if _finite(d.get("modulation_pct")) is not None:
+        values.append(f"modulation {d['modulation_pct']:.0f} %")
+    return ("PRESENT" if present else "ABSENT") + (f": {', '.join(values)}" if values else "")
+
+
+def breathing_words(bv: Any) -> list[str]:
+    """The tube check's breathing variation (the respiratory variation of the baseline EMG,
+    a sign of vocal-fold contact) in lines for the tube screen."""
+    if bv is None:
+        return ["Breathing variation: not measured"]
+    if not isinstance(bv, Mapping):
+        return [f"Breathing variation: {breathing_side_words(bv)}"]
+    lines = ["Breathing variation (vocal-fold contact):"]
+    for side in ("L", "R"):
+        if side in bv:
+            lines.append(f"  {side_name(side).capitalize()}: {breathing_side_words(bv[side])}")
+    rates = [d.get("rate_per_min") for d in bv.values() if isinstance(d, Mapping) and d.get("present") is not None]
+    rate = next((r for r in rates if _finite(r) is not None), None)
+    if rate is not None:
+        lines.append(f"  breathing {rate:.0f} per minute")
+    if any(isinstance(d, Mapping) and d.get("present") is False for d in bv.values()):
+        lines.append("  Absent: check the tube position (depth, rotation)")
+    return lines
+
+
 def document_summary(doc: Mapping[str, Any]) -> str:
     """The case documentation (``report.get``'s ``document``) as plain text lines for the
     on-screen preview: case, steps per side, tube check, adverse events, staging, notes."""
@@ -341,6 +384,10 @@ def document_summary(doc: Mapping[str, Any]) -> str:
         lines.append("")
         lines.append(f"Tube check: {'PASSED' if t.get('passed') else 'FAILED'} ({t.get('message', '')})"
                      + (f"; override: {t['override']}" if t.get("override") else ""))
+        bv = t.get("breathing_variation")
+        if isinstance(bv, Mapping):
+            lines.append("   breathing variation: " + "; ".join(
+                f"{side_name(k).lower()} {breathing_side_words(v)}" for k, v in bv.items()))
     events = doc.get("adverse_events") or []
     lines.append("")
     lines.append(f"Adverse events: {len(events)}")

@@ -139,6 +139,37 @@ def test_tube_check_fails_refuses_monitoring_until_override(ui, engine):
     ui.screenshot("08-tube-passed")
 
 
+def _breathing(s, side="L"):
+    return (((s.get("tube") or {}).get("breathing_variation") or {}).get(side) or {})
+
+
+def test_tube_screen_shows_the_breathing_variation_as_it_arrives(ui, engine):
+    app = ui.app
+    scr = app.screens["tube"]
+    # the probe stimulating at 4 Hz would cover too much of the window: off for the check
+    engine.call("stim.output", output="probe", on=False)
+    engine.wait(lambda s: not s["stim"]["probe"]["on"], 10, "the probe off")
+    ui.go("tube")
+    before = engine.state()["tube"]["t_s"]
+    ui.tap("tube.check")
+    engine.wait(lambda s: s["tube"]["t_s"] > before and _breathing(s).get("status") == "measuring", 10,
+                "the breathing window of the new check")
+    ui.wait(lambda: (app.state.get("tube") or {}).get("t_s", 0) > before and "Right: measuring" in scr.details
+            and "s left" in scr.details, 5, "measuring on the tube screen")
+    assert scr.verdict == "PASS" and not scr.override_text  # a passing check needs no override
+    ui.screenshot("08b-tube-breathing-measuring")
+    st = engine.wait(lambda s: _breathing(s).get("status") not in (None, "measuring")
+                     and _breathing(s, "R").get("status") not in (None, "measuring"), 30, "the breathing variation")
+    bv = st["tube"]["breathing_variation"]
+    assert bv["L"]["present"] is True and bv["R"]["present"] is True, bv  # the tube is in place
+    ui.wait(lambda: "Left: PRESENT" in scr.details and "Right: PRESENT" in scr.details, 5, "PRESENT on the screen")
+    assert f"wander {bv['L']['wander_uV']:.0f} µV" in scr.details
+    assert f"modulation {bv['R']['modulation_pct']:.0f} %" in scr.details
+    ui.screenshot("08c-tube-breathing")
+    engine.call("stim.output", output="probe", on=True)
+    engine.wait(lambda s: s["stim"]["probe"]["on"], 10, "the probe on again")
+
+
 def _probe_to(ui, target):
     ui.go("sim")
     ui.tap(f"sim.probe.{target}")

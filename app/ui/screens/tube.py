@@ -2,9 +2,11 @@
 variation, then the start of monitoring.
 
 The engine measures and judges (``tube.check``; limits ``tube.max_impedance_kohm`` and
-``tube.max_imbalance_kohm``) and refuses to start stimulation after a failed check until
-an override with a reason has been recorded (``tube.override``). This screen shows the
-verdicts in words, asks for that reason, and starts monitoring (``stim.output``).
+``tube.max_imbalance_kohm``; then, over ``tube.breathing_window_s`` of free-running EMG,
+the breathing variation per side, shown as it arrives: measuring with the seconds left,
+then present or absent with its values) and refuses to start stimulation after a failed
+check until an override with a reason has been recorded (``tube.override``). This screen
+shows the verdicts in words, asks for that reason, and starts monitoring (``stim.output``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from kivy.properties import BooleanProperty, StringProperty
 
+from app.ui import present as P
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import ask_text
 
@@ -68,13 +71,7 @@ class TubeScreen(LnmScreen):
                 k = v / 1000.0
                 ok = max_imb is None or k < max_imb
                 parts.append(f"Imbalance {name}: {k:.2f} kOhm {'PASS' if ok else 'FAIL'}")
-        bv = tube.get("breathing_variation")
-        if isinstance(bv, dict):
-            parts.append("Breathing variation: " + ", ".join(f"{k} {v}" for k, v in bv.items()))
-        elif bv is None:
-            parts.append("Breathing variation: not measured (look for it on the free-running EMG)")
-        else:
-            parts.append(f"Breathing variation: {bv}")
+        parts += P.breathing_words(tube.get("breathing_variation"))
         if off:
             parts.append("LEAD OFF: " + ", ".join(sorted(off)))
         if max_z is not None:
