@@ -5,7 +5,8 @@ operator commands in; host messages, journal entries, state and events out), the
 service shell (``service``: board link thread, engine loop, API server, systemd
 notifications, fail-safe exit), crash resume from the journal (``resume``), the stepped
 single-threaded simulation used by ``lnm simulate``, the tests and the benchmark
-(``stepped``, ``simulate``), and the ``lnm engine`` command (``cli``).
+(``stepped``, ``simulate``), the tube check's breathing-variation window (``breathing``),
+and the ``lnm engine`` command (``cli``).
 May import: everything below it (``firmware_bridge``, ``app.model``, ``app.settings``,
 ``app.analysis``, ``app.rules``, ``app.alarms``, ``app.outputs``, ``app.record``) and
 ``app.api``. Never Kivy or ``app.ui``.
