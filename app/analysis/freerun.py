@@ -7,6 +7,16 @@ May import: numpy, scipy.signal, ``app.settings``, ``firmware_bridge.messages``.
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
 then the sample count). Works at any stream rate (the board may decimate the stream).
 
+Evoked responses are not spontaneous activity. ``note_stimulus(t_s)`` tells the detector a
+stimulus was delivered at ``t_s`` (the blocks' time base): the stimulus window, from 1 ms
+before it to the end of the response window (``analysis.window_ms``), is replaced by a
+straight line between the samples at its edges before anything is analysed, so neither the
+artifact nor the response reaches the band-pass filter. A stimulus is known only once its
+epoch has arrived, after the response window; ``stimulus_wait_s`` holds the newest samples
+back that long (frames are analysed once that much newer signal has arrived), and a window
+whose far edge has not arrived yet holds back the analysis at its start. A stimulus noted
+after part of its window was analysed has only the rest of it blanked.
+
 Method, per channel, in 10 ms frames (the per-frame statistics of a block are computed for
 the whole block at once; only the frame-to-frame state is stepped frame by frame):
 
@@ -60,6 +70,8 @@ _EDGE_FACTOR = 6.0  # a first/last potential this many median intervals away is 
 _EDGE_MIN_S = 0.1
 _EDGE_SIZE = 0.5
 _GAP_RESET_S = 0.1  # a jump in the block times larger than this restarts the detector
+_STIM_PRE_S = 0.001  # a stimulus window starts this long before the stimulus
+_STIM_PENDING_MAX = 256  # noted stimuli kept waiting for their windows (the newest)
 
 
 class EmgEventKind(str, enum.Enum):
@@ -113,11 +125,15 @@ class FreeRunDetector:
         settings: Settings | None = None,
         sample_rate_hz: float = 20000.0,
         channels: Sequence[str] = ("EMG L", "EMG R"),
+        stimulus_wait_s: float = 0.0,
     ) -> None:
         s = settings if settings is not None else load()
         fs = float(sample_rate_hz)
         if not (fs > 0 and np.isfinite(fs)):
             raise ValueError(f"sample rate must be a positive number of Hz, got {sample_rate_hz!r}")
+        wait = float(stimulus_wait_s)
+        if not (wait >= 0 and np.isfinite(wait)):
+            raise ValueError(f"stimulus_wait_s must be a number of seconds >= 0, got {stimulus_wait_s!r}")
         if not channels:
             raise ValueError("at least one channel is needed")
         self.fs = fs
@@ -130,6 +146,8 @@ class FreeRunDetector:
         self.cautery_uV = float(s["analysis.cautery_rms_uV"])
         self.saturation_uV = float(s["analysis.saturation_uV"])
         self.cautery_hold_s = float(s["emg.cautery_hold_ms"]) / 1000.0
+        self.stimulus_window_s = float(s["analysis.window_ms"]) / 1000.0
+        self.wait = int(np.ceil(wait * fs))  # samples held back for late stimulus notes
         high = min(float(s["emg.lowpass_hz"]), 0.45 * fs)
         low = min(float(s["emg.highpass_hz"]), 0.5 * high)
         self._sos = np.vstack(
@@ -159,6 +177,9 @@ class FreeRunDetector:
         self._last_spike = [(-1e9, 0.0) for _ in self.channels]  # (time, |peak|) for refractory merging
         self._cautery_since: float | None = None
         self._cautery_last: float | None = None
+        self._stimuli: list[float] = []  # noted stimuli (detector time) whose window is not yet blanked
+        self._last_raw: np.ndarray | None = None  # the last sample analysed (left edge of a late window)
+        self._delta = 0.0  # block time - detector time of the newest block (clock jitter below a gap)
 
     @property
     def cautery_active(self) -> bool:
@@ -176,6 +197,17 @@ class FreeRunDetector:
         return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors))}
 
     # ------------------------------------------------------------------ feeding
+
+    def note_stimulus(self, t_s: float) -> None:
+        """A stimulus was delivered at ``t_s`` (same time base as the blocks): its window is
+        not free-running EMG (see the module docstring). Note it before the wait is over;
+        at most the newest 256 notes wait for their windows to arrive."""
+        t = float(t_s)
+        if not np.isfinite(t):
+            raise ValueError(f"stimulus time must be a finite number of seconds, got {t_s!r}")
+        self._stimuli.append(t - self._delta)
+        if len(self._stimuli) > _STIM_PENDING_MAX:
+            del self._stimuli[0]
 
     def feed(self, block_uV: np.ndarray, t0_s: float) -> list[EmgEvent]:
         """Feed the next block, shape (channels, n) in µV; ``t0_s`` is its first sample."""
@@ -196,29 +228,82 @@ class FreeRunDetector:
         else:
             expected = self._t0 + self._received / self.fs
             if abs(float(t0_s) - expected) > _GAP_RESET_S:
+                stimuli = [t + self._delta for t in self._stimuli]  # noted for the new stream?
                 events += self.flush()
                 self.reset()
                 self._t0 = float(t0_s)
+                self._stimuli = [t for t in stimuli if t >= self._t0 - self.stimulus_window_s]
+            else:
+                self._delta = float(t0_s) - expected
         self._received += x.shape[1]
         self._buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x
-        nframes = self._buf.shape[1] // self.frame
+        events += self._analyse(final=False)
+        return events
+
+    def _analyse(self, final: bool) -> list[EmgEvent]:
+        """Blank the stimulus windows that can be blanked, then analyse the whole frames
+        that may be analysed (all of them at the end of the stream)."""
+        limit = self._received if final else self._received - self.wait
+        if self._stimuli:
+            limit = min(limit, self._blank(final))
+        nframes = max(0, limit - self._consumed) // self.frame
         if nframes == 0:
-            return events
+            return []
         take = nframes * self.frame
         chunk, self._buf = self._buf[:, :take], self._buf[:, take:]
+        self._last_raw = chunk[:, -1].copy()
         if not self._primed:
             self._zi = sps.sosfilt_zi(self._sos)[:, None, :] * chunk[None, :, 0:1]
             self._primed = True
         y, self._zi = sps.sosfilt(self._sos, chunk, axis=1, zi=self._zi)
-        events += self._frames(y, chunk, nframes)
-        return events
+        return self._frames(y, chunk, nframes)
+
+    def _blank(self, final: bool) -> int:
+        """Replace the noted stimulus windows whose far edge has arrived by straight lines;
+        returns the sample the analysis must stop at (the start of a window still waiting
+        for its far edge; at the end of the stream such a window is blanked to the end)."""
+        t0, fs, start, end = self._t0, self.fs, self._consumed, self._received
+        if t0 is None:
+            return end
+        stop = end
+        waiting: list[float] = []
+        buf: np.ndarray | None = None
+        for t in self._stimuli:
+            i0 = int(np.floor((t - _STIM_PRE_S - t0) * fs))
+            i1 = int(np.ceil((t + self.stimulus_window_s - t0) * fs))
+            if i1 <= start or i1 <= i0:
+                continue  # already analysed
+            if i1 >= end and not final:
+                waiting.append(t)
+                stop = min(stop, max(i0, start))
+                continue
+            if i0 >= end:
+                continue  # (end of the stream) nothing of it arrived
+            if buf is None:
+                buf = self._buf.copy()  # never change the caller's samples
+            if i0 - 1 >= start:
+                left = buf[:, i0 - 1 - start]
+            elif self._last_raw is not None:
+                left = self._last_raw
+            else:
+                left = buf[:, i1 - start] if i1 < end else np.zeros(buf.shape[0])
+            right = buf[:, i1 - start] if i1 < end else left
+            w = np.linspace(0.0, 1.0, i1 - i0 + 2)[1:-1]
+            lo, hi = max(i0, start), min(i1, end)
+            w = w[lo - i0: hi - i0]
+            buf[:, lo - start: hi - start] = left[:, None] + (right - left)[:, None] * w[None, :]
+        if buf is not None:
+            self._buf = buf
+        self._stimuli = waiting
+        return stop
 
     def flush(self) -> list[EmgEvent]:
-        """Close whatever is open (end of the stream); returns the closing events."""
+        """End of the stream: analyse what was held back, close whatever is open; returns
+        the events."""
         if self._t0 is None:
             return []
+        events = self._analyse(final=True)
         now = self._t0 + self._consumed / self.fs
-        events: list[EmgEvent] = []
         for ch in range(len(self.channels)):
             events += self._close(ch, now)
         if self._cautery_since is not None:

@@ -67,7 +67,7 @@ log = logging.getLogger("lnm.engine")
 
 ENGINE_STATE_FORMAT = "lnm-engine-state/1"
 _OFFSET_JUMP_S = 0.25
-_DETECT_LAG_S = 0.08  # free-running detection waits this long for the epochs of stimuli in a block
+_DETECT_LAG_S = 0.08  # free-running detection waits this long for the epochs of the stimuli in the stream
 _STEP_SITE = {"V": Site.VAGUS, "R": Site.RLN, "S": Site.EBSLN}
 # journal vocabulary of laryngoscopy findings (app.record.entries.FOLD_FINDINGS)
 _FINDING_TO_RECORD = {"normal": "normal", "paresis": "reduced", "palsy": "immobile", "not_examined": "not_assessed"}
@@ -243,7 +243,7 @@ def _default_rules(settings: Settings) -> Any:
 def _default_detector(settings: Settings, sample_rate_hz: float) -> Any:
     from app.analysis.freerun import FreeRunDetector
 
-    return FreeRunDetector(settings, sample_rate_hz)
+    return FreeRunDetector(settings, sample_rate_hz, stimulus_wait_s=_DETECT_LAG_S)
 
 
 def _round(x: float | None, nd: int = 3) -> float | None:
@@ -349,8 +349,6 @@ class Monitor:
         self._emg_rest: np.ndarray | None = None
         self._last_emg_publish = clock.now()
         self._last_emg_block_end: int | None = None
-        self._det_queue: collections.deque[tuple[np.ndarray, float, float]] = collections.deque()
-        self._stim_onsets: collections.deque[float] = collections.deque(maxlen=256)
 
         # events, publishing, snapshots
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.options.events_kept)
@@ -652,7 +650,8 @@ class Monitor:
 
     def _on_epoch(self, e: StimEpoch) -> None:
         stim = self._stimulus_of(e)
-        self._stim_onsets.append(stim.t_s)
+        if self.detector is not None:
+            self.detector.note_stimulus(stim.t_s)  # its window is not free-running EMG
         if self.breathing.active:
             t = stim.t_s + self._origin
             self.breathing.blank(t - 0.001, t + float(self.settings["analysis.window_ms"]) / 1000.0 + 0.005)
@@ -800,7 +799,7 @@ class Monitor:
         self.counters["emg_blocks"] += 1
         if self.breathing.active:
             self._breathing_feed(uv, t0, rate)
-        # irritation and cautery (fed with a short lag, stimulus windows blanked)
+        # irritation and cautery (the detector leaves the stimulus windows out)
         if self._detector_factory is not None:
             self._detect(uv, t0, rate)
         self.outputs.emg(uv, rate, self.cautery)
@@ -821,39 +820,16 @@ class Monitor:
 
     def _detect(self, uv: np.ndarray, t0: float, rate: float) -> None:
         """Feed the free-running detector. Evoked responses are not spontaneous activity:
-        the detector gets each block only once the epochs of the stimuli inside it are
-        known (``_DETECT_LAG_S`` later), with those stimulus windows (onset - 1 ms to the
-        end of the analysis window) replaced by a straight line between their edges."""
+        ``_on_epoch`` notes each stimulus to the detector, which holds the newest
+        ``_DETECT_LAG_S`` of the stream back until the epochs of the stimuli in it have
+        arrived and leaves their windows out."""
         if self._detector_rate != rate:
             self.detector = self._detector_factory(self.settings, rate)
             self._detector_rate = rate
-            self._det_queue.clear()
         if self.detector is None:
             return
-        self._det_queue.append((uv, t0, rate))
-        newest_end = t0 + uv.shape[1] / rate
-        blank_s = float(self.settings["analysis.window_ms"]) / 1000.0
-        while self._det_queue:
-            x, b0, r = self._det_queue[0]
-            n = x.shape[1]
-            if newest_end - (b0 + n / r) < _DETECT_LAG_S and len(self._det_queue) < 64:
-                break
-            self._det_queue.popleft()
-            b1 = b0 + n / r
-            hits = [t for t in self._stim_onsets if b0 - blank_s <= t <= b1 + 0.001]
-            if hits:
-                x = x.copy()
-                for t in hits:
-                    i0 = max(0, int(math.floor((t - 0.001 - b0) * r)))
-                    i1 = min(n, int(math.ceil((t + blank_s - b0) * r)))
-                    if i1 <= i0:
-                        continue
-                    left = x[:, i0 - 1] if i0 > 0 else (x[:, i1] if i1 < n else np.zeros(x.shape[0]))
-                    right = x[:, i1] if i1 < n else left
-                    w = np.linspace(0.0, 1.0, i1 - i0 + 2)[1:-1]
-                    x[:, i0:i1] = left[:, None] + (right - left)[:, None] * w[None, :]
-            for item in self.detector.feed(x, b0) or ():
-                self._detector_item(item)
+        for item in self.detector.feed(uv, t0) or ():
+            self._detector_item(item)
 
     def _flush_emg_chunk(self) -> None:
         if not self._emg_chunk or self._emg_rate is None:
@@ -1709,7 +1685,6 @@ class Monitor:
         self.alarms.update_settings(st)
         self.detector = None
         self._detector_rate = None
-        self._det_queue.clear()
         self.breathing.settings_changed(st, self.clock.now())
         self.outputs.settings_changed(st)
 

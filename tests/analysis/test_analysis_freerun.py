@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from app.analysis.freerun import EmgEvent, EmgEventKind, FreeRunDetector
 from app.settings import Settings
-from emg_synth import Episode, make_stream
+from emg_synth import Episode, ResponseSpec, StimEvent, SyntheticSignal, add_episode, make_stream
 
 RATES = [20000.0, 10000.0, 5000.0, 2000.0]  # 5 and 2 kHz: a decimated stream
 
@@ -208,3 +208,110 @@ def test_noise_floor_is_the_median_of_the_last_half_second_of_frames(cuts, seed)
         sigma = 1.4826 * np.median(frames, axis=2)
         want = np.median(sigma, axis=1)
         assert [got["EMG L"], got["EMG R"]] == pytest.approx(want.tolist(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- stimuli
+
+EPOCH_ARRIVES_S = 0.06  # a stimulus is known once its epoch (50 ms window) has arrived
+WAIT_S = 0.08
+
+
+def stimulated_stream(fs, duration_s, rate_hz, episodes=(), seed=0):
+    """Free-running EMG with stimuli on the left (artifact on both channels, a 600 uV
+    response on the left) and optional spontaneous episodes; (samples, onsets)."""
+    n = int(round(duration_s * fs))
+    stims = [StimEvent(0.5 + k / rate_hz, 0, ResponseSpec(600.0, 6.0)) for k in range(int((duration_s - 1.0) * rate_hz))]
+    x = np.vstack([SyntheticSignal(fs, n, ch, stims, noise_uV=5.0, seed=seed)[0:n] for ch in (0, 1)])
+    rng = np.random.default_rng(seed)
+    for ep in episodes:
+        add_episode(x, fs, ep, rng)
+    return x, [st.t_s for st in stims]
+
+
+def run_noted(x, fs, onsets, cuts=None, t0=0.0, upfront=False, wait=WAIT_S):
+    """Feed in blocks (``cuts`` sample counts, repeated; default 20 ms), noting each stimulus
+    as the engine learns of it: before the first block that ends after its epoch arrived
+    (or all of them before the stream when ``upfront``)."""
+    det = FreeRunDetector(Settings(), fs, stimulus_wait_s=wait)
+    pending = list(onsets)
+    if upfront:
+        for t in pending:
+            det.note_stimulus(t0 + t)
+        pending = []
+    cuts = cuts or [int(0.02 * fs)]
+    events: list[EmgEvent] = []
+    i, k = 0, 0
+    while i < x.shape[1]:
+        c = cuts[k % len(cuts)]
+        k += 1
+        end = min(i + c, x.shape[1])
+        while pending and pending[0] + EPOCH_ARRIVES_S <= end / fs:
+            det.note_stimulus(t0 + pending.pop(0))
+        events += det.feed(x[:, i:end], t0 + i / fs)
+        i = end
+    return events + det.flush()
+
+
+@pytest.mark.parametrize("fs", RATES)
+@pytest.mark.parametrize("rate_hz", [4.0, 30.0])
+def test_noted_stimuli_are_not_irritation(fs, rate_hz):
+    x, onsets = stimulated_stream(fs, 6.0, rate_hz, seed=int(rate_hz))
+    # the evoked responses and artifacts look like activity when the detector is not told
+    assert episodes_of(run(x, fs, t0=50.0), EmgEventKind.ACTIVITY_START)
+    events = run_noted(x, fs, onsets, t0=50.0)
+    assert events == []
+
+
+@pytest.mark.parametrize("fs", [20000.0, 2000.0])
+def test_irritation_during_stimulation_is_still_found(fs):
+    ep = Episode(1, 2.1, 2.5, "train", 150.0)  # first and last potentials between stimulus windows
+    x, onsets = stimulated_stream(fs, 6.0, 4.0, episodes=(ep,), seed=3)
+    events = run_noted(x, fs, onsets, t0=10.0)
+    found = episodes_of(events)
+    assert [e.channel for e in found] == ["EMG R"], events
+    assert found[0].onset_s == pytest.approx(12.1, abs=0.02)
+    assert found[0].duration_s == pytest.approx(2.5, rel=0.15)
+    assert found[0].pattern == "train"
+    assert not episodes_of(events, EmgEventKind.CAUTERY_START)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(1, 3000), min_size=1, max_size=20), seed=st.integers(0, 2))
+def test_block_sizes_and_note_timing_do_not_change_the_result_with_stimuli(cuts, seed):
+    fs = 5000.0
+    eps = (Episode(1, 1.2, 1.5, "train", 150.0), Episode(0, 3.3, 0.4, "burst", 250.0))
+    x, onsets = stimulated_stream(fs, 4.5, 10.0, episodes=eps, seed=seed)
+    reference = run_noted(x, fs, onsets)
+    assert episodes_of(reference)  # the episodes are there, the responses are not
+    assert run_noted(x, fs, onsets, cuts=cuts) == reference
+    assert run_noted(x, fs, onsets, cuts=cuts, upfront=True) == reference
+
+
+def test_stimulus_windows_leave_the_callers_samples_alone_and_bad_notes_are_refused():
+    fs = 2000.0
+    x, onsets = stimulated_stream(fs, 2.0, 10.0)
+    before = x.copy()
+    run_noted(x, fs, onsets, cuts=[700])
+    assert np.array_equal(x, before)
+    det = FreeRunDetector(Settings(), fs, stimulus_wait_s=WAIT_S)
+    with pytest.raises(ValueError, match="stimulus time"):
+        det.note_stimulus(float("nan"))
+    with pytest.raises(ValueError, match="stimulus_wait_s"):
+        FreeRunDetector(Settings(), fs, stimulus_wait_s=-1.0)
+    det.note_stimulus(-5.0)  # before the stream: nothing to blank
+    assert det.feed(x[:, :1000], 0.0) == [] and det.flush() == []
+
+
+def test_a_note_after_its_window_was_analysed_changes_nothing():
+    fs = 2000.0
+    x, onsets = stimulated_stream(fs, 4.0, 4.0, seed=1)
+    unnoted = run(x, fs, t0=0.0)
+    det = FreeRunDetector(Settings(), fs)  # no wait
+    events: list[EmgEvent] = []
+    blk = int(0.02 * fs)
+    pending = list(onsets)
+    for i in range(0, x.shape[1], blk):
+        while pending and pending[0] + 0.1 <= i / fs:
+            det.note_stimulus(pending.pop(0))  # long after its window was analysed
+        events += det.feed(x[:, i : i + blk], i / fs)
+    assert events + det.flush() == unnoted
