@@ -10,8 +10,9 @@ May import: the standard library, numpy, reportlab, ``app.model``, ``app.setting
 ``app.analysis`` (the EDF+ writer, the breathing variation in words). Nothing above this
 stage (engine, api, ui).
 
-The engine writes through ``Journal``: ``open_case``, ``append``, ``close_case``, and at
-start ``find_open_case`` + ``resume_case`` for a case left open by a crash.
+The engine writes through ``Journal``: ``open_case``, ``append``, ``append_many`` (the
+entries of one stimulus in one transaction), ``close_case``, and at start
+``find_open_case`` + ``resume_case`` for a case left open by a crash.
 """
 
 from app.record.journal import (  # noqa: F401

@@ -2,7 +2,8 @@
 
 Owns: the SQLite journal file, writing entries (one committed transaction each, WAL mode,
 ``synchronous=FULL``: an entry ``append`` has returned for survives a crash or power
-loss), the per-case hash chain, finding and resuming a case left open, and handling
+loss; ``append_many`` writes several entries of a case in one transaction, one durable
+sync: after a crash either all of them are there or none), the per-case hash chain, finding and resuming a case left open, and handling
 storage problems.
 May import: the standard library, ``app`` (version), ``app.record.entries``.
 
@@ -26,7 +27,7 @@ already chained), reports ``StorageStatus(ok=False, message=...)`` through the
 ``on_status`` callback and ``status`` (the engine raises its "storage problem" technical
 alarm on it), and retries at most every ``retry_interval_s`` on the next ``append`` or on
 ``flush()``. When the queue reaches its byte limit, new entries are refused (``append``
-returns ``None``) and counted per kind; free-running EMG (``emg_block``) is refused once
+returns ``None``; a batch is refused whole) and counted per kind; free-running EMG (``emg_block``) is refused once
 the queue is half full so that stimuli, events and alarms keep their room. When writing
 works again the queue is written in order and a ``storage`` entry records the problem,
 its start and what was refused. A journal file deleted while open is rescued from the open
@@ -47,7 +48,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -412,6 +413,32 @@ class Journal:
         with self._lock:
             return self._append_locked(case_id, kind, text, blob, None if t_s is None else float(t_s))
 
+    def append_many(self, case_id: str, items: Iterable[tuple]) -> list[int | None]:
+        """Append several entries of one case in ONE transaction (one durable sync), in
+        order, on the same hash chain as one ``append`` after the other. ``items``: tuples
+        ``(kind, payload)``, ``(kind, payload, blob)`` or ``(kind, payload, blob, t_s)``.
+        All or nothing: every entry is validated before anything is written (an invalid
+        one raises ``ValueError`` and none is written), a crash leaves all of them or none,
+        and while storage is failing the batch is queued whole or refused whole. Returns
+        their seqs (``None`` for each when refused)."""
+        rows_in: list[tuple[str, str, bytes | None, float | None]] = []
+        for item in items:
+            if not 2 <= len(item) <= 4:
+                raise ValueError(f"journal batch item must be (kind, payload[, blob[, t_s]]), got {len(item)} fields")
+            kind, payload = item[0], item[1]
+            blob = item[2] if len(item) > 2 else None
+            t_s = item[3] if len(item) > 3 else None
+            _entries.validate(kind, payload, blob)
+            if t_s is not None and not math.isfinite(float(t_s)):
+                raise ValueError(f"journal entry {kind}: t_s must be a finite number of seconds, got {t_s!r}")
+            rows_in.append((kind, _entries.canonical_json(payload), None if blob is None else bytes(blob),
+                            None if t_s is None else float(t_s)))
+        if not rows_in:
+            return []
+        self._writable()
+        with self._lock:
+            return self._append_batch_locked(case_id, rows_in)
+
     def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int | None:
         """Append ``case_closed``; the case takes no more entries."""
         with self._lock:
@@ -648,6 +675,53 @@ class Journal:
                 self._advance(head, row)
                 return row.seq
         return self._enqueue(head, row)
+
+    def _chain_rows(self, head: _Head, rows_in: list[tuple[str, str, bytes | None, float | None]]) -> list[_Row]:
+        """Rows for consecutive entries after ``head`` (which is left unchanged)."""
+        scratch = replace(head)
+        rows = []
+        for kind, payload, blob, t_s in rows_in:
+            row = self._make_row(scratch, kind, payload, blob, t_s)
+            self._advance(scratch, row)
+            rows.append(row)
+        return rows
+
+    def _append_batch_locked(self, case_id: str, rows_in: list[tuple[str, str, bytes | None, float | None]]
+                             ) -> list[int | None]:
+        head = self._head(case_id)
+        self._check_file()
+        if self._queue or self._failure is not None:
+            self._retry()
+        rows = self._chain_rows(head, rows_in)
+        if not self._queue and self._failure is None:
+            try:
+                self._write(rows)
+            except StorageError as exc:
+                self._begin_failure(exc, head)
+                rows = self._chain_rows(head, rows_in)  # after the "problem" entry
+            else:
+                for row in rows:
+                    self._advance(head, row)
+                return [row.seq for row in rows]
+        # storage is failing: the whole batch joins the queue (written later in one
+        # transaction with it), or the whole batch is refused
+        added = 0
+        fits = True
+        for row in rows:
+            limit = self.max_queue_bytes // 2 if row.kind == "emg_block" else self.max_queue_bytes
+            added += row.size
+            if self._queued_bytes + added > limit:
+                fits = False
+        if not fits:
+            counter = self._dropped.setdefault(case_id, Counter())
+            first_drop = sum(counter.values()) == 0
+            for row in rows:
+                counter[row.kind] += 1
+            if first_drop:
+                log.error("case journal %s: in-memory queue full, refusing entries", self.path)
+                self._notify()
+            return [None] * len(rows)
+        return [self._enqueue(head, row) for row in rows]
 
     def _enqueue(self, head: _Head, row: _Row) -> int | None:
         limit = self.max_queue_bytes // 2 if row.kind == "emg_block" else self.max_queue_bytes
