@@ -101,6 +101,8 @@ class BreathingCheck:
     def poll(self, now: float) -> dict[str, dict[str, Any]] | None:
         """Timer: a window whose stream stopped is judged on what there is."""
         if self.active and float(now) >= (self.t_from or 0.0) + self.window_s + GRACE_S:
+            if self.meter is not None:
+                self.meter.flush()
             return self._evaluate()
         return None
 
