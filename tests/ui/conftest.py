@@ -235,7 +235,11 @@ class Ui:
         self.frames(3)
         w, h = self.window.size
         path = SHOTS / f"{name}-{w}x{h}.png"
-        save_screenshot(path)
+        # a name of this process's own first (two test runs at once share SHOTS), then
+        # moved into place whole
+        own = SHOTS / f".{name}-{w}x{h}.{os.getpid()}.png"
+        save_screenshot(own)
+        os.replace(own, path)
         self.shots.append(path)
         return path
 
