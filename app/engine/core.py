@@ -15,8 +15,10 @@ publishing sink are injected objects, time comes from the injected clock.
 Inputs: ``board_message(msg)``, ``link_event(kind, detail)``, ``handle(request)`` (the
 same validated requests the API carries) and ``tick()``. Outputs:
 ``take_host_messages()`` (for the board), the journal (written FIRST, before anything is
-published), ``sink(stream, message, sticky)`` (the API server's ``publish``), and the
-outputs object (sounds, LEDs).
+published or sounded; the entries one stimulus makes (the stimulus, its rule events, the
+alarm transitions they cause, step results) go in one transaction, ``append_many``, and
+what they announce is held back until it is written), ``sink(stream, message, sticky)``
+(the API server's ``publish``), and the outputs object (sounds, LEDs).
 
 Case time (``t_s`` everywhere) is seconds since the case was opened on the engine clock.
 Board timestamps are mapped to it through an offset learnt from the board's heartbeats
@@ -207,6 +209,9 @@ class NullJournal:
         self.count += 1
         return self.count
 
+    def append_many(self, case_id: str, items: Iterable[tuple]) -> list[int]:
+        return [self.append(case_id, *item) for item in items]
+
     def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int:
         self.count += 1
         return self.count
@@ -369,6 +374,8 @@ class Monitor:
         self.audio_message = ""
         self.counters: collections.Counter[str] = collections.Counter()
         self._replaying = False
+        self._batch: list[tuple[str, Mapping[str, Any], bytes | None, float]] | None = None  # one transaction
+        self._held: list[tuple[str, Mapping[str, Any], bool]] | None = None  # published once it is written
         self.fatal: str | None = None
 
     # ================================================================== time
@@ -403,13 +410,38 @@ class Monitor:
                  t_s: float | None = None) -> None:
         if self.case_id is None or self._replaying:
             return
-        self.journal.append(self.case_id, kind, payload, blob, t_s=self.now_t() if t_s is None else t_s)
+        t = self.now_t() if t_s is None else t_s
+        if self._batch is not None:
+            self._batch.append((kind, payload, blob, t))
+        else:
+            self.journal.append(self.case_id, kind, payload, blob, t_s=t)
         self.counters["journal_entries"] += 1
 
     def _publish(self, stream: str, message: Mapping[str, Any], sticky: bool = False) -> None:
         if self._replaying:
             return
+        if self._held is not None:
+            self._held.append((stream, message, sticky))
+            return
         self._sink(stream, message, sticky)
+
+    def _begin_transaction(self) -> None:
+        """From here on, journal entries are collected (and what announces them is held)
+        until ``_commit_transaction`` writes them in one transaction."""
+        self._batch, self._held = [], []
+
+    def _commit_transaction(self) -> None:
+        """Write the collected entries (one transaction, one durable sync), then publish
+        what was held: journal first (nothing is announced when the write raises)."""
+        batch, held = self._batch or [], self._held or []
+        self._batch = self._held = None
+        if len(batch) == 1:
+            kind, payload, blob, t = batch[0]
+            self.journal.append(self.case_id, kind, payload, blob, t_s=t)
+        elif batch:
+            self.journal.append_many(self.case_id, batch)
+        for stream, message, sticky in held:
+            self._sink(stream, message, sticky)
 
     def _event(self, category: str, kind: str, message: str, *, priority: str | None = None,
                side: str | None = None, site: str | None = None, detail: Mapping[str, Any] | None = None,
@@ -667,8 +699,14 @@ class Monitor:
         if self.case_id is not None:
             payload, blob = E.stimulus(m, e.microvolts(), e.sample_rate_hz, e.pre_samples,
                                        res_uV=max(e.nv_per_count / 1000.0, 1e-3), threshold_uV=threshold)
-            self._journal("stimulus", payload, blob, t_s=stim.t_s)
-            self._measured(m)
+            # the stimulus and everything it causes (rule events, alarm transitions, step
+            # results) in one transaction; sounds and announcements follow it
+            self._begin_transaction()
+            try:
+                self._journal("stimulus", payload, blob, t_s=stim.t_s)
+                self._measured(m)
+            finally:
+                self._commit_transaction()
         response = bool(m.valid and m.response)
         self.outputs.stimulus(m, response)
         self._publish_measurement(m, e)

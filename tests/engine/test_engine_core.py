@@ -224,3 +224,66 @@ def test_lead_off_board_fault_and_audio_failure_are_technical_alarms(tmp_path):
     assert st["audio"]["ok"] is False and "speaker" in st["audio"]["message"]
     kinds = [e.payload.get("event") for e in s.monitor.journal.entries(case_id, kinds=["engine", "link"], blobs=False)]
     assert "audio_failure" in kinds and "board_status" in kinds
+
+
+class _RecordingJournal:
+    """A real journal that also logs each write call (one call = one transaction)."""
+
+    def __init__(self, journal, log):
+        self._j, self._log = journal, log
+
+    def append(self, case_id, kind, payload, blob=None, t_s=None):
+        self._log.append(("write", [kind], [payload]))
+        return self._j.append(case_id, kind, payload, blob, t_s=t_s)
+
+    def append_many(self, case_id, items):
+        items = list(items)
+        self._log.append(("write", [i[0] for i in items], [i[1] for i in items]))
+        return self._j.append_many(case_id, items)
+
+    def __getattr__(self, name):
+        return getattr(self._j, name)
+
+
+def test_a_stimulus_and_the_alarm_it_causes_are_one_transaction_written_before_anything_is_announced(tmp_path):
+    log = []
+    s = stepped(journal=_RecordingJournal(Journal(tmp_path / "journal.db"), log))
+    mon = s.monitor
+    sink = mon._sink
+
+    def recording_sink(stream, msg, sticky):
+        log.append(("publish", stream, msg))
+        sink(stream, msg, sticky)
+
+    mon._sink = recording_sink
+    mon._wants = lambda stream: True
+    sound = mon.outputs.alarm_state
+    mon.outputs.alarm_state = lambda st: (log.append(("sound", st.sounding_id)), sound(st))[-1]
+    case_id = start_case(s)
+    s.must("probe.site", site="RLN", side="L")
+    s.must("stim.set", output="probe", rate_hz=30.0)
+    s.board.control("probe", contact="nerve", site="RLN", side="L")
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(0.5)
+    assert mon.last["L"]["response"] and mon.counters["stimuli"] >= 10
+    del log[:]
+    s.board.control("probe", contact="tissue")
+    s.run_for(0.3)
+    los = [i for i, e in enumerate(log) if e[0] == "write" and "rule_event" in e[1]
+           and any(p.get("kind") == "loss_of_signal" for p in e[2])]
+    assert len(los) == 1, [e[:2] for e in log if e[0] == "write"]
+    i = los[0]
+    kinds = log[i][1]
+    assert kinds[0] == "stimulus" and "alarm" in kinds  # the stimulus, its rule event and the alarm: one write
+    alarm = next(p for k, p in zip(kinds, log[i][2]) if k == "alarm")
+    assert alarm["event_kind"] == "loss_of_signal" and alarm["transition"] == "raised"
+    # nothing about it was published or sounded before that write
+    announced = [j for j, e in enumerate(log) if e[0] == "publish" and e[1] == "events"
+                 and e[2].get("kind") in ("loss_of_signal", "raised")]
+    sounded = [j for j, e in enumerate(log) if e[0] == "sound" and e[1] and "loss_of_signal" in e[1]]
+    assert announced and sounded and min(announced) > i and min(sounded) > i
+    # every stimulus made exactly one write (its stimulus entry first)
+    writes = [e[1] for e in log if e[0] == "write" and "stimulus" in e[1]]
+    assert all(w[0] == "stimulus" and w.count("stimulus") == 1 for w in writes)
+    assert len(writes) == sum(1 for e in log if e[0] == "write" and e[1][0] == "stimulus")
+    assert mon.journal.verify(case_id).ok
