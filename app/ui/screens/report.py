@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ class ReportScreen(LnmScreen):
         super().__init__(**kw)
         self.case_id: str | None = None
         self._tmp = tempfile.mkdtemp(prefix="lnm-ui-report-")
+        # The page images are only a preview: removed when the screen goes (or at exit).
+        weakref.finalize(self, shutil.rmtree, self._tmp, True)
 
     def load(self, case_id: str | None) -> None:
         self.case_id = case_id
