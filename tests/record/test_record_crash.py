@@ -65,9 +65,10 @@ def run_and_kill(path, min_lines: int, rng: random.Random) -> tuple[str, dict[in
         time.sleep(rng.uniform(0, 0.01))
         os.kill(proc.pid, signal.SIGKILL)
         # entries whose "OK" was printed before the kill are committed too
+        # (the kill can cut the last line short: only whole lines are reports)
         for line in proc.stdout:
             parts = line.split()
-            if parts and parts[0] == "OK":
+            if line.endswith("\n") and len(parts) == 3 and parts[0] == "OK":
                 committed[int(parts[1])] = parts[2]
     finally:
         if proc.poll() is None:

@@ -193,9 +193,10 @@ def _run_and_kill(path, rng: random.Random) -> tuple[str, set[int]]:
         # child's next batch (the assertions hold wherever it lands)
         time.sleep(rng.uniform(0, 0.01))
         os.kill(proc.pid, signal.SIGKILL)
+        # (the kill can cut the last line short: only whole lines are reports)
         for line in proc.stdout:
             parts = line.split()
-            if parts and parts[0] == "OK":
+            if line.endswith("\n") and len(parts) == 2 and parts[0] == "OK":
                 committed.update(int(s) for s in parts[1].split(","))
     finally:
         if proc.poll() is None:
