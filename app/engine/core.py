@@ -1451,6 +1451,13 @@ class Monitor:
         self._operator(req)
         for ev in self.rules.rebaseline(Side(side), Source.APS, t_s=self.now_t()):
             self._rule_event(ev)
+        # The rules end an open combined-event / amplitude-decrease episode of that vagus
+        # without a recovery event: its alarm condition ends with it (a latched alarm
+        # still stays until it is reset).
+        key = f"{Site.VAGUS.value}-{Side(side).value}"
+        for kind in (AlarmKind.COMBINED_EVENT, AlarmKind.AMPLITUDE_DECREASE):
+            if self.alarms.clear_condition(kind, key, who=req.client or "operator", detail={"by": "rebaseline"}):
+                self._alarms_dirty = True
         return {"side": side, "needed": int(self.settings["rules.aps_baseline_count"])}
 
     def _cmd_ts_answer(self, req: p.Request, side: str, check: str, answer: str, note: str | None = None) -> dict[str, Any]:

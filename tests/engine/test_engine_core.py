@@ -287,3 +287,25 @@ def test_a_stimulus_and_the_alarm_it_causes_are_one_transaction_written_before_a
     assert all(w[0] == "stimulus" and w.count("stimulus") == 1 for w in writes)
     assert len(writes) == sum(1 for e in log if e[0] == "write" and e[1][0] == "stimulus")
     assert mon.journal.verify(case_id).ok
+
+
+def test_rebaseline_ends_the_amplitude_decrease_condition_of_that_vagus(tmp_path):
+    """A re-baseline after tube displacement ends the 'check tube' episode in the rules
+    (without a recovery event); the alarm condition must end with it, not stay active."""
+    s = stepped(journal=Journal(tmp_path / "journal.db"))
+    start_case(s)
+    s.board.control("aps_attach", side="L")
+    s.must("aps.side", side="L")
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(26.0)
+    s.board.control("tube", left=0.3, over_s=1.0)
+    s.run_for(8.0)
+    assert alarm_raises(s.events, "amplitude_decrease")
+
+    def decrease():
+        return [a for a in s.monitor.state_snapshot()["alarms"]["active"] if a["kind"] == "amplitude_decrease"]
+
+    assert decrease() and decrease()[0]["condition_active"]
+    s.must("baseline.rebaseline", side="L")
+    s.run_for(0.5)
+    assert all(not a["condition_active"] for a in decrease())
