@@ -887,7 +887,7 @@ class Journal:
             except sqlite3.Error:
                 pass
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         old_path = self.path
         self.path = target
         self._conn = None
@@ -923,7 +923,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new or renamed files) durable; best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

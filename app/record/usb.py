@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from app.record.export import write_documents
+from app.record.journal import fsync_dir
 
 FILES = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
 
@@ -157,18 +158,6 @@ def _copy_fsync(src: Path, dst: Path) -> None:
         os.fsync(fo.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def _explain(exc: OSError, target: Path, need: int) -> UsbError:
     if exc.errno == errno.ENOSPC:
@@ -223,8 +212,8 @@ def export_case(journal: Any, case_id: str, target: Path | None = None, identifi
             folder.mkdir()
             for name in names + ["SHA256SUMS"]:
                 _copy_fsync(tmp / name, folder / name)
-            _fsync_dir(folder)
-            _fsync_dir(root)
+            fsync_dir(folder)
+            fsync_dir(root)
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise _explain(exc, root, need) from None
