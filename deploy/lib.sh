@@ -138,15 +138,20 @@ install_file() {
         if [ "$DRY_RUN" = 1 ]; then
             note "would install ${_FROM:-$src} -> $target"
         else
-            mkdir -p "$(dirname "$target")"
-            cp "$src" "$target.lnm-new"
-            chmod "$mode" "$target.lnm-new"
-            mv -f "$target.lnm-new" "$target"
+            _place "$src" "$target" "$mode"
         fi
         changed
     fi
     _fix_meta "$dest" "$mode" "$owner"
     manifest_add "file $mode $owner $dest"
+}
+
+# _place SRC TARGET MODE: copy atomically (a power cut leaves the old or the new file).
+_place() {
+    mkdir -p "$(dirname "$2")"
+    cp "$1" "$2.lnm-new"
+    chmod "$3" "$2.lnm-new"
+    mv -f "$2.lnm-new" "$2"
 }
 
 # install_text DEST MODE OWNER < CONTENT: like install_file, content from stdin.
@@ -173,10 +178,7 @@ install_if_absent() {
         if [ "$DRY_RUN" = 1 ]; then
             note "would copy $src -> $target"
         else
-            mkdir -p "$(dirname "$target")"
-            cp "$src" "$target.lnm-new"
-            chmod "$mode" "$target.lnm-new"
-            mv -f "$target.lnm-new" "$target"
+            _place "$src" "$target" "$mode"
         fi
         changed
     fi

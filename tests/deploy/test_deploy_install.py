@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 PI5 = "Raspberry Pi 5 Model B Rev 1.0"
 PI4 = "Raspberry Pi 4 Model B Rev 1.5"
 GROUPS = ["dialout", "gpio", "audio", "video", "input", "render"]
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    """A snapshot of the source tree (the installer fingerprints it; others may be
-    editing the work tree while the tests run)."""
-    src = tmp_path_factory.mktemp("src")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("app", "firmware_bridge", "config", "deploy"):
-        shutil.copytree(REPO / name, src / name, ignore=ignore)
-    for name in ("pyproject.toml", "requirements.txt", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    return src
 
 
 def install(source: Path, *args: str, stdin: str | None = None, check: bool = True,

@@ -22,17 +22,6 @@ CASE = {"patient_id": "PSN-0007", "planned_sides": ["L", "R"], "surgeon": "Dr. E
         "procedure": "total thyroidectomy", "tube": {"type": "EMG tube", "size_mm": 7.0, "depth_cm": 21}}
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("src")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("app", "firmware_bridge", "config", "deploy"):
-        shutil.copytree(REPO / name, src / name, ignore=ignore)
-    for name in ("pyproject.toml", "requirements.txt", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    return src
-
-
 class Appliance:
     """An installed tree, the systemctl recorder and a way to run the tools on it."""
 
