@@ -28,6 +28,10 @@ every number is a setting: ``rules.*``, ``analysis.event_threshold_uV``,
   A no-response APS stimulus neither counts nor breaks these runs (no latency: it is the
   loss-of-signal's business). LOS may co-exist with either; a decrease escalates to a
   combined event, never the other way round (see ``conditions.ApsAmplitude``).
+- Mapping: while a side's loss of signal is confirmed (troubleshooting ``true_los``) and
+  not recovered, probe stimuli of that side's RLN are mapping, not monitoring: they
+  neither recover nor lose the RLN site (a response distal to a segmental injury is not
+  a recovery). The side's vagus still recovers it (``Procedure.mapping_active``).
 - Recovery (info): after a LOS, combined event or amplitude decrease at a site,
   ``rules.recovery_consecutive`` valid qualifying stimuli of one source at the site with
   amplitude >= ``rules.recovery_pct`` % of that source's baseline (APS: the APS baseline;

@@ -90,6 +90,8 @@ _MACHINES: tuple[Machine, ...] = (
 )
 
 
+_THROUGH_VAGUS = "VAGUS"  # the RLN recovery watcher fed by the side's vagus while it is mapped
+
 class SnapshotError(ValueError):
     """A snapshot cannot be restored; the message says why."""
 
@@ -256,6 +258,12 @@ class RuleEngine:
             self._last_response[s.side.value] = _m_to_dict(m)
         if f.untagged:
             return events
+        if s.site is Site.RLN and s.source is Source.PROBE and self.procedure.mapping_active(s.side):
+            # mapping after a confirmed loss: a distal response is no recovery, a silent
+            # point proximal to the injury no new loss (``Procedure.mapping_active``)
+            if s.step is not None and f.valid:
+                self.procedure.offer_tagged(m, f.response)
+            return events
 
         key = site_key(s.site, s.side)
         # The amplitude rule compares with the baseline as it stood before this stimulus.
@@ -295,6 +303,8 @@ class RuleEngine:
         # 4. recovery (this source at this site)
         if s.site in WATCHED_SITES:
             events.extend(self._recovery(m, f, key))
+        if s.site is Site.VAGUS:
+            events.extend(self._rln_through_vagus(m, f))
 
         # 5. loss of signal
         new_losses: list[RuleEvent] = []
@@ -437,6 +447,8 @@ class RuleEngine:
         for src in Source:
             if src is not s.source:
                 self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
+        if s.site is Site.RLN:
+            self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", "DONE")
         recovered = list(loss["conditions"])
         if s.site is Site.VAGUS and self._state(ApsAmplitude.MACHINE, s.side.value) != "NO_BASELINE":
             self._step(ApsAmplitude.MACHINE, s.side.value, "RECOVERED")
@@ -454,6 +466,37 @@ class RuleEngine:
             "message": "Signal recovered.",
         })]
 
+    def _rln_through_vagus(self, m: Measurement, f: Facts) -> list[RuleEvent]:
+        """While a side is mapped (``Procedure.mapping_active``) its RLN recovers through
+        its vagus: a vagal response crosses the whole recurrent nerve, and the RLN's own
+        probe stimuli are mapping. Same rule as ``Recovery``, on the vagal amplitude
+        against the vagal reference of that source (machine key ``RLN-<side>-VAGUS``)."""
+        s = m.stimulus
+        key = site_key(Site.RLN, s.side)
+        if key not in self._losses or not self.procedure.mapping_active(s.side):
+            return []
+        ref, _basis = self._reference(Site.VAGUS, s.side, s.source)
+        symbol = Recovery.classify(m, f, ref, self.settings)
+        if self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", symbol) != "signal_recovered":
+            return []
+        loss = self._losses.pop(key)
+        for src in Source:
+            self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
+        if self._state(LossOfSignal.MACHINE, key) == "LOST":
+            self._step(LossOfSignal.MACHINE, key, "RESPONSE")
+        recovered = list(loss["conditions"])
+        if EventKind.LOSS_OF_SIGNAL.value in recovered:
+            self.procedure.on_recovery(s.side, Site.RLN, m.t_end_s)
+        return [self._event(EventKind.SIGNAL_RECOVERED, m, Site.RLN, s.side, {
+            "source": s.source.value, "through": Site.VAGUS.value,
+            "time_since_loss_s": round(m.t_end_s - loss["t_s"], 3),
+            "loss_t_s": loss["t_s"], "loss_stimulus_index": loss["stimulus_index"],
+            "recovered": recovered,
+            "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
+            "consecutive": self._run(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}"),
+            "message": "Signal recovered: the vagus responds, so the whole recurrent nerve conducts.",
+        })]
+
     def _open_loss(self, ev: RuleEvent, m: Measurement) -> None:
         key = site_key(ev.site, ev.side)
         loss = self._losses.get(key)
@@ -464,6 +507,8 @@ class RuleEngine:
             loss["conditions"].append(ev.kind.value)
         for src in Source:
             self._step(Recovery.MACHINE, f"{key}-{src.value}", "LOSS")
+        if ev.site is Site.RLN:
+            self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", "LOSS")
         if ev.kind is EventKind.LOSS_OF_SIGNAL:
             info = self._sites.get(key, {})
             misses = info.get("misses", [])

@@ -52,7 +52,9 @@ answered "yes" / "no" (yes = this is fine / present), by the operator or the mon
     flagged on the right side when the operator says so or when V1 is absent on the right
     but present on the left.
 
-Mapping (per side): points (position in mm from the laryngeal entry, 0 = most distal;
+Mapping (per side): while the side's loss is confirmed (``true_los``) and not recovered,
+``mapping_active`` is true and the rule engine takes probe stimuli of that RLN as mapping
+(no loss, no recovery); the vagus of the side still recovers it. Points (position in mm from the laryngeal entry, 0 = most distal;
 response yes/no). Any responding point -> type 1 (segmental; the lesion lies between the
 most proximal responding point distal to the first silent point and that silent point).
 No responding point -> type 2 (global) when the contralateral vagus responds; with the
@@ -151,7 +153,9 @@ CONCLUSION_MESSAGES: dict[Conclusion, str] = {
     Conclusion.RECORDING_PROBLEM_LIKELY: (
         "Recording problem likely: check tube depth and rotation, secretions, electrodes and cables."
     ),
-    Conclusion.TRUE_LOS: "True loss of signal: map the nerve from distal to proximal (type 1 / type 2).",
+    Conclusion.TRUE_LOS: ("True loss of signal: map the nerve from distal to proximal (type 1 / type 2). "
+                          "Probe responses of this RLN are mapping now, not recovery: recovery is "
+                          "judged on the vagus."),
     Conclusion.NOT_TRUE_LOS: "Not a true loss of signal (surgeon's verdict).",
 }
 
@@ -401,6 +405,16 @@ class Procedure:
         if all(e["recovered_t_s"] is not None for e in rec["sites"].values()):
             rec["recovered_t_s"] = t_s
         self._update_staging(t_s, "recovered")
+
+    def mapping_active(self, side: Side | str) -> bool:
+        """True while ``side`` has a confirmed (true LOS), unrecovered loss of signal.
+
+        Probe stimuli of that side's RLN are then mapping (distal to proximal), not
+        monitoring: a response distal to a segmental injury says nothing about the nerve
+        as a whole, so the rule engine neither recovers nor loses the site on them.
+        """
+        rec = self._open_record(_side(side).value)
+        return rec is not None and self._conclude(rec)[0] is Conclusion.TRUE_LOS
 
     def note_contralateral_vagus(self, side: Side | str, t_s: float, amplitude_uV: float | None) -> bool:
         """A vagal response on the other side while ``side`` has an open record."""

@@ -211,3 +211,97 @@ def test_los_classifier(kw, symbol):
     lat = kw.pop("lat", 4.0)
     m = s.m(amp, lat, source=Source.PROBE, site=kw.pop("site", Site.RLN), **kw)
     assert LossOfSignal.classify(m, facts(m, Settings())) == symbol
+
+
+# --------------------------------------------------------------------- mapping after a confirmed loss
+
+
+def _confirm(e, side: Side = Side.L, t: float = 200.0) -> None:
+    e.procedure.answer(side, "current_delivered", "yes", t_s=t)
+    e.procedure.answer(side, "laryngeal_twitch", "no", t_s=t)
+    e.procedure.answer(side, "contralateral_vagus", "yes", t_s=t)
+
+
+def _lost_left_rln_and_vagus(e, s: Stream) -> list:
+    """Probe: left vagus and RLN respond, then both are lost (2 misses each)."""
+    ev = run(e, [s.resp(600.0, 7.5, **probe(s, site=Site.VAGUS)), s.resp(850.0, 3.8, **probe(s))])
+    ev += run(e, [s.miss(**probe(s)) for _ in range(2)])
+    ev += run(e, [s.miss(**probe(s, site=Site.VAGUS)) for _ in range(2)])
+    return ev
+
+
+def test_before_confirmation_an_rln_response_recovers_as_usual():
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    ev = _lost_left_rln_and_vagus(e, s)
+    assert kinds(of_kind(ev, "loss_of_signal")) == ["loss_of_signal", "loss_of_signal"]
+    assert not e.procedure.mapping_active(Side.L)
+    ev = run(e, [s.resp(850.0, 3.8, **probe(s)) for _ in range(3)])
+    assert [(x.kind.value, x.site) for x in ev] == [("signal_recovered", Site.RLN)]
+
+
+def test_mapping_responses_distal_to_a_confirmed_loss_are_no_recovery_and_silent_points_no_new_loss():
+    """Type 1 injury: after the loss is confirmed, distal RLN points respond and proximal
+    ones do not; neither is a recovery or a new loss of signal."""
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    _lost_left_rln_and_vagus(e, s)
+    _confirm(e)
+    assert e.procedure.mapping_active(Side.L) and not e.procedure.mapping_active(Side.R)
+    assert "mapping now" in e.procedure.troubleshooting(Side.L)["message"]
+    distal = run(e, [s.resp(850.0, 3.8, **probe(s)) for _ in range(8)])
+    proximal = run(e, [s.miss(**probe(s)) for _ in range(4)])
+    distal += run(e, [s.resp(850.0, 3.8, **probe(s)) for _ in range(8)])
+    assert distal == [] and proximal == []
+    # the other side's RLN is monitored as usual
+    ev = run(e, [s.resp(800.0, 3.9, **probe(s, side=Side.R))] + [s.miss(**probe(s, side=Side.R)) for _ in range(2)])
+    assert [(x.kind.value, x.side) for x in of_kind(ev, "loss_of_signal")] == [("loss_of_signal", Side.R)]
+
+
+def test_the_vagus_recovers_a_mapped_side_and_with_it_the_rln():
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    _lost_left_rln_and_vagus(e, s)
+    _confirm(e)
+    run(e, [s.resp(850.0, 3.8, **probe(s)) for _ in range(5)])  # mapping
+    ev = run(e, [s.resp(600.0, 7.5, **probe(s, site=Site.VAGUS)) for _ in range(3)])
+    assert [(x.kind.value, x.site) for x in ev] == [("signal_recovered", Site.VAGUS), ("signal_recovered", Site.RLN)]
+    rln = ev[1]
+    assert rln.detail["through"] == "VAGUS" and rln.detail["recovered"] == ["loss_of_signal"]
+    assert rln.stimulus_index == ev[0].stimulus_index
+    assert not e.procedure.mapping_active(Side.L)
+    assert e.procedure.troubleshooting(Side.L)["open"] is False
+    # the RLN is monitored again: two misses are a new loss of signal
+    ev = run(e, [s.miss(**probe(s)) for _ in range(2)])
+    assert [(x.kind.value, x.site) for x in ev] == [("loss_of_signal", Site.RLN)]
+
+
+def test_mapping_ends_with_the_surgeons_verdict_not_true_los():
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    _lost_left_rln_and_vagus(e, s)
+    _confirm(e)
+    assert run(e, [s.resp(850.0, 3.8, **probe(s)) for _ in range(3)]) == []
+    e.procedure.set_verdict(Side.L, "not_true_los", "tube rotated, corrected", t_s=230.0)
+    assert not e.procedure.mapping_active(Side.L)
+    ev = run(e, [s.resp(850.0, 3.8, **probe(s)) for _ in range(3)])
+    assert [(x.kind.value, x.site) for x in ev] == [("signal_recovered", Site.RLN)]
+
+
+def test_the_vagus_recovers_a_mapped_rln_even_when_the_vagus_itself_was_not_lost():
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    run(e, [s.resp(850.0, 3.8, **probe(s))] + [s.miss(**probe(s)) for _ in range(2)])
+    _confirm(e)
+    ev = run(e, [s.resp(600.0, 7.5, **probe(s, site=Site.VAGUS)) for _ in range(2)])
+    ev += run(e, [s.miss(**probe(s, site=Site.VAGUS))])  # a miss breaks the run
+    ev += run(e, [s.resp(600.0, 7.5, **probe(s, site=Site.VAGUS)) for _ in range(2)])
+    assert of_kind(ev, "signal_recovered") == []
+    ev = run(e, [s.resp(600.0, 7.5, **probe(s, site=Site.VAGUS))])
+    assert [(x.kind.value, x.site) for x in ev] == [("signal_recovered", Site.RLN)]
+
+
+def test_mapping_survives_a_snapshot():
+    from app.rules import RuleEngine
+
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    _lost_left_rln_and_vagus(e, s)
+    _confirm(e)
+    again = RuleEngine.restore(e.settings, e.snapshot())
+    assert again.procedure.mapping_active(Side.L)
+    assert run(again, [s.resp(850.0, 3.8, **probe(s)) for _ in range(4)]) == []

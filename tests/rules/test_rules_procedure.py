@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from rules_factory import DEFAULTS, Stream, engine, kinds, run
+from rules_factory import DEFAULTS, Stream, engine, kinds, of_kind, run
 
 from app.model import Side, Site, Source, Step
 from app.rules import Check, Conclusion, Finding, Procedure, ProcedureError, RuleEngine
@@ -319,9 +319,13 @@ def test_staging_after_a_confirmed_unrecovered_los_on_the_first_side_of_a_bilate
     # survives a crash
     p2 = RuleEngine.restore(DEFAULTS, json.loads(json.dumps(e.snapshot()))).procedure
     assert p2.staging_recommendation() == p.staging_recommendation()
-    # recovery ends the basis, the record keeps the recommendation and the decision
-    ev = run(e, [s.resp(900.0, 3.8, **P()) for _ in range(3)])
-    assert kinds(ev) == ["signal_recovered"]
+    # RLN probe responses are mapping now (maybe distal to the injury): no recovery
+    assert run(e, [s.resp(900.0, 3.8, **P()) for _ in range(3)]) == []
+    assert p.staging_recommendation() is not None
+    # the vagus recovers the side: the basis ends, the record keeps the recommendation
+    # and the decision
+    ev = of_kind(run(e, [s.resp(700.0, 7.8, **V()) for _ in range(3)]), "signal_recovered")
+    assert len(ev) == 1 and ev[0].site is Site.RLN and ev[0].detail["through"] == "VAGUS"
     assert p.staging_recommendation() is None
     hist = p.staging_history()
     assert len(hist) == 1 and hist[0]["basis_end_reason"] == "recovered"
