@@ -47,7 +47,7 @@ class AnnunciatorOutputs(Outputs):
         return (not self.audio.failed, self.audio.error or "")
 
     def describe(self) -> str:
-        return type(self.audio).__name__
+        return str(getattr(self.audio, "label", "loudspeaker"))
 
     def self_test(self) -> list[dict[str, Any]]:
         self.annunciator.self_test()
@@ -59,7 +59,8 @@ class AnnunciatorOutputs(Outputs):
         else:
             closed = getattr(self.gpio, "closed", False)
             items.append({"item": "leds", "ok": not closed,
-                          "message": f"red, yellow and green LEDs lit in turn ({type(self.gpio).__name__})"})
+                          "message": "red, yellow and green LEDs lit in turn "
+                                     f"({getattr(self.gpio, 'label', 'LEDs and buzzer')})"})
             items.append({"item": "buzzer", "ok": not closed, "message": "backup buzzer sounded briefly"})
         return items
 

@@ -68,6 +68,7 @@ class AudioBackend(abc.ABC):
 
     rate: int
     renders_emg: bool = True  # False: the annunciator skips the EMG audio processing
+    label: str = "loudspeaker"  # what the nurse reads in the self-test and the status
 
     def __init__(self) -> None:
         self._failed = False
@@ -286,6 +287,8 @@ class CaptureAudio(AudioBackend):
     dead speaker.
     """
 
+    label = "simulated loudspeaker (no sound card: sounds are recorded, not heard)"
+
     def __init__(self, clock: Clock, rate: int = 48000, keep_samples: bool = True,
                  max_records: int = 100000, process_emg: bool | None = None) -> None:
         super().__init__()
@@ -353,6 +356,10 @@ def aplay_available(executable: str = "aplay") -> str | None:
 
 class AplayAudio(AudioBackend):
     """The loudspeaker through a long-lived ``aplay`` fed from a writer thread."""
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"loudspeaker (ALSA device {self.device})"
 
     def __init__(
         self,

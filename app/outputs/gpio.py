@@ -77,6 +77,8 @@ class GpioEvent:
 class GpioBackend(abc.ABC):
     """Outputs by role, the footswitch input, and a history of output changes."""
 
+    label = "LEDs and buzzer"  # what the nurse reads in the self-test
+
     def __init__(self, clock: Clock, pins: Mapping[str, int] | None = None,
                  history: int = 100000) -> None:
         self.clock = clock
@@ -142,6 +144,8 @@ class GpioBackend(abc.ABC):
 class SimulatedGpio(GpioBackend):
     """A GPIO backend without hardware: pins are remembered, the footswitch is pressed
     by calling ``press()``/``release()`` (or ``set_footswitch``)."""
+
+    label = "simulated LEDs and buzzer (no GPIO pins on this machine)"
 
     def __init__(self, clock: Clock, pins: Mapping[str, int] | None = None, history: int = 100000) -> None:
         super().__init__(clock, pins, history)

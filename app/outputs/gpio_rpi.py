@@ -36,6 +36,8 @@ def load_module() -> ModuleType:
 class RpiGpio(GpioBackend):
     """GPIO through RPi.GPIO, BCM numbering; footswitch with the internal pull-up."""
 
+    label = "LEDs and buzzer on the GPIO pins"
+
     def __init__(self, clock: Clock, pins: Mapping[str, int] | None = None, *,
                  footswitch_active_low: bool = True, history: int = 100000) -> None:
         super().__init__(clock, pins, history)
