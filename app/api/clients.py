@@ -156,6 +156,21 @@ def format_alarms(alarms: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _breathing_text(d: Any) -> str:
+    """One side of the tube check's breathing variation, in a few words."""
+    if not isinstance(d, Mapping):
+        return "not measured" if d is None else ("present" if d is True else "ABSENT" if d is False else str(d))
+    if d.get("status") == "measuring":
+        rem = d.get("remaining_s")
+        return "measuring" + (f" ({rem:.0f} s left)" if isinstance(rem, (int, float)) else "")
+    present = d.get("present")
+    if present is None:
+        return "not measurable" + (f" ({d['reason']})" if d.get("reason") else "")
+    values = [f"{label} {_fmt(d.get(key), '.0f', unit)}" for key, label, unit in
+              (("wander_uV", "wander", " uV"), ("modulation_pct", "modulation", " %")) if d.get(key) is not None]
+    return ("present" if present else "ABSENT: check the tube") + (f" ({', '.join(values)})" if values else "")
+
+
 def format_status(st: Mapping[str, Any]) -> str:
     """The engine's state as a few lines of text (``lnm status`` and the ``lnm run`` view)."""
     lines = []
@@ -233,6 +248,11 @@ def format_status(st: Mapping[str, Any]) -> str:
     if tube:
         lines.append("tube check: " + ("passed" if tube.get("pass") else "FAILED") + f" ({tube.get('message')})"
                      + (" [override]" if tube.get("override") else ""))
+        bv = tube.get("breathing_variation")
+        if isinstance(bv, Mapping) and bv:
+            lines.append("breathing variation: " + "   ".join(
+                f"{'left' if side == 'L' else 'right' if side == 'R' else side} {_breathing_text(d)}"
+                for side, d in bv.items()))
     emg = st.get("emg") or {}
     if emg.get("cautery"):
         lines.append("CAUTERY: EMG audio muted, epochs marked invalid")
