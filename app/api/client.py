@@ -178,9 +178,11 @@ class EngineClient:
         self._sock = sock
         self._connected.set()
         self._last_error = ""
+        # queued before the reader starts: nothing the reader delivers (events, or the
+        # news that the connection dropped again) can overtake "connected"
+        self._push({"type": "connection", "connected": True, "hello": hello})
         self._reader = threading.Thread(target=self._read_loop, args=(sock, buf), name="lnm-api-reader", daemon=True)
         self._reader.start()
-        self._push({"type": "connection", "connected": True, "hello": hello})
         self.call_async("hello", None, client=self.name)
         if self._subscription is not None:
             self.call_async("subscribe", None, **self._subscription)
@@ -217,16 +219,7 @@ class EngineClient:
     def _read_loop(self, sock: socket.socket, buf: bytearray) -> None:
         reason = "the engine closed the connection"
         while not self._stop.is_set() and self._sock is sock:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                reason = f"connection lost ({exc.strerror or exc})"
-                break
-            if not chunk:
-                break
-            buf += chunk
+            # lines already buffered first: the greeting's read may have taken more
             while True:
                 nl = buf.find(b"\n")
                 if nl < 0:
@@ -239,6 +232,16 @@ class EngineClient:
                     continue
                 if isinstance(msg, dict):
                     self._dispatch(msg)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                reason = f"connection lost ({exc.strerror or exc})"
+                break
+            if not chunk:
+                break
+            buf += chunk
         if self._sock is sock:
             self._disconnect(reason)
 

@@ -237,3 +237,43 @@ def test_call_times_out_locally_when_the_engine_is_silent(tmp_path):
         done.set()
         t.join(5)
         listener.close()
+
+
+def test_connected_is_always_queued_before_anything_the_reader_delivers(tmp_path):
+    """An engine that greets, sends an event and hangs up at once: the client's queue
+    reads connected, the event, disconnected, in that order, every time."""
+    import json as _json
+    import threading
+
+    from app.api import API_VERSION
+    from app.api.client import EngineClient
+
+    path = tmp_path / "quick.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(8)
+    rounds = 20
+
+    def serve():
+        for _ in range(rounds):
+            conn, _ = listener.accept()
+            conn.sendall((_json.dumps({"type": "hello", "api": API_VERSION, "engine": "t"}) + "\n"
+                          + _json.dumps({"type": "event", "event": {"kind": "x"}}) + "\n").encode())
+            conn.recv(4096)  # the client's own hello request, then hang up
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        for _ in range(rounds):
+            c = EngineClient(path, name="t", reconnect=False, timeout_s=2.0)
+            c.connect()
+            seen = []
+            while len(seen) < 3:
+                msg = c.get(timeout_s=2.0)
+                assert msg is not None, seen
+                seen.append((msg["type"], msg.get("connected")))
+            c.close()
+            assert seen == [("connection", True), ("event", None), ("connection", False)]
+    finally:
+        listener.close()
