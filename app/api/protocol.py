@@ -38,12 +38,17 @@ BAD_STATE = "bad_state"  # not possible now (no open case, tube check failed, ..
 NOT_SIMULATED = "not_simulated"  # virtual-board control on a real board
 BOARD_UNAVAILABLE = "board_unavailable"  # the board link is down
 TIMEOUT = "timeout"  # the engine did not answer in time
+EXPIRED = "expired"  # the engine reached the command too late to run it (its client was told "timeout")
 INTERNAL = "internal"  # an unexpected engine error (it is journaled)
 
 ERROR_CODES = (
     BAD_JSON, BAD_REQUEST, UNKNOWN_COMMAND, INVALID_ARGUMENT, SETTING_REJECTED,
-    NEEDS_CONFIRMATION, BAD_STATE, NOT_SIMULATED, BOARD_UNAVAILABLE, TIMEOUT, INTERNAL,
+    NEEDS_CONFIRMATION, BAD_STATE, NOT_SIMULATED, BOARD_UNAVAILABLE, TIMEOUT, EXPIRED, INTERNAL,
 )
+
+# A command the engine reaches less than this long before its reply deadline is not run:
+# its client will hear "timeout" and must be able to trust that nothing happened.
+EXPIRY_MARGIN_S = 0.5
 
 
 class ApiError(Exception):
@@ -453,3 +458,8 @@ class Request:
     cmd: str
     args: dict[str, Any] = field(default_factory=dict)
     client: str = ""
+    deadline_s: float | None = None  # time.monotonic() by which the client must have its reply
+
+    def expired(self, now_s: float) -> bool:
+        """True when it is too late to run the command (see ``EXPIRY_MARGIN_S``)."""
+        return self.deadline_s is not None and now_s >= self.deadline_s - EXPIRY_MARGIN_S

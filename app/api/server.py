@@ -394,9 +394,10 @@ class ApiServer:
                 c.streams = set()
             self._send(c, p.reply_ok(req_id, {}))
             return
+        deadline = time.monotonic() + self._slow.get(name, self._request_timeout_s)
         with self._lock:
-            c.pending[req_id] = time.monotonic() + self._slow.get(name, self._request_timeout_s)
-        request = p.Request(req_id, name, args, client=c.name)
+            c.pending[req_id] = deadline
+        request = p.Request(req_id, name, args, client=c.name, deadline_s=deadline)
         try:
             self._handler(request, lambda reply, _c=c: self._respond(_c, reply))
         except Exception as exc:  # noqa: BLE001 - the handler's failure is reported to the client

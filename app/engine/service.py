@@ -219,6 +219,13 @@ class EngineService:
             m.link_event(item[1], item[2])
         elif kind == "cmd":
             req, respond = item[1], item[2]
+            if req.expired(time.monotonic()):
+                # the engine was held up: its client has been (or is about to be) told
+                # "timeout", so the command must not take effect behind its back
+                log.warning("API command %s from %s expired before it could run", req.cmd, req.client)
+                respond(p.reply_error(req.id, p.ApiError(p.EXPIRED, (
+                    f"{req.cmd}: not carried out; the engine reached it too late. Send it again if still wanted."))))
+                return
             if req.cmd in m.OFFLINE:
                 job = m.offline_job(req)  # prepared here; the slow part runs in the worker
                 self.worker.submit(lambda: respond(job()))

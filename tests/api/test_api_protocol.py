@@ -106,3 +106,13 @@ def test_random_requests_either_parse_or_raise_api_error(name, extra):
 def test_default_socket_path_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LNM_SOCKET", str(tmp_path / "x.sock"))
     assert p.default_socket_path() == tmp_path / "x.sock"
+
+
+def test_a_request_expires_half_a_second_before_its_reply_deadline():
+    from app.api.protocol import EXPIRED, EXPIRY_MARGIN_S, ERROR_CODES, Request
+
+    r = Request(1, "stim.output", {"output": "aps", "on": False}, client="ui#1", deadline_s=100.0)
+    assert not r.expired(100.0 - EXPIRY_MARGIN_S - 0.01)
+    assert r.expired(100.0 - EXPIRY_MARGIN_S) and r.expired(250.0)
+    assert not Request(2, "ping").expired(1e12)  # no deadline: never expires
+    assert EXPIRED in ERROR_CODES

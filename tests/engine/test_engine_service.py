@@ -442,9 +442,17 @@ def test_a_stalled_engine_loop_stops_the_board_heartbeat_and_recovers(tmp_path):
         assert wait_for(lambda: not board.stimulating, 10)
         assert wait_for(lambda: any(on for _t, on in board.beeper_history), 10)
         assert svc.exit_code == 0  # a stall is not a fault: the engine waits it out
+        # a command sent into the stall times out for its client ...
+        late: list = []
+        c.call_async("stim.output", late.append, output="aps", on=False)
+        assert wait_for(lambda: late, 10)
+        assert late[0]["ok"] is False and late[0]["error"]["code"] == "timeout"
         release.set()
         # the loop runs again: heartbeat back, beeper off, stimulation commanded again
         assert wait_for(lambda: board.stimulating and not board.beeper_on, 10)
+        # ... and never takes effect afterwards: the APS stays on
+        assert c.call("state.get")["stim"]["aps"]["on"] is True
+        assert board.stimulating
         assert any(e["kind"] == "host_silent" for e in c.call("events.list", limit=200)["events"])
     finally:
         release.set()
