@@ -51,6 +51,7 @@ class Setting:
     choices: tuple[Any, ...] | None = None
     pattern: str | None = None  # for str
     doc: str = ""
+    live: bool = True  # False: read at start-up only (wiring, devices, link timing)
 
     def describe_range(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
@@ -209,13 +210,19 @@ _SCHEMA_LIST: list[Setting] = [
     _s("audio.volume_pct", "%", 70.0, 0.0, 100.0, doc="loudspeaker volume"),
     _s("audio.alarm_volume_floor_pct", "%", 40.0, 10.0, 100.0, doc="alarms never quieter than this"),
     _s("audio.emg_audio", "", True, doc="free-running EMG on the loudspeaker"),
-    _s("audio.alsa_device", "", "default", kind=str, pattern=r"[A-Za-z0-9:,=_.-]{1,64}", doc="ALSA output device for aplay"),
+    _s("audio.alsa_device", "", "default", kind=str, pattern=r"[A-Za-z0-9:,=_.-]{1,64}", doc="ALSA output device for aplay", live=False),
     # GPIO
     _s("gpio.footswitch_debounce_ms", "ms", 30.0, 5.0, 200.0, doc="footswitch level must be stable this long"),
     _s("gpio.footswitch_long_press_s", "s", 1.5, 0.5, 5.0, doc="footswitch held this long acknowledges the top alarm"),
+    # wiring on the Pi's header, BCM numbers (defaults: app.outputs.gpio.DEFAULT_WIRING, deploy/HARDWARE.md)
+    _s("gpio.red_led_pin", "", 17, 2, 27, doc="BCM GPIO of the red alarm LED", live=False),
+    _s("gpio.yellow_led_pin", "", 27, 2, 27, doc="BCM GPIO of the yellow alarm LED", live=False),
+    _s("gpio.green_led_pin", "", 22, 2, 27, doc="BCM GPIO of the green status LED", live=False),
+    _s("gpio.buzzer_pin", "", 23, 2, 27, doc="BCM GPIO of the backup buzzer", live=False),
+    _s("gpio.footswitch_pin", "", 24, 2, 27, doc="BCM GPIO of the footswitch (active low, pull-up)", live=False),
     # link / engine
-    _s("link.heartbeat_ms", "ms", 100, 20, 200, doc="host heartbeat period"),
-    _s("link.timeout_ms", "ms", 500, 100, 2000, doc="link declared lost after this silence"),
+    _s("link.heartbeat_ms", "ms", 100, 20, 200, doc="host heartbeat period", live=False),
+    _s("link.timeout_ms", "ms", 500, 100, 2000, doc="link declared lost after this silence", live=False),
     # user interface
     _s("ui.settings_pin", "", "1234", kind=str, pattern=r"[0-9]{4,8}", doc="PIN for the settings screen"),
 ]
@@ -263,6 +270,10 @@ class Settings(Mapping[str, Any]):
         return dict(self._values)
 
 
+GPIO_PIN_SETTINGS = ("gpio.red_led_pin", "gpio.yellow_led_pin", "gpio.green_led_pin", "gpio.buzzer_pin",
+                     "gpio.footswitch_pin")
+
+
 def _check_cross(values: Mapping[str, Any], source: str) -> None:
     where = f" in {source}" if source else ""
     nyquist = values["acq.sample_rate_hz"] / 2
@@ -282,6 +293,13 @@ def _check_cross(values: Mapping[str, Any], source: str) -> None:
         )
     if values["audio.volume_pct"] < 0:
         raise SettingError(f"setting audio.volume_pct (%){where}: must be >= 0")
+    used: dict[int, str] = {}
+    for key in GPIO_PIN_SETTINGS:
+        pin = values[key]
+        if pin in used:
+            raise SettingError(f"setting {key}{where}: BCM GPIO {pin} is already {used[pin]}; "
+                               "every LED, the buzzer and the footswitch need a pin of their own")
+        used[pin] = key
 
 
 def flatten(table: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:

@@ -101,6 +101,10 @@ def fault_names(faults: int) -> list[str]:
     return names
 
 
+# settings the board acquires with (``_configure_board``)
+_ACQUISITION_SETTINGS = ("acq.sample_rate_hz", "acq.stream_block_ms", "analysis.window_ms")
+
+
 @dataclass
 class EngineOptions:
     """How the engine runs (not clinical settings: those live in ``app.settings``)."""
@@ -1695,7 +1699,7 @@ class Monitor:
     def _cmd_settings_get(self, req: p.Request) -> dict[str, Any]:
         schema = [{"key": s.key, "unit": s.unit, "default": s.default, "minimum": s.minimum, "maximum": s.maximum,
                    "kind": s.kind.__name__, "choices": list(s.choices) if s.choices else None, "doc": s.doc,
-                   "range": s.describe_range()} for s in SCHEMA.values()]
+                   "range": s.describe_range(), "live": s.live} for s in SCHEMA.values()]
         return {"values": self.settings.as_dict(), "schema": schema, "profile": self.profile}
 
     def _cmd_settings_set(self, req: p.Request, changes: dict[str, Any]) -> dict[str, Any]:
@@ -1709,6 +1713,10 @@ class Monitor:
                 SCHEMA[key].validate(value, "settings.set")
             except SettingError as exc:
                 raise p.ApiError(p.SETTING_REJECTED, str(exc), setting=key) from None
+            if not SCHEMA[key].live and value != self.settings[key]:
+                raise p.ApiError(p.SETTING_REJECTED, (
+                    f"setting {key}: read at start-up only (wiring, devices and link timing); change it in the "
+                    "configuration file and restart the monitor"), setting=key)
         try:
             new = self.settings.with_changes(changes, "settings.set")
         except SettingError as exc:
@@ -1720,6 +1728,8 @@ class Monitor:
                 self._journal("setting_changed", E.setting_changed(key, old[key], new[key], who=req.client or None))
         self._operator(req)
         self._settings_applied()
+        if self.acq_configured and any(old[k] != new[k] for k in _ACQUISITION_SETTINGS):
+            self._configure_board()  # the board samples and cuts epochs as the settings now say
         return {"values": {k: new[k] for k in changes}}
 
     def _settings_applied(self) -> None:

@@ -110,15 +110,15 @@ def make_outputs(
     else:
         raise OutputsError(f"--audio {audio!r}: must be capture or alsa")
     if gpio == "sim":
-        from app.outputs.gpio import SimulatedGpio
+        from app.outputs.gpio import SimulatedGpio, wiring_from_settings
 
-        gpio_backend: Any = SimulatedGpio(clock, history=history)
+        gpio_backend: Any = SimulatedGpio(clock, pins=wiring_from_settings(settings), history=history)
     elif gpio == "rpi":
-        from app.outputs.gpio import GpioError
+        from app.outputs.gpio import GpioError, wiring_from_settings
         from app.outputs.gpio_rpi import RpiGpio
 
         try:
-            gpio_backend = RpiGpio(clock, history=history)
+            gpio_backend = RpiGpio(clock, pins=wiring_from_settings(settings), history=history)
         except GpioError as exc:
             raise OutputsError(f"--gpio rpi: {exc}") from None
     else:

@@ -67,6 +67,11 @@ def wiring(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
     return pins
 
 
+def wiring_from_settings(settings: Mapping[str, object]) -> dict[str, int]:
+    """The wiring the configuration asks for (``gpio.<role>_pin``), checked."""
+    return wiring({role: int(settings[f"gpio.{role}_pin"]) for role in ROLES})  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
 class GpioEvent:
     t: float

@@ -89,6 +89,26 @@ def test_settings_change_is_validated_and_journaled(tmp_path):
     assert changed and changed[0]["key"] == "analysis.event_threshold_uV" and changed[0]["new"] == 150.0
 
 
+def test_start_up_only_settings_are_refused_live_and_acquisition_changes_reach_the_board(tmp_path):
+    s = stepped(tmp_path, fake_analysis=True)
+    start_case(s)
+    s.run_for(0.5)
+    for key, value in (("gpio.buzzer_pin", 5), ("link.heartbeat_ms", 50), ("audio.alsa_device", "hw:1")):
+        r = s.command("settings.set", changes={key: value})
+        assert r["error"]["code"] == "setting_rejected" and r["error"]["setting"] == key
+        assert "start-up only" in r["error"]["message"] and "restart" in r["error"]["message"]
+    assert s.must("settings.set", changes={"gpio.buzzer_pin": 23})  # unchanged: nothing to refuse
+    schema = {x["key"]: x for x in s.must("settings.get")["schema"]}
+    assert schema["gpio.buzzer_pin"]["live"] is False and schema["analysis.event_threshold_uV"]["live"] is True
+    assert s.board._gen.fs == 20000
+    s.must("settings.set", changes={"acq.sample_rate_hz": 10000})
+    s.run_for(0.5)
+    assert s.board._gen.fs == 10000  # the board samples at the new rate, no restart needed
+    s.must("settings.set", changes={"analysis.window_ms": 80.0})
+    s.run_for(0.5)
+    assert s.board._post_n == 800
+
+
 def test_board_unplugged_raises_link_lost_within_a_second_and_recovers(tmp_path):
     s = stepped(tmp_path, fake_analysis=True)
     start_case(s)

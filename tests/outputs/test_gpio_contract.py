@@ -204,3 +204,18 @@ def test_only_gpio_rpi_imports_rpi_gpio():
     offenders = [str(p.relative_to(root)) for base in ("app", "firmware_bridge")
                  for p in (root / base).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == ["app/outputs/gpio_rpi.py"]
+
+
+def test_the_configured_wiring_defaults_to_the_documented_one_and_can_be_changed():
+    from app.outputs.gpio import wiring_from_settings
+    from app.settings import Settings, SettingError
+
+    assert wiring_from_settings(Settings()) == dict(DEFAULT_WIRING)
+    moved = wiring_from_settings(Settings({"gpio.buzzer_pin": 5, "gpio.footswitch_pin": 6}))
+    assert moved[BUZZER] == 5 and moved[FOOTSWITCH] == 6 and moved[RED] == DEFAULT_WIRING[RED]
+    with pytest.raises(SettingError) as info:
+        Settings({"gpio.footswitch_pin": 17})
+    assert "gpio.footswitch_pin" in str(info.value) and "gpio.red_led_pin" in str(info.value)
+    with pytest.raises(SettingError) as info:
+        Settings({"gpio.green_led_pin": 31})
+    assert "gpio.green_led_pin" in str(info.value) and "2-27" in str(info.value)

@@ -543,6 +543,20 @@ def test_settings_behind_the_pin_and_refused_values(ui, engine):
     ui.tap("key.clear")
     ui.type_text("150")
     engine.wait(lambda s: s["threshold_uV"] == 150.0, 10, "the new threshold")
+    # the wiring is read at start-up: the screen says so and the engine refuses a change
+    ui.tap("settings.group.gpio")
+    pin = "gpio.buzzer_pin"
+    for _ in range(10):
+        if ui.has(f"settings.edit.{pin}"):
+            break
+        ui.tap("settings.next")
+    row = next(scr.ids[f"row{i}"] for i in range(20) if f"row{i}" in scr.ids and scr.ids[f"row{i}"].key == pin)
+    assert "start-up only" in row.detail
+    ui.tap(f"settings.edit.{pin}")
+    ui.tap("key.clear")
+    ui.type_text("5")
+    ui.wait(lambda: "start-up only" in scr.error, 10, "the refusal of a wiring change")
+    assert engine.call("settings.get")["values"][pin] == 23
     ui.tap("settings.lock")
     assert not scr.unlocked
     engine.call("settings.set", changes={key: 100.0})

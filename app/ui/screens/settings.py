@@ -136,7 +136,8 @@ class SettingsScreen(LnmScreen):
             row.used = True
             row.key = key
             row.value = ("(hidden)" if key == "ui.settings_pin" else f"{v}") + (f" {unit}" if unit else "")
-            row.detail = f"{s.get('doc') or ''}  [{s.get('range') or ''}]"
+            row.detail = f"{s.get('doc') or ''}  [{s.get('range') or ''}]" + (
+                "  (start-up only: configuration file)" if s.get("live") is False else "")
         self.profile = f"profile: {self.app.state.get('engine', {}).get('profile') or 'default'}"
 
     def edit(self, key: str) -> None:
