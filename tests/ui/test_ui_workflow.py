@@ -511,6 +511,16 @@ def test_end_of_case_report_preview_and_usb_export(ui, engine, usb_dir):
     assert doc["case"]["close_reason"] == "END"
 
 
+def _show_setting(ui, key):
+    """Open the setting's group and turn the pages until its row is on screen."""
+    ui.tap(f"settings.group.{key.split('.')[0]}")
+    for _ in range(10):
+        if ui.has(f"settings.edit.{key}"):
+            return
+        ui.tap("settings.next")
+    raise AssertionError(f"{key} is not on any page of its group")
+
+
 def test_settings_behind_the_pin_and_refused_values(ui, engine):
     app = ui.app
     ui.go("settings")
@@ -525,12 +535,8 @@ def test_settings_behind_the_pin_and_refused_values(ui, engine):
         ui.tap(f"pin.{k}")
     ui.tap("pin.ok")
     ui.wait(lambda: scr.unlocked, 5, "unlocked")
-    ui.tap("settings.group.analysis")
     key = "analysis.event_threshold_uV"
-    for _ in range(10):
-        if ui.has(f"settings.edit.{key}"):
-            break
-        ui.tap("settings.next")
+    _show_setting(ui, key)
     ui.screenshot("27-settings")
     ui.tap(f"settings.edit.{key}")
     ui.tap("key.clear")
@@ -544,12 +550,8 @@ def test_settings_behind_the_pin_and_refused_values(ui, engine):
     ui.type_text("150")
     engine.wait(lambda s: s["threshold_uV"] == 150.0, 10, "the new threshold")
     # the wiring is read at start-up: the screen says so and the engine refuses a change
-    ui.tap("settings.group.gpio")
     pin = "gpio.buzzer_pin"
-    for _ in range(10):
-        if ui.has(f"settings.edit.{pin}"):
-            break
-        ui.tap("settings.next")
+    _show_setting(ui, pin)
     row = next(scr.ids[f"row{i}"] for i in range(20) if f"row{i}" in scr.ids and scr.ids[f"row{i}"].key == pin)
     assert "start-up only" in row.detail
     ui.tap(f"settings.edit.{pin}")
