@@ -1710,10 +1710,10 @@ class Monitor:
             if key not in SCHEMA:
                 raise p.ApiError(p.SETTING_REJECTED, f"settings.set: unknown setting {key!r}", setting=key)
             try:
-                SCHEMA[key].validate(value, "settings.set")
+                checked = SCHEMA[key].validate(value, "settings.set")
             except SettingError as exc:
                 raise p.ApiError(p.SETTING_REJECTED, str(exc), setting=key) from None
-            if not SCHEMA[key].live and value != self.settings[key]:
+            if not SCHEMA[key].live and checked != self.settings[key]:
                 raise p.ApiError(p.SETTING_REJECTED, (
                     f"setting {key}: read at start-up only (wiring, devices and link timing); change it in the "
                     "configuration file and restart the monitor"), setting=key)

@@ -92,6 +92,7 @@ _MACHINES: tuple[Machine, ...] = (
 
 _THROUGH_VAGUS = "VAGUS"  # the RLN recovery watcher fed by the side's vagus while it is mapped
 
+
 class SnapshotError(ValueError):
     """A snapshot cannot be restored; the message says why."""
 
