@@ -28,7 +28,7 @@ import abc
 from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 from firmware_bridge.clock import Clock
 
@@ -67,9 +67,9 @@ def wiring(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
     return pins
 
 
-def wiring_from_settings(settings: Mapping[str, object]) -> dict[str, int]:
+def wiring_from_settings(settings: Mapping[str, Any]) -> dict[str, int]:
     """The wiring the configuration asks for (``gpio.<role>_pin``), checked."""
-    return wiring({role: int(settings[f"gpio.{role}_pin"]) for role in ROLES})  # type: ignore[call-overload]
+    return wiring({role: int(settings[f"gpio.{role}_pin"]) for role in ROLES})
 
 
 @dataclass(frozen=True)

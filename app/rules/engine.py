@@ -441,31 +441,12 @@ class RuleEngine:
         s = m.stimulus
         ref, basis = self._reference(s.site, s.side, s.source)
         symbol = Recovery.classify(m, f, ref, self.settings)
-        rkey = f"{key}-{s.source.value}"
-        if self._step(Recovery.MACHINE, rkey, symbol) != "signal_recovered":
+        if self._step(Recovery.MACHINE, f"{key}-{s.source.value}", symbol) != "signal_recovered":
             return []
         loss = self._losses.pop(key, None) or {"t_s": m.t_end_s, "conditions": [], "stimulus_index": None}
-        for src in Source:
-            if src is not s.source:
-                self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
-        if s.site is Site.RLN:
-            self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", "DONE")
-        recovered = list(loss["conditions"])
         if s.site is Site.VAGUS and self._state(ApsAmplitude.MACHINE, s.side.value) != "NO_BASELINE":
             self._step(ApsAmplitude.MACHINE, s.side.value, "RECOVERED")
-        if EventKind.LOSS_OF_SIGNAL.value in recovered:
-            self.procedure.on_recovery(s.side, s.site, m.t_end_s)
-        return [self._event(EventKind.SIGNAL_RECOVERED, m, s.site, s.side, {
-            "source": s.source.value,
-            "time_since_loss_s": round(m.t_end_s - loss["t_s"], 3),
-            "loss_t_s": loss["t_s"], "loss_stimulus_index": loss["stimulus_index"],
-            "recovered": recovered,
-            "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
-            "baseline_uV": _r(ref, 2), "baseline_basis": basis,
-            "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
-            "consecutive": self._run(Recovery.MACHINE, rkey),
-            "message": "Signal recovered.",
-        })]
+        return [self._recovered(m, f, s.site, loss, s.source.value, ref, basis, "Signal recovered.")]
 
     def _rln_through_vagus(self, m: Measurement, f: Facts) -> list[RuleEvent]:
         """While a side is mapped (``Procedure.mapping_active``) its RLN recovers through
@@ -476,27 +457,43 @@ class RuleEngine:
         key = site_key(Site.RLN, s.side)
         if key not in self._losses or not self.procedure.mapping_active(s.side):
             return []
-        ref, _basis = self._reference(Site.VAGUS, s.side, s.source)
+        ref, basis = self._reference(Site.VAGUS, s.side, s.source)
         symbol = Recovery.classify(m, f, ref, self.settings)
         if self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", symbol) != "signal_recovered":
             return []
-        loss = self._losses.pop(key)
-        for src in Source:
-            self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
         if self._state(LossOfSignal.MACHINE, key) == "LOST":
             self._step(LossOfSignal.MACHINE, key, "RESPONSE")
+        return [self._recovered(
+            m, f, Site.RLN, self._losses.pop(key), _THROUGH_VAGUS, ref, f"vagus {basis}",
+            "Signal recovered: the vagus responds, so the whole recurrent nerve conducts.",
+            through=Site.VAGUS.value)]
+
+    def _recovered(self, m: Measurement, f: Facts, site: Site, loss: Mapping[str, Any], watcher: str,
+                   ref: float | None, basis: str, message: str, **extra: Any) -> RuleEvent:
+        """What every recovery of ``site`` does once ``watcher`` (a source, or the RLN's
+        through-the-vagus watcher) saw it: the site's other watchers stop, the procedure
+        hears of a recovered loss of signal, and the event."""
+        s = m.stimulus
+        key = site_key(site, s.side)
+        consecutive = self._run(Recovery.MACHINE, f"{key}-{watcher}")
+        watchers = [src.value for src in Source] + ([_THROUGH_VAGUS] if site is Site.RLN else [])
+        for w in watchers:
+            if w != watcher:
+                self._step(Recovery.MACHINE, f"{key}-{w}", "DONE")
         recovered = list(loss["conditions"])
         if EventKind.LOSS_OF_SIGNAL.value in recovered:
-            self.procedure.on_recovery(s.side, Site.RLN, m.t_end_s)
-        return [self._event(EventKind.SIGNAL_RECOVERED, m, Site.RLN, s.side, {
-            "source": s.source.value, "through": Site.VAGUS.value,
+            self.procedure.on_recovery(s.side, site, m.t_end_s)
+        return self._event(EventKind.SIGNAL_RECOVERED, m, site, s.side, {
+            "source": s.source.value, **extra,
             "time_since_loss_s": round(m.t_end_s - loss["t_s"], 3),
             "loss_t_s": loss["t_s"], "loss_stimulus_index": loss["stimulus_index"],
             "recovered": recovered,
             "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
-            "consecutive": self._run(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}"),
-            "message": "Signal recovered: the vagus responds, so the whole recurrent nerve conducts.",
-        })]
+            "baseline_uV": _r(ref, 2), "baseline_basis": basis,
+            "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
+            "consecutive": consecutive,
+            "message": message,
+        })
 
     def _open_loss(self, ev: RuleEvent, m: Measurement) -> None:
         key = site_key(ev.site, ev.side)
