@@ -127,6 +127,8 @@ def test_every_kind_has_its_priority():
         EventKind.NONRECURRENT_NERVE_SUSPECTED: Priority.INFO,
         EventKind.POOR_BASELINE: Priority.LOW,
         EventKind.BASELINE_SET: Priority.INFO,
+        EventKind.LOSS_OF_SIGNAL_CONTINUED: Priority.HIGH,
+        EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED: Priority.MEDIUM,
     }
 
 
