@@ -6,10 +6,13 @@ inputs, and its JSON snapshot for resuming a case.
 May import: the standard library, ``app.model``, ``app.settings`` and ``app.rules.*``.
 
 Order of evaluation for one measurement (so that events of one stimulus come out in a
-fixed order): no current; baselines (APS, probe) and poor baseline; non-recurrent nerve;
-recovery; loss of signal; combined event / amplitude decrease; then the losses just raised
-open (or extend) the site's loss record, which recovery watches. The stimulus that
-completes a baseline is not itself compared with it. Every event is stamped with the end
+fixed order): events a step recorded afterwards left waiting (``tag_step``); no current;
+baselines (APS, probe) and poor baseline; non-recurrent nerve; recovery; loss of signal
+(new, or continued within ``rules.los_reentry_s``); neuromuscular blockade; combined
+event / amplitude decrease; then the losses just raised open (or extend) the site's loss
+record, which recovery watches; last what the procedure learns (tagged steps, R2 / V2
+after a loss, the RLN stimulus for the next mapping point). The stimulus that completes a
+baseline is not itself compared with it. Every event is stamped with the end
 of the analysis window of the stimulus that completed it (``Measurement.t_end_s``) and
 that stimulus's index.
 """
@@ -344,12 +347,13 @@ class RuleEngine:
         if s.site in WATCHED_SITES:
             new_losses.extend(self._loss_of_signal(m, f, key))
 
-        # 6. combined event / amplitude decrease (APS, after the baseline)
+        # 6. neuromuscular blockade (both sides): before the amplitude decrease, which it
+        # replaces (a stimulus that completes both raises the blockade only)
+        new_losses.extend(self._blockade(m, f, nmb_symbol))
+
+        # 7. combined event / amplitude decrease (APS, after the baseline)
         if s.source is Source.APS:
             new_losses.extend(self._aps_amplitude(m, f, amp_symbol, b))
-
-        # 7. neuromuscular blockade (both sides)
-        new_losses.extend(self._blockade(m, f, nmb_symbol))
 
         # 8. losses open (or extend) the site's loss record
         for ev in new_losses:

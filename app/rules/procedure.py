@@ -252,7 +252,7 @@ def _stimulus_words(v: Mapping[str, Any]) -> str:
     if v.get("set_mA") is not None:
         text += f" at {v['set_mA']:.1f} mA"
         if v.get("delivered_mA") is not None:
-            text += f" ({v['delivered_mA']:.2f} mA delivered)"
+            text += f", {v['delivered_mA']:.2f} mA delivered"
     return text
 
 
@@ -756,12 +756,12 @@ class Procedure:
             if silent:
                 first_silent = min(silent)
                 out["lesion_between_mm"] = [proximal_ok, first_silent]
-                where = (f"it responds up to {proximal_ok:g} mm from the laryngeal entry and is silent at "
-                         f"{first_silent:g} mm: the lesion lies between {proximal_ok:g} and {first_silent:g} mm.")
+                where = (f"the nerve responds up to {proximal_ok:g} mm from the laryngeal entry and is silent at "
+                         f"{first_silent:g} mm, so the lesion lies between {proximal_ok:g} and {first_silent:g} mm.")
             else:
                 out["lesion_proximal_to_mm"] = proximal_ok
-                where = (f"it responds up to {proximal_ok:g} mm from the laryngeal entry, the most proximal point "
-                         f"mapped: the lesion lies proximal to {proximal_ok:g} mm.")
+                where = (f"the nerve responds up to {proximal_ok:g} mm from the laryngeal entry, the most proximal "
+                         f"point mapped, so the lesion lies proximal to {proximal_ok:g} mm.")
             message = f"Type 1 (segmental) injury of {nerve}: {where}"
             if out["silent_distal_mm"]:
                 at = ", ".join(f"{x:g}" for x in out["silent_distal_mm"])

@@ -15,7 +15,7 @@ def test_baseline_is_the_mean_of_the_first_20_valid_qualifying_responses():
     amps = [600.0 + 10 * i for i in range(20)]
     lats = [6.0 + 0.01 * i for i in range(20)]
     seq = []
-    for i, (a, t) in enumerate(zip(amps, lats)):
+    for a, t in zip(amps, lats, strict=True):
         seq.append(s.resp(a, t))
         # skipped in between: invalid, no response, below the plateau current, current short, other side,
         # probe stimuli at the vagus

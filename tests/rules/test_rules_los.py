@@ -350,3 +350,49 @@ def test_mapping_survives_a_snapshot():
     again = RuleEngine.restore(e.settings, e.snapshot())
     assert again.procedure.mapping_active(Side.L)
     assert run(again, [s.resp(850.0, 3.8, **probe(s)) for _ in range(4)]) == []
+
+
+# --------------------------------------------------------------------- hysteresis and re-entry
+def test_a_response_hovering_at_the_threshold_raises_one_loss_of_signal():
+    """Continuous vagal stimulation at 1 Hz, the response hovering at 100 uV for five
+    minutes: one loss-of-signal onset; each return is one interruption of that episode."""
+    import random
+
+    rng = random.Random(7)
+    e, s = engine(), Stream(t0=0.0, dt=1.0)
+    run(e, [s.resp(800.0, 6.0) for _ in range(25)])
+    ev = run(e, [s.m(rng.uniform(80.0, 120.0), 6.0) for _ in range(300)])
+    assert kinds(ev).count("loss_of_signal") == 1
+    continued = of_kind(ev, "loss_of_signal_continued")
+    assert continued and all(x.detail["episode_t_s"] == of_kind(ev, "loss_of_signal")[0].t_s for x in continued)
+    assert [x.detail["interruptions"] for x in continued] == list(range(1, len(continued) + 1))
+    assert "signal_recovered" not in kinds(ev)  # ~100 uV is far below 50 % of 800 uV
+    # the loss record keeps the first onset; the episode lists its interruptions
+    st = e.state()["sites"]["VAGUS-L"]
+    assert st["loss"]["t_s"] == of_kind(ev, "loss_of_signal")[0].t_s
+    assert len(st["episode"]["interruptions"]) == len(continued)
+
+
+def test_a_continued_loss_after_a_recovery_reopens_the_loss_and_its_record():
+    e, s = engine(), Stream(t0=0.0, dt=1.0)
+    run(e, [s.resp(**probe(s))])
+    first = run(e, [s.miss(**probe(s)), s.miss(**probe(s))])[0]
+    ev = run(e, [s.resp(**probe(s)) for _ in range(3)])
+    assert kinds(ev) == ["signal_recovered"]
+    assert e.state()["sites"]["RLN-L"]["loss"] is None
+    ev = run(e, [s.miss(**probe(s)), s.miss(**probe(s))])
+    assert kinds(ev) == ["loss_of_signal_continued"]
+    x = ev[0]
+    # the episode ended at the 2nd response (the 3rd recovered it), lost again 3 s later
+    assert x.detail["episode_t_s"] == first.t_s and x.detail["interruption_s"] == pytest.approx(3.0)
+    assert x.priority is Priority.HIGH
+    assert "the same loss-of-signal episode continues" in x.detail["message"]
+    loss = e.state()["sites"]["RLN-L"]["loss"]
+    assert loss["t_s"] == first.t_s and loss["conditions"] == ["loss_of_signal"]
+    rec = e.procedure.troubleshooting(Side.L)
+    assert rec["open"] and rec["id"] == 1
+    # its recovery tells the time since the first onset and the interruptions
+    ev = run(e, [s.resp(**probe(s)) for _ in range(3)])
+    assert kinds(ev) == ["signal_recovered"]
+    assert ev[0].detail["time_since_loss_s"] == pytest.approx(ev[0].t_s - first.t_s)
+    assert len(ev[0].detail["interruptions"]) == 1
