@@ -93,6 +93,7 @@ def test_the_right_first_then_the_left_and_the_window_is_a_setting():
     (299.0, 6.05, True),   # 49.8 % of 600 uV, 110 % of 5.5 ms: stable
     (300.0, 5.5, False),   # 50 %: not below
     (200.0, 6.06, False),  # latency 110.2 %: traction pattern, not a blockade
+    (200.0, 6.053, False),  # latency 110.05 %
 ])
 def test_limits_on_the_second_side(amp, lat, down):
     e, s = engine(), Stream()

@@ -168,6 +168,7 @@ def test_combined_event_at_exactly_the_nth(n):
 
 @pytest.mark.parametrize("amp,lat,expected", [
     (399.0, 6.61, "combined_event"),      # 49.9 %, 110.2 %
+    (399.0, 6.603, "combined_event"),     # 110.05 %: late
     (400.0, 6.61, None),                  # 50 %: not below
     (399.0, 6.60, "amplitude_decrease"),  # 110 % exactly is stable
     (399.0, 6.59, "amplitude_decrease"),
