@@ -8,6 +8,7 @@ engine service and offline in ``lnm analyze``.
 May import: the standard library, ``app.model`` and ``app.settings`` only.
 
 Semantics (``shared/reference/clinical-rules.md``, "Precise semantics of the defaults";
+``RULES.md`` beside this file records the choices that text leaves open;
 every number is a setting: ``rules.*``, ``analysis.event_threshold_uV``,
 ``stim.delivered_tolerance_pct``):
 
