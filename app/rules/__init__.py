@@ -44,7 +44,8 @@ every number is a setting: ``rules.*``, ``analysis.event_threshold_uV``,
   the two sides went down within ``rules.nmb_window_s`` of each other. Once per episode;
   while it lasts the amplitude-decrease advice is not raised (the alarm mapping ends an
   open one). It enters the loss record of each side's reference site, so it recovers as
-  the amplitude decrease does; the first side to recover ends it on both sides.
+  the amplitude decrease does; the first side to recover ends it on both sides (a vagus
+  still in its own amplitude decrease then gets that advice again).
 - Steps recorded afterwards (``RuleEngine.record_step``, the step button): the step's
   rules apply as if the stimulus had been tagged before it was measured (poor V1; the
   V2/V1 ratio and the R2 reduction are returned).

@@ -553,8 +553,11 @@ class RuleEngine:
             "message": NMB_MESSAGE, "advice": NMB_ADVICE,
         })]
 
-    def _end_blockade(self, t_s: float) -> None:
-        """A side recovered from the blockade: it is over on both sides (systemic)."""
+    def _end_blockade(self, m: Measurement) -> list[RuleEvent]:
+        """A side recovered from the blockade: it is over on both sides (systemic). A
+        vagus still in its own amplitude decrease gets its advice back (the alarm mapping
+        had ended it for the blockade): that side's fall was not the relaxant."""
+        t_s = m.t_end_s
         self._step(Blockade.MACHINE, _BOTH, "ENDED")
         for side in Side:
             self._step(NmbSide.MACHINE, side.value, "RESET")
@@ -563,14 +566,27 @@ class RuleEngine:
             self._nmb["episode"]["ended_t_s"] = t_s
         self._nmb["last_episode"] = self._nmb.pop("episode", None)
         self._nmb["episode"] = None
-        nmb = EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED.value
+        events: list[RuleEvent] = []
         for key, loss in list(self._losses.items()):
-            if nmb in loss["conditions"]:
-                loss["conditions"].remove(nmb)
-                if not loss["conditions"]:
-                    del self._losses[key]
-                    for w in self._watchers(key):
-                        self._step(Recovery.MACHINE, f"{key}-{w}", "DONE")
+            if _NMB not in loss["conditions"]:
+                continue
+            loss["conditions"].remove(_NMB)
+            if not loss["conditions"]:
+                del self._losses[key]
+                for w in self._watchers(key):
+                    self._step(Recovery.MACHINE, f"{key}-{w}", "DONE")
+            elif EventKind.AMPLITUDE_DECREASE.value in loss["conditions"]:
+                site_value, side_value = key.split("-")
+                b = (self._aps.get(side_value) or {}).get("baseline") or {}
+                events.append(self._event(EventKind.AMPLITUDE_DECREASE, m, Site(site_value), Side(side_value), {
+                    "source": Source.APS.value, "after_blockade": True,
+                    "baseline_amplitude_uV": _r(b.get("amplitude_uV"), 2),
+                    "baseline_latency_ms": _r(b.get("latency_ms"), 3),
+                    "message": ("The blockade is over but this vagus is still low with stable latency: "
+                                + AMPLITUDE_DECREASE_MESSAGE[0].lower() + AMPLITUDE_DECREASE_MESSAGE[1:]),
+                    "advice": AMPLITUDE_DECREASE_ADVICE,
+                }))
+        return events
 
     def _document_after_loss(self, step: Step, m: Measurement, f: Facts) -> None:
         """R2 / V2 of a side with an open loss of signal, from the stimulation done."""
@@ -659,7 +675,7 @@ class RuleEngine:
         loss = self._losses.pop(key, None) or {"t_s": m.t_end_s, "conditions": [], "stimulus_index": None}
         if s.site is Site.VAGUS and self._state(ApsAmplitude.MACHINE, s.side.value) != "NO_BASELINE":
             self._step(ApsAmplitude.MACHINE, s.side.value, "RECOVERED")
-        return [self._recovered(m, f, s.site, loss, s.source.value, ref, basis, "Signal recovered.")]
+        return self._recovered(m, f, s.site, loss, s.source.value, ref, basis, "Signal recovered.")
 
     def _rln_through_vagus(self, m: Measurement, f: Facts) -> list[RuleEvent]:
         """While a side is mapped (``Procedure.mapping_active``) its RLN recovers through
@@ -674,16 +690,17 @@ class RuleEngine:
         symbol = Recovery.classify(m, f, ref, self.settings)
         if self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", symbol) != "signal_recovered":
             return []
-        return [self._recovered(
+        return self._recovered(
             m, f, Site.RLN, self._losses.pop(key), _THROUGH_VAGUS, ref, f"vagus {basis}",
             "Signal recovered: the vagus responds, so the whole recurrent nerve conducts.",
-            through=Site.VAGUS.value)]
+            through=Site.VAGUS.value)
 
     def _recovered(self, m: Measurement, f: Facts, site: Site, loss: Mapping[str, Any], watcher: str,
-                   ref: float | None, basis: str, message: str, **extra: Any) -> RuleEvent:
+                   ref: float | None, basis: str, message: str, **extra: Any) -> list[RuleEvent]:
         """What every recovery of ``site`` does once ``watcher`` (a source, or the RLN's
-        through-the-vagus watcher) saw it: the site's other watchers stop, the procedure
-        hears of a recovered loss of signal, and the event."""
+        through-the-vagus watcher) saw it: the site's other watchers stop, the episode
+        ends, the procedure hears of a recovered loss of signal, a blockade ends; the
+        recovery event (and what the end of a blockade raises)."""
         s = m.stimulus
         key = site_key(site, s.side)
         consecutive = self._run(Recovery.MACHINE, f"{key}-{watcher}")
@@ -700,9 +717,8 @@ class RuleEngine:
             episode = self._episodes.get(key)
             if episode is not None and episode["interruptions"]:
                 extra["interruptions"] = copy.deepcopy(episode["interruptions"])
-        if EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED.value in recovered:
-            self._end_blockade(m.t_end_s)
-        return self._event(EventKind.SIGNAL_RECOVERED, m, site, s.side, {
+        after = self._end_blockade(m) if _NMB in recovered else []
+        return [self._event(EventKind.SIGNAL_RECOVERED, m, site, s.side, {
             "source": s.source.value, **extra,
             "time_since_loss_s": round(m.t_end_s - loss["t_s"], 3),
             "loss_t_s": loss["t_s"], "loss_stimulus_index": loss["stimulus_index"],
@@ -712,7 +728,7 @@ class RuleEngine:
             "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
             "consecutive": consecutive,
             "message": message,
-        })
+        }), *after]
 
     @staticmethod
     def _watchers(key: str) -> list[str]:

@@ -208,13 +208,20 @@ def test_recovery_on_the_continuous_side_ends_it_on_both_sides():
     assert run(e, [s.resp(600.0, 5.5, **RV) for _ in range(3)]) == []
 
 
-def test_recovery_on_the_probed_side_ends_it_and_the_left_keeps_its_own_decrease():
+def test_recovery_on_the_probed_side_ends_it_and_the_left_gets_its_own_advice_back():
     e, s = engine(), Stream()
     setup(e, s)
     left_down(e, s)
     right_down(e, s)
     ev = run(e, [s.resp(300.0, 5.5, **RV) for _ in range(3)])  # 50 % of V1
-    assert kinds(ev) == ["signal_recovered"] and ev[0].detail["recovered"] == ["neuromuscular_blockade_suspected"]
+    assert kinds(ev) == ["signal_recovered", "amplitude_decrease"]
+    assert ev[0].detail["recovered"] == ["neuromuscular_blockade_suspected"] and ev[0].side is Side.R
+    # the left vagus is still low although the relaxant wore off: the tube advice again
+    ad = ev[1]
+    assert (ad.side, ad.site, ad.t_s, ad.stimulus_index) == (Side.L, Site.VAGUS, ev[0].t_s, ev[0].stimulus_index)
+    assert ad.detail["after_blockade"] and ad.detail["advice"] == "check tube position, secretions and relaxant"
+    assert ad.detail["message"].startswith("The blockade is over but this vagus is still low with stable latency: "
+                                           "amplitude decrease")
     assert e.state()["sites"]["VAGUS-L"]["loss"]["conditions"] == ["amplitude_decrease"]
     ev = run(e, [s.resp(400.0, 6.0) for _ in range(3)])
     assert kinds(ev) == ["signal_recovered"] and ev[0].detail["recovered"] == ["amplitude_decrease"]
