@@ -15,14 +15,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-class Site(str, enum.Enum):
+# The enumerations keep the ``str`` mix-in (not ``StrEnum``, whose members print
+# differently): every stage and the record compare and serialise their values.
+class Site(str, enum.Enum):  # noqa: UP042
+    """The nerve a stimulus was given to."""
+
     VAGUS = "VAGUS"
     RLN = "RLN"
     EBSLN = "EBSLN"
     UNTAGGED = "UNTAGGED"  # probe touched an unidentified structure
 
 
-class Side(str, enum.Enum):
+class Side(str, enum.Enum):  # noqa: UP042
+    """Left or right (the vocal fold and its nerves)."""
+
     L = "L"
     R = "R"
 
@@ -31,16 +37,18 @@ class Side(str, enum.Enum):
         return "EMG L" if self is Side.L else "EMG R"
 
     @property
-    def other(self) -> "Side":
+    def other(self) -> Side:
         return Side.R if self is Side.L else Side.L
 
 
-class Source(str, enum.Enum):
+class Source(str, enum.Enum):  # noqa: UP042
+    """The stimulator output that gave a stimulus."""
+
     PROBE = "PROBE"  # hand-held probe
     APS = "APS"  # continuous vagal electrode
 
 
-class Step(str, enum.Enum):
+class Step(str, enum.Enum):  # noqa: UP042
     """INMSG procedure steps that carry a measurement (L1/L2 are entered by hand)."""
 
     V1 = "V1"
@@ -53,7 +61,9 @@ class Step(str, enum.Enum):
     R2D = "R2D"
 
 
-class InvalidReason(str, enum.Enum):
+class InvalidReason(str, enum.Enum):  # noqa: UP042
+    """Why the analysis could not measure an epoch."""
+
     CAUTERY = "cautery"
     SATURATED = "saturated"
     NO_CURRENT = "no_current"
@@ -61,14 +71,18 @@ class InvalidReason(str, enum.Enum):
     NO_CHANNEL = "no_channel"
 
 
-class Priority(str, enum.Enum):
+class Priority(str, enum.Enum):  # noqa: UP042
+    """IEC 60601-1-8 alarm priority of a condition (``info``: never sounded)."""
+
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"
     INFO = "info"  # shown and recorded, never sounded as an alarm
 
 
-class EventKind(str, enum.Enum):
+class EventKind(str, enum.Enum):  # noqa: UP042
+    """What the rules recognise (``shared/specs/recording-exchange.md`` lists them)."""
+
     LOSS_OF_SIGNAL = "loss_of_signal"
     COMBINED_EVENT = "combined_event"
     AMPLITUDE_DECREASE = "amplitude_decrease"
@@ -77,6 +91,11 @@ class EventKind(str, enum.Enum):
     NONRECURRENT_NERVE_SUSPECTED = "nonrecurrent_nerve_suspected"
     POOR_BASELINE = "poor_baseline"
     BASELINE_SET = "baseline_set"
+    # a new loss at a site within ``rules.los_reentry_s`` of the end of its episode: the
+    # same episode and alarm condition go on (no new loss-of-signal onset)
+    LOSS_OF_SIGNAL_CONTINUED = "loss_of_signal_continued"
+    # both sides depressed with stable latency: a systemic cause, not a nerve injury
+    NEUROMUSCULAR_BLOCKADE_SUSPECTED = "neuromuscular_blockade_suspected"
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,9 @@ _SCHEMA_LIST: list[Setting] = [
     _s("rules.nonrecurrent_latency_ms", "ms", 3.5, 1.0, 6.0, doc="right vagal latency below suggests a non-recurrent nerve"),
     _s("rules.r2_reduction_map_pct", "%", 20.0, 5.0, 60.0, doc="R2d-R2p reduction asking for mapping"),
     _s("rules.r2_reduction_palsy_pct", "%", 63.0, 30.0, 95.0, doc="reduction predicting palsy"),
+    _s("rules.los_end_consecutive", "stimuli", 2, 1, 10, doc="responding stimuli in a row that end a LOS episode"),
+    _s("rules.los_reentry_s", "s", 60.0, 0.0, 600.0, doc="a new loss this soon after an episode ended continues it"),
+    _s("rules.nmb_window_s", "s", 300.0, 30.0, 1800.0, doc="both sides falling within this time suggest a blockade"),
     # tube check
     _s("tube.max_impedance_kohm", "kOhm", 5.0, 0.5, 50.0, doc="electrode impedance pass limit"),
     _s("tube.max_imbalance_kohm", "kOhm", 1.0, 0.1, 10.0, doc="imbalance within a pair"),

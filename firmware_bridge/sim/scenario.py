@@ -50,6 +50,7 @@ SCENARIO_DIR = _shipped_scenario_dir()
 EXPECT_KINDS = frozenset({
     "loss_of_signal", "combined_event", "amplitude_decrease", "signal_recovered", "no_current",
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
+    "loss_of_signal_continued", "neuromuscular_blockade_suspected",
     "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
     "staging_recommended", "spontaneous_activity", "cautery",
 })
