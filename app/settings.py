@@ -223,6 +223,15 @@ _SCHEMA_LIST: list[Setting] = [
     # link / engine
     _s("link.heartbeat_ms", "ms", 100, 20, 200, doc="host heartbeat period", live=False),
     _s("link.timeout_ms", "ms", 500, 100, 2000, doc="link declared lost after this silence", live=False),
+    # case record storage and export
+    _s("record.min_free_hours", "h", 8.0, 0.0, 200.0,
+       doc="warn when a new case opens with room for fewer hours of recording than this; 0: no check"),
+    _s("record.retention_days", "days", 0, 0, 3650,
+       doc="prune cases exported and verified and closed longer ago than this (lnm storage --prune); 0: keep all"),
+    _s("export.media_roots", "", "/media:/mnt:/run/media", kind=str,
+       pattern=r"/[^:\x00]*(:/[^:\x00]*){0,15}",
+       doc="folders under which removable media are mounted (colon-separated): the only USB export targets",
+       live=False),
     # user interface
     _s("ui.settings_pin", "", "1234", kind=str, pattern=r"[0-9]{4,8}", doc="PIN for the settings screen"),
 ]

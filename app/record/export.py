@@ -13,7 +13,6 @@ JSON say ``ALTERED`` with the first altered entry, and ``exit_code`` is 1.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from app.record import waveform as W
+from app.record.atomic import atomic_write  # noqa: F401 - also the name other modules used from here
 from app.record.document import build_document
 
 
@@ -48,37 +48,6 @@ def waveform_loader(journal: Any, case_id: str) -> Callable[[int], Any]:
         return samples, float(meta.get("sample_rate_hz", 20000)), int(meta.get("pre_samples", 0)), labels
 
     return load
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``.NAME.tmp.SUFFIX`` + fsync + rename (+ fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def write_json(doc: Mapping[str, Any], path: Path) -> None:

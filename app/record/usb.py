@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from app.record.export import write_documents
-from app.record.journal import fsync_dir
+from app.record.atomic import fsync_dir
 
 FILES = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
 
