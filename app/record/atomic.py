@@ -152,8 +152,8 @@ def check_output(path: str | os.PathLike, kind: str, force: bool = False,
             raise OutputRefused(f"{p}: this is the case journal; choose another file for the {kind.upper()}")
     try:
         st = os.lstat(p)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there to clobber (a missing folder is reported when writing)
     except OSError as exc:
         raise OutputRefused(f"{p}: cannot be checked ({exc.strerror})") from None
     if stat.S_ISLNK(st.st_mode):

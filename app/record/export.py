@@ -13,6 +13,7 @@ JSON say ``ALTERED`` with the first altered entry, and ``exit_code`` is 1.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from app.record import waveform as W
-from app.record.atomic import atomic_write  # noqa: F401 - also the name other modules used from here
+from app.record.atomic import OutputRefused, atomic_write, check_output
 from app.record.document import build_document
 
 
@@ -67,17 +68,36 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} into the case JSON")
 
 
+def check_targets(journal: Any, targets: Mapping[str, Path], force: bool = False) -> None:
+    """Refuse (``OutputRefused``) targets that would replace the journal, a file LNM did not
+    write, a file of another kind, or the same file twice (``atomic.check_output``)."""
+    seen: dict[str, str] = {}
+    for kind, path in targets.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise OutputRefused(f"{path}: given for both the {seen[real].upper()} and the {kind.upper()}; "
+                                "give each its own file")
+        seen[real] = kind
+        check_output(path, kind, force=force, protected=(journal.path,) if getattr(journal, "path", None) else ())
+
+
 def write_documents(journal: Any, case_id: str, targets: Mapping[str, Path], identified: bool = False,
-                    generated_at: str | None = None) -> WriteResult:
-    """Write the files named in ``targets`` (keys ``pdf``, ``json``, ``edf``)."""
+                    generated_at: str | None = None, force: bool = False) -> WriteResult:
+    """Write the files named in ``targets`` (keys ``pdf``, ``json``, ``edf``). Targets are
+    checked first (``check_targets``): a refused one raises ``OutputRefused`` and nothing is written."""
     from datetime import datetime, timezone
 
     unknown = set(targets) - {"pdf", "json", "edf"}
     if unknown:
         raise ValueError(f"unknown document kind(s) {sorted(unknown)}: use pdf, json, edf")
+    check_targets(journal, targets, force)
     result = WriteResult()
     when = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc = build_document(journal, case_id, identified=identified, generated_at=when)
+    index_head = getattr(journal, "index_head", None)
+    pin = index_head() if callable(index_head) else None
+    if pin is not None:
+        doc["journal"]["index"] = pin  # the case index when the document was made (lnm verify --against)
     result.document = doc
     if doc["journal"].get("verified") is False:
         result.exit_code = 1
