@@ -16,6 +16,8 @@ Config files are TOML with one table per group, e.g.::
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -300,6 +302,12 @@ def _check_cross(values: Mapping[str, Any], source: str) -> None:
             f"setting tube.breathing_window_s (s){where}: {_fmt(values['tube.breathing_window_s'])} s does not hold "
             f"one breath at tube.breathing_low_hz ({_fmt(values['tube.breathing_low_hz'])} Hz)"
         )
+    if values["link.timeout_ms"] < 2 * values["link.heartbeat_ms"]:
+        raise SettingError(
+            f"setting link.timeout_ms (ms){where}: {_fmt(values['link.timeout_ms'])} ms must be at least twice "
+            f"link.heartbeat_ms ({_fmt(values['link.heartbeat_ms'])} ms), so that one late heartbeat does not "
+            "declare the board link lost"
+        )
     if values["audio.volume_pct"] < 0:
         raise SettingError(f"setting audio.volume_pct (%){where}: must be >= 0")
     used: dict[int, str] = {}
@@ -322,26 +330,68 @@ def flatten(table: Mapping[str, Any], source: str, prefix: str = "") -> dict[str
     return out
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """The text of a configuration file: UTF-8 (a UTF-8 byte-order mark is allowed); any other
+    encoding is refused naming the file, the offset of the first bad byte and what to do."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SettingError(f"configuration file {path}: is UTF-16 text; save it as UTF-8")
+    if b"\x00" in raw:
+        raise SettingError(f"configuration file {path}: contains NUL bytes (a binary file?); it must be UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SettingError(f"configuration file {path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+                           "save it as UTF-8") from None
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file into flat ``group.name`` keys; errors name the file."""
     try:
         with open(path, "rb") as f:
-            table = tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise SettingError(f"configuration file {path}: not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingError(f"configuration file {path}: not valid TOML ({exc})") from None
+    except IsADirectoryError:
+        raise SettingError(f"configuration file {path}: is a folder, not a file") from None
     except OSError as exc:
         raise SettingError(f"configuration file {path}: cannot be read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise SettingError(f"configuration file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a settings file")
+    try:
+        table = tomllib.loads(decode_text(raw, path))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingError(f"configuration file {path}: not valid TOML ({exc})") from None
     return flatten(table, str(path))
 
 
+def check_config_dir(config_dir: Path | None) -> Path:
+    """The configuration folder to read: the shipped one, or ``config_dir`` when it is a readable folder."""
+    if not config_dir:
+        return CONFIG_DIR
+    root = Path(config_dir)
+    if not root.exists():
+        raise SettingError(f"configuration folder {root}: not found")
+    if not root.is_dir():
+        raise SettingError(f"configuration folder {root}: is a file, not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise SettingError(f"configuration folder {root}: cannot be read (no permission)")
+    return root
+
+
 def load(config_dir: Path | None = None, profile: str | None = None) -> Settings:
-    """Defaults from ``default.toml`` then the surgeon profile ``profiles/NAME.toml``."""
-    root = Path(config_dir) if config_dir else CONFIG_DIR
+    """Defaults from ``default.toml`` then the surgeon profile ``profiles/NAME.toml``.
+
+    The one validator of configuration files (``lnm config-check``, ``lnm engine`` and every
+    command that reads settings): the folder must exist, files must be UTF-8 TOML, every key
+    a known setting, every value in range, and the rules across settings must hold."""
+    root = check_config_dir(config_dir)
     default_path = root / "default.toml"
     values: dict[str, Any] = {}
-    if default_path.exists():
+    if default_path.exists() or default_path.is_symlink():
         values.update(_only_settings(read_toml(default_path), default_path))
     settings = Settings(values, str(default_path))
     if profile:
@@ -360,5 +410,84 @@ def _only_settings(values: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def list_profiles(config_dir: Path | None = None) -> list[str]:
+    """The surgeon profiles of a configuration folder (``profiles/NAME.toml``; none for a missing folder)."""
     root = Path(config_dir) if config_dir else CONFIG_DIR
     return sorted(p.stem for p in (root / "profiles").glob("*.toml"))
+
+
+# ----------------------------------------------------------------------------- the last valid configuration
+
+LAST_VALID_NAME = "last-valid-config.json"
+LAST_VALID_FORMAT = "lnm-settings/1"
+
+
+def save_last_valid(settings: Settings, data_dir: Path, source: str = "", profile: str | None = None,
+                    saved_at: str | None = None) -> Path:
+    """Keep ``settings`` (already validated) as the last configuration that was valid, in
+    ``DATA/last-valid-config.json`` (written atomically, mode 0600: it holds the settings PIN).
+    Returns the path."""
+    import json
+    import tempfile
+    from datetime import datetime, timezone
+
+    if not isinstance(settings, Settings):
+        raise TypeError("save_last_valid takes a validated Settings object")
+    values = settings.as_dict()
+    body = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    doc = {"format": LAST_VALID_FORMAT,
+           "saved": saved_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "source": source, "profile": profile, "values": values,
+           "values_sha256": hashlib.sha256(body.encode("ascii")).hexdigest()}
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LAST_VALID_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".last-valid-config.", suffix=".tmp", dir=data_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def load_last_valid(data_dir: Path) -> tuple[Settings, dict[str, Any]] | None:
+    """The last configuration that was valid, checked again by today's schema, with its
+    ``{"saved", "source", "profile"}``; ``None`` when none was kept. A damaged, edited or
+    no longer valid file raises ``SettingError`` naming the file and the problem."""
+    import json
+
+    path = Path(data_dir) / LAST_VALID_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SettingError(f"last valid configuration {path}: cannot be read ({exc.strerror})") from None
+    try:
+        doc = json.loads(decode_text(raw, path))
+    except ValueError:
+        raise SettingError(f"last valid configuration {path}: not readable JSON (damaged)") from None
+    if not isinstance(doc, dict) or doc.get("format") != LAST_VALID_FORMAT or not isinstance(doc.get("values"), dict):
+        raise SettingError(f"last valid configuration {path}: not an {LAST_VALID_FORMAT} file")
+    body = json.dumps(doc["values"], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    if hashlib.sha256(body.encode("ascii")).hexdigest() != doc.get("values_sha256"):
+        raise SettingError(f"last valid configuration {path}: its values do not match their checksum "
+                           "(changed by hand or damaged)")
+    unknown = [k for k in doc["values"] if k not in SCHEMA]
+    values = {k: v for k, v in doc["values"].items() if k in SCHEMA}  # settings removed since: dropped
+    try:
+        settings = Settings(values, str(path))
+    except SettingError as exc:
+        raise SettingError(f"last valid configuration {path}: no longer valid: {exc}") from None
+    meta = {"saved": doc.get("saved"), "source": doc.get("source"), "profile": doc.get("profile"),
+            "dropped": unknown}
+    return settings, meta
