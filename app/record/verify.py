@@ -125,8 +125,6 @@ def verify_against(journal: Journal, doc: Mapping[str, Any]) -> VerifyResult:
     except JournalError:
         return VerifyResult(False, case_id, 0, None, None, None,
                             f"the case documented in the document is not in {journal.path} (removed?)")
-    if not result.ok:
-        return result
     problems = []
     last_seq, last_hash = pin.get("last_seq"), pin.get("last_hash")
     if result.pruned is not None:
@@ -155,9 +153,11 @@ def verify_against(journal: Journal, doc: Mapping[str, Any]) -> VerifyResult:
         elif row.hash != index.get("hash"):
             problems.append(f"case index row {index['n']} is not the one the document pinned: the index (and so "
                             "the record of earlier cases) was rewritten")
-    if problems:
-        return VerifyResult(False, case_id, result.entries, None, last_seq if isinstance(last_seq, int) else None,
-                            None, "does not match the document: " + "; ".join(problems), closed=result.closed)
+    if problems or not result.ok:
+        text = "; ".join(([result.problem] if not result.ok else [])
+                         + (["does not match the document: " + "; ".join(problems)] if problems else []))
+        seq = result.seq if not result.ok else (last_seq if isinstance(last_seq, int) else None)
+        return VerifyResult(False, case_id, result.entries, None, seq, result.kind, text, closed=result.closed)
     notes = result.notes + ((f"matches the document (entry {last_seq}, hash {str(last_hash)[:16]}...)",))
     return VerifyResult(True, case_id, result.entries, result.last_hash, closed=result.closed, notes=notes,
                         pruned=result.pruned)
