@@ -23,7 +23,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any
+from collections.abc import Iterator, Mapping
+from datetime import UTC
 
 def _shipped_config_dir() -> Path:
     """The shipped ``config/``: beside the source tree, or installed under ``share/lnm``."""
@@ -44,6 +46,8 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting: key, unit, default, allowed range or values, and whether it may change live."""
+
     key: str  # "group.name"
     unit: str  # "mA", "uV", "%", "" for unitless
     default: Any
@@ -159,16 +163,20 @@ _SCHEMA_LIST: list[Setting] = [
     _s("analysis.auto_threshold_max_uV", "uV", 400.0, 100.0, 1000.0, doc="ceiling of the automatic raise"),
     _s("analysis.saturation_uV", "uV", 100000.0, 1000.0, 1000000.0, doc="out-of-range signal level"),
     _s("analysis.cautery_rms_uV", "uV", 2000.0, 200.0, 100000.0, doc="broadband RMS marking cautery"),
-    _s("analysis.peak_lowpass_hz", "Hz", 1000.0, 200.0, 5000.0, doc="low-pass of the copy on which peaks are sized and timed"),
+    _s("analysis.peak_lowpass_hz", "Hz", 1000.0, 200.0, 5000.0,
+       doc="low-pass of the copy on which peaks are sized and timed"),
     _s("analysis.min_snr", "", 8.0, 2.0, 50.0, doc="peak-to-peak over noise RMS needed to tell a response from noise"),
     _s("analysis.max_phase_ms", "ms", 6.0, 1.0, 30.0, doc="a wider first phase is not a nerve response (ECG, wander)"),
     _s("analysis.response_end_vagus_ms", "ms", 25.0, 5.0, 100.0, doc="end of the vagal response window"),
     _s("analysis.response_end_rln_ms", "ms", 15.0, 5.0, 100.0, doc="end of the RLN response window"),
     _s("analysis.response_end_ebsln_ms", "ms", 15.0, 5.0, 100.0, doc="end of the EBSLN response window"),
-    _s("analysis.response_end_untagged_ms", "ms", 25.0, 5.0, 100.0, doc="end of the response window for untagged probe stimuli"),
-    _s("analysis.rail_min_uV", "uV", 2000.0, 100.0, 1000000.0, doc="a flat run at or beyond this level is an amplifier rail"),
+    _s("analysis.response_end_untagged_ms", "ms", 25.0, 5.0, 100.0,
+       doc="end of the response window for untagged probe stimuli"),
+    _s("analysis.rail_min_uV", "uV", 2000.0, 100.0, 1000000.0,
+       doc="a flat run at or beyond this level is an amplifier rail"),
     _s("analysis.flatline_ms", "ms", 0.5, 0.1, 10.0, doc="identical samples at a rail for this long mark saturation"),
-    _s("analysis.step_uV", "uV", 300.0, 20.0, 100000.0, doc="baseline shift across an epoch marking a non-physiological step"),
+    _s("analysis.step_uV", "uV", 300.0, 20.0, 100000.0,
+       doc="baseline shift across an epoch marking a non-physiological step"),
     # free-running EMG (spontaneous activity, cautery)
     _s("emg.highpass_hz", "Hz", 100.0, 20.0, 500.0, doc="free-running EMG high-pass (removes ECG, hum, wander)"),
     _s("emg.lowpass_hz", "Hz", 2000.0, 300.0, 10000.0, doc="free-running EMG low-pass (capped below Nyquist)"),
@@ -186,21 +194,26 @@ _SCHEMA_LIST: list[Setting] = [
     _s("rules.combined_latency_pct", "% of baseline", 110.0, 101.0, 150.0, doc="combined event latency limit"),
     _s("rules.combined_consecutive", "stimuli", 3, 1, 10, doc="stimuli meeting the combined condition"),
     _s("rules.amplitude_decrease_pct", "% of baseline", 50.0, 10.0, 90.0, doc="amplitude-decrease limit"),
-    _s("rules.amplitude_decrease_consecutive", "stimuli", 3, 1, 10, doc="stimuli meeting the amplitude-decrease condition"),
+    _s("rules.amplitude_decrease_consecutive", "stimuli", 3, 1, 10,
+       doc="stimuli meeting the amplitude-decrease condition"),
     _s("rules.recovery_pct", "% of baseline", 50.0, 10.0, 100.0, doc="recovered amplitude"),
     _s("rules.recovery_consecutive", "stimuli", 3, 1, 10, doc="stimuli for recovery"),
     _s("rules.poor_baseline_uV", "uV", 200.0, 50.0, 500.0, doc="V1/APS baseline below this is poor"),
-    _s("rules.nonrecurrent_latency_ms", "ms", 3.5, 1.0, 6.0, doc="right vagal latency below suggests a non-recurrent nerve"),
+    _s("rules.nonrecurrent_latency_ms", "ms", 3.5, 1.0, 6.0,
+       doc="right vagal latency below suggests a non-recurrent nerve"),
     _s("rules.r2_reduction_map_pct", "%", 20.0, 5.0, 60.0, doc="R2d-R2p reduction asking for mapping"),
     _s("rules.r2_reduction_palsy_pct", "%", 63.0, 30.0, 95.0, doc="reduction predicting palsy"),
     # tube check
     _s("tube.max_impedance_kohm", "kOhm", 5.0, 0.5, 50.0, doc="electrode impedance pass limit"),
     _s("tube.max_imbalance_kohm", "kOhm", 1.0, 0.1, 10.0, doc="imbalance within a pair"),
-    _s("tube.breathing_window_s", "s", 15.0, 8.0, 60.0, doc="free-running EMG observed after a tube check for the breathing variation"),
+    _s("tube.breathing_window_s", "s", 15.0, 8.0, 60.0,
+       doc="free-running EMG observed after a tube check for the breathing variation"),
     _s("tube.breathing_low_hz", "Hz", 0.1, 0.05, 0.5, doc="slowest breathing looked for (0.1 Hz = 6 per minute)"),
     _s("tube.breathing_high_hz", "Hz", 0.7, 0.3, 2.0, doc="fastest breathing looked for (0.7 Hz = 42 per minute)"),
-    _s("tube.breathing_min_modulation_pct", "%", 8.0, 1.0, 50.0, doc="respiratory modulation of the EMG background that shows vocal-fold contact"),
-    _s("tube.breathing_min_wander_uV", "uV", 8.0, 0.0, 500.0, doc="and breathing wander of the baseline (peak-to-peak); 0: not required"),
+    _s("tube.breathing_min_modulation_pct", "%", 8.0, 1.0, 50.0,
+       doc="respiratory modulation of the EMG background that shows vocal-fold contact"),
+    _s("tube.breathing_min_wander_uV", "uV", 8.0, 0.0, 500.0,
+       doc="and breathing wander of the baseline (peak-to-peak); 0: not required"),
     # alarms
     _s("alarms.audio_pause_s", "s", 120.0, 10.0, 300.0, doc="audio-paused duration"),
     _s("alarms.escalation_s", "s", 60.0, 10.0, 600.0, doc="unacknowledged alarm escalates after"),
@@ -212,7 +225,8 @@ _SCHEMA_LIST: list[Setting] = [
     _s("audio.volume_pct", "%", 70.0, 0.0, 100.0, doc="loudspeaker volume"),
     _s("audio.alarm_volume_floor_pct", "%", 40.0, 10.0, 100.0, doc="alarms never quieter than this"),
     _s("audio.emg_audio", "", True, doc="free-running EMG on the loudspeaker"),
-    _s("audio.alsa_device", "", "default", kind=str, pattern=r"[A-Za-z0-9:,=_.-]{1,64}", doc="ALSA output device for aplay", live=False),
+    _s("audio.alsa_device", "", "default", kind=str, pattern=r"[A-Za-z0-9:,=_.-]{1,64}",
+       doc="ALSA output device for aplay", live=False),
     # GPIO
     _s("gpio.footswitch_debounce_ms", "ms", 30.0, 5.0, 200.0, doc="footswitch level must be stable this long"),
     _s("gpio.footswitch_long_press_s", "s", 1.5, 0.5, 5.0, doc="footswitch held this long acknowledges the top alarm"),
@@ -242,6 +256,7 @@ SCHEMA: Mapping[str, Setting] = MappingProxyType({s.key: s for s in _SCHEMA_LIST
 
 
 def setting(key: str) -> Setting:
+    """The schema entry of ``key`` (``SettingError`` for an unknown key)."""
     try:
         return SCHEMA[key]
     except KeyError:
@@ -267,7 +282,7 @@ class Settings(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
-    def with_changes(self, changes: Mapping[str, Any], source: str = "") -> "Settings":
+    def with_changes(self, changes: Mapping[str, Any], source: str = "") -> Settings:
         values = dict(self._values)
         values.update(changes)
         return Settings(values, source)
@@ -320,6 +335,7 @@ def _check_cross(values: Mapping[str, Any], source: str) -> None:
 
 
 def flatten(table: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables as flat ``group.name`` keys."""
     out: dict[str, Any] = {}
     for k, v in table.items():
         key = f"{prefix}{k}"
@@ -360,7 +376,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SettingError(f"configuration file {path}: cannot be read ({exc.strerror})") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise SettingError(f"configuration file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a settings file")
+        raise SettingError(f"configuration file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+                           "not a settings file")
     try:
         table = tomllib.loads(decode_text(raw, path))
     except tomllib.TOMLDecodeError as exc:
@@ -428,14 +445,14 @@ def save_last_valid(settings: Settings, data_dir: Path, source: str = "", profil
     Returns the path."""
     import json
     import tempfile
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if not isinstance(settings, Settings):
         raise TypeError("save_last_valid takes a validated Settings object")
     values = settings.as_dict()
     body = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     doc = {"format": LAST_VALID_FORMAT,
-           "saved": saved_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "saved": saved_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "source": source, "profile": profile, "values": values,
            "values_sha256": hashlib.sha256(body.encode("ascii")).hexdigest()}
     data_dir = Path(data_dir)

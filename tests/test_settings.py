@@ -148,7 +148,8 @@ def test_last_valid_configuration_round_trip(tmp_path: Path):
     path = settings.save_last_valid(st, tmp_path / "data", source="config/default.toml", profile="sensitive")
     assert path.stat().st_mode & 0o777 == 0o600
     loaded, meta = settings.load_last_valid(tmp_path / "data")
-    assert loaded.as_dict() == st.as_dict() and meta["profile"] == "sensitive" and meta["source"] == "config/default.toml"
+    assert loaded.as_dict() == st.as_dict() and meta["profile"] == "sensitive"
+    assert meta["source"] == "config/default.toml"
     assert settings.load_last_valid(tmp_path / "elsewhere") is None
 
 

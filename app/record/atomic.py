@@ -31,7 +31,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 KINDS = ("pdf", "json", "edf")

@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from app.record import entries as _entries
 
@@ -107,45 +108,13 @@ def check_case_rows(case_id: str, rows: Iterable[Row],
     expected_seq = 0
     n = 0
     closed = False
-    for seq, kind, t_s, wall, payload, psha, blob, bsha, prev, h in rows:
+    for row in rows:
         n += 1
-
-        def bad(problem: str, at: int | None = seq, k: str | None = kind) -> VerifyResult:
+        kind, h = row[1], row[9]
+        found = _row_problem(case_id, row, expected_seq, prev_hash, closed, moved_from)
+        if found is not None:
+            problem, at, k = found
             return VerifyResult(False, case_id, n, None, at, k, problem)
-
-        if seq != expected_seq:
-            if expected_seq == 0 and seq > 0:
-                return bad(f"the first entry (case_opened) is missing: the case starts at seq {seq} "
-                           "(entries removed)", 0, None)
-            if seq > expected_seq:
-                return bad(f"entry missing: after seq {expected_seq - 1} the journal continues at seq {seq} "
-                           "(entries removed)", expected_seq, None)
-            return bad(f"duplicate seq {seq}")
-        if closed:
-            return bad("entry after case_closed (entries added to a closed case)")
-        if not isinstance(payload, str):
-            return bad("payload is not text")
-        if sha256_hex(payload.encode("utf-8")) != psha:
-            return bad("payload changed after it was written (it no longer matches its digest)")
-        if (blob is None) != (bsha is None) or (blob is not None and sha256_hex(bytes(blob)) != bsha):
-            return bad("waveform/blob changed after it was written (it no longer matches its digest)")
-        recomputed = entry_hash(case_id, seq, kind, t_s, wall, psha, bsha,
-                                len(blob) if blob is not None else None, prev)
-        if recomputed != h:
-            moved = moved_from(prev, seq)
-            if moved is not None:
-                return bad(f"entry out of order: it was written as seq {moved}, not {seq} (entries reordered)")
-            return bad("entry fields (kind, time, seq or digests) changed after it was written "
-                       "(recomputed hash differs from the stored one)")
-        if prev != prev_hash:
-            return bad("chain broken: prev_hash is not the hash of the entry before it "
-                       "(entries removed, inserted or reordered)")
-        try:
-            json.loads(payload)
-        except ValueError:
-            return bad("payload is not readable JSON")
-        if seq == 0 and kind != "case_opened":
-            return bad("the first entry of a case must be case_opened")
         if kind == "case_closed":
             closed = True
         prev_hash = h
@@ -153,6 +122,51 @@ def check_case_rows(case_id: str, rows: Iterable[Row],
     if n == 0:
         raise LookupError(case_id)
     return VerifyResult(True, case_id, n, prev_hash, closed=closed)
+
+
+def _row_problem(case_id: str, row: Row, expected_seq: int, prev_hash: str, closed: bool,
+                 moved_from: Callable[[str, int], int | None]) -> tuple[str, int | None, str | None] | None:
+    """(problem, seq, kind) of the first thing wrong with one row, or None."""
+    seq, kind, t_s, wall, payload, psha, blob, bsha, prev, h = row
+    if seq != expected_seq:
+        if expected_seq == 0 and seq > 0:
+            return (f"the first entry (case_opened) is missing: the case starts at seq {seq} (entries removed)",
+                    0, None)
+        if seq > expected_seq:
+            return (f"entry missing: after seq {expected_seq - 1} the journal continues at seq {seq} "
+                    "(entries removed)", expected_seq, None)
+        return f"duplicate seq {seq}", seq, kind
+    problem = None
+    if closed:
+        problem = "entry after case_closed (entries added to a closed case)"
+    elif not isinstance(payload, str):
+        problem = "payload is not text"
+    elif sha256_hex(payload.encode("utf-8")) != psha:
+        problem = "payload changed after it was written (it no longer matches its digest)"
+    elif (blob is None) != (bsha is None) or (blob is not None and sha256_hex(bytes(blob)) != bsha):
+        problem = "waveform/blob changed after it was written (it no longer matches its digest)"
+    elif entry_hash(case_id, seq, kind, t_s, wall, psha, bsha, len(blob) if blob is not None else None, prev) != h:
+        moved = moved_from(prev, seq)
+        problem = (f"entry out of order: it was written as seq {moved}, not {seq} (entries reordered)"
+                   if moved is not None else
+                   "entry fields (kind, time, seq or digests) changed after it was written "
+                   "(recomputed hash differs from the stored one)")
+    elif prev != prev_hash:
+        problem = ("chain broken: prev_hash is not the hash of the entry before it "
+                   "(entries removed, inserted or reordered)")
+    elif not _is_json(payload):
+        problem = "payload is not readable JSON"
+    elif seq == 0 and kind != "case_opened":
+        problem = "the first entry of a case must be case_opened"
+    return None if problem is None else (problem, seq, kind)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- the case index
@@ -267,21 +281,39 @@ def check_case_index(facts: CaseFacts, rows: Sequence[IndexRow]) -> IndexVerdict
             problem(f"case {cid}: its first entry (seq {first_seq}) is not the one written "
                     "(the case was rewritten from the start)", first_seq)
     last_seq = facts.last_seq if facts.last_seq is not None else -1
+    found = _pin_problem(facts, pins, last_seq)
+    if found is not None:
+        problem(*found)
+    _closing(facts, closed, pins, last_seq, problem, notes)
+    state = "closed" if closed is not None or facts.has_closed_entry else "open"
+    if problems:
+        state = "damaged"
+    return IndexVerdict(state, tuple(problems), tuple(notes),
+                        first_problem_seq=min(first_bad) if first_bad else None)
+
+
+def _pin_problem(facts: CaseFacts, pins: Sequence[IndexRow], last_seq: int) -> tuple[str, int] | None:
+    """The first pinned entry (checkpoint, close, export, adoption) that is gone or different."""
+    cid = facts.case_id
     for pin in pins:
-        seq = pin.data.get("last_seq", pin.data.get("seq"))
+        seq = int(pin.data.get("last_seq", pin.data.get("seq")))
         want = pin.data.get("last_hash", pin.data.get("hash"))
-        got = facts.hash_at(int(seq))
+        got = facts.hash_at(seq)
         if got is None and seq > last_seq:
-            problem(f"case {cid}: entries after seq {last_seq} were removed (the case index records seq {seq} "
+            return (f"case {cid}: entries after seq {last_seq} were removed (the case index records seq {seq} "
                     f"at {pin.wall}, {pin.event})", last_seq + 1)
-            break
         if got is None:
-            problem(f"case {cid}: entry {seq} recorded in the case index ({pin.event}) was removed", seq)
-            break
+            return f"case {cid}: entry {seq} recorded in the case index ({pin.event}) was removed", seq
         if want is not None and got != want:
-            problem(f"case {cid}: entry {seq} is not the one the case index recorded ({pin.event} at "
+            return (f"case {cid}: entry {seq} is not the one the case index recorded ({pin.event} at "
                     f"{pin.wall}): the case was rewritten", seq)
-            break
+    return None
+
+
+def _closing(facts: CaseFacts, closed: IndexRow | None, pins: Sequence[IndexRow], last_seq: int,
+             problem: Callable[..., None], notes: list[str]) -> None:
+    """Entries added after the close, a close the index lacks, or an open case's unpinned tail."""
+    cid = facts.case_id
     if closed is not None:
         seq = closed.data.get("last_seq")
         if isinstance(seq, int) and last_seq > seq:
@@ -295,8 +327,3 @@ def check_case_index(facts: CaseFacts, rows: Sequence[IndexRow]) -> IndexVerdict
             since = "" if newest is None else f" after seq {newest}"
             notes.append(f"open case: entries{since} are not yet pinned by the case index; removing them "
                          "would not be seen (they are pinned about every minute and when the engine stops)")
-    state = "closed" if closed is not None or facts.has_closed_entry else "open"
-    if problems:
-        state = "damaged"
-    return IndexVerdict(state, tuple(problems), tuple(notes),
-                        first_problem_seq=min(first_bad) if first_bad else None)

@@ -79,7 +79,8 @@ import enum
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -100,6 +101,8 @@ PROCEDURE_ORDER = ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2")
 
 @dataclass(frozen=True)
 class Kind:
+    """One entry kind: its payload fields (required, optional, allowed values) and blob rule."""
+
     name: str
     doc: str
     required: Mapping[str, tuple[type, ...]]
@@ -108,7 +111,8 @@ class Kind:
     blob: str = "none"  # "none", "optional", "with_waveform" (blob iff payload has waveform)
 
 
-def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None, blob: str = "none") -> Kind:
+def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None,
+       blob: str = "none") -> Kind:
     return Kind(name, doc, required, optional or {}, choices or {}, blob)
 
 
@@ -175,7 +179,8 @@ KINDS: dict[str, Kind] = {
         _k("staging", "staging recommendation and the surgeon's decision", {"recommendation": (str,)},
            {"decision": (str, NONE), "reason": (str, NONE), "who": (str, NONE), "side": (str, NONE)}),
         _k("note", "a free-text note", {"text": (str,)}, {"who": (str, NONE)}),
-        _k("snapshot", "an operator mark", {}, {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
+        _k("snapshot", "an operator mark", {},
+           {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
         _k("link", "board link events", {"event": (str,)}, {"detail": (object,)}),
         _k("engine", "engine life cycle", {"event": (str,)}, {"detail": (object,), "version": (str, NONE)}),
         _k("storage", "storage problems and recovery (written by the journal)", {"event": (str,)},
@@ -310,6 +315,7 @@ def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: 
 
 
 def rule_event(event: RuleEvent) -> dict[str, Any]:
+    """A ``rule_event`` payload."""
     return event.to_json()
 
 
@@ -319,6 +325,7 @@ def settings(values: Mapping[str, Any], source: str | None = None, profile: str 
 
 
 def setting_changed(key: str, old: Any, new: Any, who: str | None = None) -> dict[str, Any]:
+    """A ``setting_changed`` payload (with the setting's unit)."""
     from app.settings import SCHEMA
 
     unit = SCHEMA[key].unit if key in SCHEMA else ""

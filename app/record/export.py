@@ -16,17 +16,21 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from app.record import waveform as W
 from app.record.atomic import OutputRefused, atomic_write, check_output
 from app.record.document import build_document
+from datetime import UTC
 
 
 @dataclass
 class WriteResult:
+    """What ``write_documents`` wrote, said and returns as exit status, and the document."""
+
     written: dict[str, Path] = field(default_factory=dict)  # kind -> path
     messages: list[str] = field(default_factory=list)
     exit_code: int = 0
@@ -52,6 +56,8 @@ def waveform_loader(journal: Any, case_id: str) -> Callable[[int], Any]:
 
 
 def write_json(doc: Mapping[str, Any], path: Path) -> None:
+    """The case document as JSON, written atomically."""
+
     def w(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, ensure_ascii=False, allow_nan=False, default=_json_default)
@@ -85,14 +91,14 @@ def write_documents(journal: Any, case_id: str, targets: Mapping[str, Path], ide
                     generated_at: str | None = None, force: bool = False) -> WriteResult:
     """Write the files named in ``targets`` (keys ``pdf``, ``json``, ``edf``). Targets are
     checked first (``check_targets``): a refused one raises ``OutputRefused`` and nothing is written."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     unknown = set(targets) - {"pdf", "json", "edf"}
     if unknown:
         raise ValueError(f"unknown document kind(s) {sorted(unknown)}: use pdf, json, edf")
     check_targets(journal, targets, force)
     result = WriteResult()
-    when = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc = build_document(journal, case_id, identified=identified, generated_at=when)
     index_head = getattr(journal, "index_head", None)
     pin = index_head() if callable(index_head) else None

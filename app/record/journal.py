@@ -3,8 +3,9 @@
 Owns: the SQLite journal file, writing entries (one committed transaction each, WAL mode,
 ``synchronous=FULL``: an entry ``append`` has returned for survives a crash or power
 loss; ``append_many`` writes several entries of a case in one transaction, one durable
-sync: after a crash either all of them are there or none), the per-case hash chain, finding and resuming a case left open, and handling
-storage problems.
+sync: after a crash either all of them are there or none), the per-case hash chain, the case
+index across cases (``chain.py``), finding and resuming a case left open, handling storage
+problems, and retention pruning.
 May import: the standard library, ``app`` (version), ``app.record.entries``.
 
 Layout. One file holds every case (``default_journal_path()``). Table ``entries`` holds
@@ -39,7 +40,6 @@ SQLite database raises ``StorageError`` naming the file.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import math
 import os
@@ -49,9 +49,10 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from app.record import entries as _entries
 from app.record.atomic import SQLITE_MAGIC, fsync_dir, fsync_file
@@ -138,6 +139,8 @@ class StorageError(JournalError):
 
 @dataclass(frozen=True)
 class StorageStatus:
+    """The journal's storage state, as ``on_status`` reports it."""
+
     ok: bool
     path: str
     problem: str = ""  # "", "disk_full", "read_only", "corrupt", "missing", "replaced", "io", ...
@@ -149,6 +152,8 @@ class StorageStatus:
 
 @dataclass(frozen=True)
 class Entry:
+    """One written entry as read back."""
+
     seq: int
     case_id: str
     kind: str
@@ -172,11 +177,13 @@ def default_journal_path() -> Path:
 
 
 def utc_iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """An aware time as the journal's UTC ISO-8601 text."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    """The journal's UTC ISO-8601 text as an aware time."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -223,7 +230,7 @@ class _MonotonicClock:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -382,7 +389,8 @@ class Journal:
             return
         except OSError as exc:
             problem, words = classify(exc)
-            raise StorageError(f"case journal {path}: cannot be read: {words} ({exc.strerror})", path, problem) from None
+            raise StorageError(f"case journal {path}: cannot be read: {words} ({exc.strerror})", path,
+                               problem) from None
         if head and head != SQLITE_MAGIC:
             raise StorageError(
                 f"case journal {path}: the file is corrupt (not an SQLite database: it starts with "
@@ -433,7 +441,7 @@ class Journal:
             self._conn = None
             return left
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -457,9 +465,9 @@ class Journal:
         data = dict(case_data)
         now = self._wall()
         data.setdefault("software_version", __version__)
-        data.setdefault("date", now.astimezone(timezone.utc).strftime("%Y-%m-%d"))
+        data.setdefault("date", now.astimezone(UTC).strftime("%Y-%m-%d"))
         data["format"] = FORMAT
-        case_id = str(data.pop("case_id", "") or f"{now.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
+        case_id = str(data.pop("case_id", "") or f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
         _entries.validate("case_opened", data)
         with self._lock:
             if case_id in self._heads or self._case_exists(case_id):
@@ -604,7 +612,8 @@ class Journal:
                     verdict_state, problems = verdict.state, verdict.problems
                 pruned = next((r for r in rows if r.event == "pruned"), None)
                 summary = pruned.data if pruned is not None else {}
-                out.append({"case_id": case_id, "opened": wall or summary.get("opened") or (start.wall if start else ""),
+                opened = wall or summary.get("opened") or (start.wall if start else "")
+                out.append({"case_id": case_id, "opened": opened,
                             "patient_id": data.get("patient_id", summary.get("patient_id")),
                             "procedure": data.get("procedure"), "planned_sides": data.get("planned_sides"),
                             "entries": facts.count if not pruned else summary.get("entries", 0),
@@ -697,7 +706,8 @@ class Journal:
                     "SELECT seq, kind, t_s, wall, payload, payload_sha256, blob, blob_sha256, prev_hash, hash "
                     "FROM entries WHERE case_id = ? ORDER BY seq", (case_id,))
                 try:
-                    result = check_case_rows(case_id, _iter(cur), lambda prev, seq: self._moved_from(case_id, prev, seq))
+                    result = check_case_rows(case_id, _iter(cur),
+                                             lambda prev, seq: self._moved_from(case_id, prev, seq))
                 except LookupError:
                     result = None
                 if self.format == OLD_FORMAT:
@@ -1154,7 +1164,7 @@ class Journal:
         if problem == "missing":
             target = self.path
         else:
-            stamp = self._wall().astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = self._wall().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
             target = self.path.with_name(f"{self.path.name}.rescued-{stamp}.db")
         tmp = target.with_name(target.name + ".rescue-tmp")
         try:

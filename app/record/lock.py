@@ -58,7 +58,7 @@ class DataFolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "DataFolderLock":
+    def acquire(self) -> DataFolderLock:
         """Take the lock or raise ``DataFolderBusy`` naming the holder's PID."""
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise StartRefused(errno.ENOTDIR, f"the data folder {self.data_dir} is a file, not a folder; "
@@ -92,7 +92,7 @@ class DataFolderLock:
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 
-    def __enter__(self) -> "DataFolderLock":
+    def __enter__(self) -> DataFolderLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

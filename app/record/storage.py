@@ -35,7 +35,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def _parse_wall(text: str | None) -> datetime | None:
         return None
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     return None
@@ -138,7 +138,7 @@ def prunable(journal: Any, older_than_days: float, now: datetime | None = None) 
     """Cases retention may prune, each with the summary its ``pruned`` row will keep (see module doc)."""
     if older_than_days <= 0:
         return []
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rows, problem = journal.index_rows()
     if problem is not None:
         return []  # a damaged index: prune nothing until someone has looked
@@ -188,13 +188,15 @@ class PruneResult:
     bytes: int = 0
 
 
-def prune(journal: Any, older_than_days: float, now: datetime | None = None, dry_run: bool = False) -> list[PruneResult]:
+def prune(journal: Any, older_than_days: float, now: datetime | None = None,
+          dry_run: bool = False) -> list[PruneResult]:
     """Prune what ``prunable`` allows, each case only if its chain verifies right now."""
     out = []
     for case_id, summary in prunable(journal, older_than_days, now):
         result = journal.verify(case_id)
         if not result.ok or result.last_hash != summary["last_hash"]:
-            out.append(PruneResult(case_id, False, f"case {case_id} not pruned: it does not verify ({result.describe()})"))
+            out.append(PruneResult(case_id, False,
+                                   f"case {case_id} not pruned: it does not verify ({result.describe()})"))
             continue
         size = int(summary.get("bytes") or 0)
         if dry_run:

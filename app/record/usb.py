@@ -46,7 +46,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from app.record.export import write_documents
 from app.record.atomic import fsync_dir
@@ -60,6 +61,8 @@ class UsbError(OSError):
 
 @dataclass
 class ExportResult:
+    """What an export wrote, where, and whether it was verified."""
+
     case_id: str
     target: str
     folder: str
@@ -161,6 +164,7 @@ def check_target(root: Path, roots: Sequence[Path], env: Mapping[str, str] | Non
 
 def choose_target(target: Path | None, env: Mapping[str, str] | None = None,
                   finder: Callable[[], list[Path]] = find_usb_mounts) -> Path:
+    """The export target: ``target``, else ``$LNM_EXPORT_DIR``, else the one mounted stick."""
     env = os.environ if env is None else env
     if target is not None:
         return Path(target)

@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from app.record.chain import VerifyResult
 from app.record.journal import Journal, JournalError

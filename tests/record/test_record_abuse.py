@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -422,7 +421,7 @@ def test_measured_bytes_per_hour_comes_from_closed_cases(tmp_path):
     with Journal(tmp_path / "j.db", clock=clock) as j:
         assert measured_bytes_per_hour(j) == (DEFAULT_BYTES_PER_HOUR, False)
         cid = j.open_case(CASE)
-        for i in range(20):
+        for _ in range(20):
             j.append(cid, "note", {"text": "x" * 1000})
         clock.t = 600.0
         j.close_case(cid)
