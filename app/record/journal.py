@@ -586,12 +586,8 @@ class Journal:
             first = {c: (w, pl) for c, w, pl in self.conn.execute(
                 "SELECT case_id, wall, payload FROM entries WHERE seq = 0")}
             closed = dict(self.conn.execute("SELECT case_id, wall FROM entries WHERE kind = 'case_closed'").fetchall())
-            order = [r[0] for r in self.conn.execute(
-                "SELECT case_id FROM entries GROUP BY case_id ORDER BY min(rowid)")]
+            order = self._case_order()
             index, index_problem = self._index_by_case()
-            for cid in index:
-                if cid not in order:
-                    order.append(cid)
             out = []
             for case_id in order:
                 facts = self._facts(case_id)
@@ -637,11 +633,7 @@ class Journal:
     def resolve_case(self, ref: str) -> str:
         """A case id from an exact id, a unique prefix, ``last`` or ``open``."""
         with self._lock:
-            ids = [r[0] for r in self.conn.execute(
-                "SELECT case_id FROM entries GROUP BY case_id ORDER BY min(rowid)")]
-            if self.format != OLD_FORMAT:
-                ids += [r[0] for r in self.conn.execute(
-                    "SELECT case_id FROM case_index GROUP BY case_id ORDER BY min(n)") if r[0] not in ids]
+            ids = self._case_order()
         if not ids:
             raise JournalError(f"case journal {self.path} holds no cases")
         if ref in ("last", "latest"):
@@ -760,6 +752,16 @@ class Journal:
         with self._lock:
             row = self.conn.execute("SELECT n, hash FROM case_index ORDER BY n DESC LIMIT 1").fetchone()
         return {"n": row[0], "hash": row[1]} if row else None
+
+    def _case_order(self) -> list[str]:
+        """Every case id, oldest first: as the case index lists them, then any only in the entries."""
+        ids: list[str] = []
+        if self.format != OLD_FORMAT:
+            ids = [r[0] for r in self.conn.execute("SELECT case_id FROM case_index GROUP BY case_id ORDER BY min(n)")]
+        known = set(ids)
+        ids += [r[0] for r in self.conn.execute("SELECT case_id FROM entries GROUP BY case_id ORDER BY min(rowid)")
+                if r[0] not in known]
+        return ids
 
     def _index_by_case(self) -> tuple[dict[str, list[IndexRow]], str | None]:
         rows, problem = self.index_rows()
