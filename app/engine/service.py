@@ -100,7 +100,10 @@ class EngineService:
         from firmware_bridge.link import BoardLink
 
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        from app.record.lock import DataFolderLock, check_socket_path
+
+        check_socket_path(cfg.socket_path)  # never replace a file that is not a socket
+        self.data_lock = DataFolderLock(cfg.data_dir).acquire()  # one engine per data folder
         self.journal = Journal(cfg.data_dir / "journal.db", clock=self.clock,
                                on_status=lambda st: self.queue.put(("storage", st)))
         self.monitor = Monitor(
@@ -312,6 +315,8 @@ class EngineService:
             self.outputs.close()
         if self.journal is not None:
             self.journal.close()
+        if getattr(self, "data_lock", None) is not None:
+            self.data_lock.release()
 
     def _install_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():

@@ -381,7 +381,8 @@ def test_subscription_stream_carries_what_the_ui_draws(tmp_path, cleanup):
 
 
 def test_report_and_usb_export_through_the_api(tmp_path, cleanup):
-    eng = Engine(tmp_path, "sim://?seed=8")
+    # exports go only below the removable-media folders or the installation's $LNM_EXPORT_DIR
+    eng = Engine(tmp_path, "sim://?seed=8", env={"LNM_EXPORT_DIR": str(tmp_path / "stick")})
     cleanup.append(eng)
     assert wait_for(lambda: ready(eng))
     case_id = eng.call("case.start", patient_id="DOC-1", planned_sides=["L"])["case_id"]
