@@ -293,18 +293,20 @@ def _tube_lines(tube: Mapping[str, Any] | None) -> list[str]:
 
 
 def format_threads(threads: Mapping[str, Any] | None) -> list[str]:
-    """The engine's thread supervision in one line, or one line per thread in trouble."""
+    """The engine's threads and their states in one line; a line more per thread in trouble."""
     if not isinstance(threads, Mapping) or not isinstance(threads.get("list"), list):
         return []
     items = [t for t in threads["list"] if isinstance(t, Mapping)]
-    restarts = sum(int(t.get("restarts") or 0) for t in items)
-    again = f"; {restarts} restart{'s' if restarts != 1 else ''} so far" if restarts else ""
+
+    def one(t: Mapping[str, Any]) -> str:
+        n = int(t.get("restarts") or 0)
+        return f"{t.get('name')} {t.get('state')}" + (f" (restarted {n}x)" if n else "")
+
+    listed = ", ".join(one(t) for t in items)
     if threads.get("healthy"):
-        return [f"threads: all {len(items)} running ({', '.join(str(t.get('name')) for t in items)}){again}"]
-    lines = [f"THREADS IN TROUBLE{again}"
-             + ("" if threads.get("watchdog") else " (the systemd watchdog is no longer fed)") + ":"]
+        return [f"threads: {listed}"]
+    lines = ["THREADS IN TROUBLE" + ("" if threads.get("watchdog") else " (systemd watchdog not fed)") + f": {listed}"]
     for t in items:
-        if t.get("state") in ("running", "idle"):
-            continue
-        lines.append(f"  {t.get('name')}: {str(t.get('state')).upper()} ({t.get('reason') or t.get('what')})")
+        if t.get("state") not in ("running", "idle"):
+            lines.append(f"  {t.get('name')} {str(t.get('state')).upper()}: {t.get('reason') or t.get('what')}")
     return lines

@@ -11,8 +11,9 @@ Rules that keep the engine safe from its clients:
 
 - ``publish`` and the ``respond`` callback only append to a per-client bounded queue and
   wake the server thread; they never touch a socket, so a slow or dead client cannot
-  stall the engine. They wait at most ``LOCK_WAIT_S`` for the server's lock (and not at
-  all while it is known to be stuck): a stuck server thread never holds up the engine.
+  stall the engine. They wait at most ``LOCK_WAIT_S`` for the server's lock (and only
+  ``LOCK_RETRY_S`` while it is known to be stuck): a stuck server thread never holds up
+  the engine.
 - A client whose queue is full loses its oldest *stream* messages (counted and reported
   to it in a ``dropped`` message); replies are never dropped. A client that has not read
   anything for ``stall_timeout_s`` while data waits, or whose unanswered replies pile up,
@@ -63,6 +64,7 @@ RESERVED = {"ui": 2, "console": 2}
 MAX_WAITING = 8
 MAX_IN_FLIGHT = 32
 LOCK_WAIT_S = 0.25  # longest a publishing thread waits for the server's lock
+LOCK_RETRY_S = 0.005  # ... and while the lock is known to be stuck
 ACCEPTS_PER_ROUND = 64  # connections taken per turn of the loop (greetings are read in between)
 LISTEN_BACKLOG = 128  # connections the kernel holds for us: a burst never makes a connect fail
 CLOSING_GRACE_S = 1.0  # a closing connection gets this long to take its last messages
@@ -189,6 +191,8 @@ class ApiServer:
         self._wake_pending = False
         self._listener: socket.socket | None = None
         self._accept_paused_until: float | None = None
+        self._quiet_closed = 0  # connections closed without a greeting since the last summary
+        self._quiet_logged_at = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.counters: collections.Counter[str] = collections.Counter()
@@ -283,9 +287,9 @@ class ApiServer:
 
     def _acquire(self) -> bool:
         """The lock, for a thread other than the server's: waits at most ``LOCK_WAIT_S``,
-        and not at all while the lock is known to be stuck (the server thread hangs)."""
-        if self._lock_stuck:
-            if not self._lock.acquire(blocking=False):
+        and only ``LOCK_RETRY_S`` while the lock is known to be stuck (the thread hangs)."""
+        if self._lock_stuck:  # a short try only: the server thread may just be turning
+            if not self._lock.acquire(timeout=LOCK_RETRY_S):
                 return False
             self._lock_stuck = False
             return True
@@ -476,7 +480,6 @@ class ApiServer:
         hello = dict(self._hello())
         with self._lock:
             self._enqueue(c, p.encode(hello), is_stream=False)
-        self._client_event("connected", c)
 
     def _greet(self, c: _Client, req_id: Any, args: Mapping[str, Any]) -> None:
         name = f"{args['client']}#{c.num}"
@@ -507,7 +510,7 @@ class ApiServer:
             reply["note"] = (f"role {role}: reserved places are only for the appliance's own user or root; "
                              "an ordinary place was given")
         self._send(c, p.reply_ok(req_id, reply))
-        self._client_event(f"greeted ({role or 'no role'}, {slot} place)", c)
+        self._client_event(f"connected ({role or 'no role'}, {slot} place)", c)
 
     def _place(self, c: _Client, role: str | None) -> str | None:
         """The place a greeting connection gets: ``reserved``, ``normal``, or None (full)."""
@@ -737,6 +740,9 @@ class ApiServer:
                 self.counters["evicted_idle"] += 1
                 self._goodbye(c, reason, message)
         self._update_interest()
+        if self._quiet_closed and now - self._quiet_logged_at >= 5.0:
+            log.warning("API: %d connections closed without a greeting since the last report", self._quiet_closed)
+            self._quiet_closed, self._quiet_logged_at = 0, now
         if self._accept_paused_until is not None and now >= self._accept_paused_until and self._listener is not None:
             self._accept_paused_until = None
             try:
@@ -798,6 +804,12 @@ class ApiServer:
         self._client_event(f"disconnected ({why})", c)
 
     def _client_event(self, what: str, c: _Client) -> None:
+        """Tell the engine about a greeted client (connected, disconnected). Connections that
+        never greeted are only counted and summarised here: a flood of them must not
+        flood the engine's queue."""
+        if not c.greeted:
+            self._quiet_closed += 1
+            return
         if self._on_client is None:
             return
         try:

@@ -175,7 +175,10 @@ class EngineService:
                               on_message=lambda m: self.queue.put(("msg", m)),
                               on_event=lambda e: self.queue.put(("link", e.kind.value, e.detail)))
         self.link.start()
-        for t in _threads_of(self.link, "_threads"):
+        link_threads = _threads_of(self.link, "_threads")
+        if not link_threads:
+            log.error("the board link shows no threads: its reader and supervisor are NOT supervised")
+        for t in link_threads:
             sup.watch(t.name, f"board link {t.name.rsplit('-', 1)[-1]} (frames from and heartbeats to the board)",
                       Policy.FAIL_SAFE, alive=t.is_alive, heartbeat=False)
         for t in _threads_of(getattr(self.outputs, "audio", None), "_thread"):
