@@ -178,9 +178,11 @@ class EngineService:
         link_threads = _threads_of(self.link, "_threads")
         if not link_threads:
             log.error("the board link shows no threads: its reader and supervisor are NOT supervised")
+        jobs = {"reader": "frames from the board", "supervisor": "heartbeats to the board, loss detection"}
         for t in link_threads:
-            sup.watch(t.name, f"board link {t.name.rsplit('-', 1)[-1]} (frames from and heartbeats to the board)",
-                      Policy.FAIL_SAFE, alive=t.is_alive, heartbeat=False)
+            role = t.name.rsplit("-", 1)[-1]
+            sup.watch(t.name, f"board link {role} ({jobs.get(role, 'board link')})", Policy.FAIL_SAFE,
+                      alive=t.is_alive, heartbeat=False)
         for t in _threads_of(getattr(self.outputs, "audio", None), "_thread"):
             if t.is_alive():
                 sup.watch("audio-writer", "loudspeaker writer (alarm sounds)", Policy.FAIL_SAFE, alive=t.is_alive,
@@ -280,6 +282,7 @@ class EngineService:
                     next_watchdog = now + self.notifier.watchdog_s
         except Exception as exc:  # noqa: BLE001 - the fail-safe path: anything unexpected
             self._guard_tripped = True  # from here on, nothing may resume the heartbeat
+            self._fault_requested = True  # (the supervisor checks this before resuming it)
             self._fail(exc)
         finally:
             self._stop.set()
