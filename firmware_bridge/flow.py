@@ -17,7 +17,9 @@ continuously and at which rate; the status period), is fed each arrival (``epoch
   running output have not arrived: nothing for ``missing_epochs`` periods + ``margin_s``
   since the last one;
 - ``epoch_loss:<OUTPUT>``: epochs arrive, but their board times show that ``loss_limit``
-  (3) of the last ``loss_window`` (10) pulses' epochs were lost;
+  (3) of the last ``loss_window`` (10) pulses' epochs were lost one at a time (a run of
+  ``missing_epochs`` or more is an outage, named by the rule above, and starts the count
+  afresh);
 - ``emg``: no EmgBlock for one block interval + ``emg_stall_s`` (0.5 s);
 - ``status``: no BoardStatus for its period + ``status_late_s`` (1 s).
 
@@ -184,9 +186,12 @@ class FlowSupervisor:
             return
         if e.onset is not None:
             k = round((board_time_us - e.onset) / 1e6 * e.rate)
-            missed = min(max(k - 1, 0), self.loss_window)
+            missed = max(k - 1, 0)
             e.lost += missed
-            e.slots.extend([0] * missed)
+            if missed >= self.missing_epochs:
+                e.slots.clear()  # an outage: the host-time rule named it; count afresh from here
+            else:
+                e.slots.extend([0] * missed)
             e.slots.append(1)
         e.onset = board_time_us
 

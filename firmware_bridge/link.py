@@ -342,6 +342,7 @@ class Receiver:
             "refused_frames": st["refused"],
             "gaps": {k: st[k] for k in ("frames_missed", "epochs_missed", "emg_samples_missed", "heartbeats_missed")},
             "board_restarts": st["board_restarts"],
+            "stray_frames": st["stray_frames"],
             "invalid_burst": self.burst.active,
             "recent_rejections": list(self.recent),
             "board": {
@@ -804,12 +805,18 @@ class BoardLink:
         now = self.clock.now()
         with self._rx_lock:
             verdicts, rx_events = self._rx.feed(data, now)
-        alive = any(v.accepted or v.category == "refused" for v in verdicts)
+        # the board is talking (even nonsense: that is invalid data, not a lost link);
+        # duplicates and replays prove nothing about the board
+        alive = any(v.accepted or v.category in ("refused", "invalid") for v in verdicts)
         events: list[LinkEvent] = []
         if alive:
             with self._sup_lock:
                 events = self._sup.frame_received(now)
         self._emit(events)
+        self._emit(rx_events)  # before any answer wakes a caller: they see the board's state
+        kinds = {e.kind for e in rx_events}
+        if LinkEventKind.INCOMPATIBLE in kinds:
+            self._stop_all_quietly()
         for v in verdicts:
             message = v.message
             if isinstance(message, (Ack, Nack)) and v.accepted:
@@ -822,10 +829,6 @@ class BoardLink:
                 self._deliver(message)
             else:
                 log.debug("board frame dropped: %s", v.text)
-        self._emit(rx_events)
-        kinds = {e.kind for e in rx_events}
-        if LinkEventKind.INCOMPATIBLE in kinds:
-            self._stop_all_quietly()
         if self._hello_on_connect and (
             LinkEventKind.BOARD_RESTARTED in kinds or any(e.kind is LinkEventKind.RESTORED for e in events)
         ):

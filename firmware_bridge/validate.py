@@ -73,6 +73,7 @@ DELIVERED_OVERSHOOT_UA = 100
 MAX_IMPEDANCE_OHM = 100_000_000
 SEQ_HALF = SEQ_MODULO // 2
 RESTART_WINDOW = 64  # a restarted board's next frame is numbered 1..64
+STRAY_WINDOW = 64  # after a frame that jumped ahead, the stream may go on from before it within this
 TOKENS_KEPT = 16  # configuration tokens remembered per output (epochs in flight use older ones)
 PENDING_KEPT = 1024  # unanswered host frames remembered
 
@@ -238,18 +239,23 @@ class _Session:
     """What is known of the board since the connection opened (or the board restarted)."""
 
     last_seq: int | None = None
+    alt_seq: int | None = None  # the numbering before the last jump ahead (a stray frame's?)
+    alt_missed: int = 0
     held: Frame | None = None
     hi_us: int | None = None  # the board's newest accepted time
     hi_host: float = 0.0  # host time when it was accepted
     hb_counter: int | None = None
     hb_time: int | None = None
+    hb_alt: tuple[int, int, int] | None = None  # (counter, time, counted missing) before the last jump ahead
     status_time: int | None = None
     epoch_counter: int | None = None
     epoch_time: int | None = None
+    epoch_alt: tuple[int, int, int] | None = None
     emg_next: int | None = None  # first_sample the next EmgBlock should have
     emg_first: int | None = None
     emg_time: int | None = None
     emg_rate: int | None = None
+    emg_alt: tuple[int, int, int, int] | None = None  # (next, first, time, counted missing) before a jump
     emg_restart_ok: bool = True  # first_sample may restart at 0 (after a ConfigureAcquisition Ack)
     impedance_time: int | None = None
 
@@ -271,7 +277,7 @@ class FrameValidator:
         self.stats: dict[str, Any] = {
             "accepted": 0, "invalid": 0, "duplicate": 0, "replayed": 0, "refused": 0,
             "invalid_by_reason": {}, "frames_missed": 0, "epochs_missed": 0, "emg_samples_missed": 0,
-            "heartbeats_missed": 0, "board_restarts": 0,
+            "heartbeats_missed": 0, "board_restarts": 0, "stray_frames": 0,
         }
 
     # ------------------------------------------------------------------ host side
@@ -319,13 +325,24 @@ class FrameValidator:
             if d == 0:
                 return [self._count(Verdict(frame.seq, frame.message, False, "duplicate", "",
                                             f"frame number {frame.seq} again"))]
-            if frame.seq == 0 and d != 1:  # 0 after 2^32-1 is the numbering wrapping
+            if d == 1:
+                s.alt_seq = None  # the numbering goes on: the last jump was real
+            elif frame.seq == 0:  # (0 after 2^32-1 is d == 1: the numbering wrapping)
                 s.held = frame
                 return []
-            if d >= SEQ_HALF:
-                return [self._count(Verdict(frame.seq, frame.message, False, "replayed", "",
-                                            f"frame number {frame.seq} is older than {s.last_seq}"))]
-            self.stats["frames_missed"] += d - 1
+            elif d >= SEQ_HALF:
+                a = s.alt_seq
+                if a is None or not 1 <= (frame.seq - a) % SEQ_MODULO <= STRAY_WINDOW:
+                    return [self._count(Verdict(frame.seq, frame.message, False, "replayed", "",
+                                                f"frame number {frame.seq} is older than {s.last_seq}"))]
+                # the frame that jumped ahead was a stray: the numbering from before it goes on
+                self.stats["stray_frames"] += 1
+                self.stats["frames_missed"] += (frame.seq - a) % SEQ_MODULO - 1 - s.alt_missed
+                s.alt_seq = None
+            else:
+                self.stats["frames_missed"] += d - 1
+                if s.alt_seq is None:
+                    s.alt_seq, s.alt_missed = s.last_seq, d - 1
         s.last_seq = frame.seq
         return [self._content(frame, now)]
 
@@ -427,20 +444,59 @@ class FrameValidator:
 
     # ------------------------------------------------------------------ per message
 
+    def _follow(self, base: tuple[int, int] | None, alt: tuple[int, int, int] | None, counter: int, t: int,
+                strict: bool, what: str) -> tuple[str, tuple[int, ...] | None]:
+        """Does (``counter``, board time ``t``) go on from ``base`` (the stream's last
+        counter and time)? ("ok" or "gap", the base it goes on from). If not, but it goes
+        on from ``alt`` (before the last jump ahead), the jump was a stray: "stray".
+        Raises for a duplicate or a replay; returns "backwards" for a time that went back."""
+        def follows(b: tuple[int, ...]) -> str:
+            d = (counter - b[0]) % SEQ_MODULO
+            if d == 0:
+                return "duplicate"
+            if d >= SEQ_HALF:
+                return "replayed"
+            if t < b[1] or (strict and t == b[1]):
+                return "backwards"
+            return "ok" if d == 1 else "gap"
+
+        if base is None:
+            return "ok", None
+        verdict = follows(base)
+        if verdict in ("ok", "gap"):
+            return verdict, base
+        if verdict != "backwards" and alt is not None and follows(alt) in ("ok", "gap") \
+                and (counter - alt[0]) % SEQ_MODULO <= STRAY_WINDOW:
+            self.stats["stray_frames"] += 1
+            return "stray", alt
+        if verdict == "duplicate":
+            raise _Invalid("", f"{what} {counter} again", "duplicate")
+        if verdict == "replayed":
+            raise _Invalid("", f"{what} {counter} is older than {base[0]}", "replayed")
+        return "backwards", base
+
+    def _missed(self, key: str, how: str, frm: tuple[int, ...] | None, counter: int,
+                alt: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        """Count what a counter stream missed; the stream's new "before the jump" state."""
+        if frm is None:
+            return None
+        missed = (counter - frm[0]) % SEQ_MODULO - 1
+        if how == "stray" and alt is not None:
+            self.stats[key] -= alt[2]  # what the stray's jump counted was not missed
+        self.stats[key] += missed
+        if how == "gap":
+            return alt if alt is not None else (frm[0], frm[1], missed)
+        return None
+
     def _check_heartbeat(self, m: BoardHeartbeat, now: float) -> None:
         s = self._s
-        if s.hb_counter is not None:
-            d = (m.counter - s.hb_counter) % SEQ_MODULO
-            if d == 0:
-                raise _Invalid("", f"heartbeat {m.counter} again", "duplicate")
-            if d >= SEQ_HALF:
-                raise _Invalid("", f"heartbeat {m.counter} is older than {s.hb_counter}", "replayed")
+        base = (s.hb_counter, s.hb_time) if s.hb_counter is not None else None
+        how, frm = self._follow(base, s.hb_alt, m.counter, m.board_time_us, True, "heartbeat")
         self._time(m.board_time_us, now)
-        if s.hb_time is not None and m.board_time_us <= s.hb_time:
+        if how == "backwards":
             raise _Invalid("time_backwards", f"heartbeat at board time {m.board_time_us} us, not after the "
                            f"previous one ({s.hb_time} us)")
-        if s.hb_counter is not None:
-            self.stats["heartbeats_missed"] += (m.counter - s.hb_counter) % SEQ_MODULO - 1
+        s.hb_alt = self._missed("heartbeats_missed", how, frm, m.counter, s.hb_alt)
         s.hb_counter, s.hb_time = m.counter, m.board_time_us
         self._advance(m.board_time_us, now)
 
@@ -490,12 +546,8 @@ class FrameValidator:
 
     def _check_epoch(self, m: StimEpoch, now: float) -> None:
         caps, c, s = self.capabilities, self.config, self._s
-        if s.epoch_counter is not None:
-            d = (m.stim_counter - s.epoch_counter) % SEQ_MODULO
-            if d == 0:
-                raise _Invalid("", f"stimulus {m.stim_counter} again", "duplicate")
-            if d >= SEQ_HALF:
-                raise _Invalid("", f"stimulus {m.stim_counter} is older than {s.epoch_counter}", "replayed")
+        base = (s.epoch_counter, s.epoch_time) if s.epoch_counter is not None else None
+        how, frm = self._follow(base, s.epoch_alt, m.stim_counter, m.board_time_us, False, "stimulus")
         if caps is not None and m.output not in caps.outputs:
             raise _Invalid("output", f"output {m.output.name}, not an output of this board")
         rate = m.sample_rate_hz
@@ -515,11 +567,10 @@ class FrameValidator:
         self._check_currents(m)
         self._check_token(m)
         self._time(m.board_time_us, now)
-        if s.epoch_time is not None and m.board_time_us < s.epoch_time:
+        if how == "backwards":
             raise _Invalid("time_backwards", f"stimulus at board time {m.board_time_us} us, before the previous "
                            f"one ({s.epoch_time} us)")
-        if s.epoch_counter is not None:
-            self.stats["epochs_missed"] += (m.stim_counter - s.epoch_counter) % SEQ_MODULO - 1
+        s.epoch_alt = self._missed("epochs_missed", how, frm, m.stim_counter, s.epoch_alt)
         s.epoch_counter, s.epoch_time = m.stim_counter, m.board_time_us
         self._advance(m.board_time_us, now)
 
@@ -567,11 +618,7 @@ class FrameValidator:
         c, s = self.config, self._s
         channels, n = m.samples.shape if m.samples.ndim == 2 else (0, 0)
         restart = m.first_sample == 0 and s.emg_restart_ok
-        if s.emg_next is not None and not restart:
-            if m.first_sample == s.emg_first:
-                raise _Invalid("", f"EMG from sample {m.first_sample} again", "duplicate")
-            if m.first_sample < s.emg_next:
-                raise _Invalid("", f"EMG from sample {m.first_sample}; the stream is at {s.emg_next}", "replayed")
+        stray = False if restart else self._emg_follows(m, n)
         rate = m.sample_rate_hz
         if c is not None:
             want = c.sample_rate_hz // max(1, c.stream_decimation)
@@ -601,9 +648,30 @@ class FrameValidator:
                                f"{m.first_sample - s.emg_first} samples at {rate} Hz ({step_us / 1e6:.4f} s)")
         if s.emg_next is not None and not restart and m.first_sample > s.emg_next:
             self.stats["emg_samples_missed"] += m.first_sample - s.emg_next
+            if s.emg_alt is None and not stray:
+                s.emg_alt = (s.emg_next, s.emg_first, s.emg_time, m.first_sample - s.emg_next)
+        elif not stray:
+            s.emg_alt = None
         s.emg_first, s.emg_next, s.emg_time, s.emg_rate = m.first_sample, m.first_sample + n, m.board_time_us, rate
         s.emg_restart_ok = False
         self._advance(m.board_time_us, now)
+
+    def _emg_follows(self, m: EmgBlock, n: int) -> bool:
+        """Raise for a duplicate or replayed block; True when it goes on from before a
+        block that jumped ahead (a stray: the stream state is put back)."""
+        s = self._s
+        if s.emg_next is None or m.first_sample >= s.emg_next:
+            return False
+        alt = s.emg_alt
+        if alt is not None and 0 <= m.first_sample - alt[0] <= STRAY_WINDOW * max(n, 1) and m.board_time_us > alt[2]:
+            self.stats["stray_frames"] += 1
+            self.stats["emg_samples_missed"] -= alt[3]
+            s.emg_next, s.emg_first, s.emg_time = alt[:3]
+            s.emg_alt = None
+            return True
+        if m.first_sample == s.emg_first:
+            raise _Invalid("", f"EMG from sample {m.first_sample} again", "duplicate")
+        raise _Invalid("", f"EMG from sample {m.first_sample}; the stream is at {s.emg_next}", "replayed")
 
     def _check_impedance(self, m: ImpedanceResult, now: float) -> None:
         if self._impedance_pending <= 0:

@@ -452,3 +452,47 @@ def test_decoder_and_validator_agree_on_frames_in_order():
         verdicts += r.rx.feed(data[i : i + 777], r.clock.now())[0]
     assert [v.seq for v in verdicts] == [f.seq for f in whole]
     assert all(v.accepted for v in verdicts)
+
+
+def test_one_stray_frame_numbered_ahead_does_not_blind_the_stream():
+    v = FrameValidator()
+    ok = [x.accepted for i in range(10) for x in v.check(Frame(i, BoardHeartbeat(i * 100_000, i)), i * 0.1)]
+    assert all(ok)
+    # a frame numbered far ahead, with a heartbeat counter far ahead: accepted (it could be
+    # a gap) ...
+    assert v.check(Frame(5000, BoardHeartbeat(1_050_000, 900)), 1.05)[0].accepted
+    # ... but the genuine stream goes on from before it: the stray is recognised
+    out = [x for i in range(10, 20) for x in v.check(Frame(i, BoardHeartbeat(i * 100_000, i)), i * 0.1)]
+    assert all(x.accepted for x in out)
+    assert v.stats["stray_frames"] == 2  # the frame number and the heartbeat counter
+    assert v.stats["frames_missed"] == 0 and v.stats["heartbeats_missed"] == 0
+
+
+def test_a_stray_epoch_or_emg_block_ahead_is_recognised_too():
+    v, _ = _configured()
+    t = 1_000_000
+    assert v.check(v.frame(_epoch(stim_counter=1, board_time_us=t)), 1.0)[0].accepted
+    assert v.check(v.frame(_epoch(stim_counter=400, board_time_us=t + 100_000)), 1.1)[0].accepted
+    assert v.check(v.frame(_epoch(stim_counter=2, board_time_us=t + 200_000)), 1.2)[0].accepted
+    assert v.check(v.frame(_epoch(stim_counter=3, board_time_us=t + 300_000)), 1.3)[0].accepted
+    assert v.stats["stray_frames"] == 1 and v.stats["epochs_missed"] == 0
+
+    def blk(first, tt):
+        return EmgBlock(tt, first, 20000, 100, np.zeros((2, 400), np.int32))
+
+    assert v.check(v.frame(blk(0, t)), 1.0)[0].accepted
+    assert v.check(v.frame(blk(40000, t + 2_000_000)), 1.02)[0].accepted  # 2 s ahead: a stray (or a gap)
+    assert v.check(v.frame(blk(400, t + 20_000)), 1.04)[0].accepted  # no: the stream goes on from before it
+    assert v.check(v.frame(blk(800, t + 40_000)), 1.06)[0].accepted
+    assert v.stats["stray_frames"] == 2 and v.stats["emg_samples_missed"] == 0
+
+
+def test_a_real_gap_is_not_taken_for_a_stray():
+    v = FrameValidator()
+    for i in range(5):
+        v.check(Frame(i, BoardHeartbeat(i * 100_000, i)), i * 0.1)
+    for i in range(50, 55):  # 45 frames lost on the line: then the numbering simply goes on
+        assert v.check(Frame(i, BoardHeartbeat(i * 100_000, i)), i * 0.1)[0].accepted
+    # an old frame from before the gap is still a replay
+    assert v.check(Frame(3, BoardHeartbeat(300_000, 3)), 5.5)[0].category == "replayed"
+    assert v.stats["frames_missed"] == 45 and v.stats["stray_frames"] == 0
