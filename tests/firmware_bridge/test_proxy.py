@@ -369,6 +369,26 @@ def test_injected_invalid_epochs_raise_invalid_data_and_are_never_delivered(rig)
     _alive(rig)
 
 
+def test_delayed_and_reordered_epochs_never_arrive_out_of_order(rig):
+    rig.stimulate(5.0)
+    rig.run(0.6)
+    rig.command("delay StimEpoch 300 count=1")  # overtaken by the next epoch (200 ms later)
+    rig.run(1.0)
+    rig.command("reorder StimEpoch count=1")
+    rig.run(1.0)
+    counters = [e.stim_counter for e in rig.of(StimEpoch)]
+    assert counters == sorted(set(counters))
+    h = rig.link.health()
+    # the delayed epoch came after newer ones: dropped as replayed, its stimulus missed
+    assert h["replayed"] == 1 and h["gaps"]["epochs_missed"] == 1
+    [rejected] = h["recent_rejections"]
+    assert rejected["reason"] == "replayed" and rejected["text"].startswith("stimulus epoch replayed: frame number ")
+    # the reordered one swapped places with a frame of another stream: within its own
+    # stream it is in order, so it is used (the frame that overtook it counts as a stray)
+    assert h["stray_frames"] == 1
+    _alive(rig)
+
+
 def test_a_board_time_of_2_63_is_refused(rig):
     rig.stimulate(4.0)
     rig.run(0.5)
