@@ -822,8 +822,7 @@ class BoardLink:
             if isinstance(message, (Ack, Nack)) and v.accepted:
                 self._answer(message)
             elif isinstance(message, Capabilities) and (v.accepted or v.category == "refused"):
-                if v.accepted:
-                    self.capabilities = message
+                self.capabilities = message if v.accepted else None  # a refused board's are not used
                 self._answer_hello(message)
             if v.accepted:
                 self._deliver(message)
