@@ -305,7 +305,14 @@ class Receiver:
             events += self._invalid(now, rej.reason, text)
         verdicts: list[Verdict] = []
         for frame in frames:
-            for v in self.validator.check(frame, now):
+            try:
+                checked = self.validator.check(frame, now)
+            except Exception as exc:  # noqa: BLE001 - a defect in a rule must not kill the reader
+                log.exception("board link: frame validation failed")
+                self.validator.count_rejected("malformed")
+                checked = [Verdict(frame.seq, frame.message, False, "invalid", "malformed",
+                                   f"cannot be checked ({type(exc).__name__})")]
+            for v in checked:
                 verdicts.append(v)
                 if not v.accepted and v.category != "refused":
                     events += self._invalid(now, v.reason or v.category, v.text)

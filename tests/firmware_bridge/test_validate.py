@@ -496,3 +496,18 @@ def test_a_real_gap_is_not_taken_for_a_stray():
     # an old frame from before the gap is still a replay
     assert v.check(Frame(3, BoardHeartbeat(300_000, 3)), 5.5)[0].category == "replayed"
     assert v.stats["frames_missed"] == 45 and v.stats["stray_frames"] == 0
+
+
+def test_a_defect_in_a_rule_drops_the_frame_and_the_receiver_goes_on(monkeypatch):
+    rx = Receiver()
+
+    def broken(self, m, now):
+        raise KeyError("a bug")
+
+    from firmware_bridge import validate
+
+    monkeypatch.setitem(validate._CHECKS, BoardHeartbeat, broken)
+    data = encode(BoardHeartbeat(1, 0), 0) + encode(BoardStatus(1_000_000, Fault.NONE, (), 0, 1), 1)
+    verdicts, _events = rx.feed(data, 1.0)
+    assert [(v.accepted, v.reason) for v in verdicts] == [(False, "malformed"), (True, "")]
+    assert rx.snapshot()["invalid_by_reason"] == {"malformed": 1}
