@@ -32,9 +32,10 @@ import collections
 import json
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,26 @@ from app import __version__
 from app.alarms import AlarmKind, AlarmManager, LogEntry, apply_rule_event
 from app.api import protocol as p
 from app.engine.breathing import BreathingCheck, breathing_message, interrupted
+from app.engine.case_state import Trend
+from app.engine.context import EngineOptions
+from app.engine.ledger import Ledger
+from app.engine.seams import (
+    AnalyzerFactory,
+    DetectorFactory,
+    DocumentMaker,
+    Journal,
+    NullJournal,
+    Outputs,
+    RulesFactory,
+    SettingsLoader,
+    Sink,
+    Wants,
+    default_analyzer,
+    default_detector,
+    default_rules,
+)
+from app.engine.stimulator import OutputSettings, Stimulator, step_site
+from app.engine.timebase import TimeBase
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
 from app.settings import SCHEMA, SettingError, Settings
@@ -68,9 +89,6 @@ from firmware_bridge.messages import (
 log = logging.getLogger("lnm.engine")
 
 ENGINE_STATE_FORMAT = "lnm-engine-state/1"
-_OFFSET_JUMP_S = 0.25
-_DETECT_LAG_S = 0.08  # free-running detection waits this long for the epochs of the stimuli in the stream
-_STEP_SITE = {"V": Site.VAGUS, "R": Site.RLN, "S": Site.EBSLN}
 # journal vocabulary of laryngoscopy findings (app.record.entries.FOLD_FINDINGS)
 _FINDING_TO_RECORD = {"normal": "normal", "paresis": "reduced", "palsy": "immobile", "not_examined": "not_assessed"}
 _FAULT_NAMES = {
@@ -88,11 +106,6 @@ _BOARD_FAULT_BITS = Fault.OVER_CURRENT | Fault.WATCHDOG | Fault.INTERNAL
 _KNOWN_FAULT_BITS = 0xFF
 
 
-def step_site(step: Step | str) -> Site:
-    """The nerve site an INMSG step stimulates (V -> vagus, R -> RLN, S -> EBSLN)."""
-    return _STEP_SITE[Step(step).value[0]]
-
-
 def fault_names(faults: int) -> list[str]:
     names = [name for bit, name in _FAULT_NAMES.items() if faults & bit]
     unknown = int(faults) & ~_KNOWN_FAULT_BITS
@@ -103,122 +116,6 @@ def fault_names(faults: int) -> list[str]:
 
 # settings the board acquires with (``_configure_board``)
 _ACQUISITION_SETTINGS = ("acq.sample_rate_hz", "acq.stream_block_ms", "analysis.window_ms")
-
-
-@dataclass
-class EngineOptions:
-    """How the engine runs (not clinical settings: those live in ``app.settings``)."""
-
-    stream_decimation: int = 1  # ConfigureAcquisition.stream_decimation for the free-running stream
-    journal_emg: bool = True  # keep the free-running EMG in the journal
-    emg_chunk_s: float = 1.0  # free-running EMG journal entry length
-    display_epoch_hz: int = 5000  # epoch waveforms decimated to this rate for display
-    emg_bin_hz: int = 1000  # free-running EMG envelope bins per second for display
-    emg_publish_s: float = 0.1
-    state_publish_s: float = 0.1
-    snapshot_every_s: float = 10.0  # engine-state entry at least this often while stimuli arrive
-    events_kept: int = 2000
-    trend_points: int = 2000  # per series, then decimated by two
-    allow_sim_control: bool = True
-
-
-@dataclass
-class OutputSettings:
-    output: Output
-    current_mA: float
-    rate_hz: float
-    pulse_width_us: int
-    on: bool = False
-    delivered_mA: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"on": self.on, "current_mA": round(self.current_mA, 3), "rate_hz": round(self.rate_hz, 3),
-                "pulse_width_us": self.pulse_width_us,
-                "delivered_mA": None if self.delivered_mA is None else round(self.delivered_mA, 3)}
-
-    def stimulate(self) -> Stimulate:
-        if not self.on:
-            return Stimulate(self.output, StimMode.STOP, int(round(self.current_mA * 1000)), self.pulse_width_us,
-                             int(round(self.rate_hz * 1000)))
-        return Stimulate(self.output, StimMode.CONTINUOUS, int(round(self.current_mA * 1000)),
-                         self.pulse_width_us, int(round(self.rate_hz * 1000)))
-
-
-class _Trend:
-    """One amplitude/latency series with bounded memory (decimated by two when full)."""
-
-    __slots__ = ("t", "amp", "lat", "stride", "skip", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.t: list[float] = []
-        self.amp: list[float | None] = []
-        self.lat: list[float | None] = []
-        self.stride = 1
-        self.skip = 0
-        self.limit = limit
-
-    def add(self, t: float, amp: float | None, lat: float | None) -> None:
-        self.skip += 1
-        if self.skip < self.stride:
-            return
-        self.skip = 0
-        self.t.append(round(t, 3))
-        self.amp.append(None if amp is None else round(amp, 1))
-        self.lat.append(None if lat is None else round(lat, 3))
-        if len(self.t) >= self.limit:
-            self.t, self.amp, self.lat = self.t[::2], self.amp[::2], self.lat[::2]
-            self.stride *= 2
-
-
-class Outputs:
-    """What the core needs from the appliance outputs (sounds, LEDs, buzzer).
-
-    The default does nothing; ``app.engine.outputs`` adapts ``app.outputs`` to it.
-    """
-
-    def alarm_state(self, state: Any) -> None: ...
-
-    def stimulus(self, m: Measurement, response: bool) -> None: ...
-
-    def emg(self, samples_uV: np.ndarray, sample_rate_hz: float, muted: bool) -> None: ...
-
-    def update(self) -> None: ...
-
-    def settings_changed(self, settings: Settings) -> None: ...
-
-    def status(self) -> tuple[bool, str]:
-        return True, ""
-
-    def describe(self) -> str:
-        return "none"
-
-    def self_test(self) -> list[dict[str, Any]]:
-        return [{"item": "audio", "ok": False, "message": "no audio output configured"}]
-
-
-class NullJournal:
-    """A journal that keeps nothing (monitoring without a record: tests, benchmarks)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._n = 0
-
-    def open_case(self, case_data: Mapping[str, Any]) -> str:
-        self._n += 1
-        return f"case-{self._n}"
-
-    def append(self, case_id: str, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
-               t_s: float | None = None) -> int:
-        E.validate(kind, payload, blob)
-        self.count += 1
-        return self.count
-
-    def append_many(self, case_id: str, items: Iterable[tuple]) -> list[int]:
-        return [self.append(case_id, *item) for item in items]
-
-    def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int:
-        self.count += 1
-        return self.count
 
 
 def measurement_from_json(d: Mapping[str, Any]) -> Measurement:
@@ -237,24 +134,6 @@ def measurement_from_json(d: Mapping[str, Any]) -> Measurement:
     )
 
 
-def _default_analyzer(settings: Settings) -> Any:
-    from app.analysis import EpochAnalyzer
-
-    return EpochAnalyzer(settings)
-
-
-def _default_rules(settings: Settings) -> Any:
-    from app.rules.engine import RuleEngine
-
-    return RuleEngine(settings)
-
-
-def _default_detector(settings: Settings, sample_rate_hz: float) -> Any:
-    from app.analysis.freerun import FreeRunDetector
-
-    return FreeRunDetector(settings, sample_rate_hz, stimulus_wait_s=_DETECT_LAG_S)
-
-
 def _round(x: float | None, nd: int = 3) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
@@ -267,28 +146,26 @@ class Monitor:
         settings: Settings,
         clock: Clock,
         *,
-        journal: Any = None,
+        journal: Journal | None = None,
         outputs: Outputs | None = None,
         options: EngineOptions | None = None,
-        sink: Callable[[str, Mapping[str, Any], bool], None] | None = None,
-        wants: Callable[[str], bool] | None = None,
+        sink: Sink | None = None,
+        wants: Wants | None = None,
         board_url: str = "",
         profile: str | None = None,
-        config_dir: Any = None,
+        config_dir: Path | None = None,
         wall_clock: Callable[[], datetime] | None = None,
-        analyzer_factory: Callable[[Settings], Any] = _default_analyzer,
-        rules_factory: Callable[[Settings], Any] = _default_rules,
-        detector_factory: Callable[[Settings, float], Any] | None = _default_detector,
-        settings_loader: Callable[[Any, str | None], Settings] | None = None,
-        documents: Any = None,
+        analyzer_factory: AnalyzerFactory = default_analyzer,
+        rules_factory: RulesFactory = default_rules,
+        detector_factory: DetectorFactory | None = default_detector,
+        settings_loader: SettingsLoader | None = None,
+        documents: DocumentMaker | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.journal = journal if journal is not None else NullJournal()
         self.outputs = outputs or Outputs()
         self.options = options or EngineOptions()
-        self._sink = sink or (lambda stream, msg, sticky: None)
-        self._wants = wants or (lambda stream: True)
         self.board_url = board_url
         self.profile = profile
         self.config_dir = config_dir
@@ -299,12 +176,15 @@ class Monitor:
         self._settings_loader = settings_loader
         self.documents = documents  # app.engine.documents.Documents (report/export), optional
 
-        self.started_at = clock.now()
+        self.time = TimeBase(clock)
+        self.started_at = self.time.started_at
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.ledger = Ledger(self.journal, sink or (lambda stream, msg, sticky: None), wants or (lambda stream: True),
+                             self.time, self.counters, self.options.events_kept)
         self.case_id: str | None = None
         self.case_data: dict[str, Any] | None = None
         self.case_resumed = False
         self.last_case_id: str | None = None
-        self._origin = self.started_at  # clock time of case t = 0
 
         self.analyzer = analyzer_factory(settings)
         self.rules = rules_factory(settings)
@@ -312,14 +192,7 @@ class Monitor:
         self._detector_rate: float | None = None
         self.alarms = AlarmManager(clock, settings, on_log=self._alarm_logged)
 
-        self.probe = OutputSettings(Output.PROBE, settings["stim.probe_current_mA"], settings["stim.probe_rate_hz"],
-                                    int(settings["stim.pulse_width_us"]))
-        self.aps = OutputSettings(Output.APS, settings["stim.aps_current_mA"], settings["stim.aps_rate_hz"],
-                                  int(settings["stim.pulse_width_us"]))
-        self.probe_site = Site.VAGUS
-        self.probe_side = Side.L
-        self.probe_step: Step | None = None
-        self.aps_side = Side.L
+        self.stim = Stimulator(settings)
         self.pending_step: dict[str, Any] | None = None
         self.stim_index = 0
 
@@ -329,14 +202,13 @@ class Monitor:
         self.link_ever_up = False
         self.board_faults = 0
         self.board_stimulating: tuple[Output, ...] = ()
-        self._board_offset: float | None = None
         self.acq_configured = False
         self._to_board: list[Any] = []
 
         # measurement state
         self.last: dict[str, dict[str, Any]] = {}  # side -> last measurement json (+ pct)
         self.last_valid: dict[tuple[str, str], Measurement] = {}  # (site, side) -> measurement
-        self.trends: dict[str, _Trend] = {}
+        self.trends: dict[str, Trend] = {}
         self.cautery = False
         self.irritation: dict[str, float] = {}  # side -> case time (onset) of the last finished episode
         self.irritation_active: dict[str, float] = {}  # side -> onset of an episode going on
@@ -360,8 +232,6 @@ class Monitor:
         self._last_emg_block_end: int | None = None
 
         # events, publishing, snapshots
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.options.events_kept)
-        self._event_seq = 0
         self._state_seq = 0
         self._alarms_dirty = True
         self._snapshot_dirty = False
@@ -376,10 +246,6 @@ class Monitor:
         self.storage_message = ""
         self.audio_ok = True
         self.audio_message = ""
-        self.counters: collections.Counter[str] = collections.Counter()
-        self._replaying = False
-        self._batch: list[tuple[str, Mapping[str, Any], bytes | None, float]] | None = None  # one transaction
-        self._held: list[tuple[str, Mapping[str, Any], bool]] | None = None  # published once it is written
         self.fatal: str | None = None
 
     # ================================================================== time
@@ -387,78 +253,63 @@ class Monitor:
     @property
     def case_origin(self) -> float:
         """Clock time of case time 0 (engine start when no case is open)."""
-        return self._origin
+        return self.time.origin
+
+    @property
+    def _origin(self) -> float:
+        return self.time.origin
 
     def now_t(self) -> float:
         """Case time now (seconds since the case opened; since engine start without a case)."""
-        return self.clock.now() - self._origin
-
-    def _board_clock(self, board_time_us: int, latency_s: float = 0.0) -> float:
-        """Board time -> engine clock seconds."""
-        board_s = board_time_us / 1e6
-        if self._board_offset is None:
-            self._board_offset = self.clock.now() - latency_s - board_s
-        return board_s + self._board_offset
-
-    def _learn_offset(self, board_time_us: int) -> None:
-        o = self.clock.now() - board_time_us / 1e6
-        if self._board_offset is None or o < self._board_offset or o - self._board_offset > _OFFSET_JUMP_S:
-            self._board_offset = o
+        return self.time.now_t()
 
     def case_t_of_board(self, board_time_us: int, latency_s: float = 0.0) -> float:
-        return self._board_clock(board_time_us, latency_s) - self._origin
+        return self.time.case_t_of_board(board_time_us, latency_s)
+
+    @property
+    def _sink(self) -> Sink:
+        return self.ledger.sink
+
+    @_sink.setter
+    def _sink(self, sink: Sink) -> None:
+        self.ledger.sink = sink
+
+    @property
+    def _wants(self) -> Wants:
+        return self.ledger.wants
+
+    @_wants.setter
+    def _wants(self, wants: Wants) -> None:
+        self.ledger.wants = wants
+
+    @property
+    def events(self) -> collections.deque[dict[str, Any]]:
+        return self.ledger.events
+
+    @property
+    def probe(self) -> OutputSettings:
+        """The hand-held probe's output."""
+        return self.stim.probe
+
+    @property
+    def aps(self) -> OutputSettings:
+        """The continuous vagal electrode's output."""
+        return self.stim.aps
 
     # ================================================================== journal and publishing
 
     def _journal(self, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
                  t_s: float | None = None) -> None:
-        if self.case_id is None or self._replaying:
-            return
-        t = self.now_t() if t_s is None else t_s
-        if self._batch is not None:
-            self._batch.append((kind, payload, blob, t))
-        else:
-            self.journal.append(self.case_id, kind, payload, blob, t_s=t)
-        self.counters["journal_entries"] += 1
+        self.ledger.write(kind, payload, blob, t_s)
 
     def _publish(self, stream: str, message: Mapping[str, Any], sticky: bool = False) -> None:
-        if self._replaying:
-            return
-        if self._held is not None:
-            self._held.append((stream, message, sticky))
-            return
-        self._sink(stream, message, sticky)
-
-    def _begin_transaction(self) -> None:
-        """From here on, journal entries are collected (and what announces them is held)
-        until ``_commit_transaction`` writes them in one transaction."""
-        self._batch, self._held = [], []
-
-    def _commit_transaction(self) -> None:
-        """Write the collected entries (one transaction, one durable sync), then publish
-        what was held: journal first (nothing is announced when the write raises)."""
-        batch, held = self._batch or [], self._held or []
-        self._batch = self._held = None
-        if len(batch) == 1:
-            kind, payload, blob, t = batch[0]
-            self.journal.append(self.case_id, kind, payload, blob, t_s=t)
-        elif batch:
-            self.journal.append_many(self.case_id, batch)
-        for stream, message, sticky in held:
-            self._sink(stream, message, sticky)
+        self.ledger.publish(stream, message, sticky)
 
     def _event(self, category: str, kind: str, message: str, *, priority: str | None = None,
                side: str | None = None, site: str | None = None, detail: Mapping[str, Any] | None = None,
                t_s: float | None = None) -> dict[str, Any]:
-        """An event for people (already journaled by the caller): kept and published."""
-        self._event_seq += 1
-        ev = {"type": "event", "seq": self._event_seq, "t_s": round(self.now_t() if t_s is None else t_s, 4),
-              "category": category, "kind": kind, "priority": priority, "side": side, "site": site,
-              "message": message, "detail": dict(detail or {})}
-        if not self._replaying:
-            self.events.append(ev)
-            self._publish("events", ev)
-        return ev
+        return self.ledger.event(category, kind, message, priority=priority, side=side, site=site, detail=detail,
+                                 t_s=t_s)
 
     def _operator(self, req: p.Request, action: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         """Journal an accepted operator command, then announce it."""
@@ -481,7 +332,7 @@ class Monitor:
             if side not in ("L", "R"):
                 side = None
         message = str(entry.detail.get("message") or "") if isinstance(entry.detail, Mapping) else ""
-        t_case = entry.t - self._origin
+        t_case = self.time.case_t(entry.t)
         self._journal("alarm", {**E.alarm(entry.transition, entry.alarm_id or "audio", entry.priority, side,
                                           entry.who, message or None, entry.kind, site),
                                 "detail": _plain(entry.detail)}, t_s=t_case)
@@ -509,7 +360,7 @@ class Monitor:
             site, _, side = a.key.rpartition("-")
             d.update(
                 technical=a.category == "technical",
-                raised_t_s=round(a.since - self._origin, 3),
+                raised_t_s=round(self.time.case_t(a.since), 3),
                 side=side if side in ("L", "R") else None,
                 site=site if side in ("L", "R") else None,
                 name=a.title,
@@ -528,7 +379,7 @@ class Monitor:
             "top": active[0]["id"] if active else None,
             "active": active,
             "notices": [
-                {**n.to_json(), "t_s": round(n.t - self._origin, 3)} for n in list(st.notices)[-10:]
+                {**n.to_json(), "t_s": round(self.time.case_t(n.t), 3)} for n in list(st.notices)[-10:]
             ],
         }
 
@@ -541,9 +392,9 @@ class Monitor:
         elif isinstance(msg, EmgBlock):
             self._on_emg(msg)
         elif isinstance(msg, BoardHeartbeat):
-            self._learn_offset(msg.board_time_us)
+            self.time.learn_offset(msg.board_time_us)
         elif isinstance(msg, BoardStatus):
-            self._learn_offset(msg.board_time_us)
+            self.time.learn_offset(msg.board_time_us)
             self._on_status(msg)
         elif isinstance(msg, ImpedanceResult):
             self._on_impedance(msg)
@@ -558,7 +409,7 @@ class Monitor:
     def _on_capabilities(self, caps: Capabilities) -> None:
         first = self.capabilities is None or caps != self.capabilities
         self.capabilities = caps
-        self._board_offset = None  # a (re)started board session: learn its clock again
+        self.time.forget_offset()  # a (re)started board session: learn its clock again
         if first:
             self._journal("link", {"event": "capabilities", "detail": {
                 "firmware_version": caps.firmware_version, "board_id": caps.board_id,
@@ -587,9 +438,8 @@ class Monitor:
             sample_rate_hz=rate, channel_mask=0b11, gain=1, stream_enabled=True, stream_block_samples=block,
             stream_decimation=dec, epoch_pre_ms=10, epoch_post_ms=int(round(st["analysis.window_ms"]))))
         self.acq_configured = True
-        for out in (self.probe, self.aps):
-            if out.on and self.case_id is not None:
-                self._to_board.append(out.stimulate())
+        if self.case_id is not None:
+            self._to_board.extend(self.stim.commands_on())
 
     def _on_nack(self, nack: Nack) -> None:
         text = f"the board refused a command: {nack.reason.name}" + (f" ({nack.detail})" if nack.detail else "")
@@ -629,7 +479,7 @@ class Monitor:
             self._event("technical", "host_silent", "the board missed the engine's heartbeat and stopped stimulation",
                         priority="medium")
         if not faults & Fault.HOST_SILENT and self.case_id is not None and self.link_up:
-            for out in (self.probe, self.aps):
+            for out in self.stim.outputs():
                 if out.on and out.output not in status.stimulating and not faults & Fault.OVER_CURRENT:
                     self.counters["stimulation_restarted"] += 1
                     self._to_board.append(out.stimulate())
@@ -652,7 +502,7 @@ class Monitor:
         self._snapshot_dirty = True
 
     def _breathing_feed(self, uv: np.ndarray, t0: float, rate: float) -> None:
-        done = self.breathing.feed(uv, t0 + self._origin, rate)
+        done = self.breathing.feed(uv, t0 + self.time.origin, rate)
         if done is not None:
             self._breathing_done(done)
 
@@ -671,12 +521,7 @@ class Monitor:
     def _stimulus_of(self, e: StimEpoch) -> Stimulus:
         post_s = (e.samples.shape[1] - e.pre_samples) / float(e.sample_rate_hz) if e.samples.ndim == 2 else 0.05
         t_s = self.case_t_of_board(e.board_time_us, latency_s=post_s)
-        if e.output == Output.APS:
-            site, side, step, source = Site.VAGUS, self.aps_side, None, Source.APS
-        else:
-            site, side, step, source = self.probe_site, self.probe_side, self.probe_step, Source.PROBE
-        if step is not None and step_site(step) is not site:
-            step = None
+        site, side, step, source = self.stim.selection(e.output)
         return Stimulus(
             index=self.stim_index, t_s=t_s, site=site, side=side, source=source,
             set_mA=e.set_current_uA / 1000.0,
@@ -689,7 +534,7 @@ class Monitor:
         if self.detector is not None:
             self.detector.note_stimulus(stim.t_s)  # its window is not free-running EMG
         if self.breathing.active:
-            t = stim.t_s + self._origin
+            t = stim.t_s + self.time.origin
             self.breathing.blank(t - 0.001, t + float(self.settings["analysis.window_ms"]) / 1000.0 + 0.005)
         self.stim_index += 1
         self.counters["stimuli"] += 1
@@ -697,7 +542,7 @@ class Monitor:
         if self.cautery and m.valid:
             # free-running detector says cautery is on: never a response, never a loss
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)
-        out = self.probe if stim.source is Source.PROBE else self.aps
+        out = self.stim.of(stim.source)
         out.delivered_mA = stim.delivered_mA
         threshold = float(self.settings["analysis.event_threshold_uV"])
         if self.case_id is not None:
@@ -705,12 +550,9 @@ class Monitor:
                                        res_uV=max(e.nv_per_count / 1000.0, 1e-3), threshold_uV=threshold)
             # the stimulus and everything it causes (rule events, alarm transitions, step
             # results) in one transaction; sounds and announcements follow it
-            self._begin_transaction()
-            try:
+            with self.ledger.transaction():
                 self._journal("stimulus", payload, blob, t_s=stim.t_s)
                 self._measured(m)
-            finally:
-                self._commit_transaction()
         response = bool(m.valid and m.response)
         self.outputs.stimulus(m, response)
         self._publish_measurement(m, e)
@@ -805,7 +647,7 @@ class Monitor:
         key = f"{stim.side.value}-{stim.site.value}-{stim.source.value}"
         tr = self.trends.get(key)
         if tr is None:
-            tr = self.trends[key] = _Trend(self.options.trend_points)
+            tr = self.trends[key] = Trend(self.options.trend_points)
         tr.add(stim.t_s, m.amplitude_uV if m.valid else None, m.latency_ms if m.valid else None)
 
     def _publish_measurement(self, m: Measurement, e: StimEpoch) -> None:
@@ -956,7 +798,7 @@ class Monitor:
         if kind in ("connected", "restored"):
             was_up = self.link_up
             self.link_up = True
-            self._board_offset = None
+            self.time.forget_offset()
             if not was_up:
                 self._journal("link", {"event": "connected" if kind == "connected" else "reconnected",
                                        "detail": detail})
@@ -1064,10 +906,7 @@ class Monitor:
             "rules": self.rules.snapshot(),
             "alarms": self.alarms.to_state(),
             "case": {
-                "probe": self.probe.to_json(), "aps": self.aps.to_json(),
-                "probe_site": self.probe_site.value, "probe_side": self.probe_side.value,
-                "probe_step": self.probe_step.value if self.probe_step else None,
-                "aps_side": self.aps_side.value, "stim_index": self.stim_index,
+                **self.stim.to_json(), "stim_index": self.stim_index,
                 "pending_step": self.pending_step, "tube": self.tube, "tube_t_s": self.tube_t_s,
                 "tube_override": self.tube_override, "staging_seen": self._staging_seen,
                 "settings": {k: v for k, v in self.settings.items() if v != SCHEMA[k].default},
@@ -1097,13 +936,7 @@ class Monitor:
             self._settings_applied()
         self.rules = RuleEngine.restore(self.settings, data["rules"])
         self.alarms.restore(data["alarms"], who="resume")
-        for out, key in ((self.probe, "probe"), (self.aps, "aps")):
-            d = case[key]
-            out.current_mA, out.rate_hz, out.pulse_width_us = float(d["current_mA"]), float(d["rate_hz"]), int(d["pulse_width_us"])
-            out.on = bool(d["on"])
-        self.probe_site, self.probe_side = Site(case["probe_site"]), Side(case["probe_side"])
-        self.probe_step = Step(case["probe_step"]) if case.get("probe_step") else None
-        self.aps_side = Side(case["aps_side"])
+        self.stim.restore(case)
         self.stim_index = int(case["stim_index"])
         self.pending_step = case.get("pending_step")
         self.tube, self.tube_t_s, self.tube_override = case.get("tube"), case.get("tube_t_s"), case.get("tube_override")
@@ -1194,7 +1027,7 @@ class Monitor:
 
     def _cmd_events_list(self, req: p.Request, since_seq: int = 0, limit: int = 100) -> dict[str, Any]:
         evs = [e for e in self.events if e["seq"] > since_seq][-limit:]
-        return {"events": evs, "last_seq": self._event_seq}
+        return {"events": evs, "last_seq": self.ledger.event_seq}
 
     def _cmd_trend_get(self, req: p.Request, side: str | None = None, max_points: int = 1000) -> dict[str, Any]:
         series = []
@@ -1256,9 +1089,10 @@ class Monitor:
 
     def _begin_case(self, case_id: str, case_data: Mapping[str, Any], origin: float) -> None:
         self.case_id = case_id
+        self.ledger.case_id = case_id
         self.case_data = dict(case_data)
         self.case_resumed = False
-        self._origin = origin
+        self.time.start_case(origin)
         self.rules = self._rules_factory(self.settings)
         self.stim_index = 0
         self.last.clear()
@@ -1286,7 +1120,7 @@ class Monitor:
 
     def _cmd_case_close(self, req: p.Request, note: str | None = None) -> dict[str, Any]:
         case_id = self.case_id
-        for out in (self.probe, self.aps):
+        for out in self.stim.outputs():
             if out.on:
                 out.on = False
                 self._to_board.append(out.stimulate())
@@ -1299,11 +1133,12 @@ class Monitor:
         self._event("case", "closed", f"case {case_id} closed", detail={"case_id": case_id})
         self.last_case_id = case_id
         self.case_id = None
+        self.ledger.case_id = None
         self.case_data = None
         self.case_resumed = False
-        self._origin = self.started_at
+        self.time.end_case()
         self.pending_step = None
-        self.probe_step = None
+        self.stim.probe_step = None
         return {"case_id": case_id, "summary": summary}
 
     def summary(self) -> dict[str, Any]:
@@ -1314,7 +1149,7 @@ class Monitor:
     # -- stimulation
 
     def _out(self, name: str) -> OutputSettings:
-        return self.probe if name == "probe" else self.aps
+        return self.stim.output(name)
 
     def _cmd_stim_set(self, req: p.Request, output: str, current_mA: float | None = None,
                       rate_hz: float | None = None, pulse_width_us: int | None = None,
@@ -1377,9 +1212,7 @@ class Monitor:
     def _cmd_stim_single(self, req: p.Request) -> dict[str, Any]:
         self._require_link("stim.single")
         self._operator(req)
-        o = self.probe
-        self._to_board.append(Stimulate(Output.PROBE, StimMode.SINGLE, int(round(o.current_mA * 1000)),
-                                        o.pulse_width_us, int(round(o.rate_hz * 1000))))
+        self._to_board.append(self.stim.probe.single())
         return {"sent": True}
 
     def _cmd_probe_site(self, req: p.Request, site: str, side: str, step: str | None = None) -> dict[str, Any]:
@@ -1387,14 +1220,14 @@ class Monitor:
         if new_step is not None and step_site(new_step) is not Site(site):
             raise p.ApiError(p.INVALID_ARGUMENT, f"probe.site: step {new_step.value} stimulates the "
                              f"{step_site(new_step).value}, not the {site}", argument="step")
-        self.probe_site, self.probe_side = Site(site), Side(side)
+        self.stim.probe_site, self.stim.probe_side = Site(site), Side(side)
         if step is not None or new_step is None:
-            self.probe_step = new_step
+            self.stim.probe_step = new_step
         self._operator(req)
-        return {"site": site, "side": side, "step": self.probe_step.value if self.probe_step else None}
+        return {"site": site, "side": side, "step": self.stim.probe_step.value if self.stim.probe_step else None}
 
     def _cmd_aps_side(self, req: p.Request, side: str) -> dict[str, Any]:
-        self.aps_side = Side(side)
+        self.stim.aps_side = Side(side)
         self._operator(req)
         return {"side": side}
 
@@ -1404,7 +1237,7 @@ class Monitor:
         from app.rules.procedure import ProcedureError
 
         s = Step(step)
-        side = side or self.probe_side.value
+        side = side or self.stim.probe_side.value
         site = step_site(s)
         if which == "next":
             self.pending_step = {"step": s.value, "side": side, "who": req.client or "operator"}
@@ -1621,11 +1454,10 @@ class Monitor:
         try:
             if req.cmd == "cases.list":
                 limit = int(req.args.get("limit", 50))
-                journal = self.journal
+                ledger = self.ledger
 
                 def work() -> dict[str, Any]:
-                    cases = journal.cases() if hasattr(journal, "cases") else []
-                    return {"cases": list(reversed(cases))[:limit]}
+                    return {"cases": list(reversed(ledger.cases()))[:limit]}
             elif req.cmd == "report.get":
                 cid = self._which_case(req.args.get("case_id"))
                 docs = self._docs(cmd.name)
@@ -1670,8 +1502,7 @@ class Monitor:
         return reply["result"]
 
     def _cmd_cases_list(self, req: p.Request, limit: int = 50) -> dict[str, Any]:
-        cases = self.journal.cases() if hasattr(self.journal, "cases") else []
-        return {"cases": list(reversed(cases))[:limit]}
+        return {"cases": list(reversed(self.ledger.cases()))[:limit]}
 
     def _cmd_selftest_run(self, req: p.Request) -> dict[str, Any]:
         items = []
@@ -1763,14 +1594,12 @@ class Monitor:
 
     def stop_stimulation(self) -> list[Any]:
         """Messages that stop both outputs now (fail-safe; the outputs stay marked off)."""
-        for o in (self.probe, self.aps):
-            o.on = False
-        return [Stimulate(Output.PROBE, StimMode.STOP), Stimulate(Output.APS, StimMode.STOP)]
+        return self.stim.stop()
 
     def shutdown(self) -> list[Any]:
         """A clean stop of the engine: stop stimulation, keep the open case open (it resumes
         at the next start) with everything written. Returns the stop messages for the board."""
-        msgs = [Stimulate(Output.PROBE, StimMode.STOP), Stimulate(Output.APS, StimMode.STOP)]
+        msgs = [Stimulate(Output.PROBE, StimMode.STOP), Stimulate(Output.APS, StimMode.STOP)]  # outputs stay "on"
         if self.case_id is not None:
             self._flush_emg_chunk()
             self._journal("engine", {"event": "stopped", "version": __version__,
@@ -1865,9 +1694,10 @@ class Monitor:
             "case": case,
             "last_case_id": self.last_case_id,
             "stim": {"confirm_above_mA": float(st["stim.confirm_above_mA"]),
-                     "probe": {**self.probe.to_json(), "site": self.probe_site.value, "side": self.probe_side.value,
-                               "step": self.probe_step.value if self.probe_step else None},
-                     "aps": {**self.aps.to_json(), "side": self.aps_side.value}},
+                     "probe": {**self.stim.probe.to_json(), "site": self.stim.probe_site.value,
+                               "side": self.stim.probe_side.value,
+                               "step": self.stim.probe_step.value if self.stim.probe_step else None},
+                     "aps": {**self.stim.aps.to_json(), "side": self.stim.aps_side.value}},
             "threshold_uV": float(st["analysis.event_threshold_uV"]),
             "volume_pct": float(st["audio.volume_pct"]),
             "last": {k: v for k, v in self.last.items()},
@@ -1916,4 +1746,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["Monitor", "EngineOptions", "Outputs", "NullJournal", "measurement_from_json", "step_site", "fault_names"]
+__all__ = ["Monitor", "EngineOptions", "Outputs", "NullJournal", "OutputSettings", "measurement_from_json", "step_site",
+           "fault_names"]
