@@ -183,7 +183,10 @@ def run_scenario(
          "priority": e.get("priority"), "side": e.get("side"), "site": e.get("site")}
         for e in events if e.get("category") == "alarm" and e.get("kind") in ("raised", "re_raised")
     ]
-    summary = mon.rules.procedure.summary(mon.settings)
+    if mon.case is not None:
+        summary = mon.summary()["procedure"]
+    else:  # closed: what its closing entry holds (a closed case's state is gone)
+        summary = (mon.last_case_summary or {}).get("procedure") or mon.rules.procedure.summary(mon.settings)
     result.steps = {side: summary["sides"][side]["steps"] for side in ("L", "R")}
     result.problems = list(scenario.expect.check_events(result.matched_events())) + [f"refused: {r}" for r in refused]
     for exp in scenario.expect.steps:
