@@ -49,6 +49,7 @@ class AlarmDesk:
         self.storage_message = ""
         self.audio_ok = True
         self.audio_message = ""
+        self.notices_since = ctx.clock.now()  # the notices shown are the open case's (none between cases)
 
     # -- the record of every transition
 
@@ -88,6 +89,16 @@ class AlarmDesk:
     def clear_technical(self, kind: AlarmKind, key: str = "", detail: Mapping[str, Any] | None = None) -> None:
         """A technical condition ended."""
         self.manager.clear_condition(kind, key, who="engine", detail=detail)
+
+    def case_opened(self, origin: float) -> None:
+        """A case opened (or resumed) with case time 0 at ``origin``: its notices are shown."""
+        self.notices_since = origin
+        self.dirty = True
+
+    def case_closed(self) -> None:
+        """The case is gone: its notices are no longer shown."""
+        self.notices_since = self.ctx.clock.now()
+        self.dirty = True
 
     def end_case(self) -> None:
         """The case closes: its alarms end (condition ended, then reset) and alarm audio is
@@ -161,7 +172,7 @@ class AlarmDesk:
 
     def json(self) -> dict[str, Any]:
         """The ``alarms`` message."""
-        return alarms_json(self.manager.state(), self.time)
+        return alarms_json(self.manager.state(), self.time, self.notices_since)
 
     @property
     def sounding(self) -> bool:

@@ -17,6 +17,7 @@ the board and ``link_event`` every change of the link.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from app.alarms import AlarmKind
@@ -194,9 +195,9 @@ class BoardDesk:
 
     # -- the link
 
-    def link_event(self, kind: Any, detail: str = "") -> None:
+    def link_event(self, kind: str | Enum, detail: str = "") -> None:
         """The link's supervisor: connected, restored, lost, port_error, port_opened."""
-        kind = getattr(kind, "value", kind)
+        kind = str(kind.value) if isinstance(kind, Enum) else kind
         if kind in ("connected", "restored"):
             was_up = self.link_up
             self.link_up = True

@@ -108,7 +108,7 @@ class TubeCheck:
     t_clock: float  # engine clock time of the measurement
     breathing: BreathingCheck
 
-    def breathing_json(self, now: float) -> Any:
+    def breathing_json(self, now: float) -> dict[str, Any] | None:
         """The breathing variation: measuring while the window runs, else as journaled."""
         return self.breathing.json(now) if self.breathing.active else self.result.get("breathing_variation")
 

@@ -43,6 +43,7 @@ import collections
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +277,7 @@ class Monitor:
         self.board.message(msg)
         self._after_input()
 
-    def link_event(self, kind: Any, detail: str = "") -> None:
+    def link_event(self, kind: str | Enum, detail: str = "") -> None:
         """A change of the board link (``connected``, ``restored``, ``lost``, ``port_error``, ``port_opened``)."""
         self.board.link_event(kind, detail)
         self._after_input()

@@ -89,8 +89,8 @@ class EmgStream:
         """Keep the block for the case journal, an entry every ``emg_chunk_s``."""
         case = self.ctx.case
         opts = self.ctx.options
-        if case is None or not opts.journal_emg:
-            return
+        if case is None or not opts.journal_emg or t0 + uv.shape[1] / rate <= 0.0:
+            return  # no case, or EMG from before it opened
         chunk = case.emg_chunk
         if chunk.rate is not None and chunk.rate != rate:
             self.flush()
@@ -184,8 +184,9 @@ class EmgStream:
                               priority="info", side=side,
                               detail={"channel": channel, "onset_s": float(ev.onset_s), "pattern": ev.pattern}, t_s=t)
             return
-        payload = {"side": side, "onset_s": float(ev.onset_s), "duration_s": float(ev.duration_s or 0.0),
-                   "peak_uV": float(ev.peak_uV or 0.0), "channel": channel, "kind": ev.pattern}
+        payload: dict[str, Any] = {"side": side, "onset_s": float(ev.onset_s),
+                                   "duration_s": float(ev.duration_s or 0.0), "peak_uV": float(ev.peak_uV or 0.0),
+                                   "channel": channel, "kind": ev.pattern}
         if case is not None:
             case.irritation_active.pop(side, None)
             case.irritation[side] = payload["onset_s"]

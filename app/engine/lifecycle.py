@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from app import __version__
 from app.alarms import apply_rule_event
+from app.engine.alarm_desk import CASE_CLOSED
 from app.engine.case_state import CaseState
 from app.engine.jsonsafe import plain
 from app.engine.persist import ENGINE_STATE_FORMAT
 from app.model import InvalidReason, Measurement, Side, Site, Source, Step, Stimulus
-from app.settings import Settings
+from app.record import entries as E
+from app.settings import SCHEMA, Settings
 
 if TYPE_CHECKING:
     from app.engine.core import Monitor
@@ -58,7 +60,7 @@ def open_case_state(m: Monitor, case_id: str, case_data: Mapping[str, Any], orig
     m.time.start_case(origin)
     m.ledger.attach(case_id, case.events)
     m.persist.case_opened()
-    m.alarm_desk.dirty = True
+    m.alarm_desk.case_opened(origin)
     return case
 
 
@@ -68,8 +70,26 @@ def case_summary(m: Monitor, case: CaseState) -> dict[str, Any]:
             "rule_events": dict(case.rule_counts)}
 
 
+def _settings_back(m: Monitor, case: CaseState) -> None:
+    """What was changed during the case goes back to what was in force when it opened (journaled)."""
+    before, now = case.settings_before, m.settings
+    changed = [k for k in SCHEMA if now[k] != before[k]]
+    for key in changed:
+        m.ledger.write("setting_changed", E.setting_changed(key, now[key], before[key], who=CASE_CLOSED))
+    if changed:
+        m.apply_settings(before)
+    if changed or m.profile != case.profile_before:
+        m.ledger.event("case", "settings_restored", "settings of the case ended: back to "
+                       + (f"profile {case.profile_before}" if case.profile_before else "the configuration")
+                       + (" (" + ", ".join(changed) + ")" if changed else ""),
+                       detail={"changed": changed, "profile": case.profile_before})
+    m.ctx.profile = case.profile_before
+
+
 def close_case(m: Monitor, who: str | None, note: str | None) -> tuple[str, dict[str, Any]]:
-    """Close the open case: stimulation stops, its EMG is written, its state goes; (id, summary)."""
+    """Close the open case: stimulation stops, its EMG and tube check are written, its alarms
+    and settings end (``app.engine.case_state``), its closing entry holds the summary, and
+    its state goes; returns (id, summary)."""
     ctx = m.ctx
     case = ctx.case
     if case is None:
@@ -79,7 +99,10 @@ def close_case(m: Monitor, who: str | None, note: str | None) -> tuple[str, dict
             out.on = False
             ctx.send(out.stimulate())
     m.emg.flush()
-    summary = case_summary(m, case)
+    m.tube.case_closing(case)
+    summary = case_summary(m, case)  # under the case's own settings
+    m.alarm_desk.end_case()
+    _settings_back(m, case)
     m.persist.write()
     m.ledger.close_case({"reason": note or "closed by the operator", "who": who, "summary": summary})
     m.ledger.event("case", "closed", f"case {case.case_id} closed", detail={"case_id": case.case_id})
@@ -87,8 +110,9 @@ def close_case(m: Monitor, who: str | None, note: str | None) -> tuple[str, dict
     m.last_case_summary = summary
     ctx.case = None
     m.time.end_case()
-    m.stim.probe_step = None
-    m.alarm_desk.dirty = True
+    m.tube.waiting = None  # a check of the next patient is one made from now on
+    m.stim.reset(m.settings)
+    m.alarm_desk.case_closed()
     return case.case_id, summary
 
 

@@ -13,7 +13,10 @@ May import: ``app.model``, ``app.record.entries``, ``app.engine.*`` rooms below 
 seams, case_state), ``firmware_bridge.messages``.
 
 Stimuli while no case is open are measured, sounded and published, but not journaled
-and not judged by the rules (there is no patient record to judge them in).
+and not judged by the rules (there is no patient record to judge them in). So are the
+stimuli the board delivered before the open case began (by the board's clock mapped to
+case time, which runs late by the transport delay, never early): an epoch of the
+previous case still in flight never becomes the next case's.
 """
 
 from __future__ import annotations
@@ -62,11 +65,13 @@ class StimulusPipeline:
 
     # -- one epoch
 
-    def _stimulus_of(self, e: StimEpoch) -> Stimulus:
+    def _stimulus_of(self, e: StimEpoch) -> tuple[Stimulus, CaseState | None]:
+        """The stimulus, and the case it belongs to: the open case, unless the board
+        delivered it before the case opened (an epoch of the previous case still in flight)."""
         post_s = (e.samples.shape[1] - e.pre_samples) / float(e.sample_rate_hz) if e.samples.ndim == 2 else 0.05
         t_s = self.time.case_t_of_board(e.board_time_us, latency_s=post_s)
         site, side, step, source = self.stim.selection(e.output)
-        case = self.ctx.case
+        case = self.ctx.case if t_s >= 0.0 else None
         if case is not None:
             index, case.stim_index = case.stim_index, case.stim_index + 1
         else:
@@ -76,11 +81,11 @@ class StimulusPipeline:
             set_mA=e.set_current_uA / 1000.0,
             delivered_mA=None if e.delivered_current_uA < 0 else e.delivered_current_uA / 1000.0,
             pw_us=int(e.pulse_width_us), step=step,
-        )
+        ), case
 
     def epoch(self, e: StimEpoch) -> None:
         """One stimulus epoch from the board."""
-        stim = self._stimulus_of(e)
+        stim, case = self._stimulus_of(e)
         self.emg.note_stimulus(stim.t_s)  # its window is not free-running EMG
         self.tube.blank(stim.t_s)
         self.ctx.counters["stimuli"] += 1
@@ -89,7 +94,6 @@ class StimulusPipeline:
             # free-running detector says cautery is on: never a response, never a loss
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)
         self.stim.of(stim.source).delivered_mA = stim.delivered_mA
-        case = self.ctx.case
         if case is not None:
             payload, blob = E.stimulus(m, e.microvolts(), e.sample_rate_hz, e.pre_samples,
                                        res_uV=max(e.nv_per_count / 1000.0, 1e-3),
@@ -142,8 +146,8 @@ class StimulusPipeline:
                 self.step_recorded(stim.side.value, stim.step, value, m, who="probe", how="tagged")
         if stim.site is Site.VAGUS and m.valid:
             other = stim.side.other
-            ts = proc.troubleshooting(other)
-            ans = ts["answers"].get("contralateral_vagus") if ts and ts.get("open") else None
+            ts = proc.troubleshooting(other) or {}
+            ans = ts["answers"].get("contralateral_vagus") if ts.get("open") else None
             if ans and ans.get("by") == "monitor" and abs(float(ans["t_s"]) - m.t_end_s) < 1e-6:
                 self.ledger.write("troubleshooting", {"check": "contralateral_vagus", "answer": "yes",
                                                       "side": other.value, "question": ts.get("next_question"),

@@ -23,6 +23,7 @@ from app.engine.case_state import CaseState
 from app.engine.jsonsafe import plain, rnd
 from app.engine.timebase import TimeBase
 from app.model import Side, Site, Step
+from app.rules.procedure import Procedure
 from firmware_bridge.messages import Fault
 
 if TYPE_CHECKING:
@@ -106,20 +107,14 @@ def _aps(rules: Rules | None, last: dict[str, dict[str, Any]], needed: int) -> d
 
 
 def _procedure(rules: Rules | None) -> dict[str, Any]:
-    """Steps, loss episodes, troubleshooting, mapping, staging and baselines of the case."""
+    """Steps, loss episodes, troubleshooting, mapping, staging and baselines of the case
+    (those of an empty procedure with no case open)."""
+    proc = rules.procedure if rules is not None else Procedure()
     steps: dict[str, Any] = {}
     los: dict[str, Any] = {}
     ts: dict[str, Any] = {}
     mapping: dict[str, Any] = {}
-    baselines: dict[str, Any] = {}
-    staging = None
-    history: list[dict[str, Any]] = []
     for side in ("L", "R"):
-        if rules is None:
-            steps[side], ts[side], mapping[side] = {}, None, {}
-            los[side] = {"active": False, "since_s": None, "recovered_at_s": None, "type": None}
-            continue
-        proc = rules.procedure
         s_steps = {step.value: plain(v) for step in Step if (v := proc.step(side, step))}
         for phase in ("L1", "L2"):
             v = proc.laryngoscopy(phase, side)
@@ -128,18 +123,17 @@ def _procedure(rules: Rules | None) -> dict[str, Any]:
         steps[side] = s_steps
         t = proc.troubleshooting(side)
         ts[side] = plain(t) if t else None
-        los[side] = {"active": bool(t and t.get("open")), "since_s": t.get("t_s") if t else None,
-                     "recovered_at_s": t.get("recovered_t_s") if t else None,
-                     "type": proc.mapping(side).get("type")}
         mapping[side] = proc.mapping(side)
-    if rules is not None:
-        staging = rules.procedure.staging_recommendation()
-        history = rules.procedure.staging_history()
-        for site in (Site.VAGUS, Site.RLN):
-            for s in (Side.L, Side.R):
-                b = rules.probe_baseline(site, s)
-                if b:
-                    baselines[f"{site.value}-{s.value}"] = plain(b)
+        los[side] = {"active": bool(t and t.get("open")), "since_s": t.get("t_s") if t else None,
+                     "recovered_at_s": t.get("recovered_t_s") if t else None, "type": mapping[side].get("type")}
+    baselines: dict[str, Any] = {}
+    for site in (Site.VAGUS, Site.RLN):
+        for s in (Side.L, Side.R):
+            b = rules.probe_baseline(site, s) if rules is not None else None
+            if b:
+                baselines[f"{site.value}-{s.value}"] = plain(b)
+    staging = proc.staging_recommendation()
+    history = proc.staging_history()
     return {
         "baselines": baselines, "steps": steps, "los": los, "troubleshooting": ts, "mapping": mapping,
         "staging": {"recommended": staging is not None, "active": plain(staging),

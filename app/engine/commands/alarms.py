@@ -20,7 +20,7 @@ def alarm_ack(m: Monitor, req: p.Request, alarm: str | None = None) -> dict[str,
     """Acknowledge ``alarm`` (default: the top unacknowledged one)."""
     st = m.alarms.state()
     target = alarm
-    if target is None:
+    if alarm is None:
         unacked = [a for a in st.alarms if not a.acknowledged]
         target = unacked[0].id if unacked else None
     elif st.by_id(alarm) is None:

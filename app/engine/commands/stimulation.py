@@ -9,6 +9,7 @@ May import: ``app.api.protocol``, ``app.settings``, ``app.model``, ``app.engine.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from app.api import protocol as p
@@ -22,15 +23,21 @@ if TYPE_CHECKING:
     from app.engine.core import Monitor
 
 
+def _range(key: str) -> tuple[float, float]:
+    """The schema's range of a numeric setting."""
+    spec = SCHEMA[key]
+    return (float(spec.minimum) if spec.minimum is not None else -math.inf,
+            float(spec.maximum) if spec.maximum is not None else math.inf)
+
+
 def _check_current(output: str, current_mA: float, now_mA: float, confirm: bool, caps: Capabilities | None,
                    limit: float) -> None:
-    spec = SCHEMA["stim.probe_current_mA" if output == "probe" else "stim.aps_current_mA"]
-    hi = spec.maximum
+    lo, hi = _range("stim.probe_current_mA" if output == "probe" else "stim.aps_current_mA")
     if caps is not None:
         hi = min(hi, caps.max_current_uA / 1000.0)
-    if current_mA < spec.minimum or current_mA > hi:
+    if current_mA < lo or current_mA > hi:
         raise p.ApiError(p.INVALID_ARGUMENT, f"stim.set: current_mA {current_mA:g} mA is out of range for the "
-                         f"{output}; allowed {spec.minimum:g}-{hi:g} mA", argument="current_mA")
+                         f"{output}; allowed {lo:g}-{hi:g} mA", argument="current_mA")
     if current_mA > limit + 1e-9 and not confirm and current_mA != now_mA:
         raise p.ApiError(p.NEEDS_CONFIRMATION,
                          f"stim.set: {current_mA:g} mA is above {limit:g} mA (stim.confirm_above_mA); "
@@ -38,8 +45,7 @@ def _check_current(output: str, current_mA: float, now_mA: float, confirm: bool,
 
 
 def _check_rate(output: str, rate_hz: float, caps: Capabilities | None) -> None:
-    spec = SCHEMA["stim.probe_rate_hz" if output == "probe" else "stim.aps_rate_hz"]
-    lo, hi = spec.minimum, spec.maximum
+    lo, hi = _range("stim.probe_rate_hz" if output == "probe" else "stim.aps_rate_hz")
     if caps is not None:
         lo = max(lo, caps.min_rate_mHz / 1000.0)
         hi = min(hi, caps.max_rate_mHz / 1000.0)
