@@ -319,3 +319,27 @@ def test_three_cases_through_the_engine_service_socket(tmp_path):
         for cid in cases:
             assert j.verify(cid).ok
             assert len([e for e in j.entries(cid, kinds=["tube_check"], blobs=False)]) >= 1
+
+
+def test_a_closed_case_state_is_gone_nothing_keeps_it(tmp_path):
+    """'Gone when it closes', checked from the outside: once the case is closed, no room
+    of the engine holds on to its state, its rules, its tube check or its event list."""
+    import gc
+    import weakref
+
+    s = stepped(tmp_path, seed=5, fake_analysis=True)
+    s.run_for(0.5)
+    s.must("case.start", patient_id="GONE-1", planned_sides=["L"])
+    s.must("tube.check")
+    s.board.control("aps_attach", side="L")
+    s.must("aps.side", side="L")
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(2.0)
+    case = s.monitor.case
+    parts = (case, case.rules, case.rules.procedure, case.tube, case.tube.breathing, case.events, case.emg_chunk)
+    refs = [weakref.ref(x) for x in parts]
+    del case, parts
+    s.must("case.close")
+    s.run_for(0.5)
+    gc.collect()
+    assert [r() is None for r in refs] == [True] * len(refs)
