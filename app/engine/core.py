@@ -68,6 +68,7 @@ from app.engine.seams import (
     DocumentMaker,
     Journal,
     NullJournal,
+    NullOutputs,
     Outputs,
     Rules,
     RulesFactory,
@@ -119,7 +120,7 @@ class Monitor:
         self.clock = clock
         self.journal: Journal = journal if journal is not None else NullJournal()
         self.options = options or EngineOptions()
-        self.ctx = EngineContext(clock, settings, self.options, outputs or Outputs(), profile)
+        self.ctx = EngineContext(clock, settings, self.options, outputs or NullOutputs(), profile)
         self.board_url = board_url
         self.config_dir = config_dir
         self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
@@ -421,5 +422,5 @@ class Monitor:
         self._after_input()
 
 
-__all__ = ["ENGINE_STATE_FORMAT", "EngineOptions", "Measurement", "Monitor", "NullJournal", "OutputSettings",
-           "Outputs", "fault_names", "measurement_from_json", "step_site"]
+__all__ = ["ENGINE_STATE_FORMAT", "EngineOptions", "Measurement", "Monitor", "NullJournal", "NullOutputs",
+           "OutputSettings", "Outputs", "fault_names", "measurement_from_json", "step_site"]

@@ -114,26 +114,32 @@ DetectorFactory = Callable[[Settings, float], Detector]
 SettingsLoader = Callable[[Path | None, str | None], Settings]
 
 
-class Outputs:
+class Outputs(Protocol):
     """What the core needs from the appliance outputs (sounds, LEDs, buzzer).
 
-    The default does nothing; ``app.engine.outputs`` adapts ``app.outputs`` to it.
+    ``app.engine.outputs`` adapts ``app.outputs`` to it; ``NullOutputs`` does nothing. An
+    implementation that subclasses it inherits these do-nothing methods.
     """
 
     def alarm_state(self, state: AlarmState) -> None:
         """The alarm system's state after a change (and at every tick)."""
+        return None
 
     def stimulus(self, m: Measurement, response: bool) -> None:
         """A stimulus was measured (feedback tones)."""
+        return None
 
     def emg(self, samples_uV: np.ndarray, sample_rate_hz: float, muted: bool) -> None:
         """A block of free-running EMG (audible EMG; ``muted`` during cautery)."""
+        return None
 
     def update(self) -> None:
         """Time passed: play what is due."""
+        return None
 
     def settings_changed(self, settings: Settings) -> None:
         """New settings (volume, tones)."""
+        return None
 
     def status(self) -> tuple[bool, str]:
         """(works, message) of the loudspeaker."""
@@ -146,6 +152,10 @@ class Outputs:
     def self_test(self) -> list[dict[str, Any]]:
         """Play the self-test; one result per item."""
         return [{"item": "audio", "ok": False, "message": "no audio output configured"}]
+
+
+class NullOutputs(Outputs):
+    """No outputs (tests, benchmarks, an engine before its outputs are made)."""
 
 
 class NullJournal:
@@ -203,6 +213,7 @@ def default_detector(settings: Settings, sample_rate_hz: float) -> Detector:
 
 __all__ = [
     "Analyzer", "AnalyzerFactory", "CaseLister", "DETECT_LAG_S", "Detector", "DetectorFactory", "DocumentMaker",
-    "Journal", "JournalItem", "NullJournal", "Outputs", "Rules", "RulesFactory", "SettingsLoader", "Sink", "Wants",
+    "Journal", "JournalItem", "NullJournal", "NullOutputs", "Outputs", "Rules", "RulesFactory", "SettingsLoader",
+    "Sink", "Wants",
     "default_analyzer", "default_detector", "default_rules",
 ]
