@@ -74,7 +74,8 @@ def test_result_document(scenario):
     path, stims, truth, doc = scenario
     assert doc["format"] == FORMAT
     rec = doc["recording"]
-    assert rec == {"path": str(path), "duration_s": 45.0, "sample_rate_hz": 10000, "channels": ["EMG L", "EMG R"]}
+    assert rec == {"path": str(path), "duration_s": 45.0, "sample_rate_hz": 10000, "channels": ["EMG L", "EMG R"],
+                   "conventions": 1, "case_t0_s": None}  # a version-1 file: no context, no case time
     assert doc["settings"]["event_threshold_uV"] == 100.0
     assert doc["settings"]["los_consecutive"] == 2
     assert doc["settings"]["aps_baseline_count"] == 20

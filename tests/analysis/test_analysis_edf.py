@@ -45,8 +45,7 @@ def _recording(fs=20000.0, seconds=4.0, labels=("EMG L", "EMG R"), seed=0):
     )
 
 
-def _step(rec_signal_max: float) -> float:
-    return 2 * rec_signal_max / 65535
+STEP_UV = 1.0  # the fixed physical range: 1 µV per digital step, whatever the data
 
 
 @pytest.mark.parametrize("fs", [5000.0, 10000.0, 12000.0, 20000.0, 44100.0, 7777.0])
@@ -60,7 +59,7 @@ def test_round_trip(tmp_path, fs):
     assert back.start == START and back.patient_code == "case-0042"
     assert back.n_samples == rec.n_samples
     for label in ("EMG L", "EMG R"):
-        np.testing.assert_allclose(back.signals[label], rec.signals[label], atol=_step(1000.0) / 2 + 1e-9)
+        np.testing.assert_allclose(back.signals[label], rec.signals[label], atol=STEP_UV / 2 + 1e-9)
     assert back.stimuli == rec.stimuli  # onsets exact to 0.1 µs, every field
     assert back.annotations == rec.annotations
     lazy = open_edf(path)
@@ -96,8 +95,7 @@ def test_edfio_reads_what_the_product_writes(tmp_path):
     assert edf.labels == ("EMG L", "EMG R") and edf.is_continuous and edf.reserved == "EDF+C"
     assert edf.signals[0].sampling_frequency == 12000.0
     assert [a.text for a in edf.annotations if a.text.startswith("STIM")] == [stim_text(s) for s in rec.stimuli]
-    step = _step(1000.0)
-    np.testing.assert_allclose(edf.signals[1].data, rec.signals["EMG R"], atol=step / 2 + 1e-9)
+    np.testing.assert_allclose(edf.signals[1].data, rec.signals["EMG R"], atol=STEP_UV / 2 + 1e-9)
 
 
 def test_product_reads_what_pyedflib_writes(tmp_path):
@@ -155,8 +153,32 @@ def test_large_values_and_padding(tmp_path):
     assert back.n_samples >= n and back.n_samples % 5000 == 0
     assert back.signals["EMG L"][100] == pytest.approx(99999.0, abs=2.0)
     assert back.signals["EMG L"][200] == pytest.approx(-100000.0, abs=2.0)
-    write_edf(tmp_path / "b.edf", rec)  # automatic range: fits the largest sample
-    assert read_edf(tmp_path / "b.edf").signals["EMG L"][200] == pytest.approx(-250000.0, abs=10.0)
+    assert [a.text for a in back.annotations] == ["CLIP L max_uV=250000"]
+
+
+def test_fixed_range_one_microvolt_per_step_and_clipping_annotated(tmp_path):
+    """The range never follows the data: a cautery burst is clipped and annotated, the
+    1 µV resolution of the rest of the case is kept."""
+    fs = 20000.0
+    n = int(fs * 3)
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 20, n)
+    burst = slice(int(1.0 * fs), int(1.5 * fs))
+    x[burst] = rng.normal(0, 60000, burst.stop - burst.start)  # saturating electrocautery
+    rec = recording_from_arrays(fs, {"EMG L": x, "EMG R": rng.normal(0, 20, n)}, [])
+    write_edf(tmp_path / "c.edf", rec)
+    with pyedflib.EdfReader(str(tmp_path / "c.edf")) as f:
+        assert (f.getPhysicalMinimum(0), f.getPhysicalMaximum(0)) == (-32768.0, 32767.0)
+        assert (f.getDigitalMinimum(0), f.getDigitalMaximum(0)) == (-32768, 32767)
+    back = read_edf(tmp_path / "c.edf")
+    quiet = np.r_[0:burst.start, burst.stop:n]
+    np.testing.assert_allclose(back.signals["EMG L"][quiet], x[quiet], atol=0.5 + 1e-9)
+    assert np.max(np.abs(back.signals["EMG L"])) <= 32768.0
+    clips = [a for a in back.annotations if a.text.startswith("CLIP ")]
+    assert len(clips) == 1 and clips[0].text.startswith("CLIP L max_uV=")
+    assert clips[0].onset_s == pytest.approx(1.0, abs=0.01) and clips[0].duration_s == pytest.approx(0.5, abs=0.01)
+    assert int(clips[0].text.split("=")[1]) > 32768
+    assert not any(a.text.startswith("CLIP R") for a in back.annotations)
 
 
 class _Generated:
@@ -276,13 +298,40 @@ def test_reading_errors_name_the_file(tmp_path):
         read_edf(tmp_path)
 
 
-def test_truncated_file(tmp_path):
+def test_truncated_file_is_refused_with_its_size(tmp_path):
+    """A file cut short (a copy that did not finish) is refused: analysing a third of the
+    stimuli without a word would be worse than no analysis."""
     path = tmp_path / "cut.edf"
     write_edf(path, _recording(20000.0))
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2 + 7])
-    rec = read_edf(path)  # the whole records that remain are read
-    assert 1.0 <= rec.duration_s < 4.0
+    path.write_bytes(data[: int(len(data) * 0.4)])
+    with pytest.raises(RecordingError) as e:
+        read_edf(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: truncated: the header announces 8 data records") and "\n" not in msg
+    assert "%" in msg
+    path.write_bytes(data + b"\x00" * 10)
+    with pytest.raises(RecordingError, match="10 bytes after the 8 data records"):
+        read_edf(path)
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ((244, 252), b"0       ", "data record duration is 0 s"),
+    ((244, 252), b"-1      ", "data record duration is -1 s"),
+    ((244, 252), b"abc     ", "'duration of a data record' is 'abc'"),
+    ((236, 244), b"x       ", "'number of data records' is 'x'"),
+    ((252, 256), b"0   ", "header says 0 signals"),
+    ((184, 192), b"999     ", "header size 999 bytes"),
+])
+def test_broken_header_fields_are_refused(tmp_path, field, value, problem):
+    path = tmp_path / "h.edf"
+    write_edf(path, _recording(20000.0))
+    data = bytearray(path.read_bytes())
+    data[field[0]:field[1]] = value
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError) as e:
+        read_edf(path)
+    assert str(e.value).startswith(str(path)) and problem in str(e.value), str(e.value)
 
 
 def test_write_errors(tmp_path):
