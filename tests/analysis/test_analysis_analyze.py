@@ -37,12 +37,14 @@ def _scenario():
         resp = ResponseSpec(650.0 + 10 * np.sin(i), 8.0, width_ms=0.6) if i < LOSS_FROM else None
         add(t, Site.VAGUS, Side.L, Source.APS, 1.0, 0.99, resp)
     for j, t in enumerate((2.3, 2.55, 2.8, 3.05)):
-        add(t, Site.RLN, Side.R, Source.PROBE, 1.0, None, ResponseSpec(820.0, 3.7, polarity=-1, width_ms=0.45), Step.R1 if j == 0 else None)
+        add(t, Site.RLN, Side.R, Source.PROBE, 1.0, None, ResponseSpec(820.0, 3.7, polarity=-1, width_ms=0.45),
+            Step.R1 if j == 0 else None)
     add(5.4, Site.UNTAGGED, Side.R, Source.PROBE, 1.0, 1.0, None)
     add(6.6, Site.RLN, Side.R, Source.PROBE, 1.0, 0.2, ResponseSpec(820.0, 3.7))  # no current
     add(12.5, Site.RLN, Side.R, Source.PROBE, 1.0, 1.0, ResponseSpec(820.0, 3.7))  # during cautery
     stims.sort(key=lambda s: s.t_s)
-    stims = [Stimulus(i, s.t_s, s.site, s.side, s.source, s.set_mA, s.delivered_mA, s.pw_us, s.step) for i, s in enumerate(stims)]
+    stims = [Stimulus(i, s.t_s, s.site, s.side, s.source, s.set_mA, s.delivered_mA, s.pw_us, s.step)
+             for i, s in enumerate(stims)]
     for s in stims:
         ev = next(e for e in events if e.t_s == s.t_s)
         truth[s.index] = ev.response.amplitude_uV if ev.response else None
@@ -53,7 +55,8 @@ def _write_scenario(path: Path, labels=("EMG L", "EMG R")) -> tuple[list[Stimulu
     stims, events, truth = _scenario()
     n = int(45 * FS)
     signals = {
-        label: SyntheticSignal(FS, n, 0 if label == "EMG L" else 1, events, noise_uV=8.0, cautery=((12.2, 0.8),), seed=3)
+        label: SyntheticSignal(FS, n, 0 if label == "EMG L" else 1, events, noise_uV=8.0, cautery=((12.2, 0.8),),
+                               seed=3)
         for label in labels
     }
     write_edf(path, Recording(FS, signals, stims, annotations=[Annotation(20.0, None, "tube checked")]))
@@ -98,7 +101,8 @@ def test_stimuli_measured(scenario):
         assert s["t_s"] == pytest.approx(stim.t_s, abs=1e-6)
         assert s["channel"] == stim.side.channel
         if stim.delivered_mA is not None and stim.delivered_mA < 0.95 * stim.set_mA:
-            assert (s["valid"], s["invalid_reason"], s["response"], s["amplitude_uV"]) == (False, "no_current", False, None)
+            assert (s["valid"], s["invalid_reason"], s["response"], s["amplitude_uV"]) == (
+                False, "no_current", False, None)
         elif 12.2 <= stim.t_s <= 13.0:
             assert (s["valid"], s["invalid_reason"], s["response"]) == (False, "cautery", False)
         elif truth[stim.index] is None:
@@ -117,7 +121,8 @@ def test_loss_of_signal_at_the_right_stimulus(scenario):
     los = [e for e in doc["events"] if e["kind"] == "loss_of_signal"]
     assert len(los) == 1
     expected = aps[LOSS_FROM + 1]  # the second qualifying stimulus without a response
-    assert (los[0]["side"], los[0]["site"], los[0]["priority"], los[0]["stimulus_index"]) == ("L", "VAGUS", "high", expected.index)
+    assert (los[0]["side"], los[0]["site"], los[0]["priority"], los[0]["stimulus_index"]) == (
+        "L", "VAGUS", "high", expected.index)
     assert los[0]["t_s"] == pytest.approx(expected.t_s + 0.050, abs=1e-6)
     # the APS baseline: the 20th valid APS response (one APS epoch fell into the cautery)
     good_aps = [s["index"] for s in doc["stimuli"] if s["source"] == "APS" and s["valid"] and s["response"]]
@@ -125,7 +130,8 @@ def test_loss_of_signal_at_the_right_stimulus(scenario):
     baseline = [e for e in doc["events"] if e["kind"] == "baseline_set" and e["site"] == "VAGUS"]
     assert [(e["side"], e["stimulus_index"]) for e in baseline] == [("L", good_aps[19])]
     no_current = [e for e in doc["events"] if e["kind"] == "no_current"]
-    assert len(no_current) == 1 and no_current[0]["stimulus_index"] == next(s.index for s in stims if s.delivered_mA == 0.2)
+    assert len(no_current) == 1
+    assert no_current[0]["stimulus_index"] == next(s.index for s in stims if s.delivered_mA == 0.2)
     assert not [e for e in doc["events"] if e["side"] == "R" and e["kind"] == "loss_of_signal"]
 
 
@@ -144,7 +150,8 @@ def test_missing_channel_is_no_channel(tmp_path):
     assert doc["recording"]["channels"] == ["EMG L"]
     for s in doc["stimuli"]:
         if s["side"] == "R":
-            assert (s["channel"], s["valid"], s["invalid_reason"], s["amplitude_uV"]) == (None, False, "no_channel", None)
+            assert (s["channel"], s["valid"], s["invalid_reason"], s["amplitude_uV"]) == (
+                None, False, "no_channel", None)
         else:
             assert s["channel"] == "EMG L"
 
@@ -194,17 +201,21 @@ def _pyedflib_file(path, labels=("EMG L", "EMG R"), fs=20000, texts=("STIM site=
     w.close()
 
 
+def _stim_file(text):
+    return lambda p: _pyedflib_file(p, texts=(text,))
+
+
 BAD_INPUTS = {
     "missing": (None, "no such file"),
     "garbage": (lambda p: p.write_bytes(b"\x00\x01garbage" * 100), "not an EDF file"),
     "no_emg": (lambda p: _pyedflib_file(p, labels=("ECG",)), "no 'EMG L' or 'EMG R'"),
     "slow": (lambda p: _pyedflib_file(p, fs=2000), "below the minimum of 5000 Hz"),
-    "missing_key": (lambda p: _pyedflib_file(p, texts=("STIM site=VAGUS side=L source=APS",)), "missing required key 'set_mA'"),
-    "unknown_site": (lambda p: _pyedflib_file(p, texts=("STIM site=NECK side=L source=APS set_mA=1",)), "unknown site 'NECK'"),
-    "unknown_side": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=B source=APS set_mA=1",)), "unknown side 'B'"),
-    "unknown_source": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=L source=FOOT set_mA=1",)), "unknown source 'FOOT'"),
-    "no_equals": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=L source=APS set_mA",)), "has no '='"),
-    "bad_number": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=L source=APS set_mA=x",)), "is not a number"),
+    "missing_key": (_stim_file("STIM site=VAGUS side=L source=APS"), "missing required key 'set_mA'"),
+    "unknown_site": (_stim_file("STIM site=NECK side=L source=APS set_mA=1"), "unknown site 'NECK'"),
+    "unknown_side": (_stim_file("STIM site=RLN side=B source=APS set_mA=1"), "unknown side 'B'"),
+    "unknown_source": (_stim_file("STIM site=RLN side=L source=FOOT set_mA=1"), "unknown source 'FOOT'"),
+    "no_equals": (_stim_file("STIM site=RLN side=L source=APS set_mA"), "has no '='"),
+    "bad_number": (_stim_file("STIM site=RLN side=L source=APS set_mA=x"), "is not a number"),
 }
 
 
@@ -240,8 +251,10 @@ def test_console_script(tmp_path, scenario):
     """The installed ``lnm`` entry point, as a user runs it."""
     out = tmp_path / "r.json"
     lnm = Path(sys.executable).with_name("lnm")
-    p = subprocess.run([str(lnm), "analyze", str(scenario[0]), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([str(lnm), "analyze", str(scenario[0]), "--out", str(out)], capture_output=True, text=True,
+                       timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text())["format"] == FORMAT
-    p = subprocess.run([str(lnm), "analyze", str(tmp_path / "nope.edf"), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([str(lnm), "analyze", str(tmp_path / "nope.edf"), "--out", str(out)], capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().endswith("no such file") and p.stderr.count("\n") == 1

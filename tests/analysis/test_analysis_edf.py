@@ -38,7 +38,8 @@ def _stimuli():
 def _recording(fs=20000.0, seconds=4.0, labels=("EMG L", "EMG R"), seed=0):
     rng = np.random.default_rng(seed)
     n = int(round(fs * seconds))
-    signals = {label: rng.normal(0, 40, n) + 300 * np.sin(np.arange(n) / fs * 2 * np.pi * (3 + i)) for i, label in enumerate(labels)}
+    signals = {label: rng.normal(0, 40, n) + 300 * np.sin(np.arange(n) / fs * 2 * np.pi * (3 + i))
+               for i, label in enumerate(labels)}
     return recording_from_arrays(
         fs, signals, _stimuli(), start=START, patient_code="case-0042",
         annotations=[Annotation(0.5, 2.0, "tube repositioned"), Annotation(3.9, None, "note: dry field")],
@@ -108,8 +109,8 @@ def test_product_reads_what_pyedflib_writes(tmp_path):
     headers = [
         {"label": "EMG R", "dimension": "uV", "sample_frequency": fs, "physical_max": 2000.0, "physical_min": -2000.0,
          "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""},
-        {"label": "EEG Fz", "dimension": "uV", "sample_frequency": fs // 10, "physical_max": 500.0, "physical_min": -500.0,
-         "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""},
+        {"label": "EEG Fz", "dimension": "uV", "sample_frequency": fs // 10, "physical_max": 500.0,
+         "physical_min": -500.0, "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""},
         {"label": "EMG L", "dimension": "mV", "sample_frequency": fs, "physical_max": 2.0, "physical_min": -2.0,
          "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""},
     ]
@@ -220,7 +221,8 @@ def test_writing_hours_streams_in_bounded_memory(tmp_path):
 def test_stim_text_round_trip():
     for s in _stimuli():
         assert parse_stim(stim_text(s), s.t_s, s.index) == s
-    assert stim_text(_stimuli()[0]) == "STIM site=VAGUS side=L source=APS set_mA=1.000 delivered_mA=0.980 pw_us=100 step=V1"
+    assert stim_text(_stimuli()[0]) == ("STIM site=VAGUS side=L source=APS set_mA=1.000 delivered_mA=0.980 pw_us=100 "
+                                        "step=V1")
 
 
 @pytest.mark.parametrize(
@@ -272,6 +274,10 @@ def _write_pyedflib(path, labels=("EMG L", "EMG R"), fs=20000, texts=("STIM site
     return path
 
 
+def _texts(*texts):
+    return lambda p: _write_pyedflib(p, texts=texts)
+
+
 def test_reading_errors_name_the_file(tmp_path):
     cases = {
         "missing.edf": (None, "no such file"),
@@ -281,10 +287,10 @@ def test_reading_errors_name_the_file(tmp_path):
         "eeg.edf": (lambda p: _write_pyedflib(p, labels=("EEG Fz", "EEG Cz")), "no 'EMG L' or 'EMG R' signal"),
         "slow.edf": (lambda p: _write_pyedflib(p, fs=4000), "4000 Hz is below the minimum of 5000 Hz"),
         "volts.edf": (lambda p: _write_pyedflib(p, dims={"EMG L": "degC"}), "is not a voltage"),
-        "nokey.edf": (lambda p: _write_pyedflib(p, texts=("STIM site=VAGUS side=L set_mA=1",)), "missing required key 'source'"),
-        "badsite.edf": (lambda p: _write_pyedflib(p, texts=("STIM site=X side=L source=APS set_mA=1",)), "unknown site 'X'"),
-        "noeq.edf": (lambda p: _write_pyedflib(p, texts=("STIM site=RLN side=L source=APS set_mA",)), "field 'set_mA' has no '='"),
-        "nonum.edf": (lambda p: _write_pyedflib(p, texts=("STIM site=RLN side=L source=APS set_mA=x",)), "set_mA='x' is not a number"),
+        "nokey.edf": (_texts("STIM site=VAGUS side=L set_mA=1"), "missing required key 'source'"),
+        "badsite.edf": (_texts("STIM site=X side=L source=APS set_mA=1"), "unknown site 'X'"),
+        "noeq.edf": (_texts("STIM site=RLN side=L source=APS set_mA"), "field 'set_mA' has no '='"),
+        "nonum.edf": (_texts("STIM site=RLN side=L source=APS set_mA=x"), "set_mA='x' is not a number"),
     }
     for name, (make, problem) in cases.items():
         path = tmp_path / name
@@ -345,7 +351,7 @@ def test_write_errors(tmp_path):
 
 def test_plain_tuple_annotations_and_aware_start(tmp_path):
     """The case record hands annotations as (onset, duration, text) and a UTC start."""
-    start = dt.datetime(2026, 5, 1, 7, 8, 9, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 5, 1, 7, 8, 9, tzinfo=dt.UTC)
     rec = Recording(20000.0, {"EMG L": np.zeros(40000, dtype=np.float32)}, [], start, "p-1",
                     [(0.0, 0.0, "LNM start case_t_s=12.0000"), (1.5, None, "EVENT loss_of_signal side=L")])
     write_edf(tmp_path / "c.edf", rec)
@@ -382,7 +388,8 @@ def test_stim_text_round_trips_every_stimulus(s):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(
-    ["site=VAGUS", "side=L", "source=APS", "set_mA=1", "delivered_mA=x", "pw_us=-3", "step=V1", "=", "a=b=c"])), max_size=8))
+    ["site=VAGUS", "side=L", "source=APS", "set_mA=1", "delivered_mA=x", "pw_us=-3", "step=V1", "=", "a=b=c"])),
+    max_size=8))
 def test_stim_parser_never_crashes(tokens):
     text = "STIM " + " ".join(tokens)
     try:
