@@ -398,3 +398,66 @@ CASE_FIELD_WORDS = {
     "relaxant_time": "relaxant time", "tof_count": "train-of-four count", "tof_ratio_pct": "train-of-four ratio",
     "patient_id": "patient", "profile": "surgeon profile",
 }
+
+# clinical settings in words, with their unit (the report shows only these; wiring,
+# devices and link timing are service matters)
+SETTING_WORDS: dict[str, str] = {
+    "stim.probe_current_mA": "Probe current, RLN",
+    "stim.vagus_current_mA": "Probe current, vagus (V1/V2)",
+    "stim.mapping_current_mA": "Mapping current",
+    "stim.aps_current_mA": "Continuous vagal current",
+    "stim.confirm_above_mA": "Currents needing confirmation above",
+    "stim.pulse_width_us": "Pulse width",
+    "stim.probe_rate_hz": "Probe rate",
+    "stim.aps_rate_hz": "Continuous vagal rate",
+    "stim.delivered_tolerance_pct": "Delivered-current tolerance",
+    "acq.sample_rate_hz": "EMG sampling rate",
+    "analysis.bandpass_low_hz": "Band-pass, low corner",
+    "analysis.bandpass_high_hz": "Band-pass, high corner",
+    "analysis.artifact_blank_ms": "Stimulus-artifact blank",
+    "analysis.window_ms": "Analysis window",
+    "analysis.event_threshold_uV": "Event threshold (response present)",
+    "analysis.auto_threshold": "Automatic threshold raise in noise",
+    "analysis.auto_threshold_max_uV": "Automatic threshold ceiling",
+    "analysis.response_end_vagus_ms": "Response window, vagus",
+    "analysis.response_end_rln_ms": "Response window, RLN",
+    "analysis.response_end_ebsln_ms": "Response window, EBSLN",
+    "rules.los_min_current_mA": "Loss of signal: minimum set current",
+    "rules.los_consecutive": "Loss of signal: stimuli without response",
+    "rules.los_reentry_s": "Loss of signal: re-entry joins the episode within",
+    "rules.aps_baseline_count": "Continuous baseline: stimuli averaged",
+    "rules.combined_amplitude_pct": "Combined event: amplitude below",
+    "rules.combined_latency_pct": "Combined event: latency above",
+    "rules.combined_consecutive": "Combined event: stimuli",
+    "rules.amplitude_decrease_pct": "Amplitude decrease: amplitude below",
+    "rules.amplitude_decrease_consecutive": "Amplitude decrease: stimuli",
+    "rules.recovery_pct": "Recovery: amplitude back to",
+    "rules.recovery_consecutive": "Recovery: stimuli",
+    "rules.poor_baseline_uV": "Poor baseline below",
+    "rules.nonrecurrent_latency_ms": "Non-recurrent nerve: right vagal latency below",
+    "rules.r2_reduction_map_pct": "R2 proximal/distal reduction asking for mapping",
+    "rules.r2_reduction_palsy_pct": "R2 proximal/distal reduction predicting palsy",
+    "tube.max_impedance_kohm": "Tube check: electrode impedance limit",
+    "tube.max_imbalance_kohm": "Tube check: imbalance limit within a pair",
+    "alarms.escalation_s": "Unacknowledged alarm escalates after",
+    "alarms.audio_pause_s": "Alarm audio pause",
+}
+UNIT_WORDS = {"uV": UV, "us": "µs", "kOhm": "kOhm", "% of baseline": "% of baseline"}
+
+
+def setting_name(key: str) -> str:
+    """A setting in words (``Event threshold (response present)``)."""
+    return SETTING_WORDS.get(key) or words({}, key.split(".", 1)[-1]).capitalize()
+
+
+def setting_value(value: Any, unit: str = "") -> str:
+    """A setting's value with its unit (``100 µV``, ``on``)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    u = UNIT_WORDS.get(unit, unit)
+    if isinstance(value, (int, float)):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return f"{text} {u}".strip()
+
