@@ -893,7 +893,9 @@ def _timeline(doc: Mapping[str, Any]) -> list[Any]:
     rows = [["Case time", "UTC", "What", "Who"]]
     extra: list[tuple] = []
     for i, it in enumerate(items, start=1):
-        rows.append([F.clock(it.get("t_s")), _wall_time(it.get("wall")), it.get("text"), it.get("who") or ""])
+        who = it.get("who") or ""
+        rows.append([F.clock(it.get("t_s")), _wall_time(it.get("wall")), it.get("text"),
+                     "monitor" if who in ("rules", "engine", "system", "resume") else who])
         high = (it.get("type") == "rule_event" and it.get("priority") == "high") or (
             it.get("type") == "alarm" and it.get("transition") in ("raised", "raise", "escalated"))
         if high or it.get("type") == "storage":
