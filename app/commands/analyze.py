@@ -25,9 +25,12 @@ too. Without a ``CAUTERY`` annotation, cautery is recognised from each epoch its
 (broadband burst).
 
 Exit status: 0 on success; 2 with one line on stderr naming the file and the problem for
-an unreadable, truncated or non-conforming recording, a context annotation that cannot be
-applied, a rejected configuration, or an output path that is not a previous result (it is
-never overwritten); 1 when the result cannot be written.
+an unreadable, truncated or non-conforming recording (a malformed context annotation, a
+setting change the schema refuses), a rejected configuration, or an output path that is
+not a previous result (it is never overwritten); 1 when the result cannot be written. A
+context item that is well-formed but finds nothing to apply to (a troubleshooting answer
+without a loss of signal) is listed in the result's ``context.problems``: the
+re-analysis differs from the case there.
 """
 
 from __future__ import annotations

@@ -258,3 +258,124 @@ def test_console_script(tmp_path, scenario):
     p = subprocess.run([str(lnm), "analyze", str(tmp_path / "nope.edf"), "--out", str(out)], capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().endswith("no such file") and p.stderr.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- operator context (version 2)
+
+from app.analysis.edf import CONVENTIONS_MARK, parse_context, read_edf as _read  # noqa: E402
+
+
+def _context_recording(path, context, recorded_steps=None):
+    """Left RLN by probe at 4 Hz: responses (0.5-2 s), silent (3.5-5 s: a loss of signal), then
+    responses again at 8-10 s (a distal point of a cut nerve, or a real recovery)."""
+    fs = 20000.0
+    stims, events = [], []
+
+    def add(t, resp, step=None):
+        stims.append(Stimulus(len(stims), t, Site.RLN, Side.L, Source.PROBE, 1.0, 1.0, 100, step))
+        events.append(StimEvent(t, 0, ResponseSpec(800.0, 3.7, width_ms=0.45) if resp else None))
+
+    for t in np.arange(0.5, 2.01, 0.25):
+        add(float(t), True)
+    for t in np.arange(3.5, 5.01, 0.25):
+        add(float(t), False)
+    for t in np.arange(8.0, 10.01, 0.25):
+        add(float(t), True)
+    n = int(11 * fs)
+    sig = SyntheticSignal(fs, n, 0, events, noise_uV=5.0, seed=4)
+    rec = Recording(fs, {"EMG L": sig, "EMG R": SyntheticSignal(fs, n, 1, [], noise_uV=5.0, seed=5)}, stims,
+                    annotations=[Annotation(0.0, None, CONVENTIONS_MARK)],
+                    context=[parse_context(text, t) for t, text in context],
+                    recorded_steps=recorded_steps or {})
+    write_edf(path, rec)
+    return stims
+
+
+TRUE_LOS = [(5.5, "TS L current_delivered=yes s=14"), (6.0, "TS L laryngeal_twitch=no s=14"),
+            (6.5, "TS L contralateral_vagus=yes s=14")]
+
+
+def _kinds(doc):
+    return [(e["kind"], e["side"], e["site"]) for e in doc["events"]]
+
+
+def test_a_confirmed_loss_makes_later_probe_responses_mapping(tmp_path):
+    path = tmp_path / "c.edf"
+    _context_recording(path, TRUE_LOS + [(8.6, "MAP L pos_mm=2 resp=yes s=17")])
+    doc = analyze_recording(_read(path, lazy=True), Settings())
+    assert ("loss_of_signal", "L", "RLN") in _kinds(doc)
+    assert ("signal_recovered", "L", "RLN") not in _kinds(doc)  # mapping a cut nerve is no recovery
+    assert doc["context"] == {"applied": 4, "used": True, "problems": [], "cautery_stimuli": 0}
+    assert doc["troubleshooting"][0]["conclusion"] == "true_los" and doc["mapping"]["L"]["type"] == 1
+    ignored = analyze_recording(_read(path, lazy=True), Settings(), context=False)
+    assert ("signal_recovered", "L", "RLN") in _kinds(ignored) and ignored["context"]["applied"] == 0
+
+
+def test_without_s_an_item_follows_the_stimuli_whose_window_ended(tmp_path):
+    """A file from another tool: no s=; the answers at 5.5-6.5 s come after the silent stimuli."""
+    path = tmp_path / "c.edf"
+    _context_recording(path, [(t, text.rsplit(" s=", 1)[0]) for t, text in TRUE_LOS])
+    doc = analyze_recording(_read(path, lazy=True), Settings())
+    assert ("signal_recovered", "L", "RLN") not in _kinds(doc) and doc["context"]["applied"] == 3
+
+
+def test_a_step_recorded_with_the_button_and_a_setting_change(tmp_path):
+    path = tmp_path / "c.edf"
+    # stimulus 2 (1.0 s) recorded as R1 with the button after stimulus 4; the threshold raised
+    # above the responses before the last stimuli
+    stims = _context_recording(path, [(1.0, "STEP R1 L by=button s=4"), (9.6, "SET event_threshold_uV=1000 s=21")],
+                               recorded_steps={2: Step.R1})
+    back = _read(path, lazy=True)
+    assert back.stimuli[2].step is None and back.recorded_steps == {2: Step.R1}
+    doc = analyze_recording(back, Settings())
+    r1 = doc["steps"]["L"]["R1"]
+    assert r1["how"] == "operator" and r1["t_s"] == pytest.approx(stims[2].t_s) and r1["response"]
+    assert doc["stimuli"][20]["response"] and not doc["stimuli"][21]["response"]  # measured with the new threshold
+    assert doc["stimuli"][21]["amplitude_uV"] > 500
+
+
+def test_cautery_stretch_and_an_item_that_cannot_be_applied(tmp_path):
+    path = tmp_path / "c.edf"
+    _context_recording(path, [(0.4, "TS L nmb_ok=yes s=0"), (1.2, "CAUTERY s=3 e=5")])
+    doc = analyze_recording(_read(path, lazy=True), Settings())
+    assert [s["invalid_reason"] for s in doc["stimuli"][2:6]] == [None, "cautery", "cautery", None]
+    assert doc["context"]["cautery_stimuli"] == 2
+    assert len(doc["context"]["problems"]) == 1 and "no loss of signal on side L" in doc["context"]["problems"][0]
+
+
+def test_a_truncated_recording_exits_2_naming_the_file(tmp_path, capsys, scenario):
+    cut = tmp_path / "cut.edf"
+    data = scenario[0].read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    out = tmp_path / "r.json"
+    assert cli.main(["analyze", str(cut), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(cut) in err and "truncated" in err and "40 %" in err
+    assert not out.exists()
+
+
+def test_a_zero_record_duration_exits_2(tmp_path, capsys, scenario):
+    bad = tmp_path / "zero.edf"
+    data = bytearray(scenario[0].read_bytes())
+    data[244:252] = b"0       "
+    bad.write_bytes(bytes(data))
+    assert cli.main(["analyze", str(bad), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "data record duration is 0 s" in err
+
+
+def test_the_result_never_replaces_what_is_not_a_result(tmp_path, capsys, scenario):
+    rec = scenario[0]
+    journal = tmp_path / "journal.db"
+    journal.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    assert cli.main(["analyze", str(rec), "--out", str(journal)]) == 2
+    assert "not an lnm analysis result" in capsys.readouterr().err
+    assert journal.read_bytes().startswith(b"SQLite format 3")
+    before = rec.read_bytes()
+    assert cli.main(["analyze", str(rec), "--out", str(rec)]) == 2
+    assert "is the recording itself" in capsys.readouterr().err and rec.read_bytes() == before
+    assert cli.main(["analyze", str(rec), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    out = tmp_path / "r.json"
+    assert cli.main(["analyze", str(rec), "--out", str(out)]) == 0
+    assert cli.main(["analyze", str(rec), "--out", str(out), "--context", "ignore"]) == 0  # a result: replaced

@@ -398,3 +398,110 @@ def test_stim_parser_never_crashes(tokens):
         assert "1.5000 s" in str(exc)
     else:
         assert isinstance(s, Stimulus) and s.set_mA >= 0
+
+
+# ----------------------------------------------------------------------------- operator context (version 2)
+
+from app.analysis.edf import CONVENTIONS_MARK, Context, context_text, parse_context  # noqa: E402
+
+
+@pytest.mark.parametrize("text, keyword, args, fields, free", [
+    ("STEP V1 L by=button s=12", "STEP", ("V1", "L"), {"by": "button", "s": "12"}, ""),
+    ("STEP L2 R finding=palsy s=3 text=after extubation", "STEP", ("L2", "R"), {"finding": "palsy", "s": "3"},
+     "after extubation"),
+    ("STEP R2 L clear s=9", "STEP", ("R2", "L", "clear"), {"s": "9"}, ""),
+    ("TS L contralateral_vagus=yes s=54", "TS", ("L",), {"contralateral_vagus": "yes", "s": "54"}, ""),
+    ("TS R verdict=not_true_los s=5 text=tube rotated", "TS", ("R",), {"verdict": "not_true_los", "s": "5"},
+     "tube rotated"),
+    ("MAP L pos_mm=16.5 resp=no uV=12 s=98 text=proximal", "MAP", ("L",),
+     {"pos_mm": "16.5", "resp": "no", "uV": "12", "s": "98"}, "proximal"),
+    ("PLAN R L s=0", "PLAN", ("R", "L"), {"s": "0"}, ""),
+    ("CAPTURE RLN L i=14 s=15", "CAPTURE", ("RLN", "L"), {"i": "14", "s": "15"}, ""),
+    ("SET event_threshold_uV=200 s=40", "SET", (), {"event_threshold_uV": "200", "s": "40"}, ""),
+    ("CAUTERY s=10 e=14", "CAUTERY", (), {"s": "10", "e": "14"}, ""),
+])
+def test_context_annotations_parse(text, keyword, args, fields, free):
+    c = parse_context(text, 3.25, 0.5)
+    assert (c.keyword, c.args, c.fields, c.text, c.onset_s) == (keyword, args, fields, free, 3.25)
+    assert c.order == (int(fields["s"]) if "s" in fields else None)
+    assert context_text(c.keyword, *c.args, text=c.text or None, **c.fields) == text
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("STEP V9 L", "unknown step 'V9'"),
+    ("STEP V1", "needs the side"),
+    ("STEP L1 L", "needs finding="),
+    ("STEP V1 L by=hand", "by= must be probe or button"),
+    ("TS L", "exactly one check=answer"),
+    ("TS L nmb_ok=maybe", "must be one of yes, no"),
+    ("TS L verdict=yes", "must be one of true_los, not_true_los"),
+    ("MAP L resp=yes", "missing required key 'pos_mm'"),
+    ("MAP L pos_mm=-3 resp=yes", "not a non-negative number"),
+    ("MAP L pos_mm=3", "missing required key 'resp'"),
+    ("PLAN L L", "PLAN takes one side"),
+    ("CAPTURE EBSLN L", "unknown site 'EBSLN'"),
+    ("SET s=3", "at least one setting"),
+    ("CAUTERY s=4", "both s= and e="),
+    ("CAUTERY s=4 e=2", "e= is before s="),
+    ("CAUTERY", "needs a duration"),
+    ("TS L nmb_ok=yes s=x", "s='x' is not an integer"),
+    ("TS L nmb_ok=yes s=1 L", "field 'L' has no '='"),
+    ("LOS L type=3", "type=1 or type=2"),
+])
+def test_context_parse_errors(text, problem):
+    with pytest.raises(ValueError) as e:
+        parse_context(text, 7.5)
+    assert problem in str(e.value) and "7.5000 s" in str(e.value) and text in str(e.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["STEP", "TS", "MAP", "PLAN", "REBASELINE", "CAPTURE", "SET", "CAUTERY", "CLIP", "LOS",
+                        "STAGING", "PROBE", "OUTPUT"]),
+       st.lists(st.one_of(st.text(max_size=10), st.sampled_from(
+           ["L", "R", "V1", "L1", "RLN", "s=3", "e=1", "by=button", "pos_mm=2", "resp=yes", "finding=normal",
+            "nmb_ok=no", "verdict=true_los", "text=a b", "=", "a=b=c", "clear"])), max_size=6))
+def test_context_parser_never_crashes(keyword, tokens):
+    text = " ".join([keyword, *tokens])
+    try:
+        c = parse_context(text, 1.5, None)
+    except ValueError as exc:
+        assert "1.5000 s" in str(exc)
+    else:
+        assert c.keyword == keyword
+
+
+def test_version_1_files_keep_their_annotations_uninterpreted(tmp_path):
+    """Without the conventions mark, a 'STEP ...' is a plain annotation (older exports wrote
+    'STEP V1 side=L', which is not version-2 grammar): never an input error."""
+    rec = _recording()
+    rec.annotations = [Annotation(1.0, None, "STEP V1 side=L"), Annotation(2.0, None, "TS whatever")]
+    write_edf(tmp_path / "v1.edf", rec)
+    back = read_edf(tmp_path / "v1.edf")
+    assert back.conventions == 1 and back.context == []
+    assert [a.text for a in back.annotations] == ["STEP V1 side=L", "TS whatever"]
+
+
+def test_version_2_context_and_recorded_steps_round_trip(tmp_path):
+    rec = _recording()
+    rec.recorded_steps = {1: Step.R1}  # stimulus 1 (untagged RLN) recorded as R1 with the step button
+    rec.context = [parse_context("PLAN L R s=0", 0.0), parse_context("STEP R1 R by=button s=2", 1.25),
+                   parse_context("TS L current_delivered=yes s=3", 2.5)]
+    write_edf(tmp_path / "v2.edf", rec)
+    back = read_edf(tmp_path / "v2.edf")
+    assert back.conventions == 2
+    assert back.stimuli == rec.stimuli  # the stimulus as delivered: untagged
+    assert back.recorded_steps == {1: Step.R1}
+    assert [c.raw for c in back.context] == ["PLAN L R s=0", "STEP R1 R by=button s=2",
+                                             "TS L current_delivered=yes s=3"]
+    assert all(isinstance(c, Context) for c in back.context)
+    with pyedflib.EdfReader(str(tmp_path / "v2.edf")) as f:  # an independent reader sees it all
+        _onsets, _d, texts = f.readAnnotations()
+    assert CONVENTIONS_MARK in texts
+    assert any(t.startswith("STIM site=RLN side=R") and t.endswith("step=R1 by=button") for t in texts)
+
+
+def test_a_malformed_context_annotation_names_the_file(tmp_path):
+    path = _write_pyedflib(tmp_path / "bad.edf", texts=(CONVENTIONS_MARK, "MAP L pos_mm=x resp=yes"))
+    with pytest.raises(RecordingError) as e:
+        read_edf(path)
+    assert str(e.value).startswith(str(path)) and "pos_mm='x' is not a number" in str(e.value)
