@@ -29,7 +29,9 @@ REPORTED = ("transection", "standard_bilateral", "cautery_heavy", "no_current_pr
 DPI = 50
 MARGIN_MM = 13.0  # the frame starts at 15 mm: nothing may be inked in the outer 13 mm
 # words made of internal keys: snake_case, the model's upper-case enum values, raw priorities
-INTERNAL = re.compile(r"\b[a-z]+_[a-z_]+\b|\b(?:VAGUS|UNTAGGED|PROBE|APS|EBSLN_)\b")
+INTERNAL = re.compile(r"\b[a-z]+_[a-z_]+\b|\b(?:VAGUS|UNTAGGED|PROBE|APS|EBSLN_)\b|Operator:"
+                      r"|\b(?:case|stim|probe|aps|step|baseline|ts|mapping|staging|note|tube|alarm|settings|sim)"
+                      r"\.[a-z_]+\b")
 NEEDS_PDFTOOLS = pytest.mark.skipif(shutil.which("pdftoppm") is None or shutil.which("pdftotext") is None,
                                     reason="poppler-utils (pdftoppm, pdftotext) not installed")
 
@@ -154,3 +156,38 @@ def test_event_counts_cover_every_event(reports):
     assert counts["total"] == len(live) and counts["by_kind"].get("no_current", 0) >= 1
     first = _pages_text(pdf)[0]
     assert "no stimulus current" in first and "medium" in first
+
+
+@pytest.mark.parametrize("name, left, right", [
+    ("transection", "lost", "postponed"),
+    ("standard_bilateral", "intact", "intact"),
+    ("traction_recovery", "recovered", None),
+])
+def test_how_each_nerve_ended(reports, name, left, right):
+    case, pdf, _ = reports[name]
+    sides = case.doc["sides"]
+    assert sides["L"]["conclusion"]["status"] == left
+    if right is not None:
+        assert sides["R"]["conclusion"]["status"] == right
+    first = _pages_text(pdf)[0]
+    words = {"lost": "LOSS OF SIGNAL", "postponed": "NOT OPERATED (POSTPONED)", "intact": "SIGNAL INTACT",
+             "recovered": "RECOVERED"}
+    assert words[left] in first
+    if name == "transection":
+        assert "consistent (true positive)" in first and "lesion between 10 mm and 32 mm" in first
+    if name == "standard_bilateral":
+        assert "consistent (true negative)" in first
+
+
+def test_trend_markers_at_every_event():
+    from reportlab.graphics.shapes import String
+
+    from app.record.report import trend_drawing
+
+    events = [{"t_s": 60.0, "kind": "loss_of_signal", "priority": "high"},
+              {"t_s": 90.0, "kind": "signal_recovered", "priority": "info"},
+              {"t_s": 500.0, "kind": "no_current", "priority": "medium"}]  # outside the plot: no marker
+    d = trend_drawing([{"label": "probe RLN", "t": [10.0, 120.0], "y": [800.0, 790.0], "colour": None,
+                        "marker": True}], [], None, "", "amplitude", (0.0, 200.0), events=events)
+    letters = [x.text for x in d.contents if isinstance(x, String) and x.text in ("L", "R", "N")]
+    assert letters == ["L", "R"]
