@@ -268,7 +268,7 @@ def waveform_drawing(traces: Sequence[tuple[np.ndarray, Any, float]], fs: float,
                strokeDashArray=[1, 1]))
     for y, (_, colour, sw) in zip(ys, [t for t in traces if t[0] is not None and len(t[0]) >= 2], strict=True):
         xx = px(t_ms[: len(y)])
-        yy = np.clip((y - mid) * scale + cy, 0, height)
+        yy = np.clip((y - mid) * scale + cy, 0.5, height - top + 1.0)  # the artifact stays out of the legend
         xx, yy = _minmax_decimate(xx, yy, 400)
         d.add(PolyLine(list(np.column_stack([xx, yy]).ravel()), strokeColor=colour, strokeWidth=sw))
     bar = _scale_uV(span)
@@ -695,6 +695,8 @@ def _side_steps(doc: Mapping[str, Any], side: str, waveform_of: WaveformFn | Non
     steps = s.get("steps") or {}
     name = F.side_word(side).capitalize()
     title = f"INMSG steps, {name.lower()} side" + ("" if s.get("planned") else " (side not planned)")
+    if not s.get("planned") and not s.get("has_data"):
+        return [Paragraph(title, H2), _p("Not planned, and nothing was recorded on this side.", BODY)]
     rows = [["Step", "Time", "Amplitude", "Latency", "Current set (delivered)", "Response", "Waveform"]]
     extra: list[tuple] = []
     colour = SIDE_COLOURS.get(side, colors.black)
@@ -845,10 +847,11 @@ def _adverse(doc: Mapping[str, Any], waveform_of: WaveformFn | None) -> list[Any
             continue
         colour = SIDE_COLOURS.get(ep.get("side"), colors.black)
         label = F.event_title(ep.get("kind")).split(" (")[0]
+        mean = " mean" if base.get("source") == "APS" else ""
         d = waveform_drawing([(ref[0], BASELINE_GREY, 0.6), (cur[0], colour, 0.6)], ref[1], ref[2], width=84 * mm,
                              height=26 * mm,
-                             legend=[(f"baseline {F.clock(base.get('t_s'))} {F.amp_text(base.get('amplitude_uV'))}",
-                                      BASELINE_GREY),
+                             legend=[(f"baseline {F.clock(base.get('t_s'))},{mean} "
+                                      f"{F.amp_text(base.get('amplitude_uV'))}", BASELINE_GREY),
                                      (f"{label.lower()} {F.clock(ep.get('t_s'))}", colour)])
         overlays.append([_p(f"{label}, {F.site_side(ep.get('site'), ep.get('side'))}: the stimulus that completed "
                             "it drawn over the site's baseline", SMALL), d])
