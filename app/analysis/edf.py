@@ -162,7 +162,7 @@ class EdfSignalData:
 
 
 def _num(x: float) -> str:
-    return f"{x:.3f}"
+    return F.exact_ma_text(x)  # the stimulator's 1 µA, rounded as everywhere (app.format)
 
 
 def stim_text(s: Stimulus, recorded_step: Step | None = None) -> str:

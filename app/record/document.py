@@ -325,8 +325,8 @@ class _Builder:
                                  "priority": p.get("priority"), "stimulus_index": p.get("stimulus_index"),
                                  "detail": detail})
         if kind == "baseline_set" and detail.get("amplitude_uV") is not None and detail.get("source", "APS") == "APS":
-            self.trends[side]["baselines"].append({"t_s": _r(p["t_s"], 3), "amplitude_uV": detail.get("amplitude_uV"),
-                                                   "latency_ms": detail.get("latency_ms"),
+            self.trends[side]["baselines"].append({"t_s": _r(p["t_s"], 3), "amplitude_uV": _amp(detail["amplitude_uV"]),
+                                                   "latency_ms": _lat(detail.get("latency_ms")),
                                                    "number": detail.get("number")})
         if kind in ADVERSE_KINDS:
             self.episodes.append({
