@@ -381,6 +381,13 @@ def _a(name: str, kind: str, unit: str = "", lo: float | None = None, hi: float 
 
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"
+# anaesthesia for the INMSG record (case.start / case.update)
+_ANAESTHESIA = (
+    _a("relaxant", "str", max_len=80, doc="neuromuscular blocker and dose at induction, or none"),
+    _a("relaxant_time", "str", pattern=r"([01][0-9]|2[0-3]):[0-5][0-9]", max_len=5, doc="when it was given (HH:MM)"),
+    _a("tof_count", "int", "", 0, 4, doc="train-of-four count when monitoring started"),
+    _a("tof_ratio_pct", "number", "%", 0.0, 150.0, doc="train-of-four ratio when monitoring started"),
+)
 
 COMMAND_LIST: list[Command] = [
     # connection
@@ -416,6 +423,7 @@ COMMAND_LIST: list[Command] = [
         _a("tube_type", "str", max_len=64),
         _a("tube_size_mm", "number", "mm", 5.0, 10.0, doc="inner diameter"),
         _a("tube_depth_cm", "number", "cm", 10.0, 30.0, doc="depth at the teeth"),
+        *_ANAESTHESIA,
     )),
     Command("case.update", "change case data of the open case (same arguments as case.start, all optional)", (
         _a("surgeon", "str", max_len=64),
@@ -424,9 +432,11 @@ COMMAND_LIST: list[Command] = [
         _a("tube_type", "str", max_len=64),
         _a("tube_size_mm", "number", "mm", 5.0, 10.0),
         _a("tube_depth_cm", "number", "cm", 10.0, 30.0),
+        *_ANAESTHESIA,
     ), needs_case=True),
     Command("case.close", "stop stimulation and close the open case", (
         _a("note", "str", max_len=2000, doc="closing remark, journaled"),
+        _a("reasons", "object", doc='why each missing INMSG step was not done: {"L": {"V2": "reason" or "not done"}}'),
     ), needs_case=True),
     # stimulation
     Command("stim.set", "set stimulation parameters of one output", (
