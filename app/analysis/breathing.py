@@ -71,7 +71,8 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal as sps
@@ -140,6 +141,8 @@ class SideBreathing:
 
 @dataclass(frozen=True)
 class BreathingResult:
+    """The breathing variation of both sides over one window of the free-running EMG."""
+
     sides: dict[str, SideBreathing]
     t_from: float
     t_to: float
@@ -215,7 +218,8 @@ class BreathingMeter:
         self.highpass_hz = min(float(s["emg.highpass_hz"]), 0.25 * fs)
         self._sos = sps.butter(4, self.highpass_hz, btype="highpass", fs=fs, output="sos")
         keep = self.window_s + _KEEP_MARGIN_S if keep_s is None else float(keep_s)
-        self._frames: collections.deque[list[Any]] = collections.deque(maxlen=max(1, int(math.ceil(keep / self.frame_s))))
+        self._frames: collections.deque[list[Any]] = collections.deque(
+            maxlen=max(1, int(math.ceil(keep / self.frame_s))))
         self._blanks: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._restart()
 
@@ -415,7 +419,8 @@ class BreathingMeter:
             # envelope's swing is cos(pi f T) smaller (T = 100 ms; 2.4 % at 0.7 Hz)
             comb = math.cos(math.pi * f * self.frame_s)
             modulation = 100.0 * amp_env / (mean_env * comb) if mean_env > 0 else 0.0
-            present = modulation >= self.min_modulation_pct and (self.min_wander_uV <= 0 or wander >= self.min_wander_uV)
+            present = modulation >= self.min_modulation_pct and (
+                self.min_wander_uV <= 0 or wander >= self.min_wander_uV)
             ok = (flag[ch] == _OK) & np.isfinite(env[ch])
             verdicts[ch] = SideBreathing(side, bool(present), wander, modulation, mean_env, 60.0 * f,
                                          100.0 * min(int(ok.sum()) / expected, 1.0), span)

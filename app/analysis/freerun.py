@@ -50,7 +50,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal as sps
@@ -74,7 +75,9 @@ _STIM_PRE_S = 0.001  # a stimulus window starts this long before the stimulus
 _STIM_PENDING_MAX = 256  # noted stimuli kept waiting for their windows (the newest)
 
 
-class EmgEventKind(str, enum.Enum):
+class EmgEventKind(str, enum.Enum):  # noqa: UP042 - str mix-in as in app.model
+    """What the free-running EMG analysis reports."""
+
     ACTIVITY_START = "activity_start"  # an episode has been recognised (still going)
     ACTIVITY = "activity"  # an episode is over: onset, duration, peak, pattern
     CAUTERY_START = "cautery_start"
@@ -83,6 +86,8 @@ class EmgEventKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class EmgEvent:
+    """One report of the free-running EMG analysis: an episode of activity or cautery."""
+
     kind: EmgEventKind
     t_s: float  # when it was recognised (end of the frame that completed it)
     channel: str | None  # "EMG L" / "EMG R"; None for cautery (both channels)
@@ -188,13 +193,13 @@ class FreeRunDetector:
     @property
     def active_channels(self) -> list[str]:
         """Channels with an episode in progress (recognised, not yet over)."""
-        return [c for c, ch in zip(self.channels, self._chains) if ch.announced]
+        return [c for c, ch in zip(self.channels, self._chains, strict=True) if ch.announced]
 
     def noise_uV(self) -> dict[str, float | None]:
         """Current noise floor per channel (band-passed RMS)."""
         if not self._floors.shape[1]:
             return {c: None for c in self.channels}
-        return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors))}
+        return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors), strict=True)}
 
     # ------------------------------------------------------------------ feeding
 
@@ -355,15 +360,7 @@ class FreeRunDetector:
             for k in range(stop - f):
                 i_frame = f + k
                 t_end = t0 + (base + (i_frame + 1) * size) / fs
-                found: list[list[tuple[int, float]]] = []
-                for ch in range(nch):
-                    if over[ch][k]:
-                        ach = a[ch, i_frame]
-                        found.append(self._peaks(ach, ach >= thr_l[ch][k]))
-                    else:
-                        found.append([])
-                if nch == 2 and (found[0] or found[1]):
-                    found = self._drop_common_mode(yf[:, i_frame], found)
+                found = self._frame_peaks(a[:, i_frame], yf[:, i_frame], [o[k] for o in over], [c[k] for c in thr_l])
                 start = base + i_frame * size
                 for ch in range(nch):
                     for i, peak in found[ch]:
@@ -374,6 +371,15 @@ class FreeRunDetector:
             f = stop
         self._consumed = base + nframes * size
         return events
+
+    def _frame_peaks(self, a: np.ndarray, y: np.ndarray, over: list[bool],
+                     thr: list[float]) -> list[list[tuple[int, float]]]:
+        """Peaks of one frame per channel (``a`` = ``|y|``, shape (channels, samples)), looked
+        for only on channels over their threshold; a common-mode pair across both is dropped."""
+        found = [self._peaks(a[ch], a[ch] >= thr[ch]) if over[ch] else [] for ch in range(len(over))]
+        if len(found) == 2 and (found[0] or found[1]):
+            found = self._drop_common_mode(y, found)
+        return found
 
     def _floor_run(self, sigma: np.ndarray) -> np.ndarray:
         """Noise floors of consecutive ordinary frames, shape (channels, frames): for each
@@ -397,7 +403,7 @@ class FreeRunDetector:
         padded = np.concatenate(([False], above, [False]))
         edges = np.flatnonzero(padded[1:] != padded[:-1])
         out: list[tuple[int, float]] = []
-        for s0, s1 in zip(edges[::2], edges[1::2]):
+        for s0, s1 in zip(edges[::2], edges[1::2], strict=True):
             i = s0 + int(np.argmax(a[s0:s1]))
             if out and i - out[-1][0] <= self.refractory:
                 if a[i] > out[-1][1]:

@@ -67,7 +67,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -153,6 +154,8 @@ class SideParams:
 
 @dataclass(frozen=True)
 class PatientParams:
+    """Everything about one patient that does not change during the case (drawn from a seed)."""
+
     seed: int
     left: SideParams
     right: SideParams
@@ -175,7 +178,7 @@ class PatientParams:
         return self.left if _check_side(side) == "L" else self.right
 
     @classmethod
-    def draw(cls, seed: int, overrides: Mapping[str, Any] | None = None) -> "PatientParams":
+    def draw(cls, seed: int, overrides: Mapping[str, Any] | None = None) -> PatientParams:
         """Draw a patient from ``seed``; ``overrides`` fixes named parameters.
 
         Override keys are the field names of ``PatientParams`` (``nonrecurrent_right``,
@@ -256,7 +259,7 @@ class PatientParams:
             params = params.with_overrides(overrides, rng)
         return params
 
-    def with_overrides(self, overrides: Mapping[str, Any], rng: np.random.Generator | None = None) -> "PatientParams":
+    def with_overrides(self, overrides: Mapping[str, Any], rng: np.random.Generator | None = None) -> PatientParams:
         top = {f.name: f for f in fields(PatientParams)}
         per_side = {f.name: f for f in fields(SideParams)}
         changes: dict[str, Any] = {}
@@ -272,7 +275,8 @@ class PatientParams:
                 if isinstance(value, Mapping):
                     unknown = set(value) - set(SIDES)
                     if unknown:
-                        raise PhysiologyError(f"patient parameter {key}: sides must be L and/or R (got {sorted(unknown)})")
+                        raise PhysiologyError(
+                            f"patient parameter {key}: sides must be L and/or R (got {sorted(unknown)})")
                     for s, v in value.items():
                         side_changes[s][key] = _coerce(key, v, kind)
                 else:
@@ -283,7 +287,8 @@ class PatientParams:
                 raise PhysiologyError(f"unknown patient parameter {key!r}; known: {', '.join(known)}")
         left = replace(self.left, **side_changes["L"])
         right = replace(self.right, **side_changes["R"])
-        if changes.get("nonrecurrent_right") and not self.nonrecurrent_right and "vagus_latency_ms" not in side_changes["R"]:
+        if (changes.get("nonrecurrent_right") and not self.nonrecurrent_right
+                and "vagus_latency_ms" not in side_changes["R"]):
             right = _make_nonrecurrent(right, rng or np.random.default_rng(self.seed))
         if "ebsln_glottic" in changes and changes["ebsln_glottic"] != self.ebsln_glottic:
             if changes["ebsln_glottic"]:
@@ -416,7 +421,8 @@ class Patient:
     the same seed and the same calls give the same results.
     """
 
-    def __init__(self, seed: int = 0, overrides: Mapping[str, Any] | None = None, params: PatientParams | None = None) -> None:
+    def __init__(self, seed: int = 0, overrides: Mapping[str, Any] | None = None,
+                 params: PatientParams | None = None) -> None:
         self.params = params if params is not None else PatientParams.draw(seed, overrides)
         self.seed = self.params.seed
         ss = np.random.SeedSequence([self.seed, 0x57140])
@@ -719,7 +725,8 @@ class Patient:
         lat = base_lat + extra + 0.3 * (1.0 - rec) + float(self._trial_rng.normal(0.0, p.latency_jitter_ms))
         return amp, lat
 
-    def _add_artifact(self, overlay: np.ndarray, tt: np.ndarray, output: Output, mA: float, pw_us: int, side: str | None) -> None:
+    def _add_artifact(self, overlay: np.ndarray, tt: np.ndarray, output: Output, mA: float, pw_us: int,
+                      side: str | None) -> None:
         key = ("artifact", int(output), int(pw_us), side, tt.size, float(tt[1]) if tt.size > 1 else 0.0)
         template = self._cache.get(key)
         if template is None:
@@ -746,7 +753,8 @@ class Patient:
         if info is not None:
             return info
         sp = self.params.side(side)
-        w1, d, w2, r = sp.phase1_width_ms * widen, sp.phase2_delay_ms * widen, sp.phase2_width_ms * widen, sp.phase2_ratio
+        w1, d, w2 = sp.phase1_width_ms * widen, sp.phase2_delay_ms * widen, sp.phase2_width_ms * widen
+        r = sp.phase2_ratio
         fine = np.arange(-4.0 * w1, d + 6.0 * w2, 0.005)
         f = _cmap(fine, w1, d, w2, r)
         # the second phase pulls the first peak a little earlier: find it and re-centre
@@ -764,7 +772,8 @@ class Patient:
         self._cache[key] = info
         return info
 
-    def _add_cmap(self, overlay: np.ndarray, tt: np.ndarray, side: str, amp: float, lat_ms: float, t: float) -> tuple[float, float]:
+    def _add_cmap(self, overlay: np.ndarray, tt: np.ndarray, side: str, amp: float, lat_ms: float,
+                  t: float) -> tuple[float, float]:
         sp = self.params.side(side)
         widen = 1.0 + 0.3 * self.traction_level(t, side)  # temporal dispersion through an injured segment
         w1, d, w2, r, shift, p2p, onset_rel = self._cmap_shape(side, widen)

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import sys
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from firmware_bridge.sim.physiology import PatientParams, PhysiologyError
 

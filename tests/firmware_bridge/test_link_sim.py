@@ -25,7 +25,6 @@ from firmware_bridge.messages import (
     StimMode,
     Stimulate,
 )
-from firmware_bridge.transport import open_port
 
 open_sim = pytest.importorskip("firmware_bridge.sim").open_sim
 
