@@ -35,14 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # synthetic_case: the fixture case the tests use too
 
 from app.model import Measurement, Side, Site, Source, Stimulus  # noqa: E402
 from app.record import Journal  # noqa: E402
 from app.record import entries as E  # noqa: E402
 from app.record import waveform as W  # noqa: E402
 from app.record.export import write_documents  # noqa: E402
-from app.record.synthetic import FS, POST, PRE, emg_noise, response, write_case  # noqa: E402
+from synthetic_case import FS, POST, PRE, emg_noise, response, write_case  # noqa: E402
 
 THROUGHPUT_S = 3.0
 SIMULATED_S = int(os.environ.get("LNM_BENCH_RECORD_S", "300"))  # seconds of monitoring written for the storage figure
