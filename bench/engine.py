@@ -107,6 +107,8 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float]]:
     c.call("stim.output", output="probe", on=True)
     time.sleep(0.5)
     mon = service.monitor
+    if mon is None:
+        raise SystemExit("bench/engine.py: the engine service has no monitor")
     # when the alarm reaches the outputs (sound, LEDs): each change of the alarms handed over
     handoffs: list[tuple[float, frozenset[str]]] = []
     to_outputs = mon.outputs.alarm_state
@@ -117,7 +119,7 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float]]:
             handoffs.append((clock.now(), ids))
         return to_outputs(st)
 
-    mon.outputs.alarm_state = alarm_state
+    mon.outputs.alarm_state = alarm_state  # type: ignore[method-assign]  # timed on its way to the outputs
     seen = 0
     latencies: list[float] = []
     raised_latencies: list[float] = []
@@ -133,7 +135,7 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float]]:
                     raised = entry
             seen = len(log)
         if raised is not None:
-            rule_t = raised.detail.get("rule_t_s")  # end of the epoch (case time) of the completing stimulus
+            rule_t = raised.detail["rule_t_s"]  # end of the epoch (case time) of the completing stimulus
             onset_case = float(rule_t) - 0.050
             truth = _truth(board)
             boot = board._boot

@@ -245,6 +245,8 @@ def start_board(kind: str, speed: float) -> tuple[subprocess.Popen, str, str]:
 def _read_pty_path(proc: subprocess.Popen, timeout: float) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.stdout is None:
+            return None
         r, _w, _x = select.select([proc.stdout], [], [], 0.2)
         if r:
             line = proc.stdout.readline()

@@ -467,10 +467,11 @@ class AlarmManager:
                     return False
                 a = candidates[0]
             else:
-                a = self._alarms.get(alarm_id)
-                if a is None:
+                found = self._alarms.get(alarm_id)
+                if found is None:
                     self._refuse(now, alarm_id, "acknowledge", who, "no such alarm")
                     return False
+                a = found
                 if a.acknowledged:
                     self._refuse(now, a.id, "acknowledge", who, "already acknowledged")
                     return False

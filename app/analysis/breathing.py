@@ -247,14 +247,14 @@ class BreathingMeter:
         """End time of the newest frame (None before the first)."""
         if not self._frames:
             return None
-        return self._frames[-1][0] + self.frame_s / 2
+        return float(self._frames[-1][0]) + self.frame_s / 2
 
     @property
     def first_frame_t(self) -> float | None:
         """Start time of the oldest frame kept."""
         if not self._frames:
             return None
-        return self._frames[0][0] - self.frame_s / 2
+        return float(self._frames[0][0]) - self.frame_s / 2
 
     # ------------------------------------------------------------------ feeding
 
@@ -371,7 +371,8 @@ class BreathingMeter:
     def evaluate(self, t_from: float | None = None, t_to: float | None = None) -> BreathingResult:
         """The breathing variation over ``[t_from, t_to)`` (default: the newest window)."""
         if t_to is None:
-            t_to = self.covered_until if self._frames else 0.0
+            covered = self.covered_until
+            t_to = covered if covered is not None else 0.0
         if t_from is None:
             t_from = t_to - self.window_s
         t_from, t_to = float(t_from), float(t_to)

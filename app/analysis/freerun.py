@@ -328,7 +328,8 @@ class FreeRunDetector:
         hot = (rms >= self.cautery_uV).any(axis=0).tolist()  # cautery level on either channel
         sat = (np.abs(raw.reshape(nch, nframes, size)) >= self.saturation_uV).any(axis=(0, 2)).tolist()
         sigma: np.ndarray | None = None  # robust RMS per frame, computed when a frame needs it
-        base, t0, fs = self._consumed, self._t0, self.fs
+        base, fs = self._consumed, self.fs
+        t0 = self._t0 if self._t0 is not None else 0.0  # set by the first block, before any frame
         f = 0
         while f < nframes:
             t_start = t0 + (base + f * size) / fs

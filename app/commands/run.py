@@ -33,7 +33,7 @@ def _sim(command: str, **args: Any) -> tuple[str, dict[str, Any]]:
     return "sim.control", {"command": command, "args": args}
 
 
-KEYS = {
+KEYS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "v": ("probe on the left vagus", [_sim("probe", contact="nerve", site="VAGUS", side="L"),
                                       ("probe.site", {"site": "VAGUS", "side": "L"})]),
     "n": ("probe on the left RLN", [_sim("probe", contact="nerve", site="RLN", side="L"),

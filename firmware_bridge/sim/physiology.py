@@ -637,7 +637,7 @@ class Patient:
         # stimulus artifact: proportional to the current through the tissue
         if returned_uA > 0:
             self._add_artifact(overlay, tt, output, returned_uA / 1000.0, pulse_width_us, side)
-        if target is not None and nerve_uA > 0:
+        if target is not None and side is not None and pos is not None and nerve_uA > 0:
             site = target.split("-")[0]
             amp, lat_ms = self._response(t, output, site, side, pos, nerve_uA / 1000.0, pulse_width_us)
             if amp > 0:

@@ -66,6 +66,8 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class WorldEvent:
+    """Something that happens in the patient or around the board at ``t`` (a virtual-board control)."""
+
     t: float
     command: str
     args: Mapping[str, Any]
@@ -73,6 +75,8 @@ class WorldEvent:
 
 @dataclass(frozen=True)
 class OperatorAction:
+    """A local-API command the surgeon or nurse gives at ``t`` (sent by ``lnm simulate``)."""
+
     t: float
     cmd: str  # local-API command, e.g. "probe.site"
     args: Mapping[str, Any]
@@ -80,6 +84,8 @@ class OperatorAction:
 
 @dataclass(frozen=True)
 class ExpectedEvent:
+    """An event or alarm the case must produce: its kind, where, when, and how often."""
+
     kind: str
     side: str | None = None
     site: str | None = None
@@ -95,6 +101,8 @@ class ExpectedEvent:
 
 @dataclass(frozen=True)
 class ForbiddenEvent:
+    """An event or alarm the case must not produce (in a time window)."""
+
     kind: str
     side: str | None = None
     site: str | None = None
@@ -108,6 +116,8 @@ class ForbiddenEvent:
 
 @dataclass(frozen=True)
 class ExpectedStep:
+    """An INMSG step result the case must record on a side (with or without a response)."""
+
     step: str
     side: str
     response: bool = True
@@ -117,6 +127,8 @@ class ExpectedStep:
 
 @dataclass(frozen=True)
 class Expect:
+    """What a scripted case must and must not produce: events, absences, step results."""
+
     events: tuple[ExpectedEvent, ...] = ()
     absent: tuple[ForbiddenEvent, ...] = ()
     steps: tuple[ExpectedStep, ...] = ()
@@ -145,6 +157,8 @@ def _describe(e: ExpectedEvent | ForbiddenEvent) -> str:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A scripted case: its patient, world events, operator actions and expectations."""
+
     name: str
     path: Path
     title: str
@@ -190,6 +204,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 
 def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
+    """Check a scenario's TOML data (read from ``path``); ``ScenarioError`` names the problem."""
     def fail(msg: str) -> ScenarioError:
         return ScenarioError(f"{path}: {msg}")
 
