@@ -25,8 +25,8 @@ from firmware_bridge.messages import (
     StimMode,
     Stimulate,
 )
+from firmware_bridge.sim import open_sim
 
-open_sim = pytest.importorskip("firmware_bridge.sim").open_sim
 
 
 class SteppedPort:
