@@ -22,7 +22,8 @@ bench: venv
 # ruff (rules in pyproject.toml), mypy (normal mode over app/, firmware_bridge/ and bench/,
 # --strict on the pure cores below) and import-linter (the layer contracts in .importlinter).
 MYPY_STRICT := firmware_bridge/codec.py firmware_bridge/validate.py firmware_bridge/flow.py \
-	firmware_bridge/faults.py firmware_bridge/messages.py app/analysis app/rules app/alarms
+	firmware_bridge/faults.py firmware_bridge/messages.py firmware_bridge/fields.py \
+	firmware_bridge/vocabulary.py app/analysis app/rules app/alarms
 # IN FLIGHT: REMOVE WHEN MERGED. Files being rewritten on other branches: ruff and mypy
 # skip them (mypy still reads their types) until their branch is merged; then delete the
 # entry here and fix what the gate finds. Files and folders, relative to the repository.

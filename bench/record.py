@@ -55,7 +55,7 @@ def _stim_payload(rng: np.random.Generator, i: int, t: float, source: Source, re
     side = Side.L
     stim = Stimulus(i, t, Site.VAGUS if source is Source.APS else Site.RLN, side, source, 1.0, 0.98)
     amp = 600.0 + rng.normal(0, 20)
-    m = Measurement(stim, "EMG L", True, None, True, amp, 7.9, 7.0)
+    m = Measurement(stim, Side.L.channel, True, None, True, amp, 7.9, 7.0)
     epoch = emg_noise(rng, PRE + POST)
     epoch[0] += response(amp, 7.9 if source is Source.APS else 3.7)
     return E.stimulus(m, epoch, FS, PRE, res_uV=res, codec=codec)

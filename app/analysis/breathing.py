@@ -4,7 +4,7 @@ Owns: ``BreathingMeter`` (stateful, pure: fed consecutive blocks of free-running
 reduced to 100 ms frames kept in a bounded buffer), ``SideBreathing`` (the result for one
 side) and ``BreathingResult`` (both sides), plus ``measuring_json`` / ``not_measured_json``
 for the states before a result exists.
-May import: numpy, scipy.signal, ``app.settings``.
+May import: numpy, scipy.signal, ``app.model``, ``app.settings``.
 
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of each block, then
 the sample count). Works at any stream rate of at least 100 Hz (the board may decimate).
@@ -77,6 +77,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import signal as sps
 
+from app.model import SIDES
 from app.settings import Settings, load
 
 FRAME_S = 0.1  # 100 ms: a whole number of 50 Hz and 60 Hz periods
@@ -194,7 +195,7 @@ class BreathingMeter:
         self,
         settings: Settings | None = None,
         sample_rate_hz: float = 20000.0,
-        sides: Sequence[str] = ("L", "R"),
+        sides: Sequence[str] = SIDES,
         keep_s: float | None = None,
     ) -> None:
         s = settings if settings is not None else load()

@@ -2,7 +2,7 @@
 
 Owns: ``FreeRunDetector`` (stateful, pure: fed consecutive blocks, returns events),
 ``EmgEvent`` and ``EmgEventKind``.
-May import: numpy, scipy.signal, ``app.settings``, ``firmware_bridge.messages``.
+May import: numpy, scipy.signal, ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
 
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
 then the sample count). Works at any stream rate (the board may decimate the stream).
@@ -56,6 +56,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import signal as sps
 
+from app.model import CHANNEL_LABELS
 from app.settings import Settings, load
 
 _FRAME_MS = 10.0
@@ -129,7 +130,7 @@ class FreeRunDetector:
         self,
         settings: Settings | None = None,
         sample_rate_hz: float = 20000.0,
-        channels: Sequence[str] = ("EMG L", "EMG R"),
+        channels: Sequence[str] = CHANNEL_LABELS,
         stimulus_wait_s: float = 0.0,
     ) -> None:
         s = settings if settings is not None else load()

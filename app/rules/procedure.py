@@ -90,7 +90,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from app.model import Measurement, Side, Site, Step
+from app.model import SIDES, Measurement, Side, Site, Step
 
 FORMAT = "lnm-procedure/1"
 
@@ -856,7 +856,7 @@ class Procedure:
     def summary(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Per side: steps, laryngoscopy, V2/V1 ratio, R2 reduction, mapping, troubleshooting."""
         sides: dict[str, Any] = {}
-        for side in ("L", "R"):
+        for side in SIDES:
             steps = copy.deepcopy(self._d["steps"][side])
             v1, v2 = steps.get("V1"), steps.get("V2")
             ratio = None

@@ -6,7 +6,8 @@ Owns: the seeded patient (``PatientParams``, drawn around the normal values of
 position, neuromuscular blockade), the electrical load each stimulator output sees (and
 so the current it can deliver), and the compound muscle action potential a stimulus
 evokes on each vocal-fold channel.
-May import: the standard library, numpy, ``firmware_bridge.messages``.
+May import: the standard library, numpy, ``firmware_bridge.messages``,
+``firmware_bridge.vocabulary`` and ``firmware_bridge.fields``.
 
 Anatomy and numbers (all per patient, drawn from ``PatientParams.draw(seed)``):
 
@@ -72,10 +73,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from firmware_bridge.fields import Field, FieldError
 from firmware_bridge.messages import Electrode, Output
+from firmware_bridge.vocabulary import NERVES, SIDES
 
-SIDES = ("L", "R")
-SITES = ("VAGUS", "RLN", "EBSLN")
+SITES = NERVES  # sites the virtual patient has (an untagged probe touch is not a nerve)
 CONTACTS = ("nerve", "tissue", "air", "fluid", "none")
 EMG_ELECTRODES = {"L": (Electrode.L_POS, Electrode.L_NEG), "R": (Electrode.R_POS, Electrode.R_NEG)}
 
@@ -109,13 +111,14 @@ def _check_site(site: Any) -> str:
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
+    """``value`` as a number in ``lo``-``hi`` (text accepted: virtual-board controls arrive as JSON
+    or typed by hand), else ``PhysiologyError`` in the virtual board's words."""
     try:
-        v = float(value)
-    except (TypeError, ValueError):
+        return float(Field(name, "number", unit.strip(), lo, hi, accept="text").check(value))
+    except FieldError as exc:
+        if exc.reason in ("range", "finite"):
+            raise PhysiologyError(f"{name}={value!r} out of range {lo:g}-{hi:g}{unit}") from None
         raise PhysiologyError(f"{name} must be a number in {lo:g}-{hi:g}{unit} (got {value!r})") from None
-    if not (lo <= v <= hi) or math.isnan(v):
-        raise PhysiologyError(f"{name}={value!r} out of range {lo:g}-{hi:g}{unit}")
-    return v
 
 
 # ----------------------------------------------------------------------------- parameters
