@@ -4,7 +4,8 @@ Owns: ``state_snapshot`` (the ``state`` message and ``state.get``: engine, board
 storage, audio, the open case and everything it owns, stimulation, alarms, counters),
 ``alarms_json`` (the ``alarms`` message) and ``trend_series`` (``trend.get``). Pure
 functions of the engine's rooms: they read, never change (the format is ``app/api/API.md``).
-May import: ``app.alarms`` (types), ``app.model``, ``app.engine.jsonsafe``/``timebase``/
+May import: ``app.alarms`` (types), ``app.model``, ``app.record.closeout`` (the steps still
+missing), ``app.engine.jsonsafe``/``timebase``/
 ``case_state``/``board`` (fault names) and, for types only, ``app.engine.core``.
 
 With no case open, everything a case owns is empty: no steps, baselines, loss episodes,
@@ -23,6 +24,7 @@ from app.engine.case_state import CaseState
 from app.engine.jsonsafe import plain, rnd
 from app.engine.timebase import TimeBase
 from app.model import Side, Site, Step
+from app.record.closeout import missing_from_procedure
 from app.rules.procedure import Procedure
 from firmware_bridge.messages import Fault
 
@@ -136,6 +138,8 @@ def _procedure(rules: Rules | None) -> dict[str, Any]:
     history = proc.staging_history()
     return {
         "baselines": baselines, "steps": steps, "los": los, "troubleshooting": ts, "mapping": mapping,
+        # what the close-out will ask a reason for (``app.record.closeout``), per planned side
+        "missing_steps": missing_from_procedure(proc.to_dict()) if rules is not None else [],
         "staging": {"recommended": staging is not None, "active": plain(staging),
                     "reason": staging["message"] if staging else "",
                     "decision": history[-1]["decision"] if history else None},

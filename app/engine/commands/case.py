@@ -17,6 +17,7 @@ from app.engine.commands.registry import command, open_case, operator
 from app.engine.jsonsafe import plain
 from app.engine.lifecycle import close_case, open_case_state
 from app.record import entries as E
+from app.record.closeout import closeout_entries, missing_from_procedure
 from app.settings import SettingError
 
 if TYPE_CHECKING:
@@ -86,9 +87,20 @@ def case_update(m: Monitor, req: p.Request, **data: Any) -> dict[str, Any]:
 
 
 @command("case.close")
-def case_close(m: Monitor, req: p.Request, note: str | None = None) -> dict[str, Any]:
-    """Stop stimulation and close the open case; what it owned ends with it."""
-    open_case(m, "case.close")
+def case_close(m: Monitor, req: p.Request, note: str | None = None,
+               reasons: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stop stimulation and close the open case; what it owned ends with it.
+
+    The INMSG steps still missing per planned side (``app.record.closeout``) are journaled
+    in the closing entry, each with the reason given in ``reasons`` (or none): closing is
+    never refused for want of a reason, only for a reason that cannot be one (not text,
+    too long, or for a step that is not missing), before anything is closed."""
+    case = open_case(m, "case.close")
+    missing = missing_from_procedure(case.rules.procedure.to_dict())
+    try:
+        entries = closeout_entries(missing, reasons, who=req.client or None)
+    except ValueError as exc:
+        raise p.ApiError(p.INVALID_ARGUMENT, f"case.close: {exc}", argument="reasons") from None
     operator(m, req)
-    case_id, summary = close_case(m, req.client or None, note)
-    return {"case_id": case_id, "summary": summary}
+    case_id, summary = close_case(m, req.client or None, note, missing_steps=entries)
+    return {"case_id": case_id, "summary": summary, "missing_steps": entries}
