@@ -463,7 +463,9 @@ COMMAND_LIST: list[Command] = [
     Command("step.tag", "record an INMSG step from a response", (
         _a("step", "enum", choices=STEPS, required=True),
         _a("side", "enum", choices=SIDES, doc="default: the probe's current side"),
-        _a("which", "enum", choices=("last", "next"), doc="last response (default) or the next valid one"),
+        _a("which", "enum", choices=("last", "next", "offer"),
+           doc="last response (default), the next valid one, or the stimulus the loss-of-signal "
+               "troubleshooting offers (R2 / V2 given after the loss)"),
     ), needs_case=True),
     Command("step.clear", "forget the recorded value of a step", (
         _a("step", "enum", choices=STEPS, required=True),

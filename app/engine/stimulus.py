@@ -37,9 +37,49 @@ from app.engine.seams import Analyzer, AnalyzerFactory
 from app.engine.stimulator import Stimulator, step_site
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
+from app import format as F
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
+from app.rules.procedure import ProcedureError
 from firmware_bridge.messages import StimEpoch
+
+
+def step_words(v: Mapping[str, Any]) -> str:
+    """A step's value in words, numbers through ``app.format``: ``593 µV, 7.83 ms at 1.00 mA
+    (delivered 1.01 mA)``, ``no response (18 µV) at 1.00 mA (delivered 1.00 mA)``."""
+    amp = v.get("amplitude_uV")
+    if v.get("response"):
+        what = F.amp_text(amp) + (f", {F.lat_text(v['latency_ms'])}" if v.get("latency_ms") is not None else "")
+        if v.get("lowered_threshold"):
+            what += " (response, lowered threshold)"
+    else:
+        what = "no response" + (f" ({F.amp_text(amp)})" if amp is not None else "")
+    if v.get("set_mA") is not None:
+        what += f" at {F.current_text(v.get('set_mA'), v.get('delivered_mA'))}"
+    return what
+
+
+def findings_words(findings: Mapping[str, Any]) -> str:
+    """What a step shows beside its value: ``; V2 is 96 % of V1``, the R2 reduction."""
+    out = ""
+    if findings.get("v2_of_v1_pct") is not None:
+        out += f"; V2 is {F.pct_text(findings['v2_of_v1_pct'])} of V1"
+    red = findings.get("r2_reduction")
+    if isinstance(red, Mapping) and red.get("message"):
+        out += f"; {red['message']}"
+    return out
+
+
+def step_findings(case: CaseState, settings: Mapping[str, Any], side: Side, step: Step) -> dict[str, Any]:
+    """The V2/V1 ratio (V1, V2) and the R2 proximal/distal reduction (R2P, R2D) a step
+    now shows, as ``RuleEngine.record_step`` returns them for a step recorded by button."""
+    summary = case.rules.procedure.summary(settings)["sides"][side.value]
+    out: dict[str, Any] = {}
+    if step in (Step.V1, Step.V2) and summary["v2_of_v1_pct"] is not None:
+        out["v2_of_v1_pct"] = summary["v2_of_v1_pct"]
+    if step in (Step.R2P, Step.R2D) and summary["r2_reduction"] is not None:
+        out["r2_reduction"] = summary["r2_reduction"]
+    return out
 
 
 class StimulusPipeline:
@@ -112,14 +152,36 @@ class StimulusPipeline:
         self.persist.stimulus()
         for ev in events:
             self.rule_event(case, ev)
+        self.documented_steps(case)
         if m.valid:
             case.last_valid[(stim.site.value, stim.side.value)] = m
         pend = case.pending_step
         if pend is not None and m.valid and stim.side.value == pend["side"] and stim.site is step_site(pend["step"]):
             case.pending_step = None
-            self.record_step(case, Step(pend["step"]), m, who=pend["who"], how="operator")
+            try:
+                self.record_step(case, Step(pend["step"]), m, who=pend["who"], how="operator")
+            except ProcedureError as exc:  # the step cannot take it: say so, never stop monitoring
+                self.ledger.event("procedure", "step_not_recorded", f"{pend['step']} {F.side_word(pend['side'])} "
+                                  f"not recorded: {exc}", side=pend["side"], detail={"step": pend["step"]})
         self._procedure_changed(case, m)
         self.remember(case, m)
+
+    def documented_steps(self, case: CaseState) -> None:
+        """R2 / V2 the rules documented from the stimulation done after a loss of signal
+        (``RuleEngine.take_documented_steps``): announced as procedure events. They are not
+        journaled as step entries (those are the operator's and the tagged stimuli's, and
+        these values are withdrawn when the nerve recovers): the record reads them from the
+        procedure state of the engine-state entry written at the end of this input."""
+        for d in case.rules.take_documented_steps():
+            value = d["value"]
+            offer = next((o for o in ((case.rules.procedure.troubleshooting(d["side"]) or {}).get("offers") or [])
+                          if o.get("step") == d["step"]), None)
+            text = (f"{d['step']} {F.side_word(d['side'])} ({F.STEP_WORDS.get(d['step'], '')}) documented from the "
+                    f"stimulation done after the loss of signal: {step_words(value)}")
+            self.ledger.event("procedure", "step_documented", text, side=d["side"], site=value.get("site"),
+                              detail={"step": d["step"], "how": "after_loss", **plain(value),
+                                      "offer": offer.get("message") if offer else None})
+            self.persist.changed()
 
     # -- what a measurement causes
 
@@ -143,7 +205,8 @@ class StimulusPipeline:
         if stim.step is not None and m.valid:
             value = proc.step(stim.side, stim.step)
             if value and value.get("stimulus_index") == stim.index:
-                self.step_recorded(stim.side.value, stim.step, value, m, who="probe", how="tagged")
+                self.step_recorded(stim.side.value, stim.step, value, m, who="probe", how="tagged",
+                                   findings=step_findings(case, self.ctx.settings, stim.side, stim.step))
         if stim.site is Site.VAGUS and m.valid:
             other = stim.side.other
             ts = proc.troubleshooting(other) or {}
@@ -169,22 +232,26 @@ class StimulusPipeline:
             case.staging_seen = len(history)
 
     def step_recorded(self, side: str, step: Step, value: Mapping[str, Any], m: Measurement | None,
-                      who: str, how: str) -> None:
-        """A step's value was recorded: journal, event."""
+                      who: str, how: str, findings: Mapping[str, Any] | None = None) -> None:
+        """A step's value was recorded: journal, event (with what it now shows: the V2/V1
+        ratio, the R2 proximal/distal reduction)."""
         self.ledger.write("step", E.step(side, step.value, m, who=who, comment=f"recorded by {how}"))
-        amp = value.get("amplitude_uV")
-        lat = value.get("latency_ms")
-        text = f"{step.value} {side}: " + (f"{amp:.0f} uV" if amp is not None else "no value") + (
-            f", {lat:.2f} ms" if lat is not None else "") + ("" if value.get("response") else " (no response)")
+        text = f"{step.value} {F.side_word(side)}: {step_words(value)}" + findings_words(findings or {})
         self.ledger.event("procedure", "step_recorded", text, side=side, site=value.get("site"),
-                          detail={"step": step.value, **plain(value)})
+                          detail={"step": step.value, **plain(value), "findings": plain(dict(findings or {}))})
         self.persist.changed()
 
     def record_step(self, case: CaseState, step: Step, m: Measurement, who: str, how: str) -> dict[str, Any]:
-        """Record ``m`` as ``step`` (the operator's step button, now or for the next response)."""
-        value = case.rules.tag_step(step, m.stimulus.side, self.time.now_t(), measurement=m)
-        self.step_recorded(m.stimulus.side.value, step, value, m, who=who, how=how)
-        return value
+        """Record ``m`` as ``step`` (the operator's step button, now or for the next
+        response; an offer of the troubleshooting record): the step's rules are applied to
+        it as if it had been tagged before (``RuleEngine.record_step``: a poor V1 raises its
+        event now), then the step entry and those events are journaled. Raises
+        ``ProcedureError`` when the step cannot take the measurement."""
+        rec = case.rules.record_step(step, m.stimulus.side, self.time.now_t(), measurement=m)
+        self.step_recorded(m.stimulus.side.value, step, rec.value, m, who=who, how=how, findings=rec.findings)
+        for ev in rec.events:
+            self.rule_event(case, ev)
+        return rec.value
 
     def remember(self, case: CaseState, m: Measurement) -> None:
         """The case's last response per side (with % of the APS baseline) and its trend."""
