@@ -39,7 +39,7 @@ BAD_REQUEST = "bad_request"  # no "cmd", or "id" is not an integer
 UNKNOWN_COMMAND = "unknown_command"
 INVALID_ARGUMENT = "invalid_argument"  # missing, unknown, wrong type or out of range
 SETTING_REJECTED = "setting_rejected"  # a settings change failed the schema
-NEEDS_CONFIRMATION = "needs_confirmation"  # e.g. a current above stim.confirm_above_mA
+NEEDS_CONFIRMATION = "needs_confirmation"  # a current above stim.confirm_above_mA, a protected limit relaxed
 BAD_STATE = "bad_state"  # not possible now (no open case, tube check failed, ...)
 NOT_SIMULATED = "not_simulated"  # virtual-board control on a real board
 BOARD_UNAVAILABLE = "board_unavailable"  # the board link is down
@@ -552,6 +552,8 @@ COMMAND_LIST: list[Command] = [
     Command("settings.get", "every setting with its value, unit, range and description"),
     Command("settings.set", "change settings (validated against the schema, journaled)", (
         _a("changes", "object", required=True, doc='{"group.name": value, ...}'),
+        _a("confirm", "bool", doc="confirms relaxing a protected limit (the event threshold, an alarm limit) "
+                                  "beyond its default, or changing one while a related alarm is active"),
     )),
     # simulation
     Command("sim.control", "control the virtual board (probe contact, traction, cautery, ...)", (

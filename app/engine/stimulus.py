@@ -8,9 +8,10 @@ announcements and sounds follow the write), the procedure's changes journaled (t
 steps, the contralateral vagus answered by the monitor, staging advice), remembered for
 the screen (last responses, trends), then sounded and published (``measurements``,
 ``waveforms``).
-May import: ``app.model``, ``app.record.entries``, ``app.engine.*`` rooms below it
-(context, ledger, timebase, stimulator, alarm_desk, emg_stream, tube, persist, jsonsafe,
-seams, case_state), ``firmware_bridge.messages``.
+May import: ``app.model``, ``app.format``, ``app.record.entries``, ``app.rules.procedure``
+(its error), ``app.engine.*`` rooms below it (context, ledger, timebase, stimulator,
+alarm_desk, emg_stream, tube, persist, jsonsafe, seams, case_state, limits),
+``firmware_bridge.messages``.
 
 Stimuli while no case is open are measured, sounded and published, but not journaled
 and not judged by the rules (there is no patient record to judge them in). So are the
@@ -22,6 +23,7 @@ previous case still in flight never becomes the next case's.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ from app.engine.case_state import CaseState, Trend
 from app.engine.context import EngineContext
 from app.engine.emg_stream import LABELS, EmgStream
 from app.engine.jsonsafe import plain
+from app.engine.limits import below_default_threshold
 from app.engine.ledger import Ledger
 from app.engine.persist import Persistence
 from app.engine.seams import Analyzer, AnalyzerFactory
@@ -42,6 +45,10 @@ from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source,
 from app.record import entries as E
 from app.rules.procedure import ProcedureError
 from firmware_bridge.messages import StimEpoch
+
+
+# rule events that a response makes (they say so when only a lowered threshold made it one)
+RESPONSE_EVENTS = ("signal_recovered", "baseline_set", "nonrecurrent_nerve_suspected")
 
 
 def step_words(v: Mapping[str, Any]) -> str:
@@ -186,12 +193,19 @@ class StimulusPipeline:
     # -- what a measurement causes
 
     def rule_event(self, case: CaseState, ev: RuleEvent, who: str = "rules") -> None:
-        """A rule event of the case: journaled, announced, applied to the alarms."""
+        """A rule event of the case: journaled, announced, applied to the alarms. An event
+        made by a response that only a lowered threshold calls one says so."""
+        if ev.kind.value in RESPONSE_EVENTS and below_default_threshold(True, ev.detail.get("amplitude_uV"),
+                                                                        self.ctx.settings):
+            threshold = float(self.ctx.settings["analysis.event_threshold_uV"])
+            ev = replace(ev, detail={**ev.detail, "lowered_threshold_uV": threshold, "message": (
+                f"{ev.detail.get('message') or F.event_title(ev.kind.value)} (response below the default threshold: "
+                f"threshold lowered to {F.amp_text(threshold)})")})
         self.ledger.write("rule_event", E.rule_event(ev), t_s=ev.t_s)
         self.ctx.counters[f"rule_{ev.kind.value}"] += 1
         case.rule_counts[ev.kind.value] += 1
-        message = str(ev.detail.get("message") or ev.kind.value.replace("_", " "))
-        where = f"{'left' if ev.side is Side.L else 'right'} {ev.site.value}"
+        message = str(ev.detail.get("message") or F.event_title(ev.kind.value))
+        where = F.site_side(ev.site.value, ev.side.value)
         self.ledger.event("rule", ev.kind.value, f"{message} ({where})", priority=ev.priority.value,
                           side=ev.side.value, site=ev.site.value,
                           detail={"stimulus_index": ev.stimulus_index, **plain(ev.detail)}, t_s=ev.t_s)
@@ -236,6 +250,8 @@ class StimulusPipeline:
         """A step's value was recorded: journal, event (with what it now shows: the V2/V1
         ratio, the R2 proximal/distal reduction)."""
         self.ledger.write("step", E.step(side, step.value, m, who=who, comment=f"recorded by {how}"))
+        value = {**value, "lowered_threshold": below_default_threshold(bool(value.get("response")),
+                                                                       value.get("amplitude_uV"), self.ctx.settings)}
         text = f"{step.value} {F.side_word(side)}: {step_words(value)}" + findings_words(findings or {})
         self.ledger.event("procedure", "step_recorded", text, side=side, site=value.get("site"),
                           detail={"step": step.value, **plain(value), "findings": plain(dict(findings or {}))})
@@ -256,7 +272,7 @@ class StimulusPipeline:
     def remember(self, case: CaseState, m: Measurement) -> None:
         """The case's last response per side (with % of the APS baseline) and its trend."""
         stim = m.stimulus
-        d = m.to_json()
+        d = self.measurement_json(m)
         amp_pct = lat_pct = None
         if stim.source is Source.APS:
             b = case.rules.aps_baseline(stim.side)
@@ -273,11 +289,20 @@ class StimulusPipeline:
             tr = case.trends[key] = Trend(self.ctx.options.trend_points)
         tr.add(stim.t_s, m.amplitude_uV if m.valid else None, m.latency_ms if m.valid else None)
 
+    def measurement_json(self, m: Measurement) -> dict[str, Any]:
+        """A measurement for the screen: ``Measurement.to_json()`` and ``lowered_threshold``
+        (a response only because the event threshold is lowered below its default: never
+        shown as a plain "response", least of all under a loss of signal)."""
+        d = m.to_json()
+        d["lowered_threshold"] = below_default_threshold(bool(m.valid and m.response), m.amplitude_uV,
+                                                         self.ctx.settings)
+        return d
+
     def _publish(self, case: CaseState | None, m: Measurement, e: StimEpoch) -> None:
         if self.ledger.wants("measurements"):
-            d = dict((case.last.get(m.stimulus.side.value) if case is not None else None) or m.to_json())
+            d = dict((case.last.get(m.stimulus.side.value) if case is not None else None) or {})
             if d.get("index") != m.stimulus.index:
-                d = m.to_json()
+                d = self.measurement_json(m)
             self.ledger.publish("measurements", {"type": "measurement", **d})
         if self.ledger.wants("waveforms"):
             uv = e.microvolts()
