@@ -205,11 +205,18 @@ class _Builder:
 
     def _on_setting_changed(self, e: Entry, p: Mapping[str, Any]) -> None:
         ch = {"t_s": _r(e.t_s, 3), "wall": e.wall, "key": p["key"], "old": p["old"], "new": p["new"],
-              "unit": p.get("unit", ""), "who": p.get("who")}
+              "unit": p.get("unit", ""), "who": p.get("who"), "default": p.get("default"),
+              "relaxed": p.get("relaxed"), "confirmed": p.get("confirmed")}
         self.setting_changes.append(ch)
         unit = p.get("unit") or ""
+        protected = ""
+        if p.get("relaxed"):  # a protected limit (app.engine.limits) beyond its default
+            protected = (f", beyond its default {F.setting_value(p.get('default'), unit)} "
+                         + ("(confirmed)" if p.get("confirmed") else "(not asked)"))
+        elif p.get("confirmed"):
+            protected = " (confirmed: a related alarm was active)"
         self._event(e, "setting_changed", f"Setting changed: {F.setting_name(p['key'])} from "
-                    f"{F.setting_value(p['old'], unit)} to {F.setting_value(p['new'], unit)}")
+                    f"{F.setting_value(p['old'], unit)} to {F.setting_value(p['new'], unit)}{protected}")
 
     def _on_tube_check(self, e: Entry, p: Mapping[str, Any]) -> None:
         tc = {"t_s": _r(e.t_s, 3), "wall": e.wall, **{k: p.get(k) for k in (

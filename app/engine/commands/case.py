@@ -20,6 +20,9 @@ from app.record import entries as E
 from app.record.closeout import closeout_entries, missing_from_procedure
 from app.settings import SettingError
 
+# anaesthesia for the INMSG record (the case.start / case.update arguments, app.api.protocol)
+ANAESTHESIA_FIELDS = ("relaxant", "relaxant_time", "tof_count", "tof_ratio_pct")
+
 if TYPE_CHECKING:
     from app.engine.core import Monitor
     from app.settings import Settings
@@ -51,6 +54,8 @@ def case_start(m: Monitor, req: p.Request, patient_id: str, profile: str | None 
         "patient_id": patient_id, "planned_sides": list(sides), "surgeon": data.get("surgeon"),
         "procedure": data.get("procedure"),
         "tube": {k: data.get(f"tube_{k}") for k in ("type", "size_mm", "depth_cm")},
+        # INMSG: the relaxant and train-of-four when monitoring started (case.update may add them later)
+        "anaesthesia": {k: data.get(k) for k in ANAESTHESIA_FIELDS},
         "operator": req.client or None,
         "board": None if caps is None else {
             "firmware_version": caps.firmware_version, "board_id": caps.board_id, "simulated": caps.simulated},
@@ -72,11 +77,13 @@ def case_start(m: Monitor, req: p.Request, patient_id: str, profile: str | None 
 
 @command("case.update")
 def case_update(m: Monitor, req: p.Request, **data: Any) -> dict[str, Any]:
-    """Change the open case's data (surgeon, procedure, planned sides, tube)."""
+    """Change the open case's data (surgeon, procedure, planned sides, tube, anaesthesia)."""
     case = open_case(m, "case.update")
     for k, v in data.items():
         if k.startswith("tube_"):
             case.data.setdefault("tube", {})[k[5:]] = v
+        elif k in ANAESTHESIA_FIELDS:
+            case.data.setdefault("anaesthesia", {})[k] = v
         else:
             case.data[k] = v
     if data.get("planned_sides"):

@@ -1,4 +1,6 @@
-"""Closing a case through the API: the steps still missing, asked before and journaled at close.
+"""The case record's corners through the API: the close-out, the anaesthesia, the event texts.
+
+Closing a case: the steps still missing, asked before and journaled at close.
 
 The state snapshot lists the INMSG steps each planned side still lacks (``missing_steps``),
 so that the touchscreen can ask for a reason per step before it sends ``case.close``;
@@ -70,3 +72,43 @@ def test_a_reason_that_cannot_be_one_is_refused_and_the_case_stays_open(tmp_path
     assert not [e for e in s.monitor.journal.entries(st["case"]["case_id"], kinds=["operator"], blobs=False)
                 if e.payload["action"] == "case.close"]
     assert s.must("case.close", client="ui")["missing_steps"][0]["reason"] is None
+
+
+def test_the_anaesthesia_is_in_the_opening_entry_and_updates_reach_the_document(tmp_path):
+    s = stepped(tmp_path, seed=6, fake_analysis=True)
+    s.run_for(0.3)
+    cid = s.must("case.start", client="ui", patient_id="PSN-ANA", planned_sides=["R"], relaxant="rocuronium 0.3 mg/kg",
+                 relaxant_time="08:05", tof_count=4, tube_type="EMG tube", tube_size_mm=7.0)["case_id"]
+    opened = [e.payload for e in s.monitor.journal.entries(cid, kinds=["case_opened"], blobs=False)][0]
+    assert opened["anaesthesia"] == {"relaxant": "rocuronium 0.3 mg/kg", "relaxant_time": "08:05", "tof_count": 4,
+                                     "tof_ratio_pct": None}
+    s.must("case.update", client="ui", tof_ratio_pct=95.0)
+    assert s.must("state.get")["case"]["anaesthesia"]["tof_ratio_pct"] == 95.0
+    s.must("case.close", client="ui")
+    doc = build_document(s.monitor.journal, cid)
+    assert doc["case"]["anaesthesia"] == {"relaxant": "rocuronium 0.3 mg/kg", "relaxant_time": "08:05",
+                                          "tof_count": 4, "tof_ratio_pct": 95.0}
+    assert doc["case"]["tube"]["type"] == "EMG tube"
+
+
+def test_the_engine_s_event_texts_round_as_the_record_does(tmp_path):
+    """One rounding (``app.format``) for the screen's events and the record: amplitudes whole
+    µV, latencies 0.01 ms, currents with the delivered one beside them."""
+    s = stepped(tmp_path, seed=7)
+    s.run_for(0.3)
+    cid = s.must("case.start", client="ui", patient_id="PSN-TXT", planned_sides=["L"])["case_id"]
+    s.board.control("probe", contact="nerve", site="VAGUS", side="L")
+    s.must("probe.site", site="VAGUS", side="L")
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(1.0)
+    s.must("step.tag", client="ui", step="V1", side="L")
+    ev = next(e for e in reversed(s.events) if e["kind"] == "step_recorded")
+    v = ev["detail"]
+    from app import format as F
+    assert ev["message"] == (f"V1 left: {F.amp_text(v['amplitude_uV'])}, {F.lat_text(v['latency_ms'])} at "
+                             f"{F.current_text(v['set_mA'], v['delivered_mA'])}")
+    base = next(e for e in s.events if e["kind"] == "baseline_set")
+    assert base["message"].endswith("(left vagus)") and "uV" not in base["message"]
+    doc = build_document(s.monitor.journal, cid)
+    step_line = next(t["text"] for t in doc["timeline"] if t["type"] == "step")
+    assert f"{F.amp_text(v['amplitude_uV'])}, {F.lat_text(v['latency_ms'])}" in step_line
