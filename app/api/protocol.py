@@ -548,6 +548,12 @@ COMMAND_LIST: list[Command] = [
     )),
     # self-test
     Command("selftest.run", "check board, audio, LEDs/buzzer and storage; returns one result per item"),
+    Command("selftest.confirm", "the nurse's answer for a played self-test output: seen / heard, or not", (
+        _a("item", "enum", choices=("audio", "leds", "buzzer"), required=True,
+           doc="the self-test item waiting for the nurse"),
+        _a("seen", "bool", required=True, doc="true: seen / heard as asked; false: not"),
+        _a("note", "str", max_len=200),
+    )),
     # settings
     Command("settings.get", "every setting with its value, unit, range and description"),
     Command("settings.set", "change settings (validated against the schema, journaled)", (

@@ -64,6 +64,7 @@ from app.engine.ledger import Ledger
 from app.engine.lifecycle import measurement_from_json
 from app.engine.limits import Relaxations
 from app.engine.persist import ENGINE_STATE_FORMAT, Persistence, engine_state
+from app.engine.selftest import SelfTest
 from app.engine.seams import (
     AnalyzerFactory,
     DetectorFactory,
@@ -149,6 +150,7 @@ class Monitor:
                                          self.tube, self.persist, analyzer_factory)
         self.board = BoardDesk(ctx, self.time, self.ledger, self.alarm_desk, self.stim, self.pipeline, self.emg,
                                self.tube)
+        self.selftest: SelfTest | None = None  # the last self-test and the nurse's confirmations
         self.relaxations = Relaxations()  # protected limits relaxed beyond their defaults, and since when
         self.relaxations.update(settings, clock.now())
 

@@ -159,8 +159,9 @@ class Outputs(Protocol):
         return "none"
 
     def self_test(self) -> list[dict[str, Any]]:
-        """Play the self-test; one result per item."""
-        return [{"item": "audio", "ok": False, "message": "no audio output configured"}]
+        """Play the self-test; one result per item (``app.engine.selftest``: an output
+        played but not observed is ``status: "confirm"``, never ok)."""
+        return [{"item": "audio", "status": "failed", "check": "readback", "message": "no audio output configured"}]
 
 
 class NullOutputs(Outputs):

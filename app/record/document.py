@@ -573,6 +573,11 @@ class _Builder:
                 self.procedure_state = dict(proc)
             return
         self.engine.append({"t_s": _r(e.t_s, 3), "wall": e.wall, "event": p["event"], "detail": p.get("detail")})
+        detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        if p["event"] == "self_test" and detail.get("summary"):  # what was read back, what the nurse confirmed
+            when = " (before the case)" if detail.get("before_case") else ""
+            self._event(e, "engine", f"Monitor: {detail['summary']}{when}")
+            return
         self._event(e, "engine", f"Monitor: {F.words(ENGINE_WORDS, p['event'])}")
 
     def _on_storage(self, e: Entry, p: Mapping[str, Any]) -> None:

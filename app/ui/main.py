@@ -388,7 +388,7 @@ class LnmApp(App):
         if self.simulated:
             parts.append("SIMULATION")
         # protected limits relaxed beyond their defaults: always in sight until restored
-        parts += [str(lim.get("text") or "").upper() for lim in st.get("limits") or []]
+        parts += [f"LIMIT: {lim.get('text')}" for lim in st.get("limits") or []]  # (no upper(): µ would change)
         self.message_bar.status = "   ".join(parts)
 
     def _flash(self, _dt: float) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from app import __version__
 from app.api import protocol as p
 from app.engine.commands.registry import command, open_case, operator
+from app.engine.commands.state import journal_selftest
 from app.engine.jsonsafe import plain
 from app.engine.lifecycle import close_case, open_case_state
 from app.record import entries as E
@@ -69,6 +70,7 @@ def case_start(m: Monitor, req: p.Request, patient_id: str, profile: str | None 
     if sides:
         case.rules.procedure.set_plan(sides, 0.0)
     m.tube.case_opened(case)
+    journal_selftest(m)  # how the alarm outputs were checked before this case
     operator(m, req, detail={"patient_id": patient_id, "profile": profile, **data})
     m.ledger.event("case", "opened", f"case {case_id} opened", detail={"case_id": case_id})
     m.persist.write()
