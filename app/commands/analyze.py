@@ -332,7 +332,8 @@ class _Replay:
             pos = self.plan.stimulus_at(c)
             if pos is None:
                 raise ValueError(f"no {step} stimulus of side {side} at {c.onset_s:.4f} s")
-            rec = self.rules.record_step(Step(step), Side(side), c.onset_s, measurement=self.measurements[pos])
+            pressed = c.onset_s + float(c.get("dt") or 0.0)  # the button, after the stimulus
+            rec = self.rules.record_step(Step(step), Side(side), pressed, measurement=self.measurements[pos])
             self.events.extend(rec.events)  # as live: the step's rules at once (a poor V1)
 
     def _rebaseline(self, c: Context) -> None:

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import pytest
 
+from app.analysis.edf import read_edf
+from app.commands.analyze import analyze_recording
 from app.record.document import build_document
+from app.record.edf_export import write_case_edf
+from app.settings import Settings
 from engine_testkit import rule_events, stepped
 
 
@@ -55,6 +59,13 @@ def test_a_poor_v1_recorded_with_the_button_raises_poor_baseline_at_once(tmp_pat
     # recorded again: judged once per side (the first V1 only)
     s.must("step.tag", client="ui", step="V1", side="L")
     assert len(rule_events(s.events, "poor_baseline")) == 1
+    # re-analysis of the export dates it at the button too (STEP ... by=button dt=)
+    s.must("case.close")
+    write_case_edf(s.monitor.journal, case_id, tmp_path / "case.edf")
+    an = analyze_recording(read_edf(tmp_path / "case.edf", lazy=True), Settings())
+    again = [e for e in an["events"] if e["kind"] == "poor_baseline"]
+    assert len(again) == 1 and abs(again[0]["t_s"] + an["recording"]["case_t0_s"] - poor[0]["t_s"]) <= 0.001
+    assert an["steps"]["L"]["V1"]["how"] == "operator"
 
 
 def test_a_good_v1_by_button_shows_v2_of_v1_when_v2_is_recorded(tmp_path):
