@@ -83,6 +83,23 @@ def test_a_good_v1_by_button_shows_v2_of_v1_when_v2_is_recorded(tmp_path):
     assert 70.0 < ratio < 130.0 and "of V1" in ev["message"]
 
 
+def test_r2_proximal_and_distal_by_button_ask_for_mapping_at_once(tmp_path):
+    s = stepped(tmp_path, seed=14)
+    s.run_for(0.3)
+    s.must("case.start", patient_id="PSN-R2", planned_sides=["L"])
+    s.board.control("traction", side="L", site="RLN", severity=0.6, onset_s=0.2, position=0.5)
+    s.run_for(1.0)
+    _probe(s, "RLN", "L", 1.0, position=0.1)  # distal to the stretched segment: full
+    s.must("step.tag", step="R2D", side="L")
+    _probe(s, "RLN", "L", 1.0, position=0.9)  # proximal to it: reduced
+    before = len(s.events)
+    s.must("step.tag", step="R2P", side="L")
+    ev = next(e for e in s.events[before:] if e["kind"] == "step_recorded")
+    red = ev["detail"]["findings"]["r2_reduction"]
+    assert red["reduction_pct"] > 20.0 and red["advice"] in ("map", "palsy_likely")
+    assert "map the nerve" in ev["message"]
+
+
 @pytest.fixture(scope="module")
 def transected(tmp_path_factory):
     """The left RLN cut at 16 mm; R2 at the proximal nerve, V2, then mapping at 2, 10, 32 mm."""
