@@ -33,6 +33,7 @@ from app.analysis.breathing import side_text
 from app.record.closeout import missing_steps
 from app.record.entries import LARYNGOSCOPY_STEPS, PROCEDURE_ORDER, SIDES, STIM_STEPS
 from app.record.journal import Entry
+from app.settings import SCHEMA
 
 FORMAT = "lnm-case/1"
 ADVERSE_KINDS = ("loss_of_signal", "combined_event", "amplitude_decrease", "neuromuscular_blockade_suspected")
@@ -42,6 +43,7 @@ SECRET_SETTINGS = ("ui.settings_pin",)  # never written into a document
 PERSONAL_FIELDS = ("surgeon", "operator", "patient_name", "name", "birth_date", "hospital_number")
 
 EVENT_TITLES = F.EVENT_WORDS
+DEFAULT_THRESHOLD_UV = float(SCHEMA["analysis.event_threshold_uV"].default)  # below it only a lowered one responds
 CASE_FIELDS = ("surgeon", "procedure", "planned_sides")
 ANAESTHESIA_FIELDS = ("relaxant", "relaxant_time", "tof_count", "tof_ratio_pct")
 
@@ -251,7 +253,7 @@ class _Builder:
                                        "site": p.get("site"), "source": p.get("source"),
                                        "response": bool(p.get("response")), "amplitude_uV": _amp(p.get("amplitude_uV")),
                                        "latency_ms": _lat(p.get("latency_ms")), "set_mA": p.get("set_mA"),
-                                       "delivered_mA": p.get("delivered_mA")}
+                                       "delivered_mA": p.get("delivered_mA"), "threshold_uV": p.get("threshold_uV")}
         if side not in SIDES or not p["valid"]:
             return
         tr = self.trends[side]
@@ -307,6 +309,10 @@ class _Builder:
             v["stimulus_seq"] = self.stim_seq.get(idx)
             brief = self.stim_brief.get(idx) or {}
             v["site"], v["source"] = brief.get("site"), brief.get("source")
+            th = brief.get("threshold_uV")
+            if v["response"] and th is not None and th < DEFAULT_THRESHOLD_UV and p.get("amplitude_uV") is not None \
+                    and p["amplitude_uV"] < DEFAULT_THRESHOLD_UV:  # a response only the lowered threshold made
+                v["lowered_threshold_uV"] = th
         self.step_entries[(p["side"], p["step"])] = v
         by = " with the step button" if "operator" in str(p.get("comment") or "") else ""
         self._event(e, "step", f"Step {p['step']} {F.side_word(p['side'])} ({F.STEP_WORDS.get(p['step'], '')}) "
@@ -803,6 +809,8 @@ def _step_words(v: Mapping[str, Any]) -> str:
         what = f"no response ({F.amp_text(v.get('amplitude_uV'))})"
     else:
         what = f"{F.amp_text(v.get('amplitude_uV'))}, {F.lat_text(v.get('latency_ms'))}"
+        if v.get("lowered_threshold_uV") is not None:
+            what += f" (response at the lowered threshold of {F.amp_text(v['lowered_threshold_uV'])})"
     cur = F.current_text(v.get("set_mA"), v.get("delivered_mA"), none="")
     return what + (f" at {cur}" if cur else "")
 

@@ -96,3 +96,21 @@ def test_mapping_and_type_go_to_the_rln_episode_though_the_vagus_was_lost_after_
                for t in doc["timeline"])
     assert any(t["text"] == "Loss of signal, left RLN: type 1 (segmental), lesion proximal to 10 mm from the "
                             "laryngeal entry" for t in doc["timeline"])
+
+
+def test_a_step_from_a_response_only_the_lowered_threshold_made_says_so(tmp_path):
+    import numpy as np
+
+    from app.model import Measurement, Source, Step, Stimulus
+
+    def fill(j, cid):
+        stim = Stimulus(7, 40.0, Site.RLN, L, Source.PROBE, 1.0, 1.0, 100, None)
+        m = Measurement(stim, "EMG L", True, None, True, 64.4, 3.9, 3.3)
+        j.append(cid, "stimulus", *E.stimulus(m, np.zeros((2, 1200)), 20000, 200, threshold_uV=40.0), t_s=40.0)
+        j.append(cid, "step", E.step("L", Step.R1.value, m, who="ui", comment="recorded by operator"), t_s=41.0)
+
+    doc = _doc(tmp_path, fill)
+    r1 = doc["sides"]["L"]["steps"]["R1"]
+    assert r1["lowered_threshold_uV"] == 40.0
+    line = next(t["text"] for t in doc["timeline"] if t["type"] == "step")
+    assert "64 µV, 3.90 ms (response at the lowered threshold of 40 µV)" in line
