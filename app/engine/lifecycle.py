@@ -169,6 +169,7 @@ def resume_case(m: Monitor, case_id: str, case_data: Mapping[str, Any], case_t: 
         if meas.valid:
             case.last_valid[(meas.stimulus.site.value, meas.stimulus.side.value)] = meas
         m.pipeline.remember(case, meas)
+    case.rules.take_documented_steps()  # R2/V2 after a loss, replayed: in the procedure state written below
     case.resumed = True
     m.ledger.write("engine", {"event": "resumed", "version": __version__,
                               "detail": {**plain(detail), "replayed_stimuli": replayed,
