@@ -28,19 +28,19 @@ from typing import Any
 
 import numpy as np
 
+from app import format as F
 from app.engine.alarm_desk import AlarmDesk
 from app.engine.case_state import CaseState, Trend
 from app.engine.context import EngineContext
 from app.engine.emg_stream import LABELS, EmgStream
 from app.engine.jsonsafe import plain
-from app.engine.limits import below_default_threshold
 from app.engine.ledger import Ledger
+from app.engine.limits import below_default_threshold
 from app.engine.persist import Persistence
 from app.engine.seams import Analyzer, AnalyzerFactory
 from app.engine.stimulator import Stimulator, step_site
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
-from app import format as F
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
 from app.rules.procedure import ProcedureError
