@@ -223,6 +223,7 @@ EVENT_WORDS = {
     "baseline_set": "Baseline set",
     "neuromuscular_blockade_suspected": "Neuromuscular blockade suspected",
     "nmb_suspected": "Neuromuscular blockade suspected",
+    "loss_of_signal_continued": "Loss of signal again (same episode)",
 }
 PRIORITY_WORDS = {"high": "high", "medium": "medium", "low": "low", "info": "information"}
 PRIORITY_ORDER = ("high", "medium", "low", "info")

@@ -42,7 +42,7 @@ BAD_REQUEST = "bad_request"  # no "cmd", or "id" is not an integer
 UNKNOWN_COMMAND = "unknown_command"
 INVALID_ARGUMENT = "invalid_argument"  # missing, unknown, wrong type or out of range
 SETTING_REJECTED = "setting_rejected"  # a settings change failed the schema
-NEEDS_CONFIRMATION = "needs_confirmation"  # e.g. a current above stim.confirm_above_mA
+NEEDS_CONFIRMATION = "needs_confirmation"  # a current above stim.confirm_above_mA, a protected limit relaxed
 BAD_STATE = "bad_state"  # not possible now (no open case, tube check failed, ...)
 NOT_SIMULATED = "not_simulated"  # virtual-board control on a real board
 BOARD_UNAVAILABLE = "board_unavailable"  # the board link is down
@@ -386,7 +386,9 @@ COMMAND_LIST: list[Command] = [
     Command("step.tag", "record an INMSG step from a response", (
         _a("step", "enum", choices=STEPS, required=True),
         _a("side", "enum", choices=SIDES, doc="default: the probe's current side"),
-        _a("which", "enum", choices=("last", "next"), doc="last response (default) or the next valid one"),
+        _a("which", "enum", choices=("last", "next", "offer"),
+           doc="last response (default), the next valid one, or the stimulus the loss-of-signal "
+               "troubleshooting offers (R2 / V2 given after the loss)"),
     ), needs_case=True),
     Command("step.clear", "forget the recorded value of a step", (
         _a("step", "enum", choices=STEPS, required=True),
@@ -469,10 +471,18 @@ COMMAND_LIST: list[Command] = [
     )),
     # self-test
     Command("selftest.run", "check board, audio, LEDs/buzzer and storage; returns one result per item"),
+    Command("selftest.confirm", "the nurse's answer for a played self-test output: seen / heard, or not", (
+        _a("item", "enum", choices=("audio", "leds", "buzzer"), required=True,
+           doc="the self-test item waiting for the nurse"),
+        _a("seen", "bool", required=True, doc="true: seen / heard as asked; false: not"),
+        _a("note", "str", max_len=200),
+    )),
     # settings
     Command("settings.get", "every setting with its value, unit, range and description"),
     Command("settings.set", "change settings (validated against the schema, journaled)", (
         _a("changes", "object", required=True, doc='{"group.name": value, ...}'),
+        _a("confirm", "bool", doc="confirms relaxing a protected limit (the event threshold, an alarm limit) "
+                                  "beyond its default, or changing one while a related alarm is active"),
     )),
     # simulation
     Command("sim.control", "control the virtual board (probe contact, traction, cautery, ...)", (

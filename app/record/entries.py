@@ -17,10 +17,15 @@ object whose fields depend on the kind, ``blob`` optional bytes (waveforms, see
 kind               payload (required fields first; ``?`` optional)
 =================  ========================================================================
 case_opened        patient_id, planned_sides [L/R], software_version, date? (YYYY-MM-DD),
-                   surgeon?, procedure?, tube? {type, size_mm, depth_cm}, operator?,
-                   board? {firmware_version, board_id, simulated}, format ("lnm-journal/1")
+                   surgeon?, procedure?, tube? {type, size_mm, depth_cm}, anaesthesia?
+                   {relaxant, relaxant_time (HH:MM), tof_count (0-4), tof_ratio_pct} (null
+                   when not given; ``case.update`` operator entries change them later),
+                   operator?, board? {firmware_version, board_id, simulated}, format
+                   ("lnm-journal/1")
 settings           values {every "group.name": value}, source?, profile?
-setting_changed    key, old, new, unit?, who?, source?
+setting_changed    key, old, new, unit?, who?, source?; for a protected limit
+                   (``app.engine.limits``) default?, relaxed? (beyond its default),
+                   confirmed?, why? (["relaxes", "alarm_active"])
 tube_check         impedances_ohm {electrode: ohm, -1 = lead off}, passed, imbalance_ohm?
                    {L, R}, lead_off? [electrode], breathing_variation? {L: side, R: side} (side:
                    ``app.analysis.breathing.SideBreathing.to_json``, {status: "measuring", ...}
@@ -144,7 +149,7 @@ KINDS: dict[str, Kind] = {
         _k("case_opened", "case data at the start of a case",
            {"patient_id": (str,), "planned_sides": (list,), "software_version": (str,)},
            {"date": (str,), "surgeon": (str, NONE), "procedure": (str, NONE), "tube": (dict, NONE),
-            "operator": (str, NONE), "board": (dict, NONE), "format": (str,)}),
+            "anaesthesia": (dict, NONE), "operator": (str, NONE), "board": (dict, NONE), "format": (str,)}),
         _k("settings", "the full settings in force", {"values": (dict,)},
            {"source": (str, NONE), "profile": (str, NONE)}),
         _k("setting_changed", "one setting changed", {"key": (str,), "old": (object,), "new": (object,)},
