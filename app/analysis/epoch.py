@@ -461,8 +461,9 @@ class EpochAnalyzer:
         se_all = np.array([pre + int(round(e * fs / 1000.0)) for e in end_ms], dtype=np.int64)
         b = _Batch(fs=fs, pre=pre, bs=bs, be=be, end=end, g=g, z=z, extra=extra, se=se_all, end_ms=end_ms,
                    channels=channels)
-        b.noise = self._noise(b)
+        b.noise, b.hn = self._noise(b, z)
         self._direct(b, finite & ~cautery & ~saturated & np.array([c is not None for c in channels], dtype=bool))
+        b.noise, _hn = self._noise(b, b.y)  # once more without the hum the background model carries
         if self.auto_threshold:
             thresholds = np.minimum(
                 np.maximum(self.threshold_uV, self.min_snr * b.noise), max(self.auto_max_uV, self.threshold_uV)
@@ -537,18 +538,19 @@ class EpochAnalyzer:
                 cautery[i] = bool((robust >= _CAUTERY_HF_SHARE * self.cautery_uV).any())
         return cautery
 
-    def _noise(self, b: _Batch) -> np.ndarray:
-        """The noise that competes with a response (``app.analysis.noise``), per row."""
+    def _noise(self, b: _Batch, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(noise per row, the response-band copy of ``x``): the noise that competes with
+        a response (``app.analysis.noise``), before the stimulus and after the window."""
         hp, scale = self._noise_band(b.fs)
-        hn = b.hn = hp(b.z)
+        hn = hp(x)
         guard = int(round(_NOISE_GUARD_MS * b.fs / 1000.0))
-        noise = np.zeros(b.z.shape[0])
+        noise = np.zeros(x.shape[0])
         for se in np.unique(b.se):
             rows = np.flatnonzero(b.se == se)
             ref = np.concatenate((hn[rows, b.g : max(b.g, b.bs - guard)], hn[rows, se : b.end]), axis=1)
             if ref.shape[1] >= 8:
                 noise[rows] = robust_rms(ref) * scale
-        return noise
+        return noise, hn
 
     def _background_model(self, fs: float, pre: int, n: int) -> Background:
         key = (float(fs), int(pre), int(n))

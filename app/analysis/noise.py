@@ -25,8 +25,8 @@ Noise. What can be mistaken for a response, or can bend its peaks, is the broadb
 of the amplifier, the electrodes and the background EMG in the response band. It is
 measured on a copy of the peak waveform high-passed at ``HIGHPASS_HZ`` (2nd order
 Butterworth, zero phase, above the ECG, the wander and the mains fundamental), as a
-robust RMS (median absolute deviation, so a QRS or a motor-unit potential in the
-reference stretch does not inflate it), and scaled back to the full peak band assuming
+robust RMS (the 10 % of samples furthest from the median left out, so a QRS or a
+motor-unit potential in the reference stretch does not inflate it), and scaled back to the full peak band assuming
 the noise is white there (the factor comes from the two filters' responses at the actual
 sample rate).
 """
@@ -39,7 +39,8 @@ import numpy as np
 from scipy import signal as sps
 
 HIGHPASS_HZ = 150.0  # above ECG (QRS energy < ~60 Hz), wander and the 50/60 Hz fundamental
-MAD_TO_SIGMA = 1.4826
+TRIM_KEEP = 0.9  # the noise RMS is taken over this share of the reference samples (nearest the median)
+TRIM_VARIANCE = 0.6231  # variance of a unit Gaussian within its central 90 %
 KNOT_MS = 5.0  # B-spline knot spacing of the slow background
 MAINS_HZ = (50.0, 60.0)
 MAINS_HARMONICS = (1, 2, 3)
@@ -69,11 +70,19 @@ class NoiseBand:
 
 
 def robust_rms(rows: np.ndarray) -> np.ndarray:
-    """Per-row robust RMS (median absolute deviation from the median, as a Gaussian sigma)."""
-    m = rows.shape[1] // 2
+    """Per-row robust RMS: the RMS of the 90 % of samples nearest the median, scaled to a
+    Gaussian sigma. A QRS, a motor-unit potential or a spike in the reference stretch falls
+    in the 10 % left out; unlike the median absolute deviation it keeps most of the
+    precision of a plain RMS (about 85 % efficiency against 37 %)."""
+    n = rows.shape[1]
+    m = n // 2
     med = np.partition(rows, m, axis=1)[:, m]
     dev = np.abs(rows - med[:, None])
-    return MAD_TO_SIGMA * np.partition(dev, m, axis=1)[:, m]
+    k = max(1, int(np.ceil(TRIM_KEEP * n)) - 1)
+    cut = np.partition(dev, k, axis=1)[:, k]
+    inside = dev <= cut[:, None]
+    ms = np.sum(np.where(inside, dev, 0.0) ** 2, axis=1) / np.maximum(inside.sum(axis=1), 1)
+    return np.sqrt(ms / TRIM_VARIANCE)
 
 
 def _cubic_bspline(u: np.ndarray) -> np.ndarray:

@@ -38,7 +38,8 @@ template's energy, not to its match); that expected energy is taken out. The fit
 accepted when the residual over the response is what the noise explains (a chi-square
 bound), the scale is not negative, the first major peak lies inside the response window,
 and the amplitude agrees with the direct peak-to-peak measurement within what the noise
-allows (``AGREE_SIGMAS``, ``AGREE_SHARE``); otherwise the direct measurement stands.
+allows (``AGREE_SIGMAS`` above it, ``AGREE_BELOW_SIGMAS`` below it: the direct value of
+an absent response is the noise's own peak-to-peak, ~5 noise RMS); otherwise the direct measurement stands.
 A response standing more than ``TEMPLATE_MAX_SNR`` noise RMS out of the noise is
 measured directly (there the direct value is as good, and needs no model).
 
@@ -71,8 +72,9 @@ TAPER_MS = 0.5  # half-cosine taper to zero outside the support
 CHI2_SIGMAS = 2.5  # residual variance allowed: 1 + CHI2_SIGMAS * sqrt(2 / N) times the noise's
 NOISE_SLACK = 1.1  # the noise estimate's own uncertainty (as an RMS factor)
 STALE_S = 600.0  # a template not refreshed for this long is dropped
-AGREE_SIGMAS = 4.0  # template and direct amplitude agree within this many noise RMS (+ AGREE_SHARE)
-AGREE_SHARE = 0.03
+AGREE_SIGMAS = 4.0  # the template's amplitude is at most this many noise RMS above the direct one
+AGREE_BELOW_SIGMAS = 7.0  # and at most this many below it (noise alone gives a direct value of ~5 RMS)
+AGREE_SHARE = 0.03  # (each plus this share of the direct value)
 JOINT_PENALTY = 0.3  # second-difference penalty on the background spline in the template fit (stiffer
 # than when the response is left out: the template carries the fast part, the spline only the slow)
 
@@ -336,10 +338,10 @@ def fit_template(
     energy = np.einsum("ij,ij->i", s, s)
     score = (s @ bg_removed) / np.sqrt(np.maximum(energy, 1e-12))
     j = int(np.argmax(score))
-    if score[j] <= 0:
-        return _rejected("no positive match"), None
     tau = float(lags[j]) - template.first_peak_ms  # the template's reference sits at t = tau
-    if 0 < j < len(lags) - 1:
+    if score[j] <= 0:  # nothing like the response: measured at its usual latency (about 0)
+        tau = peak0 - template.first_peak_ms
+    elif 0 < j < len(lags) - 1:
         y0, y1, y2 = score[j - 1], score[j], score[j + 1]
         d = y0 - 2 * y1 + y2
         if d < 0:
@@ -350,7 +352,7 @@ def fit_template(
         coef = solver.solve(np.column_stack((sv, dv)))
         a = coef[0]
         if a <= 0:
-            return _rejected("negative scale"), None
+            break  # no response to align
         dtau = float(np.clip(-coef[1] / a, -0.3, 0.3))  # y ~ a S(t - tau) - a dtau S'(t - tau)
         tau += dtau
         if abs(dtau) < 1e-3:
@@ -371,12 +373,13 @@ def fit_template(
     correlated = max(1.0, 1000.0 / step / (2.0 * peak_hz))  # decimated samples are not independent
     sigma = float(np.sqrt(max(cov00, 0.0) * correlated)) * noise_uV * template.ptp
     amp = a * template.ptp
+    slack = AGREE_SHARE * direct_uV
     why = ""
     if ratio > NOISE_SLACK**2 * (1.0 + CHI2_SIGMAS * np.sqrt(2.0 / n_eff)):
         why = f"shape does not fit (residual {np.sqrt(ratio):.1f} x noise)"
     elif not lo_w <= tau + template.first_peak_ms < hi_w:
         why = "first major peak outside the response window"
-    elif abs(amp - direct_uV) > AGREE_SIGMAS * noise_uV + AGREE_SHARE * direct_uV:
+    elif not -AGREE_BELOW_SIGMAS * noise_uV - slack <= amp - direct_uV <= AGREE_SIGMAS * noise_uV + slack:
         why = f"disagrees with the direct measurement ({amp:.0f} vs {direct_uV:.0f} uV)"
     if why:
         return _rejected(why, ratio), coef
