@@ -58,7 +58,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 from scipy import signal as sps
 
 from app.model import InvalidReason, Measurement, Site, Stimulus
@@ -126,6 +125,7 @@ class _Batch:
     y: np.ndarray = field(default_factory=lambda: np.zeros(0))  # peak waveform, background removed
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # samples not blanked
     drop: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # background terms left out
+    coef: np.ndarray = field(default_factory=lambda: np.zeros(0))  # background coefficients
     mains_chi: np.ndarray = field(default_factory=lambda: np.zeros(0))  # chi-square of each mains pair
     channels: Sequence[str | None] = ()
     background: Background | None = None
@@ -201,6 +201,14 @@ def _interpolate(x: np.ndarray, a: int, b: int, m: int = 1) -> None:
         return
     ramp = np.arange(1, b - a + 1) / (b - a + 1)
     x[:, a:b] = left + (right - left) * ramp
+
+
+def _dilate(mask: np.ndarray, h: int) -> np.ndarray:
+    """Per row, true within ``h`` samples of a true sample."""
+    c = np.concatenate((np.zeros((mask.shape[0], 1), dtype=np.int64), np.cumsum(mask, axis=1)), axis=1)
+    n = mask.shape[1]
+    j = np.arange(n)
+    return (c[:, np.minimum(j + h + 1, n)] - c[:, np.maximum(j - h, 0)]) > 0
 
 
 def _longest_true_run(mask: np.ndarray) -> int:
@@ -463,7 +471,9 @@ class EpochAnalyzer:
                    channels=channels)
         b.noise, b.hn = self._noise(b, z)
         self._direct(b, finite & ~cautery & ~saturated & np.array([c is not None for c in channels], dtype=bool))
-        b.noise, _hn = self._noise(b, b.y)  # once more without the hum the background model carries
+        # once more without the hum the background model carries (the filter is linear:
+        # the response-band copy of the background is that of its basis)
+        b.noise = self._noise_of(b, b.hn - b.coef @ b.background.hp_basis.T)
         if self.auto_threshold:
             thresholds = np.minimum(
                 np.maximum(self.threshold_uV, self.min_snr * b.noise), max(self.auto_max_uV, self.threshold_uV)
@@ -539,18 +549,23 @@ class EpochAnalyzer:
         return cautery
 
     def _noise(self, b: _Batch, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(noise per row, the response-band copy of ``x``): the noise that competes with
-        a response (``app.analysis.noise``), before the stimulus and after the window."""
-        hp, scale = self._noise_band(b.fs)
+        """(noise per row, the response-band copy of ``x``)."""
+        hp, _scale = self._noise_band(b.fs)
         hn = hp(x)
+        return self._noise_of(b, hn), hn
+
+    def _noise_of(self, b: _Batch, hn: np.ndarray) -> np.ndarray:
+        """The noise that competes with a response (``app.analysis.noise``) per row, from
+        the response-band copy ``hn``: before the stimulus and after the window."""
+        _hp, scale = self._noise_band(b.fs)
         guard = int(round(_NOISE_GUARD_MS * b.fs / 1000.0))
-        noise = np.zeros(x.shape[0])
+        noise = np.zeros(hn.shape[0])
         for se in np.unique(b.se):
             rows = np.flatnonzero(b.se == se)
             ref = np.concatenate((hn[rows, b.g : max(b.g, b.bs - guard)], hn[rows, se : b.end]), axis=1)
             if ref.shape[1] >= 8:
                 noise[rows] = robust_rms(ref) * scale
-        return noise, hn
+        return noise
 
     def _background_model(self, fs: float, pre: int, n: int) -> Background:
         key = (float(fs), int(pre), int(n))
@@ -559,6 +574,8 @@ class EpochAnalyzer:
             if len(self._backgrounds) > 16:
                 self._backgrounds.clear()
             m = self._backgrounds[key] = Background(fs, pre, n)
+            hp, _scale = self._noise_band(fs)
+            m.hp_basis = hp(m.basis.T).T  # the basis in the response band (noise copy)
         return m
 
     def _direct(self, b: _Batch, eligible: np.ndarray) -> None:
@@ -588,14 +605,15 @@ class EpochAnalyzer:
         cols = np.arange(b.end)
         peak_hz = min(self.peak_hz, 0.45 * b.fs)
         _hp, scale = self._noise_band(b.fs)
-        late = np.abs(b.hn) > _LATE_SIGMAS * b.noise[:, None] / scale
-        late = ndimage.binary_dilation(late, np.ones((1, 2 * int(round(_LATE_GUARD_MS / ms)) + 1), dtype=bool))
+        guard = int(round(_LATE_GUARD_MS / ms))
+        b.coef = np.zeros((k, model.basis.shape[1]))
         groups = []
         for se in np.unique(b.se):
             rows = np.flatnonzero(b.se == se)
             if se > b.end or se - b.be < 4:
                 continue  # epoch too short: left NaN
-            keep[rows, se:] &= ~late[rows, se:]
+            late = np.abs(b.hn[rows, se:]) > _LATE_SIGMAS * b.noise[rows, None] / scale
+            keep[rows, se:] &= ~_dilate(late, guard)
             big = np.argmax(np.abs(b.hn[rows, b.be : se]), axis=1)
             kk = keep[rows] & ~self._around(cols, b.be + big, before, after)
             stage = model.solve(b.z[rows], kk, b.noise[rows], peak_hz)
@@ -603,15 +621,15 @@ class EpochAnalyzer:
             groups.append((se, rows, big, stage))
         present = self._mains_presence(b, eligible, model.n_pairs)
         for se, rows, big, stage in groups:
-            bg, b.drop[rows] = model.finish(stage, present[rows])
-            b.y[rows] = b.z[rows] - bg
+            b.coef[rows], b.drop[rows] = model.finish(stage, present[rows])
+            b.y[rows] = b.z[rows] - b.coef[rows] @ model.basis.T
             moved_to = np.argmax(np.abs(b.y[rows, b.be : se]), axis=1)
             moved = np.abs(moved_to - big) > max(1, before // 2)
             if moved.any():  # once more, around where the response turned out to be
                 todo = rows[moved]
                 kk = keep[todo] & ~self._around(cols, b.be + moved_to[moved], before, after)
-                bg, b.drop[todo], _chi = model.fit(b.z[todo], kk, b.noise[todo], peak_hz, present[todo])
-                b.y[todo] = b.z[todo] - bg
+                b.coef[todo], b.drop[todo], _chi = model.fit(b.z[todo], kk, b.noise[todo], peak_hz, present[todo])
+                b.y[todo] = b.z[todo] - b.coef[todo] @ model.basis.T
             w = b.y[rows, b.be : se]
             vmax, omax, imax = _extreme_rows(w, 1.0)
             vmin, omin, imin = _extreme_rows(w, -1.0)

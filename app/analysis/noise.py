@@ -126,10 +126,13 @@ class Background:
         self.basis = np.stack(cols, axis=1)
         self.idx = np.arange(0, n, self.decimation)
         self.fit_basis = self.basis[self.idx]
+        fb = self.fit_basis
+        self._outer = (fb[:, :, None] * fb[:, None, :]).reshape(len(fb), -1)  # per sample: x x^T
         d2 = np.diff(np.eye(self.n_spline), 2, axis=0)
         p = np.zeros((self.basis.shape[1], self.basis.shape[1]))
         p[: self.n_spline, : self.n_spline] = d2.T @ d2
         self.penalty = p
+        self.hp_basis = self.basis  # replaced by the owner with the basis in its noise band
 
     def normal_equations(self, weights: np.ndarray, columns: np.ndarray | None = None,
                          drop: np.ndarray | None = None) -> np.ndarray:
@@ -137,8 +140,11 @@ class Background:
 
         ``drop`` (rows, terms): terms held at zero (a large ridge) in that row.
         """
-        x = self.fit_basis if columns is None else columns
-        a = np.matmul(x.T[None, :, :] * weights[:, None, :], x)
+        if columns is None:
+            p = self.fit_basis.shape[1]
+            a = (weights @ self._outer).reshape(len(weights), p, p)
+        else:
+            a = np.matmul(columns.T[None, :, :] * weights[:, None, :], columns)
         ns = self.n_spline
         scale = np.maximum(np.trace(a[:, :ns, :ns], axis1=1, axis2=2) / ns, 1e-12)
         a = a + scale[:, None, None] * (PENALTY * self.penalty + 1e-9 * np.eye(a.shape[1]))[None]
@@ -169,7 +175,7 @@ class Background:
         return _Stage(w, b, c, pair)
 
     def finish(self, stage: "_Stage", present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(background, dropped terms): a mains pair is modelled when it is known to be
+        """(coefficients, dropped terms): a mains pair is modelled when it is known to be
         present on the channel (``present``, rows x pairs, from ``MainsProfile``) or clearly
         present in this epoch (chi-square >= ``MAINS_CHI2``); the others are left out, so the
         model does not carry noise into the gap left by the response."""
@@ -183,14 +189,15 @@ class Background:
             if weak.any():
                 a = self.normal_equations(stage.weights, drop=drop)
                 c = np.linalg.solve(a, stage.rhs[:, :, None])[:, :, 0]
-        return c @ self.basis.T, drop
+        return c, drop
 
     def fit(self, z: np.ndarray, keep: np.ndarray, noise: np.ndarray, peak_hz: float,
             present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Both stages: (background, dropped terms, chi-square of each mains pair)."""
+        """Both stages: (coefficients, dropped terms, chi-square of each mains pair); the
+        background is ``coefficients @ basis.T``."""
         stage = self.solve(z, keep, noise, peak_hz)
-        bg, drop = self.finish(stage, present)
-        return bg, drop, stage.chi
+        c, drop = self.finish(stage, present)
+        return c, drop, stage.chi
 
 
 @dataclass

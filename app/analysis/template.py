@@ -120,6 +120,8 @@ class ResponseTemplate:
         self.learned = 0
         self.last_t_s: float | None = None  # stimulus time of the last epoch measured at this key
         self._dirty = False  # learned since the shape was last derived
+        self._fine_dirty = False
+        self.native_ptp = 0.0
         self.up = max(1, int(np.ceil(self.h_ms / GRID_MS)))
         self.grid = (k0 + np.arange(len(self.offsets) * self.up) / self.up) * self.h_ms
         self.shape = np.zeros(len(self.grid))
@@ -148,9 +150,7 @@ class ResponseTemplate:
         """Known well enough to measure with."""
         if self.snr < MIN_TEMPLATE_SNR:
             return False
-        if self._dirty:
-            self._derive()
-            self._dirty = False
+        self._ensure(fine=True)
         return self.snr >= MIN_TEMPLATE_SNR and self.ptp > 0 and self.phase_ms <= max_phase_ms
 
     def values(self, t_rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,11 +177,9 @@ class ResponseTemplate:
     def similarity(self, first: int, y: np.ndarray, latency_ms: float) -> float:
         """Correlation of a response (as for ``learn``) with the shape over the shape's
         support (1: the same shape; used to recognise a new shape in a clean response)."""
-        if self._dirty:
-            self._derive()
-            self._dirty = False
+        self._ensure(fine=False)
         cut = self._overlap(first, len(y), latency_ms)
-        if cut is None or self.ptp <= 0:
+        if cut is None or self.native_ptp <= 0:
             return 0.0
         dst, src = cut
         t = self.native[dst]
@@ -213,23 +211,40 @@ class ResponseTemplate:
         self.learned += 1
         self._dirty = True
 
-    def _derive(self) -> None:
-        dmax = self.den.max()
-        covered = self.den > 0.2 * dmax
+    def _ensure(self, fine: bool) -> None:
+        """Derive what was learned: the tapered shape on the sample grid (cheap), and when
+        ``fine`` the 0.01 ms shape, its slope, peak-to-peak value and peak times."""
+        if self._dirty:
+            self._derive_native()
+            self._dirty = False
+            self._fine_dirty = True
+        if fine and self._fine_dirty:
+            self._derive_fine()
+            self._fine_dirty = False
+
+    def _derive_native(self) -> None:
+        covered = self.den > 0.2 * self.den.max()
         native = np.where(covered, self.num / np.where(self.den > 0, self.den, 1.0), 0.0)
-        if covered.sum() < 4 or np.ptp(native) <= 0:
-            self.ptp = 0.0
+        self.native_ptp = float(np.ptp(native)) if covered.sum() >= 4 else 0.0
+        if self.native_ptp <= 0:
+            self.native[:] = 0.0
+            self.taper[:] = 0.0
             return
         taper = self._taper(native)
-        native = native * taper
-        self.native, self.taper = native, taper
+        self.native, self.taper = native * taper, taper
         self.noise_var = np.where(covered, taper**2 / np.where(self.den > 0, self.den, 1.0), 0.0)
+
+    def _derive_fine(self) -> None:
+        if self.native_ptp <= 0:
+            self.ptp = 0.0
+            return
+        native = self.native
         n = len(native)
-        fine = np.fft.irfft(np.fft.rfft(native), n * self.up) * self.up if self.up > 1 else native
+        fine = np.fft.irfft(np.fft.rfft(native), n * self.up) * self.up if self.up > 1 else native.copy()
         self.shape = fine
         self.slope = np.gradient(fine, self.grid)
-        inside = taper > 0
-        self.ptp = float(fine[np.repeat(inside, self.up)].max() - fine[np.repeat(inside, self.up)].min())
+        inside = np.repeat(self.taper > 0, self.up)
+        self.ptp = float(fine[inside].max() - fine[inside].min())
         self.max_ms = float(self.grid[int(np.argmax(fine))])
         self.min_ms = float(self.grid[int(np.argmin(fine))])
         self.first_peak_ms, self.onset_ms, self.phase_ms = first_major_peak(self.grid, fine)
@@ -238,7 +253,9 @@ class ResponseTemplate:
         """1 over the response's support, a half-cosine to 0 over ``TAPER_MS`` outside it."""
         ptp = float(np.ptp(native))
         m = max(1, int(round(0.5 / self.h_ms)))
-        env = np.convolve(np.abs(native), np.ones(m) / m, mode="same")
+        c = np.concatenate(([0.0], np.cumsum(np.abs(native))))
+        j = np.arange(len(native))
+        env = (c[np.minimum(j + m - m // 2, len(native))] - c[np.maximum(j - m // 2, 0)]) / m
         big = np.flatnonzero(env >= SUPPORT_SHARE * ptp)
         margin = int(round(SUPPORT_MARGIN_MS / self.h_ms))
         lo, hi = max(0, big[0] - margin), min(len(native) - 1, big[-1] + margin)
