@@ -109,7 +109,7 @@ def bench_epochs(n_epochs: int = 2000) -> tuple[float, float]:
     best_single = 0.0
     for _ in range(3):
         t0 = time.perf_counter()
-        for ep, s in zip(board, stims):
+        for ep, s in zip(board, stims, strict=True):
             analyzer.measure_board_epoch(ep, s)
         dt = time.perf_counter() - t0
         best_single = max(best_single, n_epochs / dt)
@@ -204,7 +204,8 @@ def bench_analyze() -> float:
         cmd = [str(lnm), "analyze", str(path), "--out", str(out)]
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         t0 = time.perf_counter()
-        p = subprocess.run(["taskset", "-c", "0", *cmd] if _has_taskset() else cmd, capture_output=True, text=True, env=env)
+        argv = ["taskset", "-c", "0", *cmd] if _has_taskset() else cmd
+        p = subprocess.run(argv, capture_output=True, text=True, env=env)
         elapsed = time.perf_counter() - t0
         if p.returncode != 0:
             print(p.stderr, file=sys.stderr)
@@ -217,7 +218,8 @@ def bench_analyze() -> float:
             len(doc["stimuli"]) == len(stims)
             and len(los) == 1
             and los[0]["stimulus_index"] == second_lost.index
-            and sum(s["response"] for s in doc["stimuli"]) >= 0.99 * sum(1 for s in stims if s.side is Side.R or s.t_s < LOSS_AT_S)
+            and sum(s["response"] for s in doc["stimuli"])
+            >= 0.99 * sum(1 for s in stims if s.side is Side.R or s.t_s < LOSS_AT_S)
         )
         x = HOURS * 3600.0 / elapsed
         print(f"lnm analyze: {elapsed:.1f} s for {HOURS * 3600:.0f} s of recording ({x:.0f}x real time, one core, "

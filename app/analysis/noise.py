@@ -157,7 +157,7 @@ class Background:
         """Number of mains (cosine, sine) pairs in the model at this sample rate."""
         return (self.basis.shape[1] - self.n_spline) // 2
 
-    def solve(self, z: np.ndarray, keep: np.ndarray, noise: np.ndarray, peak_hz: float) -> "_Stage":
+    def solve(self, z: np.ndarray, keep: np.ndarray, noise: np.ndarray, peak_hz: float) -> _Stage:
         """First stage: every term fitted to each row of ``z`` (rows, n) on the samples where
         ``keep`` is true, and the chi-square of each mains pair given the row's ``noise``."""
         w = keep[:, self.idx].astype(np.float64)
@@ -174,7 +174,7 @@ class Background:
             pair = chi[:, 0::2] + chi[:, 1::2]
         return _Stage(w, b, c, pair)
 
-    def finish(self, stage: "_Stage", present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, stage: _Stage, present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(coefficients, dropped terms): a mains pair is modelled when it is known to be
         present on the channel (``present``, rows x pairs, from ``MainsProfile``) or clearly
         present in this epoch (chi-square >= ``MAINS_CHI2``); the others are left out, so the

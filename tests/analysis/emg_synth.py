@@ -434,6 +434,7 @@ def site_sequence(rng: np.random.Generator, fs: float, base: ResponseSpec, n: in
         out.append(EpochSpec(
             fs=fs, response=r, noise_uV=noise_uV, ecg_uV=ecg_uV, ecg_phase_s=float(rng.uniform(0, 1)),
             hum_uV=hum_uV, hum_hz=mains, wander_uV=float(rng.uniform(0, wander_uV)),
-            artifact_uV=float(rng.uniform(500, 8000)), seed=seed0 + j, t0_s=t0_s + j / rate_hz + float(rng.uniform(0, 0.02)),
+            artifact_uV=float(rng.uniform(500, 8000)), seed=seed0 + j,
+            t0_s=t0_s + j / rate_hz + float(rng.uniform(0, 0.02)),
         ))
     return out

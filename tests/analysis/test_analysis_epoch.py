@@ -88,7 +88,8 @@ def test_accuracy_every_epoch(analyzer, fs):
     rng = np.random.default_rng(int(fs))
     cases = []
     seed = 0
-    for amplitude, noises in ((200.0, (0.0, 5.0, 10.0)), (500.0, (10.0, 20.0)), (1000.0, (20.0, 30.0)), (3000.0, (30.0,))):
+    levels = ((200.0, (0.0, 5.0, 10.0)), (500.0, (10.0, 20.0)), (1000.0, (20.0, 30.0)), (3000.0, (30.0,)))
+    for amplitude, noises in levels:
         for noise in noises:
             for _ in range(6):
                 site = [Site.VAGUS, Site.RLN, Site.EBSLN, Site.UNTAGGED][seed % 4]
@@ -217,7 +218,8 @@ def test_clean_response_exact_shape(analyzer):
     """No contamination: amplitude within 3 %, latency within 0.05 ms, onset within 0.15 ms."""
     for fs in RATES:
         for polarity in (1, -1):
-            spec = EpochSpec(fs=fs, response=ResponseSpec(800.0, 7.8, polarity=polarity), noise_uV=0.0, artifact_uV=3000.0)
+            spec = EpochSpec(fs=fs, response=ResponseSpec(800.0, 7.8, polarity=polarity), noise_uV=0.0,
+                             artifact_uV=3000.0)
             x, pre, truth = make_epoch(spec)
             m = analyzer.measure(x, fs, pre, stim(), "EMG L")
             assert m.valid and m.response
@@ -234,7 +236,8 @@ def test_pure_noise_is_never_a_response(analyzer):
     for seed in range(400):
         fs = RATES[seed % len(RATES)]
         noise = float(rng.choice([0.0, 5.0, 10.0, 20.0, 30.0]))
-        spec = contaminated(rng, fs, None, noise, seed, ecg_uV=float(rng.uniform(0, 100)), hum_uV=float(rng.uniform(0, 20)))
+        spec = contaminated(rng, fs, None, noise, seed, ecg_uV=float(rng.uniform(0, 100)),
+                            hum_uV=float(rng.uniform(0, 20)))
         x, pre, _ = make_epoch(spec)
         m = analyzer.measure(x, fs, pre, stim(sites[seed % 4]), "EMG L")
         assert not m.response, (spec, m)
@@ -308,7 +311,9 @@ def test_no_channel(analyzer):
         False, InvalidReason.NO_CHANNEL, False, None, None)
 
 
-@pytest.mark.parametrize("delivered, valid", [(None, True), (1.0, True), (0.96, True), (0.95, True), (0.94, False), (0.0, False)])
+@pytest.mark.parametrize(
+    "delivered, valid", [(None, True), (1.0, True), (0.96, True), (0.95, True), (0.94, False), (0.0, False)]
+)
 def test_no_current(analyzer, delivered, valid):
     x, pre, _ = _clean()
     m = analyzer.measure(x, 20000.0, pre, stim(delivered=delivered), "EMG L")
@@ -318,7 +323,9 @@ def test_no_current(analyzer, delivered, valid):
 
 
 @pytest.mark.parametrize("fs", [5000.0, 20000.0, 44100.0])
-@pytest.mark.parametrize("start_ms, dur_ms, rms", [(-10, 60, 3000.0), (20, 10, 5000.0), (-10, 8, 20000.0), (5, 50, 4000.0)])
+@pytest.mark.parametrize(
+    "start_ms, dur_ms, rms", [(-10, 60, 3000.0), (20, 10, 5000.0), (-10, 8, 20000.0), (5, 50, 4000.0)]
+)
 def test_cautery(analyzer, fs, start_ms, dur_ms, rms):
     x, pre, _ = _clean(fs)
     rng = np.random.default_rng(5)
@@ -474,7 +481,8 @@ def test_board_epoch_uses_the_ipsilateral_channel(analyzer):
     assert analyzer.measure_board_epoch(only_right, stim(side=Side.L)).invalid_reason is InvalidReason.NO_CHANNEL
     m = analyzer.measure_board_epoch(only_right, stim(side=Side.R), channel_labels=["EMG R"])
     assert m.channel == "EMG R" and m.amplitude_uV == pytest.approx(300.0, rel=0.05)
-    assert analyzer.measure_board_epoch(only_right, stim(side=Side.L), ["EMG R"]).invalid_reason is InvalidReason.NO_CHANNEL
+    wrong = analyzer.measure_board_epoch(only_right, stim(side=Side.L), ["EMG R"])
+    assert wrong.invalid_reason is InvalidReason.NO_CHANNEL
 
 
 @pytest.mark.parametrize("fs", [5000.0, 20000.0])

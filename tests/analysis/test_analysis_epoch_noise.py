@@ -168,7 +168,8 @@ def test_responses_at_0_9_and_1_1_times_the_threshold(threshold):
         for j in range(40):  # alone
             site = (Site.VAGUS, Site.RLN)[j % 2]
             for level in (0.9, 1.1):
-                spec = EpochSpec(fs=fs, response=random_response(rng, level * threshold, site), noise_uV=0.03 * threshold,
+                spec = EpochSpec(fs=fs, response=random_response(rng, level * threshold, site),
+                                 noise_uV=0.03 * threshold,
                                  ecg_uV=20.0, ecg_phase_s=float(rng.uniform(0, 1)), hum_uV=3.0,
                                  hum_hz=float(rng.choice([50.0, 60.0])), wander_uV=float(rng.uniform(0, 500)),
                                  artifact_uV=float(rng.uniform(500, 8000)), seed=j, t0_s=float(rng.uniform(0, 600)))

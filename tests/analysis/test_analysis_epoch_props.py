@@ -74,7 +74,8 @@ def test_never_raises_on_finite_input(data, fs, stim, channel, extra, scale):
     site=st.sampled_from(list(Site)),
 )
 def test_synthetic_epochs_keep_the_invariants(amplitude, peak_ms, polarity, noise, seed, fs, site):
-    x, pre, _ = make_epoch(EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms, polarity), noise_uV=noise, seed=seed))
+    spec = EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms, polarity), noise_uV=noise, seed=seed)
+    x, pre, _ = make_epoch(spec)
     stim = Stimulus(0, 1.0, site, Side.R, Source.PROBE, 1.0, None)
     check_invariants(ANALYZER.measure(x, fs, pre, stim, "EMG R"), stim, "EMG R", fs)
 
