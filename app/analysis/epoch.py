@@ -151,6 +151,7 @@ class _Batch:
     coef: np.ndarray = field(default_factory=lambda: np.zeros(0))  # background coefficients
     mains_chi: np.ndarray = field(default_factory=lambda: np.zeros(0))  # chi-square of each mains pair
     channels: Sequence[str | None] = ()
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # stimulus times (s)
     background: Background | None = None
     amp: np.ndarray = field(default_factory=lambda: np.zeros(0))
     t_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -497,7 +498,7 @@ class EpochAnalyzer:
         end_ms = [min(self.response_end_ms.get(st.site, self.window_ms), self.window_ms) for st in stimuli]
         se_all = np.array([pre + int(round(e * fs / 1000.0)) for e in end_ms], dtype=np.int64)
         b = _Batch(fs=fs, pre=pre, bs=bs, be=be, end=end, g=g, z=z, extra=extra, se=se_all, end_ms=end_ms,
-                   channels=channels)
+                   channels=channels, times=np.array([st.t_s for st in stimuli], dtype=np.float64))
         b.noise, b.hn = self._noise(b, z)
         self._direct(b, finite & ~cautery & ~saturated & np.array([c is not None for c in channels], dtype=bool))
         # once more without the hum the background model carries (the filter is linear:
@@ -682,9 +683,10 @@ class EpochAnalyzer:
         epochs; the profile learns each eligible row's chi-square in turn."""
         present = np.zeros((len(b.channels), n_pairs), dtype=bool)
         for i, channel in enumerate(b.channels):
-            present[i] = self.mains.present(channel, b.fs, n_pairs)
+            t_s = float(b.times[i])
+            present[i] = self.mains.present(channel, b.fs, n_pairs, t_s)
             if eligible[i] and np.isfinite(b.mains_chi[i]).all():
-                self.mains.update(channel, b.fs, b.mains_chi[i])
+                self.mains.update(channel, b.fs, b.mains_chi[i], t_s)
         return present
 
     def _conclude(self, b: _Batch, i: int, stim: Stimulus, channel: str | None, reason: InvalidReason | None,

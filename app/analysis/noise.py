@@ -49,6 +49,7 @@ MAINS_CHI2 = 12.0  # a mains component is modelled when its pair's chi-square re
 PROFILE_DECAY = 0.95  # weight kept per epoch in the mains profile (memory of about 20 epochs)
 PROFILE_MIN = 8  # epochs before the profile is trusted
 PRESENT_CHI = 4.0  # mean chi-square of a present pair (noise alone: 2)
+PROFILE_STALE_S = 600.0  # a channel not measured for this long starts a new profile
 PROFILE_CLIP = 1000.0  # one epoch's chi-square counts at most this much (a burst of hum)
 BACKGROUND_RATE_HZ = 5000.0  # the background is fitted on samples this far apart (or closer)
 
@@ -220,30 +221,37 @@ class MainsProfile:
     ``PRESENT_CHI`` (2 is what noise alone gives) after ``PROFILE_MIN`` epochs. Present
     pairs are always modelled, so even a weak harmonic nearly locked in phase to the
     stimuli (a 1 Hz stimulator against 50 Hz mains) does not bend the responses.
-    Pure state of one case: ``reset()`` empties it.
+    Pure state of one case: ``reset()`` empties it; a channel's profile is also dropped
+    when stimulus time goes backwards (a new case) or jumps ahead by ``PROFILE_STALE_S``.
     """
 
     def __init__(self) -> None:
         self._sum: dict[tuple[str, float], np.ndarray] = {}
         self._weight: dict[tuple[str, float], float] = {}
         self._count: dict[tuple[str, float], int] = {}
+        self._last_t: dict[tuple[str, float], float] = {}
 
     def reset(self) -> None:
         """Forget everything (a new case or recording)."""
         self._sum.clear()
         self._weight.clear()
         self._count.clear()
+        self._last_t.clear()
 
-    def present(self, channel: str | None, fs: float, n_pairs: int) -> np.ndarray:
-        """Per pair: known to be present on ``channel``."""
+    def present(self, channel: str | None, fs: float, n_pairs: int, t_s: float | None = None) -> np.ndarray:
+        """Per pair: known to be present on ``channel`` (for a stimulus at ``t_s``)."""
         key = (str(channel), float(fs))
+        last = self._last_t.get(key)
+        if t_s is not None and last is not None and not last - 1.0 <= t_s <= last + PROFILE_STALE_S:
+            for d in (self._sum, self._weight, self._count, self._last_t):
+                d.pop(key, None)
         s = self._sum.get(key)
         if s is None or len(s) != n_pairs or self._count[key] < PROFILE_MIN:
             return np.zeros(n_pairs, dtype=bool)
         return s / self._weight[key] >= PRESENT_CHI
 
-    def update(self, channel: str | None, fs: float, chi: np.ndarray) -> None:
-        """Add one epoch's chi-square per pair for ``channel``."""
+    def update(self, channel: str | None, fs: float, chi: np.ndarray, t_s: float | None = None) -> None:
+        """Add one epoch's chi-square per pair for ``channel`` (stimulus at ``t_s``)."""
         if channel is None or not np.all(np.isfinite(chi)):
             return
         key = (str(channel), float(fs))
@@ -253,3 +261,5 @@ class MainsProfile:
         self._sum[key] = PROFILE_DECAY * self._sum[key] + np.minimum(chi, PROFILE_CLIP)
         self._weight[key] = PROFILE_DECAY * self._weight[key] + 1.0
         self._count[key] += 1
+        if t_s is not None:
+            self._last_t[key] = float(t_s)

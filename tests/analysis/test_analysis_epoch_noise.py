@@ -262,6 +262,10 @@ def test_hum_locked_to_the_stimulator_does_not_bend_the_responses():
         m = analyzer.measure(x, fs, pre, stimulus(j, spec.t0_s, Site.VAGUS), "EMG L")
         errs.append(m.amplitude_uV / truth.amplitude_uV - 1)
     assert abs(np.median(errs[20:])) <= 0.02, np.median(errs[20:])
+    n_pairs = analyzer._background_model(fs, pre, len(x)).n_pairs
+    known = analyzer.mains.present("EMG L", fs, n_pairs, 160.0)
+    assert list(known) == [True, False, True, False, False, False]  # 50 and 150 Hz: what the hum has
+    assert not analyzer.mains.present("EMG L", fs, n_pairs, 5.0).any()  # a new case: forgotten
 
 
 def test_untagged_stimuli_never_teach_or_use_a_shape():
