@@ -71,7 +71,9 @@ blank); ``artifact`` (non-finite samples, an epoch too short for the response wi
 first major peak within 0.3 ms of the end of the blank (the artifact's tail, not a
 nerve), a baseline step >= ``analysis.step_uV`` and at least half the amplitude between
 the pre-stimulus part and the end of the window, or an amplitude above the threshold that
-does not stand out of the noise by ``analysis.min_snr``). An invalid epoch is never a
+does not stand out of the noise: a direct peak-to-peak value below ``analysis.min_snr``
+noise RMS (noise alone gives about 5, rarely 9), a fitted one below half as many of its
+own standard errors (noise alone gives a zero-mean value)). An invalid epoch is never a
 response; its amplitude is None.
 """
 
@@ -710,9 +712,13 @@ class EpochAnalyzer:
                         a_i, t_max, t_min = fit.amplitude_uV, fit.max_ms, fit.min_ms
         if reason is None and step >= self.step_uV and step >= 0.5 * a_i:
             reason, detail = InvalidReason.ARTIFACT, f"baseline step of {step:.0f} uV"
-        if reason is None and a_i >= thr and a_i < self.min_snr * n_i:
+        fitted = fit is not None and fit.accepted
+        if reason is None and a_i >= thr and not fitted and a_i < self.min_snr * n_i:
             reason = InvalidReason.ARTIFACT
             detail = f"{a_i:.0f} uV does not stand out of {n_i:.1f} uV RMS noise"
+        elif reason is None and a_i >= thr and fitted and a_i < 0.5 * self.min_snr * fit.sigma_uV:
+            reason = InvalidReason.ARTIFACT
+            detail = f"{a_i:.0f} uV does not stand out of its {fit.sigma_uV:.1f} uV standard error (fitted shape)"
         response, latency, onset = False, None, None
         if reason is None and a_i >= thr:
             if fit is not None and fit.accepted:
