@@ -137,7 +137,7 @@ _SCHEMA_LIST: list[Setting] = [
     _s("analysis.cautery_rms_uV", "uV", 2000.0, 200.0, 100000.0, doc="broadband RMS marking cautery"),
     _s("analysis.peak_lowpass_hz", "Hz", 1000.0, 200.0, 5000.0,
        doc="low-pass of the copy on which peaks are sized and timed"),
-    _s("analysis.min_snr", "", 8.0, 2.0, 50.0, doc="peak-to-peak over noise RMS needed to tell a response from noise"),
+    _s("analysis.min_snr", "", 10.0, 2.0, 50.0, doc="peak-to-peak over noise RMS needed to tell a response from noise"),
     _s("analysis.max_phase_ms", "ms", 6.0, 1.0, 30.0, doc="a wider first phase is not a nerve response (ECG, wander)"),
     _s("analysis.response_end_vagus_ms", "ms", 25.0, 5.0, 100.0, doc="end of the vagal response window"),
     _s("analysis.response_end_rln_ms", "ms", 15.0, 5.0, 100.0, doc="end of the RLN response window"),
