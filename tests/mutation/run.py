@@ -16,6 +16,7 @@ The shared mutmut settings are in ``pyproject.toml`` (``[tool.mutmut]``); the co
 files and their tests are the table ``CORES`` below. Usage::
 
     python tests/mutation/run.py [--jobs 2] [--core rules ...] [--with-analysis] [--report] [--fresh]
+    python tests/mutation/run.py --diffs [--core rules]   # what the unexplained survivors change
 """
 
 from __future__ import annotations
@@ -148,6 +149,21 @@ def run_core_in_this_process(core: Core, jobs: int) -> None:
     mutmut_main._run((), jobs)
 
 
+def print_diffs(core: Core) -> None:
+    """Print the change each unexplained surviving mutant of a core makes (in the core's folder)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    accepted = load_accepted()
+    for path in core_files(core):
+        meta = Path("mutants") / (path + ".meta")
+        if not meta.exists():
+            continue
+        for key, code in sorted(json.loads(meta.read_text())["exit_code_by_key"].items()):
+            if status(code) in ("survived", "no tests", "suspicious") and key not in accepted:
+                print(f"# {key}: {status(code)}")
+                print(get_diff_for_mutant(key, path=path))
+
+
 def run_core(core: Core, jobs: int, fresh: bool) -> float:
     """Run one core's mutants in a child process; returns the seconds it took."""
     work = prepare_workdir(core, fresh)
@@ -254,11 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--report", action="store_true", help="only print the report of the last runs")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results and test every mutant")
+    parser.add_argument("--diffs", action="store_true", help="print the change each unexplained survivor makes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in (*CORES, ANALYSIS)}
     if args.child:
         run_core_in_this_process(by_name[args.child], args.jobs)
+        return 0
+    if args.diffs:
+        for core in [by_name[n] for n in (args.core or [c.name for c in CORES])]:
+            if (WORK / core.name / "mutants").exists():
+                os.chdir(WORK / core.name)
+                print_diffs(core)
         return 0
     if args.core:
         cores = [by_name[n] for n in args.core]
