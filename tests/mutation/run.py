@@ -134,9 +134,17 @@ def retest_survivors_if_tests_changed(work: Path, core: Core) -> int:
 def run_core_in_this_process(core: Core, jobs: int) -> None:
     """Run mutmut for one core (called in a child process whose working folder is the core's)."""
     import mutmut.__main__ as mutmut_main
+    from hypothesis import Phase, settings
     from mutmut.configuration import config
 
+    # The profile CI uses (tests/conftest.py: the same 100 examples for every mutant, no example
+    # database) without shrinking: a mutant is killed by the first failing example; making that
+    # example small helps a person reading a failure, not the verdict. The mutant processes are
+    # forked from this one, so they know the profile.
+    settings.register_profile("mutation", deadline=None, derandomize=True, max_examples=100,
+                              phases=(Phase.explicit, Phase.reuse, Phase.generate))
     cfg = config()
+    cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "--hypothesis-profile=mutation"]
     cfg.source_paths = [Path(core.package)]
     cfg.resolved_mutated_source_paths = [Path.cwd().resolve(strict=True) / "mutants" / core.package]
     cfg.only_mutate = core_files(core)
@@ -170,14 +178,10 @@ def run_core(core: Core, jobs: int, fresh: bool) -> float:
     reset = retest_survivors_if_tests_changed(work, core)
     print(f"== {core.name}: {', '.join(core_files(core))} against {len(core_tests(core))} test files"
           + (f" ({reset} earlier survivors tested again)" if reset else ""), flush=True)
-    env = dict(os.environ)
-    # the tests' deterministic hypothesis profile (tests/conftest.py): the same examples for
-    # every mutant, no example database carried from one mutant to the next
-    env["CI"] = "1"
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", core.name, "--jobs", str(jobs)],
-        cwd=work, env=env, check=False,
+        cwd=work, check=False,
     )
     elapsed = time.monotonic() - start
     if result.returncode != 0:
