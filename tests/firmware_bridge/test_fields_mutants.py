@@ -45,6 +45,8 @@ REFUSALS = [
     (Field("s", "str", pattern="[a-z]+"), "AB", "pattern", "is 'AB'", "AB"),
     (Field("e", "enum", choices=("a", "b")), "c", "choice", 'is "c"', "c"),
     (Field("e", "enum", choices=("a", "b")), 1, "type", "is 1", 1),
+    (Field("e", "enum"), 1, "type", "is 1", 1),
+    (Field("e", "enum", choices=(1, 2)), 1, "type", "is 1", 1),  # an enum is text, even among odd choices
     (Field("l", "list", choices=("L", "R")), "L", "type", 'is "L"', "L"),
     (Field("l", "list", max_len=1), ["L", "R"], "length", 'is ["L", "R"]', ["L", "R"]),
     (Field("l", "list", choices=("L", "R")), ["L", "X"], "item", 'contains "X"', ["L", "X"]),
@@ -85,6 +87,7 @@ def test_each_refusal_names_its_reason_its_phrase_and_the_value(spec, value, rea
     (Field("x", "any"), "any"),
     (Field("x", "enum", choices=("probe", "aps")), "one of probe, aps"),
     (Field("x", "enum"), "enum"),
+    (Field("x", "enum", "mode", choices=("a", "b")), "one of a, b"),  # choices of text carry no unit
     (Field("x", "list", choices=("L", "R")), "a list of L, R"),
     (Field("x", "list"), "list"),
     (Field("x", "number", "Hz", choices=(1, 2)), "one of 1 Hz, 2 Hz"),
