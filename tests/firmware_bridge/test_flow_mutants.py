@@ -211,3 +211,37 @@ def test_the_smallest_settings_that_work_are_taken():
     assert (sup.margin_s, sup.missing_epochs, sup.loss_window, sup.loss_limit) == (0.001, 1, 1, 1)
     sup = FlowSupervisor(loss_window=10, loss_limit=10)
     assert sup.loss_limit == 10
+
+
+def test_an_epoch_at_the_settling_instant_is_the_first_one_counted_from():
+    sup = FlowSupervisor(margin_s=0.125)
+    sup.reset(0.0)
+    sup.acquisition(0.0, stream_rate_hz=None, block_samples=None, epoch_window_s=0.0625)
+    sup.output(0.0, Output.APS, 2.0)  # settled at 0.0625 + 0.5 + 0.125 = 0.6875 exactly
+    sup.epoch(0.6875, Output.APS, board_time_us=0)
+    sup.epoch(1.6875, Output.APS, board_time_us=1_000_000)  # one pulse's epoch missing in between
+    assert sup.snapshot(2.0)["outputs"]["APS"]["epochs_lost"] == 1
+
+
+def test_losses_are_rounded_from_board_time_to_whole_periods():
+    sup = FlowSupervisor()
+    sup.reset(0.0)
+    sup.output(0.0, Output.PROBE, 1.0)
+    sup.epoch(2.0, Output.PROBE, board_time_us=0)
+    sup.epoch(4.5, Output.PROBE, board_time_us=2_500_001)  # just over two and a half periods: three
+    assert sup.snapshot(4.5)["outputs"]["PROBE"]["epochs_lost"] == 2
+
+
+def test_epochs_of_an_output_not_running_are_counted_and_never_judged():
+    sup = FlowSupervisor()
+    sup.reset(0.0)
+    for i in range(3):
+        sup.epoch(1.0 + i, Output.PROBE, board_time_us=i * 3_000_000)
+    snap = sup.snapshot(4.0)["outputs"]["PROBE"]
+    assert (snap["epochs"], snap["epochs_lost"], snap["rate_hz"]) == (3, 0, None)
+
+
+def test_periods_under_a_second_are_worded_in_milliseconds():
+    sup = FlowSupervisor(status_period_s=0.9)
+    sup.reset(0.0)
+    assert keyed(sup, 10.0)["status"].expected == "every 900 ms"
