@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 RUN_PKGS  := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 poppler-utils alsa-utils
 TEST_PKGS := $(RUN_PKGS) shellcheck systemd
 
-.PHONY: run test bench venv sysdeps-run sysdeps-test clean lint
+.PHONY: run test bench venv sysdeps-run sysdeps-test clean lint mutation mutation-clean
 
 run: sysdeps-run venv
 	$(VENV)/bin/lnm run
@@ -44,6 +44,21 @@ lint: venv
 	$(VENV)/bin/mypy --strict --exclude '$(LINT_IN_FLIGHT_RE)' $(MYPY_STRICT)
 	$(VENV)/bin/mypy --exclude '$(LINT_IN_FLIGHT_RE)' app firmware_bridge bench
 	$(VENV)/bin/lint-imports
+
+# ----------------------------------------------------------------- test strength: make mutation
+# mutmut over the pure cores, each core's mutants against its own tests (tests/mutation/run.py,
+# settings in pyproject.toml [tool.mutmut]); not part of make test. The last line is
+# "MUTATION killed=K total=N". Restartable: the cache is build/mutation/<core>/; a run carries on
+# where the last one stopped. MUTATION_ARGS="--fresh" measures everything again, "--core rules"
+# runs one core, "--with-analysis" adds app/analysis, "--report" only prints the last results.
+MUTATION_JOBS ?= 2
+MUTATION_ARGS ?=
+
+mutation: venv
+	nice -n 19 $(VENV)/bin/python tests/mutation/run.py --jobs $(MUTATION_JOBS) $(MUTATION_ARGS)
+
+mutation-clean:
+	rm -rf build/mutation
 
 venv: $(STAMP)
 

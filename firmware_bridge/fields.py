@@ -135,18 +135,17 @@ class Field:
                 return None
             if "any" not in self.kind.split("|"):
                 raise FieldError(self, value, "null", "is null")
-        kinds = self.kind.split("|")
-        first: FieldError | None = None
-        for kind in kinds:
+        refusals: list[FieldError] = []
+        for kind in self.kind.split("|"):
             try:
                 converted = _CONVERT[kind](self, value)
             except FieldError as exc:
-                if first is None or (first.reason == "type" and exc.reason != "type"):
-                    first = exc
+                refusals.append(exc)
                 continue
             self._check_value(converted)
             return converted
-        raise first if first is not None else FieldError(self, value, "type", f"is {shown(value)}")
+        # every kind refused it: the first refusal that says more than "not of the kind" tells most
+        raise next((exc for exc in refusals if exc.reason != "type"), refusals[0])
 
     def _check_value(self, value: Any) -> None:
         if self.choices is not None and not isinstance(value, list) and value not in self.choices:
