@@ -83,7 +83,7 @@ def robust_rms(rows: np.ndarray) -> np.ndarray:
     cut = np.partition(dev, k, axis=1)[:, k]
     inside = dev <= cut[:, None]
     ms = np.sum(np.where(inside, dev, 0.0) ** 2, axis=1) / np.maximum(inside.sum(axis=1), 1)
-    return np.sqrt(ms / TRIM_VARIANCE)
+    return np.asarray(np.sqrt(ms / TRIM_VARIANCE))
 
 
 def _cubic_bspline(u: np.ndarray) -> np.ndarray:
@@ -151,12 +151,12 @@ class Background:
         a = a + scale[:, None, None] * (PENALTY * self.penalty + 1e-9 * np.eye(a.shape[1]))[None]
         if drop is not None:
             a = a + (1e6 * scale)[:, None, None] * (drop[:, :, None] * np.eye(a.shape[1])[None])
-        return a
+        return np.asarray(a)
 
     @property
     def n_pairs(self) -> int:
         """Number of mains (cosine, sine) pairs in the model at this sample rate."""
-        return (self.basis.shape[1] - self.n_spline) // 2
+        return int((self.basis.shape[1] - self.n_spline) // 2)
 
     def solve(self, z: np.ndarray, keep: np.ndarray, noise: np.ndarray, peak_hz: float) -> _Stage:
         """First stage: every term fitted to each row of ``z`` (rows, n) on the samples where

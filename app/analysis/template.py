@@ -162,7 +162,7 @@ class ResponseTemplate:
 
     def variance(self, t_rel: np.ndarray) -> np.ndarray:
         """The template's own noise variance at ``t_rel`` (in units of its peak-to-peak^2)."""
-        return np.interp(t_rel, self.offsets * self.h_ms, self.noise_var, left=0.0, right=0.0)
+        return np.asarray(np.interp(t_rel, self.offsets * self.h_ms, self.noise_var, left=0.0, right=0.0))
 
     def _overlap(self, first: int, n: int, latency_ms: float) -> tuple[slice, slice] | None:
         """(template slice, segment slice) where a segment of ``n`` samples from index
@@ -421,7 +421,8 @@ class _Solver:
         self.bb = self.bb + self.scale * (JOINT_PENALTY * penalty + 1e-9 * np.eye(len(self.bb)))
         self.by = self.bw.T @ y
 
-    def solve(self, extra: np.ndarray, *, energy_bias: float = 0.0, with_cov: bool = False):
+    def solve(self, extra: np.ndarray, *, energy_bias: float = 0.0,
+              with_cov: bool = False) -> np.ndarray | tuple[np.ndarray, float]:
         m = extra.shape[1]
         ew = extra * self.w[:, None]
         k = m + len(self.bb)
