@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -59,7 +59,7 @@ from app.engine.commands import dispatch
 from app.engine.commands import documents as _documents
 from app.engine.commands.documents import snapshot as _snapshot
 from app.engine.context import EngineContext, EngineOptions
-from app.engine.emg_stream import EmgStream
+from app.engine.emg_stream import EmgStream, coalesce
 from app.engine.ledger import Ledger
 from app.engine.lifecycle import measurement_from_json
 from app.engine.limits import Relaxations
@@ -283,6 +283,12 @@ class Monitor:
         """One message from the board (any Board API type)."""
         self.board.message(msg)
         self._after_input()
+
+    def board_messages(self, msgs: Sequence[BoardMessage]) -> None:
+        """Messages from the board that arrived together, in order; consecutive EMG blocks
+        are analysed as one (``emg_stream.coalesce``)."""
+        for msg in coalesce(msgs):
+            self.board_message(msg)
 
     def link_event(self, kind: str | Enum, detail: str = "") -> None:
         """A change of the board link (``connected``, ``restored``, ``lost``, ``port_error``, ``port_opened``)."""

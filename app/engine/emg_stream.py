@@ -16,6 +16,7 @@ windows out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,12 +28,55 @@ from app.engine.seams import Detector, DetectorFactory
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
 from app.record import entries as E
-from firmware_bridge.messages import EmgBlock
+from firmware_bridge.messages import BoardMessage, EmgBlock
 
 if TYPE_CHECKING:
     from app.analysis.freerun import EmgEvent
 
 LABELS = ("EMG L", "EMG R")
+# at most this much signal is joined into one block (``coalesce``): the loudspeaker and the
+# display never get more at once than this
+COALESCE_MAX_S = 0.25
+
+
+def coalesce(messages: Sequence[BoardMessage], max_s: float = COALESCE_MAX_S) -> list[BoardMessage]:
+    """The board's messages as they arrived together, with each run of consecutive EMG
+    blocks that continue one another (next ``first_sample``, same rate, scale and
+    channels) joined into one block of at most ``max_s`` of signal. Nothing is reordered,
+    dropped or changed: a joined block holds exactly the samples of its parts, stamped
+    with the first part's board time. An engine that keeps up gets one block at a time and
+    joins nothing; one that reads several at once (catching up, or stepped) analyses them
+    in one pass instead of one per block."""
+    out: list[BoardMessage] = []
+    run: list[EmgBlock] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            first = run[0]
+            out.append(EmgBlock(board_time_us=first.board_time_us, first_sample=first.first_sample,
+                                sample_rate_hz=first.sample_rate_hz, nv_per_count=first.nv_per_count,
+                                samples=np.concatenate([b.samples for b in run], axis=1)))
+        run.clear()
+
+    for m in messages:
+        if isinstance(m, EmgBlock) and m.samples.ndim == 2:
+            if run:
+                last, first = run[-1], run[0]
+                n = sum(b.samples.shape[1] for b in run)
+                joins = (m.first_sample == last.first_sample + last.samples.shape[1]
+                         and m.sample_rate_hz == first.sample_rate_hz and m.nv_per_count == first.nv_per_count
+                         and m.samples.shape[0] == first.samples.shape[0] and m.samples.dtype == first.samples.dtype
+                         and first.sample_rate_hz > 0 and n + m.samples.shape[1] <= max_s * first.sample_rate_hz)
+                if not joins:
+                    close_run()
+            run.append(m)
+            continue
+        close_run()
+        out.append(m)
+    close_run()
+    return out
 
 
 class EmgStream:

@@ -264,8 +264,15 @@ class EngineService:
                 except queue.Empty:
                     item = None
                 n = 0
+                board: list[Any] = []  # the board's messages waiting in a row: analysed together
                 while item is not None:
-                    self._dispatch(item)
+                    if item[0] == "msg":
+                        board.append(item[1])
+                    else:
+                        if board:
+                            m.board_messages(board)
+                            board = []
+                        self._dispatch(item)
                     n += 1
                     if n >= 500:
                         break
@@ -273,6 +280,8 @@ class EngineService:
                         item = self.queue.get_nowait()
                     except queue.Empty:
                         item = None
+                if board:
+                    m.board_messages(board)
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + tick_s

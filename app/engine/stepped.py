@@ -106,8 +106,7 @@ class SteppedSystem:
             if frames:
                 self.frames_in += len(frames)
                 self._link_events(self.supervisor.frame_received(now))
-                for frame in frames:
-                    self.monitor.board_message(frame.message)
+                self.monitor.board_messages([frame.message for frame in frames])
         self._link_events(self.supervisor.check(now))
         if not self.host_heartbeat_paused and self.supervisor.heartbeat_due(now):
             self.supervisor.heartbeat_sent(now)
