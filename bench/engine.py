@@ -13,14 +13,19 @@
    manager raised it (alarm log, before the journal write) is printed beside it.
 2. Eight hours of continuous monitoring (continuous vagal stimulation at 1 Hz on the
    left, a probe check every 30 min, one traction episode with recovery every two hours)
-   in the stepped single-threaded simulation at maximum speed, with the real journal on
-   disk and the capturing audio backend: wall time, and resident memory after a
-   ten-minute warm-up and at the end. The free-running stream is configured decimated
-   (``stream_decimation`` 10: 2 kHz for display, audio and irritation detection; stimulus
-   epochs stay at 20 kHz): at the full 20 kHz the stream alone costs the virtual board and
-   the host more than the 100x budget allows.
+   in the stepped single-threaded simulation at maximum speed, configured as the live
+   engine is (``EngineOptions()``: the free-running stream at the full 20 kHz, journaled,
+   analysed, played), with the real journal on disk and the capturing audio backend: wall
+   time, and resident memory after a ten-minute warm-up and at the end. The virtual board
+   renders the patient in the same process, so its cost is in the figure too.
+3. The engine's CPU at 1x: during the first ``CPU_WINDOW_S`` of the latency part (a case
+   with the probe at 30 Hz on the nerve and the full-rate stream, the live service with
+   its threads), the CPU time of every thread of this process but the virtual board's and
+   the benchmark's own, per second of signal: ``engine_cpu_per_signal_s`` (0.05 = 5 % of
+   one core).
 
-Last line: ``ENGINE alarm_p50_ms=X alarm_p99_ms=X case8h_x_realtime=X rss_start_mb=N rss_end_mb=N``.
+Last line: ``ENGINE alarm_p50_ms=X alarm_p99_ms=X case8h_x_realtime=X rss_start_mb=N rss_end_mb=N
+engine_cpu_per_signal_s=X``.
 Targets: alarm p99 < 20 ms; the eight-hour case >= 100x real time; rss_end within 10 % of
 rss_start.
 """
@@ -45,6 +50,21 @@ CASE_S = float(os.environ.get("LNM_BENCH_CASE_S", str(8 * 3600)))
 # engine is slower, the case stops at the last ten-minute mark that fits (said so in the
 # output) and the speed and memory are those of the part that ran.
 CASE_BUDGET_S = float(os.environ.get("LNM_BENCH_CASE_BUDGET_S", "300"))
+CPU_WINDOW_S = 20.0
+
+
+def thread_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of this process, by native thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def rss_mb() -> float:
@@ -67,7 +87,7 @@ def percentile(xs: list[float], p: float) -> float:
 # ----------------------------------------------------------------------------- 1. latency
 
 
-def alarm_latency(tmp: Path) -> tuple[list[float], list[float]]:
+def alarm_latency(tmp: Path) -> tuple[list[float], list[float], float]:
     from app.api.client import EngineClient
     from app.engine.core import EngineOptions
     from app.engine.service import EngineConfig, EngineService
@@ -109,6 +129,13 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float]]:
     mon = service.monitor
     if mon is None:
         raise SystemExit("bench/engine.py: the engine service has no monitor")
+    # 3. the engine's CPU at 1x: every thread but the virtual board's and this one
+    not_engine = {board_thread.native_id, threading.get_native_id()}
+    cpu0, w0 = thread_cpu_s(), time.monotonic()
+    time.sleep(CPU_WINDOW_S)
+    cpu1, w1 = thread_cpu_s(), time.monotonic()
+    engine_cpu = sum(v - cpu0.get(tid, 0.0) for tid, v in cpu1.items() if tid not in not_engine)
+    cpu_per_signal_s = engine_cpu / (w1 - w0)
     # when the alarm reaches the outputs (sound, LEDs): each change of the alarms handed over
     handoffs: list[tuple[float, frozenset[str]]] = []
     to_outputs = mon.outputs.alarm_state
@@ -165,7 +192,7 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float]]:
     stop_board["flag"] = True
     board_thread.join(5)
     server.close()
-    return latencies, raised_latencies
+    return latencies, raised_latencies, cpu_per_signal_s
 
 
 def _truth(board):
@@ -188,8 +215,7 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
 
     journal = Journal(tmp / "case8h.db")
     st = Settings()
-    s = SteppedSystem(st, seed=11, journal=journal, options=EngineOptions(stream_decimation=10),
-                      step_s=0.1, tick_s=0.1)
+    s = SteppedSystem(st, seed=11, journal=journal, options=EngineOptions(), step_s=0.1, tick_s=0.1)
     m = s.monitor
     m.outputs = make_outputs(m.alarms, s.clock, m.settings, audio="capture", gpio="sim", keep_samples=False)
     # the virtual board's ground-truth record is for tests; keep only its recent end here
@@ -271,12 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lnm-bench-engine-") as d:
         tmp = Path(d)
         t = time.perf_counter()
-        lat, raised = alarm_latency(tmp)
+        lat, raised, cpu_1x = alarm_latency(tmp)
         print(f"alarm latency over a pty: {len(lat)} of {CYCLES} losses of signal measured in "
               f"{time.perf_counter() - t:.1f} s; announced (journaled, published, to the outputs): "
               f"p50 {percentile(lat, 50):.2f} ms, p99 {percentile(lat, 99):.2f} ms, "
               f"max {max(lat) if lat else float('nan'):.2f} ms; raised in the alarm manager: "
               f"p50 {percentile(raised, 50):.2f} ms, p99 {percentile(raised, 99):.2f} ms", flush=True)
+        print(f"engine CPU at 1x (probe at 30 Hz, full-rate stream, {CPU_WINDOW_S:.0f} s): "
+              f"{cpu_1x:.3f} CPU-s per s of signal ({cpu_1x * 100:.1f} % of one core)", flush=True)
         wall, rss0, rss1, info = eight_hours(tmp)
         x = info["simulated_s"] / wall
         if info["simulated_s"] < CASE_S:
@@ -289,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
               f"rule events {info['rule_events']}; RSS {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end "
               f"({(rss1 - rss0) / rss0 * 100:+.1f} %)", flush=True)
     print(f"ENGINE alarm_p50_ms={percentile(lat, 50):.2f} alarm_p99_ms={percentile(lat, 99):.2f} "
-          f"case8h_x_realtime={x:.0f} rss_start_mb={rss0:.0f} rss_end_mb={rss1:.0f}")
+          f"case8h_x_realtime={x:.0f} rss_start_mb={rss0:.0f} rss_end_mb={rss1:.0f} "
+          f"engine_cpu_per_signal_s={cpu_1x:.3f}")
     return 0
 
 
