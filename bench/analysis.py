@@ -49,11 +49,12 @@ sys.path.insert(0, str(ROOT / "tests" / "analysis"))
 from app.analysis.edf import Recording, write_edf  # noqa: E402
 from app.analysis.epoch import EpochAnalyzer  # noqa: E402
 from app.analysis.freerun import FreeRunDetector  # noqa: E402
-from app.model import Side, Site, Source, Stimulus  # noqa: E402
+from app.model import Measurement, Side, Site, Source, Stimulus  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from emg_synth import (  # noqa: E402
     Episode,
     ResponseSpec,
+    Truth,
     known_shape_oracle,
     make_epoch,
     make_stream,
@@ -244,26 +245,35 @@ def _random_shape(rng: np.random.Generator, amplitude: float) -> ResponseSpec:
     )
 
 
+def _relative_error(m: Measurement, truth: Truth) -> float:
+    """The measured amplitude's relative error; infinite when no response was measured."""
+    if m.valid and m.response and m.amplitude_uV is not None:
+        return m.amplitude_uV / truth.amplitude_uV - 1.0
+    return np.inf
+
+
 def bench_lowsnr(sites: int = 10, per_site: int = 30) -> tuple[float, float]:
     """(lowsnr_vs_oracle, median relative error) over all rates; prints the details."""
     shares, oracles, errors, alone = [], [], [], []
     for fs in (5000.0, 10000.0, 20000.0, 44100.0):
         rng = np.random.default_rng(2024 + int(fs))
-        errs, orc = [], []
+        err_list: list[float] = []
+        orc_list: list[float] = []
         for k in range(sites):
             shape = _random_shape(rng, 200.0)
             analyzer = EpochAnalyzer(Settings())
             for j, spec in enumerate(site_sequence(rng, fs, shape, per_site, noise_uV=30.0, seed0=1000 * k)):
                 x, pre, truth = make_epoch(spec)
+                if truth is None:
+                    raise RuntimeError("site_sequence gave an epoch without a response")
                 s = Stimulus(j, spec.t0_s, Site.VAGUS, Side.L, Source.APS, 1.0, 1.0)
                 m = analyzer.measure(x, fs, pre, s, "EMG L")
-                errs.append(m.amplitude_uV / truth.amplitude_uV - 1.0 if m.valid and m.response else np.inf)
-                orc.append(known_shape_oracle(spec))
+                err_list.append(_relative_error(m, truth))
+                orc_list.append(known_shape_oracle(spec))
                 if j == 0:
                     first = EpochAnalyzer(Settings()).measure(x, fs, pre, s, "EMG L")
-                    alone.append((first.amplitude_uV / truth.amplitude_uV - 1.0 if first.valid and first.response
-                                  else np.inf, orc[-1]))
-        errs, orc = np.array(errs), np.array(orc)
+                    alone.append((_relative_error(first, truth), orc_list[-1]))
+        errs, orc = np.array(err_list), np.array(orc_list)
         share, share_o = float(np.mean(np.abs(errs) <= 0.1)), float(np.mean(np.abs(orc) <= 0.1))
         print(f"  {fs / 1000:g} kHz: {share:.1%} of {len(errs)} epochs within 10 % (oracle {share_o:.1%}, "
               f"ratio {share / share_o:.3f}); median error {np.median(errs):+.1%}, median |error| "

@@ -49,10 +49,11 @@ import datetime as _dt
 import math
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -71,6 +72,7 @@ PHYSICAL_MAX_UV = 32767.0
 CLIP_MERGE_S = 0.020  # clipped samples closer than this form one CLIP stretch
 _UNIT_SCALE = {"uV": 1.0, "µV": 1.0, "mV": 1000.0, "V": 1e6, "nV": 1e-3}
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_E = TypeVar("_E", bound=Enum)  # the enums of a STIM annotation's fields
 
 
 class RecordingError(ValueError):
@@ -150,7 +152,7 @@ class EdfSignalData:
         start, stop, _ = index.indices(self._n)
         if stop <= start:
             return np.zeros(0)
-        digital = self._signal.get_digital_slice(start / self._fs, stop / self._fs)
+        digital: np.ndarray = self._signal.get_digital_slice(start / self._fs, stop / self._fs)
         return digital.astype(np.float64) * self.gain + self.offset
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -205,14 +207,14 @@ def parse_stim(text: str, onset_s: float, index: int = 0) -> Stimulus:
     if missing:
         raise ValueError(f"{where}: missing required key {missing[0]!r}")
 
-    def enum(cls, key):
+    def enum(cls: type[_E], key: str) -> _E:
         try:
             return cls(fields[key])
         except ValueError:
             allowed = ", ".join(m.value for m in cls)
             raise ValueError(f"{where}: unknown {key} {fields[key]!r} (allowed: {allowed})") from None
 
-    def number(key):
+    def number(key: str) -> float:
         try:
             x = float(fields[key])
         except ValueError:
@@ -326,7 +328,9 @@ def parse_context(text: str, onset_s: float, duration_s: float | None = None) ->
     tokens = body.split()
     if not tokens or tokens[0] not in CONTEXT_KEYWORDS:
         raise ValueError(f"{where}: not an operator-context annotation")
-    keyword, args, fields = tokens[0], [], {}
+    keyword = tokens[0]
+    args: list[str] = []
+    fields: dict[str, str] = {}
     for tok in tokens[1:]:
         key, eq, value = tok.partition("=")
         if not eq:
@@ -808,7 +812,8 @@ def _annotation_records(path: Path, recording: Recording, clips: list[tuple[floa
     if ctx and not any(str(a.text if isinstance(a, Annotation) else a[2]).strip() == CONVENTIONS_MARK
                        for a in recording.annotations):
         ctx.insert(0, (0.0, None, CONVENTIONS_MARK))
-    for a in [*recording.annotations, *ctx, *clips]:  # Annotation, or a plain (onset_s, duration_s, text)
+    items: list[Annotation | tuple[float, float | None, str]] = [*recording.annotations, *ctx, *clips]
+    for a in items:  # Annotation, or a plain (onset_s, duration_s, text)
         onset, duration, text = (a.onset_s, a.duration_s, a.text) if isinstance(a, Annotation) else a
         entries.append((float(onset), None if duration is None else float(duration), str(text)))
     per_record: list[list[bytes]] = [[] for _ in range(n_records)]

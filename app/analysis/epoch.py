@@ -81,6 +81,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy import signal as sps
@@ -99,7 +100,7 @@ from app.analysis.template import (
     TemplateFit,
     fit_template,
 )
-from firmware_bridge.messages import CHANNEL_LABELS
+from firmware_bridge.messages import CHANNEL_LABELS, StimEpoch
 
 _MAD_TO_SIGMA = 1.4826
 _BLANK_LEAD_MS = 0.1  # blank starts this long before the onset (onset timing jitter)
@@ -145,6 +146,7 @@ class _Batch:
     extra: np.ndarray | None  # samples blanked for other stimuli
     se: np.ndarray  # response window end per row (sample index)
     end_ms: list[float]
+    background: Background  # the model of ECG, wander and hum for this geometry
     noise: np.ndarray = field(default_factory=lambda: np.zeros(0))
     hn: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the noise copy (response band)
     y: np.ndarray = field(default_factory=lambda: np.zeros(0))  # peak waveform, background removed
@@ -154,7 +156,6 @@ class _Batch:
     mains_chi: np.ndarray = field(default_factory=lambda: np.zeros(0))  # chi-square of each mains pair
     channels: Sequence[str | None] = ()
     times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # stimulus times (s)
-    background: Background | None = None
     amp: np.ndarray = field(default_factory=lambda: np.zeros(0))
     t_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
     t_min: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -188,6 +189,7 @@ class _ZeroPhase:
         else:
             ext = x
         zi = self.zi[:, None, :]
+        y: np.ndarray
         y, _ = sps.sosfilt(self.sos, ext, axis=-1, zi=zi * ext[None, :, :1])
         y = y[:, ::-1]
         y, _ = sps.sosfilt(self.sos, y, axis=-1, zi=zi * y[None, :, :1])
@@ -234,10 +236,12 @@ def _dilate(mask: np.ndarray, h: int) -> np.ndarray:
     c = np.concatenate((np.zeros((mask.shape[0], 1), dtype=np.int64), np.cumsum(mask, axis=1)), axis=1)
     n = mask.shape[1]
     j = np.arange(n)
-    return (c[:, np.minimum(j + h + 1, n)] - c[:, np.maximum(j - h, 0)]) > 0
+    return np.asarray((c[:, np.minimum(j + h + 1, n)] - c[:, np.maximum(j - h, 0)]) > 0)
 
 
-def _checked_batch(samples_uV, fs, pre_samples, stimuli, channels, other_onsets) -> tuple[np.ndarray, float, int]:
+def _checked_batch(samples_uV: np.ndarray, fs: float, pre_samples: int, stimuli: Sequence[Stimulus],
+                   channels: Sequence[str | None], other_onsets: Sequence[Sequence[int]] | None,
+                   ) -> tuple[np.ndarray, float, int]:
     """(samples as a 2-D float array, sample rate, onset index), or ValueError naming the problem."""
     x = np.asarray(samples_uV, dtype=np.float64)
     if x.ndim != 2:
@@ -420,7 +424,7 @@ class EpochAnalyzer:
         return self.analyse_batch(x[None, :], fs, pre_samples, [stimulus], [channel], other_onsets=others)[0]
 
     def measure_board_epoch(
-        self, epoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
+        self, epoch: StimEpoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
     ) -> Measurement:
         """Measure a ``firmware_bridge.messages.StimEpoch`` on the ipsilateral channel.
 
@@ -431,7 +435,7 @@ class EpochAnalyzer:
         return self.analyse_board_epoch(epoch, stimulus, channel_labels).measurement
 
     def analyse_board_epoch(
-        self, epoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
+        self, epoch: StimEpoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
     ) -> EpochAnalysis:
         uv = np.asarray(epoch.samples)
         if uv.ndim == 1:
@@ -500,7 +504,8 @@ class EpochAnalyzer:
         end_ms = [min(self.response_end_ms.get(st.site, self.window_ms), self.window_ms) for st in stimuli]
         se_all = np.array([pre + int(round(e * fs / 1000.0)) for e in end_ms], dtype=np.int64)
         b = _Batch(fs=fs, pre=pre, bs=bs, be=be, end=end, g=g, z=z, extra=extra, se=se_all, end_ms=end_ms,
-                   channels=channels, times=np.array([st.t_s for st in stimuli], dtype=np.float64))
+                   background=self._background_model(fs, pre, end), channels=channels,
+                   times=np.array([st.t_s for st in stimuli], dtype=np.float64))
         b.noise, b.hn = self._noise(b, z)
         self._direct(b, finite & ~cautery & ~saturated & np.array([c is not None for c in channels], dtype=bool))
         # once more without the hum the background model carries (the filter is linear:
@@ -553,7 +558,7 @@ class EpochAnalyzer:
             outside_rows[:, bs:be] = False
             outside_rows &= ~extra
             peak_abs = np.where(outside_rows, np.abs(raw), 0.0).max(axis=1)
-        saturated = peak_abs >= self.saturation_uV
+        saturated: np.ndarray = peak_abs >= self.saturation_uV
         flat_n = max(2, int(round(self.flatline_ms * fs / 1000.0)))
         for i in np.flatnonzero((peak_abs >= self.rail_uV) & ~saturated):
             v = raw[i]
@@ -629,7 +634,7 @@ class EpochAnalyzer:
         """
         k = b.z.shape[0]
         ms = 1000.0 / b.fs
-        model = b.background = self._background_model(b.fs, b.pre, b.end)
+        model = b.background
         keep = np.ones((k, b.end), dtype=bool)
         keep[:, b.bs : b.be] = False
         if b.extra is not None:
@@ -712,13 +717,13 @@ class EpochAnalyzer:
                         a_i, t_max, t_min = fit.amplitude_uV, fit.max_ms, fit.min_ms
         if reason is None and step >= self.step_uV and step >= 0.5 * a_i:
             reason, detail = InvalidReason.ARTIFACT, f"baseline step of {step:.0f} uV"
-        fitted = fit is not None and fit.accepted
-        if reason is None and a_i >= thr and not fitted and a_i < self.min_snr * n_i:
+        fitted = fit if fit is not None and fit.accepted else None  # the accepted fit, if any
+        if reason is None and a_i >= thr and fitted is None and a_i < self.min_snr * n_i:
             reason = InvalidReason.ARTIFACT
             detail = f"{a_i:.0f} uV does not stand out of {n_i:.1f} uV RMS noise"
-        elif reason is None and a_i >= thr and fitted and a_i < 0.5 * self.min_snr * fit.sigma_uV:
+        elif reason is None and a_i >= thr and fitted is not None and a_i < 0.5 * self.min_snr * fitted.sigma_uV:
             reason = InvalidReason.ARTIFACT
-            detail = f"{a_i:.0f} uV does not stand out of its {fit.sigma_uV:.1f} uV standard error (fitted shape)"
+            detail = f"{a_i:.0f} uV does not stand out of its {fitted.sigma_uV:.1f} uV standard error (fitted shape)"
         response, latency, onset = False, None, None
         if reason is None and a_i >= thr:
             if fit is not None and fit.accepted:
@@ -783,7 +788,8 @@ class EpochAnalyzer:
         template.learn(first, seg, latency, a_i, n_i, keep=keep)
         template.last_t_s = t_s
 
-    def _first_major_peak(self, w: np.ndarray, start: int, ms: float, noise_uV: float = 0.0) -> tuple:
+    def _first_major_peak(self, w: np.ndarray, start: int, ms: float, noise_uV: float = 0.0
+                          ) -> tuple[Literal["response"], float, float] | tuple[Literal["none", "artifact"], str]:
         """("response", latency_ms, onset_ms) | ("none", why) | ("artifact", why).
 
         ``w`` is the response window of the peak copy; ``start`` its first sample relative

@@ -25,7 +25,7 @@ without any step still gives a complete document whose missing values are ``null
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from app import format as F
@@ -78,6 +78,11 @@ def _breathing_measuring(bv: Any) -> bool:
     """A tube check's breathing variation whose window was still running."""
     return isinstance(bv, Mapping) and any(isinstance(v, Mapping) and v.get("status") == "measuring"
                                            for v in bv.values())
+
+
+def _mapping_or_empty(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping (a JSON object in a payload), else an empty one."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _r(x: Any, nd: int) -> Any:
@@ -138,8 +143,9 @@ class _Builder:
         self.stim_seq: dict[int, int] = {}
         self.stim_brief: dict[int, dict[str, Any]] = {}
         self.stim_counts: dict[str, int] = defaultdict(int)
-        self.trends = {s: {"aps": {"t_s": [], "amplitude_uV": [], "latency_ms": [], "response": []},
-                           "probe": {}, "baselines": []} for s in SIDES}
+        self.trends: dict[str, dict[str, Any]] = {
+            s: {"aps": {"t_s": [], "amplitude_uV": [], "latency_ms": [], "response": []}, "probe": {}, "baselines": []}
+            for s in SIDES}
         self.timeline: list[dict[str, Any]] = []
         self.rule_events: list[dict[str, Any]] = []
         self.episodes: list[dict[str, Any]] = []
@@ -153,8 +159,8 @@ class _Builder:
         self.engine: list[dict[str, Any]] = []
         self.mapping_points: dict[str, list[dict[str, Any]]] = {s: [] for s in SIDES}
         self.contralateral: dict[str, str] = {}
-        self.emg = {"blocks": 0, "samples": 0, "sample_rate_hz": None, "labels": None, "first_t_s": None,
-                    "last_t_s": None}
+        self.emg: dict[str, Any] = {"blocks": 0, "samples": 0, "sample_rate_hz": None, "labels": None,
+                                    "first_t_s": None, "last_t_s": None}
 
     # ------------------------------------------------------------------ input
 
@@ -178,7 +184,8 @@ class _Builder:
     def _on_case_opened(self, e: Entry, p: Mapping[str, Any]) -> None:
         self.case = dict(p)
         self.case["tube"] = dict(p.get("tube") or {"type": None, "size_mm": None, "depth_cm": None})
-        given = p.get("anaesthesia") if isinstance(p.get("anaesthesia"), Mapping) else p
+        anaesthesia = p.get("anaesthesia")
+        given: Mapping[str, Any] = anaesthesia if isinstance(anaesthesia, Mapping) else p
         self._case_data({k: given.get(k) for k in ANAESTHESIA_FIELDS if given.get(k) is not None})
         self.opened_wall = e.wall
 
@@ -504,7 +511,7 @@ class _Builder:
         self._map_point(e, p["side"], p["position_mm"], p["response"], p.get("amplitude_uV"), p.get("label"), p)
 
     def _on_los_type(self, e: Entry, p: Mapping[str, Any]) -> None:
-        detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        detail = _mapping_or_empty(p.get("detail"))
         ep = self._episode_for(p["side"], e.t_s, ("loss_of_signal",), site=detail.get("site") or "RLN")
         words = F.LOS_TYPE_WORDS.get(p["los_type"], str(p["los_type"]))
         if ep is not None:
@@ -573,13 +580,13 @@ class _Builder:
 
     def _on_engine(self, e: Entry, p: Mapping[str, Any]) -> None:
         if p["event"] == "state":  # the engine's periodic state snapshot: not an event for people
-            detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+            detail = _mapping_or_empty(p.get("detail"))
             proc = (detail.get("rules") or {}).get("procedure") if isinstance(detail.get("rules"), Mapping) else None
             if isinstance(proc, Mapping):
                 self.procedure_state = dict(proc)
             return
         self.engine.append({"t_s": _r(e.t_s, 3), "wall": e.wall, "event": p["event"], "detail": p.get("detail")})
-        detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        detail = _mapping_or_empty(p.get("detail"))
         if p["event"] == "self_test" and detail.get("summary"):  # what was read back, what the nurse confirmed
             when = " (before the case)" if detail.get("before_case") else ""
             self._event(e, "engine", f"Monitor: {detail['summary']}{when}")
@@ -610,12 +617,13 @@ class _Builder:
             v = self.step_entries.get((side, step))
             if v is None and proc_steps.get(step):
                 pv = dict(proc_steps[step])
+                stim_index: Any = pv.get("stimulus_index")  # a payload value: an index, or None
                 v = {k: pv.get(k) for k in ("t_s", "site", "source", "response", "set_mA", "delivered_mA", "pw_us",
                                             "stimulus_index")}
                 v.update(amplitude_uV=_amp(pv.get("amplitude_uV")), latency_ms=_lat(pv.get("latency_ms")),
                          onset_latency_ms=_lat(pv.get("onset_latency_ms")),
                          how=f"procedure:{pv.get('how', '')}".rstrip(":"), who=None,
-                         stimulus_seq=self.stim_seq.get(pv.get("stimulus_index")))
+                         stimulus_seq=self.stim_seq.get(stim_index))
             if v is None and (side, step) in self.tagged:
                 v = dict(self.tagged[(side, step)])
             if v is not None and v.get("stimulus_seq") is None and v.get("stimulus_index") is not None:
@@ -666,7 +674,8 @@ class _Builder:
         """The waveforms a reader compares: each adverse event's stimulus over the baseline
         stimulus of its site and side."""
         for ep in self.episodes:
-            ep["stimulus_seq"] = (self.stim_brief.get(ep.get("stimulus_index")) or {}).get("seq")
+            stim_index: Any = ep.get("stimulus_index")  # a payload value: an index, or None
+            ep["stimulus_seq"] = (self.stim_brief.get(stim_index) or {}).get("seq")
             ep["baseline"] = self._baseline_for(ep)
 
     def _baseline_for(self, ep: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -767,10 +776,11 @@ class _Builder:
         """The steps missing per planned side, with the reasons given when the case was closed."""
         recorded = {side: sides[side]["steps"] for side in SIDES}
         computed = missing_steps(planned, recorded)
-        asked = self.closed is not None and self.closed.get("missing_steps") is not None
+        given = self.closed.get("missing_steps") if self.closed is not None else None
+        asked = given is not None
         reasons = {}
-        if asked:
-            for m in self.closed["missing_steps"]:
+        if given is not None:
+            for m in given:
                 if isinstance(m, Mapping):
                     reasons[(m.get("side"), m.get("step"))] = m.get("reason")
         missing = [{**m, "reason": reasons.get((m["side"], m["step"]))} for m in computed]
@@ -840,7 +850,7 @@ def _event_detail(kind: str, d: Mapping[str, Any]) -> str:
                 f"the episode of {F.clock(d.get('episode_t_s'))} goes on (responses for "
                 f"{F.duration(d.get('interruption_s'))} in between)")
     if kind == "neuromuscular_blockade_suspected":
-        sides = d.get("sides") if isinstance(d.get("sides"), Mapping) else {}
+        sides = _mapping_or_empty(d.get("sides"))
         parts = [f"{F.side_word(s)} {F.pct_text(v.get('amplitude_pct'))}" for s, v in sides.items()
                  if isinstance(v, Mapping)]
         return (": both sides fell with stable latency" + (f" (amplitude {', '.join(parts)} of reference)"
@@ -875,7 +885,7 @@ def _event_counts(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return {"total": sum(by_kind.values()), "by_priority": by_priority, "by_kind": dict(by_kind)}
 
 
-def _postponed(side: str, planned: list[str], staging: list[Mapping[str, Any]]) -> bool:
+def _postponed(side: str, planned: list[str], staging: Sequence[Mapping[str, Any]]) -> bool:
     """The second planned side, postponed by the surgeon's staging decision."""
     decided = [x for x in staging if x.get("decision")]
     return (len(planned) == 2 and side == planned[1] and bool(decided)

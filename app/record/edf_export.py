@@ -195,13 +195,18 @@ def _from_epochs(journal: Any, case_id: str) -> dict[str, Any]:
 def _allocate(labels: list[str], n: int, tmp_dir: Path | None) -> dict[str, np.ndarray]:
     if n * 4 * len(labels) <= IN_MEMORY_LIMIT or tmp_dir is None:
         return {lab: np.zeros(n, np.float32) for lab in labels}
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for i, lab in enumerate(labels):
         out[lab] = np.memmap(Path(tmp_dir) / f"signal-{i}.f32", dtype=np.float32, mode="w+", shape=(n,))
     return out
 
 
 # ----------------------------------------------------------------------------- operator context
+
+
+def _mapping_or_empty(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping (a JSON object in a payload), else an empty one."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def short_setting_name(key: str) -> str:
@@ -240,6 +245,10 @@ class _Context:
         self.findings: dict[tuple[str, str], str] = {}
         self.cautery_start: tuple[float, int] | None = None
 
+    def position(self, index: Any) -> int | None:
+        """Where in the file the stimulus of journal index ``index`` (a payload value) is; None if not there."""
+        return self.file_index.get(index)
+
     def n_before(self, seq: int) -> int:
         return bisect.bisect_left(self.seqs, seq)
 
@@ -265,7 +274,7 @@ class _Context:
             self.add(0.0, e.seq, "PLAN", *sides)
 
     def _on_operator(self, e: Any, p: Mapping[str, Any]) -> None:
-        d = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        d = _mapping_or_empty(p.get("detail"))
         a = p.get("action")
         if a == "probe.site":
             step = d.get("step") if d.get("step") not in (None, "none") else None
@@ -286,7 +295,7 @@ class _Context:
         elif a == "baseline.rebaseline":
             self.add(e.t_s, e.seq, "REBASELINE", d.get("side"))
         elif a == "baseline.capture":
-            pos = self.file_index.get(d.get("stimulus_index"))
+            pos = self.position(d.get("stimulus_index"))
             self.add(e.t_s, e.seq, "CAPTURE", d.get("site"), d.get("side"), i=pos)
         elif a == "mapping.result":
             self._map(e, d.get("side"), d.get("position_mm"), d.get("response"), d.get("amplitude_uV"),
@@ -314,7 +323,7 @@ class _Context:
             self.add(e.t_s, e.seq, "TS", side, **{check: answer})
 
     def _on_step(self, e: Any, p: Mapping[str, Any]) -> None:
-        pos = self.file_index.get(p.get("stimulus_index"))
+        pos = self.position(p.get("stimulus_index"))
         if pos is None:
             return  # documented by a stimulus outside the recording (case JSON)
         stim = self.stimuli[pos]
@@ -350,14 +359,15 @@ class _Context:
             self.add(e.t_s, e.seq, "STAGING", p.get("side") or "-", ordered=False, advised="yes")
 
     def _on_los_type(self, e: Any, p: Mapping[str, Any]) -> None:
-        detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        detail = _mapping_or_empty(p.get("detail"))
         between = detail.get("lesion_between_mm")
         lesion = f"{F.position_mm(between[0]):g}-{F.position_mm(between[1]):g}" \
             if isinstance(between, list) and len(between) == 2 else None
         self.add(e.t_s, e.seq, "LOS", p["side"], ordered=False, type=p["los_type"], lesion_mm=lesion)
 
     def _on_setting_changed(self, e: Any, p: Mapping[str, Any]) -> None:
-        self.add(e.t_s, e.seq, "SET", **{short_setting_name(p["key"]): _value_token(p["new"])})
+        setting: dict[str, Any] = {short_setting_name(p["key"]): _value_token(p["new"])}
+        self.add(e.t_s, e.seq, "SET", **setting)
 
     def _on_cautery(self, e: Any, p: Mapping[str, Any]) -> None:
         onset = float(p["onset_s"]) if isinstance(p.get("onset_s"), (int, float)) else e.t_s

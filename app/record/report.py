@@ -133,11 +133,11 @@ def layout_problems(flowables: Iterable[Any]) -> list[str]:
     out: list[str] = []
     for f in flowables:
         if isinstance(f, KeepTogether):
-            out += layout_problems(f._content)
+            out += layout_problems(f._content)  # type: ignore[attr-defined]  # reportlab private, not in its stubs
             continue
         if isinstance(f, Table):
-            widths = f._colWidths
-            for r, row in enumerate(f._cellvalues):
+            widths = _col_widths(f)
+            for r, row in enumerate(_cell_values(f)):
                 for c, cell in enumerate(row):
                     w = widths[c] if c < len(widths) else None
                     if not isinstance(w, (int, float)):
@@ -146,7 +146,7 @@ def layout_problems(flowables: Iterable[Any]) -> list[str]:
                         w = sum(x for x in widths[c:_span_end(f, r, c) + 1] if isinstance(x, (int, float)))
                     need = _min_width(cell)
                     try:
-                        cs = f._cellStyles[r][c]
+                        cs = f._cellStyles[r][c]  # type: ignore[attr-defined]  # reportlab private, not in its stubs
                         pad = float(cs.leftPadding) + float(cs.rightPadding)
                     except (AttributeError, IndexError):
                         pad = PAD
@@ -158,6 +158,16 @@ def layout_problems(flowables: Iterable[Any]) -> list[str]:
         elif isinstance(f, Drawing) and f.width > FRAME_WIDTH + 0.5:
             out.append(f"drawing wider than the page frame: {f.width:.0f} pt")
     return out
+
+
+def _col_widths(t: Table) -> Sequence[Any]:
+    """The column widths reportlab worked out for a table."""
+    return t._colWidths  # type: ignore[attr-defined]  # reportlab private, not in its stubs
+
+
+def _cell_values(t: Table) -> Sequence[Sequence[Any]]:
+    """The cells of a table, row by row, as reportlab keeps them."""
+    return t._cellvalues  # type: ignore[attr-defined]  # reportlab private, not in its stubs
 
 
 def _spanned(t: Table, r: int, c: int) -> bool:
@@ -173,7 +183,7 @@ def _span_end(t: Table, r: int, c: int) -> int:
 
 def _spans(t: Table) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     out = []
-    nc, nr = len(t._colWidths), len(t._cellvalues)
+    nc, nr = len(_col_widths(t)), len(_cell_values(t))
     for cmd in getattr(t, "_spanCmds", []):
         (c0, r0), (c1, r1) = cmd[1], cmd[2]
         out.append(((c0 % nc, r0 % nr), (c1 % nc, r1 % nr)))
@@ -188,7 +198,7 @@ def _min_width(cell: Any) -> float:
     if isinstance(cell, list):
         return max((_min_width(x) for x in cell), default=0.0)
     if isinstance(cell, Table):
-        return float(sum(x for x in cell._colWidths if isinstance(x, (int, float))))
+        return float(sum(x for x in _col_widths(cell) if isinstance(x, (int, float))))
     return 0.0
 
 
@@ -242,7 +252,8 @@ def waveform_drawing(traces: Sequence[tuple[np.ndarray, Any, float]], fs: float,
     the stimulus onset dashed, an amplitude scale bar and a 10 ms time bar; ``caption``
     bottom left (the values of the table), ``legend`` top left."""
     d = Drawing(width, height)
-    d.add(Rect(0, 0, width, height, strokeColor=colors.HexColor("#cccccc"), fillColor=None, strokeWidth=0.3))
+    # types-reportlab declares Rect's **kw without Unpack: each keyword "has the wrong type"
+    d.add(Rect(0, 0, width, height, strokeColor=colors.HexColor("#cccccc"), fillColor=None, strokeWidth=0.3))  # type: ignore[arg-type]
     ys = [np.asarray(t[0], dtype=float) for t in traces if t[0] is not None and len(t[0]) >= 2]
     if not ys:
         d.add(String(2, height / 2, "no waveform", fontSize=6))
@@ -322,7 +333,8 @@ def trend_drawing(series: list[dict[str, Any]], baselines: list[tuple[float, flo
         d.add(String(left, height / 2, f"no {ylabel} data", fontSize=7))
         return d
     lo, hi = min(0.0, min(values)), max(values) * 1.1 or 1.0
-    d.add(Rect(left, bottom, pw, ph, strokeColor=colors.HexColor("#888888"), fillColor=None, strokeWidth=0.4))
+    # types-reportlab declares Rect's **kw without Unpack: each keyword "has the wrong type"
+    d.add(Rect(left, bottom, pw, ph, strokeColor=colors.HexColor("#888888"), fillColor=None, strokeWidth=0.4))  # type: ignore[arg-type]
 
     def X(t: float) -> float:
         return left + (t - t0) / (t1 - t0) * pw
@@ -366,7 +378,7 @@ def _trend_series(d: Drawing, series: list[dict[str, Any]], X: Callable[[float],
         px, py = _minmax_decimate(np.array([X(t) for t in tx]), np.array([Y(v) for v in vy]), 900)
         if s.get("marker"):
             for x, y in zip(px[:400], py[:400], strict=True):
-                d.add(Rect(x - 0.6, y - 0.6, 1.2, 1.2, strokeColor=None, fillColor=s["colour"]))
+                d.add(Rect(x - 0.6, y - 0.6, 1.2, 1.2, strokeColor=None, fillColor=s["colour"]))  # type: ignore[arg-type]
         elif len(px) > 1:
             d.add(PolyLine(list(np.column_stack([px, py]).ravel()), strokeColor=s["colour"], strokeWidth=0.5))
         d.add(String(lx, label_y, s["label"], fontSize=5.5, textAnchor="end", fillColor=s["colour"]))
@@ -402,7 +414,7 @@ class _NumberedCanvas(rl_canvas.Canvas):
 
     def showPage(self) -> None:  # noqa: N802 (reportlab's name)
         self._saved.append(dict(self.__dict__))
-        self._startPage()
+        self._startPage()  # type: ignore[attr-defined]  # reportlab private, not in its stubs
 
     def save(self) -> None:
         total = len(self._saved)
@@ -417,11 +429,11 @@ class _NumberedCanvas(rl_canvas.Canvas):
         self.setFont("Helvetica", 7)
         self.setFillColor(colors.HexColor("#444444"))
         self.drawString(15 * mm, h - 10 * mm, self.header)
-        self.drawRightString(w - 15 * mm, h - 10 * mm, f"page {self._pageNumber} of {total}")
+        self.drawRightString(w - 15 * mm, h - 10 * mm, f"page {self.getPageNumber()} of {total}")
         self.setStrokeColor(colors.HexColor("#bbbbbb"))
         self.line(15 * mm, h - 11.5 * mm, w - 15 * mm, h - 11.5 * mm)
         self.drawString(15 * mm, 8 * mm, self.footer)
-        self.drawRightString(w - 15 * mm, 8 * mm, f"page {self._pageNumber} of {total}")
+        self.drawRightString(w - 15 * mm, 8 * mm, f"page {self.getPageNumber()} of {total}")
 
 
 # ----------------------------------------------------------------------------- the report
@@ -508,7 +520,7 @@ def _header_block(doc: Mapping[str, Any]) -> list[Any]:
         "pseudonymised") else "not recorded")
     sides = " then ".join(F.side_word(s) for s in case.get("planned_sides") or []) or "not recorded"
     b = lambda text: _p(text, CELL_B)  # noqa: E731 - the labels of the header block
-    rows = [
+    header: list[list[Any]] = [
         ["Patient (pseudonym)", case.get("patient_id") or "-", "Case id", case.get("case_id") or "-"],
         ["Date", case.get("date") or "-", "Procedure", case.get("procedure") or "not recorded"],
         ["Planned sides", sides, "Surgeon", surgeon],
@@ -519,7 +531,7 @@ def _header_block(doc: Mapping[str, Any]) -> list[Any]:
         ["Journal", Paragraph(_coloured(vtext, vcol), CELL), "Last entry hash",
          Paragraph(_hash_lines(journal.get("last_hash") or ""), SMALL)],
     ]
-    rows = [[b(r[0]), r[1], b(r[2]), r[3]] for r in rows]
+    rows: list[list[Any]] = [[b(r[0]), r[1], b(r[2]), r[3]] for r in header]
     t = _table(rows, [30 * mm, 58 * mm, 26 * mm, 61 * mm], header_rows=0, extra=[
         ("BACKGROUND", (0, 0), (0, -1), HEAD_BG), ("BACKGROUND", (2, 0), (2, -1), HEAD_BG)])
     return [Paragraph("Neuromonitoring case documentation (INMSG)", H1), t, Spacer(1, 2 * mm)]
@@ -563,8 +575,8 @@ def _missing_words(missing: Sequence[Mapping[str, Any]], asked: bool) -> str:
 def _conclusions(doc: Mapping[str, Any]) -> list[Any]:
     sides = doc.get("sides") or {}
     closeout = doc.get("closeout") or {}
-    rows = [["Side", "Final signal status (compared with L2)", "V2 / V1", "Events (by priority)",
-             "INMSG steps missing (reason)"]]
+    rows: list[list[Any]] = [["Side", "Final signal status (compared with L2)", "V2 / V1", "Events (by priority)",
+                              "INMSG steps missing (reason)"]]
     extra: list[tuple] = []
     order = [s for s in (doc.get("case") or {}).get("planned_sides") or [] if s in ("L", "R")]
     order += [s for s in ("L", "R") if s not in order and (sides.get(s) or {}).get("has_data")]
@@ -641,8 +653,8 @@ def _tube_check(doc: Mapping[str, Any]) -> list[Any]:
     out: list[Any] = [CondPageBreak(30 * mm), Paragraph("Tube placement check", H2)]
     if not checks:
         return out + [_p("No tube check recorded.", BODY)]
-    rows = [["Time", "Result", "Impedances (kOhm)", "Imbalance L / R (kOhm)", "Lead off", "Breathing variation",
-             "Accepted despite failure"]]
+    rows: list[list[Any]] = [["Time", "Result", "Impedances (kOhm)", "Imbalance L / R (kOhm)", "Lead off",
+                              "Breathing variation", "Accepted despite failure"]]
     extra: list[tuple] = []
     for i, c in enumerate(checks, start=1):
         imp = c.get("impedances_ohm") or {}
@@ -697,7 +709,8 @@ def _side_steps(doc: Mapping[str, Any], side: str, waveform_of: WaveformFn | Non
     title = f"INMSG steps, {name.lower()} side" + ("" if s.get("planned") else " (side not planned)")
     if not s.get("planned") and not s.get("has_data"):
         return [Paragraph(title, H2), _p("Not planned, and nothing was recorded on this side.", BODY)]
-    rows = [["Step", "Time", "Amplitude", "Latency", "Current set (delivered)", "Response", "Waveform"]]
+    rows: list[list[Any]] = [["Step", "Time", "Amplitude", "Latency", "Current set (delivered)", "Response",
+                              "Waveform"]]
     extra: list[tuple] = []
     colour = SIDE_COLOURS.get(side, colors.black)
     for step in PROCEDURE_ORDER:
@@ -743,7 +756,7 @@ def _side_steps(doc: Mapping[str, Any], side: str, waveform_of: WaveformFn | Non
     v1, v2 = steps.get("V1"), steps.get("V2")
     e1 = _epoch(waveform_of, (v1 or {}).get("stimulus_seq"), side)
     e2 = _epoch(waveform_of, (v2 or {}).get("stimulus_seq"), side)
-    if e1 is not None and e2 is not None:
+    if v1 is not None and v2 is not None and e1 is not None and e2 is not None:
         overlay = waveform_drawing([(e1[0], BASELINE_GREY, 0.6), (e2[0], colour, 0.6)], e1[1], e1[2],
                                    width=90 * mm, height=26 * mm,
                                    legend=[(f"V1 {F.amp_text(v1.get('amplitude_uV'))}", BASELINE_GREY),
@@ -774,7 +787,8 @@ def _trends(doc: Mapping[str, Any]) -> list[Any]:
                      "EBSLN": colors.HexColor("#8d6e63")}
     for side in ("L", "R"):
         tr = trends.get(side) or {}
-        series_amp, series_lat = [], []
+        series_amp: list[dict[str, Any]] = []
+        series_lat: list[dict[str, Any]] = []
         aps = tr.get("aps")
         ts_all: list[float] = []
         if aps:
@@ -837,8 +851,8 @@ def _adverse(doc: Mapping[str, Any], waveform_of: WaveformFn | None) -> list[Any
         d = ep.get("detail") or {}
         what = ep.get("title") or F.event_title(ep.get("kind"))
         if ep.get("kind") == "loss_of_signal":
-            cur = F.current_text(d.get("set_mA"), d.get("delivered_mA"))
-            what += f" ({F.amp_text(d.get('amplitude_uV'))} at {cur})"
+            current = F.current_text(d.get("set_mA"), d.get("delivered_mA"))
+            what += f" ({F.amp_text(d.get('amplitude_uV'))} at {current})"
         where = "both sides" if len(ep.get("sides") or []) > 1 else F.site_side(ep.get("site"), ep.get("side"))
         rows.append([F.clock(ep.get("t_s")), where, what, ack_text, ts, rec, st_text])
     out.append(_table(rows, [13 * mm, 16 * mm, 30 * mm, 24 * mm, 44 * mm, 18 * mm, 30 * mm]))
