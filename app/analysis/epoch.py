@@ -71,9 +71,7 @@ blank); ``artifact`` (non-finite samples, an epoch too short for the response wi
 first major peak within 0.3 ms of the end of the blank (the artifact's tail, not a
 nerve), a baseline step >= ``analysis.step_uV`` and at least half the amplitude between
 the pre-stimulus part and the end of the window, or an amplitude above the threshold that
-does not stand out of the noise: a direct peak-to-peak value below ``analysis.min_snr``
-noise RMS (noise alone gives about 5, rarely 9), a fitted one below half as many of its
-own standard errors (noise alone gives a zero-mean value)). An invalid epoch is never a
+does not stand out of the noise by ``analysis.min_snr``). An invalid epoch is never a
 response; its amplitude is None.
 """
 
@@ -424,18 +422,22 @@ class EpochAnalyzer:
         return self.analyse_batch(x[None, :], fs, pre_samples, [stimulus], [channel], other_onsets=others)[0]
 
     def measure_board_epoch(
-        self, epoch: StimEpoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
+        self, epoch: StimEpoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None,
+        other_onsets: Sequence[int] = (),
     ) -> Measurement:
         """Measure a ``firmware_bridge.messages.StimEpoch`` on the ipsilateral channel.
 
         ``channel_labels`` names the rows of ``epoch.samples``; by default two rows are
         ``EMG L``, ``EMG R`` (``CHANNEL_LABELS``). With one row (a channel mask) the caller
         must say which it is; otherwise the epoch is ``no_channel``, never the wrong side.
+        ``other_onsets``: sample indices in the epoch where other stimuli fall (a fast train's
+        next pulse): blanked, and what follows them is no noise reference.
         """
-        return self.analyse_board_epoch(epoch, stimulus, channel_labels).measurement
+        return self.analyse_board_epoch(epoch, stimulus, channel_labels, other_onsets).measurement
 
     def analyse_board_epoch(
-        self, epoch: StimEpoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None
+        self, epoch: StimEpoch, stimulus: Stimulus, channel_labels: Sequence[str] | None = None,
+        other_onsets: Sequence[int] = (),
     ) -> EpochAnalysis:
         uv = np.asarray(epoch.samples)
         if uv.ndim == 1:
@@ -451,7 +453,9 @@ class EpochAnalyzer:
             )[0]
         row = labels.index(want)
         x = uv[row : row + 1] * (epoch.nv_per_count / 1000.0)  # this channel only, in µV
-        return self.analyse_batch(x, epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [want])[0]
+        others = [[int(o) for o in other_onsets]] if len(other_onsets) else None
+        return self.analyse_batch(x, epoch.sample_rate_hz, epoch.pre_samples, [stimulus], [want],
+                                  other_onsets=others)[0]
 
     def measure_batch(
         self,
@@ -605,10 +609,31 @@ class EpochAnalyzer:
         noise = np.zeros(hn.shape[0])
         for se in np.unique(b.se):
             rows = np.flatnonzero(b.se == se)
+            if b.extra is not None and b.extra[rows].any():
+                for i in rows:  # another stimulus in the epoch: its artifact and response are no noise
+                    lo, hi = self._noise_stretches(b, int(i), int(se), guard)
+                    ref = np.concatenate((hn[i, lo[0] : lo[1]], hn[i, hi[0] : hi[1]]))[None, :]
+                    if ref.shape[1] >= 8:
+                        noise[i] = robust_rms(ref)[0] * scale
+                continue
             ref = np.concatenate((hn[rows, b.g : max(b.g, b.bs - guard)], hn[rows, se : b.end]), axis=1)
             if ref.shape[1] >= 8:
                 noise[rows] = robust_rms(ref) * scale
         return noise
+
+    @staticmethod
+    def _noise_stretches(b: _Batch, i: int, se: int, guard: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The reference stretches of row ``i`` when other stimuli fall in its epoch: before
+        the stimulus but after the last earlier one's blank, and after the window up to the
+        next one's blank (what follows a later stimulus is its response)."""
+        extra = b.extra[i] if b.extra is not None else np.zeros(b.end, dtype=bool)
+        start, stop = b.g, max(b.g, b.bs - guard)
+        before = np.flatnonzero(extra[start:stop])
+        if len(before):
+            start = min(stop, start + int(before[-1]) + 1 + guard)
+        after = np.flatnonzero(extra[se : b.end])
+        end = se + int(after[0]) if len(after) else b.end
+        return (start, stop), (se, max(se, end))
 
     def _background_model(self, fs: float, pre: int, n: int) -> Background:
         key = (float(fs), int(pre), int(n))
@@ -717,13 +742,9 @@ class EpochAnalyzer:
                         a_i, t_max, t_min = fit.amplitude_uV, fit.max_ms, fit.min_ms
         if reason is None and step >= self.step_uV and step >= 0.5 * a_i:
             reason, detail = InvalidReason.ARTIFACT, f"baseline step of {step:.0f} uV"
-        fitted = fit if fit is not None and fit.accepted else None  # the accepted fit, if any
-        if reason is None and a_i >= thr and fitted is None and a_i < self.min_snr * n_i:
+        if reason is None and a_i >= thr and a_i < self.min_snr * n_i:
             reason = InvalidReason.ARTIFACT
             detail = f"{a_i:.0f} uV does not stand out of {n_i:.1f} uV RMS noise"
-        elif reason is None and a_i >= thr and fitted is not None and a_i < 0.5 * self.min_snr * fitted.sigma_uV:
-            reason = InvalidReason.ARTIFACT
-            detail = f"{a_i:.0f} uV does not stand out of its {fitted.sigma_uV:.1f} uV standard error (fitted shape)"
         response, latency, onset = False, None, None
         if reason is None and a_i >= thr:
             if fit is not None and fit.accepted:

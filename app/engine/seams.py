@@ -63,7 +63,8 @@ class CaseLister(Protocol):
 class Analyzer(Protocol):
     """Measures one stimulus epoch (``app.analysis.EpochAnalyzer``)."""
 
-    def measure_board_epoch(self, e: StimEpoch, stim: Stimulus) -> Measurement: ...
+    def measure_board_epoch(self, e: StimEpoch, stim: Stimulus, channel_labels: Sequence[str] | None = None,
+                            other_onsets: Sequence[int] = ()) -> Measurement: ...
 
 
 class Rules(Protocol):

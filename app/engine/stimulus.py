@@ -130,13 +130,27 @@ class StimulusPipeline:
             pw_us=int(e.pulse_width_us), step=step,
         ), case
 
+    def _train_onsets(self, e: StimEpoch, stim: Stimulus) -> list[int]:
+        """Sample indices in the epoch of the same output's neighbouring pulses while it runs
+        as a train (a 30 Hz probe's next pulse falls 33 ms after this one, inside the
+        epoch): the analysis blanks them and does not take their responses for noise."""
+        out = self.stim.of(stim.source)
+        n = int(e.samples.shape[-1])
+        if not out.on or out.rate_hz <= 0 or e.sample_rate_hz <= 0:
+            return []
+        period = e.sample_rate_hz / out.rate_hz
+        pre = int(e.pre_samples)
+        onsets = [int(round(pre + k * period)) for k in range(1, int((n - pre) / period) + 1)]
+        onsets += [int(round(pre - k * period)) for k in range(1, int(pre / period) + 1)]
+        return sorted(o for o in onsets if 0 <= o < n)
+
     def epoch(self, e: StimEpoch) -> None:
         """One stimulus epoch from the board."""
         stim, case = self._stimulus_of(e)
         self.emg.note_stimulus(stim.t_s)  # its window is not free-running EMG
         self.tube.blank(stim.t_s)
         self.ctx.counters["stimuli"] += 1
-        m = self.analyzer.measure_board_epoch(e, stim)
+        m = self.analyzer.measure_board_epoch(e, stim, other_onsets=self._train_onsets(e, stim))
         if self.emg.cautery and m.valid:
             # free-running detector says cautery is on: never a response, never a loss
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)

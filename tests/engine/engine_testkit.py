@@ -21,7 +21,7 @@ class PeakAnalyzer:
     def __init__(self, settings: Settings) -> None:
         self.th = float(settings["analysis.event_threshold_uV"])
 
-    def measure_board_epoch(self, e: Any, stim: Any) -> Measurement:
+    def measure_board_epoch(self, e: Any, stim: Any, channel_labels: Any = None, other_onsets: Any = ()) -> Measurement:
         uv = e.microvolts()
         ch = 0 if stim.side.value == "L" else 1
         w = uv[ch, e.pre_samples + int(0.002 * e.sample_rate_hz):]

@@ -80,7 +80,7 @@ class _AlwaysValid:
     def __init__(self, settings: Settings) -> None:
         pass
 
-    def measure_board_epoch(self, e, stim) -> Measurement:
+    def measure_board_epoch(self, e, stim, channel_labels=None, other_onsets=()) -> Measurement:
         cautery = _AlwaysValid.monitor is not None and _AlwaysValid.monitor.emg.cautery
         if cautery:
             _AlwaysValid.in_cautery.append(stim.index)
