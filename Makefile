@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 # Debian packages: a virtual display and Mesa for Kivy, PDF rendering for the report
-# tests, shellcheck and systemd-analyze for the deployment tests.
-RUN_PKGS  := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 poppler-utils alsa-utils
-TEST_PKGS := $(RUN_PKGS) shellcheck systemd
+# tests, the MQTT broker for the reading station (demo and tests), shellcheck and
+# systemd-analyze for the deployment tests, Chromium and its WebDriver for the reading
+# station's browser tests.
+RUN_PKGS  := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 poppler-utils alsa-utils mosquitto
+TEST_PKGS := $(RUN_PKGS) shellcheck systemd chromium chromium-driver
 
 .PHONY: run test bench venv sysdeps-run sysdeps-test clean
 

@@ -52,7 +52,7 @@ EXPECT_KINDS = frozenset({
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
     "loss_of_signal_continued", "neuromuscular_blockade_suspected",
     "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
-    "staging_recommended", "spontaneous_activity", "cautery",
+    "remote_unreachable", "staging_recommended", "spontaneous_activity", "cautery",
 })
 STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
 _CMD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
