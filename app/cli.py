@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("app.record.cli", "export a case to a USB stick"),
     "cases": ("app.record.cli", "list the cases in the journal"),
     "config-check": ("app.commands.config_check", "validate a configuration directory"),
+    "station": ("app.station.cli", "the remote reading station (web app); adduser, acl, --demo"),
 }
 
 

@@ -55,6 +55,8 @@ EXIT_FAULT = 70  # EX_SOFTWARE: an unexpected error; the supervisor restarts us
 
 @dataclass
 class EngineConfig:
+    """How the engine service runs: settings, board, socket, data folder, outputs, timing."""
+
     settings: Settings
     board_url: str
     socket_path: Path
@@ -89,6 +91,7 @@ class EngineService:
         self.resumed_case: str | None = None
         self._wants: set[str] = set()
         self.worker: ThreadPoolExecutor | None = None
+        self.remote: Any = None  # app.remote.hook.RemoteHook while [remote] is enabled
 
     # ------------------------------------------------------------------ start
 
@@ -96,6 +99,7 @@ class EngineService:
         from app.engine.documents import Documents
         from app.engine.outputs import make_outputs
         from app.record.journal import Journal
+        from app.remote.hook import attach as attach_remote
         from app.settings import load as load_settings
         from firmware_bridge.link import BoardLink
 
@@ -103,6 +107,7 @@ class EngineService:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(cfg.data_dir / "journal.db", clock=self.clock,
                                on_status=lambda st: self.queue.put(("storage", st)))
+        self.remote = attach_remote(self)  # the remote publisher (app.remote), when [remote] is enabled
         self.monitor = Monitor(
             cfg.settings, self.clock, journal=self.journal, options=cfg.options,
             sink=self._publish, wants=self._wanted, board_url=cfg.board_url, profile=cfg.profile,
@@ -140,9 +145,11 @@ class EngineService:
     def _publish(self, stream: str, message: Any, sticky: bool) -> None:
         if self.server is not None:
             self.server.publish(stream, message, sticky=sticky)
+        if self.remote is not None:
+            self.remote.offer(stream, message)  # never blocks (app.remote.publisher.OutQueue)
 
     def _wanted(self, stream: str) -> bool:
-        return stream in self._wants
+        return stream in self._wants or (self.remote is not None and self.remote.wants(stream))
 
     # ------------------------------------------------------------------ run
 
@@ -238,6 +245,8 @@ class EngineService:
             m.storage_status(st.ok, st.message)
         elif kind == "client":
             log.info("API client %s: %s", item[2], item[1])
+        elif kind == "call":  # work another thread (the remote publisher) needs done on the engine thread
+            item[1]()
 
     def _send_to_board(self) -> None:
         from firmware_bridge.link import LinkDown
@@ -302,6 +311,8 @@ class EngineService:
             except Exception as exc:  # noqa: BLE001
                 log.error("while stopping: %s", exc)
         self.notifier.stopping()
+        if self.remote is not None:
+            self.remote.stop()
         if self.worker is not None:
             self.worker.shutdown(wait=True, cancel_futures=True)
         if self.server is not None:
@@ -328,12 +339,14 @@ class EngineService:
 
 
 def default_data_dir() -> Path:
+    """The folder of the default case journal."""
     from app.record.journal import default_journal_path
 
     return default_journal_path().parent
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

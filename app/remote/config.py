@@ -16,7 +16,8 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from app.remote.protocol import DEFAULT_PREFIX, Topics
@@ -30,6 +31,7 @@ LOOPBACK_NAMES = ("localhost",)
 
 
 def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (where plain MQTT and HTTP are allowed)."""
     if host in LOOPBACK_NAMES:
         return True
     try:

@@ -18,7 +18,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from app.record.document import EVENT_TITLES, PERSONAL_FIELDS
 
@@ -144,6 +145,7 @@ def alarm_payload(alarms: Mapping[str, Any], appliance: str, case_id: str | None
 
 
 def measurement_payload(m: Mapping[str, Any], case_id: str | None) -> dict[str, Any]:
+    """One stimulus's measurement (the engine's ``measurement`` message)."""
     body = {k: v for k, v in m.items() if k != "type"}
     return {"v": VERSION, "case_id": case_id, **body}
 
@@ -177,6 +179,7 @@ def emg_payload(e: Mapping[str, Any], case_id: str | None, max_bin_hz: float = 2
 
 
 def status_payload(appliance: str, online: bool, at: float, software: str, reason: str = "") -> dict[str, Any]:
+    """The retained status (``offline`` is also the last will)."""
     return {"v": VERSION, "appliance": appliance, "status": "online" if online else "offline", "at": at,
             "software": software, "reason": reason}
 
@@ -201,6 +204,7 @@ _TRANSITIONS = {"raised": "Alarm", "acknowledged": "Acknowledged", "cleared": "C
 
 
 def is_event(kind: str, payload: Mapping[str, Any]) -> bool:
+    """Whether a journal entry is published as an event."""
     return kind in EVENT_KINDS and not (kind == "engine" and payload.get("event") == "state")
 
 
