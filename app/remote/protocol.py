@@ -119,19 +119,20 @@ def _finite(obj: Any) -> Any:
 # --------------------------------------------------------------------------- pseudonymisation
 
 
-def pseudonymise(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def pseudonymise(data: Any) -> Any:
     """A copy without the personal fields the case document leaves out when pseudonymised
-    (surgeon's and operators' names); the patient id is the pseudonym the case was opened with."""
-    if data is None:
-        return None
-    return {k: (None if k in PERSONAL_FIELDS else v) for k, v in data.items()}
+    (surgeon's and operators' names), at any depth (an operator event carries the command's
+    arguments); the patient id is the pseudonym the case was opened with."""
+    if isinstance(data, Mapping):
+        return {k: (None if k in PERSONAL_FIELDS else pseudonymise(v)) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [pseudonymise(v) for v in data]
+    return data
 
 
 def state_payload(state: Mapping[str, Any], appliance: str, at: float) -> dict[str, Any]:
     """The engine's state snapshot as published (pseudonymised, alarms in their own topic)."""
-    st = {k: v for k, v in state.items() if k not in ("type", "alarms")}
-    if isinstance(st.get("case"), Mapping):
-        st["case"] = pseudonymise(st["case"])
+    st = pseudonymise({k: v for k, v in state.items() if k not in ("type", "alarms")})
     case = st.get("case") or {}
     return {"v": VERSION, "appliance": appliance, "at": at, "case_id": case.get("case_id"), "state": st}
 
@@ -280,7 +281,7 @@ def event_payload(case_id: str, seq: int, prev: int, kind: str, t_s: float, wall
                   payload: Mapping[str, Any]) -> dict[str, Any]:
     """A journal entry of an event kind as published. ``prev``: the seq of the case's
     previous published event (-1 for the first), so a reader sees any gap."""
-    p = pseudonymise(payload) or {}
+    p = pseudonymise(payload)
     if kind == "case_opened":
         p.pop("operator", None)
     side = p.get("side") if p.get("side") in SIDE_WORDS else None

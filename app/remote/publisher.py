@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -243,9 +244,13 @@ class Publisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
-        self._lock = threading.Lock()  # guards what paho's callbacks touch
+        self._lock = threading.Lock()  # guards the request counter (never held around a paho call)
         self._connected = False
         self._just_connected = False
+        # The event cursor and what waits for the broker's PUBACK belong to the publisher
+        # thread alone; paho's callbacks (which run holding paho's own locks) only post
+        # ("ack", mid) and ("down",) here, processed in order by the publisher thread.
+        self._link_events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._unacked: dict[int, int] = {}  # mid -> event seq
         self._sent: collections.deque[list[int]] = collections.deque()  # [seq, acked] in send order
         self._acked_cursor = -1
@@ -359,19 +364,14 @@ class Publisher:
             self.health.last_error = f"the broker refused the connection: {reason_code}"
             log.warning("remote: %s", self.health.last_error)
             return
-        with self._lock:
-            self._connected = True
-            self._just_connected = True
+        self._connected = True
+        self._just_connected = True
         self.queue.wake.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None) -> None:
-        with self._lock:
-            was = self._connected
-            self._connected = False
-            # everything after the last event the broker confirmed is published again
-            self._cursor = self._acked_cursor
-            self._unacked.clear()
-            self._sent.clear()
+        was = self._connected
+        self._connected = False
+        self._link_events.put(("down",))
         if was:
             self.health.last_error = f"connection lost: {reason_code}"
             log.warning("remote: broker connection lost (%s)", reason_code)
@@ -379,16 +379,32 @@ class Publisher:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any = None,
                     properties: Any = None) -> None:
-        with self._lock:
-            seq = self._unacked.pop(mid, None)
-            if seq is None:
+        self._link_events.put(("ack", mid))
+
+    def _drain_link_events(self) -> None:
+        """Publisher thread: PUBACKs advance the cursor of what the broker holds; a broken
+        connection sets the event cursor back to it (everything after is published again)."""
+        while True:
+            try:
+                item = self._link_events.get_nowait()
+            except queue.Empty:
                 return
-            for item in self._sent:
-                if item[0] == seq:
-                    item[1] = 1
-                    break
-            while self._sent and self._sent[0][1]:
-                self._acked_cursor = self._sent.popleft()[0]
+            if item[0] == "ack":
+                seq = self._unacked.pop(item[1], None)
+                if seq is not None:
+                    self._acked(seq)
+            else:
+                self._cursor = self._acked_cursor
+                self._unacked.clear()
+                self._sent.clear()
+
+    def _acked(self, seq: int) -> None:
+        for item in self._sent:
+            if item[0] == seq:
+                item[1] = 1
+                break
+        while self._sent and self._sent[0][1]:
+            self._acked_cursor = self._sent.popleft()[0]
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
@@ -447,9 +463,9 @@ class Publisher:
             self._latest_alarms = latest["alarms"]
         if "inbox" in latest:
             self._latest_inbox = latest["inbox"][0]
-        with self._lock:
-            connected, fresh = self._connected, self._just_connected
-            self._just_connected = False
+        self._drain_link_events()
+        connected, fresh = self._connected, self._just_connected
+        self._just_connected = False
         self._check_notice(connected, now)
         if not connected:
             for stream, _m, _at in bulk:
@@ -511,12 +527,11 @@ class Publisher:
             return
         if self._case_id is not None and self._connected:
             self._publish_events(drain=True)  # the old case's last events (its closing) first
-        with self._lock:
-            self._case_id = case_id
-            self._cursor = -1  # a case is published from its beginning (readers drop what they have)
-            self._acked_cursor = -1
-            self._unacked.clear()
-            self._sent.clear()
+        self._case_id = case_id
+        self._cursor = -1  # a case is published from its beginning (readers drop what they have)
+        self._acked_cursor = -1
+        self._unacked.clear()
+        self._sent.clear()
 
     def _journal(self) -> JournalReader | None:
         if self._reader is None:
@@ -535,29 +550,23 @@ class Publisher:
         if reader is None:
             return
         while True:
-            with self._lock:
-                if not self._connected or len(self._unacked) >= MAX_UNACKED:
-                    return
-                cursor = self._cursor
+            self._drain_link_events()
+            if not self._connected or len(self._unacked) >= MAX_UNACKED:
+                return
+            cursor = self._cursor
             try:
                 rows = reader.events_after(case_id, cursor)
             except sqlite3.Error as exc:
                 log.warning("remote: reading the case journal failed: %s", exc)
                 return
             for seq, kind, t_s, wall, payload in rows:
-                ev = rp.event_payload(case_id, seq, cursor, kind, t_s, wall, payload)
-                data = _json_safe(ev)
-                with self._lock:
-                    if not self._connected:
-                        return
-                    info = self._client.publish(self.topics.of("event"), data, qos=1, retain=False)
-                    self._unacked[info.mid] = seq
-                    self._sent.append([seq, 0])
-                    self._cursor = cursor = seq
+                data = _json_safe(rp.event_payload(case_id, seq, cursor, kind, t_s, wall, payload))
+                info = self._client.publish(self.topics.of("event"), data, qos=1, retain=False)
+                self._unacked[info.mid] = seq
+                self._sent.append([seq, 0])
+                self._cursor = cursor = seq
                 self.health.published["event"] += 1
-            if len(rows) < EVENT_BATCH and not drain:
-                return
-            if not rows:
+            if not rows or (len(rows) < EVENT_BATCH and not drain):
                 return
 
     # -- requests from readers (worker thread)
@@ -655,9 +664,7 @@ class Publisher:
             h.connected = False
             if h.disconnected_since is None:
                 h.disconnected_since = now
-        with self._lock:
-            oldest_unacked = len(self._unacked)
-        slow = connected and oldest_unacked >= MAX_UNACKED
+        slow = connected and len(self._unacked) >= MAX_UNACKED
         down_for = (now - h.disconnected_since) if (not connected and h.disconnected_since is not None) else 0.0
         bad = down_for >= self.config.notice_after_s or slow
         if bad and not self._notice:
@@ -672,9 +679,8 @@ class Publisher:
 
     def health_json(self) -> dict[str, Any]:
         h = self.health
-        with self._lock:
-            unacked = len(self._unacked)
-            cursor, acked = self._cursor, self._acked_cursor
+        unacked = len(self._unacked)
+        cursor, acked = self._cursor, self._acked_cursor
         return {"v": rp.VERSION, "appliance": self.config.appliance_id, "at": time.time(),
                 "connected_for_s": (None if h.connected_since is None
                                     else round(time.monotonic() - h.connected_since, 1)),

@@ -149,3 +149,77 @@ def collectors():
     yield make
     for c in made:
         c.close()
+
+
+class InProcessEngine:
+    """``EngineService`` on the virtual board in a thread of the test, publishing as ``appliance``,
+    with a sampler that records how late the engine loop ever was (``max_loop_gap``)."""
+
+    def __init__(self, tmp: Path, broker: Broker, appliance: str, board: str = "sim://?seed=7",
+                 notice_after_s: float = 2.0) -> None:
+        from app.api.client import EngineClient
+        from app.engine.service import EngineConfig, EngineService
+        from app.settings import Settings
+
+        tmp.mkdir(parents=True, exist_ok=True)
+        pw = tmp / "broker-password"
+        pw.write_text(APPLIANCES[appliance] + "\n")
+        settings = Settings({"remote.enabled": True, "remote.broker_url": broker.url, "remote.appliance_id": appliance,
+                             "remote.tls_ca": str(broker.tls.ca), "remote.password_file": str(pw),
+                             "remote.notice_after_s": notice_after_s})
+        self.data = tmp / "data"
+        cfg = EngineConfig(settings=settings, board_url=board, socket_path=tmp / "engine.sock", data_dir=self.data,
+                           resume=False)
+        self.service = EngineService(cfg)
+        self.result: dict[str, int] = {}
+        self.thread = threading.Thread(target=lambda: self.result.setdefault("rc", self.service.run()),
+                                       name=f"engine-{appliance}", daemon=True)
+        self.thread.start()
+        self.max_loop_gap = 0.0
+        self.guard_tripped = False
+        self._sampling = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        self.client = EngineClient(tmp / "engine.sock", name="test", timeout_s=10.0)
+        assert wait_until(lambda: self.client.connect() is not None, 20, ignore=(Exception,)), "engine did not start"
+        assert wait_until(lambda: self.call("state.get")["board"]["connected"], 20)
+
+    def _sample(self) -> None:
+        while not self._sampling.wait(0.005):
+            svc = self.service
+            if svc.monitor is None:
+                continue
+            self.max_loop_gap = max(self.max_loop_gap, time.monotonic() - svc._loop_beat)
+            self.guard_tripped = self.guard_tripped or svc._guard_tripped
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        return self.client.call(cmd, **args)
+
+    def journal_events(self, case_id: str) -> list[int]:
+        from app.remote.publisher import JournalReader
+
+        r = JournalReader(self.data / "journal.db")
+        try:
+            return [row[0] for row in r.events_after(case_id, -1, 100000)]
+        finally:
+            r.close()
+
+    def stop(self) -> None:
+        self._sampling.set()
+        self.client.close()
+        self.service.stop()
+        self.thread.join(20)
+
+
+@pytest.fixture
+def engines(tmp_path):
+    made: list[InProcessEngine] = []
+
+    def make(broker: Broker, appliance: str, **kw: Any) -> InProcessEngine:
+        e = InProcessEngine(tmp_path / appliance, broker, appliance, **kw)
+        made.append(e)
+        return e
+
+    yield make
+    for e in made:
+        e.stop()
