@@ -41,6 +41,7 @@ import numpy as np
 from app import __version__
 from app.alarms import AlarmKind, AlarmManager, LogEntry, apply_rule_event
 from app.api import protocol as p
+from app.engine import inbox
 from app.engine.breathing import BreathingCheck, breathing_message, interrupted
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
@@ -1524,6 +1525,9 @@ class Monitor:
         self._event("procedure", "staging_decision", f"staging decision: {decision} ({reason})", detail=entry)
         self._snapshot_dirty = True
         return {"staging": entry}
+
+    def _cmd_inbox_ack(self, req: p.Request, **args: Any) -> dict[str, Any]:  # remote reader messages
+        return inbox.ack(self, req, **args)
 
     def _cmd_note_add(self, req: p.Request, text: str) -> dict[str, Any]:
         t = self.now_t()
