@@ -11,7 +11,8 @@ many more wait) and collapses when every message of the open case is acknowledge
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from kivy.app import App
 from kivy.lang import Builder

@@ -16,7 +16,7 @@ function el(tag, attrs, ...kids) {
     if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
     else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
   }
-  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+  for (const k of kids) if (k !== null && k !== undefined && k !== false) e.append(k);
   return e;
 }
 function num(x, d) { return (x === null || x === undefined || Number.isNaN(x)) ? "-" : Number(x).toFixed(d); }
@@ -202,11 +202,15 @@ function renderTile(id) {
     box.querySelector(".steps").replaceChildren(...stepsLine(st, s));
   }
   const board = st.board || {}, storage = st.storage || {}, h = t.health || {};
-  tile.querySelector(".health").replaceChildren(
-    el("span", { class: "pill " + (board.connected ? "ok" : "bad"), text: "board " + (board.connected ? "linked" : "NOT linked") }), " ",
-    el("span", { class: "pill " + (storage.ok === false ? "bad" : "ok"), text: "record " + (storage.ok === false ? "PROBLEM" : "ok") }), " ",
-    el("span", { class: "pill " + (t.gap ? "warn" : "ok"), text: t.gap ? "catching up" : "complete" }),
-    h.dropped && Object.keys(h.dropped).length ? el("span", { class: "pill warn", text: "some traces dropped" }) : null);
+  const pills = [];
+  if (t.state) {
+    pills.push(el("span", { class: "pill " + (board.connected ? "ok" : "bad"), text: "board " + (board.connected ? "linked" : "NOT linked") }),
+      el("span", { class: "pill " + (storage.ok === false ? "bad" : "ok"), text: "record " + (storage.ok === false ? "PROBLEM" : "ok") }),
+      el("span", { class: "pill " + (t.gap ? "warn" : "ok"), text: t.gap ? "events catching up" : "events complete" }));
+    if (h.dropped && Object.keys(h.dropped).length) pills.push(el("span", { class: "pill warn", text: "some traces dropped" }));
+    if (h.notice) pills.push(el("span", { class: "pill warn", text: "OR reports a slow link" }));
+  }
+  tile.querySelector(".health").replaceChildren(...pills.flatMap((p) => [p, " "]));
   const msgs = (t.messages && t.messages.messages) || [];
   const open = msgs.filter((m) => !m.acknowledged).length;
   tile.querySelector(".msg-state").textContent = msgs.length ? `${msgs.length} message(s), ${open} not yet acknowledged` : "";
