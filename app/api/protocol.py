@@ -20,11 +20,17 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from app.api import API_VERSION
 
 MAX_LINE_BYTES = 64 * 1024  # a request line longer than this is refused (client dropped)
+MAX_DEPTH = 16  # arrays and objects nested deeper than this are refused (no command needs more than 3)
+MAX_NUMBER_CHARS = 32  # a JSON number written with more characters than this is refused
+MAX_ID_CHARS = 64  # a string id longer than this is refused
+MAX_ID = 2**53  # an integer id must lie within +-MAX_ID (exact in every JSON implementation)
+ROLES = ("ui", "console")  # roles with reserved connection places (``hello``'s ``role``)
 
 # --------------------------------------------------------------------------- error codes
 
@@ -82,27 +88,125 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+class _Refused(ValueError):
+    """Raised from inside ``json.loads`` (a number or constant hook) to stop at once."""
+
+
+def _number(text: str) -> None:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Refused(f"a number in the request is {len(text)} characters long; "
+                       f"at most {MAX_NUMBER_CHARS} are accepted")
+
+
+def _parse_int(text: str) -> int:
+    _number(text)
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    _number(text)
+    return float(text)
+
+
+def _parse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a number JSON allows (unknown values are null)")
+
+
+# A JSON string (escapes included) or one bracket: strings are skipped whole, so that a
+# bracket inside a text does not count as nesting. Linear: no nested repetition.
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{\]}]')
+
+
+def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
+    """How deep arrays and objects nest in ``text``, counted up to ``limit + 1`` (then it
+    stops: a line of a million ``[`` costs no more than ``limit`` of them)."""
+    depth = deepest = 0
+    for m in _DEPTH_TOKENS.finditer(text):
+        tok = m.group()
+        if tok in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif tok in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def decode_line(line: bytes | str) -> dict[str, Any]:
-    """Parse one request line; raises ApiError(BAD_JSON) on anything but a JSON object."""
+    """Parse one request line within limits; raises ApiError, never anything else.
+
+    ``bad_json``: not UTF-8, not JSON, or not a JSON object. ``bad_request``: longer than
+    ``MAX_LINE_BYTES``, nested deeper than ``MAX_DEPTH``, a number longer than
+    ``MAX_NUMBER_CHARS`` characters, NaN or Infinity.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        raise ApiError(BAD_REQUEST, f"request line is {len(line)} bytes long; at most {MAX_LINE_BYTES} are accepted")
+    if isinstance(line, bytes):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(BAD_JSON, f"request is not UTF-8 text (byte 0x{line[exc.start]:02x} at position "
+                                     f"{exc.start})") from None
+    else:
+        text = line
+    if nesting_depth(text) > MAX_DEPTH:
+        raise ApiError(BAD_REQUEST, f"request nests arrays or objects more than {MAX_DEPTH} levels deep")
     try:
-        text = line.decode("utf-8") if isinstance(line, bytes) else line
-        obj = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except _Refused as exc:
+        raise ApiError(BAD_REQUEST, str(exc)) from None
+    except json.JSONDecodeError as exc:
         raise ApiError(BAD_JSON, f"request is not valid JSON ({exc})") from None
+    except RecursionError:  # the depth check above should make this unreachable
+        raise ApiError(BAD_REQUEST, f"request nests arrays or objects more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. Python's limit on the digits of an integer
+        raise ApiError(BAD_REQUEST, f"request has a value that cannot be read ({str(exc)[:120]})") from None
     if not isinstance(obj, dict):
         raise ApiError(BAD_JSON, "request must be a JSON object like {\"id\": 1, \"cmd\": \"ping\"}")
     return obj
 
 
+def request_id(obj: Mapping[str, Any]) -> Any:
+    """The request's id if it is a valid one (echoed in the reply), else None."""
+    rid = obj.get("id")
+    if isinstance(rid, bool):
+        return None
+    if isinstance(rid, int) and -MAX_ID <= rid <= MAX_ID:
+        return rid
+    if isinstance(rid, str) and len(rid) <= MAX_ID_CHARS:
+        return rid
+    return None
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as JSON for a message, cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value cut to ``limit`` characters (for messages about long nonsense)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def reply_ok(req_id: Any, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A successful reply to request ``req_id``."""
     return {"type": "reply", "id": req_id, "ok": True, "result": dict(result or {})}
 
 
 def reply_error(req_id: Any, error: ApiError) -> dict[str, Any]:
+    """A refusal of request ``req_id``."""
     return {"type": "reply", "id": req_id, "ok": False, "error": error.to_json()}
 
 
 def hello(engine_version: str, **extra: Any) -> dict[str, Any]:
+    """The engine's greeting, sent on every new connection."""
     return {"type": "hello", "api": API_VERSION, "engine": engine_version, **extra}
 
 
@@ -147,6 +251,8 @@ STAGING_DECISIONS = ("postpone_second_side", "proceed_second_side")
 
 @dataclass(frozen=True)
 class Arg:
+    """One argument of a command: its kind, unit, range or choices, and a note for people."""
+
     name: str
     kind: str  # number, int, bool, str, enum, list, object
     unit: str = ""
@@ -179,63 +285,84 @@ class Arg:
         return self.kind
 
     def check(self, cmd: str, value: Any) -> Any:
-        def bad(problem: str) -> ApiError:
-            unit = f" ({self.unit})" if self.unit else ""
-            return ApiError(
-                INVALID_ARGUMENT,
-                f"{cmd}: argument {self.name}{unit} {problem}; must be {self.describe()}",
-                argument=self.name,
-            )
+        """The value converted to the argument's kind, or ApiError(invalid_argument) naming
+        the command, the argument, its unit and what it must be."""
+        checker = getattr(self, f"_check_{self.kind}", None)
+        if checker is None:
+            raise self._bad(cmd, "has an unknown kind")  # table error; never reached with a valid table
+        return checker(cmd, value)
 
-        if self.kind in ("number", "int"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad(f"is {json.dumps(value)}, not a number")
-            if self.kind == "int":
-                if not float(value).is_integer():
-                    raise bad(f"is {value!r}, not an integer")
-                value = int(value)
-            else:
-                value = float(value)
-            if (self.minimum is not None and value < self.minimum) or (
-                self.maximum is not None and value > self.maximum
-            ):
-                raise bad(f"is {value:g}, out of range")
-            return value
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise bad(f"is {json.dumps(value)}")
-            return value
-        if self.kind == "str":
-            if not isinstance(value, str):
-                raise bad(f"is {json.dumps(value)}, not text")
-            if len(value) > self.max_len:
-                raise bad(f"is {len(value)} characters long")
-            if self.pattern is not None and not re.fullmatch(self.pattern, value):
-                raise bad(f"is {value!r}")
-            return value
-        if self.kind == "enum":
-            if not isinstance(value, str) or (self.choices and value not in self.choices):
-                raise bad(f"is {json.dumps(value)}")
-            return value
-        if self.kind == "list":
-            if not isinstance(value, list) or len(value) > self.max_len:
-                raise bad(f"is {json.dumps(value)[:60]}")
-            if self.choices:
-                for v in value:
-                    if v not in self.choices:
-                        raise bad(f"contains {json.dumps(v)}")
-            if len(set(map(str, value))) != len(value):
-                raise bad("repeats an item")
-            return list(value)
-        if self.kind == "object":
-            if not isinstance(value, dict):
-                raise bad(f"is {json.dumps(value)[:60]}")
-            return dict(value)
-        raise bad("has an unknown kind")  # table error; never reached with a valid table
+    def _bad(self, cmd: str, problem: str) -> ApiError:
+        unit = f" ({self.unit})" if self.unit else ""
+        return ApiError(
+            INVALID_ARGUMENT,
+            f"{cmd}: argument {self.name}{unit} {problem}; must be {self.describe()}",
+            argument=self.name,
+        )
+
+    def _check_number(self, cmd: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._bad(cmd, f"is {_shown(value)}, not a number")
+        try:
+            as_float = float(value)
+        except OverflowError:  # an integer beyond any float: never in range
+            raise self._bad(cmd, f"is an integer of {len(str(abs(value)))} digits, out of range") from None
+        if not math.isfinite(as_float):
+            raise self._bad(cmd, f"is {_shown(value)}, not a number")
+        if self.kind == "int":
+            if not as_float.is_integer():
+                raise self._bad(cmd, f"is {value!r}, not an integer")
+            value = int(value)
+        else:
+            value = as_float
+        if (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            raise self._bad(cmd, f"is {value:g}, out of range")
+        return value
+
+    _check_int = _check_number
+
+    def _check_bool(self, cmd: str, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise self._bad(cmd, f"is {_shown(value)}")
+        return value
+
+    def _check_str(self, cmd: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise self._bad(cmd, f"is {_shown(value)}, not text")
+        if len(value) > self.max_len:
+            raise self._bad(cmd, f"is {len(value)} characters long")
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            raise self._bad(cmd, f"is {value!r}")
+        return value
+
+    def _check_enum(self, cmd: str, value: Any) -> Any:
+        if not isinstance(value, str) or (self.choices and value not in self.choices):
+            raise self._bad(cmd, f"is {_shown(value)}")
+        return value
+
+    def _check_list(self, cmd: str, value: Any) -> Any:
+        if not isinstance(value, list) or len(value) > self.max_len:
+            raise self._bad(cmd, f"is {_shown(value)}")
+        if self.choices:
+            for v in value:
+                if v not in self.choices:
+                    raise self._bad(cmd, f"contains {_shown(v)}")
+        if len(set(map(str, value))) != len(value):
+            raise self._bad(cmd, "repeats an item")
+        return list(value)
+
+    def _check_object(self, cmd: str, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise self._bad(cmd, f"is {_shown(value)}")
+        return dict(value)
 
 
 @dataclass(frozen=True)
 class Command:
+    """One command of the API with its arguments (the table ``API.md`` mirrors)."""
+
     name: str
     doc: str
     args: tuple[Arg, ...] = ()
@@ -257,8 +384,11 @@ _ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"
 
 COMMAND_LIST: list[Command] = [
     # connection
-    Command("hello", "name this connection; its commands are journaled with the name", (
+    Command("hello", "name this connection (required before any command but ping); its commands are journaled "
+                     "with the name", (
         _a("client", "str", required=True, pattern=r"[A-Za-z0-9_.:-]{1,40}", max_len=40, doc="e.g. ui, lnm-ack"),
+        _a("role", "enum", choices=ROLES, doc="ui (the touchscreen) or console (lnm status/ack/events): "
+                                              "a reserved connection place"),
     )),
     Command("ping", "check that the engine answers"),
     Command("subscribe", "start (or change) this connection's subscription stream", (
@@ -279,7 +409,8 @@ COMMAND_LIST: list[Command] = [
     Command("case.start", "open a new case (the journal starts recording)", (
         _a("patient_id", "str", required=True, pattern=_ID, max_len=32, doc="pseudonymous patient id"),
         _a("surgeon", "str", max_len=64),
-        _a("profile", "str", pattern=r"[A-Za-z0-9_-]{1,40}", max_len=40, doc="surgeon profile (config/profiles/NAME.toml)"),
+        _a("profile", "str", pattern=r"[A-Za-z0-9_-]{1,40}", max_len=40,
+           doc="surgeon profile (config/profiles/NAME.toml)"),
         _a("procedure", "str", max_len=120, doc="e.g. total thyroidectomy"),
         _a("planned_sides", "list", choices=SIDES, max_len=2, doc="sides to be operated, in order"),
         _a("tube_type", "str", max_len=64),
@@ -354,7 +485,8 @@ COMMAND_LIST: list[Command] = [
     ), needs_case=True),
     Command("mapping.result", "a point of RLN mapping after a loss of signal", (
         _a("side", "enum", choices=SIDES, required=True),
-        _a("position_mm", "number", "mm", 0.0, 150.0, required=True, doc="distance from the laryngeal entry (0 = most distal)"),
+        _a("position_mm", "number", "mm", 0.0, 150.0, required=True,
+           doc="distance from the laryngeal entry (0 = most distal)"),
         _a("response", "bool", required=True),
         _a("amplitude_uV", "number", "uV", 0.0, 100000.0),
         _a("label", "str", max_len=80),
@@ -392,11 +524,13 @@ COMMAND_LIST: list[Command] = [
     )),
     # documentation
     Command("report.get", "the case documentation (JSON content, and a PDF written in the data folder)", (
-        _a("case_id", "str", pattern=r"[A-Za-z0-9_.:-]{1,80}", max_len=80, doc="default: the open case, else the last closed one"),
+        _a("case_id", "str", pattern=r"[A-Za-z0-9_.:-]{1,80}", max_len=80,
+           doc="default: the open case, else the last closed one"),
         _a("pdf", "bool", doc="also write the PDF (default true)"),
     )),
     Command("export.usb", "write report, JSON and EDF+ of a case to a USB stick and verify them", (
-        _a("case_id", "str", pattern=r"[A-Za-z0-9_.:-]{1,80}", max_len=80, doc="default: the open case, else the last closed one"),
+        _a("case_id", "str", pattern=r"[A-Za-z0-9_.:-]{1,80}", max_len=80,
+           doc="default: the open case, else the last closed one"),
         _a("target", "str", max_len=400, doc="mount point (default: the one stick found mounted)"),
         _a("pseudonymise", "bool", doc="default true"),
     )),
@@ -423,15 +557,16 @@ COMMANDS: dict[str, Command] = {c.name: c for c in COMMAND_LIST}
 def parse_request(obj: Mapping[str, Any]) -> tuple[Any, Command, dict[str, Any]]:
     """Validate a request: ``(id, command, arguments)`` or ApiError naming the problem."""
     req_id = obj.get("id")
-    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, (int, str))):
-        raise ApiError(BAD_REQUEST, "\"id\" must be an integer or a string")
+    if req_id is not None and request_id(obj) is None:
+        raise ApiError(BAD_REQUEST, f"\"id\" must be an integer (at most {MAX_ID} in size) or a string of at most "
+                                    f"{MAX_ID_CHARS} characters")
     name = obj.get("cmd")
     if not isinstance(name, str):
         raise ApiError(BAD_REQUEST, "request has no \"cmd\" (e.g. {\"id\": 1, \"cmd\": \"ping\"})")
     cmd = COMMANDS.get(name)
     if cmd is None:
         close = [c for c in COMMANDS if c.split(".")[0] == name.split(".")[0]] or sorted(COMMANDS)
-        raise ApiError(UNKNOWN_COMMAND, f"unknown command {name!r}; known: {', '.join(close)}")
+        raise ApiError(UNKNOWN_COMMAND, f"unknown command {_short(name)}; known: {', '.join(close)}")
     args: dict[str, Any] = {}
     for key, value in obj.items():
         if key in ("id", "cmd"):
@@ -440,7 +575,7 @@ def parse_request(obj: Mapping[str, Any]) -> tuple[Any, Command, dict[str, Any]]
         if spec is None:
             allowed = ", ".join(a.name for a in cmd.args) or "none"
             raise ApiError(
-                INVALID_ARGUMENT, f"{name}: unknown argument {key!r}; allowed: {allowed}", argument=key
+                INVALID_ARGUMENT, f"{name}: unknown argument {_short(key)}; allowed: {allowed}", argument=key[:60]
             )
         args[key] = spec.check(name, value)
     for spec in cmd.args:

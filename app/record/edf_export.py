@@ -221,7 +221,7 @@ def write_case_edf(journal: Any, case_id: str, path: Path, identified: bool = Fa
     """Write the case's EDF+ file; returns a one-line description of what was written."""
     import tempfile
 
-    from app.record.export import atomic_write
+    from app.record.atomic import atomic_write
 
     edf = _edf_module()
     with tempfile.TemporaryDirectory(prefix="lnm-edf-", dir=Path(path).parent if Path(path).parent.exists()

@@ -31,7 +31,8 @@ stimulus           ``Measurement.to_json()`` (index, t_s, site, side, source, se
                    delivered_mA, pw_us, step, channel, valid, invalid_reason, response,
                    amplitude_uV, latency_ms, onset_latency_ms), threshold_uV?, waveform?
                    {encoding, dtype, res_uV, channels, n, clipped, sample_rate_hz, pre_samples,
-                   labels}; blob = the epoch (``waveform.encode``) when waveform is present
+                   labels}; blob = the epoch (``waveform.encode``: ``flac/1``, or
+                   ``delta-zlib/1`` in older records) when waveform is present
 emg_block          t_s (case time of the first sample), first_sample, sample_rate_hz, labels
                    ["EMG L", "EMG R"], waveform {encoding, dtype, res_uV, channels, n, clipped};
                    blob = the samples. Free-running EMG, consecutive chunks (about 1 s).
@@ -63,12 +64,13 @@ note               text, who?
 reader_message     event ("received", "acknowledged"), id, reader (station user), from?
                    (the reader's name), text?, kind? ("message", "interpretation"), sent_at?,
                    received_at?, who? (who acknowledged it at the OR), acknowledged_at?. A
-                   remote reader's message to the OR (``app.engine.inbox``) and the OR's
+                   remote reader's message to the OR (``app.engine.commands.inbox``) and the OR's
                    acknowledgement.
 snapshot           label?, who?, stimulus_index?
 link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
 engine             event ("started", "resumed", "fault", "stopped", ...), detail?, version?
-storage            event ("problem", "recovered", "rescued"), message?, queued?, dropped?
+storage            event ("problem", "recovered", "rescued", "low_space"), message?, queued?,
+                   dropped?; low_space: free_bytes, hours_left, bytes_per_hour, min_hours
 case_closed        reason?, who?, summary?
 =================  ========================================================================
 
@@ -82,7 +84,8 @@ import enum
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -103,6 +106,8 @@ PROCEDURE_ORDER = ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2")
 
 @dataclass(frozen=True)
 class Kind:
+    """One entry kind: its payload fields (required, optional, allowed values) and blob rule."""
+
     name: str
     doc: str
     required: Mapping[str, tuple[type, ...]]
@@ -111,7 +116,8 @@ class Kind:
     blob: str = "none"  # "none", "optional", "with_waveform" (blob iff payload has waveform)
 
 
-def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None, blob: str = "none") -> Kind:
+def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None,
+       blob: str = "none") -> Kind:
     return Kind(name, doc, required, optional or {}, choices or {}, blob)
 
 
@@ -183,7 +189,8 @@ KINDS: dict[str, Kind] = {
            {"from": (str, NONE), "text": (str, NONE), "kind": (str, NONE), "sent_at": (str, NONE),
             "received_at": (str, NONE), "who": (str, NONE), "acknowledged_at": (str, NONE)},
            {"event": ("received", "acknowledged"), "kind": ("message", "interpretation", None)}),
-        _k("snapshot", "an operator mark", {}, {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
+        _k("snapshot", "an operator mark", {},
+           {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
         _k("link", "board link events", {"event": (str,)}, {"detail": (object,)}),
         _k("engine", "engine life cycle", {"event": (str,)}, {"detail": (object,), "version": (str, NONE)}),
         _k("storage", "storage problems and recovery (written by the journal)", {"event": (str,)},
@@ -286,8 +293,10 @@ def normalise(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sample_rate_hz: float | None = None,
              pre_samples: int | None = None, labels: list[str] | None = None,
-             res_uV: float = _wf.DEFAULT_RES_UV, threshold_uV: float | None = None) -> tuple[dict[str, Any], bytes | None]:
-    """Payload and blob of a ``stimulus`` entry. ``epoch_uV`` is ``(channels, n)`` or 1-D."""
+             res_uV: float = _wf.DEFAULT_RES_UV, threshold_uV: float | None = None,
+             codec: str = "auto") -> tuple[dict[str, Any], bytes | None]:
+    """Payload and blob of a ``stimulus`` entry. ``epoch_uV`` is ``(channels, n)`` or 1-D;
+    ``codec`` as in ``waveform.encode``."""
     payload = measurement.to_json()
     if threshold_uV is not None:
         payload["threshold_uV"] = float(threshold_uV)
@@ -295,7 +304,7 @@ def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sampl
         return payload, None
     if sample_rate_hz is None or pre_samples is None:
         raise ValueError("a stimulus waveform needs sample_rate_hz and pre_samples")
-    meta, blob = _wf.encode(epoch_uV, res_uV)
+    meta, blob = _wf.encode(epoch_uV, res_uV, codec=codec)
     meta.update(sample_rate_hz=float(sample_rate_hz), pre_samples=int(pre_samples))
     if labels is None:
         labels = ["EMG L", "EMG R"][: meta["channels"]] if meta["channels"] == 2 else [measurement.channel or ""]
@@ -306,9 +315,9 @@ def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sampl
 
 def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: np.ndarray,
               labels: list[str] | tuple[str, ...] = ("EMG L", "EMG R"),
-              res_uV: float = _wf.DEFAULT_RES_UV) -> tuple[dict[str, Any], bytes]:
+              res_uV: float = _wf.DEFAULT_RES_UV, codec: str = "auto") -> tuple[dict[str, Any], bytes]:
     """Payload and blob of an ``emg_block`` entry (``samples_uV``: ``(channels, n)``)."""
-    meta, blob = _wf.encode(samples_uV, res_uV)
+    meta, blob = _wf.encode(samples_uV, res_uV, codec=codec)
     if meta["channels"] != len(labels):
         raise ValueError(f"emg_block: {meta['channels']} channels but {len(labels)} labels")
     return {"t_s": float(t_s), "first_sample": int(first_sample), "sample_rate_hz": float(sample_rate_hz),
@@ -316,6 +325,7 @@ def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: 
 
 
 def rule_event(event: RuleEvent) -> dict[str, Any]:
+    """A ``rule_event`` payload."""
     return event.to_json()
 
 
@@ -325,6 +335,7 @@ def settings(values: Mapping[str, Any], source: str | None = None, profile: str 
 
 
 def setting_changed(key: str, old: Any, new: Any, who: str | None = None) -> dict[str, Any]:
+    """A ``setting_changed`` payload (with the setting's unit)."""
     from app.settings import SCHEMA
 
     unit = SCHEMA[key].unit if key in SCHEMA else ""

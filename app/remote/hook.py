@@ -62,7 +62,13 @@ class RemoteHook:
     # ---------------------------------------------------------------- publisher thread -> engine queue
 
     def _call(self, fn: Callable[[], None]) -> None:
-        self.service.queue.put(("call", fn))
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - remote monitoring never takes the engine down
+                log.exception("remote: work handed to the engine thread failed")
+
+        self.service.queue.put(("call", guarded))
 
     def _notice(self, ok: bool, message: str) -> None:
         def apply() -> None:
@@ -81,7 +87,7 @@ class RemoteHook:
 
     def _deliver(self, msg: rp.ReaderMessage) -> None:
         def apply() -> None:
-            from app.engine import inbox
+            from app.engine.commands import inbox
 
             m = self.service.monitor
             if m is not None:

@@ -189,7 +189,7 @@ class InProcessEngine:
             svc = self.service
             if svc.monitor is None:
                 continue
-            self.max_loop_gap = max(self.max_loop_gap, time.monotonic() - svc._loop_beat)
+            self.max_loop_gap = max(self.max_loop_gap, time.monotonic() - svc._loop_hb.last)
             self.guard_tripped = self.guard_tripped or svc._guard_tripped
 
     def call(self, cmd: str, **args: Any) -> Any:

@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from app.api.client import EngineClient
 from app.remote.mosquitto import free_port
 from app.station import config as sc
 from app.station.auth import hash_password, verify_audit_log
@@ -103,10 +104,14 @@ def test_login_is_required_and_wrong_passwords_are_refused(station, browser):
     login(browser, base, "anna.rossi", READERS["anna.rossi"][0])
     assert wait_until(lambda: visible(browser, '.tile[data-or="or-1"]'), 10)
     log = station.station.audit.path
-    ok, lines, problem = verify_audit_log(log)
-    actions = [json.loads(line)["action"] for line in log.read_text().splitlines()]
+
+    def actions():
+        return [json.loads(line)["action"] for line in log.read_text().splitlines()]
+
+    assert wait_until(lambda: "view" in actions(), 10), actions()  # the live stream opened: a view
+    assert actions()[:2] == ["login_failed", "login"]
+    ok, _lines, problem = verify_audit_log(log)
     assert ok, problem
-    assert actions[:2] == ["login_failed", "login"] and "view" in actions
 
 
 def test_tiles_alarm_message_and_only_assigned_ors(station, browser, broker, engines):
@@ -166,9 +171,20 @@ def test_tiles_alarm_message_and_only_assigned_ors(station, browser, broker, eng
     browser.find_element(By.ID, "f-send-button").click()
     result = "#f-send-result"
     assert wait_until(lambda: "waiting for the OR" in text(browser, result), 10), text(browser, result)
-    sub = or1.client  # the engine's own API: what the touchscreen receives
-    assert wait_until(lambda: or1.service.monitor.reader_inbox.open(), 10)
-    msg = or1.service.monitor.reader_inbox.open()[0]
+    touchscreen = EngineClient(or1.service.config.socket_path, name="ui", timeout_s=10.0)
+    touchscreen.connect()
+    touchscreen.subscribe(["inbox"])  # what the touchscreen's banner shows
+    inbox = {}
+
+    def unacknowledged():
+        for msg in touchscreen.poll():
+            if msg.get("type") == "inbox":
+                inbox.update(msg)
+        return [x for x in inbox.get("messages", []) if not x["acknowledged"]]
+
+    assert wait_until(unacknowledged, 10)
+    msg = unacknowledged()[0]
+    assert inbox["case_id"] == case1
     assert msg["from"] == "Dr Anna Rossi" and msg["reader"] == "anna.rossi" and "release retraction" in msg["text"]
     from app.record.journal import Journal
 
@@ -176,8 +192,10 @@ def test_tiles_alarm_message_and_only_assigned_ors(station, browser, broker, eng
         entries = [e.payload for e in j.entries(case1, kinds=["reader_message"], blobs=False)]
     assert entries and entries[0]["event"] == "received" and entries[0]["reader"] == "anna.rossi"
     assert wait_until(lambda: "not yet acknowledged" in text(browser, "#f-messages"), 10)
-    result = sub.call("inbox.ack")
+    result = touchscreen.call("inbox.ack")
     assert result["acknowledged"] == [msg["id"]]
+    assert wait_until(lambda: not unacknowledged(), 10)
+    touchscreen.close()
     assert wait_until(lambda: "acknowledged by" in text(browser, "#f-messages"), 10)
     log = [json.loads(line) for line in station.station.audit.path.read_text().splitlines()]
     assert any(r["action"] == "message" and r["or"] == "or-1" and r["detail"]["sent"] for r in log)

@@ -35,8 +35,9 @@ SHOTS = Path(os.environ.get("LNM_UI_SCREENSHOTS", ROOT / "tests" / "screenshots"
 class Engine:
     """``lnm engine`` as a subprocess on the virtual board, with a client for assertions."""
 
-    def __init__(self, tmp: Path, board: str = "sim://?seed=7") -> None:
+    def __init__(self, tmp: Path, board: str = "sim://?seed=7", export_dir: Path | None = None) -> None:
         self.tmp = tmp
+        self.export_dir = export_dir  # the installation's export folder ($LNM_EXPORT_DIR): the test's USB stick
         self.socket = tmp / "engine.sock"
         self.data = tmp / "data"
         self.board = board
@@ -49,8 +50,9 @@ class Engine:
 
         cmd = [sys.executable, "-m", "app.cli", "engine", "--board", self.board, "--socket", str(self.socket),
                "--data", str(self.data), "--no-resume"]
+        env = {**os.environ, **({"LNM_EXPORT_DIR": str(self.export_dir)} if self.export_dir else {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
         client = EngineClient(self.socket, name="test", timeout_s=10.0)
 
         def connected() -> bool:
@@ -265,8 +267,9 @@ def display() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = Engine(tmp_path_factory.mktemp("engine")).start()
+def engine(tmp_path_factory: pytest.TempPathFactory, usb_dir: Path) -> Iterator[Engine]:
+    # exports go only below the removable-media folders or the installation's $LNM_EXPORT_DIR
+    eng = Engine(tmp_path_factory.mktemp("engine"), export_dir=usb_dir).start()
     yield eng
     eng.stop()
 
