@@ -266,7 +266,8 @@ def event_text(kind: str, p: Mapping[str, Any]) -> str:
         "staging": lambda: "Staging: " + str(p.get("decision") or p.get("recommendation") or ""),
         "note": lambda: f"Note: {p.get('text', '')}",
         "snapshot": lambda: "Mark" + (f": {p['label']}" if p.get("label") else ""),
-        "link": lambda: f"Board link {str(p.get('event', '')).replace('_', ' ')}",
+        "link": lambda: f"Board link: {str(p.get('event', '')).replace('_', ' ')}"
+        + (f" ({p['detail']})" if isinstance(p.get("detail"), str) and p.get("detail") else ""),
         "engine": lambda: f"Engine {p.get('event')}",
         "storage": lambda: f"Storage {p.get('event')}" + (f": {p['message']}" if p.get("message") else ""),
         "irritation": lambda: f"Irritation {SIDE_WORDS.get(str(side), '')}: {_num(p.get('duration_s'), '{:.1f}')} s, "

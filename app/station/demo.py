@@ -208,6 +208,7 @@ def run_demo(verbose: bool = False, ors: tuple[tuple[str, str], ...] = DEMO_ORS)
               flush=True)
         for appliance, scenario in ors:
             print(f"  {appliance}: scenario {scenario}", flush=True)
+        print(f"Files in {tmp} (removed at the end).", flush=True)
         print(f"Log in as {DEMO_USER} with password {reader_password}   (Ctrl-C stops everything)", flush=True)
         return serve(station_cfg)
     finally:
