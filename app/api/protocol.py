@@ -499,7 +499,7 @@ COMMAND_LIST: list[Command] = [
         _a("reason", "str", required=True, max_len=500),
     ), needs_case=True),
     Command("inbox.ack", "acknowledge a remote reader's message (default: every one not yet acknowledged)", (
-        _a("id", "str", pattern=r"[A-Za-z0-9_-]{1,64}", max_len=64, doc="the message's id"),
+        _a("message", "str", pattern=r"[A-Za-z0-9_-]{1,64}", max_len=64, doc="the message's id"),
     )),
     Command("note.add", "a free-text note in the case record", (
         _a("text", "str", required=True, max_len=2000),

@@ -80,4 +80,4 @@ class ReaderMessageBanner(BoxLayout):
 
     def acknowledge(self) -> None:
         if self.message_id:
-            App.get_running_app().cmd("inbox.ack", id=self.message_id, ok_message="Message acknowledged")
+            App.get_running_app().cmd("inbox.ack", message=self.message_id, ok_message="Message acknowledged")

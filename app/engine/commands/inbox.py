@@ -119,13 +119,14 @@ def receive(m: Monitor, msg: Mapping[str, Any]) -> None:
 
 
 @command("inbox.ack")
-def inbox_ack(m: Monitor, req: p.Request, id: str | None = None) -> dict[str, Any]:  # noqa: A002 - the API's name
-    """Acknowledge one reader message, or every one not yet acknowledged."""
+def inbox_ack(m: Monitor, req: p.Request, message: str | None = None) -> dict[str, Any]:
+    """Acknowledge one reader message (by its id), or every one not yet acknowledged."""
     box = inbox_of(m)
-    if id is not None:
-        target = box.find(id)
+    if message is not None:
+        target = box.find(message)
         if target is None:
-            raise p.ApiError(p.INVALID_ARGUMENT, f"inbox.ack: no reader message {id!r} in this case", argument="id")
+            raise p.ApiError(p.INVALID_ARGUMENT, f"inbox.ack: no reader message {message!r} in this case",
+                             argument="message")
         todo = [] if target["acknowledged"] else [target]
     else:
         todo = box.open()
