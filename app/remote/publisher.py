@@ -68,20 +68,21 @@ class OutQueue:
     """What the engine hands the publisher: bounded, never blocks (see the module docstring).
 
     ``latest`` kinds (state, alarms, inbox) keep only their newest message; ``bulk`` kinds
-    (measurements, then waveforms and EMG) are queued in order up to their limits, and when
-    the queue is full the oldest waveform or EMG message goes first, then the oldest
-    measurement. Events are a flag: the journal holds them.
+    (measurements, waveforms and EMG) are queued in order up to ``max_items`` in all (and
+    ``max_low`` waveforms and EMG): when the queue is full the oldest waveform or EMG message
+    goes first, and only when none is left the oldest measurement. Events are a flag: the
+    journal holds them.
     """
 
     LATEST = ("state", "alarms", "inbox")
     LOW = ("waveforms", "emg")
 
-    def __init__(self, max_measurements: int = 2000, max_low: int = 100) -> None:
+    def __init__(self, max_items: int = 2000, max_low: int = 100) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[Any, float]] = {}
         self._mid: collections.deque[tuple[str, Any, float]] = collections.deque()
         self._low: collections.deque[tuple[str, Any, float]] = collections.deque()
-        self.max_measurements = max_measurements
+        self.max_items = max_items
         self.max_low = max_low
         self.journal_poke = False
         self.dropped = Dropped()
@@ -95,14 +96,16 @@ class OutQueue:
             elif stream == "events":
                 self.journal_poke = True
             elif stream == "measurements":
-                if len(self._mid) >= self.max_measurements:
-                    if self._low:  # room for measurements: waveforms and EMG go first
-                        self.dropped.add(self._low.popleft()[0])
-                    self.dropped.add(self._mid.popleft()[0])
+                if len(self._mid) + len(self._low) >= self.max_items:
+                    # full: waveforms and EMG make room first, measurements only when none is left
+                    self.dropped.add((self._low or self._mid).popleft()[0])
                 self._mid.append((stream, message, at))
             elif stream in self.LOW:
-                if len(self._low) >= self.max_low:
+                if self._low and (len(self._low) >= self.max_low or len(self._mid) + len(self._low) >= self.max_items):
                     self.dropped.add(self._low.popleft()[0])
+                elif len(self._mid) >= self.max_items:
+                    self.dropped.add(stream)  # the queue holds measurements only: this trace is not kept
+                    return
                 self._low.append((stream, message, at))
             else:
                 return
