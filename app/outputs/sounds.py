@@ -42,7 +42,7 @@ Feedback tones (what each sound means; one sound per probe stimulus)
 | reminder        | one soft alarm-timbre pulse, 440 Hz, 150 ms              | alarm audio is OFF (repeated every ``alarms.audio_off_reminder_s``) |
 | mark            | two quick rising notes, 1319 -> 1760 Hz                   | footswitch press registered (snapshot / event mark) |
 | selftest        | rising chime C5-E5-G5 with harmonics                      | start-up check of the loudspeaker |
-| message         | soft two-note bell, G5 -> E5 (784 -> 659 Hz), 2 x 100 ms  | a message from the remote reader is on the screen (not an alarm) |
+| message         | soft two-note bell, G5 -> E5 (784 -> 659 Hz), 2 x 100 ms  | a remote reader's message (no alarm) |
 
 Design choices behind the table:
 
