@@ -108,8 +108,13 @@ def attach(service: Any) -> RemoteHook | None:
         log.error("remote monitoring is configured but cannot start: %s", exc)
         return RemoteHook(service, None, str(exc))
     hook = RemoteHook(service, None)
-    hook.publisher = Publisher(cfg, service.config.data_dir / "journal.db", software=f"lnm {__version__}",
-                               deliver=hook._deliver, on_health=hook._notice)
-    hook.publisher.start()
+    try:
+        hook.publisher = Publisher(cfg, service.config.data_dir / "journal.db", software=f"lnm {__version__}",
+                                   deliver=hook._deliver, on_health=hook._notice)
+        hook.publisher.start()
+    except Exception as exc:  # noqa: BLE001 - remote monitoring never stops the engine from starting
+        log.exception("remote monitoring cannot start")
+        hook.publisher = None
+        hook._notice(False, f"the remote publisher cannot start ({exc})")
     log.info("remote monitoring: publishing to %s as %s", cfg.broker.url(), cfg.appliance_id)
     return hook
