@@ -18,10 +18,9 @@ import pytest
 
 from app.remote.mosquitto import Mosquitto, find_mosquitto, throwaway_ca
 from app.remote.mqttauth import acl_text, set_password
+from remote_accounts import APPLIANCES, READERS
 from waiting import wait_until
 
-APPLIANCES = {"or-1": "pw-or-1", "or-2": "pw-or-2", "or-3": "pw-or-3"}
-READERS = {"anna.rossi": ("pw-anna-rossi-1", ["or-1", "or-2"]), "ben.kim": ("pw-ben-kim-22", ["or-3"])}
 
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed "
                                      "(Debian package mosquitto; 'make test' installs it)")

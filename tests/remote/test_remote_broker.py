@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from app.remote.mqttauth import acl_text, password_line
-from conftest import APPLIANCES, READERS
+from remote_accounts import APPLIANCES, READERS
 
 pytestmark = pytest.mark.timeout(120)
 

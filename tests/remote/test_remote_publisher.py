@@ -11,7 +11,7 @@ import pytest
 
 from app.station.link import BrokerSettings, ReaderLink
 from app.remote.config import BrokerAddress
-from conftest import READERS
+from remote_accounts import READERS
 from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)

@@ -19,7 +19,7 @@ from app.remote.mosquitto import free_port
 from app.station import config as sc
 from app.station.auth import hash_password, verify_audit_log
 from app.station.server import Station, StationServer
-from conftest import READERS
+from remote_accounts import READERS
 from waiting import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
