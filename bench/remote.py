@@ -41,7 +41,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from multiprocessing.queues import Queue as MpQueue
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -60,7 +63,7 @@ def percentile(xs: list[float], q: float) -> float:
     return s[k]
 
 
-def run_ors(folder: str, broker_url: str, ca: str, stop: mp.Event, ready: mp.Event, out: mp.Queue) -> None:
+def run_ors(folder: str, broker_url: str, ca: str, stop: MpEvent, ready: MpEvent, out: MpQueue[Any]) -> None:
     """The ORs' process: a synthetic engine and the real publisher per OR."""
     import logging
 
@@ -70,7 +73,7 @@ def run_ors(folder: str, broker_url: str, ca: str, stop: mp.Event, ready: mp.Eve
     from app.remote.publisher import Publisher
 
     rnd = random.Random(7)
-    rooms = []
+    rooms: list[dict[str, Any]] = []
     for i in range(1, ORS + 1):
         appliance = f"or-{i}"
         d = Path(folder) / appliance
@@ -133,7 +136,7 @@ def run_ors(folder: str, broker_url: str, ca: str, stop: mp.Event, ready: mp.Eve
     time.sleep(GRACE_S)  # the last events reach the broker
     from app.remote.publisher import JournalReader
 
-    result = {}
+    result: dict[str, Any] = {}
     for r in rooms:
         reader = JournalReader(Path(folder) / r["appliance"] / "journal.db")
         result[r["appliance"]] = [row[0] for row in reader.events_after(r["case_id"], -1, 100000)]
@@ -252,7 +255,7 @@ def main() -> int:
                 got.setdefault(o, set()).update(seqs)
         lost = sum(len(set(result[o]) - got.get(o, set())) for o in appliances)
         total = sum(len(result[o]) for o in appliances)
-        dropped = {}
+        dropped: dict[str, int] = {}
         for o in appliances:
             for k, v in result[o + ":dropped"].items():
                 dropped[k] = dropped.get(k, 0) + v

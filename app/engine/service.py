@@ -139,6 +139,7 @@ class EngineService:
     # ------------------------------------------------------------------ start
 
     def _open(self) -> None:
+        from app.engine.commands.inbox import receive as receive_reader_message
         from app.engine.documents import Documents
         from app.engine.outputs import make_outputs
         from app.record.journal import Journal
@@ -153,7 +154,6 @@ class EngineService:
         self.data_lock = DataFolderLock(cfg.data_dir).acquire()  # one engine per data folder
         self.journal = Journal(cfg.data_dir / "journal.db", clock=self.clock,
                                on_status=lambda st: self.queue.put(("storage", st)))
-        self.remote = attach_remote(self)  # the remote publisher (app.remote), when [remote] is enabled
         self.monitor = Monitor(
             cfg.settings, self.clock, journal=self.journal, options=cfg.options,
             sink=self._publish, wants=self._wanted, board_url=cfg.board_url, profile=cfg.profile,
@@ -163,6 +163,9 @@ class EngineService:
         self.outputs = make_outputs(self.monitor.alarms, self.clock, cfg.settings, audio=cfg.audio, gpio=cfg.gpio,
                                     on_footswitch=lambda ev: self.monitor.footswitch(ev) if self.monitor else None)
         self.monitor.outputs = self.outputs
+        # the remote publisher (app.remote), when [remote] is enabled: fed by _publish like the
+        # API server, never waited for; before the resume, so that a resumed case is published
+        self.remote = attach_remote(self, receive=receive_reader_message)
         if cfg.resume:
             from app.engine.resume import resume_open_case
 

@@ -1,12 +1,13 @@
 """The remote publisher's hook into the engine service (``app.engine.service``).
 
-Owns: ``attach(service)`` (builds the publisher when ``remote.enabled``, else nothing) and
+Owns: ``attach(service, receive)`` (builds the publisher when ``remote.enabled``, else nothing) and
 ``RemoteHook``: ``offer`` (the service's publish sink hands every stream message on;
 never blocks), ``wants`` (the streams the publisher needs the engine to produce),
 ``stop``, and the way back into the engine: everything the publisher thread wants done
 in the engine (the touchscreen notice, a reader's message) is put on the engine's queue
 as a ``("call", fn)`` item and runs on the engine thread, in order with everything else.
-May import: the standard library, ``app.remote``, ``app.alarms`` (the notice's kind).
+May import: the standard library, ``app.remote``, ``app.alarms`` (the notice's kind); never
+``app.engine`` (the service hands in what the hook calls back).
 
 A bad ``[remote]`` configuration (a missing password file, a certificate without its key)
 never stops the engine: it is logged and shown as the same low-priority notice, with the
@@ -39,8 +40,10 @@ def _alarm_call(monitor: Any, name: str) -> Callable[..., Any]:
 class RemoteHook:
     """What the service holds while remote monitoring is configured (see the module docstring)."""
 
-    def __init__(self, service: Any, publisher: Publisher | None, problem: str = "") -> None:
+    def __init__(self, service: Any, publisher: Publisher | None, problem: str = "",
+                 receive: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
         self.service = service
+        self.receive = receive
         self.publisher = publisher
         self.problem = problem
         if problem:
@@ -87,18 +90,18 @@ class RemoteHook:
 
     def _deliver(self, msg: rp.ReaderMessage) -> None:
         def apply() -> None:
-            from app.engine.commands import inbox
-
             m = self.service.monitor
-            if m is not None:
-                inbox.receive(m, msg.to_json())
+            if m is not None and self.receive is not None:
+                self.receive(m, msg.to_json())
 
         self._call(apply)
 
 
-def attach(service: Any) -> RemoteHook | None:
+def attach(service: Any, receive: Callable[[Any, dict[str, Any]], None]) -> RemoteHook | None:
     """The hook for ``service`` (an ``EngineService`` whose journal is open), or None when
-    remote monitoring is off."""
+    remote monitoring is off. ``receive(monitor, message)`` shows a reader's message at the
+    OR (``app.engine.commands.inbox.receive``; the engine hands it in, app.remote never
+    imports the engine); it runs on the engine thread."""
     settings = service.config.settings
     if not settings["remote.enabled"]:
         return None
@@ -107,7 +110,7 @@ def attach(service: Any) -> RemoteHook | None:
     except RemoteConfigError as exc:
         log.error("remote monitoring is configured but cannot start: %s", exc)
         return RemoteHook(service, None, str(exc))
-    hook = RemoteHook(service, None)
+    hook = RemoteHook(service, None, receive=receive)
     try:
         hook.publisher = Publisher(cfg, service.config.data_dir / "journal.db", software=f"lnm {__version__}",
                                    deliver=hook._deliver, on_health=hook._notice)

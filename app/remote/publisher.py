@@ -645,7 +645,7 @@ class Publisher:
         base = {"type": "stimulus", "request_id": req.request_id, "reader": req.reader, "case_id": case_id,
                 "index": req.index}
         got = reader.epoch(case_id, req.index) if case_id else None
-        if got is None:
+        if case_id is None or got is None:
             self._history({**base, "found": False})
             return
         measurement, waveform = got

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from app.station import config as sc
@@ -81,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                              "(tls_cert and tls_key in [station])")
     except sc.StationConfigError as exc:
         return _fail(str(exc))
+    from app.station.server import serve
+
     return serve(cfg)
 
 
@@ -115,38 +115,4 @@ def _adduser(args: argparse.Namespace) -> int:
         print(f"{args.username}: broker password set in {args.broker_passwd} (reload the broker: SIGHUP)")
     print(f"{args.username}: saved in {cfg.path} with ORs {', '.join(ors)}; update the broker's ACL "
           f"('lnm station acl --config {cfg.path}')")
-    return 0
-
-
-def serve(cfg: sc.StationConfig, ready: threading.Event | None = None) -> int:
-    """Serve until SIGINT/SIGTERM."""
-    from app.station.server import Station, StationServer
-
-    station = Station(cfg)
-    try:
-        server = StationServer(station)
-    except OSError as exc:
-        station.close()
-        return _fail(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {exc.strerror}")
-    stop = threading.Event()
-
-    def handler(*_: object) -> None:
-        stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    print(f"LNM reading station: open {server.url} (broker {cfg.broker.url()}, {len(cfg.users)} user(s))",
-          flush=True)
-    if ready is not None:
-        ready.set()
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        station.close()
-        for sig, h in old.items():
-            signal.signal(sig, h)
     return 0

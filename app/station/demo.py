@@ -155,8 +155,8 @@ class VirtualOr:
                 except Exception as exc:  # noqa: BLE001 - a refused action is part of some scenarios
                     log.info("demo %s: %s refused: %s", self.appliance, action.cmd, exc)
                     continue
-                if action.cmd == "case.start":
-                    self.cases.append(result.get("case_id"))
+                if action.cmd == "case.start" and result.get("case_id"):
+                    self.cases.append(str(result["case_id"]))
             if self._stop.wait(max(0.0, started + sc.duration_s / self.speed - time.monotonic())):
                 return
             try:
@@ -178,7 +178,7 @@ def run_demo(verbose: bool = False, ors: tuple[tuple[str, str], ...] = DEMO_ORS)
     from app.remote.mosquitto import BrokerError
     from app.station import config as sc
     from app.station.auth import hash_password
-    from app.station.cli import serve
+    from app.station.server import serve
 
     tmp = Path(tempfile.mkdtemp(prefix="lnm-station-demo-"))
     reader_password = secrets.token_urlsafe(9)

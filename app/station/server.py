@@ -2,7 +2,7 @@
 
 Owns: ``Station`` (the users' sessions, one ``ReaderLink`` per logged-in reader, the
 Server-Sent Events fan-out, the audit log, housekeeping) and ``StationServer`` (a threaded
-``http.server``, HTTPS when the configuration has a certificate).
+``http.server``, HTTPS when the configuration has a certificate) and ``serve`` (until SIGINT/SIGTERM).
 May import: the standard library, ``app.station`` (auth, config, link, model).
 
 Routes (every one but the login page and the static files needs a session; every POST
@@ -29,7 +29,9 @@ import json
 import logging
 import queue
 import re
+import signal
 import ssl
+import sys
 import threading
 import time
 from http.cookies import SimpleCookie
@@ -442,4 +444,39 @@ class StationServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"{'https' if self.station.cfg.https else 'http'}://{host}:{port}/"
+
+
+def serve(cfg: StationConfig, ready: threading.Event | None = None) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    station = Station(cfg)
+    try:
+        server = StationServer(station)
+    except OSError as exc:
+        station.close()
+        print(f"lnm station: cannot listen on {cfg.listen_host}:{cfg.listen_port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def handler(*_: object) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    print(f"LNM reading station: open {server.url} (broker {cfg.broker.url()}, {len(cfg.users)} user(s))",
+          flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        station.close()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    return 0

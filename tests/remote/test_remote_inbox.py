@@ -76,9 +76,23 @@ def test_inbox_comes_back_after_a_crash_and_a_new_case_starts_empty(tmp_path):
     s.must("inbox.ack", message="m-1")
     s.monitor.journal.close()  # the engine dies
     s2 = stepped(journal=Journal(path), fake_analysis=True)
+    got = capture(s2)
     assert resume_open_case(s2.monitor, s2.monitor.journal) == case_id
+    # the resumed case tells the touchscreen at once: the banner is back without a new message
+    shown = [m for stream, m, sticky in got if stream == "inbox" and sticky][-1]
+    assert shown["case_id"] == case_id and shown["unacknowledged"] == 1
     box = inbox_of(s2.monitor)
-    assert [m["id"] for m in box.open()] == ["m-2"] and box.find("m-1")["acknowledged"]
+    assert box is s2.monitor.case.inbox  # the case owns it
+    assert [m["id"] for m in box.waiting()] == ["m-2"] and box.find("m-1")["acknowledged"]
     s2.must("case.close")
-    s2.must("case.start", patient_id="P-NEXT", planned_sides=["R"])
+    closed = [m for stream, m, _s in got if stream == "inbox"][-1]
+    assert closed == {"type": "inbox", "case_id": None, "messages": [], "unacknowledged": 0}
+    # between cases: shown, journaled in no case, gone when the next case opens
+    receive(s2.monitor, {**MSG, "id": "m-3", "text": "between cases"})
+    assert [m["id"] for m in inbox_of(s2.monitor).waiting()] == ["m-3"]
+    new_id = s2.must("case.start", patient_id="P-NEXT", planned_sides=["R"])["case_id"]
     assert inbox_of(s2.monitor).messages == []
+    opened = [m for stream, m, _s in got if stream == "inbox"][-1]
+    assert opened == {"type": "inbox", "case_id": new_id, "messages": [], "unacknowledged": 0}
+    assert s2.command("inbox.ack", message="m-3")["error"]["code"] == "invalid_argument"
+    assert not list(s2.monitor.journal.entries(new_id, kinds=["reader_message"], blobs=False))

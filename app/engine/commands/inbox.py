@@ -1,28 +1,31 @@
 """Messages from the remote reader to the OR: ``inbox.ack``, and their delivery (``receive``).
 
-Owns: ``Inbox`` (the reader messages of the open case; rebuilt from the journal when the
-engine comes back), ``receive`` (a validated message from ``app.remote``, run on the
-engine thread through the service's queue: journaled as a ``reader_message`` entry first,
-then announced as an event, as the sticky ``inbox`` stream message the touchscreen shows,
-and by the ``message`` chime, which is not an alarm sound) and the ``inbox.ack`` handler
-(the nurse acknowledges: journaled, and back to the station through the same message).
-May import: ``app.api.protocol``, ``app.engine.commands.registry``; ``app.engine.core`` for types only.
+Owns: ``receive`` (a validated message from ``app.remote``, run on the engine thread
+through the service's queue: journaled as a ``reader_message`` entry first, then announced
+as an event, as the sticky ``inbox`` stream message the touchscreen shows, and by the
+``message`` chime, which is not an alarm sound), the ``inbox.ack`` handler (the nurse
+acknowledges: journaled, and back to the station through the same message), ``inbox_of``
+and ``case_changed`` (the stream told when a case opens, resumes or closes).
+May import: ``app.api.protocol``, ``app.engine.case_state``, ``app.engine.commands.registry``;
+``app.engine.core`` for types only.
 
-What a case owns ends with it: the inbox lives on the open case (``CaseState``) and goes
-when the case closes; a message that arrives between cases is shown and logged only, and
-gone when the next case opens. Nothing here can stimulate, change a setting or touch an
-alarm: a reader's message is text for people.
+What a case owns ends with it: the inbox is part of the open case (``CaseState.inbox``,
+read back from the journal on first use, so a resumed case has its messages and a new one
+starts empty) and goes when the case closes; a message that arrives between cases is
+shown and journaled in no case (``Monitor.idle_inbox``), and gone when the next case
+opens. Nothing here can stimulate, change a setting or touch an alarm: a reader's message
+is text for people.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.api import protocol as p
+from app.engine.case_state import Inbox
 from app.engine.commands.registry import command, who
 
 if TYPE_CHECKING:
@@ -30,35 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lnm.engine")
 
-MAX_MESSAGES = 200  # per case; the oldest acknowledged ones leave the list first
-
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Inbox:
-    """The reader messages of one case (``case_id`` None: between cases)."""
-
-    case_id: str | None
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    def find(self, mid: str) -> dict[str, Any] | None:
-        return next((m for m in self.messages if m["id"] == mid), None)
-
-    def open(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages if not m["acknowledged"]]
-
-    def add(self, msg: dict[str, Any]) -> None:
-        self.messages.append(msg)
-        while len(self.messages) > MAX_MESSAGES:
-            old = next((m for m in self.messages if m["acknowledged"]), self.messages[0])
-            self.messages.remove(old)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "inbox", "case_id": self.case_id, "messages": [dict(m) for m in self.messages],
-                "unacknowledged": len(self.open())}
 
 
 def _message(e: Mapping[str, Any], received_at: str | None) -> dict[str, Any]:
@@ -68,9 +45,10 @@ def _message(e: Mapping[str, Any], received_at: str | None) -> dict[str, Any]:
 
 
 def _from_journal(m: Monitor, case_id: str) -> Inbox:
-    box = Inbox(case_id)
+    box = Inbox()
+    read = getattr(m.journal, "entries", None)  # a journal that keeps nothing (NullJournal) has none to read
     try:
-        entries = [e.payload for e in m.journal.entries(case_id, kinds=["reader_message"], blobs=False)]
+        entries = [e.payload for e in read(case_id, kinds=["reader_message"], blobs=False)] if read else []
     except Exception as exc:  # noqa: BLE001 - a journal that cannot be read: the inbox starts empty
         log.warning("reader messages of case %s not read back from the journal: %s", case_id, exc)
         entries = []
@@ -84,14 +62,24 @@ def _from_journal(m: Monitor, case_id: str) -> Inbox:
 
 
 def inbox_of(m: Monitor) -> Inbox:
-    """The open case's inbox (kept on the case; rebuilt from the journal after a resume)."""
+    """The open case's inbox (read back from the journal on first use), or the one between cases."""
     case = m.case
-    holder: Any = case if case is not None else m
-    box: Inbox | None = getattr(holder, "reader_inbox", None)
-    if box is None or box.case_id != m.case_id:
-        box = _from_journal(m, case.case_id) if case is not None else Inbox(None)
-        holder.reader_inbox = box
-    return box
+    if case is None:
+        return m.idle_inbox
+    if case.inbox is None:
+        case.inbox = _from_journal(m, case.case_id)
+    return case.inbox
+
+
+def _publish(m: Monitor, box: Inbox) -> None:
+    m.ledger.publish("inbox", box.to_json(m.case_id), sticky=True)
+
+
+def case_changed(m: Monitor) -> None:
+    """A case opened, resumed or closed: what arrived between cases is gone, and the
+    touchscreen and the station get the inbox of what is open now (empty for a new case)."""
+    m.idle_inbox = Inbox()
+    _publish(m, inbox_of(m))
 
 
 def receive(m: Monitor, msg: Mapping[str, Any]) -> None:
@@ -108,7 +96,7 @@ def receive(m: Monitor, msg: Mapping[str, Any]) -> None:
     what = "Interpretation" if item["kind"] == "interpretation" else "Message"
     m.ledger.event("message", "reader_message", f"{what} from {item['from']}: {item['text']}", priority="info",
                    detail={"id": item["id"], "reader": item["reader"], "from": item["from"]})
-    m.ledger.publish("inbox", box.to_json(), sticky=True)
+    _publish(m, box)
     annunciator = getattr(m.outputs, "annunciator", None)
     if annunciator is not None:
         try:
@@ -129,7 +117,7 @@ def inbox_ack(m: Monitor, req: p.Request, message: str | None = None) -> dict[st
                              argument="message")
         todo = [] if target["acknowledged"] else [target]
     else:
-        todo = box.open()
+        todo = box.waiting()
     by = who(req)
     now = _now_iso()
     for item in todo:
@@ -139,5 +127,5 @@ def inbox_ack(m: Monitor, req: p.Request, message: str | None = None) -> dict[st
         m.ledger.event("message", "reader_message_acknowledged", f"Message from {item['from']} acknowledged by {by}",
                        priority="info", detail={"id": item["id"], "reader": item["reader"], "who": by})
     if todo:
-        m.ledger.publish("inbox", box.to_json(), sticky=True)
-    return {"acknowledged": [i["id"] for i in todo], "unacknowledged": len(box.open())}
+        _publish(m, box)
+    return {"acknowledged": [i["id"] for i in todo], "unacknowledged": len(box.waiting())}
