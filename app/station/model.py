@@ -44,13 +44,17 @@ class OrModel:
         self.state: dict[str, Any] | None = None
         self.alarms: dict[str, Any] | None = None
         self.health: dict[str, Any] | None = None
-        self.messages: dict[str, Any] | None = None
         self.last_seen: float | None = None  # wall time of the last message from the appliance
         self.refused = 0
         self._reset_case(None)
 
     def _reset_case(self, case_id: str | None) -> None:
         self.case_id = case_id
+        # the reader messages are the case's too; an inbox that came before its case's first
+        # state or event (the appliance publishes them in no fixed order) is kept for it
+        pending: dict[str, Any] | None = getattr(self, "_pending_messages", None)
+        self.messages = pending if pending is not None and pending.get("case_id") == case_id else None
+        self._pending_messages: dict[str, Any] | None = None
         self.events: dict[int, dict[str, Any]] = {}
         self._next: dict[int, int] = {}  # prev -> seq
         self.contiguous = -1  # every event up to this seq is here
@@ -87,7 +91,14 @@ class OrModel:
         if case_id == self.case_id:
             return []
         self._reset_case(case_id)
-        return [self._delta("case", {"case_id": case_id})]
+        out = [self._delta("case", {"case_id": case_id})]
+        if self.messages is not None:
+            out.append(self._delta("messages", self.messages))
+        state_case = (self.state or {}).get("case") or {}
+        if self.state is not None and state_case.get("case_id") != case_id:
+            self.state = None  # the last case's steps and values: gone until the appliance's next state
+            out.append(self._delta("state", None))
+        return out
 
     def _on_status(self, p: Mapping[str, Any]) -> list[dict[str, Any]]:
         if p.get("status") not in ("online", "offline"):
@@ -115,7 +126,11 @@ class OrModel:
     def _on_messages(self, p: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(p.get("messages"), list):
             raise ValueError("messages")
-        if p.get("case_id") not in (None, self.case_id):
+        case_id = p.get("case_id")
+        if case_id is not None and not isinstance(case_id, str):
+            raise ValueError("case_id")
+        if case_id not in (None, self.case_id):
+            self._pending_messages = dict(p)  # a case this station does not follow yet
             return []
         self.messages = dict(p)
         return [self._delta("messages", self.messages)]

@@ -52,6 +52,9 @@ STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/c
 COOKIE = "lnm_station"
 SSE_QUEUE = 5000
 SSE_HEARTBEAT_S = 2.0
+MAX_STREAMS_PER_USER = 4  # a reader's open tabs; a fifth closes the oldest (a reloaded page, a second screen)
+MAX_STREAMS = 64  # live streams of the whole station; beyond it a new one is refused (503)
+SOCKET_TIMEOUT_S = 30.0  # a browser that stops reading is dropped after this long (never a thread held for ever)
 MAX_BODY = 16 * 1024
 _OR_ROUTE = re.compile(r"/api/or/(" + rp.APPLIANCE_ID + r")/(case|message|stimulus/([0-9]{1,12}))")
 SECURITY_HEADERS = {
@@ -72,6 +75,12 @@ class SseClient:
         self.user = user
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=SSE_QUEUE)
         self.overflow = False
+        self.superseded = False  # closed to make room for the same reader's newer stream
+        self.opened = time.monotonic()
+
+    def supersede(self) -> None:
+        """Close this stream (its handler notices within half a second)."""
+        self.superseded = True
 
     def push(self, item: Any) -> None:
         try:
@@ -83,8 +92,11 @@ class SseClient:
 class Station:
     """Everything the request handlers share (see the module docstring)."""
 
-    def __init__(self, cfg: StationConfig, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, cfg: StationConfig, *, connect_timeout_s: float = 5.0,
+                 max_streams: int = MAX_STREAMS, max_streams_per_user: int = MAX_STREAMS_PER_USER) -> None:
         self.cfg = cfg
+        self.max_streams = max_streams
+        self.max_streams_per_user = max_streams_per_user
         self.sessions = Sessions(cfg.session_hours * 3600.0)
         self.audit = AuditLog(cfg.audit_log)
         self.broker = BrokerSettings(cfg.broker, cfg.tls_ca, cfg.topic_prefix)
@@ -170,11 +182,25 @@ class Station:
         for c in clients:
             c.push(deltas)
 
-    def subscribe(self, user: str) -> SseClient:
+    def subscribe(self, user: str) -> SseClient | None:
+        """A new live stream for ``user``; None when the station has ``max_streams`` open.
+        Beyond ``max_streams_per_user`` the user's oldest stream is closed."""
         c = SseClient(user)
         with self._lock:
-            self.clients.setdefault(user, set()).add(c)
+            mine = self.clients.setdefault(user, set())
+            while mine and len(mine) >= self.max_streams_per_user:
+                oldest = min(mine, key=lambda x: x.opened)
+                mine.discard(oldest)
+                oldest.supersede()
+            if sum(len(v) for v in self.clients.values()) >= self.max_streams:
+                return None
+            mine.add(c)
         return c
+
+    def streams(self) -> int:
+        """How many live streams are open."""
+        with self._lock:
+            return sum(len(v) for v in self.clients.values())
 
     def unsubscribe(self, c: SseClient) -> None:
         with self._lock:
@@ -194,6 +220,7 @@ class Handler(BaseHTTPRequestHandler):
 
     server: StationServer
     protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s %s", self.address_string(), format % args)
@@ -244,8 +271,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             n = int(self.headers.get("Content-Length") or 0)
         except ValueError:
+            self.close_connection = True  # the body's end is unknown: this connection carries nothing more
             return None
         if n < 0 or n > MAX_BODY:
+            self.close_connection = True  # the body is never read
             return None
         return self.rfile.read(n)
 
@@ -297,6 +326,11 @@ class Handler(BaseHTTPRequestHandler):
             self._error(503, "not connected to the broker: log in again")
             return
         client = self.station.subscribe(session.user)
+        if client is None:
+            self.station.audit.write(session.user, self.address, "denied", None, path="/api/stream",
+                                     reason="too many live streams")
+            self._error(503, "too many live views are open on this station: close some and reload")
+            return
         self.station.audit.write(session.user, self.address, "view", None, what="tiles",
                                  ors=list(link.models))
         try:
@@ -316,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
                     deltas = client.queue.get(timeout=0.5)
                 except queue.Empty:
                     deltas = None
-                if client.overflow:
+                if client.overflow or client.superseded:
                     break
                 if deltas is not None:
                     batch = list(deltas)
@@ -415,7 +449,11 @@ class Handler(BaseHTTPRequestHandler):
         if body is None:
             self._login_page("The form was too large.", 400)
             return
-        form = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
+        try:
+            form = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
+        except ValueError:  # more fields than a login form has
+            self._login_page("The form was not a login form.", 400)
+            return
         username = (form.get("username") or [""])[0].strip().lower()
         password = (form.get("password") or [""])[0]
         session, message = self.station.login(username, password, self.address)

@@ -222,3 +222,27 @@ def engines(tmp_path):
     yield make
     for e in made:
         e.stop()
+
+
+@pytest.fixture
+def station(broker, tmp_path):
+    """The reading station (``app.station.server``) on a free port of 127.0.0.1, its users the
+    two readers of ``remote_accounts``, its audit log in the test's folder."""
+    from app.remote.mosquitto import free_port
+    from app.station import config as sc
+    from app.station.auth import hash_password
+    from app.station.server import Station, StationServer
+
+    users = {name: sc.User(name, "Dr Anna Rossi" if name == "anna.rossi" else "Dr Ben Kim", tuple(ors),
+                           hash_password(pw)) for name, (pw, ors) in READERS.items()}
+    cfg = sc.StationConfig(tmp_path / "station.toml", "127.0.0.1", free_port(), sc.BrokerAddress.parse(broker.url),
+                           str(broker.tls.ca), audit_log=tmp_path / "audit.log", users=users)
+    st = Station(cfg)
+    server = StationServer(st)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    t.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    st.close()
+

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,10 +14,7 @@ import urllib.request
 import pytest
 
 from app.api.client import EngineClient
-from app.remote.mosquitto import free_port
-from app.station import config as sc
-from app.station.auth import hash_password, verify_audit_log
-from app.station.server import Station, StationServer
+from app.station.auth import verify_audit_log
 from remote_accounts import READERS
 from waiting import wait_until
 
@@ -29,22 +25,6 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                        reason="chromium and chromium-driver are not installed ('make test' installs them as root)"),
 ]
-
-
-@pytest.fixture
-def station(broker, tmp_path):
-    users = {name: sc.User(name, "Dr Anna Rossi" if name == "anna.rossi" else "Dr Ben Kim", tuple(ors),
-                           hash_password(pw)) for name, (pw, ors) in READERS.items()}
-    cfg = sc.StationConfig(tmp_path / "station.toml", "127.0.0.1", free_port(), sc.BrokerAddress.parse(broker.url),
-                           str(broker.tls.ca), audit_log=tmp_path / "audit.log", users=users)
-    st = Station(cfg)
-    server = StationServer(st)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    t.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    st.close()
 
 
 @pytest.fixture
@@ -89,7 +69,6 @@ def click(driver, css):
 
 
 def test_login_is_required_and_wrong_passwords_are_refused(station, browser):
-    from selenium.webdriver.common.by import By
 
     base = station.url
     browser.get(base)
@@ -99,7 +78,8 @@ def test_login_is_required_and_wrong_passwords_are_refused(station, browser):
             urllib.request.urlopen(base + path, timeout=5)
         assert err.value.code == 401
     login(browser, base, "anna.rossi", "wrong password!")
-    assert "Wrong user name or password" in browser.find_element(By.ID, "login-error").text
+    # the form posts and the page is replaced: asked in the page until the new one is there
+    assert wait_until(lambda: "Wrong user name or password" in text(browser, "#login-error"), 10)
     assert browser.current_url.endswith("/login")
     login(browser, base, "anna.rossi", READERS["anna.rossi"][0])
     assert wait_until(lambda: visible(browser, '.tile[data-or="or-1"]'), 10)
