@@ -4,10 +4,11 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 # Debian packages: a virtual display and Mesa for Kivy, PDF rendering for the report
 # tests, the MQTT broker for the reading station (demo and tests), shellcheck and
-# systemd-analyze for the deployment tests, Chromium and its WebDriver for the reading
+# systemd-analyze for the deployment tests, the MQTT command-line clients (checking a
+# broker by hand, deploy/mosquitto/README.md), Chromium and its WebDriver for the reading
 # station's browser tests.
 RUN_PKGS  := xvfb xauth libgl1 libgl1-mesa-dri libegl1 libmtdev1 poppler-utils alsa-utils mosquitto
-TEST_PKGS := $(RUN_PKGS) shellcheck systemd chromium chromium-driver
+TEST_PKGS := $(RUN_PKGS) shellcheck systemd mosquitto-clients chromium chromium-driver
 
 .PHONY: run test bench venv sysdeps-run sysdeps-test clean lint mutation mutation-clean
 

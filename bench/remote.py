@@ -253,7 +253,8 @@ def main() -> int:
         for c in clients:
             for o, seqs in c.events.items():
                 got.setdefault(o, set()).update(seqs)
-        lost = sum(len(set(result[o]) - got.get(o, set())) for o in appliances)
+        missing = sorted((o, q) for o in appliances for q in set(result[o]) - got.get(o, set()))
+        lost = len(missing)
         total = sum(len(result[o]) for o in appliances)
         dropped: dict[str, int] = {}
         for o in appliances:
@@ -266,7 +267,7 @@ def main() -> int:
         print(f"alarm changes delivered to browsers: {len(lat)}; p50 {percentile(lat, 50):.1f} ms, "
               f"p99 {percentile(lat, 99):.1f} ms, max {max(lat) if lat else float('nan'):.1f} ms")
         print(f"events in the ORs' journals: {total}; not delivered to a browser: {lost}; "
-              f"publisher drops: {dropped or 'none'}")
+              f"publisher drops: {dropped or 'none'}" + (f"; not delivered: {missing[:10]}" if missing else ""))
         print(f"station process CPU: {cpu:.2f} cores" + (f"; client errors: {errors}" if errors else ""))
         print(f"REMOTE ors={ORS} alarm_to_station_p99_ms={percentile(lat, 99):.1f} events_lost={lost} "
               f"station_cpu={cpu:.2f} source=synthetic")

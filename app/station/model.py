@@ -232,7 +232,7 @@ class OrModel:
             if self.case_id is not None or p.get("case_id") is None:
                 return []
             out = self._follow(p.get("case_id"))
-        added = 0
+        added: list[dict[str, Any]] = []
         for raw in p.get("events") or []:
             try:
                 ev = self._check_event(raw)
@@ -240,7 +240,10 @@ class OrModel:
                 self.refused += 1
                 continue
             if ev["case_id"] == self.case_id and self._add_event(ev):
-                added += 1
+                added.append(ev)
+        # an event only the backfill brought is news for the tiles as much as a live one (a part
+        # holds at most a few hundred; the browser keeps them in sequence order)
+        out.extend(self._delta("event", ev) for ev in sorted(added, key=lambda e: e["seq"]))
         for raw in p.get("measurements") or []:
             try:
                 self._add_measurement(raw)
@@ -249,7 +252,7 @@ class OrModel:
         if p.get("measurements") is not None:
             self.backfilled = True
         self.last_seen = now
-        out.append(self._delta("backfilled", {"events": added, "last": bool(p.get("last")),
+        out.append(self._delta("backfilled", {"events": len(added), "last": bool(p.get("last")),
                                               "contiguous": self.contiguous}))
         return out
 

@@ -135,15 +135,27 @@ def test_the_model_sees_gaps_and_backfill_closes_them():
     m.apply("event", ev(0, -1), 1.0)
     m.apply("event", ev(4, 2), 1.0)  # 1..3 missing: 2 is this one's predecessor
     assert m.has_gap() and m.contiguous == 0 and m.missing() == [(2, 4)]
-    m.apply_history({"v": 1, "type": "backfill", "case_id": "C", "events": [ev(2, 0)], "last": True}, 2.0)
+    out = m.apply_history({"v": 1, "type": "backfill", "case_id": "C", "events": [ev(2, 0), ev(0, -1)],
+                           "last": True}, 2.0)
     assert not m.has_gap() and m.contiguous == 4 and sorted(m.events) == [0, 2, 4]
+    # what only the backfill brought reaches the browsers like a live event (a duplicate does not)
+    assert [(d["kind"], d["data"].get("seq")) for d in out] == [("event", 2), ("backfilled", None)]
     m.apply("event", ev(4, 2), 1.0)  # a duplicate changes nothing
     assert len(m.events) == 3
     assert m.apply("event", {**ev(5, 4), "seq": "5"}, 1.0) == [] and m.refused == 1
+    m.apply("messages", {"v": 1, "case_id": "C", "messages": [{"id": "m1", "text": "case C"}]}, 2.0)
+    assert m.messages["messages"][0]["text"] == "case C"
+    # the inbox of the next case may come before its first event: kept for it
+    m.apply("messages", {"v": 1, "case_id": "D", "messages": []}, 2.5)
+    assert m.messages["case_id"] == "C"
     # a new case: everything case-scoped starts empty
     out = m.apply("event", ev(0, -1, case="D", kind="case_opened"), 3.0)
     assert out[0]["kind"] == "case" and m.case_id == "D" and list(m.events) == [0]
+    assert m.messages == {"v": 1, "case_id": "D", "messages": []}
+    assert m.state is None and ("state", None) in [(d["kind"], d["data"]) for d in out]  # C's steps and values
     assert m.apply("event", ev(6, 5, case="C"), 3.0) == []  # a late event of the old case
+    m.apply("event", ev(0, -1, case="E", kind="case_opened"), 4.0)
+    assert m.messages is None  # nothing came for E
 
 
 def test_the_model_computes_percent_of_the_baseline_in_force():

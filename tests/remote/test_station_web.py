@@ -69,7 +69,6 @@ def click(driver, css):
 
 
 def test_login_is_required_and_wrong_passwords_are_refused(station, browser):
-
     base = station.url
     browser.get(base)
     assert browser.current_url.endswith("/login")

@@ -84,8 +84,13 @@ function apply(d) {
     case "health": t.health = d.data; break;
     case "messages": t.messages = d.data; break;
     case "event":
-      t.events.push(d.data); if (t.events.length > 50) t.events.shift();
-      if (S.focus === d.or && S.caseView) { S.caseView.events.push(d.data); renderEvents(); drawTrend(); }
+      // live and backfilled events may cross: kept in the journal's sequence order
+      t.events.push(d.data); t.events.sort((a, b) => a.seq - b.seq); if (t.events.length > 50) t.events.shift();
+      if (S.focus === d.or && S.caseView) {
+        const evs = S.caseView.events;
+        if (!evs.some((e) => e.seq === d.data.seq)) { evs.push(d.data); evs.sort((a, b) => a.seq - b.seq); }
+        renderEvents(); drawTrend();
+      }
       break;
     case "measurement":
       if (d.data.source === "APS") {
