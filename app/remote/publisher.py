@@ -256,6 +256,7 @@ class Publisher:
         self._link_events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._unacked: dict[int, int] = {}  # mid -> event seq
         self._sent: collections.deque[list[int]] = collections.deque()  # [seq, acked] in send order
+        self._waiting_since: float | None = None  # monotonic time since which the oldest unconfirmed event waits
         self._acked_cursor = -1
         # the case being published
         self._case_id: str | None = None
@@ -396,10 +397,13 @@ class Publisher:
                 seq = self._unacked.pop(item[1], None)
                 if seq is not None:
                     self._acked(seq)
+                    # the broker confirms: whatever still waits, waits from now
+                    self._waiting_since = time.monotonic() if self._unacked else None
             else:
                 self._cursor = self._acked_cursor
                 self._unacked.clear()
                 self._sent.clear()
+                self._waiting_since = None
 
     def _acked(self, seq: int) -> None:
         for item in self._sent:
@@ -535,6 +539,7 @@ class Publisher:
         self._acked_cursor = -1
         self._unacked.clear()
         self._sent.clear()
+        self._waiting_since = None
 
     def _journal(self) -> JournalReader | None:
         if self._reader is None:
@@ -567,6 +572,8 @@ class Publisher:
                 info = self._client.publish(self.topics.of("event"), data, qos=1, retain=False)
                 self._unacked[info.mid] = seq
                 self._sent.append([seq, 0])
+                if self._waiting_since is None:
+                    self._waiting_since = time.monotonic()
                 self._cursor = cursor = seq
                 self.health.published["event"] += 1
             if not rows or (len(rows) < EVENT_BATCH and not drain):
@@ -667,12 +674,16 @@ class Publisher:
             h.connected = False
             if h.disconnected_since is None:
                 h.disconnected_since = now
-        slow = connected and len(self._unacked) >= MAX_UNACKED
+        # slow: too many events unconfirmed, or the broker confirmed none for notice_after_s
+        # (a hung broker or network keeps the connection open until the keepalive gives up)
+        stalled = (self._waiting_since is not None and bool(self._unacked)
+                   and now - self._waiting_since >= self.config.notice_after_s)
+        slow = connected and (len(self._unacked) >= MAX_UNACKED or stalled)
         down_for = (now - h.disconnected_since) if (not connected and h.disconnected_since is not None) else 0.0
         bad = down_for >= self.config.notice_after_s or slow
         if bad and not self._notice:
             self._notice = True
-            why = ("the broker is slow: events wait to be sent" if slow else
+            why = ("the broker is slow: events wait for its confirmation" if slow else
                    f"no connection to the broker {self.config.broker.url()} for {down_for:.0f} s"
                    + (f" ({h.last_error})" if h.last_error else ""))
             self._on_health(False, why)

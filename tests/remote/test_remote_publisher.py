@@ -5,6 +5,8 @@ engine's loop never held up, the reader ends with every event of the journal."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -85,6 +87,38 @@ def test_broker_killed_mid_case_reader_ends_with_every_event_and_the_engine_neve
         # only pseudonymised data left the appliance
         raw = json.dumps([p for _t, p, _r in spy.messages], default=str)
         assert "PSEUDO-77" in raw and "Secret Surgeon" not in raw
+    finally:
+        link.close()
+
+
+def test_a_hung_broker_is_a_low_notice_and_the_reader_still_gets_everything(broker, engines):
+    """A broker that stops answering but keeps its connections open (a hung host, a stalled
+    network): the events wait unconfirmed; after remote.notice_after_s the touchscreen says
+    so, the engine never waits, and when the broker answers again nothing is missing."""
+    eng = engines(broker, "or-1")
+    link, _deltas = reader(broker)
+    try:
+        case_id = eng.call("case.start", patient_id="P-HUNG", planned_sides=["L"])["case_id"]
+        model = link.models["or-1"]
+        assert wait_until(lambda: model.case_id == case_id and not model.has_gap(), 20)
+        pid = broker.mosquitto.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for i in range(3):
+                eng.call("note.add", text=f"while the broker hangs #{i}")
+            assert wait_until(lambda: "remote_unreachable" in alarm_kinds(eng.call("state.get")), 15)
+            notice = alarm_kinds(eng.call("state.get"))["remote_unreachable"]
+            assert notice["priority"] == "low" and "not affected" in notice["message"], notice
+            assert "slow" in notice["message"], notice  # still connected: the confirmations stopped
+            hung_gap = eng.max_loop_gap
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert wait_until(lambda: "remote_unreachable" not in alarm_kinds(eng.call("state.get")), 30)
+        assert wait_until(lambda: set(eng.journal_events(case_id)) <= set(model.events), 30), (
+            sorted(set(eng.journal_events(case_id)) - set(model.events)))
+        texts = [model.events[s]["text"] for s in sorted(model.events)]
+        assert sum("while the broker hangs" in t for t in texts) == 3
+        assert hung_gap < eng.service.config.stall_s and not eng.guard_tripped
     finally:
         link.close()
 
