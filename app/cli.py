@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cases": ("app.record.cli", "list the cases in the journal"),
     "storage": ("app.record.cli", "show the record's use per case and free space; prune by retention"),
     "config-check": ("app.commands.config_check", "validate a configuration directory"),
+    "station": ("app.station.cli", "the remote reading station (web app); adduser, acl, --demo"),
 }
 
 

@@ -225,6 +225,26 @@ _SCHEMA_LIST: list[Setting] = [
        live=False),
     # user interface
     _s("ui.settings_pin", "", "1234", kind=str, pattern=r"[0-9]{4,8}", doc="PIN for the settings screen"),
+    # remote monitoring (app.remote, docs/remote.md): off by default; read at start-up only.
+    # Plain mqtt:// only to a broker on this machine; anything else is mqtts:// (TLS).
+    _s("remote.enabled", "", False, doc="publish the live case to the reading station's MQTT broker", live=False),
+    _s("remote.broker_url", "", "mqtts://localhost:8883", kind=str,
+       pattern=r"mqtts://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|mqtt://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?",
+       doc="MQTT broker (mqtts://host:port; mqtt:// only to localhost)", live=False),
+    _s("remote.appliance_id", "", "or-1", kind=str, pattern=r"[a-z0-9][a-z0-9-]{0,31}",
+       doc="this appliance's name on the broker (its MQTT user and topic level)", live=False),
+    _s("remote.topic_prefix", "", "lnm", kind=str, pattern=r"[A-Za-z0-9_-]{1,32}(/[A-Za-z0-9_-]{1,32}){0,3}",
+       doc="first topic levels (topics are PREFIX/v1/APPLIANCE/...)", live=False),
+    _s("remote.tls_ca", "", "", kind=str, pattern=r"(/[^\x00-\x1f]{1,255})?",
+       doc="CA certificate file that signed the broker's certificate (empty: the system's CAs)", live=False),
+    _s("remote.tls_cert", "", "", kind=str, pattern=r"(/[^\x00-\x1f]{1,255})?",
+       doc="client certificate file (authenticates the appliance; its CN is the appliance id)", live=False),
+    _s("remote.tls_key", "", "", kind=str, pattern=r"(/[^\x00-\x1f]{1,255})?",
+       doc="private key file of the client certificate", live=False),
+    _s("remote.password_file", "", "", kind=str, pattern=r"(/[^\x00-\x1f]{1,255})?",
+       doc="file holding the appliance's broker password (user: the appliance id)", live=False),
+    _s("remote.notice_after_s", "s", 15.0, 2.0, 300.0,
+       doc="broker unreachable or slow this long before the touchscreen notice", live=False),
 ]
 
 SCHEMA: Mapping[str, Setting] = MappingProxyType({s.key: s for s in _SCHEMA_LIST})

@@ -21,6 +21,7 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
 | storage_problem      | technical     | medium   | until ack   | no        | (none)       |
 | audio_failure        | technical     | high     | until ack   | no        | high, louder |
 | engine_fault         | technical     | high     | until ack   | no        | high, louder |
+| remote_unreachable   | technical     | low      | none        | no        | (none)       |
 | signal_recovered     | physiological | info     | -           | -         | -            |
 | nonrecurrent_nerve_suspected | physiological | info | -       | -         | -            |
 | baseline_set         | physiological | info     | -           | -         | -            |
@@ -35,7 +36,9 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
   is considered ended as soon as it is raised; the latch keeps it until acknowledged.
 - **Escalation** of an alarm left unacknowledged for ``alarms.escalation_s``: medium and
   low go one level up; a high alarm stays high and plays at full volume (``louder``).
-  ``storage_problem`` does not escalate: the patient is still monitored.
+  ``storage_problem`` does not escalate: the patient is still monitored, and neither does
+  ``remote_unreachable`` (the reading station's broker down or slow, ``app.remote``): a
+  notice, never more, since monitoring never depends on the network.
 - ``neuromuscular_blockade_suspected`` concerns both sides at once: it is raised under
   the key ``BOTH`` (``app.alarms.mapping``) and replaces the single-side amplitude
   decrease while it lasts.
@@ -73,6 +76,7 @@ class AlarmKind(str, enum.Enum):  # noqa: UP042
     STORAGE_PROBLEM = "storage_problem"
     AUDIO_FAILURE = "audio_failure"
     ENGINE_FAULT = "engine_fault"
+    REMOTE_UNREACHABLE = "remote_unreachable"
     # information only
     SIGNAL_RECOVERED = "signal_recovered"
     NONRECURRENT_NERVE_SUSPECTED = "nonrecurrent_nerve_suspected"
@@ -233,6 +237,15 @@ _DEFINITIONS = [
         "it has restarted.",
         "Wait for the automatic restart; if it repeats, stop relying on the monitor.",
         escalate_to=H,
+    ),
+    AlarmDefinition(
+        AlarmKind.REMOTE_UNREACHABLE, T, L, Latch.NONE,
+        "Remote reader not connected",
+        "The remote reading station does not receive this case (its network or broker is down or "
+        "slow). Monitoring and alarms here are not affected.",
+        "Nothing to do for the patient. Tell the remote reader by phone if they rely on it; the case "
+        "so far is sent again when the connection returns.",
+        escalate_to=None,
     ),
     AlarmDefinition(
         AlarmKind.SIGNAL_RECOVERED, P, INFO, Latch.NONE,

@@ -224,7 +224,7 @@ def default_socket_path() -> Path:
 # --------------------------------------------------------------------------- command table
 
 OUTPUTS = ("probe", "aps")
-STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms")
+STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms", "inbox")
 FINDINGS = ("normal", "paresis", "palsy", "not_examined")  # app.rules.procedure.Finding
 TS_CHECKS = (  # app.rules.procedure.Check, in INMSG order
     "current_delivered",  # is the current delivered as set (measured vs set)?
@@ -433,6 +433,9 @@ COMMAND_LIST: list[Command] = [
         _a("decision", "enum", choices=STAGING_DECISIONS, required=True),
         _a("reason", "str", required=True, max_len=500),
     ), needs_case=True),
+    Command("inbox.ack", "acknowledge a remote reader's message (default: every one not yet acknowledged)", (
+        _a("message", "str", pattern=r"[A-Za-z0-9_-]{1,64}", max_len=64, doc="the message's id"),
+    )),
     Command("note.add", "a free-text note in the case record", (
         _a("text", "str", required=True, max_len=2000),
     ), needs_case=True),

@@ -664,8 +664,8 @@ class ApiServer:
             c.last_state_sent = -1e9
         self._update_streams()
         self._send(c, p.reply_ok(req_id, {"streams": sorted(streams), "state_hz": round(1.0 / period, 3)}))
-        with self._lock:  # the latest state and alarm messages at once
-            for stream in ("state", "alarms"):
+        with self._lock:  # the latest state, alarm and reader-inbox messages at once
+            for stream in ("state", "alarms", "inbox"):
                 if stream in streams and stream in self._latest:
                     self._enqueue(c, self._latest[stream], is_stream=True)
                     if stream == "state":

@@ -1,7 +1,7 @@
 """What a case owns: one value, created when the case opens, gone when it closes.
 
 Owns: ``CaseState`` (everything that describes the patient of the open case), its parts
-(``TubeCheck``, ``Trend``, ``EmgChunk``), its serialisation for the engine-state entry
+(``TubeCheck``, ``Trend``, ``EmgChunk``, ``Inbox``), its serialisation for the engine-state entry
 (``to_json``/``restore``), and the decisions on what may cross from one case to the next
 (``PRE_CASE_TUBE_CHECK_S``, ``CASE_ALARM_KINDS``).
 May import: ``app.model``, ``app.alarms`` (the catalogue), ``app.settings``,
@@ -39,6 +39,10 @@ all of it goes with the case (the record keeps it).
 - **Stimulator.** At close both outputs stop, and current, rate, pulse width, the probe's
   site, side and step and the continuous electrode's side go back to the configured
   values. Chosen while no case is open, they are kept for the case that opens next.
+- **Reader messages.** The remote reader's messages to the OR (``Inbox``, handled by
+  ``app.engine.commands.inbox``) are the case's: journaled in it, in its report, and gone
+  from the touchscreen when it closes. A message that arrives while no case is open is
+  shown and journaled in no case; it is gone when the next case opens.
 - **Not the case's:** the board link, its clock and faults, cautery detection (the room
   now), the free-running detector's noise estimate, storage and audio health, and the
   engine's diagnostic counters.
@@ -133,6 +137,37 @@ class EmgChunk:
         return data, int(first or 0), float(t or 0.0), rate
 
 
+class Inbox:
+    """The remote reader's messages of one case, oldest first, each a dict (``app.engine.commands.inbox``
+    makes and changes them); beyond ``limit`` the oldest acknowledged one leaves the list first."""
+
+    __slots__ = ("messages", "limit")
+
+    def __init__(self, limit: int = 200) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.limit = limit
+
+    def find(self, mid: str) -> dict[str, Any] | None:
+        """The message with this id, or None."""
+        return next((m for m in self.messages if m["id"] == mid), None)
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """The messages not yet acknowledged, oldest first."""
+        return [m for m in self.messages if not m["acknowledged"]]
+
+    def add(self, msg: dict[str, Any]) -> None:
+        """Keep one more message (the list stays within ``limit``)."""
+        self.messages.append(msg)
+        while len(self.messages) > self.limit:
+            old = next((m for m in self.messages if m["acknowledged"]), self.messages[0])
+            self.messages.remove(old)
+
+    def to_json(self, case_id: str | None) -> dict[str, Any]:
+        """The ``inbox`` stream message (``case_id`` None: between cases)."""
+        return {"type": "inbox", "case_id": case_id, "messages": [dict(m) for m in self.messages],
+                "unacknowledged": len(self.waiting())}
+
+
 def _events(kept: int = 2000) -> collections.deque[dict[str, Any]]:
     return collections.deque(maxlen=kept)
 
@@ -160,6 +195,7 @@ class CaseState:
     irritation_active: dict[str, float] = field(default_factory=dict)  # side -> onset of an episode going on
     events: collections.deque[dict[str, Any]] = field(default_factory=_events)
     emg_chunk: EmgChunk = field(default_factory=EmgChunk)
+    inbox: Inbox | None = None  # the reader's messages; None until read back from the journal (first use)
 
     # fields the engine-state entry leaves out, and why
     NOT_IN_SNAPSHOT = {
@@ -175,6 +211,7 @@ class CaseState:
         "irritation_active": "an episode going on when the engine stopped: the restarted detector starts afresh",
         "events": "in the journal; the list in memory restarts with the resume",
         "emg_chunk": "a write buffer of at most emg_chunk_s; its EMG is lost with the engine",
+        "inbox": "rebuilt from the journal's reader_message entries on first use",
     }
 
     def to_json(self, origin: float) -> dict[str, Any]:

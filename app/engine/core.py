@@ -54,7 +54,7 @@ from app.api import protocol as p
 from app.engine import lifecycle
 from app.engine.alarm_desk import AlarmDesk
 from app.engine.board import BoardDesk, fault_names
-from app.engine.case_state import CaseState
+from app.engine.case_state import CaseState, Inbox
 from app.engine.commands import dispatch
 from app.engine.commands import documents as _documents
 from app.engine.commands.documents import snapshot as _snapshot
@@ -152,6 +152,7 @@ class Monitor:
                                self.tube)
         self.selftest: SelfTest | None = None  # the last self-test and the nurse's confirmations
         self.relaxations = Relaxations()  # protected limits relaxed beyond their defaults, and since when
+        self.idle_inbox = Inbox()  # reader messages that arrive while no case is open (app.engine.commands.inbox)
         self.relaxations.update(settings, clock.now())
 
     # ================================================================== shared state

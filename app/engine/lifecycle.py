@@ -1,7 +1,7 @@
 """A case's life in the engine: opened, closed, brought back after a crash.
 
 Owns: ``open_case_state`` (a new ``CaseState`` and every room told: case clock, journal,
-engine-state entries, tube check), ``close_case`` (the end of everything the case owns, as
+engine-state entries, tube check, the reader's inbox), ``close_case`` (the end of everything the case owns, as
 ``app.engine.case_state`` describes, journaled in the closing case before its closing
 entry), ``case_summary``, ``restore_engine_state`` and ``resume_case`` (crash resume, see
 ``app.engine.resume``).
@@ -61,7 +61,16 @@ def open_case_state(m: Monitor, case_id: str, case_data: Mapping[str, Any], orig
     m.ledger.attach(case_id, case.events)
     m.persist.case_opened()
     m.alarm_desk.case_opened(origin)
+    _inbox_changed(m)
     return case
+
+
+def _inbox_changed(m: Monitor) -> None:
+    """The reader's inbox follows the case (``app.engine.commands.inbox``; imported here, at
+    call time, because the command rooms import this module)."""
+    from app.engine.commands.inbox import case_changed
+
+    case_changed(m)
 
 
 def case_summary(m: Monitor, case: CaseState) -> dict[str, Any]:
@@ -118,6 +127,7 @@ def close_case(m: Monitor, who: str | None, note: str | None,
     m.tube.waiting = None  # a check of the next patient is one made from now on
     m.stim.reset(m.settings)
     m.alarm_desk.case_closed()
+    _inbox_changed(m)
     return case.case_id, summary
 
 

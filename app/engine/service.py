@@ -134,13 +134,16 @@ class EngineService:
         self.resumed_case: str | None = None
         self._wants: set[str] = set()
         self.worker: ThreadPoolExecutor | None = None
+        self.remote: Any = None  # app.remote.hook.RemoteHook while [remote] is enabled
 
     # ------------------------------------------------------------------ start
 
     def _open(self) -> None:
+        from app.engine.commands.inbox import receive as receive_reader_message
         from app.engine.documents import Documents
         from app.engine.outputs import make_outputs
         from app.record.journal import Journal
+        from app.remote.hook import attach as attach_remote
         from app.settings import load as load_settings
         from firmware_bridge.link import BoardLink
 
@@ -160,6 +163,9 @@ class EngineService:
         self.outputs = make_outputs(self.monitor.alarms, self.clock, cfg.settings, audio=cfg.audio, gpio=cfg.gpio,
                                     on_footswitch=lambda ev: self.monitor.footswitch(ev) if self.monitor else None)
         self.monitor.outputs = self.outputs
+        # the remote publisher (app.remote), when [remote] is enabled: fed by _publish like the
+        # API server, never waited for; before the resume, so that a resumed case is published
+        self.remote = attach_remote(self, receive=receive_reader_message)
         if cfg.resume:
             from app.engine.resume import resume_open_case
 
@@ -207,6 +213,8 @@ class EngineService:
         self.queue.put(("cmd", req, respond))
 
     def _publish(self, stream: str, message: Any, sticky: bool) -> None:
+        if self.remote is not None:
+            self.remote.offer(stream, message)  # never blocks (app.remote.publisher.OutQueue)
         server = self.server
         if server is None:
             return
@@ -220,7 +228,7 @@ class EngineService:
                 "list": self.supervisor.snapshot()}
 
     def _wanted(self, stream: str) -> bool:
-        return stream in self._wants
+        return stream in self._wants or (self.remote is not None and self.remote.wants(stream))
 
     # ------------------------------------------------------------------ run
 
@@ -332,6 +340,8 @@ class EngineService:
             self._supervision_entry(item[1])
         elif kind == "fault":
             raise ThreadFailure(item[1])
+        elif kind == "call":  # work another thread (the remote publisher) needs done on the engine thread
+            item[1]()
 
     def _send_to_board(self) -> None:
         from firmware_bridge.link import LinkDown
@@ -526,6 +536,8 @@ class EngineService:
             except Exception as exc:  # noqa: BLE001
                 log.error("while stopping: %s", exc)
         self.notifier.stopping()
+        if self.remote is not None:
+            self.remote.stop()
         if self.worker is not None:
             self.worker.shutdown(wait=True, cancel_futures=True)
         if self.server is not None:

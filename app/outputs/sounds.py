@@ -42,6 +42,7 @@ Feedback tones (what each sound means; one sound per probe stimulus)
 | reminder        | one soft alarm-timbre pulse, 440 Hz, 150 ms              | alarm audio is OFF (repeated every ``alarms.audio_off_reminder_s``) |
 | mark            | two quick rising notes, 1319 -> 1760 Hz                   | footswitch press registered (snapshot / event mark) |
 | selftest        | rising chime C5-E5-G5 with harmonics                      | start-up check of the loudspeaker |
+| message         | soft two-note bell, G5 -> E5 (784 -> 659 Hz), 2 x 100 ms  | a remote reader's message (no alarm) |
 
 Design choices behind the table:
 
@@ -284,6 +285,14 @@ def _tone_selftest(rate: int) -> np.ndarray:
     return 0.7 * _notes((523.0, 659.0, 784.0), 0.150, rate, _HARMONICS)
 
 
+def _tone_message(rate: int) -> np.ndarray:
+    n = int(0.100 * rate)
+    t = np.arange(n) / rate
+    notes = [(np.sin(2 * np.pi * f * t) + 0.15 * np.sin(2 * np.pi * 2 * f * t)) * np.exp(-t / 0.12)
+             * _env(n, rate, 0.008, 0.030) / 1.15 for f in (784.0, 659.0)]
+    return 0.45 * np.concatenate(notes)
+
+
 _TONE_BUILDERS = {
     "stimulus": _tone_stimulus,
     "response-left": lambda rate: _bell(988.0, rate),
@@ -292,6 +301,7 @@ _TONE_BUILDERS = {
     "reminder": _tone_reminder,
     "mark": _tone_mark,
     "selftest": _tone_selftest,
+    "message": _tone_message,
 }
 
 FEEDBACK_TONES: Mapping[str, ToneSpec] = MappingProxyType(
@@ -310,6 +320,8 @@ FEEDBACK_TONES: Mapping[str, ToneSpec] = MappingProxyType(
                          "two quick rising notes 1319-1760 Hz", 1319.0),
         "selftest": ToneSpec("selftest", "loudspeaker start-up check",
                              "rising chime C5-E5-G5", 523.0),
+        "message": ToneSpec("message", "a message from the remote reader is shown (not an alarm)",
+                            "soft two-note bell G5-E5 (784-659 Hz), 2 x 100 ms", 784.0),
     }
 )
 

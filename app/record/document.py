@@ -154,6 +154,7 @@ class _Builder:
         self.irritation: list[dict[str, Any]] = []
         self.cautery: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
+        self.reader_messages: dict[str, dict[str, Any]] = {}  # the remote reader's messages, by id
         self.snapshots: list[dict[str, Any]] = []
         self.storage: list[dict[str, Any]] = []
         self.engine: list[dict[str, Any]] = []
@@ -567,6 +568,16 @@ class _Builder:
             text += f" ({detail})"
         self._event(e, "operator", text, d.get("side") if d.get("side") in SIDES else None, action=action)
 
+    def _on_reader_message(self, e: Entry, p: Mapping[str, Any]) -> None:
+        """A remote reader's message (or interpretation) and the OR's acknowledgement."""
+        if p["event"] == "received":
+            self.reader_messages[p["id"]] = {
+                "t_s": _r(e.t_s, 3), "wall": e.wall, "kind": p.get("kind") or "message", "text": p.get("text"),
+                "from": (p.get("from") or p["reader"]) if self.identified else "remote reader",
+                "acknowledged_t_s": None, "acknowledged_by": None}
+        elif p["id"] in self.reader_messages:
+            self.reader_messages[p["id"]].update(acknowledged_t_s=_r(e.t_s, 3), acknowledged_by=p.get("who"))
+
     def _on_note(self, e: Entry, p: Mapping[str, Any]) -> None:
         self.notes.append({"t_s": _r(e.t_s, 3), "wall": e.wall, "text": p["text"], "who": p.get("who")})
 
@@ -764,6 +775,7 @@ class _Builder:
                                                               "PROBE", "APS")},
             "emg_stream": self.emg,
             "notes": self.notes,
+            "reader_messages": list(self.reader_messages.values()),
             "snapshots": self.snapshots,
             "engine": self.engine,
             "storage": self.storage,

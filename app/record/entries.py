@@ -66,6 +66,11 @@ los_type           side, los_type (1 segmental, 2 global), who?, detail?
 staging            recommendation, decision? ("proceed_second_side", "postpone_second_side",
                    null while undecided), reason?, who?, side?
 note               text, who?
+reader_message     event ("received", "acknowledged"), id, reader (station user), from?
+                   (the reader's name), text?, kind? ("message", "interpretation"), sent_at?,
+                   received_at?, who? (who acknowledged it at the OR), acknowledged_at?. A
+                   remote reader's message to the OR (``app.engine.commands.inbox``) and the OR's
+                   acknowledgement.
 snapshot           label?, who?, stimulus_index?
 link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
 engine             event ("started", "resumed", "fault", "stopped", ...), detail?, version?
@@ -205,6 +210,11 @@ KINDS: dict[str, Kind] = {
         _k("staging", "staging recommendation and the surgeon's decision", {"recommendation": (str,)},
            {"decision": (str, NONE), "reason": (str, NONE), "who": (str, NONE), "side": (str, NONE)}),
         _k("note", "a free-text note", {"text": (str,)}, {"who": (str, NONE)}),
+        _k("reader_message", "a remote reader's message to the OR, or its acknowledgement",
+           {"event": (str,), "id": (str,), "reader": (str,)},
+           {"from": (str, NONE), "text": (str, NONE), "kind": (str, NONE), "sent_at": (str, NONE),
+            "received_at": (str, NONE), "who": (str, NONE), "acknowledged_at": (str, NONE)},
+           {"event": ("received", "acknowledged"), "kind": ("message", "interpretation", None)}),
         _k("snapshot", "an operator mark", {},
            {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
         _k("link", "board link events", {"event": (str,)}, {"detail": (object,)}),

@@ -475,6 +475,7 @@ def write_pdf(doc: Mapping[str, Any], path: Any, waveform_of: WaveformFn | None 
     story += _timeline(doc)
     story += _irritation(doc)
     story += _notes(doc)
+    story += _reader_messages(doc)
     story += _closeout(doc)
     story += _signatures(doc)
     story += _settings(doc)
@@ -959,6 +960,21 @@ def _notes(doc: Mapping[str, Any]) -> list[Any]:
     for n in notes:
         who = f" ({n['who']})" if n.get("who") else ""
         out.append(Paragraph(f"<b>{F.clock(n.get('t_s'))}</b>{escape(who)}: {escape(str(n.get('text')))}", BODY))
+    return out
+
+
+def _reader_messages(doc: Mapping[str, Any]) -> list[Any]:
+    """The remote reader's messages and interpretations, with the OR's acknowledgement (none: no section)."""
+    msgs = doc.get("reader_messages") or []
+    if not msgs:
+        return []
+    out: list[Any] = [Paragraph("Remote neuromonitoring: the reader's messages", H2)]
+    for m in msgs:
+        what = "Interpretation" if m.get("kind") == "interpretation" else "Message"
+        ack = (f"acknowledged at {F.clock(m['acknowledged_t_s'])} by {m.get('acknowledged_by') or 'the OR'}"
+               if m.get("acknowledged_t_s") is not None else "not acknowledged")
+        out.append(Paragraph(f"<b>{F.clock(m.get('t_s'))}</b> {what} from {escape(str(m.get('from')))}: "
+                             f"{escape(str(m.get('text')))} ({escape(ack)})", BODY))
     return out
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from app.api.client import EngineClient, EngineUnavailable
 
-DEFAULT_STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms")
+DEFAULT_STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms", "inbox")
 
 # Commands that legitimately take long (PDF, USB copy): their own reply deadline.
 SLOW_COMMANDS = {"report.get": 60.0, "export.usb": 120.0, "case.close": 20.0, "selftest.run": 15.0}

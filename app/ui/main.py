@@ -50,6 +50,7 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: E402
 
 from app.ui.data import EmgRing, EpochStore, EventLog, SiteHistory, TrendStore  # noqa: E402
 from app.ui.link import EngineLink, Reply  # noqa: E402
+from app.ui.reader_banner import ReaderMessageBanner  # noqa: E402
 from app.ui.widgets import AlarmBanner, MessageBar, NavBar, TButton  # noqa: E402
 
 NAV = (  # (screen, label); "case" resolves to set-up or end of case
@@ -131,6 +132,9 @@ class LnmApp(App):
         Builder.load_file(os.path.join(os.path.dirname(__file__), "main.kv"))
         root = Root()
         self.banner: AlarmBanner = root.ids.banner
+        self.reader_banner = ReaderMessageBanner()  # the remote reader's messages (app.ui.reader_banner)
+        root.add_widget(self.reader_banner, index=len(root.children) - 1)
+        self.inbox: dict[str, Any] = {}
         self.message_bar: MessageBar = root.ids.message
         self.sm: ScreenManager = root.ids.sm
         self.sm.transition = NoTransition()
@@ -316,6 +320,8 @@ class LnmApp(App):
                 self.emg.add(msg)
             elif kind == "alarms":
                 self.alarms = msg
+            elif kind == "inbox":
+                self.inbox = msg
             elif kind == "event":
                 self.events.add(msg)
                 self._on_event(msg)
@@ -329,6 +335,7 @@ class LnmApp(App):
         if got_state is not None:
             self._on_state(got_state)
         self.banner.show(self.alarms, health)
+        self.reader_banner.show(self.inbox, (self.state.get("case") or {}).get("case_id"))
         scr = self.screens.get(self.sm.current)
         if scr is not None:
             scr.frame()

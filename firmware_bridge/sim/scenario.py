@@ -57,7 +57,7 @@ EXPECT_KINDS = frozenset({
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
     "loss_of_signal_continued", "neuromuscular_blockade_suspected",
     "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
-    "staging_recommended", "spontaneous_activity", "cautery",
+    "remote_unreachable", "staging_recommended", "spontaneous_activity", "cautery",
 })
 _CMD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -27,7 +27,8 @@ def test_every_engine_command_has_exactly_one_registered_handler():
     engine_commands = set(p.COMMANDS) - SERVER_COMMANDS
     assert set(HANDLERS) == engine_commands
     modules = {h.__module__.rsplit(".", 1)[1] for h in HANDLERS.values()}
-    assert modules == {"case", "stimulation", "procedure", "alarms", "documents", "settings", "simulation", "state"}
+    assert modules == {"case", "stimulation", "procedure", "alarms", "documents", "settings", "simulation", "state",
+                       "inbox"}
 
 
 def test_a_handler_for_an_unknown_or_an_already_handled_command_is_refused_at_import():

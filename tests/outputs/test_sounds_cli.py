@@ -14,7 +14,7 @@ from app.settings import Settings
 EXPECTED = [
     "alarm-high.wav", "alarm-medium.wav", "alarm-low.wav",
     "tone-stimulus.wav", "tone-response-left.wav", "tone-response-right.wav",
-    "tone-no-current.wav", "tone-reminder.wav", "tone-mark.wav", "tone-selftest.wav",
+    "tone-no-current.wav", "tone-reminder.wav", "tone-mark.wav", "tone-selftest.wav", "tone-message.wav",
 ]
 
 
