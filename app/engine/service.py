@@ -176,9 +176,10 @@ class EngineService:
         timeout = float(cfg.settings["link.timeout_ms"]) / 1000.0
         self.link = BoardLink(cfg.board_url, clock=self.clock, heartbeat_s=hb, timeout_s=timeout,
                               on_message=lambda m: self.queue.put(("msg", m)),
-                              on_event=lambda e: self.queue.put(("link", e.kind.value, e.detail)))
+                              on_event=lambda e: self.queue.put(("link", e.kind.value, e.detail, e.data)))
+        self.monitor.link_health = self.link.health  # thread-safe counters (state, status, journal, report)
         self.link.start()
-        link_threads = _threads_of(self.link, "_threads")
+        link_threads = self.link.threads()
         if not link_threads:
             log.error("the board link shows no threads: its reader and supervisor are NOT supervised")
         jobs = {"reader": "frames from the board", "supervisor": "heartbeats to the board, loss detection"}
@@ -186,7 +187,8 @@ class EngineService:
             role = t.name.rsplit("-", 1)[-1]
             sup.watch(t.name, f"board link {role} ({jobs.get(role, 'board link')})", Policy.FAIL_SAFE,
                       alive=t.is_alive, heartbeat=False)
-        for t in _threads_of(getattr(self.outputs, "audio", None), "_thread"):
+        audio = getattr(self.outputs, "audio", None)
+        for t in audio.threads() if hasattr(audio, "threads") else _threads_of(audio, "_thread"):
             if t.is_alive():
                 sup.watch("audio-writer", "loudspeaker writer (alarm sounds)", Policy.FAIL_SAFE, alive=t.is_alive,
                           heartbeat=False)
@@ -296,7 +298,7 @@ class EngineService:
         if kind == "msg":
             m.board_message(item[1])
         elif kind == "link":
-            m.link_event(item[1], item[2])
+            m.link_event(item[1], item[2], item[3] if len(item) > 3 else None)
         elif kind == "cmd":
             req, respond = item[1], item[2]
             if req.expired(time.monotonic()):
