@@ -345,7 +345,7 @@ class BoardDesk:
         out: list[HostMessage] = []
         for msg in msgs:
             if isinstance(msg, Stimulate):
-                msg = self.stim.issue(msg)
+                msg = self.stim.issue(msg, now)
                 if msg.mode is StimMode.CONTINUOUS:
                     self.flow.output(now, msg.output, msg.rate_mHz / 1000.0)
                 elif msg.mode is StimMode.STOP:

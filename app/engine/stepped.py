@@ -164,6 +164,10 @@ class SteppedSystem:
                     "tokens_stripped": self.counters["tokens_stripped"]})
         return out
 
+    def to_engine(self, data: bytes) -> None:
+        """Bytes for the engine as if the board had sent them (arriving at the next ``pump``)."""
+        self._to_engine += data
+
     def fault(self, line: str) -> str:
         """A command for the fault plan (``faults`` syntax); its one-line answer. Bytes it
         makes go out now: towards the engine at the next ``pump``, towards the board at once."""

@@ -25,7 +25,9 @@ board *delivered* it, never to a selection made after it (an epoch reaches the e
   selection: a stimulus delivered before the change, or less than ``SELECTION_MARGIN_S``
   after it, keeps the old selection (the board-time mapping runs late by the smallest
   transport delay seen, a few milliseconds; the margin covers it, so a stimulus is never
-  given a selection made after it).
+  given a selection made after it). One thing is certain without the margin: the pulses
+  of a run the engine started (a Stimulate sent to an output that was not stimulating)
+  come after that command, so every change made before it is in force for them.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class Stimulator:
         self._tokens: dict[Output, OrderedDict[int, Selection]] = {o: OrderedDict() for o in Output}
         self._changes: dict[Output, deque[tuple[float, Selection]]] = {
             o: deque(maxlen=CHANGES_KEPT) for o in Output}
+        self._starts: dict[Output, deque[float]] = {o: deque(maxlen=CHANGES_KEPT) for o in Output}
+        self._running: dict[Output, bool] = dict.fromkeys(Output, False)  # as last commanded
         self.reset(settings)
 
     def reset(self, settings: Settings) -> None:
@@ -137,9 +141,16 @@ class Stimulator:
                 hist.append((now, sel))
         return changed
 
-    def issue(self, msg: Stimulate) -> Stimulate:
-        """``msg`` with a new configuration token remembered with the selection now (STOP,
-        and every command to a board without tokens, go as they are)."""
+    def issue(self, msg: Stimulate, now: float) -> Stimulate:
+        """``msg`` on its way to the board at engine-clock time ``now``: with a new
+        configuration token remembered with the selection now (STOP, and every command to
+        a board without tokens, go as they are); the start of a run is remembered."""
+        out = Output(msg.output)
+        if msg.mode is StimMode.STOP:
+            self._running[out] = False
+        elif not self._running[out]:
+            self._starts[out].append(now)  # every pulse it causes comes after this
+            self._running[out] = msg.mode is StimMode.CONTINUOUS
         if not self.tokens_supported or msg.mode is StimMode.STOP:
             return msg
         token = self._next_token
@@ -160,8 +171,13 @@ class Stimulator:
         hist = self._changes[Output(output)]
         if not hist:
             return self.selection(output)
+        surely_after = clock_t - SELECTION_MARGIN_S
+        for start in reversed(self._starts[Output(output)]):
+            if start <= clock_t:  # the run it belongs to began with a command sent then
+                surely_after = max(surely_after, start)
+                break
         for t, sel in reversed(hist):
-            if t + SELECTION_MARGIN_S <= clock_t:
+            if t <= surely_after:
                 return sel
         return hist[0][1]  # before every change remembered: the oldest selection known
 

@@ -62,7 +62,10 @@ staging            recommendation, decision? ("proceed_second_side", "postpone_s
                    null while undecided), reason?, who?, side?
 note               text, who?
 snapshot           label?, who?, stimulus_index?
-link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
+link               event ("connected", "lost", "reconnected", "board_fault", "invalid_data",
+                   "data_valid", "incompatible", "board_accepted", "board_restarted",
+                   "data_missing", "data_missing_ended", "health" (the link's counters when
+                   a case opens, every minute and when it closes), ...), detail?
 engine             event ("started", "resumed", "fault", "stopped", ...), detail?, version?
 storage            event ("problem", "recovered", "rescued", "low_space"), message?, queued?,
                    dropped?; low_space: free_bytes, hours_left, bytes_per_hour, min_hours
