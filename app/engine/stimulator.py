@@ -32,6 +32,7 @@ board *delivered* it, never to a selection made after it (an epoch reaches the e
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -93,6 +94,7 @@ class Stimulator:
             o: deque(maxlen=CHANGES_KEPT) for o in Output}
         self._starts: dict[Output, deque[float]] = {o: deque(maxlen=CHANGES_KEPT) for o in Output}
         self._running: dict[Output, bool] = dict.fromkeys(Output, False)  # as last commanded
+        self._stopped_at: dict[Output, float] = dict.fromkeys(Output, -math.inf)
         self.reset(settings)
 
     def reset(self, settings: Settings) -> None:
@@ -147,10 +149,17 @@ class Stimulator:
         a board without tokens, go as they are); the start of a run is remembered."""
         out = Output(msg.output)
         if msg.mode is StimMode.STOP:
+            if self._running[out]:
+                self._stopped_at[out] = now
             self._running[out] = False
         elif not self._running[out]:
-            self._starts[out].append(now)  # every pulse it causes comes after this
+            # every pulse it causes comes after this (unless a pulse of the last run, mapped
+            # late, could pass for one of this run: then the margin alone decides)
+            if now - self._stopped_at[out] >= SELECTION_MARGIN_S:
+                self._starts[out].append(now)
             self._running[out] = msg.mode is StimMode.CONTINUOUS
+            if msg.mode is StimMode.SINGLE:
+                self._stopped_at[out] = now
         if not self.tokens_supported or msg.mode is StimMode.STOP:
             return msg
         token = self._next_token
