@@ -187,16 +187,17 @@ class SteppedSystem:
         self.pump()
 
     def _from_board(self, now: float) -> bytes:
-        data = self.board.poll()
+        data = bytes(self._to_engine)  # sent before what the board sends now
+        self._to_engine.clear()
+        polled = self.board.poll()
         if self.faults is not None:
-            data = self.faults.process("board", data, now) if data else b""
+            data += self.faults.process("board", polled, now) if polled else b""
             released = self.faults.release(now)
             data += released.get("board", b"")
             if released.get("host"):
                 self.board.receive(released["host"])
-        if self._to_engine:
-            data += bytes(self._to_engine)
-            self._to_engine.clear()
+        else:
+            data += polled
         return data
 
     def pump(self) -> None:
