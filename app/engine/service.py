@@ -188,7 +188,7 @@ class EngineService:
             sup.watch(t.name, f"board link {role} ({jobs.get(role, 'board link')})", Policy.FAIL_SAFE,
                       alive=t.is_alive, heartbeat=False)
         audio = getattr(self.outputs, "audio", None)
-        for t in audio.threads() if hasattr(audio, "threads") else _threads_of(audio, "_thread"):
+        for t in audio.threads() if audio is not None else []:
             if t.is_alive():
                 sup.watch("audio-writer", "loudspeaker writer (alarm sounds)", Policy.FAIL_SAFE, alive=t.is_alive,
                           heartbeat=False)
@@ -544,13 +544,6 @@ class EngineService:
     def _restore_signals(old: dict[int, Any]) -> None:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-def _threads_of(owner: Any, attribute: str) -> list[threading.Thread]:
-    """The threads an object keeps in ``attribute`` (a thread or a list of them)."""
-    value = getattr(owner, attribute, None) if owner is not None else None
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return [t for t in items if isinstance(t, threading.Thread)]
 
 
 def default_data_dir() -> Path:
