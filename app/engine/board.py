@@ -430,7 +430,7 @@ class BoardDesk:
         if not self.link_up:
             return "unknown", "the board link is down"
         if self.board_state == "refused":
-            return "unknown", "the board is not supported"
+            return "unknown", "the board is not supported: stimulation is unavailable"
         if self.board_state != "accepted":
             return "unknown", "the board has not identified itself yet"
         for key in (f"epochs:{Output(output).name}", "status"):

@@ -246,6 +246,9 @@ def test_protocol_version_2_is_refused_with_the_alarm_and_no_stimulation(tmp_pat
     assert not s.board.truth and not s.board.stimulating
     st = s.command("state.get")["result"]
     assert st["stim"]["aps"]["state"] == "unknown" and st["link"]["board"] == "refused"
+    assert st["stim"]["aps"]["state_reason"] == "the board is not supported: stimulation is unavailable"
+    assert "APS stimulation UNKNOWN (commanded on): the board is not supported: stimulation is unavailable" \
+        in format_status(st)
     assert "BOARD NOT SUPPORTED: board VB-V2 (firmware future 2.0) claims protocol version 2" in format_status(st)
     # refused before the case opened: the case's record says so from its start
     board = _link_entries(s, "health")[0].payload["detail"]["board"]
