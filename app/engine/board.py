@@ -455,7 +455,8 @@ class BoardDesk:
     def link_json(self) -> dict[str, Any]:
         """The state's compact ``link`` section."""
         h = self.health() or {}
-        gaps = h.get("gaps") if isinstance(h.get("gaps"), Mapping) else {}
+        g = h.get("gaps")
+        gaps: Mapping[str, Any] = g if isinstance(g, Mapping) else {}
         return {
             "state": h.get("state", "up" if self.link_up else "down"), "board": self.board_state,
             "refusal": self.refusal or None, "invalid_data": self.invalid_data or None,

@@ -118,8 +118,11 @@ class EngineService:
         self._guard_tripped = False
         self.supervisor = Supervisor(time.monotonic, max_restarts=config.max_restarts,
                                      window_s=config.restart_window_s)
-        self._loop_hb = self.supervisor.watch("engine-loop", "engine loop (measurement, rules, alarms, journal)",
-                                              Policy.HOLD, stall_s=config.stall_s)
+        loop_hb = self.supervisor.watch("engine-loop", "engine loop (measurement, rules, alarms, journal)",
+                                        Policy.HOLD, stall_s=config.stall_s)
+        if loop_hb is None:  # a watch with a stall time always has a heartbeat
+            raise RuntimeError("the engine loop's supervision has no heartbeat")
+        self._loop_hb: Heartbeat = loop_hb
         self._api_hb: Heartbeat | None = None
         self._docs_hb: Heartbeat | None = None
         self._verdict: tuple[bool, float] = (False, -1e9)  # (all healthy, when judged)
@@ -134,6 +137,13 @@ class EngineService:
         self.resumed_case: str | None = None
         self._wants: set[str] = set()
         self.worker: ThreadPoolExecutor | None = None
+
+    def _monitor(self) -> Monitor:
+        """The monitor (the engine is open)."""
+        m = self.monitor
+        if m is None:
+            raise RuntimeError("the engine is not open: no monitor")
+        return m
 
     # ------------------------------------------------------------------ start
 
@@ -293,7 +303,7 @@ class EngineService:
             self._stop.set()
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
-        m = self.monitor
+        m = self._monitor()
         kind = item[0]
         if kind == "msg":
             m.board_message(item[1])
@@ -329,7 +339,7 @@ class EngineService:
     def _send_to_board(self) -> None:
         from firmware_bridge.link import LinkDown
 
-        for msg in self.monitor.take_host_messages():
+        for msg in self._monitor().take_host_messages():
             try:
                 self.link.send(msg)
             except LinkDown as exc:
@@ -344,8 +354,8 @@ class EngineService:
         reason = f"{type(exc).__name__}: {exc}"
         log.critical("engine fault, stopping stimulation and exiting: %s\n%s", reason, traceback.format_exc())
         self.exit_code = EXIT_FAULT
-        m = self.monitor
         try:
+            m = self._monitor()
             for msg in m.fail_safe(reason + "\n" + traceback.format_exc(limit=8)):
                 try:
                     self.link.send(msg)
@@ -477,6 +487,8 @@ class EngineService:
             respond(reply)
 
         try:
+            if self.worker is None:
+                raise RuntimeError("no documents worker")
             self.worker.submit(run)
         except RuntimeError:  # the worker is being replaced at this moment
             respond(p.reply_error(req.id, p.ApiError(p.INTERNAL, (
@@ -491,7 +503,7 @@ class EngineService:
 
     def _supervision_entry(self, detail: dict[str, Any]) -> None:
         """In the engine loop: journal a restart (engine entry) and refresh what clients see."""
-        m = self.monitor
+        m = self._monitor()
         if m.case_id is not None:
             try:
                 m.journal.append(m.case_id, "engine", {"event": detail["event"], "version": __version__,
@@ -535,7 +547,7 @@ class EngineService:
     def _install_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
-        old = {}
+        old: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda *_: self.stop())
         return old

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from app.api import protocol as p
 from app.engine.core import EngineOptions, Monitor
@@ -38,6 +38,7 @@ from firmware_bridge.faults import FaultPlan
 from firmware_bridge.link import LinkEvent, LinkEventKind, LinkSupervisor, Receiver
 from firmware_bridge.messages import (
     PROTOCOL_VERSION,
+    BoardMessage,
     ConfigureAcquisition,
     Hello,
     HostHeartbeat,
@@ -214,7 +215,7 @@ class SteppedSystem:
             self._link_events(events)
             for v in verdicts:
                 if v.accepted:
-                    self.monitor.board_message(v.message)
+                    self.monitor.board_message(cast(BoardMessage, v.message))  # accepted: a board message
         self._link_events(self.rx.tick(now))
         self._link_events(self.supervisor.check(now))
         if not self.host_heartbeat_paused and self.supervisor.heartbeat_due(now):
