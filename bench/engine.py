@@ -18,16 +18,25 @@
    analysed, played), with the real journal on disk and the capturing audio backend: wall
    time, and resident memory after a ten-minute warm-up and at the end. The virtual board
    renders the patient in the same process, so its cost is in the figure too.
-3. The engine's CPU at 1x: during the first ``CPU_WINDOW_S`` of the latency part (a case
+
+3. Data stall. The same live engine, but the board reached through the fault proxy of
+   ``lnm link-proxy`` (``firmware_bridge.proxy.LinkProxy``) on the same clock. Continuous
+   vagal stimulation at 1 Hz; then every stimulus epoch is dropped on the wire while
+   heartbeats and status still arrive (a half-alive board: large frames lost on a noisy
+   USB line). Stall latency = time the engine announced the technical alarm
+   ``monitoring_data_missing`` (to the outputs, as in 1.) - time the last epoch was
+   delivered to the engine's board desk. Repeated (the epochs come back, the alarm is
+   acknowledged, then dropped again); ``stall_alarm_ms`` is the worst of them.
+4. The engine's CPU at 1x: during the first ``CPU_WINDOW_S`` of the latency part (a case
    with the probe at 30 Hz on the nerve and the full-rate stream, the live service with
    its threads), the CPU time of every thread of this process but the virtual board's and
    the benchmark's own, per second of signal: ``engine_cpu_per_signal_s`` (0.05 = 5 % of
    one core).
 
-Last line: ``ENGINE alarm_p50_ms=X alarm_p99_ms=X case8h_x_realtime=X rss_start_mb=N rss_end_mb=N
-engine_cpu_per_signal_s=X``.
-Targets: alarm p99 < 20 ms; the eight-hour case >= 100x real time; rss_end within 10 % of
-rss_start.
+Last line: ``ENGINE alarm_p50_ms=X alarm_p99_ms=X stall_alarm_ms=X case8h_x_realtime=X rss_start_mb=N
+rss_end_mb=N engine_cpu_per_signal_s=X``.
+Targets: alarm p99 < 20 ms; stall alarm at most two periods + 100 ms (2100 ms at 1 Hz); the
+eight-hour case >= 100x real time; rss_end within 10 % of rss_start.
 """
 
 from __future__ import annotations
@@ -45,26 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.settings import Settings  # noqa: E402
 
 CYCLES = int(os.environ.get("LNM_BENCH_CYCLES", "60"))
+STALLS = int(os.environ.get("LNM_BENCH_STALLS", "5"))
 CASE_S = float(os.environ.get("LNM_BENCH_CASE_S", str(8 * 3600)))
 # Wall-time budget of the eight-hour part: at the 100x target it needs 288 s. If the
 # engine is slower, the case stops at the last ten-minute mark that fits (said so in the
 # output) and the speed and memory are those of the part that ran.
 CASE_BUDGET_S = float(os.environ.get("LNM_BENCH_CASE_BUDGET_S", "300"))
 CPU_WINDOW_S = 20.0
-
-
-def thread_cpu_s() -> dict[int, float]:
-    """CPU seconds (user + system) of every thread of this process, by native thread id."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        out[int(task)] = (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 def rss_mb() -> float:
@@ -87,56 +83,67 @@ def percentile(xs: list[float], p: float) -> float:
 # ----------------------------------------------------------------------------- 1. latency
 
 
-def alarm_latency(tmp: Path) -> tuple[list[float], list[float], float]:
-    from app.api.client import EngineClient
-    from app.engine.core import EngineOptions
-    from app.engine.service import EngineConfig, EngineService
-    from firmware_bridge.clock import MonotonicClock
-    from firmware_bridge.sim import cli as board_cli
-    from firmware_bridge.sim.board import VirtualBoard
+class Live:
+    """A virtual board serving a pty in a thread and the live engine service in another,
+    on one monotonic clock, with an API client (``proxy``: the board reached through the
+    fault proxy of ``lnm link-proxy``)."""
 
-    clock = MonotonicClock()
-    board = VirtualBoard(clock, seed=5)
-    server = board_cli._PtyServer()
-    stop_board = {"flag": False}
-    board_thread = threading.Thread(target=board_cli._serve, args=(board, server, stop_board), daemon=True)
-    board_thread.start()
+    def __init__(self, tmp: Path, seed: int, proxy: bool = False) -> None:
+        from app.api.client import EngineClient
+        from app.engine.core import EngineOptions
+        from app.engine.service import EngineConfig, EngineService
+        from firmware_bridge.clock import MonotonicClock
+        from firmware_bridge.proxy import LinkProxy
+        from firmware_bridge.sim import cli as board_cli
+        from firmware_bridge.sim.board import VirtualBoard
 
-    sock = tmp / "engine.sock"
-    cfg = EngineConfig(settings=Settings(), board_url=server.address, socket_path=sock, data_dir=tmp / "data",
-                       options=EngineOptions(), resume=False)
-    service = EngineService(cfg, clock=clock)
-    engine_thread = threading.Thread(target=service.run, daemon=True)
-    engine_thread.start()
-    c = EngineClient(sock, name="bench")
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            c.connect()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
+        self.clock = clock = MonotonicClock()
+        self.board = VirtualBoard(clock, seed=seed)
+        self.server = board_cli._PtyServer()
+        self.stop_board = {"flag": False}
+        self.board_thread = threading.Thread(target=board_cli._serve, args=(self.board, self.server, self.stop_board),
+                                             daemon=True)
+        self.board_thread.start()
+        self.proxy = LinkProxy(self.server.address, engine="pty", clock=clock).start() if proxy else None
+        url = self.proxy.address if self.proxy is not None else self.server.address
+        sock = tmp / f"engine-{seed}.sock"
+        cfg = EngineConfig(settings=Settings(), board_url=url, socket_path=sock, data_dir=tmp / f"data-{seed}",
+                           options=EngineOptions(), resume=False)
+        self.service = EngineService(cfg, clock=clock)
+        self.engine_thread = threading.Thread(target=self.service.run, daemon=True)
+        self.engine_thread.start()
+        self.c = c = EngineClient(sock, name="bench")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c.connect()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while not c.call("state.get")["board"]["connected"]:
             time.sleep(0.05)
-    while not c.call("state.get")["board"]["connected"]:
-        time.sleep(0.05)
-    c.call("case.start", patient_id="BENCH", planned_sides=["L"])
-    c.call("probe.site", site="RLN", side="L")
-    c.call("stim.set", output="probe", rate_hz=30.0)
-    c.call("sim.control", command="probe", args={"contact": "nerve", "site": "RLN", "side": "L"})
-    c.call("stim.output", output="probe", on=True)
-    time.sleep(0.5)
-    mon = service.monitor
-    if mon is None:
-        raise SystemExit("bench/engine.py: the engine service has no monitor")
-    # 3. the engine's CPU at 1x: every thread but the virtual board's and this one
-    not_engine = {board_thread.native_id, threading.get_native_id()}
-    cpu0, w0 = thread_cpu_s(), time.monotonic()
-    time.sleep(CPU_WINDOW_S)
-    cpu1, w1 = thread_cpu_s(), time.monotonic()
-    engine_cpu = sum(v - cpu0.get(tid, 0.0) for tid, v in cpu1.items() if tid not in not_engine)
-    cpu_per_signal_s = engine_cpu / (w1 - w0)
-    # when the alarm reaches the outputs (sound, LEDs): each change of the alarms handed over
+
+    def monitor(self):
+        mon = self.service.monitor
+        if mon is None:
+            raise SystemExit("bench/engine.py: the engine service has no monitor")
+        return mon
+
+    def close(self) -> None:
+        self.c.close()
+        self.service.stop()
+        self.engine_thread.join(10)
+        if self.proxy is not None:
+            self.proxy.close()
+        self.stop_board["flag"] = True
+        self.board_thread.join(5)
+        self.server.close()
+
+
+def _handoffs(mon, clock) -> list[tuple[float, frozenset[str]]]:
+    """When each change of the alarms is handed to the outputs (sound, LEDs), from now on."""
     handoffs: list[tuple[float, frozenset[str]]] = []
     to_outputs = mon.outputs.alarm_state
 
@@ -146,7 +153,52 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float], float]:
             handoffs.append((clock.now(), ids))
         return to_outputs(st)
 
-    mon.outputs.alarm_state = alarm_state  # type: ignore[method-assign]  # timed on its way to the outputs
+    mon.outputs.alarm_state = alarm_state  # timed on its way to the outputs
+    return handoffs
+
+
+def _announced(handoffs, raised, wait_s: float = 1.0) -> float | None:
+    """When the alarm ``raised`` (an alarm log entry) first reached the outputs."""
+    t_end = time.monotonic() + wait_s
+    while time.monotonic() < t_end:
+        hit = next((t for t, ids in list(handoffs) if t >= raised.t and raised.alarm_id in ids), None)
+        if hit is not None:
+            return hit
+        time.sleep(0.005)
+    return None
+
+
+def thread_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of every thread of this process, by native thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def alarm_latency(tmp: Path) -> tuple[list[float], list[float], float]:
+    live = Live(tmp, seed=5)
+    c, clock, board = live.c, live.clock, live.board
+    c.call("case.start", patient_id="BENCH", planned_sides=["L"])
+    c.call("probe.site", site="RLN", side="L")
+    c.call("stim.set", output="probe", rate_hz=30.0)
+    c.call("sim.control", command="probe", args={"contact": "nerve", "site": "RLN", "side": "L"})
+    c.call("stim.output", output="probe", on=True)
+    time.sleep(0.5)
+    mon = live.monitor()
+    # 4. the engine's CPU at 1x: every thread but the virtual board's and this one
+    not_engine = {live.board_thread.native_id, threading.get_native_id()}
+    cpu0, w0 = thread_cpu_s(), time.monotonic()
+    time.sleep(CPU_WINDOW_S)
+    cpu1, w1 = thread_cpu_s(), time.monotonic()
+    cpu_per_signal_s = sum(v - cpu0.get(tid, 0.0) for tid, v in cpu1.items() if tid not in not_engine) / (w1 - w0)
+    handoffs = _handoffs(mon, clock)
     seen = 0
     latencies: list[float] = []
     raised_latencies: list[float] = []
@@ -169,12 +221,7 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float], float]:
             # the board's own record of that pulse: nearest onset, in the board's clock
             best = min(truth, key=lambda tr: abs((boot + tr.t) - (mon.case_origin + onset_case)))
             epoch_end = boot + best.t + 0.050
-            t_end = time.monotonic() + 1.0
-            announced = None
-            while announced is None and time.monotonic() < t_end:
-                announced = next((t for t, ids in list(handoffs) if t >= raised.t and raised.alarm_id in ids), None)
-                if announced is None:
-                    time.sleep(0.005)
+            announced = _announced(handoffs, raised)
             if announced is not None:
                 latencies.append((announced - epoch_end) * 1000.0)
                 raised_latencies.append((raised.t - epoch_end) * 1000.0)
@@ -186,13 +233,64 @@ def alarm_latency(tmp: Path) -> tuple[list[float], list[float], float]:
             except Exception:  # noqa: BLE001 - nothing to acknowledge/reset is fine
                 pass
     c.call("case.close")
-    c.close()
-    service.stop()
-    engine_thread.join(10)
-    stop_board["flag"] = True
-    board_thread.join(5)
-    server.close()
+    live.close()
     return latencies, raised_latencies, cpu_per_signal_s
+
+
+# ----------------------------------------------------------------------------- 3. data stall
+
+
+def stall_alarm(tmp: Path) -> tuple[list[float], list[float]]:
+    """Last epoch delivered -> monitoring_data_missing announced (and raised), ms, per stall."""
+    from firmware_bridge.messages import Output, StimEpoch
+
+    live = Live(tmp, seed=6, proxy=True)
+    c, clock, proxy = live.c, live.clock, live.proxy
+    if proxy is None:
+        raise SystemExit("bench/engine.py: the stall part needs the fault proxy")
+    mon = live.monitor()
+    arrived: list[float] = []  # when each APS epoch reached the engine's board desk
+    desk_message = mon.board.message
+
+    def message(msg):
+        if isinstance(msg, StimEpoch) and msg.output is Output.APS:
+            arrived.append(clock.now())
+        desk_message(msg)
+
+    mon.board.message = message
+    handoffs = _handoffs(mon, clock)
+    c.call("case.start", patient_id="BENCH-STALL", planned_sides=["L"])
+    c.call("sim.control", command="aps_attach", args={"side": "L"})
+    c.call("aps.side", side="L")
+    c.call("stim.set", output="aps", rate_hz=1.0)
+    c.call("stim.output", output="aps", on=True)
+    announced_ms: list[float] = []
+    raised_ms: list[float] = []
+    for _ in range(STALLS):
+        time.sleep(3.5)  # epochs arrive (again): the last stall's condition has ended
+        for cmd in ("alarm.ack", "alarm.reset"):
+            try:
+                c.call(cmd)
+            except Exception:  # noqa: BLE001 - nothing to acknowledge/reset is fine
+                pass
+        seen = len(mon.alarms.log)
+        proxy.command("drop StimEpoch")
+        raised = None
+        t_end = time.monotonic() + 6.0
+        while raised is None and time.monotonic() < t_end:
+            time.sleep(0.01)
+            raised = next((e for e in mon.alarms.log[seen:] if e.transition in ("raised", "re_raised")
+                           and e.kind == "monitoring_data_missing"), None)
+        if raised is not None and arrived:
+            last = max(t for t in list(arrived) if t <= raised.t)
+            raised_ms.append((raised.t - last) * 1000.0)
+            announced = _announced(handoffs, raised)
+            if announced is not None:
+                announced_ms.append((announced - last) * 1000.0)
+        proxy.command("clear")
+    c.call("case.close")
+    live.close()
+    return announced_ms, raised_ms
 
 
 def _truth(board):
@@ -215,7 +313,8 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
 
     journal = Journal(tmp / "case8h.db")
     st = Settings()
-    s = SteppedSystem(st, seed=11, journal=journal, options=EngineOptions(), step_s=0.1, tick_s=0.1)
+    s = SteppedSystem(st, seed=11, journal=journal, options=EngineOptions(),
+                      step_s=0.1, tick_s=0.1)
     m = s.monitor
     m.outputs = make_outputs(m.alarms, s.clock, m.settings, audio="capture", gpio="sim", keep_samples=False)
     # the virtual board's ground-truth record is for tests; keep only its recent end here
@@ -279,13 +378,15 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global CYCLES, CASE_S, CASE_BUDGET_S
+    global CYCLES, STALLS, CASE_S, CASE_BUDGET_S
     import argparse
 
     parser = argparse.ArgumentParser(description="Engine benchmark: alarm latency over a pty and an eight-hour "
                                      "case at maximum speed (about 6 minutes with the defaults).")
     parser.add_argument("--cycles", type=int, default=CYCLES,
                         help=f"losses of signal for the latency part (default {CYCLES}; env LNM_BENCH_CYCLES)")
+    parser.add_argument("--stalls", type=int, default=STALLS,
+                        help=f"data stalls for the stall-alarm part (default {STALLS}; env LNM_BENCH_STALLS)")
     parser.add_argument("--case-hours", type=float, default=CASE_S / 3600.0,
                         help=f"length of the continuous-monitoring case, hours (default {CASE_S / 3600:g}; "
                              "env LNM_BENCH_CASE_S in seconds); a shorter case for a quick look")
@@ -294,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                              "env LNM_BENCH_CASE_BUDGET_S)")
     args = parser.parse_args(argv)
     CYCLES, CASE_S, CASE_BUDGET_S = max(1, args.cycles), max(600.0, args.case_hours * 3600.0), args.budget_s
+    STALLS = max(1, args.stalls)
     with tempfile.TemporaryDirectory(prefix="lnm-bench-engine-") as d:
         tmp = Path(d)
         t = time.perf_counter()
@@ -305,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
               f"p50 {percentile(raised, 50):.2f} ms, p99 {percentile(raised, 99):.2f} ms", flush=True)
         print(f"engine CPU at 1x (probe at 30 Hz, full-rate stream, {CPU_WINDOW_S:.0f} s): "
               f"{cpu_1x:.3f} CPU-s per s of signal ({cpu_1x * 100:.1f} % of one core)", flush=True)
+        t = time.perf_counter()
+        stall, stall_raised = stall_alarm(tmp)
+        worst = max(stall) if stall else float("nan")
+        print(f"data stall (every stimulus epoch dropped, heartbeats arrive; vagal stimulation at 1 Hz): "
+              f"{len(stall)} of {STALLS} stalls measured in {time.perf_counter() - t:.1f} s; last epoch delivered "
+              f"to monitoring_data_missing announced: p50 {percentile(stall, 50):.0f} ms, max {worst:.0f} ms "
+              f"(goal at most 2100 ms); raised in the alarm manager: max "
+              f"{max(stall_raised) if stall_raised else float('nan'):.0f} ms", flush=True)
         wall, rss0, rss1, info = eight_hours(tmp)
         x = info["simulated_s"] / wall
         if info["simulated_s"] < CASE_S:
@@ -317,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
               f"rule events {info['rule_events']}; RSS {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end "
               f"({(rss1 - rss0) / rss0 * 100:+.1f} %)", flush=True)
     print(f"ENGINE alarm_p50_ms={percentile(lat, 50):.2f} alarm_p99_ms={percentile(lat, 99):.2f} "
-          f"case8h_x_realtime={x:.0f} rss_start_mb={rss0:.0f} rss_end_mb={rss1:.0f} "
+          f"stall_alarm_ms={worst:.0f} case8h_x_realtime={x:.0f} rss_start_mb={rss0:.0f} rss_end_mb={rss1:.0f} "
           f"engine_cpu_per_signal_s={cpu_1x:.3f}")
     return 0
 

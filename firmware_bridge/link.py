@@ -507,6 +507,11 @@ class BoardLink:
     def port_open(self) -> bool:
         return self._port is not None
 
+    def threads(self) -> list[threading.Thread]:
+        """The link's reader and supervisor threads (empty before ``start``), for the
+        engine's thread supervision."""
+        return list(self._threads)
+
     @property
     def counters(self) -> dict[str, Any]:
         """Receive counters of the decoder (frames, bad_crc, resyncs, seq_gaps, ...), the

@@ -91,6 +91,7 @@ REASONS: dict[str, str] = {
     "output": "an output the board does not have",
     "board_time": "an implausible board time",
     "time_backwards": "a board time that went backwards",
+    "pulse_overlap": "a stimulus during the previous one of the same output",
     "back_dated": "back-dated data (older than the board's clock allows)",
     "token": "a stimulation configuration token the host never gave",
     "status": "an inconsistent status",
@@ -252,6 +253,7 @@ class _Session:
     epoch_counter: int | None = None
     epoch_time: int | None = None
     epoch_alt: tuple[int, int, int] | None = None
+    epoch_pulse: dict[Output, tuple[int, int]] = field(default_factory=dict)  # output -> (onset, width) of its last
     emg_next: int | None = None  # first_sample the next EmgBlock should have
     emg_first: int | None = None
     emg_time: int | None = None
@@ -570,8 +572,13 @@ class FrameValidator:
         if how == "backwards":
             raise _Invalid("time_backwards", f"stimulus at board time {m.board_time_us} us, before the previous "
                            f"one ({s.epoch_time} us)")
+        last = s.epoch_pulse.get(m.output)
+        if last is not None and m.board_time_us < last[0] + last[1]:  # two pulses of one output at once: a copy
+            raise _Invalid("pulse_overlap", f"stimulus {m.stim_counter} on {m.output.name} at board time "
+                           f"{m.board_time_us} us, during the previous one ({last[0]} us, {last[1]} us wide)")
         s.epoch_alt = self._missed("epochs_missed", how, frm, m.stim_counter, s.epoch_alt)
         s.epoch_counter, s.epoch_time = m.stim_counter, m.board_time_us
+        s.epoch_pulse[m.output] = (m.board_time_us, max(1, m.pulse_width_us))
         self._advance(m.board_time_us, now)
 
     def _check_epoch_samples(self, m: StimEpoch, rate: int, n: int) -> None:

@@ -17,6 +17,10 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
 | no_current           | technical     | medium   | until ack   | yes       | high         |
 | board_link_lost      | technical     | high     | until ack   | no        | high, louder |
 | board_fault          | technical     | high     | until ack   | no        | high, louder |
+| monitoring_data_missing | technical  | high     | until ack   | no        | high, louder |
+| board_data_missing   | technical     | medium   | none        | no        | high         |
+| board_invalid_data   | technical     | medium   | none        | no        | high         |
+| board_not_supported  | technical     | high     | none        | no        | high, louder |
 | lead_off             | technical     | medium   | none        | no        | high         |
 | storage_problem      | technical     | medium   | until ack   | no        | (none)       |
 | audio_failure        | technical     | high     | until ack   | no        | high, louder |
@@ -42,6 +46,18 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
 - ``neuromuscular_blockade_suspected`` concerns both sides at once: it is raised under
   the key ``BOTH`` (``app.alarms.mapping``) and replaces the single-side amplitude
   decrease while it lasts.
+- **Data from the board** (``app.engine.board``, data-flow supervision): what the
+  settings promise (stimulus epochs of each running output, the EMG stream, the status)
+  and does not arrive is ``monitoring_data_missing`` (high) while continuous vagal
+  monitoring runs and the missing data is stimulus epochs or EMG, else
+  ``board_data_missing`` (medium); one alarm per missing stream (key ``epochs:APS``,
+  ``epochs:PROBE``, ``epoch_loss:...``, ``emg``, ``status``), its condition ending when
+  the data flows again. The high one latches like a lost link: the nurse learns that
+  monitoring was interrupted even if it came back before she looked.
+  ``board_invalid_data``: a burst of CRC-valid frames the link rejected (PROTOCOL.md
+  section 12); ends after a quiet window. ``board_not_supported``: the board's protocol
+  version or capabilities were refused; no stimulation is possible until a supported
+  board answers.
 - **Info** rows are notices: shown and logged, never sounded, never acknowledged.
 - Deliberately *not* an alarm: a touchscreen UI disconnecting from the engine (the engine
   keeps monitoring and alarming; the UI shows its own reconnect message).
@@ -72,6 +88,10 @@ class AlarmKind(str, enum.Enum):  # noqa: UP042
     NO_CURRENT = "no_current"
     BOARD_LINK_LOST = "board_link_lost"
     BOARD_FAULT = "board_fault"
+    MONITORING_DATA_MISSING = "monitoring_data_missing"
+    BOARD_DATA_MISSING = "board_data_missing"
+    BOARD_INVALID_DATA = "board_invalid_data"
+    BOARD_NOT_SUPPORTED = "board_not_supported"
     LEAD_OFF = "lead_off"
     STORAGE_PROBLEM = "storage_problem"
     AUDIO_FAILURE = "audio_failure"
@@ -205,6 +225,39 @@ _DEFINITIONS = [
         "Board fault",
         "The board reported a fault (over-current, watchdog reset or self-test failure).",
         "Check the displayed fault; if it persists, replace the board before continuing.",
+        escalate_to=H,
+    ),
+    AlarmDefinition(
+        AlarmKind.MONITORING_DATA_MISSING, T, H, Latch.UNTIL_ACK,
+        "Vagal monitoring interrupted",
+        "Data the continuous vagal monitoring needs does not arrive from the board: the "
+        "nerve is NOT being monitored.",
+        "Check the USB cable and the board; stimulation is shown as unknown until data "
+        "arrives again. Test the nerve with the probe before relying on the monitor.",
+        escalate_to=H,
+    ),
+    AlarmDefinition(
+        AlarmKind.BOARD_DATA_MISSING, T, M, Latch.NONE,
+        "Board data missing",
+        "Data the board should be sending does not arrive: responses are not measured "
+        "while it is missing.",
+        "Check the USB cable and the board; if it persists, restart the board.",
+        escalate_to=H,
+    ),
+    AlarmDefinition(
+        AlarmKind.BOARD_INVALID_DATA, T, M, Latch.NONE,
+        "Board sends invalid data",
+        "The board sends data that cannot be right; it is thrown away and not measured.",
+        "Check the USB cable; if it persists, replace the board (service: see the board "
+        "link counters in lnm status).",
+        escalate_to=H,
+    ),
+    AlarmDefinition(
+        AlarmKind.BOARD_NOT_SUPPORTED, T, H, Latch.NONE,
+        "Board not supported",
+        "The connected board is not one this monitor works with: no stimulation is "
+        "possible and the nerve is NOT being monitored.",
+        "Connect a supported board, or have its firmware updated by service.",
         escalate_to=H,
     ),
     AlarmDefinition(

@@ -181,7 +181,8 @@ def _breathing_text(d: Any) -> str:
 def format_status(st: Mapping[str, Any]) -> str:
     """The engine's state as a few lines of text (``lnm status`` and the ``lnm run`` view)."""
     lines = _engine_lines(st)
-    lines.append(_stim_line(st.get("stim") or {}))
+    lines.extend(_link_lines(st.get("link")))
+    lines.extend(_stim_lines(st.get("stim") or {}))
     for side in SIDES:
         lines.extend(_side_lines(st, side))
     staging = st.get("staging") or {}
@@ -226,13 +227,47 @@ def _engine_lines(st: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _stim_line(stim: Mapping[str, Any]) -> str:
+def _doing(out: Mapping[str, Any]) -> str:
+    """What an output is known to do: ``ON``, ``off``, or ``UNKNOWN`` (never the last command
+    while the board's state is unknown)."""
+    state = out.get("state")
+    if state == "unknown":
+        return "UNKNOWN"
+    if state is None:  # an engine that does not say
+        return "ON " if out.get("on") else "off"
+    return "ON " if state == "on" else "off"
+
+
+def _stim_lines(stim: Mapping[str, Any]) -> list[str]:
     pr, ap = stim.get("probe") or {}, stim.get("aps") or {}
-    return (f"probe {'ON ' if pr.get('on') else 'off'} {_fmt(pr.get('current_mA'), '.2f', ' mA')} "
-            f"(delivered {_fmt(pr.get('delivered_mA'), '.2f', ' mA')}) {_fmt(pr.get('rate_hz'), 'g', ' Hz')} "
-            f"on {pr.get('site', '-')} {pr.get('side', '-')}" + (f" step {pr['step']}" if pr.get("step") else "")
-            + f"   APS {'ON ' if ap.get('on') else 'off'} {ap.get('side', '-')} "
-            f"{_fmt(ap.get('current_mA'), '.2f', ' mA')} {_fmt(ap.get('rate_hz'), 'g', ' Hz')}")
+    lines = [f"probe {_doing(pr)} {_fmt(pr.get('current_mA'), '.2f', ' mA')} "
+             f"(delivered {_fmt(pr.get('delivered_mA'), '.2f', ' mA')}) {_fmt(pr.get('rate_hz'), 'g', ' Hz')} "
+             f"on {pr.get('site', '-')} {pr.get('side', '-')}" + (f" step {pr['step']}" if pr.get("step") else "")
+             + f"   APS {_doing(ap)} {ap.get('side', '-')} "
+             f"{_fmt(ap.get('current_mA'), '.2f', ' mA')} {_fmt(ap.get('rate_hz'), 'g', ' Hz')}"]
+    for name, out in (("probe", pr), ("APS", ap)):
+        if out.get("state") == "unknown":
+            commanded = "on" if out.get("on") else "off"
+            lines.append(f"  {name} stimulation UNKNOWN (commanded {commanded}): {out.get('state_reason') or '?'}")
+    return lines
+
+
+def _link_lines(link: Mapping[str, Any] | None) -> list[str]:
+    """The board link's counters in one line, and what is wrong with the data in words."""
+    if not isinstance(link, Mapping):
+        return []
+    n = lambda key: _fmt(link.get(key), ",")  # noqa: E731 - a counter, or -- when not known
+    lines = [f"link: {n('frames_ok')} frames ok, {n('crc_errors')} CRC errors, {n('resyncs')} resyncs, "
+             f"{n('invalid')} invalid, {n('duplicates')} duplicate, {n('replayed')} replayed, "
+             f"{n('frames_missed')} frames missed ({n('epochs_missed')} stimuli), {n('oversize')} oversize; "
+             f"lost {n('lost')}x" + ("; configuration tokens" if link.get("config_token") else "")]
+    if link.get("board") == "refused":
+        lines.append(f"BOARD NOT SUPPORTED: {link.get('refusal')}")
+    if link.get("invalid_data"):
+        lines.append(f"INVALID DATA: {link['invalid_data']}")
+    for text in link.get("data_missing") or []:
+        lines.append(f"DATA MISSING: {text}")
+    return lines
 
 
 def _measurement_text(m: Mapping[str, Any] | None) -> str:

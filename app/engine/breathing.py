@@ -17,7 +17,8 @@ runs (see ``app/api/API.md``, ``state.tube.breathing_variation``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 

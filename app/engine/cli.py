@@ -23,6 +23,7 @@ DEFAULT_BOARD = "sim://?seed=1"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lnm engine``."""
     from app.api.protocol import default_socket_path
 
     parser.add_argument("--config", type=Path, default=None, metavar="DIR",
@@ -45,6 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``lnm engine``: run the engine service until stopped; its exit status."""
     from app import settings as settings_mod
     from app.api.protocol import default_socket_path
     from app.api.server import SocketInUse

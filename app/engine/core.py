@@ -233,6 +233,15 @@ class Monitor:
         return self.board.link_up
 
     @property
+    def link_health(self) -> Callable[[], Mapping[str, Any]] | None:
+        """The board link's health counters (set by the shell: ``BoardLink.health``)."""
+        return self.board.link_health
+
+    @link_health.setter
+    def link_health(self, fn: Callable[[], Mapping[str, Any]] | None) -> None:
+        self.board.link_health = fn
+
+    @property
     def probe(self) -> OutputSettings:
         """The hand-held probe's output."""
         return self.stim.probe
@@ -291,9 +300,11 @@ class Monitor:
         for msg in coalesce(msgs):
             self.board_message(msg)
 
-    def link_event(self, kind: str | Enum, detail: str = "") -> None:
-        """A change of the board link (``connected``, ``restored``, ``lost``, ``port_error``, ``port_opened``)."""
-        self.board.link_event(kind, detail)
+    def link_event(self, kind: str | Enum, detail: str = "", data: Mapping[str, Any] | None = None) -> None:
+        """A change of the board link (``firmware_bridge.link.LinkEventKind``: ``connected``,
+        ``restored``, ``lost``, ``port_error``, ``port_opened``, ``invalid_data``,
+        ``data_valid``, ``incompatible``, ``board_accepted``, ``board_restarted``)."""
+        self.board.link_event(kind, detail, data)
         self._after_input()
 
     def handle(self, req: p.Request) -> dict[str, Any]:
@@ -319,6 +330,7 @@ class Monitor:
         self.alarms.tick()
         self.alarm_desk.check_audio()
         self.tube.poll()
+        self.board.tick()
         self._after_input(tick=True)
         now = self.clock.now()
         if self.ledger.wants("state") and now - self._last_state_publish >= self.options.state_publish_s:
@@ -336,7 +348,9 @@ class Monitor:
         self.alarm_desk.storage_status(ok, message)
 
     def _after_input(self, tick: bool = False) -> None:
-        """End of every input: alarm publication and sound, then the engine-state entry if due."""
+        """End of every input: a new selection to the board, alarm publication and sound,
+        then the engine-state entry if due."""
+        self.board.after_input()
         self.alarm_desk.after_input(tick)
         self.persist.after_input()
 
@@ -357,7 +371,7 @@ class Monitor:
     def take_host_messages(self) -> list[HostMessage]:
         """The messages for the board since the last call."""
         out, self.ctx.to_board = self.ctx.to_board, []
-        return out
+        return self.board.outgoing(out) if out else out
 
     @property
     def alarm_sounding(self) -> bool:

@@ -22,6 +22,8 @@ NAMES = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
 
 
 class Documents:
+    """The report and the USB export of a case, made from the journal into the data folder."""
+
     def __init__(self, journal: Any, data_dir: Path, settings: Any = None) -> None:
         self.journal = journal
         self.data_dir = Path(data_dir)

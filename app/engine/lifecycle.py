@@ -111,6 +111,7 @@ def close_case(m: Monitor, who: str | None, note: str | None,
             ctx.send(out.stimulate())
     m.emg.flush()
     m.tube.case_closing(case)
+    m.board.case_closing()  # the board link's health over the case
     summary = case_summary(m, case)  # under the case's own settings
     m.alarm_desk.end_case()
     _settings_back(m, case)

@@ -118,8 +118,11 @@ class EngineService:
         self._guard_tripped = False
         self.supervisor = Supervisor(time.monotonic, max_restarts=config.max_restarts,
                                      window_s=config.restart_window_s)
-        self._loop_hb = self.supervisor.watch("engine-loop", "engine loop (measurement, rules, alarms, journal)",
-                                              Policy.HOLD, stall_s=config.stall_s)
+        loop_hb = self.supervisor.watch("engine-loop", "engine loop (measurement, rules, alarms, journal)",
+                                        Policy.HOLD, stall_s=config.stall_s)
+        if loop_hb is None:  # a watch with a stall time always has a heartbeat
+            raise RuntimeError("the engine loop's supervision has no heartbeat")
+        self._loop_hb: Heartbeat = loop_hb
         self._api_hb: Heartbeat | None = None
         self._docs_hb: Heartbeat | None = None
         self._verdict: tuple[bool, float] = (False, -1e9)  # (all healthy, when judged)
@@ -135,6 +138,13 @@ class EngineService:
         self._wants: set[str] = set()
         self.worker: ThreadPoolExecutor | None = None
         self.remote: Any = None  # app.remote.hook.RemoteHook while [remote] is enabled
+
+    def _monitor(self) -> Monitor:
+        """The monitor (the engine is open)."""
+        m = self.monitor
+        if m is None:
+            raise RuntimeError("the engine is not open: no monitor")
+        return m
 
     # ------------------------------------------------------------------ start
 
@@ -182,9 +192,10 @@ class EngineService:
         timeout = float(cfg.settings["link.timeout_ms"]) / 1000.0
         self.link = BoardLink(cfg.board_url, clock=self.clock, heartbeat_s=hb, timeout_s=timeout,
                               on_message=lambda m: self.queue.put(("msg", m)),
-                              on_event=lambda e: self.queue.put(("link", e.kind.value, e.detail)))
+                              on_event=lambda e: self.queue.put(("link", e.kind.value, e.detail, e.data)))
+        self.monitor.link_health = self.link.health  # thread-safe counters (state, status, journal, report)
         self.link.start()
-        link_threads = _threads_of(self.link, "_threads")
+        link_threads = self.link.threads()
         if not link_threads:
             log.error("the board link shows no threads: its reader and supervisor are NOT supervised")
         jobs = {"reader": "frames from the board", "supervisor": "heartbeats to the board, loss detection"}
@@ -192,7 +203,8 @@ class EngineService:
             role = t.name.rsplit("-", 1)[-1]
             sup.watch(t.name, f"board link {role} ({jobs.get(role, 'board link')})", Policy.FAIL_SAFE,
                       alive=t.is_alive, heartbeat=False)
-        for t in _threads_of(getattr(self.outputs, "audio", None), "_thread"):
+        audio = getattr(self.outputs, "audio", None)
+        for t in audio.threads() if audio is not None else []:
             if t.is_alive():
                 sup.watch("audio-writer", "loudspeaker writer (alarm sounds)", Policy.FAIL_SAFE, alive=t.is_alive,
                           heartbeat=False)
@@ -308,12 +320,12 @@ class EngineService:
             self._stop.set()
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
-        m = self.monitor
+        m = self._monitor()
         kind = item[0]
         if kind == "msg":
             m.board_message(item[1])
         elif kind == "link":
-            m.link_event(item[1], item[2])
+            m.link_event(item[1], item[2], item[3] if len(item) > 3 else None)
         elif kind == "cmd":
             req, respond = item[1], item[2]
             if req.expired(time.monotonic()):
@@ -346,7 +358,7 @@ class EngineService:
     def _send_to_board(self) -> None:
         from firmware_bridge.link import LinkDown
 
-        for msg in self.monitor.take_host_messages():
+        for msg in self._monitor().take_host_messages():
             try:
                 self.link.send(msg)
             except LinkDown as exc:
@@ -361,8 +373,8 @@ class EngineService:
         reason = f"{type(exc).__name__}: {exc}"
         log.critical("engine fault, stopping stimulation and exiting: %s\n%s", reason, traceback.format_exc())
         self.exit_code = EXIT_FAULT
-        m = self.monitor
         try:
+            m = self._monitor()
             for msg in m.fail_safe(reason + "\n" + traceback.format_exc(limit=8)):
                 try:
                     self.link.send(msg)
@@ -494,6 +506,8 @@ class EngineService:
             respond(reply)
 
         try:
+            if self.worker is None:
+                raise RuntimeError("no documents worker")
             self.worker.submit(run)
         except RuntimeError:  # the worker is being replaced at this moment
             respond(p.reply_error(req.id, p.ApiError(p.INTERNAL, (
@@ -508,7 +522,7 @@ class EngineService:
 
     def _supervision_entry(self, detail: dict[str, Any]) -> None:
         """In the engine loop: journal a restart (engine entry) and refresh what clients see."""
-        m = self.monitor
+        m = self._monitor()
         if m.case_id is not None:
             try:
                 m.journal.append(m.case_id, "engine", {"event": detail["event"], "version": __version__,
@@ -554,7 +568,7 @@ class EngineService:
     def _install_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
-        old = {}
+        old: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda *_: self.stop())
         return old
@@ -563,13 +577,6 @@ class EngineService:
     def _restore_signals(old: dict[int, Any]) -> None:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-def _threads_of(owner: Any, attribute: str) -> list[threading.Thread]:
-    """The threads an object keeps in ``attribute`` (a thread or a list of them)."""
-    value = getattr(owner, attribute, None) if owner is not None else None
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return [t for t in items if isinstance(t, threading.Thread)]
 
 
 def default_data_dir() -> Path:

@@ -73,15 +73,15 @@ class SimulationResult:
 
     def matched_events(self) -> list[tuple[str, float, str | None, str | None]]:
         """(kind, scenario time, side, site) in the vocabulary of scenario expectations."""
-        out = []
+        out: list[tuple[str, float, str | None, str | None]] = []
         for ev in self.events:
-            cat, kind = ev.get("category"), ev.get("kind")
+            cat, kind = ev.get("category"), ev.get("kind") or ""
             t = ev.get("scenario_t_s", ev["t_s"])
             if cat == "rule":
                 out.append((kind, t, ev.get("side"), ev.get("site")))
             elif cat == "alarm" and kind in ("raised", "re_raised"):
                 d = ev.get("detail") or {}
-                out.append((d.get("kind"), t, ev.get("side"), ev.get("site")))
+                out.append((d.get("kind") or "", t, ev.get("side"), ev.get("site")))
             elif cat == "emg" and kind == "irritation":
                 out.append(("spontaneous_activity", t, ev.get("side"), None))
             elif cat == "emg" and kind == "cautery_start":

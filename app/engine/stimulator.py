@@ -7,20 +7,46 @@ side, the selection a stimulus of each output is attributed to, and their part o
 engine-state entry.
 May import: ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
 
-Seam for stimulus attribution by board time: ``selection(output)`` is the one place that
-says which site, side and step a stimulus belongs to.
+Attribution: every stimulus belongs to the site, side, step and output in force when the
+board *delivered* it, never to a selection made after it (an epoch reaches the engine
+50-100 ms after its pulse; a site chosen meanwhile is not its site).
+
+- With a board that speaks protocol 1.1 (``tokens_supported``), every Stimulate that is
+  not STOP carries a new configuration token (``issue``), remembered with the selection
+  in force when it was sent (the last ``TOKENS_KEPT`` per output). The board applies a
+  Stimulate between two pulses and echoes its token in every epoch delivered with it, so
+  ``selection_at`` reads the selection off the epoch's token. Changing the probe's site,
+  side or step or the electrode's side while that output stimulates sends the same
+  settings again with a new token (``note_selection`` says which outputs; the board desk
+  sends them).
+- Otherwise (a 1.0 board, an epoch without a token, a token no longer remembered) each
+  selection change is kept with the engine-clock time it was made (``note_selection``),
+  and the epoch's onset on the board's clock mapped to the engine clock picks the
+  selection: a stimulus delivered before the change, or less than ``SELECTION_MARGIN_S``
+  after it, keeps the old selection (the board-time mapping runs late by the smallest
+  transport delay seen, a few milliseconds; the margin covers it, so a stimulus is never
+  given a selection made after it). One thing is certain without the margin: the pulses
+  of a run the engine started (a Stimulate sent to an output that was not stimulating)
+  come after that command, so every change made before it is in force for them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.model import Side, Site, Source, Step
 from app.settings import Settings
-from firmware_bridge.messages import Output, Stimulate, StimMode
+from firmware_bridge.messages import CONFIG_TOKEN_MAX, Output, Stimulate, StimMode
 
 _STEP_SITE = {"V": Site.VAGUS, "R": Site.RLN, "S": Site.EBSLN}
+TOKENS_KEPT = 64  # configuration tokens remembered per output (the link checks the last 16)
+CHANGES_KEPT = 256  # selection changes remembered per output (board-time attribution)
+SELECTION_MARGIN_S = 0.01  # a stimulus this soon after a selection change keeps the old one
+
+Selection = tuple[Site, Side, Step | None, Source]
 
 
 def step_site(step: Step | str) -> Site:
@@ -61,6 +87,14 @@ class Stimulator:
     """The probe and the continuous vagal electrode (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.tokens_supported = False  # the board echoes configuration tokens (protocol 1.1)
+        self._next_token = 1
+        self._tokens: dict[Output, OrderedDict[int, Selection]] = {o: OrderedDict() for o in Output}
+        self._changes: dict[Output, deque[tuple[float, Selection]]] = {
+            o: deque(maxlen=CHANGES_KEPT) for o in Output}
+        self._starts: dict[Output, deque[float]] = {o: deque(maxlen=CHANGES_KEPT) for o in Output}
+        self._running: dict[Output, bool] = dict.fromkeys(Output, False)  # as last commanded
+        self._stopped_at: dict[Output, float] = dict.fromkeys(Output, -math.inf)
         self.reset(settings)
 
     def reset(self, settings: Settings) -> None:
@@ -85,14 +119,76 @@ class Stimulator:
         """The output a stimulus of ``source`` came from."""
         return self.probe if source is Source.PROBE else self.aps
 
-    def selection(self, output: Output) -> tuple[Site, Side, Step | None, Source]:
-        """Site, side, step and source a stimulus of ``output`` is attributed to now."""
+    def selection(self, output: Output) -> Selection:
+        """Site, side, step and source a stimulus of ``output`` would be attributed to now."""
         if output == Output.APS:
             return Site.VAGUS, self.aps_side, None, Source.APS
         step = self.probe_step
         if step is not None and step_site(step) is not self.probe_site:
             step = None
         return self.probe_site, self.probe_side, step, Source.PROBE
+
+    # -- attribution (see the module docstring)
+
+    def note_selection(self, now: float) -> list[Output]:
+        """Record the selection of each output as of engine-clock time ``now``; the outputs
+        whose selection changed since the last call."""
+        changed = []
+        for out in Output:
+            sel = self.selection(out)
+            hist = self._changes[out]
+            if not hist or hist[-1][1] != sel:
+                if hist:
+                    changed.append(out)
+                hist.append((now, sel))
+        return changed
+
+    def issue(self, msg: Stimulate, now: float) -> Stimulate:
+        """``msg`` on its way to the board at engine-clock time ``now``: with a new
+        configuration token remembered with the selection now (STOP, and every command to
+        a board without tokens, go as they are); the start of a run is remembered."""
+        out = Output(msg.output)
+        if msg.mode is StimMode.STOP:
+            if self._running[out]:
+                self._stopped_at[out] = now
+            self._running[out] = False
+        elif not self._running[out]:
+            # every pulse it causes comes after this (unless a pulse of the last run, mapped
+            # late, could pass for one of this run: then the margin alone decides)
+            if now - self._stopped_at[out] >= SELECTION_MARGIN_S:
+                self._starts[out].append(now)
+            self._running[out] = msg.mode is StimMode.CONTINUOUS
+            if msg.mode is StimMode.SINGLE:
+                self._stopped_at[out] = now
+        if not self.tokens_supported or msg.mode is StimMode.STOP:
+            return msg
+        token = self._next_token
+        self._next_token = token % CONFIG_TOKEN_MAX + 1
+        known = self._tokens[msg.output]
+        known[token] = self.selection(msg.output)
+        while len(known) > TOKENS_KEPT:
+            known.popitem(last=False)
+        return replace(msg, config_token=token)
+
+    def selection_at(self, output: Output, token: int | None, clock_t: float) -> Selection:
+        """The selection a stimulus of ``output`` belongs to: by its configuration token,
+        else by its onset ``clock_t`` (board time mapped to the engine clock)."""
+        if token is not None:
+            sel = self._tokens[Output(output)].get(token)
+            if sel is not None:
+                return sel
+        hist = self._changes[Output(output)]
+        if not hist:
+            return self.selection(output)
+        surely_after = clock_t - SELECTION_MARGIN_S
+        for start in reversed(self._starts[Output(output)]):
+            if start <= clock_t:  # the run it belongs to began with a command sent then
+                surely_after = max(surely_after, start)
+                break
+        for t, sel in reversed(hist):
+            if t <= surely_after:
+                return sel
+        return hist[0][1]  # before every change remembered: the oldest selection known
 
     def commands_on(self) -> list[Stimulate]:
         """The commands of the outputs that should be stimulating (after a reconnection)."""

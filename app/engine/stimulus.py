@@ -1,8 +1,8 @@
 """The stimulus pipeline: epoch -> measurement -> journal -> rules -> alarms -> procedure.
 
-Owns: ``StimulusPipeline``: each ``StimEpoch`` attributed to the output's selection
-(``Stimulator.selection``) and numbered in the case, measured (``Analyzer``; never a
-response while cautery is on), journaled with everything it causes in ONE transaction
+Owns: ``StimulusPipeline``: each ``StimEpoch`` attributed to the selection in force when
+the board delivered it (``Stimulator.selection_at``) and numbered in the case, measured
+(``Analyzer``; never a response while cautery is on), journaled with everything it causes in ONE transaction
 (the stimulus, its rule events, the alarm transitions they cause, step results; their
 announcements and sounds follow the write), the procedure's changes journaled (tagged
 steps, the contralateral vagus answered by the monitor, staging advice), remembered for
@@ -117,7 +117,8 @@ class StimulusPipeline:
         delivered it before the case opened (an epoch of the previous case still in flight)."""
         post_s = (e.samples.shape[1] - e.pre_samples) / float(e.sample_rate_hz) if e.samples.ndim == 2 else 0.05
         t_s = self.time.case_t_of_board(e.board_time_us, latency_s=post_s)
-        site, side, step, source = self.stim.selection(e.output)
+        # the selection in force when the board delivered it (its token, else its onset time)
+        site, side, step, source = self.stim.selection_at(e.output, e.config_token, t_s + self.time.origin)
         case = self.ctx.case if t_s >= 0.0 else None
         if case is not None:
             index, case.stim_index = case.stim_index, case.stim_index + 1

@@ -10,6 +10,12 @@ arrival wins (it has the least transport delay in it), and a jump of more than
 ``OFFSET_JUMP_S`` re-anchors it (a board reset or clock drift). A new board session
 (capabilities, a link restored) forgets it; until the next heartbeat, the first timestamp
 seen anchors it, less the latency the caller knows of (an epoch arrives after its window).
+
+Trust nothing: a board time far ahead of what the board's clock said so far (the offset
+would fall by more than ``OFFSET_JUMP_S`` at once) is believed only when frames at least
+``AHEAD_CONFIRM_S`` later say the same; one stray frame never moves the case clock. And a
+board event is never placed later than the moment its message arrived, less the latency
+the caller knows of (``board_clock``): nothing is recorded in the future.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from firmware_bridge.clock import Clock
 
 OFFSET_JUMP_S = 0.25
+AHEAD_CONFIRM_S = 0.5  # a board clock that jumped ahead is believed when it still says so this much later
 
 
 class TimeBase:
@@ -27,6 +34,7 @@ class TimeBase:
         self.started_at = clock.now()
         self.origin = self.started_at  # clock time of case time 0
         self._board_offset: float | None = None
+        self._ahead: tuple[float, float] | None = None  # (since, offset) a board clock ahead would give
 
     # -- the case clock
 
@@ -51,9 +59,10 @@ class TimeBase:
     def board_clock(self, board_time_us: int, latency_s: float = 0.0) -> float:
         """Board time -> engine clock seconds."""
         board_s = board_time_us / 1e6
+        latest = self.clock.now() - latency_s  # it cannot have happened after it was known
         if self._board_offset is None:
-            self._board_offset = self.clock.now() - latency_s - board_s
-        return board_s + self._board_offset
+            self._board_offset = latest - board_s
+        return min(board_s + self._board_offset, latest)
 
     def case_t_of_board(self, board_time_us: int, latency_s: float = 0.0) -> float:
         """Board time -> case time."""
@@ -61,10 +70,21 @@ class TimeBase:
 
     def learn_offset(self, board_time_us: int) -> None:
         """A heartbeat or status message stamped ``board_time_us`` arrived now."""
-        o = self.clock.now() - board_time_us / 1e6
-        if self._board_offset is None or o < self._board_offset or o - self._board_offset > OFFSET_JUMP_S:
+        now = self.clock.now()
+        o = now - board_time_us / 1e6
+        cur = self._board_offset
+        if cur is not None and o < cur - OFFSET_JUMP_S:  # the board's time far ahead: does it last?
+            since = self._ahead
+            if since is None or abs(o - since[1]) > OFFSET_JUMP_S:
+                self._ahead = (now, o)
+                return
+            if now - since[0] < AHEAD_CONFIRM_S:
+                return
+        self._ahead = None
+        if cur is None or o < cur or o - cur > OFFSET_JUMP_S:
             self._board_offset = o
 
     def forget_offset(self) -> None:
         """A new board session: learn its clock again."""
         self._board_offset = None
+        self._ahead = None

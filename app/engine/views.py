@@ -1,7 +1,8 @@
 """What the engine shows: the state snapshot, the alarms message and the trends.
 
-Owns: ``state_snapshot`` (the ``state`` message and ``state.get``: engine, board,
-storage, audio, the open case and everything it owns, stimulation, alarms, counters),
+Owns: ``state_snapshot`` (the ``state`` message and ``state.get``: engine, board, link,
+storage, audio, the open case and everything it owns, stimulation and what it is known
+to be doing, alarms, counters),
 ``alarms_json`` (the ``alarms`` message) and ``trend_series`` (``trend.get``). Pure
 functions of the engine's rooms: they read, never change (the format is ``app/api/API.md``).
 May import: ``app.alarms`` (types), ``app.model``, ``app.settings`` (defaults),
@@ -27,7 +28,7 @@ from app.model import Side, Site, Step
 from app.record.closeout import missing_from_procedure
 from app.settings import SCHEMA
 from app.rules.procedure import Procedure
-from firmware_bridge.messages import Fault
+from firmware_bridge.messages import Fault, Output
 
 if TYPE_CHECKING:
     from app.alarms import AlarmState
@@ -172,6 +173,13 @@ def _board(m: Monitor) -> dict[str, Any]:
             "max_current_mA": caps.max_current_uA / 1000.0 if caps else None}
 
 
+def _known(m: Monitor, output: Output) -> dict[str, Any]:
+    """What an output is known to do: ``state`` on | off | unknown (link down, board not
+    accepted, its data not arriving as promised) and ``state_reason`` (why unknown)."""
+    state, why = m.board.stim_state(output)
+    return {"state": state, "state_reason": why or None}
+
+
 def state_snapshot(m: Monitor, seq: int) -> dict[str, Any]:
     """The ``state`` message (see ``app/api/API.md``)."""
     st = m.settings
@@ -196,8 +204,9 @@ def state_snapshot(m: Monitor, seq: int) -> dict[str, Any]:
         "last_case_id": m.last_case_id,
         "stim": {"confirm_above_mA": float(st["stim.confirm_above_mA"]),
                  "probe": {**stim.probe.to_json(), "site": stim.probe_site.value, "side": stim.probe_side.value,
-                           "step": stim.probe_step.value if stim.probe_step else None},
-                 "aps": {**stim.aps.to_json(), "side": stim.aps_side.value}},
+                           "step": stim.probe_step.value if stim.probe_step else None, **_known(m, Output.PROBE)},
+                 "aps": {**stim.aps.to_json(), "side": stim.aps_side.value, **_known(m, Output.APS)}},
+        "link": m.board.link_json(),
         "threshold_uV": float(st["analysis.event_threshold_uV"]),
         "threshold_default_uV": float(SCHEMA["analysis.event_threshold_uV"].default),
         # protected limits relaxed beyond their defaults: shown on the monitor until restored

@@ -92,6 +92,11 @@ class AudioBackend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional: a backend with nothing to release keeps it
         """Release the device."""
 
+    def threads(self) -> list[threading.Thread]:
+        """The threads this backend runs (the engine's thread supervision watches them);
+        none for a backend that writes from the caller's thread."""
+        return []
+
     @property
     def failed(self) -> bool:
         return self._failed
@@ -429,6 +434,10 @@ class AplayAudio(AudioBackend):
                 except OSError:
                     pass
         return self._failed
+
+    def threads(self) -> list[threading.Thread]:
+        """The writer thread (once started)."""
+        return [self._thread] if self._thread.ident is not None else []
 
     def close(self) -> None:
         self._stop.set()

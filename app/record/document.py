@@ -162,6 +162,7 @@ class _Builder:
         self.contralateral: dict[str, str] = {}
         self.emg: dict[str, Any] = {"blocks": 0, "samples": 0, "sample_rate_hz": None, "labels": None,
                                     "first_t_s": None, "last_t_s": None}
+        self.link = _LinkTotals()
 
     # ------------------------------------------------------------------ input
 
@@ -587,6 +588,9 @@ class _Builder:
         self._event(e, "snapshot", "Mark" + (f": {p['label']}" if p.get("label") else ""))
 
     def _on_link(self, e: Entry, p: Mapping[str, Any]) -> None:
+        if p["event"] == "health":  # the link's counters (the report's one line), not an event for people
+            self.link.add(p.get("detail"))
+            return
         self._event(e, "link", f"Board link: {F.words(LINK_WORDS, p['event'])}")
 
     def _on_engine(self, e: Entry, p: Mapping[str, Any]) -> None:
@@ -779,6 +783,7 @@ class _Builder:
             "snapshots": self.snapshots,
             "engine": self.engine,
             "storage": self.storage,
+            "board_link": self.link.json(),
             "signatures": [{"role": "Surgeon", "name": case.get("surgeon") if self.identified else None},
                            {"role": "Neuromonitoring / anaesthesia", "name": None}],
         }
@@ -818,7 +823,53 @@ class _Builder:
 
 LINK_WORDS = {"connected": "connected", "lost": "lost", "reconnected": "reconnected", "board_fault": "board fault",
               "capabilities": "board identified", "nack": "command refused by the board",
-              "board_status": "board status changed", "host_silent": "board stopped (host silent)"}
+              "board_status": "board status changed", "host_silent": "board stopped (host silent)",
+              "invalid_data": "board sends invalid data", "data_valid": "board data valid again",
+              "incompatible": "board not supported", "board_accepted": "board supported",
+              "board_restarted": "board restarted", "data_missing": "data from the board missing",
+              "data_missing_ended": "data from the board no longer missing", "port_error": "port problem",
+              "port_opened": "port opened"}
+# the counts of the board link's health entries that the report sums over the case
+LINK_COUNTS = ("frames_ok", "crc_errors", "resyncs", "oversize", "invalid", "duplicates", "replayed",
+               "frames_missed", "epochs_missed", "lost")
+
+
+class _LinkTotals:
+    """The board link's counts over the case, from its ``health`` entries (cumulative
+    counters of one link session each): the increase from one entry to the next, and all
+    of a new session's counts (the engine restarted: uptime or a counter went back)."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(LINK_COUNTS, 0)
+        self.entries = 0
+        self._prev: dict[str, Any] | None = None
+
+    @staticmethod
+    def _counts(d: Mapping[str, Any]) -> dict[str, Any]:
+        g = d.get("gaps")
+        gaps: Mapping[str, Any] = g if isinstance(g, Mapping) else {}
+        out = {k: d.get(k) for k in LINK_COUNTS if k not in ("frames_missed", "epochs_missed")}
+        out.update(frames_missed=gaps.get("frames_missed"), epochs_missed=gaps.get("epochs_missed"))
+        out = {k: int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else 0
+               for k, v in out.items()}
+        up = d.get("uptime_s")
+        out["uptime_s"] = float(up) if isinstance(up, (int, float)) and not isinstance(up, bool) else 0.0
+        return out
+
+    def add(self, d: Any) -> None:
+        if not isinstance(d, Mapping):
+            return
+        cur, prev = self._counts(d), self._prev
+        self.entries += 1
+        self._prev = cur
+        if prev is None:
+            return  # where the case's counts start
+        new_session = cur["uptime_s"] < prev["uptime_s"] or any(cur[k] < prev[k] for k in LINK_COUNTS)
+        for k in LINK_COUNTS:
+            self.totals[k] += cur[k] if new_session else cur[k] - prev[k]
+
+    def json(self) -> dict[str, Any] | None:
+        return None if self.entries == 0 else {**self.totals, "health_entries": self.entries}
 ENGINE_WORDS = {"started": "started", "case_started": "case started", "resumed": "resumed after an interruption",
                 "fault": "fault (stimulation stopped)", "stopped": "stopped", "self_test": "self-test",
                 "audio_failure": "audio output failed", "audio_recovered": "audio output works again"}

@@ -72,7 +72,10 @@ reader_message     event ("received", "acknowledged"), id, reader (station user)
                    remote reader's message to the OR (``app.engine.commands.inbox``) and the OR's
                    acknowledgement.
 snapshot           label?, who?, stimulus_index?
-link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
+link               event ("connected", "lost", "reconnected", "board_fault", "invalid_data",
+                   "data_valid", "incompatible", "board_accepted", "board_restarted",
+                   "data_missing", "data_missing_ended", "health" (the link's counters when
+                   a case opens, every minute and when it closes), ...), detail?
 engine             event ("started", "resumed", "fault", "stopped", ...), detail?, version?
 storage            event ("problem", "recovered", "rescued", "low_space"), message?, queued?,
                    dropped?; low_space: free_bytes, hours_left, bytes_per_hour, min_hours

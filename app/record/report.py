@@ -479,6 +479,7 @@ def write_pdf(doc: Mapping[str, Any], path: Any, waveform_of: WaveformFn | None 
     story += _closeout(doc)
     story += _signatures(doc)
     story += _settings(doc)
+    story += _board_link(doc)
     problems = layout_problems(story)
     pdf = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
                             bottomMargin=14 * mm, title=f"LNM case {case_id}", author="LNM",
@@ -1001,6 +1002,20 @@ def _signatures(doc: Mapping[str, Any]) -> list[Any]:
     t = Table(rows, colWidths=[45 * mm, 40 * mm, 56 * mm, 34 * mm], rowHeights=[12 * mm] * len(rows), hAlign="LEFT")
     t.setStyle(TableStyle([("FONT", (0, 0), (-1, -1), "Helvetica", 8), ("VALIGN", (0, 0), (-1, -1), "BOTTOM")]))
     return [KeepTogether([Paragraph("Signatures", H2), t])]
+
+
+def board_link_line(link: Mapping[str, Any] | None) -> str:
+    """The board link's quality over the case in one line (``board_link`` of the document)."""
+    if not link:
+        return "Board link: no link counts recorded for this case."
+    n = lambda key: f"{int(link.get(key) or 0):,}"  # noqa: E731
+    return (f"Board link during the case: {n('frames_ok')} frames, {n('crc_errors')} CRC errors, "
+            f"{n('frames_missed')} frames missed ({n('epochs_missed')} stimuli), {n('invalid')} invalid, "
+            f"{n('replayed')} replayed, {n('duplicates')} duplicated; lost {n('lost')} times.")
+
+
+def _board_link(doc: Mapping[str, Any]) -> list[Any]:
+    return [Spacer(1, 2 * mm), _p(board_link_line(doc.get("board_link")), SMALL)]
 
 
 def _settings(doc: Mapping[str, Any]) -> list[Any]:

@@ -260,6 +260,17 @@ def delivered_words(set_mA: Any, delivered_mA: Any, tolerance_pct: float = 5.0) 
     return ""
 
 
+def output_words(name: str, out: Mapping[str, Any] | None) -> str:
+    """The on/off button of an output (``name``: "Probe", "APS") as the engine knows it:
+    ``PROBE ON``, ``Probe off``, or ``Probe: UNKNOWN`` while the board's state is unknown
+    (link down, board not accepted, its data not arriving): never the last command."""
+    out = out or {}
+    state = out.get("state") or ("on" if out.get("on") else "off")
+    if state == "unknown":
+        return f"{name}: UNKNOWN"
+    return f"{name.upper()} ON" if state == "on" else f"{name} off"
+
+
 def response_words(m: Mapping[str, Any] | None) -> str:
     """What the last stimulus of a side showed, in words."""
     if not m:

@@ -400,6 +400,7 @@ class VirtualBoard:
         self._need_k: float = math.inf
         self._pending: list[_Pending] = []
         self._outputs = {o: _OutputState() for o in Output}
+        self._pulse_end: dict[Output, float] = {}  # board time each output's last pulse ends
         self._stim_counter = 0
         self._hb_counter = 0
         self._next_hb = 0.0
@@ -604,13 +605,19 @@ class VirtualBoard:
         st.next_t = t + st.period_s
 
     def _pulse(self, t: float, output: Output, current_uA: int, pw_us: int, token: int | None = None) -> None:
+        # one output delivers one pulse at a time: a single pulse asked for during a pulse
+        # of the continuous train follows it (PROTOCOL.md section 12.4, pulse_overlap)
+        t = max(t, self._pulse_end.get(output, -math.inf))
         gen = self._gen
         if gen is not None:
             k = max(gen.k_of(t + self._off), gen.next_k)
+            if gen.t_of(k) - self._off < t - 1e-9:
+                k += 1
             t_onset = gen.t_of(k) - self._off
             fs = gen.fs
         else:
             k, t_onset, fs = 0, t, 20000
+        self._pulse_end[output] = t_onset + max(pw_us, 1) / 1e6
         out = self.patient.stimulate(t_onset + self._off, output, current_uA, pw_us, fs)
         self._stim_counter = (self._stim_counter + 1) & 0xFFFFFFFF
         self._compliance = out.compliance_limited

@@ -56,7 +56,8 @@ EXPECT_KINDS = frozenset({
     "loss_of_signal", "combined_event", "amplitude_decrease", "signal_recovered", "no_current",
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
     "loss_of_signal_continued", "neuromuscular_blockade_suspected",
-    "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
+    "board_link_lost", "board_fault", "monitoring_data_missing", "board_data_missing", "board_invalid_data",
+    "board_not_supported", "lead_off", "storage_problem", "audio_failure", "engine_fault",
     "remote_unreachable", "staging_recommended", "spontaneous_activity", "cautery",
 })
 _CMD = re.compile(r"[a-z_]+(\.[a-z_]+)*")

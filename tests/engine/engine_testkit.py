@@ -43,7 +43,8 @@ def stepped(tmp_path: Path | None = None, *, scenario: Any = None, seed: int = 3
     holder: dict[str, Any] = {}
     if journal is None and tmp_path is not None:
         journal = Journal(tmp_path / "journal.db", retry_interval_s=kw.pop("retry_interval_s", 1.0),
-                          on_status=lambda st: holder["mon"].storage_status(st.ok, st.message) if "mon" in holder else None)
+                          on_status=lambda st: holder["mon"].storage_status(st.ok, st.message)
+                          if "mon" in holder else None)
     mk: dict[str, Any] = dict(kw.pop("monitor_kwargs", {}))
     if fake_analysis:
         mk.update(analyzer_factory=PeakAnalyzer, detector_factory=None)

@@ -295,7 +295,7 @@ def test_a_stimulus_and_the_alarm_it_causes_are_one_transaction_written_before_a
     i = los[0]
     kinds = log[i][1]
     assert kinds[0] == "stimulus" and "alarm" in kinds  # the stimulus, its rule event and the alarm: one write
-    alarm = next(p for k, p in zip(kinds, log[i][2]) if k == "alarm")
+    alarm = next(p for k, p in zip(kinds, log[i][2], strict=True) if k == "alarm")
     assert alarm["event_kind"] == "loss_of_signal" and alarm["transition"] == "raised"
     # nothing about it was published or sounded before that write
     announced = [j for j, e in enumerate(log) if e[0] == "publish" and e[1] == "events"

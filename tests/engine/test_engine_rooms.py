@@ -107,7 +107,8 @@ def test_a_jump_of_the_board_clock_re_anchors_and_a_new_session_forgets():
     clock = ManualClock(50.0)
     tb = TimeBase(clock)
     tb.learn_offset(10_000_000)  # board at 10 s when the engine is at 50 s
-    assert tb.board_clock(11_000_000) == pytest.approx(51.0)
+    assert tb.board_clock(9_000_000) == pytest.approx(49.0)
+    assert tb.board_clock(11_000_000) == pytest.approx(50.0)  # 1 s ahead: placed when it was known, no later
     clock.advance(5.0)
     tb.learn_offset(5_000_000 + int(1e6 * (OFFSET_JUMP_S + 0.5)))  # the board was reset
     assert tb.board_clock(5_000_000) == pytest.approx(55.0 - OFFSET_JUMP_S - 0.5)

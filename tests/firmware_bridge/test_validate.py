@@ -215,6 +215,7 @@ def _epoch(**kw) -> StimEpoch:
     (dict(board_time_us=MAX_BOARD_TIME_US + 1), "board_time"),
     (dict(config_token=8), "token"),
     (dict(set_current_uA=2000, delivered_current_uA=1990), "token"),
+    (dict(board_time_us=1_000_099), "pulse_overlap"),  # during the 100 us pulse before: one pulse sent twice
 ])
 def test_wrong_stimulus_epochs_are_invalid_with_their_reason(change, reason):
     v, _ = _configured()
@@ -226,6 +227,19 @@ def test_wrong_stimulus_epochs_are_invalid_with_their_reason(change, reason):
     assert v.stats["invalid_by_reason"] == {reason: 1}
     assert verdict.detail  # names the value
     assert v.check(v.frame(_epoch(stim_counter=3, board_time_us=1_500_000)), 0.2)[0].accepted
+
+
+def test_pulses_of_one_output_follow_each_other_pulses_of_two_outputs_may_coincide():
+    v, _ = _configured()
+    s = v.host(Stimulate(Output.PROBE, StimMode.SINGLE, 2000, 200, config_token=8))
+    assert v.check(v.frame(Ack(s)), 0.0)[0].accepted
+    assert v.check(v.frame(_epoch()), 0.0)[0].accepted
+    probe = _epoch(stim_counter=2, board_time_us=1_000_050, output=Output.PROBE, set_current_uA=2000,
+                   delivered_current_uA=1990, pulse_width_us=200, config_token=8)
+    assert v.check(v.frame(probe), 0.01)[0].accepted
+    after = _epoch(stim_counter=3, board_time_us=1_000_100)  # right after the APS pulse ended
+    assert v.check(v.frame(after), 0.02)[0].accepted
+    assert v.stats["invalid"] == 0
 
 
 def test_board_time_must_follow_the_host_clock():

@@ -96,6 +96,7 @@ def test_capture_records_what_and_when():
     assert cap.emg_samples == 480 and cap.emg_blocks[-1][2] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="audio layer"):
         cap.play("music", np.ones(3), "x")
+    assert cap.threads() == []  # it writes from the caller's thread: nothing to supervise
 
 
 def test_capture_failure_is_reported_once_and_plays_nothing():
@@ -234,6 +235,9 @@ def test_stalled_device_is_reported_and_play_never_blocks(backends):
 def test_close_stops_the_writer_thread(backends):
     b = backends(py("import sys,shutil; shutil.copyfileobj(sys.stdin.buffer, open('/dev/null','wb'))"))
     assert wait_for(lambda: b.frames_written > 0)
+    (writer,) = b.threads()  # what the engine's thread supervision watches
+    assert writer.name == "lnm-audio-writer" and writer.is_alive()
     b.close()
     assert not any(t.name == "lnm-audio-writer" and t.is_alive() for t in threading.enumerate()
                    if t is b._thread)
+    assert not writer.is_alive()

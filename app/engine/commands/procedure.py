@@ -55,10 +55,11 @@ def step_tag(m: Monitor, req: p.Request, step: str, side: str | None = None, whi
                                           f"{s.value} (only R2 and V2 given after a loss of signal are offered)")
         meas = measurement_from_json(offer["measurement"])
     else:
-        meas = case.last_valid.get((site.value, side))
-        if meas is None:
+        last = case.last_valid.get((site.value, side))
+        if last is None:
             raise p.ApiError(p.BAD_STATE,
                              f"step.tag: no valid {site.value} response on side {side} yet to record as {s.value}")
+        meas = last
     try:
         with m.ledger.transaction():  # the step and the events its rules raise: one write (none if refused)
             value = m.pipeline.record_step(case, s, meas, who=who(req), how="operator")

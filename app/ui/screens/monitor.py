@@ -78,12 +78,14 @@ class SidePanel(BoxLayout):
 class MonitorScreen(LnmScreen):
     page = StringProperty("probe")
     probe_on = BooleanProperty(False)
+    probe_text = StringProperty("Probe off")  # what the board is known to do (UNKNOWN while unknown)
     probe_set = StringProperty("---")
     probe_delivered = StringProperty("---")
     probe_warn = StringProperty("")
     site = StringProperty("VAGUS")
     side = StringProperty("L")
     aps_on = BooleanProperty(False)
+    aps_text = StringProperty("APS off")
     aps_side = StringProperty("L")
     aps_set = StringProperty("---")
     aps_delivered = StringProperty("---")
@@ -116,6 +118,7 @@ class MonitorScreen(LnmScreen):
         probe = stim.get("probe") or {}
         aps = stim.get("aps") or {}
         self.probe_on = bool(probe.get("on"))
+        self.probe_text = P.output_words("Probe", probe)
         self.probe_mA = float(probe.get("current_mA") or 0.0)
         self.probe_set = P.fmt_ma(probe.get("current_mA"), 1)
         self.probe_delivered = P.fmt_ma(probe.get("delivered_mA"))
@@ -123,6 +126,7 @@ class MonitorScreen(LnmScreen):
         self.site = str(probe.get("site") or "VAGUS")
         self.side = str(probe.get("side") or "L")
         self.aps_on = bool(aps.get("on"))
+        self.aps_text = P.output_words("APS", aps)
         self.aps_side = str(aps.get("side") or "L")
         self.aps_mA = float(aps.get("current_mA") or 0.0)
         self.aps_set = P.fmt_ma(aps.get("current_mA"), 1)
