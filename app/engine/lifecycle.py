@@ -130,7 +130,9 @@ def restore_engine_state(m: Monitor, data: Mapping[str, Any]) -> None:
     if changes:
         m.apply_settings(m.settings.with_changes(changes, "resumed case"))
     case.rules = RuleEngine.restore(m.settings, data["rules"])
-    m.alarms.restore(data["alarms"], who="resume")
+    origin = data.get("origin")
+    shift = m.time.origin - float(origin) if isinstance(origin, (int, float)) else None
+    m.alarms.restore(data["alarms"], who="resume", shift=shift)  # onsets, acknowledgements, a pause: as they were
     m.stim.restore(d)
     case.restore(d, m.time.origin, m.settings)
     m.ctx.profile = d.get("profile", m.ctx.profile)

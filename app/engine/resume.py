@@ -7,11 +7,12 @@ May import: the standard library, ``app.record`` and ``app.engine.core``.
 
 What comes back: the baselines and every rule state (the last ``engine`` entry with
 ``event = "state"``, then the stimuli journaled after it run through the rules again),
-the alarm state (latched alarms and acknowledgements; audio pause does not survive a
-restart, by design of the alarm manager), the procedure (steps, troubleshooting, mapping,
-staging), the stimulation settings and outputs, the probe site, the tube check, the
-trends and the last responses. The case clock continues from the last entry plus the
-wall-clock time the engine was away.
+the alarm state with its times (each alarm's onset, unacknowledged period and
+acknowledgement on the case clock as they were, an audio pause still running until its
+original end; audio off does not survive a restart, by design of the alarm manager), the
+procedure (steps, troubleshooting, mapping, staging), the stimulation settings and
+outputs, the probe site, the tube check, the trends and the last responses. The case
+clock continues from the last entry plus the wall-clock time the engine was away.
 """
 
 from __future__ import annotations

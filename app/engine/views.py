@@ -41,12 +41,14 @@ def alarms_json(st: AlarmState, time: TimeBase, notices_since: float | None = No
         d.update(
             technical=a.category == "technical",
             raised_t_s=round(time.case_t(a.since), 3),
+            acknowledged_t_s=None if a.acknowledged_at is None else round(time.case_t(a.acknowledged_at), 3),
             side=side if side in ("L", "R") else None,
             site=site if side in ("L", "R") else None,
             name=a.title,
         )
         d.pop("since", None)
         d.pop("unacknowledged_since", None)
+        d.pop("acknowledged_at", None)
         active.append(d)
     audio = st.audio
     notices = [n for n in st.notices if notices_since is None or n.t >= notices_since]
