@@ -188,6 +188,7 @@ def state_snapshot(m: Monitor, seq: int) -> dict[str, Any]:
                    "fatal": m.fatal},
         "board": _board(m),
         "storage": {"ok": m.alarm_desk.storage_ok, "message": m.alarm_desk.storage_message},
+        "recording": m.ledger.recording().to_json(),
         "audio": {"ok": m.alarm_desk.audio_ok, "backend": m.outputs.describe(), "message": m.alarm_desk.audio_message},
         "case": case,
         "last_case_id": m.last_case_id,

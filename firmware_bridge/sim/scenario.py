@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import sys
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from firmware_bridge.sim.physiology import PatientParams, PhysiologyError
 
@@ -51,7 +52,8 @@ EXPECT_KINDS = frozenset({
     "loss_of_signal", "combined_event", "amplitude_decrease", "signal_recovered", "no_current",
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
     "loss_of_signal_continued", "neuromuscular_blockade_suspected",
-    "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
+    "board_link_lost", "board_fault", "lead_off", "storage_problem", "config_problem", "audio_failure",
+    "engine_fault",
     "staging_recommended", "spontaneous_activity", "cautery",
 })
 STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
@@ -65,6 +67,8 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class WorldEvent:
+    """A change of the virtual patient or board at time ``t``."""
+
     t: float
     command: str
     args: Mapping[str, Any]
@@ -72,6 +76,8 @@ class WorldEvent:
 
 @dataclass(frozen=True)
 class OperatorAction:
+    """A local-API command the scripted operator sends at time ``t``."""
+
     t: float
     cmd: str  # local-API command, e.g. "probe.site"
     args: Mapping[str, Any]
@@ -79,6 +85,8 @@ class OperatorAction:
 
 @dataclass(frozen=True)
 class ExpectedEvent:
+    """An event (rule event or alarm) the case must show, with its window and counts."""
+
     kind: str
     side: str | None = None
     site: str | None = None
@@ -88,12 +96,15 @@ class ExpectedEvent:
     max_count: int | None = None
 
     def matches(self, kind: str, t_s: float, side: str | None = None, site: str | None = None) -> bool:
+        """The event ``kind`` at ``t_s`` (on ``side``/``site``) is this one."""
         return (kind == self.kind and (self.side is None or side == self.side)
                 and (self.site is None or site == self.site) and self.after_s <= t_s <= self.before_s)
 
 
 @dataclass(frozen=True)
 class ForbiddenEvent:
+    """An event the case must not show within its window."""
+
     kind: str
     side: str | None = None
     site: str | None = None
@@ -101,12 +112,15 @@ class ForbiddenEvent:
     before_s: float = math.inf
 
     def matches(self, kind: str, t_s: float, side: str | None = None, site: str | None = None) -> bool:
+        """The event ``kind`` at ``t_s`` (on ``side``/``site``) is this one."""
         return (kind == self.kind and (self.side is None or side == self.side)
                 and (self.site is None or site == self.site) and self.after_s <= t_s <= self.before_s)
 
 
 @dataclass(frozen=True)
 class ExpectedStep:
+    """A procedure step the case must record, with its response and amplitude range."""
+
     step: str
     side: str
     response: bool = True
@@ -116,6 +130,8 @@ class ExpectedStep:
 
 @dataclass(frozen=True)
 class Expect:
+    """Everything a scenario expects of the case."""
+
     events: tuple[ExpectedEvent, ...] = ()
     absent: tuple[ForbiddenEvent, ...] = ()
     steps: tuple[ExpectedStep, ...] = ()
@@ -144,6 +160,8 @@ def _describe(e: ExpectedEvent | ForbiddenEvent) -> str:
 
 @dataclass(frozen=True)
 class Scenario:
+    """One scripted case: the patient, the world's events, the operator's actions, the expectations."""
+
     name: str
     path: Path
     title: str
@@ -189,6 +207,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 
 def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
+    """A scenario from its parsed TOML; ``ScenarioError`` names the file and the problem."""
     def fail(msg: str) -> ScenarioError:
         return ScenarioError(f"{path}: {msg}")
 
@@ -278,6 +297,41 @@ def _check_world(events: tuple[WorldEvent, ...], fail) -> None:
                 raise fail(f"{where}: missing argument {n!r}")
 
 
+def _expected_event(section: str, where: str, e: Any, fail) -> ExpectedEvent | ForbiddenEvent:
+    """One ``[[expect.event]]`` or ``[[expect.absent]]`` table, checked."""
+    allowed = {"kind", "side", "site", "after_s", "before_s"} | (
+        {"min_count", "max_count"} if section == "event" else set())
+    if not isinstance(e, dict):
+        raise fail(f"{where} must be a table")
+    bad = set(e) - allowed
+    if bad:
+        raise fail(f"{where}: unknown key {sorted(bad)[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    kind = e.get("kind")
+    if kind not in EXPECT_KINDS:
+        raise fail(f"{where}: kind {kind!r} is not known; one of {', '.join(sorted(EXPECT_KINDS))}")
+    side = e.get("side")
+    if side not in (None, "L", "R"):
+        raise fail(f"{where}: side must be L or R (got {side!r})")
+    site = e.get("site")
+    if site not in (None, "VAGUS", "RLN", "EBSLN"):
+        raise fail(f"{where}: site must be VAGUS, RLN or EBSLN (got {site!r})")
+    after = e.get("after_s", 0.0)
+    before = e.get("before_s", math.inf)
+    for name, v in (("after_s", after), ("before_s", before)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise fail(f"{where}: {name} must be a number of seconds >= 0 (got {v!r})")
+    if before < after:
+        raise fail(f"{where}: before_s={before:g} is earlier than after_s={after:g}")
+    if section != "event":
+        return ForbiddenEvent(kind, side, site, float(after), float(before))
+    lo, hi = e.get("min_count", 1), e.get("max_count")
+    if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
+        raise fail(f"{where}: min_count must be an integer >= 0 (got {lo!r})")
+    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < lo):
+        raise fail(f"{where}: max_count must be an integer >= min_count (got {hi!r})")
+    return ExpectedEvent(kind, side, site, float(after), float(before), lo, hi)
+
+
 def _expect(data: Any, fail) -> Expect:
     if not isinstance(data, dict):
         raise fail("[expect] must be a table")
@@ -290,38 +344,7 @@ def _expect(data: Any, fail) -> Expect:
         if not isinstance(entries, list):
             raise fail(f"expect.{section} entries must be written as [[expect.{section}]] tables")
         for i, e in enumerate(entries):
-            where = f"[[expect.{section}]] #{i + 1}"
-            allowed = {"kind", "side", "site", "after_s", "before_s"} | ({"min_count", "max_count"} if section == "event" else set())
-            if not isinstance(e, dict):
-                raise fail(f"{where} must be a table")
-            bad = set(e) - allowed
-            if bad:
-                raise fail(f"{where}: unknown key {sorted(bad)[0]!r}; allowed: {', '.join(sorted(allowed))}")
-            kind = e.get("kind")
-            if kind not in EXPECT_KINDS:
-                raise fail(f"{where}: kind {kind!r} is not known; one of {', '.join(sorted(EXPECT_KINDS))}")
-            side = e.get("side")
-            if side not in (None, "L", "R"):
-                raise fail(f"{where}: side must be L or R (got {side!r})")
-            site = e.get("site")
-            if site not in (None, "VAGUS", "RLN", "EBSLN"):
-                raise fail(f"{where}: site must be VAGUS, RLN or EBSLN (got {site!r})")
-            after = e.get("after_s", 0.0)
-            before = e.get("before_s", math.inf)
-            for name, v in (("after_s", after), ("before_s", before)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                    raise fail(f"{where}: {name} must be a number of seconds >= 0 (got {v!r})")
-            if before < after:
-                raise fail(f"{where}: before_s={before:g} is earlier than after_s={after:g}")
-            if section == "event":
-                lo, hi = e.get("min_count", 1), e.get("max_count")
-                if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
-                    raise fail(f"{where}: min_count must be an integer >= 0 (got {lo!r})")
-                if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < lo):
-                    raise fail(f"{where}: max_count must be an integer >= min_count (got {hi!r})")
-                sink.append(ExpectedEvent(kind, side, site, float(after), float(before), lo, hi))
-            else:
-                sink.append(ForbiddenEvent(kind, side, site, float(after), float(before)))
+            sink.append(_expected_event(section, f"[[expect.{section}]] #{i + 1}", e, fail))
     entries = data.get("step", [])
     if not isinstance(entries, list):
         raise fail("expect.step entries must be written as [[expect.step]] tables")

@@ -117,8 +117,8 @@ def test_catalogue_categories_match_the_design():
                       AlarmKind.AMPLITUDE_DECREASE, AlarmKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED,
                       AlarmKind.POOR_BASELINE}
     assert tech == {AlarmKind.BOARD_LINK_LOST, AlarmKind.BOARD_FAULT, AlarmKind.LEAD_OFF,
-                    AlarmKind.NO_CURRENT, AlarmKind.STORAGE_PROBLEM, AlarmKind.AUDIO_FAILURE,
-                    AlarmKind.ENGINE_FAULT}
+                    AlarmKind.NO_CURRENT, AlarmKind.STORAGE_PROBLEM, AlarmKind.CONFIG_PROBLEM,
+                    AlarmKind.AUDIO_FAILURE, AlarmKind.ENGINE_FAULT}
     assert set(CATALOG) == set(AlarmKind)
     assert not any("ui" in k.value for k in AlarmKind)
     assert CATALOG[AlarmKind.LOSS_OF_SIGNAL].latch is Latch.UNTIL_RESET
