@@ -74,6 +74,7 @@ class Ledger:
         self._held: list[tuple[str, Mapping[str, Any], bool]] | None = None  # published once it is written
         self._waiting: collections.deque[tuple[int, float, str, Mapping[str, Any], bool]] = collections.deque()
         self._seen_version = -1
+        self._next_look = 0.0
         self.on_recording: Callable[[RecordingState], None] | None = None
         self.on_space_note: Callable[[str], None] | None = None
 
@@ -182,9 +183,9 @@ class Ledger:
         """Every input and tick: the inline writer's retries, held messages, the recording state."""
         self.writer.pump()
         self.release()
-        version = self.writer.version
-        if version != self._seen_version:
-            self._seen_version = version
+        version, now = self.writer.version, self._time.clock.now()
+        if version != self._seen_version or now >= self._next_look:  # (waiting is a matter of time too)
+            self._seen_version, self._next_look = version, now + 0.25
             if self.on_recording is not None:
                 self.on_recording(self.writer.state())
         for note in self.writer.take_space_notes():

@@ -65,15 +65,20 @@ STREAM_KINDS = ("emg_block",)  # entries dropped whole first
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 WAITING_S = 2.0  # entries waiting longer than this: the recording state says "queued"
 RESERVE_HOURS = 8.0  # the essentials that still fit once the disk is full
-ESSENTIAL_BYTES_PER_HOUR = 12_000_000  # measured, see reserve_size
+# Measured (bench/record.py, "essentials"): the stepped engine on the virtual board with the
+# probe stimulating continuously at the default 4 Hz and the continuous vagal electrode at the
+# default 1 Hz, waveforms and raw EMG left out as after the disk filled: 16.1 MB per hour on
+# disk (stimulus measurements 5 / s, engine-state entries, alarms, events; SQLite pages and
+# the WAL checkpointed). Less stimulation takes less (APS alone with probe bursts: ~6 MB/h).
+ESSENTIAL_BYTES_PER_HOUR = 16_500_000
 WAL_ALLOWANCE = 16 * 1024 * 1024  # the journal's write-ahead log grows to about 1000 pages between checkpoints
 
 
 def reserve_size(hours: float = RESERVE_HOURS) -> int:
     """Bytes of the storage reserve: ``hours`` of the essentials (every entry but the raw EMG
-    and the epochs' waveforms) with SQLite's pages, at ``ESSENTIAL_BYTES_PER_HOUR``, plus the
-    write-ahead log, with half again for safety."""
-    return int(hours * ESSENTIAL_BYTES_PER_HOUR * 1.5) + WAL_ALLOWANCE
+    and the epochs' waveforms) with SQLite's pages, at ``ESSENTIAL_BYTES_PER_HOUR``, a quarter
+    again for safety, plus the write-ahead log (about 182 MB for 8 hours)."""
+    return int(hours * ESSENTIAL_BYTES_PER_HOUR * 1.25) + WAL_ALLOWANCE
 
 
 @dataclass

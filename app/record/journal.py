@@ -323,6 +323,12 @@ class Journal:
                 conn = self._connect_readonly(path)
             else:
                 conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "journal_meta" not in tables:  # another program's database: never ours to change
+                    conn.close()
+                    raise StorageError(f"case journal {path}: an SQLite database of another program (tables "
+                                       f"{', '.join(sorted(tables)[:5])}), not an LNM case journal; it was not "
+                                       "changed", path, "format")
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new, empty file
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
