@@ -163,7 +163,9 @@ class EngineService:
             raise
         except OSError as exc:  # the record's problem, not monitoring's: monitor without a record
             self.data_lock = None
-            lock_problem = f"the data folder {cfg.data_dir} cannot be used ({exc.strerror or exc})"
+            from app.record.journal import classify
+
+            lock_problem = f"the data folder {cfg.data_dir} cannot be used ({classify(exc)[1]}: {exc.strerror or exc})"
             log.error("%s: monitoring without a record", lock_problem)
         writer = self._open_record(lock_problem)
         self.monitor = Monitor(
