@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("app.record.cli", "write a case's INMSG documentation (PDF, JSON, EDF+)"),
     "export": ("app.record.cli", "export a case to a USB stick"),
     "cases": ("app.record.cli", "list the cases in the journal"),
-    "storage": ("app.record.storage", "show the record's use per case and free space; prune by retention"),
+    "storage": ("app.record.cli", "show the record's use per case and free space; prune by retention"),
     "config-check": ("app.commands.config_check", "validate a configuration directory"),
 }
 

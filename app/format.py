@@ -85,17 +85,17 @@ def amplitude_uV(x: Any) -> int | None:
 
 def latency_ms(x: Any) -> float | None:
     """A latency as shown and stored (0.01 ms)."""
-    return round_value(x, PRECISION["latency_ms"])  # type: ignore[return-value]
+    return round_value(x, PRECISION["latency_ms"])
 
 
 def current_mA(x: Any) -> float | None:
     """A current as shown (0.01 mA)."""
-    return round_value(x, PRECISION["current_mA"])  # type: ignore[return-value]
+    return round_value(x, PRECISION["current_mA"])
 
 
 def current_exact(x: Any) -> float | None:
     """A stimulator current at its resolution (1 µA): what the rules compare."""
-    return round_value(x, PRECISION["current_exact_mA"])  # type: ignore[return-value]
+    return round_value(x, PRECISION["current_exact_mA"])
 
 
 def percent(x: Any) -> int | None:
@@ -105,7 +105,7 @@ def percent(x: Any) -> int | None:
 
 def position_mm(x: Any) -> float | None:
     """A mapping position as shown and stored (0.1 mm)."""
-    return round_value(x, PRECISION["position_mm"])  # type: ignore[return-value]
+    return round_value(x, PRECISION["position_mm"])
 
 
 def _fixed(x: Any, digits: int) -> str | None:
@@ -223,6 +223,7 @@ EVENT_WORDS = {
     "baseline_set": "Baseline set",
     "neuromuscular_blockade_suspected": "Neuromuscular blockade suspected",
     "nmb_suspected": "Neuromuscular blockade suspected",
+    "loss_of_signal_continued": "Loss of signal again (same episode)",
 }
 PRIORITY_WORDS = {"high": "high", "medium": "medium", "low": "low", "info": "information"}
 PRIORITY_ORDER = ("high", "medium", "low", "info")
@@ -392,7 +393,7 @@ def action_text(action: str, detail: Any) -> str:
     return fn(d) if fn is not None else words({}, action).capitalize()
 
 
-CASE_FIELD_WORDS = {
+CASE_FIELD_WORDS: dict[str, str] = {
     "surgeon": "surgeon", "procedure": "procedure", "planned_sides": "planned sides", "tube_type": "tube type",
     "tube_size_mm": "tube size", "tube_depth_cm": "tube depth", "relaxant": "relaxant",
     "relaxant_time": "relaxant time", "tof_count": "train-of-four count", "tof_ratio_pct": "train-of-four ratio",

@@ -1,8 +1,12 @@
 """The clinical vocabulary shared by every stage of the engine.
 
-Owns: sites, sides, sources, INMSG steps, the ``Stimulus`` a measurement belongs to, the
-``Measurement`` of one epoch and the ``RuleEvent`` the rules raise.
-May import: the standard library only. Everything in ``app`` may import this module.
+Owns: the ``Stimulus`` a measurement belongs to, the ``Measurement`` of one epoch, the
+``RuleEvent`` the rules raise and their enumerations; and, as the one place ``app``
+imports them from, sites, sides, sources, INMSG steps and the EMG channel labels, defined
+in ``firmware_bridge.vocabulary`` (the virtual board speaks them too, and
+``firmware_bridge`` never imports ``app``). No other module declares them again.
+May import: the standard library and ``firmware_bridge.vocabulary``. Everything in
+``app`` may import this module.
 
 Field names and values match ``shared/specs/recording-exchange.md`` so that the live
 engine, ``lnm analyze`` and the case record speak the same language.
@@ -14,53 +18,27 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from firmware_bridge.vocabulary import (
+    CHANNEL_LABELS,
+    NERVES,
+    SIDES,
+    SITES,
+    SOURCES,
+    STEPS,
+    Side,
+    Site,
+    Source,
+    Step,
+)
+
+__all__ = [
+    "CHANNEL_LABELS", "NERVES", "SIDES", "SITES", "SOURCES", "STEPS", "Side", "Site", "Source", "Step",
+    "InvalidReason", "Priority", "EventKind", "Stimulus", "Measurement", "RuleEvent",
+]
+
 
 # The enumerations keep the ``str`` mix-in (not ``StrEnum``, whose members print
 # differently): every stage and the record compare and serialise their values.
-class Site(str, enum.Enum):  # noqa: UP042
-    """The nerve a stimulus was given to."""
-
-    VAGUS = "VAGUS"
-    RLN = "RLN"
-    EBSLN = "EBSLN"
-    UNTAGGED = "UNTAGGED"  # probe touched an unidentified structure
-
-
-class Side(str, enum.Enum):  # noqa: UP042
-    """Left or right (the vocal fold and its nerves)."""
-
-    L = "L"
-    R = "R"
-
-    @property
-    def channel(self) -> str:
-        return "EMG L" if self is Side.L else "EMG R"
-
-    @property
-    def other(self) -> Side:
-        return Side.R if self is Side.L else Side.L
-
-
-class Source(str, enum.Enum):  # noqa: UP042
-    """The stimulator output that gave a stimulus."""
-
-    PROBE = "PROBE"  # hand-held probe
-    APS = "APS"  # continuous vagal electrode
-
-
-class Step(str, enum.Enum):  # noqa: UP042
-    """INMSG procedure steps that carry a measurement (L1/L2 are entered by hand)."""
-
-    V1 = "V1"
-    S1 = "S1"
-    R1 = "R1"
-    R2 = "R2"
-    S2 = "S2"
-    V2 = "V2"
-    R2P = "R2P"
-    R2D = "R2D"
-
-
 class InvalidReason(str, enum.Enum):  # noqa: UP042
     """Why the analysis could not measure an epoch."""
 

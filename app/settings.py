@@ -2,7 +2,8 @@
 
 Owns: the settings schema (``SCHEMA``), validation of single values and whole files, the
 immutable ``Settings`` object, and loading ``config/`` (defaults, surgeon profiles).
-May import: the standard library only.
+May import: the standard library and ``firmware_bridge.fields`` (the field specification
+behind ``Setting.validate``).
 
 Every value the touchscreen, a config file or a profile sets goes through ``validate``;
 a bad value raises ``SettingError`` whose message names the setting, its unit and its
@@ -26,6 +27,9 @@ from types import MappingProxyType
 from typing import Any
 from collections.abc import Iterator, Mapping
 from datetime import UTC
+
+from firmware_bridge.fields import Field, FieldError
+
 
 def _shipped_config_dir() -> Path:
     """The shipped ``config/``: beside the source tree, or installed under ``share/lnm``."""
@@ -69,40 +73,27 @@ class Setting:
             return f"text matching {self.pattern}" if self.pattern else "text"
         return f"{_fmt(self.minimum)}-{_fmt(self.maximum)}{unit}"
 
+    @property
+    def field(self) -> Field:
+        """The setting as a field specification (text is read as a number or true/false too)."""
+        kind = {bool: "bool", str: "str", int: "int"}.get(self.kind, "number")
+        return Field(self.key, kind, self.unit, self.minimum, self.maximum,
+                     self.choices if kind in ("number", "int") else None, self.pattern, accept="text")
+
     def validate(self, value: Any, source: str = "") -> Any:
         where = f" in {source}" if source else ""
         unit = f" ({self.unit})" if self.unit else ""
         prefix = f"setting {self.key}{unit}{where}"
-        if self.kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-                return value.strip().lower() == "true"
-            raise SettingError(f"{prefix}: {value!r} is not allowed; must be true or false")
-        if self.kind is str:
-            if not isinstance(value, str) or (
-                self.pattern is not None and not re.fullmatch(self.pattern, value)
-            ):
+        try:
+            return self.field.check(value)
+        except FieldError as exc:
+            if self.kind in (bool, str) or exc.reason == "choice":
+                raise SettingError(f"{prefix}: {value!r} is not allowed; must be {self.describe_range()}") from None
+            if exc.reason == "range":
                 raise SettingError(
-                    f"{prefix}: {value!r} is not allowed; must be {self.describe_range()}"
-                )
-            return value
-        number = _to_number(value, self.kind)
-        if number is None:
-            raise SettingError(
-                f"{prefix}: {value!r} is not a number; allowed {self.describe_range()}"
-            )
-        if self.choices is not None:
-            if number not in self.choices:
-                raise SettingError(f"{prefix}: {value!r} is not allowed; must be {self.describe_range()}")
-            return number
-        if (self.minimum is not None and number < self.minimum) or (
-            self.maximum is not None and number > self.maximum
-        ):
-            raise SettingError(
-                f"{prefix}: {_fmt(number)} is out of range; allowed {self.describe_range()}"
-            )
-        return number
+                    f"{prefix}: {_fmt(exc.value)} is out of range; allowed {self.describe_range()}"
+                ) from None
+            raise SettingError(f"{prefix}: {value!r} is not a number; allowed {self.describe_range()}") from None
 
 
 def _fmt(x: float | None) -> str:
@@ -111,25 +102,6 @@ def _fmt(x: float | None) -> str:
     if float(x).is_integer():
         return str(int(x))
     return f"{x:g}"
-
-
-def _to_number(value: Any, kind: type) -> float | int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)):
-        return None
-    if value != value or value in (float("inf"), float("-inf")):  # NaN / inf
-        return None
-    if kind is int:
-        if float(value).is_integer():
-            return int(value)
-        return None
-    return float(value)
 
 
 def _s(key: str, unit: str, default: Any, lo: float | None = None, hi: float | None = None, **kw: Any) -> Setting:
@@ -165,7 +137,7 @@ _SCHEMA_LIST: list[Setting] = [
     _s("analysis.cautery_rms_uV", "uV", 2000.0, 200.0, 100000.0, doc="broadband RMS marking cautery"),
     _s("analysis.peak_lowpass_hz", "Hz", 1000.0, 200.0, 5000.0,
        doc="low-pass of the copy on which peaks are sized and timed"),
-    _s("analysis.min_snr", "", 8.0, 2.0, 50.0, doc="peak-to-peak over noise RMS needed to tell a response from noise"),
+    _s("analysis.min_snr", "", 10.0, 2.0, 50.0, doc="peak-to-peak over noise RMS needed to tell a response from noise"),
     _s("analysis.max_phase_ms", "ms", 6.0, 1.0, 30.0, doc="a wider first phase is not a nerve response (ECG, wander)"),
     _s("analysis.response_end_vagus_ms", "ms", 25.0, 5.0, 100.0, doc="end of the vagal response window"),
     _s("analysis.response_end_rln_ms", "ms", 15.0, 5.0, 100.0, doc="end of the RLN response window"),

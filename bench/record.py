@@ -35,14 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # synthetic_case: the fixture case the tests use too
 
 from app.model import Measurement, Side, Site, Source, Stimulus  # noqa: E402
 from app.record import Journal  # noqa: E402
 from app.record import entries as E  # noqa: E402
 from app.record import waveform as W  # noqa: E402
 from app.record.export import write_documents  # noqa: E402
-from app.record.synthetic import FS, POST, PRE, emg_noise, response, write_case  # noqa: E402
+from synthetic_case import FS, POST, PRE, emg_noise, response, write_case  # noqa: E402
 
 THROUGHPUT_S = 3.0
 SIMULATED_S = int(os.environ.get("LNM_BENCH_RECORD_S", "300"))  # seconds of monitoring written for the storage figure
@@ -53,7 +55,7 @@ def _stim_payload(rng: np.random.Generator, i: int, t: float, source: Source, re
     side = Side.L
     stim = Stimulus(i, t, Site.VAGUS if source is Source.APS else Site.RLN, side, source, 1.0, 0.98)
     amp = 600.0 + rng.normal(0, 20)
-    m = Measurement(stim, "EMG L", True, None, True, amp, 7.9, 7.0)
+    m = Measurement(stim, Side.L.channel, True, None, True, amp, 7.9, 7.0)
     epoch = emg_noise(rng, PRE + POST)
     epoch[0] += response(amp, 7.9 if source is Source.APS else 3.7)
     return E.stimulus(m, epoch, FS, PRE, res_uV=res, codec=codec)

@@ -28,10 +28,12 @@ per-sample Python loop.
 from __future__ import annotations
 
 import binascii
+import enum
 import struct
 import zlib
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -244,7 +246,10 @@ def _expect_len(payload: bytes, n: int) -> None:
         raise MalformedPayload(f"payload is {len(payload)} bytes, expected {n}")
 
 
-def _enum(kind, value: int, what: str):
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(kind: type[_E], value: int, what: str) -> _E:
     try:
         return kind(value)
     except ValueError:
@@ -618,7 +623,9 @@ def _unpack_nack(p: bytes) -> Nack:
 
 # ----------------------------------------------------------------------------- type table
 
-_Codec = tuple[int, Callable[[object], bytes], Callable[[bytes], object]]
+# (type code, packer, unpacker); each packer takes the one class it is listed with, which a
+# dict's type cannot say: hence Any for its argument.
+_Codec = tuple[int, Callable[[Any], bytes], Callable[[bytes], object]]
 
 _BY_CLASS: dict[type, _Codec] = {
     Hello: (MsgType.HELLO, _pack_hello, _unpack_hello),

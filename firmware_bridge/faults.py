@@ -51,6 +51,7 @@ import random
 import shlex
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,7 +265,8 @@ class FaultPlan:
         if not words:
             return "ok", {}
         verb, args = words[0].lower(), words[1:]
-        handler = getattr(self, f"_cmd_{verb}", None)
+        handler: Callable[[list[str], float], tuple[str, dict[str, bytes]]] | None = getattr(
+            self, f"_cmd_{verb}", None)
         if verb in RULE_ACTIONS:
             return self._add_rule(verb, args), {}
         if handler is None:
@@ -469,7 +471,7 @@ def _apply_fields(message: Any, fields: dict[str, str]) -> Any:
     cls_name = type(message).__name__
     names = {f.name for f in dataclasses.fields(message)}
     changes: dict[str, Any] = {}
-    shape = {}
+    shape: dict[str, int] = {}
     for key, text in fields.items():
         if key in ("n", "channels") and "samples" in names:
             shape[key] = int(_number(key, text, 0, 1 << 16 if key == "n" else 255))
@@ -479,8 +481,8 @@ def _apply_fields(message: Any, fields: dict[str, str]) -> Any:
         changes[key] = _value(cls_name, key, text, getattr(message, key))
     if shape:
         samples = np.asarray(message.samples)
-        ch = shape.get("channels", samples.shape[0])
-        n = shape.get("n", samples.shape[1])
+        ch = shape.get("channels", int(samples.shape[0]))
+        n = shape.get("n", int(samples.shape[1]))
         new = np.zeros((ch, n), np.int32)
         new[: min(ch, samples.shape[0]), : min(n, samples.shape[1])] = samples[:ch, :n]
         changes["samples"] = new

@@ -412,7 +412,7 @@ class BoardLink:
             clock = clock_for_url(url) if url is not None else MonotonicClock()
         self.clock: Clock = clock
         if port_factory is None:
-            port_factory = lambda: open_port(url, timeout_s=read_timeout_s, clock=self.clock)  # noqa: E731
+            port_factory = lambda: open_port(self.url, timeout_s=read_timeout_s, clock=self.clock)  # noqa: E731
         self._factory = port_factory
         self._on_message = on_message
         self._on_event = on_event
@@ -508,7 +508,7 @@ class BoardLink:
         return self._port is not None
 
     @property
-    def counters(self) -> dict[str, object]:
+    def counters(self) -> dict[str, Any]:
         """Receive counters of the decoder (frames, bad_crc, resyncs, seq_gaps, ...), the
         validator's (frames_ok, invalid, duplicate, replayed, ...) and the link's own
         (tx_frames, heartbeats_sent, port_errors, lost, ...). See also ``health()``."""

@@ -1,7 +1,7 @@
 """The typed Board API: every message that crosses the host <-> board link.
 
 Owns: the message dataclasses and the enums they use.
-May import: the standard library and numpy.
+May import: the standard library, numpy and ``firmware_bridge.vocabulary`` (the channel labels).
 
 These are the only things the rest of the product sees of the board. The byte layout of
 each message is in ``PROTOCOL.md``; ``codec.py`` turns these objects into frames and back.
@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware_bridge.vocabulary import CHANNEL_LABELS as CHANNEL_LABELS  # channel 0, 1 (re-exported)
+
 PROTOCOL_VERSION = 1
 # Revision 1.1 (backward compatible, same version field): the stimulation configuration
 # token. A board that speaks it sets ``Capabilities.config_token``; a host sends a token
@@ -29,7 +31,6 @@ PROTOCOL_VERSION = 1
 PROTOCOL_REVISION = "1.1"
 CONFIG_TOKEN_MAX = (1 << 32) - 1
 
-CHANNEL_LABELS = ("EMG L", "EMG R")
 
 
 class Output(enum.IntEnum):

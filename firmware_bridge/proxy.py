@@ -51,9 +51,9 @@ class LinkProxy:
                  log: Callable[[str], None] | None = None) -> None:
         if (board_url is None) == (port_factory is None):
             raise ValueError("give the proxy either a board URL or a port factory")
-        self.board_url = board_url or getattr(port_factory, "url", "board")
+        self.board_url = str(board_url or getattr(port_factory, "url", "board"))
         self.clock: Clock = clock or (clock_for_url(board_url) if board_url else MonotonicClock())
-        self._factory = port_factory or (lambda: open_port(board_url, timeout_s=read_timeout_s, clock=self.clock))
+        self._factory = port_factory or (lambda: open_port(self.board_url, timeout_s=read_timeout_s, clock=self.clock))
         self.plan = plan or FaultPlan()
         self._log = log or (lambda text: None)
         self._lock = threading.Lock()  # the plan
@@ -236,16 +236,23 @@ class _Handler(socketserver.StreamRequestHandler):
             pass
 
 
-class _TcpControl(socketserver.ThreadingTCPServer):
+class _Control:
+    """What both control servers carry: the address they listen on and the command runner."""
+
+    address: str = ""
+    run_command: Callable[[str], str]
+
+
+class _TcpControl(_Control, socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
 
-class _UnixControl(socketserver.ThreadingUnixStreamServer):
+class _UnixControl(_Control, socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
-def _ControlServer(spec: str, run: Callable[[str], str]):  # noqa: N802 - a factory named for what it makes
+def _ControlServer(spec: str, run: Callable[[str], str]) -> _TcpControl | _UnixControl:  # noqa: N802 - a factory named for what it makes
     """``tcp:PORT`` (127.0.0.1) or ``unix:PATH``; raises ``ValueError`` naming the spec."""
     kind, _sep, where = spec.partition(":")
     if kind == "tcp":
@@ -255,8 +262,9 @@ def _ControlServer(spec: str, run: Callable[[str], str]):  # noqa: N802 - a fact
             raise ValueError(f"--control {spec!r}: expected tcp:PORT or unix:PATH") from None
         if not 0 <= port <= 65535:
             raise ValueError(f"--control {spec!r}: port must be 0-65535")
-        server = _TcpControl(("127.0.0.1", port), _Handler)
-        server.address = f"tcp://127.0.0.1:{server.server_address[1]}"
+        tcp = _TcpControl(("127.0.0.1", port), _Handler)
+        tcp.address = f"tcp://127.0.0.1:{tcp.server_address[1]}"
+        server: _TcpControl | _UnixControl = tcp
     elif kind == "unix" and where:
         path = Path(where)
         if path.exists() and path.is_socket():

@@ -31,6 +31,7 @@ or whether it was a stray old frame (counted as replayed).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,7 +320,7 @@ class FrameValidator:
         a frame numbered 0 is held back; two when it is released. Never raises."""
         s = self._s
         if s.held is not None:
-            return self._decide_held(frame, now)
+            return self._decide_held(s.held, frame, now)
         if s.last_seq is not None:
             d = (frame.seq - s.last_seq) % SEQ_MODULO
             if d == 0:
@@ -346,9 +347,8 @@ class FrameValidator:
         s.last_seq = frame.seq
         return [self._content(frame, now)]
 
-    def _decide_held(self, frame: Frame, now: float) -> list[Verdict]:
+    def _decide_held(self, held: Frame, frame: Frame, now: float) -> list[Verdict]:
         s = self._s
-        held = s.held
         if frame.seq == 0:
             return [self._count(Verdict(frame.seq, frame.message, False, "duplicate", "", "frame number 0 again"))]
         s.held = None
@@ -490,7 +490,7 @@ class FrameValidator:
 
     def _check_heartbeat(self, m: BoardHeartbeat, now: float) -> None:
         s = self._s
-        base = (s.hb_counter, s.hb_time) if s.hb_counter is not None else None
+        base = (s.hb_counter, s.hb_time) if s.hb_counter is not None and s.hb_time is not None else None
         how, frm = self._follow(base, s.hb_alt, m.counter, m.board_time_us, True, "heartbeat")
         self._time(m.board_time_us, now)
         if how == "backwards":
@@ -546,7 +546,7 @@ class FrameValidator:
 
     def _check_epoch(self, m: StimEpoch, now: float) -> None:
         caps, c, s = self.capabilities, self.config, self._s
-        base = (s.epoch_counter, s.epoch_time) if s.epoch_counter is not None else None
+        base = (s.epoch_counter, s.epoch_time) if s.epoch_counter is not None and s.epoch_time is not None else None
         how, frm = self._follow(base, s.epoch_alt, m.stim_counter, m.board_time_us, False, "stimulus")
         if caps is not None and m.output not in caps.outputs:
             raise _Invalid("output", f"output {m.output.name}, not an output of this board")
@@ -641,14 +641,15 @@ class FrameValidator:
         if s.emg_time is not None and m.board_time_us <= s.emg_time:
             raise _Invalid("time_backwards", f"EMG at board time {m.board_time_us} us, not after the previous block "
                            f"({s.emg_time} us)")
-        if s.emg_next is not None and not restart and s.emg_rate == rate:
+        if s.emg_next is not None and s.emg_first is not None and s.emg_time is not None and not restart \
+                and s.emg_rate == rate:
             step_us = (m.first_sample - s.emg_first) * 1e6 / rate
             if abs((m.board_time_us - s.emg_time) - step_us) > step_us * EMG_TIME_TOLERANCE + EMG_TIME_SLACK_US:
                 raise _Invalid("board_time", f"EMG board time moved {(m.board_time_us - s.emg_time) / 1e6:.4f} s for "
                                f"{m.first_sample - s.emg_first} samples at {rate} Hz ({step_us / 1e6:.4f} s)")
         if s.emg_next is not None and not restart and m.first_sample > s.emg_next:
             self.stats["emg_samples_missed"] += m.first_sample - s.emg_next
-            if s.emg_alt is None and not stray:
+            if s.emg_alt is None and not stray and s.emg_first is not None and s.emg_time is not None:
                 s.emg_alt = (s.emg_next, s.emg_first, s.emg_time, m.first_sample - s.emg_next)
         elif not stray:
             s.emg_alt = None
@@ -744,7 +745,8 @@ class FrameValidator:
             self._notices.append(Notice("incompatible", text, data))
 
 
-_CHECKS = {
+# the content check of each board message type (each takes its own type as ``m``)
+_CHECKS: dict[type, Callable[[FrameValidator, Any, float], None]] = {
     BoardHeartbeat: FrameValidator._check_heartbeat,
     BoardStatus: FrameValidator._check_status,
     StimEpoch: FrameValidator._check_epoch,

@@ -94,8 +94,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from collections.abc import Callable, Mapping
 from typing import Any
+from collections.abc import Callable, Mapping
 
 from app.alarms.catalog import (
     CATALOG,
@@ -116,7 +116,7 @@ _MAX_NOTICES = 50
 
 
 class AudioMode:
-    """The alarm audio states."""
+    """The alarm audio modes: normal, paused (for ``alarms.audio_pause_s``) or off."""
 
     NORMAL = "normal"
     PAUSED = "paused"
@@ -152,7 +152,7 @@ class LogEntry:
 
 @dataclass(frozen=True)
 class AlarmView:
-    """One alarm as shown (frozen at one instant)."""
+    """One alarm as the state, the UI and the record show it."""
 
     id: str
     kind: str
@@ -189,7 +189,7 @@ class AlarmView:
 
 @dataclass(frozen=True)
 class AudioView:
-    """The alarm audio state as shown."""
+    """The alarm audio mode as the state and the UI show it."""
 
     mode: str  # normal | paused | off
     remaining_s: float | None  # paused: countdown; otherwise None
@@ -213,7 +213,7 @@ class AudioView:
 
 @dataclass(frozen=True)
 class NoticeView:
-    """An information notice (never sounded)."""
+    """An information signal (never sounded as an alarm) as the UI shows it."""
 
     t: float
     kind: str
@@ -478,10 +478,11 @@ class AlarmManager:
                     return False
                 a = candidates[0]
             else:
-                a = self._alarms.get(alarm_id)
-                if a is None:
+                found = self._alarms.get(alarm_id)
+                if found is None:
                     self._refuse(now, alarm_id, "acknowledge", who, "no such alarm")
                     return False
+                a = found
                 if a.acknowledged:
                     self._refuse(now, a.id, "acknowledge", who, "already acknowledged")
                     return False
@@ -785,7 +786,8 @@ class AlarmManager:
             return None
         until = float(audio["until"]) + float(shift or 0.0)
         duration = float(audio.get("duration") or 0.0)
-        since = float(audio.get("since") if audio.get("since") is not None else until - duration) + float(shift or 0)
+        saved_since = audio.get("since")
+        since = (float(saved_since) + float(shift or 0.0)) if saved_since is not None else until - duration
         if until <= now or not 0 < duration <= self._pause_s or until - since > self._pause_s + 1e-6:
             return None
         return since, until, duration, audio.get("by")

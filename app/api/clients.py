@@ -2,7 +2,7 @@
 
 Owns: the three subcommands and the plain-text rendering of the engine's state and events
 (``format_status``, ``format_event``), which the headless ``lnm run`` view reuses.
-May import: the standard library, ``app.api.client`` and ``app.api.protocol``.
+May import: the standard library, ``app.api.client``, ``app.api.protocol`` and ``app.model``.
 
 Exit status: 0 done; 1 the engine refused (message printed); 3 no engine answers on the
 socket (the message says how to start one).
@@ -18,6 +18,7 @@ from typing import Any
 from collections.abc import Mapping
 
 from app.api.client import CommandFailed, EngineClient, EngineTimeout, EngineUnavailable
+from app.model import SIDES
 
 NO_ENGINE = 3
 
@@ -181,7 +182,7 @@ def format_status(st: Mapping[str, Any]) -> str:
     """The engine's state as a few lines of text (``lnm status`` and the ``lnm run`` view)."""
     lines = _engine_lines(st)
     lines.append(_stim_line(st.get("stim") or {}))
-    for side in ("L", "R"):
+    for side in SIDES:
         lines.extend(_side_lines(st, side))
     staging = st.get("staging") or {}
     if staging.get("recommended"):

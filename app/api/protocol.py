@@ -4,7 +4,8 @@ Owns: framing (one JSON object per line, UTF-8), the command table (every comman
 its arguments, their units and ranges), request validation with clear errors, the
 error codes, and the default socket path. ``API.md`` documents the same table for
 people; a test checks that every command here is documented there.
-May import: the standard library only.
+May import: the standard library, ``app.model`` (sites, sides, steps) and
+``firmware_bridge.fields`` (the field specification behind ``Arg``).
 
 A request is ``{"id": N, "cmd": "NAME", ...arguments}``; the reply is
 ``{"type": "reply", "id": N, "ok": true, "result": {...}}`` or
@@ -24,6 +25,8 @@ from typing import Any
 from collections.abc import Mapping
 
 from app.api import API_VERSION
+from app.model import NERVES, SIDES, SITES, STEPS
+from firmware_bridge.fields import Field, FieldError
 
 MAX_LINE_BYTES = 64 * 1024  # a request line longer than this is refused (client dropped)
 MAX_DEPTH = 16  # arrays and objects nested deeper than this are refused (no command needs more than 3)
@@ -39,7 +42,7 @@ BAD_REQUEST = "bad_request"  # no "cmd", or "id" is not an integer
 UNKNOWN_COMMAND = "unknown_command"
 INVALID_ARGUMENT = "invalid_argument"  # missing, unknown, wrong type or out of range
 SETTING_REJECTED = "setting_rejected"  # a settings change failed the schema
-NEEDS_CONFIRMATION = "needs_confirmation"  # e.g. a current above stim.confirm_above_mA
+NEEDS_CONFIRMATION = "needs_confirmation"  # a current above stim.confirm_above_mA, a protected limit relaxed
 BAD_STATE = "bad_state"  # not possible now (no open case, tube check failed, ...)
 NOT_SIMULATED = "not_simulated"  # virtual-board control on a real board
 BOARD_UNAVAILABLE = "board_unavailable"  # the board link is down
@@ -180,15 +183,6 @@ def request_id(obj: Mapping[str, Any]) -> Any:
     return None
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value as JSON for a message, cut to ``limit`` characters."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _short(value: Any, limit: int = 60) -> str:
     """``repr`` of a value cut to ``limit`` characters (for messages about long nonsense)."""
     text = repr(value)
@@ -229,9 +223,6 @@ def default_socket_path() -> Path:
 
 # --------------------------------------------------------------------------- command table
 
-SITES = ("VAGUS", "RLN", "EBSLN", "UNTAGGED")
-SIDES = ("L", "R")
-STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
 OUTPUTS = ("probe", "aps")
 STREAMS = ("state", "events", "measurements", "waveforms", "emg", "alarms")
 FINDINGS = ("normal", "paresis", "palsy", "not_examined")  # app.rules.procedure.Finding
@@ -264,33 +255,23 @@ class Arg:
     pattern: str | None = None
     doc: str = ""
 
+    @property
+    def field(self) -> Field:
+        """The argument as a field specification (JSON values: an integral number is an int)."""
+        return Field(self.name, self.kind, self.unit, self.minimum, self.maximum, self.choices, self.pattern,
+                     self.max_len, accept="json")
+
     def describe(self) -> str:
-        unit = f" {self.unit}" if self.unit else ""
-        if self.kind in ("enum", "list") and self.choices:
-            what = "one of " if self.kind == "enum" else "a list of "
-            return what + ", ".join(self.choices)
-        if self.kind in ("number", "int"):
-            lo = "" if self.minimum is None else f"{self.minimum:g}"
-            hi = "" if self.maximum is None else f"{self.maximum:g}"
-            kind = "an integer" if self.kind == "int" else "a number"
-            if lo or hi:
-                return f"{kind} {lo}-{hi}{unit}"
-            return kind + unit
-        if self.kind == "bool":
-            return "true or false"
-        if self.kind == "str":
-            return f"text up to {self.max_len} characters" + (f" matching {self.pattern}" if self.pattern else "")
-        if self.kind == "object":
-            return "a JSON object"
-        return self.kind
+        """What the argument must be: ``a number 0-10 mA``, ``one of probe, aps``, ..."""
+        return self.field.describe()
 
     def check(self, cmd: str, value: Any) -> Any:
         """The value converted to the argument's kind, or ApiError(invalid_argument) naming
         the command, the argument, its unit and what it must be."""
-        checker = getattr(self, f"_check_{self.kind}", None)
-        if checker is None:
-            raise self._bad(cmd, "has an unknown kind")  # table error; never reached with a valid table
-        return checker(cmd, value)
+        try:
+            return self.field.check(value)
+        except FieldError as exc:
+            raise self._bad(cmd, exc.phrase) from None
 
     def _bad(self, cmd: str, problem: str) -> ApiError:
         unit = f" ({self.unit})" if self.unit else ""
@@ -299,64 +280,6 @@ class Arg:
             f"{cmd}: argument {self.name}{unit} {problem}; must be {self.describe()}",
             argument=self.name,
         )
-
-    def _check_number(self, cmd: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._bad(cmd, f"is {_shown(value)}, not a number")
-        try:
-            as_float = float(value)
-        except OverflowError:  # an integer beyond any float: never in range
-            raise self._bad(cmd, f"is an integer of {len(str(abs(value)))} digits, out of range") from None
-        if not math.isfinite(as_float):
-            raise self._bad(cmd, f"is {_shown(value)}, not a number")
-        if self.kind == "int":
-            if not as_float.is_integer():
-                raise self._bad(cmd, f"is {value!r}, not an integer")
-            value = int(value)
-        else:
-            value = as_float
-        if (self.minimum is not None and value < self.minimum) or (
-            self.maximum is not None and value > self.maximum
-        ):
-            raise self._bad(cmd, f"is {value:g}, out of range")
-        return value
-
-    _check_int = _check_number
-
-    def _check_bool(self, cmd: str, value: Any) -> Any:
-        if not isinstance(value, bool):
-            raise self._bad(cmd, f"is {_shown(value)}")
-        return value
-
-    def _check_str(self, cmd: str, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise self._bad(cmd, f"is {_shown(value)}, not text")
-        if len(value) > self.max_len:
-            raise self._bad(cmd, f"is {len(value)} characters long")
-        if self.pattern is not None and not re.fullmatch(self.pattern, value):
-            raise self._bad(cmd, f"is {value!r}")
-        return value
-
-    def _check_enum(self, cmd: str, value: Any) -> Any:
-        if not isinstance(value, str) or (self.choices and value not in self.choices):
-            raise self._bad(cmd, f"is {_shown(value)}")
-        return value
-
-    def _check_list(self, cmd: str, value: Any) -> Any:
-        if not isinstance(value, list) or len(value) > self.max_len:
-            raise self._bad(cmd, f"is {_shown(value)}")
-        if self.choices:
-            for v in value:
-                if v not in self.choices:
-                    raise self._bad(cmd, f"contains {_shown(v)}")
-        if len(set(map(str, value))) != len(value):
-            raise self._bad(cmd, "repeats an item")
-        return list(value)
-
-    def _check_object(self, cmd: str, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise self._bad(cmd, f"is {_shown(value)}")
-        return dict(value)
 
 
 @dataclass(frozen=True)
@@ -463,7 +386,9 @@ COMMAND_LIST: list[Command] = [
     Command("step.tag", "record an INMSG step from a response", (
         _a("step", "enum", choices=STEPS, required=True),
         _a("side", "enum", choices=SIDES, doc="default: the probe's current side"),
-        _a("which", "enum", choices=("last", "next"), doc="last response (default) or the next valid one"),
+        _a("which", "enum", choices=("last", "next", "offer"),
+           doc="last response (default), the next valid one, or the stimulus the loss-of-signal "
+               "troubleshooting offers (R2 / V2 given after the loss)"),
     ), needs_case=True),
     Command("step.clear", "forget the recorded value of a step", (
         _a("step", "enum", choices=STEPS, required=True),
@@ -476,7 +401,7 @@ COMMAND_LIST: list[Command] = [
         _a("note", "str", max_len=500),
     ), needs_case=True),
     Command("baseline.capture", "take the last valid response of a site as its baseline", (
-        _a("site", "enum", choices=SITES[:3], required=True),
+        _a("site", "enum", choices=NERVES, required=True),
         _a("side", "enum", choices=SIDES, required=True),
     ), needs_case=True),
     Command("baseline.rebaseline", "start a new continuous vagal baseline on a side", (
@@ -546,10 +471,18 @@ COMMAND_LIST: list[Command] = [
     )),
     # self-test
     Command("selftest.run", "check board, audio, LEDs/buzzer and storage; returns one result per item"),
+    Command("selftest.confirm", "the nurse's answer for a played self-test output: seen / heard, or not", (
+        _a("item", "enum", choices=("audio", "leds", "buzzer"), required=True,
+           doc="the self-test item waiting for the nurse"),
+        _a("seen", "bool", required=True, doc="true: seen / heard as asked; false: not"),
+        _a("note", "str", max_len=200),
+    )),
     # settings
     Command("settings.get", "every setting with its value, unit, range and description"),
     Command("settings.set", "change settings (validated against the schema, journaled)", (
         _a("changes", "object", required=True, doc='{"group.name": value, ...}'),
+        _a("confirm", "bool", doc="confirms relaxing a protected limit (the event threshold, an alarm limit) "
+                                  "beyond its default, or changing one while a related alarm is active"),
     )),
     # simulation
     Command("sim.control", "control the virtual board (probe contact, traction, cautery, ...)", (

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import logging
 import os
 import selectors
@@ -96,7 +97,8 @@ class _Client:
         self.num = num
         self.name = f"api#{num}"
         creds = _peer_credentials(sock)
-        self.pid, self.uid = creds if creds else (None, None)
+        self.pid: int | None = creds[0] if creds else None
+        self.uid: int | None = creds[1] if creds else None
         self.peer = f"(pid {self.pid}, uid {self.uid})" if creds else ""
         self.trusted = False
         self.greeted = False
@@ -454,6 +456,8 @@ class ApiServer:
 
     def _pause_accepting(self) -> None:
         """Out of file descriptors: stop listening for half a second instead of spinning."""
+        if self._listener is None:
+            return
         try:
             self._sel.unregister(self._listener)
         except (KeyError, ValueError, OSError):
@@ -465,7 +469,7 @@ class ApiServer:
         now = time.monotonic()
         c = _Client(sock, self._next, self._limit_msgs, self._limit_bytes, now)
         self._next += 1
-        c.trusted = c.uid is not None and bool(self._trust(c.uid, c.pid))
+        c.trusted = c.uid is not None and c.pid is not None and bool(self._trust(c.uid, c.pid))
         # the waiting room: too many connections that have not greeted yet, of the same
         # kind (trusted or not): the oldest of them goes
         waiting = [w for w in self._clients.values() if not w.greeted and not w.closing and w.trusted == c.trusted]
@@ -640,7 +644,7 @@ class ApiServer:
             c.pending[req_id] = deadline
         request = p.Request(req_id, name, args, client=c.name, deadline_s=deadline)
         try:
-            self._handler(request, lambda reply, _c=c: self._respond(_c, reply))
+            self._handler(request, functools.partial(self._respond, c))
         except Exception as exc:  # noqa: BLE001 - the handler's failure is reported to the client
             log.exception("API handler failed")
             self._respond(c, p.reply_error(req_id, p.ApiError(p.INTERNAL, f"engine failed to take the request: {exc}")))

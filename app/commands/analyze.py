@@ -13,7 +13,7 @@ May import: ``app.analysis``, ``app.rules``, ``app.model``, ``app.settings``.
 The operator context is replayed as the engine applied it live (``app/engine``): the
 planned sides; at each item's place in the stimulus sequence (``s=``), troubleshooting
 answers and verdicts (so that probe stimuli of a nerve confirmed lost are mapping, not
-recovery), mapping points, steps recorded with the step button (``RuleEngine.tag_step``
+recovery), mapping points, steps recorded with the step button (``RuleEngine.record_step``
 with the documented stimulus), steps cleared, L1/L2, continuous re-baselines, captured
 probe baselines, staging decisions and setting changes (a changed analysis setting
 measures the later epochs, a changed rule setting judges them); stimuli measured while
@@ -332,7 +332,9 @@ class _Replay:
             pos = self.plan.stimulus_at(c)
             if pos is None:
                 raise ValueError(f"no {step} stimulus of side {side} at {c.onset_s:.4f} s")
-            self.rules.tag_step(Step(step), Side(side), c.onset_s, measurement=self.measurements[pos])
+            pressed = c.onset_s + float(c.get("dt") or 0.0)  # the button, after the stimulus
+            rec = self.rules.record_step(Step(step), Side(side), pressed, measurement=self.measurements[pos])
+            self.events.extend(rec.events)  # as live: the step's rules at once (a poor V1)
 
     def _rebaseline(self, c: Context) -> None:
         self.events.extend(self.rules.rebaseline(Side(c.args[0]), Source.APS, t_s=c.onset_s))

@@ -29,6 +29,7 @@ The rooms:
 ``board``          board messages, capabilities, faults, the link
 ``alarm_desk``     the alarm manager, its record, technical conditions, outputs
 ``persist``        the engine-state entry for crash resume
+``limits``         protected limits: relaxing one needs a confirmation and shows
 ``views``          the state snapshot, the alarms message, trends
 ``commands``       the API commands, one module per topic
 ``seams``          the Protocols of what is injected
@@ -61,7 +62,9 @@ from app.engine.context import EngineContext, EngineOptions
 from app.engine.emg_stream import EmgStream
 from app.engine.ledger import Ledger
 from app.engine.lifecycle import measurement_from_json
+from app.engine.limits import Relaxations
 from app.engine.persist import ENGINE_STATE_FORMAT, Persistence, engine_state
+from app.engine.selftest import SelfTest
 from app.engine.seams import (
     AnalyzerFactory,
     DetectorFactory,
@@ -153,6 +156,9 @@ class Monitor:
                                self.tube)
         self.ledger.on_recording = self.alarm_desk.recording_changed
         self.ledger.on_space_note = self.alarm_desk.space_note
+        self.selftest: SelfTest | None = None  # the last self-test and the nurse's confirmations
+        self.relaxations = Relaxations()  # protected limits relaxed beyond their defaults, and since when
+        self.relaxations.update(settings, clock.now())
 
     # ================================================================== shared state
 
@@ -359,6 +365,7 @@ class Monitor:
     def apply_settings(self, new: Settings) -> None:
         """New settings in force, in every room at once."""
         self.ctx.settings = new
+        self.relaxations.update(new, self.clock.now())
         self.pipeline.settings_changed()
         if self.ctx.case is not None:
             self.ctx.case.rules.set_settings(new)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app import format as F
 from app.engine.context import EngineContext
 from app.engine.ledger import Ledger
 from app.engine.seams import Detector, DetectorFactory
@@ -193,7 +194,7 @@ class EmgStream:
         self.ledger.write("irritation", payload, t_s=t)
         self.ledger.event("emg", "irritation",
                           f"nerve irritation {word}: {ev.pattern or 'activity'} "
-                          f"{payload['duration_s']:.1f} s, peak {payload['peak_uV']:.0f} uV"
+                          f"{payload['duration_s']:.1f} s, peak {F.amp_text(payload['peak_uV'])}"
                           + (f", {ev.potentials} potentials at {ev.rate_hz:.0f}/s" if ev.rate_hz else ""),
                           priority="info", side=side,
                           detail={**payload, "potentials": ev.potentials, "rate_hz": ev.rate_hz}, t_s=t)

@@ -86,10 +86,12 @@ def _settings_back(m: Monitor, case: CaseState) -> None:
     m.ctx.profile = case.profile_before
 
 
-def close_case(m: Monitor, who: str | None, note: str | None) -> tuple[str, dict[str, Any]]:
+def close_case(m: Monitor, who: str | None, note: str | None,
+               missing_steps: list[dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
     """Close the open case: stimulation stops, its EMG and tube check are written, its alarms
-    and settings end (``app.engine.case_state``), its closing entry holds the summary, and
-    its state goes; returns (id, summary)."""
+    and settings end (``app.engine.case_state``), its closing entry holds the summary (and
+    the INMSG steps still missing with their reasons, ``app.record.closeout``), and its
+    state goes; returns (id, summary)."""
     ctx = m.ctx
     case = ctx.case
     if case is None:
@@ -104,7 +106,10 @@ def close_case(m: Monitor, who: str | None, note: str | None) -> tuple[str, dict
     m.alarm_desk.end_case()
     _settings_back(m, case)
     m.persist.write()
-    m.ledger.close_case({"reason": note or "closed by the operator", "who": who, "summary": summary})
+    closing: dict[str, Any] = {"reason": note or "closed by the operator", "who": who, "summary": summary}
+    if missing_steps is not None:
+        closing["missing_steps"] = missing_steps
+    m.ledger.close_case(closing)
     m.ledger.event("case", "closed", f"case {case.case_id} closed", detail={"case_id": case.case_id})
     m.last_case_id = case.case_id
     m.last_case_summary = summary
@@ -166,6 +171,7 @@ def resume_case(m: Monitor, case_id: str, case_data: Mapping[str, Any], case_t: 
         if meas.valid:
             case.last_valid[(meas.stimulus.site.value, meas.stimulus.side.value)] = meas
         m.pipeline.remember(case, meas)
+    case.rules.take_documented_steps()  # R2/V2 after a loss, replayed: in the procedure state written below
     case.resumed = True
     m.ledger.write("engine", {"event": "resumed", "version": __version__,
                               "detail": {**plain(detail), "replayed_stimuli": replayed,

@@ -6,7 +6,7 @@ the case documentation, the publishing sink and the subscription test), the do-n
 defaults (``Outputs``, ``NullJournal``) and the default factories, which import the real
 analysis and rules when first used.
 May import: ``app.model``, ``app.settings``, ``app.record.entries``, ``app.rules.procedure``
-and ``app.alarms``/``app.analysis`` (types only), ``firmware_bridge.messages``.
+and ``app.alarms``/``app.analysis``/``app.rules.engine`` (types only), ``firmware_bridge.messages``.
 
 A test or a benchmark replaces any of these by an object of the same shape; the core
 never asks which class it got (no ``hasattr`` probing), so a missing method is a type
@@ -29,6 +29,7 @@ from firmware_bridge.messages import StimEpoch
 if TYPE_CHECKING:
     from app.alarms import AlarmState
     from app.analysis.freerun import EmgEvent
+    from app.rules.engine import StepRecord
     from app.rules.procedure import Procedure
 
 # one journal entry of a transaction: kind, payload, blob, case time
@@ -96,6 +97,14 @@ class Rules(Protocol):
     def tag_step(self, step: Step, side: Side, t_s: float,
                  measurement: Measurement | None = None) -> dict[str, Any]: ...
 
+    def record_step(self, step: Step, side: Side, t_s: float,
+                    measurement: Measurement | None = None) -> StepRecord: ...
+
+    def take_documented_steps(self) -> list[dict[str, Any]]: ...
+
+    def add_mapping_point(self, side: Side, position_mm: float, t_s: float, response: bool | None = None,
+                          label: str = "", measurement: Measurement | None = None) -> dict[str, Any]: ...
+
     def state(self) -> dict[str, Any]: ...
 
     def snapshot(self) -> dict[str, Any]: ...
@@ -159,8 +168,9 @@ class Outputs(Protocol):
         return "none"
 
     def self_test(self) -> list[dict[str, Any]]:
-        """Play the self-test; one result per item."""
-        return [{"item": "audio", "ok": False, "message": "no audio output configured"}]
+        """Play the self-test; one result per item (``app.engine.selftest``: an output
+        played but not observed is ``status: "confirm"``, never ok)."""
+        return [{"item": "audio", "status": "failed", "check": "readback", "message": "no audio output configured"}]
 
 
 class NullOutputs(Outputs):

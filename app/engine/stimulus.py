@@ -8,9 +8,10 @@ announcements and sounds follow the write), the procedure's changes journaled (t
 steps, the contralateral vagus answered by the monitor, staging advice), remembered for
 the screen (last responses, trends), then sounded and published (``measurements``,
 ``waveforms``).
-May import: ``app.model``, ``app.record.entries``, ``app.engine.*`` rooms below it
-(context, ledger, timebase, stimulator, alarm_desk, emg_stream, tube, persist, jsonsafe,
-seams, case_state), ``firmware_bridge.messages``.
+May import: ``app.model``, ``app.format``, ``app.record.entries``, ``app.rules.procedure``
+(its error), ``app.engine.*`` rooms below it (context, ledger, timebase, stimulator,
+alarm_desk, emg_stream, tube, persist, jsonsafe, seams, case_state, limits),
+``firmware_bridge.messages``.
 
 Stimuli while no case is open are measured, sounded and published, but not journaled
 and not judged by the rules (there is no patient record to judge them in). So are the
@@ -22,16 +23,19 @@ previous case still in flight never becomes the next case's.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from app import format as F
 from app.engine.alarm_desk import AlarmDesk
 from app.engine.case_state import CaseState, Trend
 from app.engine.context import EngineContext
 from app.engine.emg_stream import LABELS, EmgStream
 from app.engine.jsonsafe import plain
 from app.engine.ledger import Ledger
+from app.engine.limits import below_default_threshold
 from app.engine.persist import Persistence
 from app.engine.seams import Analyzer, AnalyzerFactory
 from app.engine.stimulator import Stimulator, step_site
@@ -39,7 +43,50 @@ from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
+from app.rules.procedure import ProcedureError
 from firmware_bridge.messages import StimEpoch
+
+
+# rule events that a response makes (they say so when only a lowered threshold made it one)
+RESPONSE_EVENTS = ("signal_recovered", "baseline_set", "nonrecurrent_nerve_suspected")
+
+
+def step_words(v: Mapping[str, Any]) -> str:
+    """A step's value in words, numbers through ``app.format``: ``593 µV, 7.83 ms at 1.00 mA
+    (delivered 1.01 mA)``, ``no response (18 µV) at 1.00 mA (delivered 1.00 mA)``."""
+    amp = v.get("amplitude_uV")
+    if v.get("response"):
+        what = F.amp_text(amp) + (f", {F.lat_text(v['latency_ms'])}" if v.get("latency_ms") is not None else "")
+        if v.get("lowered_threshold"):
+            what += " (response, lowered threshold)"
+    else:
+        what = "no response" + (f" ({F.amp_text(amp)})" if amp is not None else "")
+    if v.get("set_mA") is not None:
+        what += f" at {F.current_text(v.get('set_mA'), v.get('delivered_mA'))}"
+    return what
+
+
+def findings_words(findings: Mapping[str, Any]) -> str:
+    """What a step shows beside its value: ``; V2 is 96 % of V1``, the R2 reduction."""
+    out = ""
+    if findings.get("v2_of_v1_pct") is not None:
+        out += f"; V2 is {F.pct_text(findings['v2_of_v1_pct'])} of V1"
+    red = findings.get("r2_reduction")
+    if isinstance(red, Mapping) and red.get("message"):
+        out += f"; {red['message']}"
+    return out
+
+
+def step_findings(case: CaseState, settings: Mapping[str, Any], side: Side, step: Step) -> dict[str, Any]:
+    """The V2/V1 ratio (V1, V2) and the R2 proximal/distal reduction (R2P, R2D) a step
+    now shows, as ``RuleEngine.record_step`` returns them for a step recorded by button."""
+    summary = case.rules.procedure.summary(settings)["sides"][side.value]
+    out: dict[str, Any] = {}
+    if step in (Step.V1, Step.V2) and summary["v2_of_v1_pct"] is not None:
+        out["v2_of_v1_pct"] = summary["v2_of_v1_pct"]
+    if step in (Step.R2P, Step.R2D) and summary["r2_reduction"] is not None:
+        out["r2_reduction"] = summary["r2_reduction"]
+    return out
 
 
 class StimulusPipeline:
@@ -112,24 +159,53 @@ class StimulusPipeline:
         self.persist.stimulus()
         for ev in events:
             self.rule_event(case, ev)
+        self.documented_steps(case)
         if m.valid:
             case.last_valid[(stim.site.value, stim.side.value)] = m
         pend = case.pending_step
         if pend is not None and m.valid and stim.side.value == pend["side"] and stim.site is step_site(pend["step"]):
             case.pending_step = None
-            self.record_step(case, Step(pend["step"]), m, who=pend["who"], how="operator")
+            try:
+                self.record_step(case, Step(pend["step"]), m, who=pend["who"], how="operator")
+            except ProcedureError as exc:  # the step cannot take it: say so, never stop monitoring
+                self.ledger.event("procedure", "step_not_recorded", f"{pend['step']} {F.side_word(pend['side'])} "
+                                  f"not recorded: {exc}", side=pend["side"], detail={"step": pend["step"]})
         self._procedure_changed(case, m)
         self.remember(case, m)
+
+    def documented_steps(self, case: CaseState) -> None:
+        """R2 / V2 the rules documented from the stimulation done after a loss of signal
+        (``RuleEngine.take_documented_steps``): announced as procedure events. They are not
+        journaled as step entries (those are the operator's and the tagged stimuli's, and
+        these values are withdrawn when the nerve recovers): the record reads them from the
+        procedure state of the engine-state entry written at the end of this input."""
+        for d in case.rules.take_documented_steps():
+            value = d["value"]
+            offer = next((o for o in ((case.rules.procedure.troubleshooting(d["side"]) or {}).get("offers") or [])
+                          if o.get("step") == d["step"]), None)
+            text = (f"{d['step']} {F.side_word(d['side'])} ({F.STEP_WORDS.get(d['step'], '')}) documented from the "
+                    f"stimulation done after the loss of signal: {step_words(value)}")
+            self.ledger.event("procedure", "step_documented", text, side=d["side"], site=value.get("site"),
+                              detail={"step": d["step"], "how": "after_loss", **plain(value),
+                                      "offer": offer.get("message") if offer else None})
+            self.persist.changed()
 
     # -- what a measurement causes
 
     def rule_event(self, case: CaseState, ev: RuleEvent, who: str = "rules") -> None:
-        """A rule event of the case: journaled, announced, applied to the alarms."""
+        """A rule event of the case: journaled, announced, applied to the alarms. An event
+        made by a response that only a lowered threshold calls one says so."""
+        if ev.kind.value in RESPONSE_EVENTS and below_default_threshold(True, ev.detail.get("amplitude_uV"),
+                                                                        self.ctx.settings):
+            threshold = float(self.ctx.settings["analysis.event_threshold_uV"])
+            ev = replace(ev, detail={**ev.detail, "lowered_threshold_uV": threshold, "message": (
+                f"{ev.detail.get('message') or F.event_title(ev.kind.value)} (response below the default threshold: "
+                f"threshold lowered to {F.amp_text(threshold)})")})
         self.ledger.write("rule_event", E.rule_event(ev), t_s=ev.t_s)
         self.ctx.counters[f"rule_{ev.kind.value}"] += 1
         case.rule_counts[ev.kind.value] += 1
-        message = str(ev.detail.get("message") or ev.kind.value.replace("_", " "))
-        where = f"{'left' if ev.side is Side.L else 'right'} {ev.site.value}"
+        message = str(ev.detail.get("message") or F.event_title(ev.kind.value))
+        where = F.site_side(ev.site.value, ev.side.value)
         self.ledger.event("rule", ev.kind.value, f"{message} ({where})", priority=ev.priority.value,
                           side=ev.side.value, site=ev.site.value,
                           detail={"stimulus_index": ev.stimulus_index, **plain(ev.detail)}, t_s=ev.t_s)
@@ -143,7 +219,8 @@ class StimulusPipeline:
         if stim.step is not None and m.valid:
             value = proc.step(stim.side, stim.step)
             if value and value.get("stimulus_index") == stim.index:
-                self.step_recorded(stim.side.value, stim.step, value, m, who="probe", how="tagged")
+                self.step_recorded(stim.side.value, stim.step, value, m, who="probe", how="tagged",
+                                   findings=step_findings(case, self.ctx.settings, stim.side, stim.step))
         if stim.site is Site.VAGUS and m.valid:
             other = stim.side.other
             ts = proc.troubleshooting(other) or {}
@@ -169,27 +246,33 @@ class StimulusPipeline:
             case.staging_seen = len(history)
 
     def step_recorded(self, side: str, step: Step, value: Mapping[str, Any], m: Measurement | None,
-                      who: str, how: str) -> None:
-        """A step's value was recorded: journal, event."""
+                      who: str, how: str, findings: Mapping[str, Any] | None = None) -> None:
+        """A step's value was recorded: journal, event (with what it now shows: the V2/V1
+        ratio, the R2 proximal/distal reduction)."""
         self.ledger.write("step", E.step(side, step.value, m, who=who, comment=f"recorded by {how}"))
-        amp = value.get("amplitude_uV")
-        lat = value.get("latency_ms")
-        text = f"{step.value} {side}: " + (f"{amp:.0f} uV" if amp is not None else "no value") + (
-            f", {lat:.2f} ms" if lat is not None else "") + ("" if value.get("response") else " (no response)")
+        value = {**value, "lowered_threshold": below_default_threshold(bool(value.get("response")),
+                                                                       value.get("amplitude_uV"), self.ctx.settings)}
+        text = f"{step.value} {F.side_word(side)}: {step_words(value)}" + findings_words(findings or {})
         self.ledger.event("procedure", "step_recorded", text, side=side, site=value.get("site"),
-                          detail={"step": step.value, **plain(value)})
+                          detail={"step": step.value, **plain(value), "findings": plain(dict(findings or {}))})
         self.persist.changed()
 
     def record_step(self, case: CaseState, step: Step, m: Measurement, who: str, how: str) -> dict[str, Any]:
-        """Record ``m`` as ``step`` (the operator's step button, now or for the next response)."""
-        value = case.rules.tag_step(step, m.stimulus.side, self.time.now_t(), measurement=m)
-        self.step_recorded(m.stimulus.side.value, step, value, m, who=who, how=how)
-        return value
+        """Record ``m`` as ``step`` (the operator's step button, now or for the next
+        response; an offer of the troubleshooting record): the step's rules are applied to
+        it as if it had been tagged before (``RuleEngine.record_step``: a poor V1 raises its
+        event now), then the step entry and those events are journaled. Raises
+        ``ProcedureError`` when the step cannot take the measurement."""
+        rec = case.rules.record_step(step, m.stimulus.side, self.time.now_t(), measurement=m)
+        self.step_recorded(m.stimulus.side.value, step, rec.value, m, who=who, how=how, findings=rec.findings)
+        for ev in rec.events:
+            self.rule_event(case, ev)
+        return rec.value
 
     def remember(self, case: CaseState, m: Measurement) -> None:
         """The case's last response per side (with % of the APS baseline) and its trend."""
         stim = m.stimulus
-        d = m.to_json()
+        d = self.measurement_json(m)
         amp_pct = lat_pct = None
         if stim.source is Source.APS:
             b = case.rules.aps_baseline(stim.side)
@@ -206,11 +289,20 @@ class StimulusPipeline:
             tr = case.trends[key] = Trend(self.ctx.options.trend_points)
         tr.add(stim.t_s, m.amplitude_uV if m.valid else None, m.latency_ms if m.valid else None)
 
+    def measurement_json(self, m: Measurement) -> dict[str, Any]:
+        """A measurement for the screen: ``Measurement.to_json()`` and ``lowered_threshold``
+        (a response only because the event threshold is lowered below its default: never
+        shown as a plain "response", least of all under a loss of signal)."""
+        d = m.to_json()
+        d["lowered_threshold"] = below_default_threshold(bool(m.valid and m.response), m.amplitude_uV,
+                                                         self.ctx.settings)
+        return d
+
     def _publish(self, case: CaseState | None, m: Measurement, e: StimEpoch) -> None:
         if self.ledger.wants("measurements"):
-            d = dict((case.last.get(m.stimulus.side.value) if case is not None else None) or m.to_json())
+            d = dict((case.last.get(m.stimulus.side.value) if case is not None else None) or {})
             if d.get("index") != m.stimulus.index:
-                d = m.to_json()
+                d = self.measurement_json(m)
             self.ledger.publish("measurements", {"type": "measurement", **d})
         if self.ledger.wants("waveforms"):
             uv = e.microvolts()

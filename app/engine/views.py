@@ -4,8 +4,9 @@ Owns: ``state_snapshot`` (the ``state`` message and ``state.get``: engine, board
 storage, audio, the open case and everything it owns, stimulation, alarms, counters),
 ``alarms_json`` (the ``alarms`` message) and ``trend_series`` (``trend.get``). Pure
 functions of the engine's rooms: they read, never change (the format is ``app/api/API.md``).
-May import: ``app.alarms`` (types), ``app.model``, ``app.engine.jsonsafe``/``timebase``/
-``case_state``/``board`` (fault names) and, for types only, ``app.engine.core``.
+May import: ``app.alarms`` (types), ``app.model``, ``app.settings`` (defaults),
+``app.record.closeout`` (the steps still missing), ``app.engine.jsonsafe``/``timebase``/
+``case_state``/``board`` (fault names)/``limits`` and, for types only, ``app.engine.core``.
 
 With no case open, everything a case owns is empty: no steps, baselines, loss episodes,
 troubleshooting, mapping, staging, last responses or irritation, and the tube check only
@@ -23,6 +24,8 @@ from app.engine.case_state import CaseState
 from app.engine.jsonsafe import plain, rnd
 from app.engine.timebase import TimeBase
 from app.model import Side, Site, Step
+from app.record.closeout import missing_from_procedure
+from app.settings import SCHEMA
 from app.rules.procedure import Procedure
 from firmware_bridge.messages import Fault
 
@@ -138,6 +141,8 @@ def _procedure(rules: Rules | None) -> dict[str, Any]:
     history = proc.staging_history()
     return {
         "baselines": baselines, "steps": steps, "los": los, "troubleshooting": ts, "mapping": mapping,
+        # what the close-out will ask a reason for (``app.record.closeout``), per planned side
+        "missing_steps": missing_from_procedure(proc.to_dict()) if rules is not None else [],
         "staging": {"recommended": staging is not None, "active": plain(staging),
                     "reason": staging["message"] if staging else "",
                     "decision": history[-1]["decision"] if history else None},
@@ -197,6 +202,9 @@ def state_snapshot(m: Monitor, seq: int) -> dict[str, Any]:
                            "step": stim.probe_step.value if stim.probe_step else None},
                  "aps": {**stim.aps.to_json(), "side": stim.aps_side.value}},
         "threshold_uV": float(st["analysis.event_threshold_uV"]),
+        "threshold_default_uV": float(SCHEMA["analysis.event_threshold_uV"].default),
+        # protected limits relaxed beyond their defaults: shown on the monitor until restored
+        "limits": m.relaxations.view(st, m.time.case_t),
         "volume_pct": float(st["audio.volume_pct"]),
         "last": dict(last),
         "aps": _aps(c.rules if c is not None else None, last, int(st["rules.aps_baseline_count"])),

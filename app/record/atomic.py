@@ -66,7 +66,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """Write via a fresh temporary file beside ``path`` + fsync + rename (+ fsync of the folder).
 
     ``write(tmp)`` fills the temporary file (it exists, empty, when called)."""

@@ -1,6 +1,7 @@
-"""``lnm cases``, ``lnm verify``, ``lnm report`` and ``lnm export``.
+"""``lnm cases``, ``lnm verify``, ``lnm report``, ``lnm export`` and ``lnm storage``.
 
-Owns: the command-line shell around the journal, the documentation and the USB export.
+Owns: the command-line shell around the journal, the documentation, the USB export and
+the storage life cycle (``app.record.storage``: use per case, free space, retention).
 May import: the standard library, ``app.settings`` and ``app.record``.
 
 The journal is ``--journal PATH``, else ``$LNM_JOURNAL``, else ``$LNM_DATA_DIR/journal.db``,
@@ -30,12 +31,16 @@ from pathlib import Path
 
 from app.record.atomic import OutputRefused
 from app.record.journal import Journal, JournalError, StorageError, default_journal_path
+from app.record.storage import case_usage, prunable, prune, space_check
 
 
 def configure(parser: argparse.ArgumentParser, name: str) -> None:
-    """Options of ``lnm cases/verify/report/export``."""
+    """Options of ``lnm cases/verify/report/export/storage``."""
     parser.add_argument("--journal", type=Path, default=None,
                         help="case journal file (default: $LNM_JOURNAL or the data folder)")
+    if name == "storage":
+        _configure_storage(parser)
+        return
     if name == "cases":
         parser.add_argument("--open", action="store_true", help="only cases left open (not closed)")
         return
@@ -66,6 +71,8 @@ def configure(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one of the record commands; see the module docstring for the exit status."""
+    if args.command == "storage":
+        return _storage(args)
     path = args.journal or default_journal_path()
     roots = None
     if args.command == "export":
@@ -171,3 +178,81 @@ def _report(journal: Journal, case_id: str, args: argparse.Namespace) -> int:
     for line in result.messages:
         print(line)
     return result.exit_code
+
+
+# ----------------------------------------------------------------------------- lnm storage
+
+
+def _configure_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="DIR",
+                        help="configuration directory (record.retention_days, record.min_free_hours)")
+    parser.add_argument("--prune", action="store_true",
+                        help="prune the cases retention allows (exported, verified, older than the setting)")
+    parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                        help="with --prune: this many days instead of record.retention_days")
+    parser.add_argument("--dry-run", action="store_true", help="with --prune: say what would be pruned")
+
+
+def _storage(args: argparse.Namespace) -> int:
+    """``lnm storage``: use per case, free space, hours left, and retention."""
+    from app import settings as settings_mod
+
+    try:
+        st = settings_mod.load(args.config)
+    except settings_mod.SettingError as exc:
+        print(f"lnm storage: {exc}", file=sys.stderr)
+        return 2
+    days = args.older_than if args.older_than is not None else float(st["record.retention_days"])
+    if args.older_than is not None and args.older_than <= 0:
+        print("lnm storage: --older-than must be a number of days above 0", file=sys.stderr)
+        return 2
+    path = args.journal or default_journal_path()
+    try:
+        with Journal(path, readonly=not args.prune) as journal:
+            _print_usage(journal, float(st["record.min_free_hours"]))
+            if not args.prune:
+                _print_retention(journal, days, args.older_than is not None)
+                return 0
+            results = prune(journal, days, dry_run=args.dry_run)
+    except (StorageError, JournalError) as exc:
+        print(f"lnm storage: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"lnm storage: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if days <= 0:
+        print("retention is off (record.retention_days = 0): nothing pruned; give --older-than DAYS to prune")
+        return 0
+    for r in results:
+        print(r.message)
+    if not results:
+        print(f"no case to prune (none exported, verified and closed more than {days:g} days ago)")
+    return 1 if any(not r.pruned and not args.dry_run for r in results) else 0
+
+
+def _print_usage(journal: Journal, min_hours: float) -> None:
+    cases = case_usage(journal)
+    try:
+        size = sum(p.stat().st_size for p in Path(journal.path).parent.glob(Path(journal.path).name + "*")
+                   if p.name in (journal.path.name, journal.path.name + "-wal", journal.path.name + "-shm"))
+    except OSError:
+        size = 0
+    print(f"journal {journal.path}: {size / 1e6:.0f} MB on disk, {len(cases)} cases")
+    if cases:
+        w = max(22, max(len(c["case_id"]) for c in cases))
+        print(f"{'case':<{w}} {'opened (UTC)':<20} {'state':<9} {'entries':>8} {'MB':>8} {'hours':>6}  exported")
+        for c in cases:
+            print(f"{c['case_id']:<{w}} {str(c['opened'])[:19]:<20} {c['state']:<9} {c['entries']:>8} "
+                  f"{c['bytes'] / 1e6:>8.1f} {c['hours']:>6.2f}  {(c['exported'] or '-')[:19]}")
+    check = space_check(journal, min_hours)
+    print(("" if check.ok else "WARNING: ") + check.message)
+
+
+def _print_retention(journal: Journal, days: float, explicit: bool) -> None:
+    if days <= 0:
+        print("retention: off (record.retention_days = 0): every case is kept")
+        return
+    can = prunable(journal, days)
+    src = "--older-than" if explicit else "record.retention_days"
+    print(f"retention: cases exported and verified, closed more than {days:g} days ago ({src}): "
+          f"{len(can)} can be pruned" + (" with lnm storage --prune" if can else ""))

@@ -33,13 +33,17 @@ from app.analysis.breathing import side_text
 from app.record.closeout import missing_steps
 from app.record.entries import LARYNGOSCOPY_STEPS, PROCEDURE_ORDER, SIDES, STIM_STEPS
 from app.record.journal import Entry
+from app.settings import SCHEMA
 
 FORMAT = "lnm-case/1"
-ADVERSE_KINDS = ("loss_of_signal", "combined_event", "amplitude_decrease")
+ADVERSE_KINDS = ("loss_of_signal", "combined_event", "amplitude_decrease", "neuromuscular_blockade_suspected")
+CONTINUED = "loss_of_signal_continued"  # the same loss-of-signal episode goes on: an interruption of it
+BLOCKADE = "neuromuscular_blockade_suspected"  # one episode of both sides (``sides``)
 SECRET_SETTINGS = ("ui.settings_pin",)  # never written into a document
 PERSONAL_FIELDS = ("surgeon", "operator", "patient_name", "name", "birth_date", "hospital_number")
 
 EVENT_TITLES = F.EVENT_WORDS
+DEFAULT_THRESHOLD_UV = float(SCHEMA["analysis.event_threshold_uV"].default)  # below it only a lowered one responds
 CASE_FIELDS = ("surgeon", "procedure", "planned_sides")
 ANAESTHESIA_FIELDS = ("relaxant", "relaxant_time", "tof_count", "tof_ratio_pct")
 
@@ -67,6 +71,7 @@ def document_from_entries(entries: Iterable[Entry], identified: bool = False,
 
 
 SIDE_WORDS = {"L": "left", "R": "right"}
+MAP_EPISODE_FIELDS = ("t_s", "position_mm", "response", "amplitude_uV", "latency_ms", "set_mA", "delivered_mA")
 
 
 def _breathing_measuring(bv: Any) -> bool:
@@ -94,6 +99,15 @@ def _side_of_alarm(p: Mapping[str, Any]) -> str | None:
     key = aid.split(":", 1)[1] if ":" in aid else ""
     tail = key.rsplit("-", 1)[-1] if key else ""
     return tail if tail in SIDES else None
+
+
+def _site_of_alarm(p: Mapping[str, Any]) -> str | None:
+    if p.get("site"):
+        return p["site"]
+    aid = p.get("alarm_id") or p.get("alarm") or ""
+    key = aid.split(":", 1)[1] if ":" in aid else ""
+    site, _, side = key.rpartition("-")
+    return site if side in SIDES and site else None
 
 
 def _alarm_kind(p: Mapping[str, Any]) -> str | None:
@@ -193,11 +207,18 @@ class _Builder:
 
     def _on_setting_changed(self, e: Entry, p: Mapping[str, Any]) -> None:
         ch = {"t_s": _r(e.t_s, 3), "wall": e.wall, "key": p["key"], "old": p["old"], "new": p["new"],
-              "unit": p.get("unit", ""), "who": p.get("who")}
+              "unit": p.get("unit", ""), "who": p.get("who"), "default": p.get("default"),
+              "relaxed": p.get("relaxed"), "confirmed": p.get("confirmed")}
         self.setting_changes.append(ch)
         unit = p.get("unit") or ""
+        protected = ""
+        if p.get("relaxed"):  # a protected limit (app.engine.limits) beyond its default
+            protected = (f", beyond its default {F.setting_value(p.get('default'), unit)} "
+                         + ("(confirmed)" if p.get("confirmed") else "(not asked)"))
+        elif p.get("confirmed"):
+            protected = " (confirmed: a related alarm was active)"
         self._event(e, "setting_changed", f"Setting changed: {F.setting_name(p['key'])} from "
-                    f"{F.setting_value(p['old'], unit)} to {F.setting_value(p['new'], unit)}")
+                    f"{F.setting_value(p['old'], unit)} to {F.setting_value(p['new'], unit)}{protected}")
 
     def _on_tube_check(self, e: Entry, p: Mapping[str, Any]) -> None:
         tc = {"t_s": _r(e.t_s, 3), "wall": e.wall, **{k: p.get(k) for k in (
@@ -232,7 +253,7 @@ class _Builder:
                                        "site": p.get("site"), "source": p.get("source"),
                                        "response": bool(p.get("response")), "amplitude_uV": _amp(p.get("amplitude_uV")),
                                        "latency_ms": _lat(p.get("latency_ms")), "set_mA": p.get("set_mA"),
-                                       "delivered_mA": p.get("delivered_mA")}
+                                       "delivered_mA": p.get("delivered_mA"), "threshold_uV": p.get("threshold_uV")}
         if side not in SIDES or not p["valid"]:
             return
         tr = self.trends[side]
@@ -288,6 +309,10 @@ class _Builder:
             v["stimulus_seq"] = self.stim_seq.get(idx)
             brief = self.stim_brief.get(idx) or {}
             v["site"], v["source"] = brief.get("site"), brief.get("source")
+            th = brief.get("threshold_uV")
+            if v["response"] and th is not None and th < DEFAULT_THRESHOLD_UV and p.get("amplitude_uV") is not None \
+                    and p["amplitude_uV"] < DEFAULT_THRESHOLD_UV:  # a response only the lowered threshold made
+                v["lowered_threshold_uV"] = th
         self.step_entries[(p["side"], p["step"])] = v
         by = " with the step button" if "operator" in str(p.get("comment") or "") else ""
         self._event(e, "step", f"Step {p['step']} {F.side_word(p['side'])} ({F.STEP_WORDS.get(p['step'], '')}) "
@@ -328,25 +353,67 @@ class _Builder:
             self.trends[side]["baselines"].append({"t_s": _r(p["t_s"], 3), "amplitude_uV": _amp(detail["amplitude_uV"]),
                                                    "latency_ms": _lat(detail.get("latency_ms")),
                                                    "number": detail.get("number")})
-        if kind in ADVERSE_KINDS:
+        if kind == CONTINUED and self._continue_episode(e, p, detail):
+            return
+        if kind in ADVERSE_KINDS or kind == CONTINUED:
+            sides = [side]
+            if kind == BLOCKADE and isinstance(detail.get("sides"), Mapping):
+                sides = [s for s in SIDES if detail["sides"].get(s)] or [side]
             self.episodes.append({
-                "kind": kind, "title": title, "side": side, "site": p["site"], "priority": p.get("priority"),
+                "kind": "loss_of_signal" if kind == CONTINUED else kind, "title": title, "side": side,
+                "sides": sides, "site": p["site"], "priority": p.get("priority"),
                 "t_s": _r(p["t_s"], 3), "wall": e.wall, "stimulus_index": p.get("stimulus_index"),
                 "detail": detail, "acknowledged": None, "troubleshooting": [], "mapping": [], "los_type": None,
-                "recovered_t_s": None, "recovery_s": None, "staging": [], "alarm_transitions": [],
+                "interruptions": [], "recovered_t_s": None, "recovery_s": None, "staging": [],
+                "alarm_transitions": [],
             })
         elif kind == "signal_recovered":
-            for ep in self.episodes:
-                if ep["side"] == side and ep["recovered_t_s"] is None and (
-                        ep["site"] == p["site"] or ep["kind"] != "loss_of_signal"):
-                    ep["recovered_t_s"] = _r(p["t_s"], 3)
-                    ep["recovery_s"] = _r(p["t_s"] - ep["t_s"], 1)
+            self._recovered(p, side, detail)
 
-    def _episode_for(self, side: str | None, t_s: float, kinds: tuple[str, ...] = ADVERSE_KINDS) -> dict | None:
-        best = None
+    def _continue_episode(self, e: Entry, p: Mapping[str, Any], detail: Mapping[str, Any]) -> bool:
+        """A loss of signal again within the re-entry time: an interruption of its episode
+        (re-opened if a recovery had closed it: the same alarm condition goes on). False
+        when the record holds no episode of that site to continue."""
+        ep = self._episode_for(p["side"], p["t_s"], ("loss_of_signal",), site=p["site"], strict=True)
+        if ep is None:
+            return False
+        ep["interruptions"].append({
+            "ended_t_s": _r(detail.get("interrupted_t_s"), 3), "resumed_t_s": _r(p["t_s"], 3),
+            "interruption_s": _r(detail.get("interruption_s"), 1), "stimulus_index": p.get("stimulus_index")})
+        ep["recovered_t_s"] = ep["recovery_s"] = None
+        return True
+
+    def _recovered(self, p: Mapping[str, Any], side: str, detail: Mapping[str, Any]) -> None:
+        """A recovery closes the episodes of what it says recovered (``detail.recovered``:
+        the loss of signal of its site, the amplitude decrease or combined event of its
+        vagus, a neuromuscular blockade of both sides, whichever side recovered first)."""
+        recovered = detail.get("recovered") if isinstance(detail.get("recovered"), list) else None
         for ep in self.episodes:
-            if ep["kind"] in kinds and (side is None or ep["side"] == side) and ep["t_s"] <= t_s + 1e-6:
+            if ep["recovered_t_s"] is not None:
+                continue
+            if recovered is None:  # older records: every episode of the side (a loss of signal of its site)
+                hit = ep["side"] == side and (ep["site"] == p["site"] or ep["kind"] != "loss_of_signal")
+            elif ep["kind"] == BLOCKADE:
+                hit = BLOCKADE in recovered
+            else:
+                hit = ep["side"] == side and ep["site"] == p["site"] and ep["kind"] in recovered
+            if hit:
+                ep["recovered_t_s"] = _r(p["t_s"], 3)
+                ep["recovery_s"] = _r(p["t_s"] - ep["t_s"], 1)
+
+    def _episode_for(self, side: str | None, t_s: float, kinds: tuple[str, ...] = ADVERSE_KINDS,
+                     site: str | None = None, strict: bool = False) -> dict | None:
+        """The newest episode of ``kinds`` on ``side`` that began by ``t_s``; with ``site``,
+        the newest of that site (else, unless ``strict``, the newest of any site)."""
+        best = best_site = None
+        for ep in self.episodes:
+            if ep["kind"] in kinds and (side is None or side in ep.get("sides", [ep["side"]])) \
+                    and ep["t_s"] <= t_s + 1e-6:
                 best = ep
+                if site is not None and ep["site"] == site:
+                    best_site = ep
+        if site is not None and (best_site is not None or strict):
+            return best_site
         return best
 
     def _on_alarm(self, e: Entry, p: Mapping[str, Any]) -> None:
@@ -382,7 +449,7 @@ class _Builder:
         if p.get("priority") != "info":  # an information notice repeats its rule event
             self._event(e, "alarm", text, side, transition=tr, alarm_id=aid)
         if kind in ADVERSE_KINDS:
-            ep = self._episode_for(side, e.t_s, (kind,))
+            ep = self._episode_for(side, e.t_s, (kind,), site=_site_of_alarm(p))
             if ep is not None:
                 ep["alarm_transitions"].append({"t_s": _r(e.t_s, 3), "transition": tr, "who": who})
                 if tr in ("acknowledged", "ack") and ep["acknowledged"] is None:
@@ -408,28 +475,48 @@ class _Builder:
                     f"{F.words(F.ANSWER_WORDS, p['answer'])}{by}")
         self._event(e, "troubleshooting", text, side)
 
-    def _map_point(self, e: Entry, side: str, position: Any, response: Any, amplitude: Any, label: Any) -> None:
+    def _map_point(self, e: Entry, side: str, position: Any, response: Any, amplitude: Any, label: Any,
+                   measured: Mapping[str, Any] | None = None) -> None:
+        """A mapping point of the side's RLN: distance, response, and what was measured at
+        it (``measured``: the engine's point, with the amplitude, latency, set and
+        delivered current of the stimulus it took)."""
+        pt = measured if isinstance(measured, Mapping) else {}
+        if amplitude is None:
+            amplitude = pt.get("amplitude_uV")
         item = {"t_s": _r(e.t_s, 3), "position_mm": F.position_mm(position), "response": bool(response),
-                "amplitude_uV": _amp(amplitude), "label": label or None}
+                "amplitude_uV": _amp(amplitude), "latency_ms": _lat(pt.get("latency_ms")) if response else None,
+                "set_mA": pt.get("set_mA"), "delivered_mA": pt.get("delivered_mA"),
+                "stimulus_index": pt.get("stimulus_index"), "note": pt.get("note") or None, "label": label or None}
         self.mapping_points.setdefault(side, []).append(item)
-        ep = self._episode_for(side, e.t_s, ("loss_of_signal",))
+        ep = self._episode_for(side, e.t_s, ("loss_of_signal",), site="RLN")
         if ep is not None:
-            ep["mapping"].append({k: item[k] for k in ("t_s", "position_mm", "response", "amplitude_uV")})
+            ep["mapping"].append({k: item[k] for k in MAP_EPISODE_FIELDS})
         lab = f" ({label})" if label else ""
         amp = f", {F.amp_text(amplitude)}" if amplitude is not None else ""
-        self._event(e, "mapping", f"Mapping {F.side_word(side)} at {F.mm_text(position)}{lab}: "
+        if item["latency_ms"] is not None:
+            amp += f", {F.lat_text(item['latency_ms'])}"
+        if item["set_mA"] is not None:
+            amp += f" at {F.current_text(item['set_mA'], item['delivered_mA'])}"
+        self._event(e, "mapping", f"Mapping {F.side_word(side)} RLN at {F.mm_text(position)}{lab}: "
                                   f"{'response' if response else 'no response'}{amp}", side)
 
     def _on_mapping(self, e: Entry, p: Mapping[str, Any]) -> None:
-        self._map_point(e, p["side"], p["position_mm"], p["response"], p.get("amplitude_uV"), p.get("label"))
+        self._map_point(e, p["side"], p["position_mm"], p["response"], p.get("amplitude_uV"), p.get("label"), p)
 
     def _on_los_type(self, e: Entry, p: Mapping[str, Any]) -> None:
-        ep = self._episode_for(p["side"], e.t_s, ("loss_of_signal",))
+        detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        ep = self._episode_for(p["side"], e.t_s, ("loss_of_signal",), site=detail.get("site") or "RLN")
         words = F.LOS_TYPE_WORDS.get(p["los_type"], str(p["los_type"]))
         if ep is not None:
             ep["los_type"] = {"type": p["los_type"], "t_s": _r(e.t_s, 3), "who": p.get("who"),
                               "detail": p.get("detail")}
-        self._event(e, "los_type", f"Loss of signal, {F.side_word(p['side'])} side: {words}", p["side"])
+        between, proximal = detail.get("lesion_between_mm"), detail.get("lesion_proximal_to_mm")
+        if isinstance(between, list) and len(between) == 2:
+            words += f", lesion between {F.mm_text(between[0])} and {F.mm_text(between[1])} from the laryngeal entry"
+        elif proximal is not None:
+            words += f", lesion proximal to {F.mm_text(proximal)} from the laryngeal entry"
+        self._event(e, "los_type", f"Loss of signal, {F.site_side(detail.get('site') or 'RLN', p['side'])}: "
+                    f"{words}", p["side"])
 
     def _on_staging(self, e: Entry, p: Mapping[str, Any]) -> None:
         item = {"t_s": _r(e.t_s, 3), "wall": e.wall, "recommendation": p["recommendation"],
@@ -462,7 +549,7 @@ class _Builder:
             self._case_data(d)
         if action == "mapping.result" and d.get("side") in SIDES:
             self._map_point(e, d["side"], d.get("position_mm"), d.get("response"), d.get("amplitude_uV"),
-                            d.get("label"))
+                            d.get("label"), d.get("point"))
             return
         if action == "mapping.clear" and d.get("side") in SIDES:
             self.mapping_points[d["side"]] = []
@@ -492,6 +579,11 @@ class _Builder:
                 self.procedure_state = dict(proc)
             return
         self.engine.append({"t_s": _r(e.t_s, 3), "wall": e.wall, "event": p["event"], "detail": p.get("detail")})
+        detail = p.get("detail") if isinstance(p.get("detail"), Mapping) else {}
+        if p["event"] == "self_test" and detail.get("summary"):  # what was read back, what the nurse confirmed
+            when = " (before the case)" if detail.get("before_case") else ""
+            self._event(e, "engine", f"Monitor: {detail['summary']}{when}")
+            return
         self._event(e, "engine", f"Monitor: {F.words(ENGINE_WORDS, p['event'])}")
 
     def _on_storage(self, e: Entry, p: Mapping[str, Any]) -> None:
@@ -540,6 +632,9 @@ class _Builder:
         if not points:  # kept only in the procedure state (journals without mapping entries)
             points = [{"t_s": _r(pt.get("t_s"), 3), "position_mm": F.position_mm(pt.get("position_mm")),
                        "response": bool(pt.get("response")), "amplitude_uV": _amp(pt.get("amplitude_uV")),
+                       "latency_ms": _lat(pt.get("latency_ms")) if pt.get("response") else None,
+                       "set_mA": pt.get("set_mA"), "delivered_mA": pt.get("delivered_mA"),
+                       "stimulus_index": pt.get("stimulus_index"), "note": pt.get("note") or None,
                        "label": pt.get("label") or None}
                       for pt in (state.get("mapping") or {}).get(side) or [] if isinstance(pt, Mapping)]
         proc = Procedure()
@@ -551,17 +646,21 @@ class _Builder:
             proc.on_loss(side, "RLN", 0.0, None)
             proc.answer(side, "contralateral_vagus", contra, 0.0)
         m = proc.mapping(side)
-        return {"points": sorted(points, key=lambda x: x.get("position_mm") or 0.0), "type": m["type"],
-                "lesion_between_mm": m["lesion_between_mm"], "classification": m["classification"],
+        return {"points": sorted(points, key=lambda x: x.get("position_mm") or 0.0), "site": "RLN", "type": m["type"],
+                "lesion_between_mm": m["lesion_between_mm"], "lesion_proximal_to_mm": m["lesion_proximal_to_mm"],
+                "silent_distal_mm": m["silent_distal_mm"], "classification": m["classification"],
                 "text": m["message"]}
 
     def _mapping_into_episodes(self, mapping: Mapping[str, Any]) -> None:
-        for ep in self.episodes:
-            if ep["kind"] != "loss_of_signal" or ep["mapping"]:
+        """Points kept only in the procedure state go to the side's RLN loss of signal."""
+        for side in SIDES:
+            if any(ep["mapping"] for ep in self.episodes if ep["side"] == side):
                 continue
-            for pt in mapping[ep["side"]]["points"]:
-                if pt.get("t_s") is None or pt["t_s"] >= ep["t_s"]:
-                    ep["mapping"].append({k: pt.get(k) for k in ("t_s", "position_mm", "response", "amplitude_uV")})
+            for pt in mapping[side]["points"]:
+                ep = self._episode_for(side, pt["t_s"] if pt.get("t_s") is not None else float("inf"),
+                                       ("loss_of_signal",), site="RLN")
+                if ep is not None:
+                    ep["mapping"].append({k: pt.get(k) for k in MAP_EPISODE_FIELDS})
 
     def _overlays(self, sides: Mapping[str, Any]) -> None:
         """The waveforms a reader compares: each adverse event's stimulus over the baseline
@@ -603,7 +702,7 @@ class _Builder:
             has_data = any(v is not None for v in steps.values()) or bool(tr["aps"]["t_s"]) or bool(tr["probe"])
             sides[side] = {"planned": side in planned, "has_data": has_data, "steps": steps,
                            "v2_of_v1_pct": _v2_of_v1(steps), "r2_reduction_pct": _r2_reduction(steps),
-                           "episodes": sum(1 for ep in self.episodes if ep["side"] == side),
+                           "episodes": sum(1 for ep in self.episodes if side in ep.get("sides", [ep["side"]])),
                            "events": _event_counts([ev for ev in self.rule_events if ev["side"] == side]),
                            "mapping": mapping[side]}
         self._overlays(sides)
@@ -710,6 +809,8 @@ def _step_words(v: Mapping[str, Any]) -> str:
         what = f"no response ({F.amp_text(v.get('amplitude_uV'))})"
     else:
         what = f"{F.amp_text(v.get('amplitude_uV'))}, {F.lat_text(v.get('latency_ms'))}"
+        if v.get("lowered_threshold_uV") is not None:
+            what += f" (response at the lowered threshold of {F.amp_text(v['lowered_threshold_uV'])})"
     cur = F.current_text(v.get("set_mA"), v.get("delivered_mA"), none="")
     return what + (f" at {cur}" if cur else "")
 
@@ -734,6 +835,17 @@ def _event_detail(kind: str, d: Mapping[str, Any]) -> str:
         return f": {F.amp_text(d.get('amplitude_uV'))}, {F.lat_text(d.get('latency_ms'))}"
     if kind == "poor_baseline":
         return f": {F.amp_text(d.get('amplitude_uV'))} (below {F.amp_text(d.get('limit_uV'))})"
+    if kind == "loss_of_signal_continued":
+        return (f": {F.amp_text(d.get('amplitude_uV'))} at {F.current_text(d.get('set_mA'), d.get('delivered_mA'))}; "
+                f"the episode of {F.clock(d.get('episode_t_s'))} goes on (responses for "
+                f"{F.duration(d.get('interruption_s'))} in between)")
+    if kind == "neuromuscular_blockade_suspected":
+        sides = d.get("sides") if isinstance(d.get("sides"), Mapping) else {}
+        parts = [f"{F.side_word(s)} {F.pct_text(v.get('amplitude_pct'))}" for s, v in sides.items()
+                 if isinstance(v, Mapping)]
+        return (": both sides fell with stable latency" + (f" (amplitude {', '.join(parts)} of reference)"
+                                                          if parts else "")
+                + "; check train-of-four and relaxant with the anaesthetist")
     if kind == "nonrecurrent_nerve_suspected":
         return f": latency {F.lat_text(d.get('latency_ms'))} (below {F.lat_text(d.get('limit_ms'))})"
     return ""
@@ -773,7 +885,7 @@ def _postponed(side: str, planned: list[str], staging: list[Mapping[str, Any]]) 
 def _conclusion(side: str, s: Mapping[str, Any], episodes: list[dict[str, Any]],  # noqa: C901 (one verdict)
                 stims: Mapping[int, Mapping[str, Any]], postponed: bool = False) -> dict[str, Any]:
     """How the side's nerve ended the case: the final signal status, compared with L2."""
-    eps = [ep for ep in episodes if ep["side"] == side]
+    eps = [ep for ep in episodes if side in ep.get("sides", [ep["side"]])]
     open_eps = [ep for ep in eps if ep["recovered_t_s"] is None]
     los_open = [ep for ep in open_eps if ep["kind"] == "loss_of_signal"]
     steps = s["steps"]

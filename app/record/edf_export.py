@@ -324,8 +324,11 @@ class _Context:
             return
         if stim.step is None:
             self.recorded[pos] = Step(step)
+        # dt: from the stimulus to the button press (the step's rules judge it then: a poor V1 is dated there)
+        dt = None if p.get("stimulus_t_s") is None else \
+            (f"{max(0.0, float(e.t_s) - float(p['stimulus_t_s'])):.3f}".rstrip("0").rstrip(".") or "0")
         self.out.append((self.onsets[pos], None, self.text("STEP", step, p["side"], by="button",
-                                                           s=self.n_before(e.seq))))
+                                                           s=self.n_before(e.seq), dt=dt)))
 
     def _on_laryngoscopy(self, e: Any, p: Mapping[str, Any]) -> None:
         pairs = []

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from app.record import entries as _entries
 from app.record.atomic import SQLITE_MAGIC, fsync_dir, fsync_file
+from app.record.storage import ROW_OVERHEAD, space_check
 from app.record.chain import (  # noqa: F401 - GENESIS, sha256_hex, entry_hash: the journal's public names too
     GENESIS,
     CaseFacts,
@@ -76,7 +77,6 @@ OLD_FORMAT = "lnm-journal/1"  # without the case index: read as it is, given an 
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
 DEFAULT_PIN_INTERVAL_S = 60.0
 PAGE_SIZE = 8192  # new files: 2-3 kB waveform rows waste less of 8 kB pages than of 4 kB (bench/record.py: -6 %)
-ROW_OVERHEAD = 220  # bytes an entry takes besides its payload and blob (hashes, columns, index)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -494,8 +494,6 @@ class Journal:
         self.space_warning = None
         if self.min_free_hours <= 0:
             return
-        from app.record.storage import space_check
-
         try:
             check = space_check(self, self.min_free_hours)
         except (OSError, sqlite3.Error) as exc:
@@ -601,7 +599,7 @@ class Journal:
             closed = dict(self.conn.execute("SELECT case_id, wall FROM entries WHERE kind = 'case_closed'").fetchall())
             order = self._case_order()
             index, index_problem = self._index_by_case()
-            out = []
+            out: list[dict[str, Any]] = []
             for case_id in order:
                 facts = self._facts(case_id)
                 wall, payload = first.get(case_id, (None, None))

@@ -813,7 +813,7 @@ def _adverse(doc: Mapping[str, Any], waveform_of: WaveformFn | None) -> list[Any
     eps = doc.get("adverse_events") or []
     out: list[Any] = [CondPageBreak(40 * mm), Paragraph("Adverse events and what was done", H2)]
     if not eps:
-        return out + [_p("No loss of signal, combined event or amplitude decrease.", BODY)]
+        return out + [_p("No loss of signal, combined event, amplitude decrease or neuromuscular blockade.", BODY)]
     rows = [["Time", "Where", "Event", "Acknowledged", "Troubleshooting", "Recovery", "Staging decision"]]
     for ep in eps:
         ack = ep.get("acknowledged")
@@ -826,6 +826,10 @@ def _adverse(doc: Mapping[str, Any], waveform_of: WaveformFn | None) -> list[Any
         if lt:
             ts += f"; {F.LOS_TYPE_WORDS.get(lt['type'], '')}"
         rec = f"after {F.duration(ep['recovery_s'])}" if ep.get("recovery_s") is not None else "NOT recovered"
+        gaps = ep.get("interruptions") or []
+        if gaps:
+            rec += "; interrupted " + ", ".join(f"{F.clock(g.get('ended_t_s'))}-{F.clock(g.get('resumed_t_s'))}"
+                                                for g in gaps)
         st = ep.get("staging") or []
         decided = [x for x in st if x.get("decision")]
         st_text = (f"{F.words(F.DECISION_WORDS, decided[-1]['decision'])}: {decided[-1].get('reason') or ''}"
@@ -835,8 +839,8 @@ def _adverse(doc: Mapping[str, Any], waveform_of: WaveformFn | None) -> list[Any
         if ep.get("kind") == "loss_of_signal":
             cur = F.current_text(d.get("set_mA"), d.get("delivered_mA"))
             what += f" ({F.amp_text(d.get('amplitude_uV'))} at {cur})"
-        rows.append([F.clock(ep.get("t_s")), F.site_side(ep.get("site"), ep.get("side")), what, ack_text, ts, rec,
-                     st_text])
+        where = "both sides" if len(ep.get("sides") or []) > 1 else F.site_side(ep.get("site"), ep.get("side"))
+        rows.append([F.clock(ep.get("t_s")), where, what, ack_text, ts, rec, st_text])
     out.append(_table(rows, [13 * mm, 16 * mm, 30 * mm, 24 * mm, 44 * mm, 18 * mm, 30 * mm]))
     overlays = []
     for ep in eps:
@@ -871,11 +875,13 @@ def _mapping(doc: Mapping[str, Any]) -> list[Any]:
         return out + [_p("No nerve mapping recorded.", BODY)]
     for side in mapped:
         m = sides[side]["mapping"]
-        rows = [["Distance from the laryngeal entry", "Response", "Amplitude", "Label", "Time"]]
+        rows = [["Distance from the laryngeal entry", "Response", "Amplitude", "Latency", "Current", "Label",
+                 "Time"]]
         extra: list[tuple] = []
         for pt in m["points"]:
             rows.append([F.mm_text(pt.get("position_mm")), "yes" if pt.get("response") else "NO",
-                         F.amp_text(pt.get("amplitude_uV"), none="not entered"), pt.get("label") or "",
+                         F.amp_text(pt.get("amplitude_uV"), none="not measured"), F.lat_text(pt.get("latency_ms")),
+                         F.current_text(pt.get("set_mA"), pt.get("delivered_mA")), pt.get("label") or "",
                          F.clock(pt.get("t_s"))])
             if not pt.get("response"):
                 _colour_cell(extra, 1, len(rows) - 1, BAD)
@@ -884,7 +890,8 @@ def _mapping(doc: Mapping[str, Any]) -> list[Any]:
                   if between else m.get("text") or "")
         out += [_p(f"{F.side_word(side).capitalize()} RLN: {F.LOS_TYPE_WORDS.get(m.get('type'), 'type not determined')}"
                    f". {lesion}", BODY),
-                _table(rows, [50 * mm, 20 * mm, 25 * mm, 50 * mm, 20 * mm], extra=extra), Spacer(1, 2 * mm)]
+                _table(rows, [30 * mm, 17 * mm, 19 * mm, 17 * mm, 40 * mm, 30 * mm, 16 * mm], extra=extra),
+                Spacer(1, 2 * mm)]
     return out
 
 

@@ -2,10 +2,10 @@
 whether a new case fits, and retention (pruning cases that are safe elsewhere).
 
 Owns: ``space_check`` (asked by ``Journal.open_case`` before a case starts),
-``case_usage``, ``measured_bytes_per_hour``, ``prunable`` / ``prune`` (retention) and the
-``lnm storage`` command.
-May import: the standard library, ``app.record.journal`` (read lazily; the journal imports
-this module for the space check).
+``case_usage``, ``measured_bytes_per_hour``, ``prunable`` / ``prune`` (retention) and
+``ROW_OVERHEAD``; ``lnm storage`` is its shell in ``app.record.cli``.
+May import: the standard library. The journal imports this module (the space check); this
+module works on the ``Journal`` it is given and never imports the journal back.
 
 Space. Before a case opens the journal compares the free space of its folder (plus the
 pages inside the journal file that pruning freed and SQLite reuses) with
@@ -31,9 +31,7 @@ copy can be checked against the summary (``lnm verify --against``). ``lnm storag
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 DEFAULT_BYTES_PER_HOUR = 150_000_000  # bench/record.py at the default recording settings, rounded up
 MIN_MEASURED_S = 300.0  # cases shorter than this say little about bytes per hour
 MEASURED_CASES = 20  # the newest closed cases the figure is taken from
+ROW_OVERHEAD = 220  # bytes an entry takes besides its payload and blob (hashes, columns, index)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def case_usage(journal: Any) -> list[dict[str, Any]]:
     """Per case: id, state, opened, closed, entries, bytes, hours, exported (wall or None), problems."""
     sizes = {cid: (int(b), float(t or 0.0)) for cid, b, t in journal.conn.execute(
         "SELECT case_id, coalesce(sum(length(payload) + coalesce(length(blob), 0)), 0) + ? * count(*), max(t_s) "
-        "FROM entries GROUP BY case_id", (_overhead(),))}
+        "FROM entries GROUP BY case_id", (ROW_OVERHEAD,))}
     rows, _problem = journal.index_rows()
     exported: dict[str, str] = {}
     for r in rows:
@@ -111,16 +110,11 @@ def case_usage(journal: Any) -> list[dict[str, Any]]:
     for c in journal.cases():
         size, t = sizes.get(c["case_id"], (0, 0.0))
         if c["state"] == "pruned":
-            summary = next((r.data for r in rows if r.event == "pruned" and r.case_id == c["case_id"]), {})
+            summary: dict[str, Any] = next(
+                (r.data for r in rows if r.event == "pruned" and r.case_id == c["case_id"]), {})
             t = float(summary.get("duration_s") or 0.0)
         out.append({**c, "bytes": size, "hours": t / 3600.0, "exported": exported.get(c["case_id"])})
     return out
-
-
-def _overhead() -> int:
-    from app.record.journal import ROW_OVERHEAD
-
-    return ROW_OVERHEAD
 
 
 def _parse_wall(text: str | None) -> datetime | None:
@@ -206,85 +200,3 @@ def prune(journal: Any, older_than_days: float, now: datetime | None = None,
         out.append(PruneResult(case_id, True, f"case {case_id} pruned ({size / 1e6:.0f} MB; summary kept in the "
                                               "case index)", size))
     return out
-
-
-# ----------------------------------------------------------------------------- lnm storage
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Options of ``lnm storage``."""
-    parser.add_argument("--journal", type=Path, default=None,
-                        help="case journal file (default: $LNM_JOURNAL or the data folder)")
-    parser.add_argument("--config", type=Path, default=None, metavar="DIR",
-                        help="configuration directory (record.retention_days, record.min_free_hours)")
-    parser.add_argument("--prune", action="store_true",
-                        help="prune the cases retention allows (exported, verified, older than the setting)")
-    parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
-                        help="with --prune: this many days instead of record.retention_days")
-    parser.add_argument("--dry-run", action="store_true", help="with --prune: say what would be pruned")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``lnm storage``: use per case, free space, hours left, and retention."""
-    from app import settings as settings_mod
-    from app.record.journal import Journal, JournalError, StorageError, default_journal_path
-
-    try:
-        st = settings_mod.load(args.config)
-    except settings_mod.SettingError as exc:
-        print(f"lnm storage: {exc}", file=sys.stderr)
-        return 2
-    days = args.older_than if args.older_than is not None else float(st["record.retention_days"])
-    if args.older_than is not None and args.older_than <= 0:
-        print("lnm storage: --older-than must be a number of days above 0", file=sys.stderr)
-        return 2
-    path = args.journal or default_journal_path()
-    try:
-        with Journal(path, readonly=not args.prune) as journal:
-            _print_usage(journal, float(st["record.min_free_hours"]))
-            if not args.prune:
-                _print_retention(journal, days, args.older_than is not None)
-                return 0
-            results = prune(journal, days, dry_run=args.dry_run)
-    except (StorageError, JournalError) as exc:
-        print(f"lnm storage: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"lnm storage: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    if days <= 0:
-        print("retention is off (record.retention_days = 0): nothing pruned; give --older-than DAYS to prune")
-        return 0
-    for r in results:
-        print(r.message)
-    if not results:
-        print(f"no case to prune (none exported, verified and closed more than {days:g} days ago)")
-    return 1 if any(not r.pruned and not args.dry_run for r in results) else 0
-
-
-def _print_usage(journal: Any, min_hours: float) -> None:
-    cases = case_usage(journal)
-    try:
-        size = sum(p.stat().st_size for p in Path(journal.path).parent.glob(Path(journal.path).name + "*")
-                   if p.name in (journal.path.name, journal.path.name + "-wal", journal.path.name + "-shm"))
-    except OSError:
-        size = 0
-    print(f"journal {journal.path}: {size / 1e6:.0f} MB on disk, {len(cases)} cases")
-    if cases:
-        w = max(22, max(len(c["case_id"]) for c in cases))
-        print(f"{'case':<{w}} {'opened (UTC)':<20} {'state':<9} {'entries':>8} {'MB':>8} {'hours':>6}  exported")
-        for c in cases:
-            print(f"{c['case_id']:<{w}} {str(c['opened'])[:19]:<20} {c['state']:<9} {c['entries']:>8} "
-                  f"{c['bytes'] / 1e6:>8.1f} {c['hours']:>6.2f}  {(c['exported'] or '-')[:19]}")
-    check = space_check(journal, min_hours)
-    print(("" if check.ok else "WARNING: ") + check.message)
-
-
-def _print_retention(journal: Any, days: float, explicit: bool) -> None:
-    if days <= 0:
-        print("retention: off (record.retention_days = 0): every case is kept")
-        return
-    can = prunable(journal, days)
-    src = "--older-than" if explicit else "record.retention_days"
-    print(f"retention: cases exported and verified, closed more than {days:g} days ago ({src}): "
-          f"{len(can)} can be pruned" + (" with lnm storage --prune" if can else ""))

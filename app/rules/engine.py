@@ -222,7 +222,8 @@ class RuleEngine:
 
     # -- machine state ----------------------------------------------------------------
     def _state(self, machine: Machine, key: str) -> str:
-        return self._machines[machine.name].get(key, [machine.initial, 0])[0]
+        state: str = self._machines[machine.name].get(key, [machine.initial, 0])[0]
+        return state
 
     def _run(self, machine: Machine, key: str) -> int:
         return int(self._machines[machine.name].get(key, [machine.initial, 0])[1])
@@ -251,7 +252,7 @@ class RuleEngine:
         aps = self._aps.get(side.value)
         if not aps or not aps.get("baseline"):
             return None
-        b = copy.deepcopy(aps["baseline"])
+        b: dict[str, Any] = copy.deepcopy(aps["baseline"])
         b["collecting"] = self._state(ApsBaseline.MACHINE, side.value) != "SET"
         b["collected"] = aps["acc"]["n"]
         return b
@@ -981,7 +982,8 @@ class RuleEngine:
             "pending": [ev.to_json() for ev in self._pending],
             "procedure": self.procedure.to_dict(),
         }
-        return json.loads(json.dumps(data))
+        snapshot: dict[str, Any] = json.loads(json.dumps(data))
+        return snapshot
 
     @classmethod
     def restore(cls, settings: Settings, snapshot: Mapping[str, Any]) -> RuleEngine:

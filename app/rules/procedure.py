@@ -90,7 +90,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from app.model import Measurement, Side, Site, Step
+from app.model import SIDES, Measurement, Side, Site, Step
 
 FORMAT = "lnm-procedure/1"
 
@@ -285,7 +285,8 @@ class Procedure:
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self._d))
+        state: dict[str, Any] = json.loads(json.dumps(self._d))
+        return state
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Procedure:
@@ -460,13 +461,15 @@ class Procedure:
 
     # -- troubleshooting --------------------------------------------------------------
     def _open_record(self, side: str) -> dict[str, Any] | None:
-        for rec in reversed(self._d["troubleshooting"]):
+        records: list[dict[str, Any]] = self._d["troubleshooting"]
+        for rec in records[::-1]:
             if rec["side"] == side and rec["recovered_t_s"] is None:
                 return rec
         return None
 
     def _latest_record(self, side: str) -> dict[str, Any] | None:
-        for rec in reversed(self._d["troubleshooting"]):
+        records: list[dict[str, Any]] = self._d["troubleshooting"]
+        for rec in records[::-1]:
             if rec["side"] == side:
                 return rec
         return None
@@ -488,7 +491,7 @@ class Procedure:
                 rec["recovered_t_s"] = None
                 rec.setdefault("reopened_t_s", []).append(t_s)
         entry = rec["sites"].get(site) if rec is not None else None
-        if continued and entry is not None:
+        if continued and rec is not None and entry is not None:
             entry["recovered_t_s"] = None
             entry.setdefault("continued", []).append({"t_s": t_s, "stimulus_index": stimulus_index})
             self._update_staging(t_s, "")
@@ -586,7 +589,7 @@ class Procedure:
             return False
         ans = rec["answers"].get(Check.NONRECURRENT.value)
         if ans is not None:
-            return ans["answer"] == "yes"
+            return bool(ans["answer"] == "yes")
         v1r, v1l = self._d["steps"]["R"].get("V1"), self._d["steps"]["L"].get("V1")
         return bool(v1r and not v1r["response"] and v1l and v1l["response"])
 
@@ -823,7 +826,8 @@ class Procedure:
             })
 
     def _active_staging(self) -> dict[str, Any] | None:
-        for entry in reversed(self._d["staging"]):
+        staging: list[dict[str, Any]] = self._d["staging"]
+        for entry in staging[::-1]:
             if entry["basis_ended_t_s"] is None:
                 return entry
         return None
@@ -852,7 +856,7 @@ class Procedure:
     def summary(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Per side: steps, laryngoscopy, V2/V1 ratio, R2 reduction, mapping, troubleshooting."""
         sides: dict[str, Any] = {}
-        for side in ("L", "R"):
+        for side in SIDES:
             steps = copy.deepcopy(self._d["steps"][side])
             v1, v2 = steps.get("V1"), steps.get("V2")
             ratio = None

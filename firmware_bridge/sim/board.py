@@ -451,7 +451,8 @@ class VirtualBoard:
         self._dirty = True
 
     def _next_item(self) -> tuple[float, Callable[[float], None] | None]:
-        best_t, best = math.inf, None
+        best_t: float = math.inf
+        best: Callable[[float], None] | None = None
         if self._event_i < len(self._events):
             t = self._events[self._event_i].t - self._off
             best_t, best = t, self._do_world_event
@@ -518,8 +519,8 @@ class VirtualBoard:
                 self._dirty = True
             keep = min([self._stream_k] + [p.k - self._pre for p in self._pending] + [k0 + n - self._pre])
             self._hist.append(counts, keep)
-            self._emit_stream()
-            self._emit_epochs()
+            self._emit_stream(gen)
+            self._emit_epochs(gen)
         self._update_need()
 
     def _update_need(self) -> None:
@@ -631,7 +632,7 @@ class VirtualBoard:
     def _pre(self) -> int:
         return self._pre_n
 
-    def _emit_epochs(self) -> None:
+    def _emit_epochs(self, gen: EmgGenerator) -> None:
         if not self._pending:
             return
         end = self._hist.end
@@ -643,15 +644,15 @@ class VirtualBoard:
                 continue
             a = max(p.k - self._pre_n, self._hist.start, 0)
             samples = self._hist.get(a, p.k + self._post_n)[rows].copy()
-            self._queue(self._gen.t_of(p.k + self._post_n) - self._off, StimEpoch(
+            self._queue(gen.t_of(p.k + self._post_n) - self._off, StimEpoch(
                 board_time_us=self._us(p.t), stim_counter=p.counter, output=p.output,
                 set_current_uA=p.set_uA, delivered_current_uA=p.delivered_uA, pulse_width_us=p.pulse_width_us,
-                sample_rate_hz=self._gen.fs, pre_samples=p.k - a, nv_per_count=self._nv, samples=samples,
+                sample_rate_hz=gen.fs, pre_samples=p.k - a, nv_per_count=self._nv, samples=samples,
                 config_token=p.token,
             ))
         self._pending = still
 
-    def _emit_stream(self) -> None:
+    def _emit_stream(self, gen: EmgGenerator) -> None:
         acq = self._acq
         end = self._hist.end
         if acq is None or not acq.stream_enabled:
@@ -667,9 +668,9 @@ class VirtualBoard:
                 x = np.rint(x.reshape(x.shape[0], -1, dec).mean(axis=2)).astype(np.int32)
             else:
                 x = x.copy()
-            self._queue(self._gen.t_of(k + raw) - self._off, EmgBlock(
-                board_time_us=self._us(self._gen.t_of(k) - self._off), first_sample=k // dec,
-                sample_rate_hz=self._gen.fs // dec, nv_per_count=self._nv, samples=x,
+            self._queue(gen.t_of(k + raw) - self._off, EmgBlock(
+                board_time_us=self._us(gen.t_of(k) - self._off), first_sample=k // dec,
+                sample_rate_hz=gen.fs // dec, nv_per_count=self._nv, samples=x,
             ))
             self._stream_k = k + raw
 

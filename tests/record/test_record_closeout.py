@@ -129,9 +129,6 @@ def test_a_case_closed_without_the_close_out_says_so(tmp_path):
     assert all(m["reason"] is None for m in doc["closeout"]["missing"])
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "the engine's case.close does not take 'reasons' yet (app/engine: journal closeout_entries(...) as "
-    "case_closed 'missing_steps'); remove this mark when it does"))
 def test_engine_journals_the_reasons_given_at_close(tmp_path):
     from app.engine.stepped import SteppedSystem
     from app.settings import Settings

@@ -79,7 +79,7 @@ def test_edf_opens_in_pyedflib_with_labels_and_annotations(synthetic_journal, tm
         assert f.getSampleFrequency(i) == 20000
         assert f.getPhysicalDimension(i) == "uV"
         onsets, _durations, texts = f.readAnnotations()
-        stims = [(o, t) for o, t in zip(onsets, texts) if t.startswith("STIM ")]
+        stims = [(o, t) for o, t in zip(onsets, texts, strict=True) if t.startswith("STIM ")]
         assert len(stims) == len(rec["stimuli"])
         first = rec["stimuli"][0]
         assert stims[0][0] == pytest.approx(first.t_s, abs=1e-4)

@@ -42,6 +42,17 @@ def _match(live, analysed):
     return missing, rest
 
 
+def _live_how(v):
+    """How the live record documented a step, in the re-analysis's words: recorded with the
+    step button ("operator"), a stimulus tagged with the step ("tagged"), or the stimulation
+    done at the step after a loss of signal ("after_loss", ``Procedure.document_after_loss``)."""
+    if v["how"] == "step":
+        return "operator" if "operator" in str(v.get("comment") or "") else "tagged"
+    if v["how"].startswith("procedure:"):
+        return v["how"].split(":", 1)[1]
+    return v["how"]
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_analyze_reproduces_the_live_events(name, tmp_path_factory):
     case = scenario_case(name, tmp_path_factory)
@@ -70,8 +81,7 @@ def test_analyze_reproduces_the_step_table(name, tmp_path_factory):
             if v["latency_ms"] is not None:
                 assert v["latency_ms"] == pytest.approx(a["latency_ms"], abs=LAT_TOL_MS), where
             assert (v["set_mA"], v["delivered_mA"]) == (a["set_mA"], a["delivered_mA"]), where
-            by_button = "operator" in str(v.get("comment") or "")
-            assert a["how"] == ("operator" if by_button else "tagged"), where
+            assert a["how"] == _live_how(v), f"{where}: documented as {v['how']} {v.get('comment')}"
         for phase in ("L1", "L2"):
             finding = (case.doc["sides"][side]["steps"].get(phase) or {}).get("finding")
             got = (case.analysis["steps"][side].get(phase) or {}).get("finding")

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from app.alarms import AlarmKind
 from app.api import protocol as p
 from app.engine.commands.registry import command, open_case, operator, who
+from app.engine.jsonsafe import plain
+from app.engine.lifecycle import measurement_from_json
 from app.engine.stimulator import step_site
 from app.model import Side, Site, Source, Step
 from app.rules.procedure import CHECK_QUESTIONS, Check, ProcedureError
@@ -24,13 +26,20 @@ from firmware_bridge.messages import ImpedanceRequest
 if TYPE_CHECKING:
     from app.engine.core import Monitor
 
+# what a mapping point keeps of its measurement (journaled with the operator entry)
+MAP_POINT_FIELDS = ("position_mm", "response", "amplitude_uV", "latency_ms", "set_mA", "delivered_mA",
+                    "stimulus_index", "stimulus_t_s", "measured", "measured_response", "note")
+
 # journal vocabulary of laryngoscopy findings (app.record.entries.FOLD_FINDINGS)
 FINDING_TO_RECORD = {"normal": "normal", "paresis": "reduced", "palsy": "immobile", "not_examined": "not_assessed"}
 
 
 @command("step.tag")
 def step_tag(m: Monitor, req: p.Request, step: str, side: str | None = None, which: str = "last") -> dict[str, Any]:
-    """Record a step from the side's last valid response of its site, or from the next one."""
+    """Record a step: from the side's last valid stimulus of the step's site (``last``),
+    the next one (``next``), or the stimulus the side's loss-of-signal troubleshooting
+    offers for it (``offer``: R2 / V2 given after the loss, no response). The step's
+    rules apply at once (``StimulusPipeline.record_step``: a poor V1 is raised now)."""
     case = open_case(m, "step.tag")
     s = Step(step)
     side = side or m.stim.probe_side.value
@@ -39,13 +48,22 @@ def step_tag(m: Monitor, req: p.Request, step: str, side: str | None = None, whi
         case.pending_step = {"step": s.value, "side": side, "who": who(req)}
         operator(m, req, detail={"step": s.value, "side": side, "which": "next"})
         return {"step": s.value, "side": side, "recorded": False, "pending": True}
-    meas = case.last_valid.get((site.value, side))
-    if meas is None:
-        raise p.ApiError(p.BAD_STATE,
-                         f"step.tag: no valid {site.value} response on side {side} yet to record as {s.value}")
-    operator(m, req, detail={"step": s.value, "side": side, "which": "last", "stimulus_index": meas.stimulus.index})
+    if which == "offer":
+        offer = case.rules.procedure.offer(side, s)
+        if not offer or not offer.get("measurement"):
+            raise p.ApiError(p.BAD_STATE, f"step.tag: the troubleshooting of side {side} offers no stimulus for "
+                                          f"{s.value} (only R2 and V2 given after a loss of signal are offered)")
+        meas = measurement_from_json(offer["measurement"])
+    else:
+        meas = case.last_valid.get((site.value, side))
+        if meas is None:
+            raise p.ApiError(p.BAD_STATE,
+                             f"step.tag: no valid {site.value} response on side {side} yet to record as {s.value}")
     try:
-        value = m.pipeline.record_step(case, s, meas, who=who(req), how="operator")
+        with m.ledger.transaction():  # the step and the events its rules raise: one write (none if refused)
+            value = m.pipeline.record_step(case, s, meas, who=who(req), how="operator")
+            operator(m, req, detail={"step": s.value, "side": side, "which": which,
+                                     "stimulus_index": meas.stimulus.index})
     except ProcedureError as exc:
         raise p.ApiError(p.BAD_STATE, f"step.tag: {exc}") from None
     return {"step": s.value, "side": side, "recorded": True, "measurement": meas.to_json(), "value": value}
@@ -151,17 +169,26 @@ def ts_verdict(m: Monitor, req: p.Request, side: str, verdict: str, reason: str)
 @command("mapping.result")
 def mapping_result(m: Monitor, req: p.Request, side: str, position_mm: float, response: bool,
                    amplitude_uV: float | None = None, label: str | None = None) -> dict[str, Any]:
-    """A point of RLN mapping after a loss of signal; the loss type when it becomes clear."""
+    """A point of RLN mapping after a loss of signal: it keeps what was measured at it (the
+    amplitude, latency, set and delivered current of the side's last RLN probe stimulus
+    since the loss that no earlier point took, ``Procedure.add_mapping_point``; an
+    amplitude entered by hand instead), and the loss type and the lesion are journaled
+    each time they change (a type 1 lesion moves with every point)."""
     proc = open_case(m, "mapping.result").rules.procedure
-    before = proc.mapping(side).get("type")
-    proc.add_mapping_point(side, position_mm, response, m.now_t(), amplitude_uV, label or "")
-    operator(m, req)
-    mapping = proc.mapping(side)
-    if mapping.get("type") in (1, 2) and mapping["type"] != before:
+    try:
+        mapping = proc.add_mapping_point(side, position_mm, response, m.now_t(), amplitude_uV, label or "")
+    except ProcedureError as exc:
+        raise p.ApiError(p.BAD_STATE, f"mapping.result: {exc}") from None
+    point = dict(max(mapping["points"], key=lambda pt: pt["t_s"]))
+    operator(m, req, detail={**req.args, "point": plain({k: point.get(k) for k in MAP_POINT_FIELDS})})
+    changed = bool(mapping.pop("changed", False))
+    if changed and mapping.get("type") in (1, 2):
         m.ledger.write("los_type", {"side": side, "los_type": int(mapping["type"]), "who": req.client or None,
-                                    "detail": mapping})
-        m.ledger.event("procedure", "los_type", mapping["message"], side=side, detail=mapping)
-    return {"los_type": mapping.get("type"), "mapping": mapping}
+                                    "detail": plain(mapping)})
+        m.ledger.event("procedure", "los_type", mapping["message"], side=side, site=mapping["site"],
+                       detail=plain(mapping))
+    m.persist.changed()
+    return {"los_type": mapping.get("type"), "mapping": mapping, "point": point, "changed": changed}
 
 
 @command("mapping.clear")

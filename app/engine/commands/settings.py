@@ -3,8 +3,8 @@
 Owns: those handlers. A change applies at once to every room (``Monitor.apply_settings``);
 an acquisition setting reconfigures the board; a start-up-only setting is refused with
 the reason.
-May import: ``app.api.protocol``, ``app.settings``, ``app.record.entries``,
-``app.engine.board``, ``app.engine.commands.registry``; ``app.engine.core`` for types only.
+May import: ``app.api.protocol``, ``app.settings``, ``app.format``, ``app.record.entries``,
+``app.engine.board``/``limits``, ``app.engine.commands.registry``; ``app.engine.core`` for types only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from app.api import protocol as p
 from app.engine.board import ACQUISITION_SETTINGS
-from app.engine.commands.registry import command, operator
+from app.engine.commands.registry import command, operator, who
+from app.engine.limits import PROTECTED, needs_confirmation, relaxed
+from app import format as F
 from app.record import entries as E
 from app.settings import SCHEMA, SettingError
 
@@ -44,8 +46,14 @@ def _check(m: Monitor, key: str, value: Any) -> None:
 
 
 @command("settings.set")
-def settings_set(m: Monitor, req: p.Request, changes: dict[str, Any]) -> dict[str, Any]:
-    """Change settings; each change journaled with the old and new value."""
+def settings_set(m: Monitor, req: p.Request, changes: dict[str, Any], confirm: bool = False) -> dict[str, Any]:
+    """Change settings; each change journaled with the old and new value.
+
+    A protected limit (``app.engine.limits``: the event threshold, the alarm limits, the
+    alarm signals) relaxed beyond its default, or changed while a related alarm is active,
+    needs ``confirm``; without it nothing changes and the reply (``needs_confirmation``)
+    names each such setting and why. Confirmed, it is journaled as such and the state
+    shows it (``limits``) until it is restored."""
     if not changes:
         raise p.ApiError(p.INVALID_ARGUMENT, "settings.set: changes is empty; give {\"group.name\": value}",
                          argument="changes")
@@ -56,11 +64,40 @@ def settings_set(m: Monitor, req: p.Request, changes: dict[str, Any]) -> dict[st
     except SettingError as exc:
         raise p.ApiError(p.SETTING_REJECTED, str(exc), setting=next(iter(changes))) from None
     old = m.settings
+    active = [a.kind for a in m.alarms.state().alarms if a.priority != "info"]
+    protected = needs_confirmation({k: new[k] for k in changes}, old, active)
+    if protected and not confirm:
+        raise p.ApiError(p.NEEDS_CONFIRMATION, "settings.set: " + "; ".join(x["text"] for x in protected)
+                         + '. Send it again with "confirm": true to apply it.', settings=protected,
+                         setting=protected[0]["setting"])
     m.apply_settings(new)
+    asked = {x["setting"]: x for x in protected}
     for key in changes:
         if old[key] != new[key]:
-            m.ledger.write("setting_changed", E.setting_changed(key, old[key], new[key], who=req.client or None))
+            entry = E.setting_changed(key, old[key], new[key], who=req.client or None)
+            if key in PROTECTED:
+                entry.update(default=PROTECTED[key].default, relaxed=relaxed(key, new[key]),
+                             confirmed=key in asked, why=asked[key]["why"] if key in asked else [])
+            m.ledger.write("setting_changed", entry)
+            if key in PROTECTED and (relaxed(key, new[key]) or relaxed(key, old[key])):
+                _announce_limit(m, req, key, old[key], new[key], key in asked)
     operator(m, req)
     if m.board.acq_configured and any(old[k] != new[k] for k in ACQUISITION_SETTINGS):
         m.board.configure()  # the board samples and cuts epochs as the settings now say
     return {"values": {k: new[k] for k in changes}}
+
+
+def _announce_limit(m: Monitor, req: p.Request, key: str, old: Any, new: Any, confirmed: bool) -> None:
+    """A protected limit relaxed (further), or back towards its default: an event for people."""
+    lim = PROTECTED[key]
+    unit = lim.unit
+    now_relaxed = relaxed(key, new)
+    what = (f"{lim.word} to {F.setting_value(new, unit)} (default {F.setting_value(lim.default, unit)})"
+            if now_relaxed else f"restored to {F.setting_value(new, unit)}"
+            + ("" if new == lim.default else f" (default {F.setting_value(lim.default, unit)})"))
+    by = f"{who(req)}" + (", confirmed" if confirmed else "")
+    m.ledger.event("operator", "limit_relaxed" if now_relaxed else "limit_restored",
+                   f"{F.setting_name(key)} {what}, was {F.setting_value(old, unit)} ({by})",
+                   priority="low" if now_relaxed else None,
+                   detail={"setting": key, "old": old, "new": new, "default": lim.default, "unit": unit,
+                           "relaxed": now_relaxed, "confirmed": confirmed})

@@ -172,7 +172,7 @@ class SettingsScreen(LnmScreen):
                 self.error = "NOT CHANGED: " + reply.message
                 return False
 
-            self.app.cmd("settings.set", on_ok=ok, on_error=refused, changes={key: value})
+            self.app.set_settings({key: value}, on_ok=ok, on_refused=refused)
 
         ask_text(f"{key} ({spec.get('unit') or 'no unit'})", send, value=current, mode=mode,
                  hint=f"allowed: {spec.get('range') or '-'}")
