@@ -85,7 +85,7 @@ def settings_for_start(config_dir: Path | None, profile: str | None, data_dir: P
 def run(args: argparse.Namespace) -> int:
     """Run the engine until stopped; the exit status (see the module docstring)."""
     from app.api.protocol import default_socket_path
-    from app.api.server import SocketInUse
+    from app.api.server import NotASocket, SocketInUse
     from app.engine.core import EngineOptions
     from app.engine.outputs import OutputsError
     from app.engine.service import EngineConfig, EngineService, default_data_dir
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     service = EngineService(config)
     try:
         return service.run()
-    except SocketInUse as exc:
+    except (SocketInUse, NotASocket) as exc:
         print(f"lnm engine: {exc}", file=sys.stderr)
         return 2
     except OutputsError as exc:
