@@ -3,16 +3,21 @@ small tmpfs filled to the brim, a read-only data folder, a damaged open case, a 
 journal, and kill -9 while the disk is full, after which nothing the engine confirmed as
 recorded (``recorded: true`` replies, entries it had written) is missing.
 
-The tmpfs tests need root (mount); without it they are skipped and the same paths are
-covered in one process by ``test_engine_record_states.py`` (fault-injecting journals)."""
+The small disk is a tmpfs of a few MB. Root mounts it directly; anyone else runs the test again
+in a private user and mount namespace (``unshare -rm``, where the kernel allows it), in which
+the mount is theirs and vanishes with the test; where neither works the test is skipped (the
+same paths are covered in one process by ``test_engine_record_states.py``)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +30,36 @@ from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@functools.cache
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def ran_elsewhere(request, tmp_path: Path) -> bool:
+    """Without root: run this test again in a private user and mount namespace (where it is
+    root and may mount a tmpfs) and report its result; True when it ran there.
+    (``LNM_TEST_UNSHARE=1`` takes that path as root too.)"""
+    if os.geteuid() == 0 and not os.environ.get("LNM_TEST_UNSHARE"):
+        return False
+    if not _can_unshare():
+        pytest.skip("a small tmpfs needs root or unprivileged user namespaces (unshare -rm)")
+    base = Path(tempfile.mkdtemp(prefix="lnm-ns-"))  # short: the engine's socket path lies below it
+    try:
+        r = subprocess.run(["unshare", "-rm", PY, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p",
+                            "no:cacheprovider", "--basetemp", str(base / "t"), request.node.nodeid],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900,
+                           env={k: v for k, v in os.environ.items() if k != "LNM_TEST_UNSHARE"})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert r.returncode == 0, f"in a mount namespace:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
+    return True
 
 
 def wait_for(pred, timeout=15.0):
@@ -137,8 +171,9 @@ def _loss_of_signal(eng: Engine) -> None:
 # ----------------------------------------------------------------------------- the disk full, kill -9
 
 
-@ROOT_ONLY
-def test_kill_9_while_the_disk_is_full_loses_nothing_confirmed(tmp_path, cleanup):
+def test_kill_9_while_the_disk_is_full_loses_nothing_confirmed(request, tmp_path, cleanup):
+    if ran_elsewhere(request, tmp_path):
+        return
     mnt = _tmpfs(tmp_path / "mnt", 40, cleanup)
     data = mnt / "data"
     eng = Engine(tmp_path, data, "--storage-reserve-mb", "6")
@@ -184,8 +219,9 @@ def test_kill_9_while_the_disk_is_full_loses_nothing_confirmed(tmp_path, cleanup
     assert eng2.stop() == 0
 
 
-@ROOT_ONLY
-def test_a_full_disk_at_start_still_monitors(tmp_path, cleanup):
+def test_a_full_disk_at_start_still_monitors(request, tmp_path, cleanup):
+    if ran_elsewhere(request, tmp_path):
+        return
     mnt = _tmpfs(tmp_path / "mnt", 8, cleanup)
     data = mnt / "data"
     data.mkdir()
@@ -206,8 +242,9 @@ def test_a_full_disk_at_start_still_monitors(tmp_path, cleanup):
 # ----------------------------------------------------------------------------- read-only
 
 
-@ROOT_ONLY
-def test_a_read_only_data_folder_monitors_without_recording_and_says_so(tmp_path, cleanup):
+def test_a_read_only_data_folder_monitors_without_recording_and_says_so(request, tmp_path, cleanup):
+    if ran_elsewhere(request, tmp_path):
+        return
     mnt = _tmpfs(tmp_path / "mnt", 16, cleanup)
     data = mnt / "data"
     eng = Engine(tmp_path, data, "--storage-reserve-mb", "1")
