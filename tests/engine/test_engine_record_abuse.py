@@ -339,3 +339,28 @@ def test_a_truncated_or_malformed_journal_is_set_aside_and_monitoring_starts(tmp
     assert eng.stop() == 0
     with Journal(path, readonly=True) as j:
         assert j.verify(case_id).ok
+
+
+# ----------------------------------------------------------------------------- too little space for a case
+
+
+def test_a_case_opened_with_too_little_space_warns_before_monitoring_starts(request, tmp_path, cleanup):
+    """record.min_free_hours (8 h) of recording do not fit on a 40 MB disk: the case opens, the
+    monitor warns at once (a latched technical alarm) and the case record says so."""
+    if ran_elsewhere(request, tmp_path):
+        return
+    mnt = _tmpfs(tmp_path / "mnt", 40, cleanup)
+    data = mnt / "data"
+    eng = Engine(tmp_path, data, "--storage-reserve-mb", "1")
+    cleanup.append(eng)
+    assert not [a for a in eng.state()["alarms"]["active"] if a["id"] == "storage_problem:space"]
+    case_id = eng.call("case.start", patient_id="LOW-1", planned_sides=["L"])["case_id"]
+    assert wait_for(lambda: any(a["id"] == "storage_problem:space" for a in eng.state()["alarms"]["active"]), 15)
+    alarm = next(a for a in eng.state()["alarms"]["active"] if a["id"] == "storage_problem:space")
+    assert "Storage low" in alarm["message"] and "record.min_free_hours = 8 h" in alarm["message"]
+    _monitor(eng)  # it monitors all the same
+    eng.call("case.close")
+    assert eng.stop() == 0
+    with Journal(data / "journal.db", readonly=True) as j:
+        notes = [e.payload for e in j.entries(case_id, kinds=["storage"], blobs=False)]
+        assert any(n.get("event") == "low_space" for n in notes), notes
