@@ -71,6 +71,7 @@ class Ledger:
         self.events: EventList = collections.deque(maxlen=events_kept)
         self.event_seq = 0
         self._batch: list[JournalItem] | None = None  # one transaction being collected
+        self._batch_fallback: list[JournalItem] = []  # ... and what replaces its EMG if that is left out
         self._held: list[tuple[str, Mapping[str, Any], bool]] | None = None  # published once it is written
         self._waiting: collections.deque[tuple[int, float, str, Mapping[str, Any], bool]] = collections.deque()
         self._seen_version = -1
@@ -114,32 +115,40 @@ class Ledger:
     # -- writing
 
     def write(self, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
-              t_s: float | None = None) -> int | None:
+              t_s: float | None = None, fallback: list[JournalItem] | None = None) -> int | None:
         """One journal entry of the open case (nothing without a case); returns its ticket
-        (None inside a transaction: the transaction's ticket comes at its end)."""
+        (None inside a transaction: the transaction's ticket comes at its end). ``fallback``
+        (free-running EMG only): the entries written instead if the writer leaves it out."""
         if self.case_id is None:
             return None
         E.validate(kind, payload, blob)
+        for item in fallback or ():
+            E.validate(item[0], item[1], item[2])
         t = self._time.now_t() if t_s is None else t_s
         self.counters["journal_entries"] += 1
         if self._batch is not None:
             self._batch.append((kind, payload, blob, t))
+            self._batch_fallback.extend(fallback or ())
             return None
+        if fallback:
+            return self.writer.submit("append", self.case_id, [(kind, payload, blob, t)], fallback=fallback)
         return self.writer.submit("append", self.case_id, [(kind, payload, blob, t)])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Entries written inside go to the journal in one transaction at the end; what was
         published inside follows the write (see the module docstring)."""
-        self._batch, self._held = [], []
+        self._batch, self._held, self._batch_fallback = [], [], []
         try:
             yield
         finally:
-            batch, held = self._batch or [], self._held or []
+            batch, held, fallback = self._batch or [], self._held or [], self._batch_fallback
             self._batch = self._held = None
+            self._batch_fallback = []
             ticket = None
             if self.case_id is not None and batch:
-                ticket = self.writer.submit("append", self.case_id, batch)
+                ticket = (self.writer.submit("append", self.case_id, batch, fallback=fallback) if fallback
+                          else self.writer.submit("append", self.case_id, batch))
             for stream, message, sticky in held:
                 self._announce(stream, message, sticky, ticket)
             self.release()

@@ -62,6 +62,7 @@ NOT_RECORDING = "not_recording"
 
 WAVEFORM_KINDS = ("stimulus",)  # entries whose waveform may be dropped (the measurement stays)
 STREAM_KINDS = ("emg_block",)  # entries dropped whole first
+EPOCH_KINDS = ("stimulus_waveform",)  # an epoch on its own: dropped whole with the waveforms
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 WAITING_S = 2.0  # entries waiting longer than this: the recording state says "queued"
 RESERVE_HOURS = 8.0  # the essentials that still fit once the disk is full
@@ -91,6 +92,7 @@ class Batch:
     items: list[JournalItem]
     handed: float  # when the ledger handed it over (writer clock)
     size: int = 0
+    fallback: list[JournalItem] = field(default_factory=list)  # written instead of a dropped stream entry
 
     def __post_init__(self) -> None:
         self.size = sum(_item_size(i) for i in self.items)
@@ -104,9 +106,9 @@ def _item_size(item: JournalItem) -> int:
 def strip_waveform(item: JournalItem, reason: str) -> JournalItem:
     """A stimulus entry without its epoch's waveform (the measurement stays)."""
     kind, payload, blob, t = item
-    if blob is None and "waveform" not in payload:
+    if blob is None and "waveform" not in payload and "waveform_in_stream" not in payload:
         return item
-    rest = {k: v for k, v in payload.items() if k != "waveform"}
+    rest = {k: v for k, v in payload.items() if k not in ("waveform", "waveform_in_stream")}
     rest["waveform_not_recorded"] = reason
     return kind, rest, None, t
 
@@ -264,11 +266,14 @@ class JournalWriter:
 
     # ------------------------------------------------------------------ the ledger's side
 
-    def submit(self, op: str, case_id: str, items: list[JournalItem]) -> int:
-        """Hand over one operation; returns its ticket (never blocks on the disk)."""
+    def submit(self, op: str, case_id: str, items: list[JournalItem],
+               fallback: list[JournalItem] | None = None) -> int:
+        """Hand over one operation; returns its ticket (never blocks on the disk). ``fallback``:
+        entries written instead when its free-running EMG is not (the stimulus epochs that
+        refer to those samples, as ``stimulus_waveform`` entries)."""
         with self._lock:
             self._last_ticket += 1
-            batch = Batch(self._last_ticket, op, case_id, list(items), self._now())
+            batch = Batch(self._last_ticket, op, case_id, list(items), self._now(), fallback=list(fallback or ()))
             if op == "open" and items:
                 self._open_cases[case_id] = dict(items[0][1])
             self._admit(batch)
@@ -461,6 +466,13 @@ class JournalWriter:
                 self._problem = f"case record entries not written: {exc}"
                 self._version += 1
             return
+        if batch.fallback and any(s is None for s in seqs):  # the journal refused the stream: keep its epochs
+            try:
+                kept = j.append_many(batch.case_id, batch.fallback)
+                if all(k is not None for k in kept):
+                    seqs = list(kept)
+            except (JournalError, ValueError, OSError) as exc:
+                log.error("case journal: the epochs of refused EMG not written: %s", exc)
         status = j.status
         with self._lock:
             if any(s is None for s in seqs):
@@ -617,20 +629,35 @@ class JournalWriter:
         if level == 0 or batch.op != "append":
             return batch
         kept: list[JournalItem] = []
+        stream_dropped = False
         for item in batch.items:
             if item[0] in STREAM_KINDS:
                 self._count(batch.case_id, "emg_block")
+                stream_dropped = True
                 continue
-            if level >= 2 and item[0] in WAVEFORM_KINDS and item[2] is not None:
-                self._count(batch.case_id, "waveforms")
-                item = strip_waveform(item, "not recorded: storage full")
-            kept.append(item)
-        if len(kept) == len(batch.items) and all(a is b for a, b in zip(kept, batch.items, strict=True)):
+            kept.extend(self._keep(batch.case_id, item, level))
+        if stream_dropped:  # the epochs that lived in the dropped EMG are written on their own
+            for item in batch.fallback:
+                kept.extend(self._keep(batch.case_id, item, level))
+        if not stream_dropped and len(kept) == len(batch.items) and all(
+                a is b for a, b in zip(kept, batch.items, strict=True)):
             return batch
         if not kept:
             self._refused_add(batch.ticket)
             return None
         return Batch(batch.ticket, batch.op, batch.case_id, kept, batch.handed)
+
+    def _keep(self, case_id: str, item: JournalItem, level: int) -> list[JournalItem]:
+        """``item`` as level ``level`` (1 or 2) keeps it: at 2 no epoch waveforms (the lock is held)."""
+        if level < 2:
+            return [item]
+        if item[0] in EPOCH_KINDS:
+            self._count(case_id, "waveforms")
+            return []
+        if item[0] in WAVEFORM_KINDS and (item[2] is not None or "waveform_in_stream" in item[1]):
+            self._count(case_id, "waveforms")
+            return [strip_waveform(item, "not recorded: storage full")]
+        return [item]
 
     def _prune(self) -> None:
         """Drop what matters least from the backlog (the lock is held)."""
