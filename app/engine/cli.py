@@ -28,6 +28,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app import settings as settings_mod
 
 DEFAULT_BOARD = "sim://?seed=1"
 
@@ -58,7 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
-def settings_for_start(config_dir: Path | None, profile: str | None, data_dir: Path) -> tuple[object, str | None]:
+def settings_for_start(config_dir: Path | None, profile: str | None,
+                       data_dir: Path) -> tuple[settings_mod.Settings, str | None]:
     """The settings to start on and, when the configuration was refused, what runs instead and why
     (the words of the technical alarm). Never raises for a bad configuration."""
     from app import settings as settings_mod

@@ -321,7 +321,7 @@ class JournalWriter:
             waiting = max(0.0, now - min(oldest)) if oldest else 0.0
             path = str(getattr(self.journal, "path", "")) or None
             note = self.start_note
-            base = dict(path=path, queued=queued, queued_bytes=self._backlog_bytes, waiting_s=waiting,
+            base: dict[str, Any] = dict(path=path, queued=queued, queued_bytes=self._backlog_bytes, waiting_s=waiting,
                         level=self._level, not_recorded=dict(self._not_recorded), problem=self._problem,
                         new_journal=note[1] if note and note[0] == NEW_JOURNAL else None)
             if self.journal is None:
@@ -412,11 +412,12 @@ class JournalWriter:
             with self._lock:
                 if self._failing or self.journal is None or not self._backlog:
                     break
-                batch = self._backlog.popleft()
-                self._backlog_bytes -= batch.size
-                batch = self._filtered(batch)
-                if batch is None:
+                taken = self._backlog.popleft()
+                self._backlog_bytes -= taken.size
+                filtered = self._filtered(taken)
+                if filtered is None:
                     continue
+                batch = filtered
                 self._busy, self._busy_since = batch, self._now()
             try:
                 self._write(batch)
@@ -698,10 +699,10 @@ class JournalWriter:
                 break
             self._handed.popleft()
         # the oldest real ticket not yet durable (inner batches, ticket 0, only ever come first)
-        waiting = [next((t for t, _c, _s in self._handed if t), None),
-                   self._busy.ticket if self._busy is not None and self._busy.ticket else None,
-                   next((b.ticket for b in self._backlog if b.ticket), None)]
-        waiting = [t for t in waiting if t is not None]
+        candidates = [next((t for t, _c, _s in self._handed if t), None),
+                      self._busy.ticket if self._busy is not None and self._busy.ticket else None,
+                      next((b.ticket for b in self._backlog if b.ticket), None)]
+        waiting = [t for t in candidates if t is not None]
         through = (min(waiting) - 1) if waiting else self._last_ticket
         through = max(through, self._resolved_through)
         if through != self._resolved_through:
