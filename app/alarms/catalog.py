@@ -23,6 +23,7 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
 | board_not_supported  | technical     | high     | none        | no        | high, louder |
 | lead_off             | technical     | medium   | none        | no        | high         |
 | storage_problem      | technical     | medium   | until ack   | no        | (none)       |
+| config_problem       | technical     | medium   | until ack   | yes       | (none)       |
 | audio_failure        | technical     | high     | until ack   | no        | high, louder |
 | engine_fault         | technical     | high     | until ack   | no        | high, louder |
 | remote_unreachable   | technical     | low      | none        | no        | (none)       |
@@ -40,9 +41,9 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
   is considered ended as soon as it is raised; the latch keeps it until acknowledged.
 - **Escalation** of an alarm left unacknowledged for ``alarms.escalation_s``: medium and
   low go one level up; a high alarm stays high and plays at full volume (``louder``).
-  ``storage_problem`` does not escalate: the patient is still monitored, and neither does
-  ``remote_unreachable`` (the reading station's broker down or slow, ``app.remote``): a
-  notice, never more, since monitoring never depends on the network.
+  ``storage_problem`` and ``config_problem`` do not escalate: the patient is still
+  monitored, and neither does ``remote_unreachable`` (the reading station's broker down or
+  slow, ``app.remote``): a notice, never more, since monitoring never depends on the network.
 - ``neuromuscular_blockade_suspected`` concerns both sides at once: it is raised under
   the key ``BOTH`` (``app.alarms.mapping``) and replaces the single-side amplitude
   decrease while it lasts.
@@ -94,6 +95,7 @@ class AlarmKind(str, enum.Enum):  # noqa: UP042
     BOARD_NOT_SUPPORTED = "board_not_supported"
     LEAD_OFF = "lead_off"
     STORAGE_PROBLEM = "storage_problem"
+    CONFIG_PROBLEM = "config_problem"
     AUDIO_FAILURE = "audio_failure"
     ENGINE_FAULT = "engine_fault"
     REMOTE_UNREACHABLE = "remote_unreachable"
@@ -274,6 +276,15 @@ _DEFINITIONS = [
         "Monitoring and alarms continue.",
         "Free space or replace the storage; export the case as soon as possible.",
         escalate_to=None,
+    ),
+    AlarmDefinition(
+        AlarmKind.CONFIG_PROBLEM, T, M, Latch.UNTIL_ACK,
+        "Configuration refused",
+        "The configuration files were refused at start: the monitor runs on the last configuration "
+        "that was valid, or on the shipped defaults.",
+        "Check the settings in force before relying on them; have service correct the configuration "
+        "(lnm config-check names the file and the problem).",
+        momentary=True, escalate_to=None,
     ),
     AlarmDefinition(
         AlarmKind.AUDIO_FAILURE, T, H, Latch.UNTIL_ACK,

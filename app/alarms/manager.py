@@ -79,8 +79,14 @@ Settings read: ``alarms.audio_pause_s``, ``alarms.escalation_s``,
 ``alarms.audio_off_reminder_s``.
 
 Crash resume (``to_state``/``restore``): alarms come back with their acknowledgement,
-latch and escalation, ages preserved relative to the new clock. Audio pause and audio
-off are *not* restored: after a restart the alarm audio is back to normal (fail safe).
+latch and escalation. Given ``shift`` (how far the new clock's reading of the same moment
+lies from the old clock's: the engine knows it from the case clock), every time comes back
+as it was: an alarm raised at case time 9.5 s still shows 9.5 s, its acknowledgement time
+and its unacknowledged period are kept, and an audio pause still running is restored with
+its original end (never longer); one that ended while the engine was away is over. Without
+``shift`` (an older snapshot) the ages are kept relative to the new clock and the pause is
+not restored. Audio off is never restored: after a restart the alarm audio is back on
+(fail safe; the restored entry of the log says what it was).
 """
 
 from __future__ import annotations
@@ -168,12 +174,15 @@ class AlarmView:
     escalated: bool
     audible: bool  # would sound now (not acknowledged, not silenced)
     detail: Mapping[str, Any] = field(default_factory=dict)
+    acknowledged_at: float | None = None  # clock time of the acknowledgement
 
     def to_json(self) -> dict[str, Any]:
         d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["since"] = round(self.since, 6)
         if self.unacknowledged_since is not None:
             d["unacknowledged_since"] = round(self.unacknowledged_since, 6)
+        if self.acknowledged_at is not None:
+            d["acknowledged_at"] = round(self.acknowledged_at, 6)
         d["detail"] = _plain(self.detail)
         return d
 
@@ -281,6 +290,7 @@ class _Alarm:
     acknowledged: bool = False
     acknowledged_by: str | None = None
     escalated: bool = False
+    acknowledged_at: float | None = None
 
     def state_name(self) -> str:
         if self.condition_active:
@@ -406,6 +416,7 @@ class AlarmManager:
                 a.escalated = False
             a.acknowledged = False
             a.acknowledged_by = None
+            a.acknowledged_at = None
             self._emit(now, a, "re_raised", who, {"from": previous, "message": text, **det})
             return aid
 
@@ -480,6 +491,7 @@ class AlarmManager:
                 det["escalation_ended"] = a.priority.value
             a.acknowledged = True
             a.acknowledged_by = who
+            a.acknowledged_at = now
             a.unack_since = None
             a.escalated = False
             a.priority = a.definition.priority
@@ -652,6 +664,7 @@ class AlarmManager:
                         latched=not a.condition_active, condition_active=a.condition_active,
                         acknowledged=a.acknowledged, acknowledged_by=a.acknowledged_by,
                         escalated=a.escalated, audible=audible, detail=dict(a.detail),
+                        acknowledged_at=a.acknowledged_at,
                     )
                 )
             remaining = None
@@ -675,11 +688,13 @@ class AlarmManager:
     # -- crash resume --------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        """A JSON-safe snapshot for crash resume (ages, not clock times)."""
+        """A JSON-safe snapshot for crash resume: clock times (``clock`` is the reading at
+        the save) and, for older readers, ages."""
         with self._lock:
             now = self._clock.now()
             return {
                 "version": STATE_VERSION,
+                "clock": now,
                 "seq": self._seq,
                 "reminders": self._reminders,
                 "alarms": [
@@ -689,6 +704,8 @@ class AlarmManager:
                         "detail": _plain(a.detail),
                         "age_s": now - a.since,
                         "unack_age_s": None if a.unack_since is None else now - a.unack_since,
+                        "ack_age_s": None if a.acknowledged_at is None else now - a.acknowledged_at,
+                        "since": a.since, "unack_since": a.unack_since, "acknowledged_at": a.acknowledged_at,
                         "condition_active": a.condition_active,
                         "acknowledged": a.acknowledged, "acknowledged_by": a.acknowledged_by,
                         "escalated": a.escalated,
@@ -699,12 +716,23 @@ class AlarmManager:
                     {**n.to_json(), "age_s": now - n.t} for n in self._notices
                 ],
                 "audio_mode_at_save": self._audio_mode,
+                "audio": {"mode": self._audio_mode, "since": self._audio_since, "by": self._audio_by,
+                          "until": self._pause_until, "duration": self._pause_duration},
             }
 
-    def restore(self, data: Mapping[str, Any], who: str = "restore") -> None:
-        """Load a ``to_state()`` snapshot; audio comes back normal (see module docstring)."""
+    def restore(self, data: Mapping[str, Any], who: str = "restore", shift: float | None = None) -> None:
+        """Load a ``to_state()`` snapshot. ``shift``: new clock reading minus old clock reading
+        of the same moment; with it every time is kept (see the module docstring)."""
         with self._lock:
             now = self._clock.now()
+            exact = shift is not None and isinstance(data.get("clock"), (int, float))
+
+            def at(row: Mapping[str, Any], name: str, age: str) -> float | None:
+                if exact and name in row:
+                    value = row[name]
+                    return None if value is None else min(now, float(value) + float(shift or 0.0))
+                return None if row.get(age) is None else now - float(row[age])
+
             try:
                 if data.get("version") != STATE_VERSION:
                     raise ValueError(f"version {data.get('version')!r}, expected {STATE_VERSION}")
@@ -717,21 +745,23 @@ class AlarmManager:
                         id=alarm_id(d.kind, str(row["key"])), kind=d.kind, key=str(row["key"]),
                         seq=int(row["seq"]), definition=d, priority=Priority(row["priority"]),
                         message=str(row["message"]), detail=dict(row.get("detail") or {}),
-                        since=now - float(row["age_s"]),
-                        unack_since=None if row["unack_age_s"] is None else now - float(row["unack_age_s"]),
+                        since=float(at(row, "since", "age_s")),  # type: ignore[arg-type]
+                        unack_since=at(row, "unack_since", "unack_age_s"),
                         condition_active=bool(row["condition_active"]),
                         acknowledged=bool(row["acknowledged"]),
                         acknowledged_by=row.get("acknowledged_by"),
                         escalated=bool(row["escalated"]),
+                        acknowledged_at=at(row, "acknowledged_at", "ack_age_s"),
                     )
                     alarms[a.id] = a
                 notices = [
-                    NoticeView(now - float(n["age_s"]), n["kind"], n["key"], n["title"],
-                               n["message"], dict(n.get("detail") or {}))
+                    NoticeView(now - float(n["age_s"]) if not exact else min(now, float(n["t"]) + float(shift or 0)),
+                               n["kind"], n["key"], n["title"], n["message"], dict(n.get("detail") or {}))
                     for n in data.get("notices", [])
                 ]
                 seq = max([int(data.get("seq", 0))] + [a.seq for a in alarms.values()])
                 reminders = int(data.get("reminders", 0))
+                pause = self._saved_pause(data.get("audio"), now, shift) if exact else None
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"alarm state cannot be restored: {exc}") from None
             self._alarms = alarms
@@ -739,10 +769,28 @@ class AlarmManager:
             self._seq = seq
             self._reminders = reminders
             self._set_normal(now, who)
+            if pause is not None:
+                since, until, duration, by = pause
+                self._audio_mode = AudioMode.PAUSED
+                self._audio_since, self._pause_until, self._pause_duration, self._audio_by = since, until, duration, by
             self._emit_raw(LogEntry(now, None, "restored", who, detail={
                 "alarms": sorted(alarms), "audio_mode_at_save": data.get("audio_mode_at_save"),
-                "audio_now": AudioMode.NORMAL,
+                "audio_now": self._audio_mode,
+                **({"pause_until": pause[1]} if pause is not None else {}),
             }))
+
+    def _saved_pause(self, audio: Any, now: float,
+                     shift: float | None) -> tuple[float, float, float, str | None] | None:
+        """(since, until, duration, by) of a saved audio pause still running now, on this clock."""
+        if not isinstance(audio, Mapping) or audio.get("mode") != AudioMode.PAUSED or audio.get("until") is None:
+            return None
+        until = float(audio["until"]) + float(shift or 0.0)
+        duration = float(audio.get("duration") or 0.0)
+        saved_since = audio.get("since")
+        since = (float(saved_since) + float(shift or 0.0)) if saved_since is not None else until - duration
+        if until <= now or not 0 < duration <= self._pause_s or until - since > self._pause_s + 1e-6:
+            return None
+        return since, until, duration, audio.get("by")
 
     # -- logging -------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ import logging
 import os
 import selectors
 import socket
+import stat
 import struct
 import threading
 import time
@@ -74,6 +75,10 @@ FAILURES_BEFORE_EXIT = 20  # consecutive failed turns of the loop: the thread en
 
 class SocketInUse(OSError):
     """Another engine already listens on the socket path."""
+
+
+class NotASocket(OSError):
+    """The socket path holds something that is not a socket (a journal, a folder, a link): never replaced."""
 
 
 def default_trust(uid: int, pid: int) -> bool:
@@ -211,7 +216,16 @@ class ApiServer:
 
     def _bind(self) -> socket.socket:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISSOCK(mode):
+            what = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+                    else "a file" if stat.S_ISREG(mode) else "not a socket")
+            raise NotASocket(errno.EEXIST, f"socket path {self.path}: is {what}, not a socket; it was not touched "
+                                           "(give a free path with --socket)")
+        if mode is not None:
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             probe.settimeout(0.5)
             try:

@@ -3,11 +3,11 @@
 Owns: ``AlarmDesk``: the appliance's ``AlarmManager`` (the IEC 60601-1-8 state machine of
 ``app.alarms``), every transition of it journaled and announced (an ``alarm`` entry and
 an event), rule events applied to it, technical conditions raised and cleared (board
-link lost, board fault, lead off, storage problem, audio failure, engine fault), storage
-and loudspeaker health, the end of a case's alarms when it closes, and, at the end of
+link lost, board fault, lead off, storage problem, audio failure, engine fault), the
+recording state and the loudspeaker's health, the end of a case's alarms when it closes, and, at the end of
 every input, the ``alarms`` stream and the outputs told of the alarm state.
 May import: ``app.alarms``, ``app.record.entries``, ``app.engine.context``/``ledger``/
-``timebase``/``views``/``jsonsafe``/``case_state``.
+``timebase``/``views``/``jsonsafe``/``case_state``/``writer``.
 
 The outputs (sounds, LEDs) read the manager itself; they are handed its state at every
 tick and at once after a change, after the change is journaled (journal first).
@@ -25,10 +25,12 @@ from app.engine.jsonsafe import plain
 from app.engine.ledger import Ledger
 from app.engine.timebase import TimeBase
 from app.engine.views import alarms_json
+from app.engine.writer import NOT_RECORDING, QUEUED, REDUCED, RecordingState
 from app.model import RuleEvent
 from app.record import entries as E
 
 CASE_CLOSED = "case closed"  # who ends the case's alarms
+_RECORDING_WORDS = {NOT_RECORDING: "NOT RECORDING: ", QUEUED: "RECORDING DELAYED: ", REDUCED: ""}
 
 
 class AlarmDesk:
@@ -47,6 +49,10 @@ class AlarmDesk:
         self._deferred: list[Callable[[], None]] = []
         self.storage_ok = True
         self.storage_message = ""
+        self.recording: RecordingState | None = None
+        self._recording_key: tuple[str, int, str] | None = None
+        self._recording_alarm = False
+        self._journal_noted = False
         self.audio_ok = True
         self.audio_message = ""
         self.notices_since = ctx.clock.now()  # the notices shown are the open case's (none between cases)
@@ -114,24 +120,49 @@ class AlarmDesk:
             self.manager.audio_on(who=CASE_CLOSED)
         self.dirty = True
 
-    # -- storage and loudspeaker health
+    # -- the record and the loudspeaker
+
+    def recording_changed(self, state: RecordingState) -> None:
+        """The journal writer's state changed (applied at the end of the current input): a
+        recording problem is the technical alarm ``storage_problem`` (it says what is wrong
+        and what the engine does about it), journaled and announced; recording in full again
+        ends it. A fresh journal at start-up is the latched ``storage_problem:journal``."""
+        def apply() -> None:
+            key = (state.state, state.level, state.problem)
+            if key == self._recording_key:
+                return
+            self._recording_key = key
+            self.recording = state
+            self.storage_ok, self.storage_message = state.ok, "" if state.ok else state.message
+            if state.new_journal and not self._journal_noted:
+                self._journal_noted = True
+                self.raise_technical(AlarmKind.STORAGE_PROBLEM, "journal", message=f"Case record: {state.new_journal}")
+                self.clear_technical(AlarmKind.STORAGE_PROBLEM, "journal")  # latched until acknowledged
+            self.ledger.write("engine", {"event": "recording", "detail": state.to_json()})
+            if state.ok:
+                if self._recording_alarm:
+                    self._recording_alarm = False
+                    self.ledger.event("technical", "storage_recovered", "case record: recording in full again")
+                    self.clear_technical(AlarmKind.STORAGE_PROBLEM)
+                return
+            self._recording_alarm = True
+            self.ledger.event("technical", "storage_problem", f"case record: {state.message}", priority="medium",
+                              detail=state.to_json())
+            self.raise_technical(AlarmKind.STORAGE_PROBLEM, message=f"{_RECORDING_WORDS.get(state.state, '')}"
+                                 f"{state.message}. Monitoring and alarms continue.", detail={"recording": state.state})
+        self._deferred.append(apply)
+
+    def space_note(self, text: str) -> None:
+        """A case opened with less free space than ``record.min_free_hours`` need: a latched notice."""
+        def apply() -> None:
+            self.ledger.event("technical", "low_space", text, priority="medium")
+            self.raise_technical(AlarmKind.STORAGE_PROBLEM, "space", message=f"Storage low: {text}")
+            self.clear_technical(AlarmKind.STORAGE_PROBLEM, "space")  # latched until acknowledged
+        self._deferred.append(apply)
 
     def storage_status(self, ok: bool, message: str = "") -> None:
-        """From the journal's on_status callback (may arrive during a journal write: the
-        change is applied at the end of the current input)."""
-        def apply() -> None:
-            if ok == self.storage_ok and message == self.storage_message:
-                return
-            self.storage_ok, self.storage_message = ok, message
-            if ok:
-                self.ledger.event("technical", "storage_recovered", "case record storage works again")
-                self.clear_technical(AlarmKind.STORAGE_PROBLEM)
-            else:
-                self.ledger.event("technical", "storage_problem", f"case record storage problem: {message}",
-                                  priority="medium")
-                self.raise_technical(AlarmKind.STORAGE_PROBLEM,
-                                     message=f"Storage problem: {message}. Monitoring and alarms continue.")
-        self._deferred.append(apply)
+        """Kept for callers of the journal's ``on_status``: the recording state drives the alarm."""
+        return None
 
     def check_audio(self) -> None:
         """Follow the loudspeaker's health (the annunciator raises the audio-failure alarm)."""

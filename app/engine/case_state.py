@@ -118,14 +118,43 @@ class TubeCheck:
 
 
 @dataclass
+class StreamEpoch:
+    """A stimulus epoch journaled as samples of the stream (``waveform_in_stream``) whose
+    samples are not all journaled yet: kept until its EMG is handed to the journal."""
+
+    index: int
+    t_s: float
+    first_sample: int
+    uv: np.ndarray  # the epoch as the board sent it, (channels, n)
+    pre_samples: int
+    rate: float
+    res_uV: float
+    labels: tuple[str, ...]
+    checked: int = 0  # leading samples found equal in the stream so far
+    bad: bool = False  # the stream differs from the epoch: its own entry keeps it
+
+    @property
+    def n(self) -> int:
+        """The epoch's length in samples."""
+        return int(self.uv.shape[1])
+
+    @property
+    def complete(self) -> bool:
+        """Every sample was found, equal, in the stream."""
+        return not self.bad and self.checked >= self.n
+
+
+@dataclass
 class EmgChunk:
-    """Free-running EMG of the case not yet journaled (one entry per ``emg_chunk_s``)."""
+    """Free-running EMG of the case not yet journaled (one entry per ``emg_chunk_s``), and
+    the stimulus epochs that refer to its samples."""
 
     blocks: list[np.ndarray] = field(default_factory=list)
     n: int = 0
     first_sample: int | None = None
     t_s: float | None = None
     rate: float | None = None
+    epochs: list[StreamEpoch] = field(default_factory=list)
 
     def take(self) -> tuple[np.ndarray, int, float, float] | None:
         """(samples, first sample, case time, rate) of what is kept, and empty it; None when empty."""

@@ -87,6 +87,7 @@ from app.engine.stimulus import StimulusPipeline
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
 from app.engine.views import state_snapshot
+from app.engine.writer import JournalWriter
 from app.model import Measurement
 from app.settings import Settings
 from firmware_bridge.clock import Clock
@@ -119,6 +120,7 @@ class Monitor:
         detector_factory: DetectorFactory | None = default_detector,
         settings_loader: SettingsLoader | None = None,
         documents: DocumentMaker | None = None,
+        writer: JournalWriter | None = None,
     ) -> None:
         self.clock = clock
         self.journal: Journal = journal if journal is not None else NullJournal()
@@ -140,7 +142,9 @@ class Monitor:
         self.time = TimeBase(clock)
         self.started_at = self.time.started_at
         self.ledger = Ledger(self.journal, sink or (lambda stream, msg, sticky: None), wants or (lambda stream: True),
-                             self.time, ctx.counters, self.options.events_kept)
+                             self.time, ctx.counters, self.options.events_kept, writer=writer,
+                             wall_clock=self.wall_clock)
+        self.reply_ticket: int | None = None  # the ticket of the last reply that is not yet recorded
         self.stim = Stimulator(settings)
         self.persist = Persistence(ctx, self.ledger, self.engine_state)
         self.alarm_desk = AlarmDesk(ctx, self.time, self.ledger, self.persist.changed)
@@ -150,6 +154,8 @@ class Monitor:
                                          self.tube, self.persist, analyzer_factory)
         self.board = BoardDesk(ctx, self.time, self.ledger, self.alarm_desk, self.stim, self.pipeline, self.emg,
                                self.tube)
+        self.ledger.on_recording = self.alarm_desk.recording_changed
+        self.ledger.on_space_note = self.alarm_desk.space_note
         self.selftest: SelfTest | None = None  # the last self-test and the nurse's confirmations
         self.relaxations = Relaxations()  # protected limits relaxed beyond their defaults, and since when
         self.idle_inbox = Inbox()  # reader messages that arrive while no case is open (app.engine.commands.inbox)
@@ -308,8 +314,14 @@ class Monitor:
         self._after_input()
 
     def handle(self, req: p.Request) -> dict[str, Any]:
-        """Execute one validated request; returns the reply (never raises ApiError)."""
+        """Execute one validated request; returns the reply (never raises ApiError).
+
+        A command that journaled something carries ``recorded``: true once all of it is on the
+        disk; false while it is only handed to the journal writer (``reply_ticket`` then names
+        the ticket the live service waits for, briefly) or was not recorded."""
         cmd = p.COMMANDS[req.cmd]
+        mark = self.ledger.last_ticket
+        self.reply_ticket = None
         try:
             if cmd.needs_case and self.ctx.case is None:
                 raise p.ApiError(p.BAD_STATE, f"{req.cmd}: no case is open (start one with case.start)")
@@ -319,7 +331,20 @@ class Monitor:
         except p.ApiError as err:
             reply = p.reply_error(req.id, err)
         self._after_input()
+        ticket = self.ledger.last_ticket
+        if reply.get("ok") and ticket != mark:
+            self.record_reply(reply, ticket)
         return reply
+
+    def record_reply(self, reply: dict[str, Any], ticket: int) -> None:
+        """Say in ``reply`` whether what the command journaled (up to ``ticket``) is on the disk."""
+        outcome = self.ledger.outcome(ticket)
+        reply["recorded"] = outcome == "durable"
+        self.reply_ticket = ticket if outcome == "pending" else None
+        if outcome != "durable":
+            state = self.ledger.recording()
+            reply["record"] = ("accepted, not yet recorded: " if outcome == "pending" else "accepted, NOT recorded: "
+                               ) + state.message
 
     def offline_job(self, req: p.Request) -> Callable[[], dict[str, Any]]:
         """For a command in ``OFFLINE``: the function that computes its reply (run in a worker)."""
@@ -344,15 +369,19 @@ class Monitor:
             _snapshot(self, p.Request(None, "snapshot", {}, client="footswitch"), comment="footswitch")
 
     def storage_status(self, ok: bool, message: str = "") -> None:
-        """From the journal's on_status callback (applied at the end of the current input)."""
-        self.alarm_desk.storage_status(ok, message)
+        """From the journal's on_status callback: logged only; the recording state (and its
+        technical alarm) follows the journal writer, which reads the journal's status itself."""
+        log.info("case journal status: %s", message if not ok else "ok")
 
     def _after_input(self, tick: bool = False) -> None:
-        """End of every input: a new selection to the board, alarm publication and sound,
-        then the engine-state entry if due."""
+        """End of every input: a new selection to the board, the recording state, alarm sound
+        and publication (never waiting for the disk), the engine-state entry if due, then the
+        events whose entries are written."""
         self.board.after_input()
+        self.ledger.pump()
         self.alarm_desk.after_input(tick)
         self.persist.after_input()
+        self.ledger.release()
 
     def apply_settings(self, new: Settings) -> None:
         """New settings in force, in every room at once."""

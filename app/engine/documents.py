@@ -22,7 +22,7 @@ NAMES = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
 
 
 class Documents:
-    """The report and the USB export of a case, made from the journal into the data folder."""
+    """The case documentation of the engine's journal (report, files, USB export)."""
 
     def __init__(self, journal: Any, data_dir: Path, settings: Any = None) -> None:
         self.journal = journal
@@ -57,13 +57,24 @@ class Documents:
         res = self._write(case_id, {k: out_dir / NAMES[k] for k in kinds}, identified=identified)
         return {**{k: str(v) for k, v in res.written.items()}, "messages": list(res.messages)}
 
+    def media_roots(self) -> str | None:
+        """The ``export.media_roots`` setting (None without settings: its shipped default)."""
+        if self.settings is None:
+            return None
+        try:
+            return str(self.settings["export.media_roots"])
+        except KeyError:
+            return None
+
     def export(self, case_id: str, target: str | None = None, pseudonymise: bool = True) -> dict[str, Any]:
+        """``export.usb``: the case onto the stick, only below ``export.media_roots`` (or the
+        installation's ``$LNM_EXPORT_DIR``), links resolved and checked."""
         from app.record.journal import JournalError
         from app.record.usb import UsbError, export_case
 
         try:
             res = export_case(self.journal, case_id, target=Path(target) if target else None,
-                              identified=not pseudonymise)
+                              identified=not pseudonymise, roots=self.media_roots())
         except UsbError as exc:
             raise p.ApiError(p.BAD_STATE, f"export.usb: {exc}") from None
         except (JournalError, OSError, ValueError) as exc:

@@ -5,8 +5,18 @@ case journal in chunks of ``emg_chunk_s`` (the chunk being filled is the case's,
 ``CaseState.emg_chunk``), fed to the tube check's breathing window and to the
 free-running detector (irritation episodes of the case, cautery in the room now), played
 on the loudspeaker, and reduced to min/max bins for the ``emg`` stream.
-May import: ``app.record.entries``, ``app.engine.context``/``ledger``/``timebase``/
-``tube``/``seams``, ``firmware_bridge.messages``.
+May import: ``app.record.entries``/``waveform``, ``app.engine.context``/``ledger``/
+``timebase``/``tube``/``seams``/``case_state``, ``firmware_bridge.messages``.
+
+Stimulus epochs as stream samples: an epoch's samples are the stream's own, so while the
+stream is journaled in full the stimulus entry says where they are (``epoch_in_stream``,
+``waveform_in_stream``) instead of storing them twice. Its samples are checked, equal, as
+they arrive; a chunk is not closed before the epochs in it are whole. An epoch the stream
+does not keep whole (a gap, the case closing, samples that differ) gets its own
+``stimulus_waveform`` entry at once; one whose EMG the writer leaves out for space gets it
+from the writer (``fallback``). What a kill -9 loses: the EMG not yet journaled (at most
+about ``2 x emg_chunk_s``) and with it the waveforms of the epochs in it; their
+measurements are journaled with the stimulus.
 
 Evoked responses are not spontaneous activity: the stimulus pipeline notes each
 stimulus to the detector (``note_stimulus``), which holds the newest ``DETECT_LAG_S`` of
@@ -27,8 +37,10 @@ from app.engine.ledger import Ledger
 from app.engine.seams import Detector, DetectorFactory
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
+from app.engine.case_state import StreamEpoch
 from app.record import entries as E
-from firmware_bridge.messages import BoardMessage, EmgBlock
+from app.record import waveform as W
+from firmware_bridge.messages import BoardMessage, EmgBlock, StimEpoch
 
 if TYPE_CHECKING:
     from app.analysis.freerun import EmgEvent
@@ -93,6 +105,7 @@ class EmgStream:
         self._detector_rate: float | None = None
         self.cautery = False  # the detector says electrocautery is on now
         self._last_block_end: int | None = None
+        self._clock_map: tuple[int, int, float] | None = None  # the last block: first sample, its board us, rate
         # display bins (bounded: published every emg_publish_s)
         self._bins_min: list[np.ndarray] = []
         self._bins_max: list[np.ndarray] = []
@@ -121,6 +134,7 @@ class EmgStream:
             counters["emg_gaps"] += 1
             self.flush()
         self._last_block_end = b.first_sample + n
+        self._clock_map = (int(b.first_sample), int(b.board_time_us), rate)
         counters["emg_blocks"] += 1
         self.tube.feed(uv, t0, rate)
         if self._detector_factory is not None:
@@ -143,20 +157,67 @@ class EmgStream:
             chunk.first_sample, chunk.t_s, chunk.rate = b.first_sample, t0, rate
         chunk.blocks.append(uv)
         chunk.n += uv.shape[1]
-        if chunk.n >= rate * opts.emg_chunk_s:
+        for ep in chunk.epochs:
+            _check(ep, int(b.first_sample), uv)
+        full = chunk.n >= rate * opts.emg_chunk_s
+        # an epoch's tail arrives a block or so after the epoch: the chunk waits for it (at most its length again)
+        if full and (all(ep.complete or ep.bad for ep in chunk.epochs) or chunk.n >= 2 * rate * opts.emg_chunk_s):
             self.flush()
 
+    def epoch_in_stream(self, e: StimEpoch, index: int, t_s: float, res_uV: float) -> dict[str, Any] | None:
+        """A stimulus epoch of the open case as samples of the stream being journaled (its
+        ``waveform_in_stream``), or None: then its entry keeps its own waveform. Only when
+        the stream is recorded in full, at the epoch's resolution, and the samples received
+        so far are the epoch's own; the rest is checked as it arrives (``flush``)."""
+        case = self.ctx.case
+        chunk = case.emg_chunk if case is not None else None
+        cmap = self._clock_map
+        if (chunk is None or cmap is None or not self.ctx.options.journal_emg or chunk.first_sample is None
+                or abs(res_uV - W.DEFAULT_RES_UV) > 1e-9 or float(e.sample_rate_hz) != cmap[2]
+                or chunk.rate != cmap[2]):
+            return None
+        if self.ledger.recording().level:  # storage nearly full: the raw EMG is left out, the epoch is not
+            return None
+        first, board_us, rate = cmap
+        start = first + int(round((e.board_time_us - board_us) * rate / 1e6)) - int(e.pre_samples)
+        uv = e.microvolts()
+        labels = LABELS[: uv.shape[0]]
+        if start < chunk.first_sample or uv.shape[0] != chunk.blocks[0].shape[0]:
+            return None
+        ep = StreamEpoch(index, t_s, start, uv, int(e.pre_samples), rate, res_uV, tuple(labels))
+        at = chunk.first_sample
+        for block in chunk.blocks:
+            _check(ep, at, block)
+            at += block.shape[1]
+        if ep.bad or (ep.checked == 0 and at > start):
+            return None
+        chunk.epochs.append(ep)
+        return E.in_stream(start, ep.n, rate, ep.pre_samples, list(labels), res_uV)
+
     def flush(self) -> None:
-        """Journal the case's EMG kept so far (a gap, a new rate, the chunk full, the case closing)."""
+        """Journal the case's EMG kept so far (a gap, a new rate, the chunk full, the case closing),
+        with the epochs that refer to it: those found whole in it go along in case the writer
+        leaves the EMG out (storage nearly full), the others get their own entry now."""
         case = self.ctx.case
         if case is None:
             return
-        taken = case.emg_chunk.take()
-        if taken is None:
-            return
-        data, first, t_s, rate = taken
-        payload, blob = E.emg_block(t_s, first, rate, data, labels=LABELS[: data.shape[0]])
-        self.ledger.write("emg_block", payload, blob, t_s=payload["t_s"])
+        chunk = case.emg_chunk
+        epochs, chunk.epochs = chunk.epochs, []
+        taken = chunk.take()
+        along: list[Any] = []
+        alone: list[Any] = []
+        for ep in epochs:
+            payload, blob = E.stimulus_waveform(ep.index, ep.t_s, ep.uv, ep.rate, ep.pre_samples, list(ep.labels),
+                                                res_uV=ep.res_uV)
+            (along if ep.complete and taken is not None else alone).append(
+                ("stimulus_waveform", payload, blob, ep.t_s))
+        if taken is not None:
+            data, first, t_s, rate = taken
+            payload, blob = E.emg_block(t_s, first, rate, data, labels=LABELS[: data.shape[0]])
+            self.ledger.write("emg_block", payload, blob, t_s=payload["t_s"], fallback=along)
+        for kind, payload, blob, t in alone:  # the stream did not keep them whole (a gap, the case closing)
+            self.ctx.counters["epochs_outside_stream"] += 1
+            self.ledger.write(kind, payload, blob, t_s=t)
 
     def _detect(self, uv: np.ndarray, t0: float, rate: float) -> None:
         if self._detector_rate != rate and self._detector_factory is not None:
@@ -242,3 +303,19 @@ class EmgStream:
                           + (f", {ev.potentials} potentials at {ev.rate_hz:.0f}/s" if ev.rate_hz else ""),
                           priority="info", side=side,
                           detail={**payload, "potentials": ev.potentials, "rate_hz": ev.rate_hz}, t_s=t)
+
+
+def _check(ep: StreamEpoch, first: int, uv: np.ndarray) -> None:
+    """Compare the stream samples ``first`` .. of ``uv`` with the epoch where they continue it."""
+    if ep.bad or ep.checked >= ep.n:
+        return
+    at = ep.first_sample + ep.checked  # the next sample to find
+    if not first <= at < first + uv.shape[1]:
+        if first > at:  # the stream jumped past it
+            ep.bad = True
+        return
+    m = min(first + uv.shape[1] - at, ep.n - ep.checked)
+    if np.array_equal(uv[:, at - first:at - first + m], ep.uv[:, ep.checked:ep.checked + m]):
+        ep.checked += m
+    else:
+        ep.bad = True

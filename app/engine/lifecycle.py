@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from app import __version__
-from app.alarms import apply_rule_event
+from app.alarms import AlarmKind, apply_rule_event
 from app.engine.alarm_desk import CASE_CLOSED
 from app.engine.case_state import CaseState
 from app.engine.jsonsafe import plain
@@ -146,7 +146,9 @@ def restore_engine_state(m: Monitor, data: Mapping[str, Any]) -> None:
     if changes:
         m.apply_settings(m.settings.with_changes(changes, "resumed case"))
     case.rules = RuleEngine.restore(m.settings, data["rules"])
-    m.alarms.restore(data["alarms"], who="resume")
+    origin = data.get("origin")
+    shift = m.time.origin - float(origin) if isinstance(origin, (int, float)) else None
+    m.alarms.restore(data["alarms"], who="resume", shift=shift)  # onsets, acknowledgements, a pause: as they were
     m.stim.restore(d)
     case.restore(d, m.time.origin, m.settings)
     m.ctx.profile = d.get("profile", m.ctx.profile)
@@ -188,5 +190,15 @@ def resume_case(m: Monitor, case_id: str, case_data: Mapping[str, Any], case_t: 
     m.ledger.event("case", "resumed", f"case {case_id} resumed after an interruption "
                    f"({detail.get('gap_s', 0):.1f} s without the engine); baselines and alarms restored",
                    priority="medium", detail={"case_id": case_id, **plain(detail), "replayed_stimuli": replayed})
+    damaged = detail.get("damaged")
+    if isinstance(damaged, Mapping):
+        left = damaged.get("entries")
+        where = (f"{left if left else 'the'} entries from entry {damaged.get('from_seq')} on"
+                 if damaged.get("from_seq") is not None else "part of it")
+        text = (f"case {case_id} resumed from what could be read: {where} could not be used "
+                f"({damaged.get('problem')}); the journal keeps them for service")
+        m.ledger.event("technical", "resumed_damaged", text, priority="medium", detail=plain(damaged))
+        m.alarm_desk.raise_technical(AlarmKind.STORAGE_PROBLEM, "resume", message=f"Case record: {text}")
+        m.alarm_desk.clear_technical(AlarmKind.STORAGE_PROBLEM, "resume")  # latched until acknowledged
     m.alarm_desk.dirty = True
     m.persist.write()

@@ -35,6 +35,7 @@ def engine_state(ctx: EngineContext, time: TimeBase, alarms: AlarmManager, stim:
     return {
         "format": ENGINE_STATE_FORMAT,
         "t_s": round(time.now_t(), 6),
+        "origin": time.origin,  # the clock reading of case time 0: the alarm times map through it on resume
         "rules": case.rules.snapshot() if case is not None else None,
         "alarms": alarms.to_state(),
         "case": None if case is None else {

@@ -52,6 +52,15 @@ class Journal(Protocol):
 
     def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int | None: ...
 
+    def durable_seq(self, case_id: str) -> int: ...
+
+    def head_seq(self, case_id: str) -> int: ...
+
+    def flush(self) -> bool: ...
+
+    @property
+    def status(self) -> Any: ...
+
 
 @runtime_checkable
 class CaseLister(Protocol):
@@ -169,17 +178,40 @@ class NullOutputs(Outputs):
     """No outputs (tests, benchmarks, an engine before its outputs are made)."""
 
 
+class _NullStatus:
+    ok = True
+    problem = ""
+    message = ""
+
+
 class NullJournal:
-    """A journal that keeps nothing (monitoring without a record: tests, benchmarks)."""
+    """A journal that keeps nothing (tests, benchmarks). It checks every entry as the real
+    journal would and calls everything durable: it is a stand-in, never a record."""
+
+    path = None
+    space_warning = None
+    status = _NullStatus()
 
     def __init__(self) -> None:
         self.count = 0
         self._n = 0
 
     def open_case(self, case_data: Mapping[str, Any]) -> str:
-        """A new case id."""
+        """A new case id (the one given in ``case_data``, else one of its own)."""
         self._n += 1
-        return f"case-{self._n}"
+        return str(case_data.get("case_id") or f"case-{self._n}")
+
+    def durable_seq(self, case_id: str) -> int:
+        """Everything counts as written."""
+        return self.count
+
+    def head_seq(self, case_id: str) -> int:
+        """The newest entry number."""
+        return self.count
+
+    def flush(self) -> bool:
+        """Nothing waits."""
+        return True
 
     def append(self, case_id: str, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
                t_s: float | None = None) -> int:

@@ -66,14 +66,16 @@ from app.api import protocol as p
 from app.api.server import ApiServer
 from app.engine.core import EngineOptions, Monitor
 from app.engine.notify import Notifier
-from app.engine.supervision import FAILED, RUNNING, STALLED, Change, Heartbeat, Policy, Supervisor, Watch
+from app.engine.supervision import DEAD, FAILED, RUNNING, STALLED, Change, Heartbeat, Policy, Supervisor, Watch
 from app.settings import Settings
 from firmware_bridge.clock import Clock, MonotonicClock
 
 log = logging.getLogger("lnm.engine")
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # only for a bad command line or a claim refused (socket path, data folder held by another engine)
+RESERVE_NAME = "journal.reserve"
+LOW_FREE_BYTES = 200_000_000  # about an hour of full recording: below it, the raw EMG is no longer written
 EXIT_FAULT = 70  # EX_SOFTWARE: an unexpected error; the supervisor restarts us
 VERDICT_MAX_AGE_S = 1.0  # the watchdog is fed only on a supervision verdict at most this old
 
@@ -104,6 +106,10 @@ class EngineConfig:
     max_restarts: int = 3  # restarts of one thread within restart_window_s; one more: fail safe
     restart_window_s: float = 600.0
     supervise_s: float = 0.1  # how often every thread is judged
+    writer_stall_s: float = 10.0  # one journal write longer than this: the writer is shown stalled
+    record_wait_s: float = 0.5  # an operator command's reply waits this long for its entries to be on disk
+    config_problem: str | None = None  # the configuration was refused at start: what runs instead, and why
+    reserve_bytes: int | None = None  # the storage reserve (None: sized by app.engine.writer.reserve_size)
 
 
 class EngineService:
@@ -138,6 +144,10 @@ class EngineService:
         self._wants: set[str] = set()
         self.worker: ThreadPoolExecutor | None = None
         self.remote: Any = None  # app.remote.hook.RemoteHook while [remote] is enabled
+        self.record_start: Any = None
+        self._writer_hb: Heartbeat | None = None
+        self._writer_woken = threading.Event()
+        self._replies: list[tuple[int, float, Any, dict[str, Any]]] = []  # (ticket, deadline, respond, reply)
 
     def _monitor(self) -> Monitor:
         """The monitor (the engine is open)."""
@@ -150,25 +160,33 @@ class EngineService:
 
     def _open(self) -> None:
         from app.engine.commands.inbox import receive as receive_reader_message
-        from app.engine.documents import Documents
         from app.engine.outputs import make_outputs
-        from app.record.journal import Journal
         from app.remote.hook import attach as attach_remote
         from app.settings import load as load_settings
         from firmware_bridge.link import BoardLink
 
         cfg = self.config
-        from app.record.lock import DataFolderLock, check_socket_path
+        from app.record.lock import DataFolderBusy, DataFolderLock, check_socket_path
 
         check_socket_path(cfg.socket_path)  # never replace a file that is not a socket
-        self.data_lock = DataFolderLock(cfg.data_dir).acquire()  # one engine per data folder
-        self.journal = Journal(cfg.data_dir / "journal.db", clock=self.clock,
-                               on_status=lambda st: self.queue.put(("storage", st)))
+        lock_problem = None
+        self.data_lock: DataFolderLock | None = None
+        try:
+            self.data_lock = DataFolderLock(cfg.data_dir).acquire()  # one engine per data folder
+        except DataFolderBusy:
+            raise
+        except OSError as exc:  # the record's problem, not monitoring's: monitor without a record
+            self.data_lock = None
+            from app.record.journal import classify
+
+            lock_problem = f"the data folder {cfg.data_dir} cannot be used ({classify(exc)[1]}: {exc.strerror or exc})"
+            log.error("%s: monitoring without a record", lock_problem)
+        writer = self._open_record(lock_problem)
         self.monitor = Monitor(
             cfg.settings, self.clock, journal=self.journal, options=cfg.options,
             sink=self._publish, wants=self._wanted, board_url=cfg.board_url, profile=cfg.profile,
-            config_dir=cfg.config_dir, settings_loader=load_settings,
-            documents=Documents(self.journal, cfg.data_dir, cfg.settings),
+            config_dir=cfg.config_dir, settings_loader=load_settings, writer=writer,
+            documents=self._documents(),
         )
         self.outputs = make_outputs(self.monitor.alarms, self.clock, cfg.settings, audio=cfg.audio, gpio=cfg.gpio,
                                     on_footswitch=lambda ev: self.monitor.footswitch(ev) if self.monitor else None)
@@ -176,14 +194,18 @@ class EngineService:
         # the remote publisher (app.remote), when [remote] is enabled: fed by _publish like the
         # API server, never waited for; before the resume, so that a resumed case is published
         self.remote = attach_remote(self, receive=receive_reader_message)
-        if cfg.resume:
+        self._start_notes()
+        if cfg.resume and self.journal is not None:
             from app.engine.resume import resume_open_case
 
             self.resumed_case = resume_open_case(self.monitor, self.journal)
+        self.monitor.tick()  # the start-up's alarms reach the outputs before anything else
+        writer.start()
         sup = self.supervisor
         self._docs_hb = sup.watch("documents", "documents worker (reports, USB export)", Policy.RESTART,
                                   stall_s=cfg.documents_stall_s, busy=False)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lnm-documents")
+        self._retention()
         self._api_hb = sup.watch("api", "local API (touchscreen, service console)", Policy.RESTART,
                                  stall_s=cfg.api_stall_s, alive=lambda: self.server is not None and self.server.alive)
         self.server = self._new_server(self._api_hb, {})
@@ -208,6 +230,108 @@ class EngineService:
             if t.is_alive():
                 sup.watch("audio-writer", "loudspeaker writer (alarm sounds)", Policy.FAIL_SAFE, alive=t.is_alive,
                           heartbeat=False)
+
+    # ------------------------------------------------------------------ the record at start-up
+
+    def _open_record(self, lock_problem: str | None) -> Any:
+        """The journal, whatever state it is in (``app.record.journal.open_for_engine``), and its
+        writer thread (supervised, ``degrade``: a stuck disk never stops monitoring)."""
+        from app.engine.writer import JournalWriter, Reserve, reserve_size
+        from app.record.journal import open_for_engine
+
+        cfg = self.config
+        st = cfg.settings
+        size = cfg.reserve_bytes if cfg.reserve_bytes is not None else reserve_size()
+        reserve = Reserve(cfg.data_dir / RESERVE_NAME, size) if lock_problem is None and size > 0 else None
+        kw: dict[str, Any] = {"clock": self.clock, "min_free_hours": float(st["record.min_free_hours"])}
+        if lock_problem is None:
+            opened = open_for_engine(cfg.data_dir, release_space=reserve.release if reserve else None, **kw)
+        else:
+            from app.record.journal import EngineJournal
+
+            opened = EngineJournal(None, "not_recording", f"NOT RECORDING: {lock_problem}. Monitoring and alarms "
+                                                          "continue without a record; call service")
+        self.journal = opened.journal
+        self.record_start = opened
+        if opened.state != "recording":
+            log.error("case record at start-up: %s", opened.message)
+
+        def reopen() -> Any:
+            again = open_for_engine(cfg.data_dir, **kw)
+            return again.journal if again.state == "recording" else None
+
+        self._writer_hb = self.supervisor.watch(
+            "journal-writer", "case journal writer (the record; monitoring never waits for it)", Policy.DEGRADE,
+            stall_s=cfg.writer_stall_s, busy=False)
+        return JournalWriter(
+            self.journal, threaded=True, heartbeat=self._writer_hb, on_progress=self._writer_progress,
+            opener=reopen if lock_problem is None else None, reserve=reserve,
+            low_free_bytes=min(LOW_FREE_BYTES, size) if reserve is not None else 0,
+            start_note=None if opened.state == "recording" else (opened.state, opened.message))
+
+    def _documents(self) -> Any:
+        from app.engine.documents import Documents
+
+        if self.journal is None:
+            return None
+        return Documents(self.journal, self.config.data_dir, self.config.settings)
+
+    def _start_notes(self) -> None:
+        """What start-up found that people must know: a refused configuration (technical alarm),
+        or the configuration kept as the last one that was valid."""
+        from app.alarms import AlarmKind
+        from app.settings import SettingError, save_last_valid
+
+        cfg = self.config
+        m = self._monitor()
+        if cfg.config_problem:  # momentary: latched until acknowledged
+            m.alarm_desk.raise_technical(AlarmKind.CONFIG_PROBLEM, message=cfg.config_problem)
+            m.ledger.event("technical", "config_refused", cfg.config_problem, priority="medium")
+            return
+        try:
+            save_last_valid(cfg.settings, cfg.data_dir, source=str(cfg.config_dir or "shipped configuration"),
+                            profile=cfg.profile)
+        except (OSError, SettingError, TypeError) as exc:
+            log.warning("the last valid configuration was not kept: %s", exc)
+
+    def _retention(self) -> None:
+        """Retention at start-up with no case open, in the documents worker (it reads whole cases
+        and must not delay monitoring): prune cases exported, verified and older than
+        ``record.retention_days`` (0 keeps everything); each keeps its summary in the case index."""
+        m = self._monitor()
+        days = int(self.config.settings["record.retention_days"])
+        if days <= 0 or m.case is not None or self.journal is None or self.worker is None:
+            return
+        from app.record.storage import prune
+
+        journal = self.journal
+
+        def job() -> None:
+            try:
+                results = prune(journal, days)
+            except Exception as exc:  # noqa: BLE001 - housekeeping of the record; monitoring goes on
+                log.error("retention at start-up failed: %s", exc)
+                return
+            self.queue.put(("retention", days, [(r.case_id, r.pruned, r.message) for r in results]))
+
+        self.worker.submit(job)
+
+    def _retention_done(self, days: int, results: list[tuple[str, bool, str]]) -> None:
+        pruned = [c for c, done, _msg in results if done]
+        for _c, done, msg in results:
+            if not done:
+                log.warning("retention: %s", msg)
+        if pruned:
+            log.warning("retention: %d case(s) older than %d days, exported and verified, pruned", len(pruned), days)
+            self._monitor().ledger.event("technical", "retention", (
+                f"{len(pruned)} case(s) older than {days} days, exported and verified, removed from this monitor "
+                "(their summaries are kept)"), detail={"cases": pruned})
+
+    def _writer_progress(self) -> None:
+        """From the writer thread: tickets were resolved; wake the loop (once until it ran)."""
+        if not self._writer_woken.is_set():
+            self._writer_woken.set()
+            self.queue.put(("journal",))
 
     def _new_server(self, heartbeat: Heartbeat | None, latest: dict[str, bytes]) -> ApiServer:
         return ApiServer(self.config.socket_path, self._handle_request, self._hello,
@@ -307,6 +431,8 @@ class EngineService:
                     next_tick = now + tick_s
                     self._refresh_wants()
                     m.tick()
+                if self._replies:
+                    self._answer_recorded(now)
                 self._send_to_board()
                 self.link.set_alarm_active(m.alarm_sounding)
                 if self.notifier.watchdog_s and now >= next_watchdog and self._watchdog_allowed(now):
@@ -327,25 +453,17 @@ class EngineService:
         elif kind == "link":
             m.link_event(item[1], item[2], item[3] if len(item) > 3 else None)
         elif kind == "cmd":
-            req, respond = item[1], item[2]
-            if req.expired(time.monotonic()):
-                # the engine was held up: its client has been (or is about to be) told
-                # "timeout", so the command must not take effect behind its back
-                log.warning("API command %s from %s expired before it could run", req.cmd, req.client)
-                respond(p.reply_error(req.id, p.ApiError(p.EXPIRED, (
-                    f"{req.cmd}: not carried out; the engine reached it too late. Send it again if still wanted."))))
-                return
-            if req.cmd in m.OFFLINE:
-                self._document_job(req, m.offline_job(req), respond)  # prepared here; the slow part runs aside
-                return
-            reply = m.handle(req)
-            self._send_to_board()  # before the reply: a command's effect is on its way
-            if req.cmd == "state.get" and reply.get("ok"):
-                reply["result"]["threads"] = self.threads_json()
-            respond(reply)
+            self._command(m, item[1], item[2])
+        elif kind == "journal":
+            self._writer_woken.clear()
+            m.ledger.pump()
+            if self._replies:
+                self._answer_recorded(time.monotonic())
         elif kind == "storage":
             st = item[1]
             m.storage_status(st.ok, st.message)
+        elif kind == "retention":
+            self._retention_done(item[1], item[2])
         elif kind == "client":
             log.info("API client %s: %s", item[2], item[1])
         elif kind == "supervision":
@@ -354,6 +472,40 @@ class EngineService:
             raise ThreadFailure(item[1])
         elif kind == "call":  # work another thread (the remote publisher) needs done on the engine thread
             item[1]()
+
+    def _command(self, m: Monitor, req: Any, respond: Any) -> None:
+        """One API request, in the engine loop; its reply now or once its entries are recorded."""
+        if req.expired(time.monotonic()):
+            # the engine was held up: its client has been (or is about to be) told
+            # "timeout", so the command must not take effect behind its back
+            log.warning("API command %s from %s expired before it could run", req.cmd, req.client)
+            respond(p.reply_error(req.id, p.ApiError(p.EXPIRED, (
+                f"{req.cmd}: not carried out; the engine reached it too late. Send it again if still wanted."))))
+            return
+        if req.cmd in m.OFFLINE:
+            self._document_job(req, m.offline_job(req), respond)  # prepared here; the slow part runs aside
+            return
+        reply = m.handle(req)
+        self._send_to_board()  # before the reply: a command's effect is on its way
+        if req.cmd == "state.get" and reply.get("ok"):
+            reply["result"]["threads"] = self.threads_json()
+        if m.reply_ticket is not None:  # journaled, not on the disk yet: the reply waits, briefly
+            self._replies.append((m.reply_ticket, time.monotonic() + self.config.record_wait_s, respond, reply))
+            return
+        respond(reply)
+
+    def _answer_recorded(self, now: float) -> None:
+        """Replies waiting for their entries: "recorded" once on the disk; after ``record_wait_s``
+        (or when refused) "accepted, not yet recorded" (``recorded: false``), in the order asked."""
+        m = self._monitor()
+        while self._replies:
+            ticket, deadline, respond, reply = self._replies[0]
+            if m.ledger.outcome(ticket) == "pending" and now < deadline:
+                return
+            self._replies.pop(0)
+            reply.pop("record", None)
+            m.record_reply(reply, ticket)
+            respond(reply)
 
     def _send_to_board(self) -> None:
         from firmware_bridge.link import LinkDown
@@ -412,15 +564,20 @@ class EngineService:
             for w in sup.problems():
                 if w.state == FAILED or w.policy is Policy.HOLD:
                     continue
+                if w.policy is Policy.DEGRADE:  # the record: shown and alarmed; a dead writer restarted
+                    if w.state == DEAD:
+                        self._restart(w)
+                    continue
                 if w.policy is Policy.RESTART:
                     self._restart(w)
                 else:
                     self._request_fail_safe(w, f"{w.what}: {w.reason}; it cannot be restarted while monitoring")
-        self._verdict = (sup.healthy(), time.monotonic())
+        self._verdict = (sup.watchdog_ok(), time.monotonic())
 
     def _thread_changed(self, change: Change) -> None:
         if change.new in (RUNNING, "idle"):
-            log.warning("engine thread %s is %s again (was %s)", change.name, change.new, change.old)
+            if change.old not in (RUNNING, "idle"):  # (a worker going busy and idle is its normal life)
+                log.warning("engine thread %s is %s again (was %s)", change.name, change.new, change.old)
         else:
             log.critical("engine thread %s is %s: %s", change.name, change.new, change.reason)
             self.notifier.status(f"thread {change.name} {change.new}: {change.reason}")
@@ -455,6 +612,8 @@ class EngineService:
                 self._restart_api()
             elif w.name == "documents":
                 self._restart_documents()
+            elif w.name == "journal-writer":
+                self._restart_writer(w)
             else:
                 raise ThreadFailure(f"no way to restart thread {w.name}")
         except (OSError, ValueError, ThreadFailure) as exc:
@@ -466,6 +625,15 @@ class EngineService:
         self.notifier.status(f"{w.what} restarted (it was {state}: {reason})")
         self.queue.put(("supervision", {"event": "thread_restarted", "thread": w.name, "what": w.what,
                                         "state": state, "reason": reason, "restarts": count}))
+
+    def _restart_writer(self, w: Watch) -> None:
+        """A dead journal writer: a new thread on the same backlog. A stalled one (a write that
+        blocks) cannot be replaced (its journal call holds the file): it is shown, the record
+        waits in memory, and monitoring goes on."""
+        if w.state != "dead":
+            raise ThreadFailure("a stalled journal write cannot be abandoned; the entries wait in memory")
+        self._writer_hb = self.supervisor.rewatch("journal-writer", busy=False)
+        self._monitor().ledger.writer.restart(self._writer_hb)
 
     def _restart_api(self) -> None:
         """A new API server thread: every client is dropped (they reconnect by themselves),
@@ -523,12 +691,7 @@ class EngineService:
     def _supervision_entry(self, detail: dict[str, Any]) -> None:
         """In the engine loop: journal a restart (engine entry) and refresh what clients see."""
         m = self._monitor()
-        if m.case_id is not None:
-            try:
-                m.journal.append(m.case_id, "engine", {"event": detail["event"], "version": __version__,
-                                                       "detail": detail}, t_s=m.now_t())
-            except Exception as exc:  # noqa: BLE001 - the record is downstream of monitoring
-                log.error("could not journal %s of %s: %s", detail["event"], detail["thread"], exc)
+        m.ledger.write("engine", {"event": detail["event"], "version": __version__, "detail": detail})
         if detail["event"] == "thread_restarted" and detail["thread"] == "api" and self.server is not None:
             self.server.publish("alarms", m.alarms_json(), sticky=True)
             self._publish("state", m.state_snapshot(), sticky=True)
@@ -554,16 +717,30 @@ class EngineService:
             self.remote.stop()
         if self.worker is not None:
             self.worker.shutdown(wait=True, cancel_futures=True)
+        self._close_record(m)
         if self.server is not None:
             self.server.close()
         if self.link is not None:
             self.link.close()
         if self.outputs is not None:
             self.outputs.close()
-        if self.journal is not None:
-            self.journal.close()
-        if getattr(self, "data_lock", None) is not None:
-            self.data_lock.release()
+        lock = getattr(self, "data_lock", None)  # (not set when the start failed before it)
+        if lock is not None:
+            lock.release()
+
+    def _close_record(self, m: Monitor | None) -> None:
+        """Write what waits (a few seconds at most: a stuck disk does not hold the exit), answer
+        the replies that waited for it, close the journal."""
+        finished = m is None or m.ledger.writer.close(timeout_s=5.0)
+        if not finished and m is not None:
+            log.error("the journal writer did not finish: %s", m.ledger.recording().message)
+        for ticket, _deadline, respond, reply in self._replies:
+            if m is not None:
+                m.record_reply(reply, ticket)
+            respond(reply)
+        self._replies = []
+        if finished and self.journal is not None:
+            self.journal.close()  # (a journal call still blocked in the writer would block this too)
 
     def _install_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():

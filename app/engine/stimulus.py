@@ -157,9 +157,15 @@ class StimulusPipeline:
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)
         self.stim.of(stim.source).delivered_mA = stim.delivered_mA
         if case is not None:
-            payload, blob = E.stimulus(m, e.microvolts(), e.sample_rate_hz, e.pre_samples,
-                                       res_uV=max(e.nv_per_count / 1000.0, 1e-3),
-                                       threshold_uV=float(self.ctx.settings["analysis.event_threshold_uV"]))
+            res = max(e.nv_per_count / 1000.0, 1e-3)
+            threshold = float(self.ctx.settings["analysis.event_threshold_uV"])
+            in_stream = self.emg.epoch_in_stream(e, stim.index, stim.t_s, res)
+            if in_stream is not None:  # its samples are journaled with the stream: not twice
+                payload, blob = E.stimulus(m, threshold_uV=threshold)
+                payload["waveform_in_stream"] = in_stream
+            else:
+                payload, blob = E.stimulus(m, e.microvolts(), e.sample_rate_hz, e.pre_samples, res_uV=res,
+                                           threshold_uV=threshold)
             # the stimulus and everything it causes in one transaction; sounds and announcements follow it
             with self.ledger.transaction():
                 self.ledger.write("stimulus", payload, blob, t_s=stim.t_s)

@@ -15,10 +15,13 @@ A watched thread is judged by one or both of:
 
 States: ``running``, ``idle``, ``stalled``, ``dead``, ``failed`` (the engine is stopping
 safely because of it; final). ``healthy()`` is true while every thread is running or
-idle: only then may the systemd watchdog be fed. Each thread has a ``policy``, which the
-shell carries out: ``restart`` (within a budget of ``max_restarts`` per ``window_s``;
-beyond it, fail safe), ``fail_safe`` (stop stimulation, engine-fault alarm, exit 70), or
-``hold`` (the engine loop: the board's heartbeat stops until it runs again).
+idle: only then may the systemd watchdog be fed (``watchdog_ok()`` leaves out the threads
+whose policy is ``degrade``). Each thread has a ``policy``, which the shell carries out:
+``restart`` (within a budget of ``max_restarts`` per ``window_s``; beyond it, fail safe),
+``fail_safe`` (stop stimulation, engine-fault alarm, exit 70), ``hold`` (the engine loop:
+the board's heartbeat stops until it runs again), or ``degrade`` (a thread downstream of
+monitoring, the journal writer: stalled, it is shown and the record degrades loudly while
+monitoring goes on and the watchdog stays fed; dead, it is restarted).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Policy(enum.StrEnum):
     RESTART = "restart"
     FAIL_SAFE = "fail_safe"
     HOLD = "hold"
+    DEGRADE = "degrade"
 
 
 class Heartbeat:
@@ -194,6 +198,11 @@ class Supervisor:
         """Every thread running or idle (as of the last ``check``)."""
         with self._lock:
             return all(w.state in HEALTHY_STATES for w in self._watches.values())
+
+    def watchdog_ok(self) -> bool:
+        """Every thread that monitoring depends on is running or idle (``degrade`` threads left out)."""
+        with self._lock:
+            return all(w.state in HEALTHY_STATES for w in self._watches.values() if w.policy is not Policy.DEGRADE)
 
     def problems(self) -> list[Watch]:
         """The threads that are stalled, dead or failed (as of the last ``check``)."""

@@ -45,12 +45,14 @@ def alarms_json(st: AlarmState, time: TimeBase, notices_since: float | None = No
         d.update(
             technical=a.category == "technical",
             raised_t_s=round(time.case_t(a.since), 3),
+            acknowledged_t_s=None if a.acknowledged_at is None else round(time.case_t(a.acknowledged_at), 3),
             side=side if side in ("L", "R") else None,
             site=site if side in ("L", "R") else None,
             name=a.title,
         )
         d.pop("since", None)
         d.pop("unacknowledged_since", None)
+        d.pop("acknowledged_at", None)
         active.append(d)
     audio = st.audio
     notices = [n for n in st.notices if notices_since is None or n.t >= notices_since]
@@ -199,6 +201,7 @@ def state_snapshot(m: Monitor, seq: int) -> dict[str, Any]:
                    "fatal": m.fatal},
         "board": _board(m),
         "storage": {"ok": m.alarm_desk.storage_ok, "message": m.alarm_desk.storage_message},
+        "recording": m.ledger.recording().to_json(),
         "audio": {"ok": m.alarm_desk.audio_ok, "backend": m.outputs.describe(), "message": m.alarm_desk.audio_message},
         "case": case,
         "last_case_id": m.last_case_id,

@@ -257,7 +257,7 @@ class _Builder:
         if p.get("response"):
             self.stim_counts["responses"] += 1
         side = p["side"]
-        self.stim_brief[p["index"]] = {"seq": e.seq if "waveform" in p else None, "t_s": _r(p["t_s"], 3),
+        self.stim_brief[p["index"]] = {"seq": e.seq if _has_waveform(p) else None, "t_s": _r(p["t_s"], 3),
                                        "side": side, "valid": bool(p["valid"]),
                                        "site": p.get("site"), "source": p.get("source"),
                                        "response": bool(p.get("response")), "amplitude_uV": _amp(p.get("amplitude_uV")),
@@ -293,7 +293,7 @@ class _Builder:
                 "response": bool(p.get("response")), "amplitude_uV": _amp(p.get("amplitude_uV")),
                 "latency_ms": _lat(p.get("latency_ms")), "onset_latency_ms": _lat(p.get("onset_latency_ms")),
                 "set_mA": p.get("set_mA"), "delivered_mA": p.get("delivered_mA"), "pw_us": p.get("pw_us"),
-                "stimulus_index": p.get("index"), "stimulus_seq": e.seq if "waveform" in p else None,
+                "stimulus_index": p.get("index"), "stimulus_seq": e.seq if _has_waveform(p) else None,
                 "how": how, "who": None}
 
     def _on_emg_block(self, e: Entry, p: Mapping[str, Any]) -> None:
@@ -1030,3 +1030,8 @@ def _better(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     if bool(new["response"]) != bool(old["response"]):
         return bool(new["response"])
     return (new["amplitude_uV"] or 0.0) > (old["amplitude_uV"] or 0.0)
+
+
+def _has_waveform(p: Mapping[str, Any]) -> bool:
+    """A stimulus entry with its epoch: its own waveform, or its samples in the stored stream."""
+    return "waveform" in p or "waveform_in_stream" in p

@@ -49,6 +49,7 @@ import numpy as np
 from app import format as F
 from app.model import Side, Site, Source, Step, Stimulus
 from app.record import waveform as W
+from app.record.epochs import epoch_loader
 from app.record.journal import parse_utc
 
 LABELS = ("EMG L", "EMG R")
@@ -158,7 +159,10 @@ def _from_stream(journal: Any, case_id: str, blocks: list[tuple[int, dict]], tmp
 
 
 def _from_epochs(journal: Any, case_id: str) -> dict[str, Any]:
-    entries = [e for e in journal.entries(case_id, kinds=["stimulus"]) if e.blob is not None]
+    load = epoch_loader(journal, case_id)  # its own blob, or its stimulus_waveform entry
+    entries = [(e, e.payload.get("waveform") or e.payload.get("waveform_in_stream"))
+               for e in journal.entries(case_id, kinds=["stimulus"], blobs=False)]
+    entries = [(e, meta) for e, meta in entries if isinstance(meta, Mapping)]
     annotations: list[tuple[float, float | None, str]] = [
         (0.0, 0.0, f"LNM epochs-only case={case_id}: no free-running EMG stored; the signal is the stored "
                    "stimulus epochs back to back")]
@@ -167,27 +171,31 @@ def _from_epochs(journal: Any, case_id: str) -> dict[str, Any]:
                                                                         for lab in LABELS},
                 "stimuli": [], "stim_seqs": [], "epoch_starts": [0.0],
                 "annotations": annotations + [(0.0, 0.0, "LNM no stimulus epochs stored")], "case_t0": 0.0}
-    rates = [float(e.payload["waveform"]["sample_rate_hz"]) for e in entries]
+    rates = [float(meta["sample_rate_hz"]) for _e, meta in entries]
     fs = max(set(rates), key=rates.count)
-    entries = [e for e in entries if float(e.payload["waveform"]["sample_rate_hz"]) == fs]
-    total = sum(int(e.payload["waveform"]["n"]) for e in entries)
+    entries = [(e, meta) for e, meta in entries if float(meta["sample_rate_hz"]) == fs]
+    total = sum(int(meta["n"]) for _e, meta in entries)
     signals = {lab: np.zeros(total, np.float32) for lab in LABELS}
     stimuli, seqs, starts = [], [], []
     at = 0
-    for e in entries:
-        meta = e.payload["waveform"]
-        x = W.decode(meta, e.blob)
-        labels = meta.get("labels") or list(LABELS[: x.shape[0]])
+    for e, _meta in entries:
+        got = load(e.seq)  # one epoch at a time: a long case never sits in memory decoded
+        if got is None:
+            continue
+        x, _fs, pre, labels = got
+        labels = labels or list(LABELS[: x.shape[0]])
         for i, lab in enumerate(labels):
             if lab in signals:
                 signals[lab][at:at + x.shape[1]] = x[i]
-        onset = (at + int(meta["pre_samples"])) / fs
+        onset = (at + pre) / fs
         stimuli.append(_stimulus(e.payload, onset))
         seqs.append(e.seq)
         starts.append(at / fs)
         annotations.append((at / fs, x.shape[1] / fs, f"LNM epoch case_t_s={float(e.payload['t_s']):.4f}"))
         at += x.shape[1]
     starts.append(at / fs)
+    if at < total:
+        signals = {lab: sig[:max(at, 1)] for lab, sig in signals.items()}
     return {"mode": "epochs", "sample_rate_hz": fs, "signals": signals, "stimuli": stimuli, "stim_seqs": seqs,
             "epoch_starts": starts, "annotations": annotations, "case_t0": 0.0}
 

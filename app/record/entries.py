@@ -37,7 +37,14 @@ stimulus           ``Measurement.to_json()`` (index, t_s, site, side, source, se
                    amplitude_uV, latency_ms, onset_latency_ms), threshold_uV?, waveform?
                    {encoding, dtype, res_uV, channels, n, clipped, sample_rate_hz, pre_samples,
                    labels}; blob = the epoch (``waveform.encode``: ``flac/1``, or
-                   ``delta-zlib/1`` in older records) when waveform is present
+                   ``delta-zlib/1`` in older records) when waveform is present;
+                   or, instead of waveform and blob, waveform_in_stream {first_sample, n,
+                   sample_rate_hz, pre_samples, labels, res_uV}: the epoch is those samples
+                   of the free-running EMG stored in this case's ``emg_block`` entries (the
+                   engine checked they are the epoch's own samples), or, when the stream did
+                   not keep them, the case's ``stimulus_waveform`` entry of the same index
+stimulus_waveform  index, t_s, waveform {as a stimulus}; blob = the epoch: a stimulus whose
+                   waveform_in_stream the stream did not keep (a gap, storage nearly full)
 emg_block          t_s (case time of the first sample), first_sample, sample_rate_hz, labels
                    ["EMG L", "EMG R"], waveform {encoding, dtype, res_uV, channels, n, clipped};
                    blob = the samples. Free-running EMG, consecutive chunks (about 1 s).
@@ -171,9 +178,12 @@ KINDS: dict[str, Kind] = {
             "set_mA": NUM, "delivered_mA": NUM + (NONE,), "valid": (bool,), "response": (bool,),
             "amplitude_uV": NUM + (NONE,), "latency_ms": NUM + (NONE,)},
            {"pw_us": (int,), "step": (str, NONE), "channel": (str, NONE), "invalid_reason": (str, NONE),
-            "onset_latency_ms": NUM + (NONE,), "threshold_uV": NUM + (NONE,), "waveform": (dict,)},
+            "onset_latency_ms": NUM + (NONE,), "threshold_uV": NUM + (NONE,), "waveform": (dict,),
+            "waveform_in_stream": (dict,)},
            {"site": SITES, "side": SIDES, "source": SOURCES, "step": STIM_STEPS + (None,)},
            blob="with_waveform"),
+        _k("stimulus_waveform", "the epoch of a stimulus that the stored stream did not keep",
+           {"index": (int,), "t_s": NUM, "waveform": (dict,)}, blob="with_waveform"),
         _k("emg_block", "a chunk of the free-running EMG stream",
            {"t_s": NUM, "first_sample": (int,), "sample_rate_hz": NUM, "labels": (list,), "waveform": (dict,)},
            blob="with_waveform"),
@@ -331,6 +341,22 @@ def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sampl
     meta["labels"] = list(labels)
     payload["waveform"] = meta
     return payload, blob
+
+
+def in_stream(first_sample: int, n: int, sample_rate_hz: float, pre_samples: int, labels: list[str] | tuple[str, ...],
+              res_uV: float = _wf.DEFAULT_RES_UV) -> dict[str, Any]:
+    """A stimulus's ``waveform_in_stream``: its epoch is stream samples ``first_sample`` .. +``n``."""
+    return {"first_sample": int(first_sample), "n": int(n), "sample_rate_hz": float(sample_rate_hz),
+            "pre_samples": int(pre_samples), "labels": list(labels), "res_uV": float(res_uV)}
+
+
+def stimulus_waveform(index: int, t_s: float, epoch_uV: np.ndarray, sample_rate_hz: float, pre_samples: int,
+                      labels: list[str] | tuple[str, ...], res_uV: float = _wf.DEFAULT_RES_UV,
+                      codec: str = "auto") -> tuple[dict[str, Any], bytes]:
+    """Payload and blob of a ``stimulus_waveform`` entry (the epoch the stream did not keep)."""
+    meta, blob = _wf.encode(epoch_uV, res_uV, codec=codec)
+    meta.update(sample_rate_hz=float(sample_rate_hz), pre_samples=int(pre_samples), labels=list(labels))
+    return {"index": int(index), "t_s": float(t_s), "waveform": meta}, blob
 
 
 def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: np.ndarray,

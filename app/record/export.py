@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from app.record import waveform as W
 from app.record.atomic import OutputRefused, atomic_write, check_output
 from app.record.document import build_document
+from app.record.epochs import epoch_loader
 from datetime import UTC
 
 
@@ -38,21 +38,10 @@ class WriteResult:
 
 
 def waveform_loader(journal: Any, case_id: str) -> Callable[[int], Any]:
-    """``seq -> (samples_uV, sample_rate_hz, pre_samples, labels)`` of a stimulus entry."""
-
-    def load(seq: int) -> Any:
-        e = journal.entry(case_id, seq)
-        if e is None or e.blob is None or "waveform" not in e.payload:
-            return None
-        meta = e.payload["waveform"]
-        try:
-            samples = W.decode(meta, e.blob)
-        except W.WaveformError:
-            return None
-        labels = list(meta.get("labels") or [])
-        return samples, float(meta.get("sample_rate_hz", 20000)), int(meta.get("pre_samples", 0)), labels
-
-    return load
+    """``seq -> (samples_uV, sample_rate_hz, pre_samples, labels)`` of a stimulus entry
+    (``app.record.epochs.epoch_loader``: its blob, its samples in the stream, or its
+    ``stimulus_waveform`` entry)."""
+    return epoch_loader(journal, case_id)
 
 
 def write_json(doc: Mapping[str, Any], path: Path) -> None:

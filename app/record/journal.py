@@ -300,6 +300,7 @@ class Journal:
         self._next_retry = 0.0
         self._conn: sqlite3.Connection | None = None
         self._ident: tuple[int, int] | None = None
+        self._durable: dict[str, int] = {}  # per case: the newest seq committed to the file (durable)
         self._open()
 
     # ------------------------------------------------------------------ opening and closing
@@ -322,6 +323,12 @@ class Journal:
                 conn = self._connect_readonly(path)
             else:
                 conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "journal_meta" not in tables:  # another program's database: never ours to change
+                    conn.close()
+                    raise StorageError(f"case journal {path}: an SQLite database of another program (tables "
+                                       f"{', '.join(sorted(tables)[:5])}), not an LNM case journal; it was not "
+                                       "changed", path, "format")
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new, empty file
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -384,17 +391,22 @@ class Journal:
     def _check_magic(path: Path) -> None:
         try:
             with open(path, "rb") as f:
-                head = f.read(len(SQLITE_MAGIC))
+                head = f.read(100)
+                size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             return
         except OSError as exc:
             problem, words = classify(exc)
             raise StorageError(f"case journal {path}: cannot be read: {words} ({exc.strerror})", path,
                                problem) from None
-        if head and head != SQLITE_MAGIC:
+        if head and head[:len(SQLITE_MAGIC)] != SQLITE_MAGIC:
             raise StorageError(
                 f"case journal {path}: the file is corrupt (not an SQLite database: it starts with "
                 f"{head[:8]!r}); it was not changed, move it aside to start a new journal", path, "corrupt")
+        problem = _truncation(path, head, size)
+        if problem:
+            raise StorageError(f"case journal {path}: the file is damaged ({problem}); it was not changed", path,
+                               "corrupt")
 
     @staticmethod
     def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -560,6 +572,7 @@ class Journal:
                 raise JournalError(f"case {case_id} is closed; it cannot be resumed")
             head.pin_due = self._clock.now()  # the next entry pins where the case resumed
             self._heads[case_id] = head
+            self._durable[case_id] = head.next_seq - 1
             return self.case_data(case_id)
 
     def open_cases(self) -> list[str]:
@@ -675,6 +688,50 @@ class Journal:
             if len(rows) < page:
                 return
             last = rows[-1][1]
+
+    def verified_entries(self, case_id: str, report: dict[str, Any], page: int = 512) -> Iterator[Entry]:
+        """The entries of a case in seq order, without blobs, as far as they verify: each one's
+        payload against its digest, its hash recomputed (the blob through its stored digest and
+        length; the blob's bytes are left to ``verify``), its link to the one before and its
+        JSON. Stops at the first entry that does not verify or cannot be read, and says so in
+        ``report`` (``problem``, ``seq`` and ``unread``: that entry and those after it). Never
+        raises for damage (crash resume reads a damaged case with it)."""
+        prev, expected, last = GENESIS, 0, -1
+        sql = ("SELECT seq, kind, t_s, wall, payload, payload_sha256, blob_sha256, length(blob), prev_hash, hash "
+               f"FROM entries WHERE case_id = ? AND seq > ? ORDER BY seq LIMIT {int(page)}")
+        while True:
+            try:
+                with self._lock:
+                    rows = self.conn.execute(sql, (case_id, last)).fetchall()
+            except sqlite3.Error as exc:
+                self._unreadable(case_id, report, expected, f"the journal cannot be read there ({exc})")
+                return
+            for seq, kind, t_s, wall, payload, psha, bsha, blen, prev_hash, h in rows:
+                problem = _entry_problem(case_id, seq, expected, kind, t_s, wall, payload, psha, bsha, blen,
+                                         prev_hash, h, prev)
+                if problem is None:
+                    try:
+                        data = _json_loads(payload)
+                        if not isinstance(data, dict):
+                            raise ValueError("not an object")
+                    except ValueError:
+                        problem = "its payload is not readable JSON"
+                if problem is not None:
+                    self._unreadable(case_id, report, seq if seq == expected else expected, problem)
+                    return
+                yield Entry(seq, case_id, kind, t_s, wall, data, None, prev_hash, h, payload)
+                prev, expected, last = h, seq + 1, seq
+            if len(rows) < page:
+                return
+
+    def _unreadable(self, case_id: str, report: dict[str, Any], seq: int, problem: str) -> None:
+        try:
+            with self._lock:
+                n = self.conn.execute("SELECT count(*) FROM entries WHERE case_id = ? AND seq >= ?",
+                                      (case_id, seq)).fetchone()[0]
+        except sqlite3.Error:
+            n = None
+        report.update(problem=problem, seq=seq, unread=n)
 
     def entry(self, case_id: str, seq: int) -> Entry | None:
         """One written entry (with its blob), or ``None``."""
@@ -875,6 +932,19 @@ class Journal:
     def _notify(self) -> None:
         if self._on_status is not None:
             self._on_status(self._status())
+
+    def durable_seq(self, case_id: str) -> int:
+        """The newest seq of ``case_id`` committed to the file by this journal object (on the disk,
+        ``synchronous=FULL``); -1 when none. Entries are committed in seq order, so every
+        entry up to it is on the disk too; a seq ``append`` returned above it is only queued.
+        Takes no lock (a dictionary read): the engine asks while another thread writes."""
+        return self._durable.get(case_id, -1)
+
+    def head_seq(self, case_id: str) -> int:
+        """The newest seq given to an entry of ``case_id`` (written or queued); -1 when none."""
+        with self._lock:
+            head = self._heads.get(case_id)
+            return head.next_seq - 1 if head is not None else -1
 
     def flush(self) -> bool:
         """Try now to write every queued entry. True when nothing is left queued."""
@@ -1114,6 +1184,9 @@ class Journal:
             if pins:
                 _insert_index(conn, pins)
             conn.execute("COMMIT")
+            for r in rows:  # committed with synchronous=FULL: on the disk
+                if r.seq > self._durable.get(r.case_id, -1):
+                    self._durable[r.case_id] = r.seq
         except sqlite3.IntegrityError as exc:
             self._rollback()
             raise JournalError(
@@ -1218,6 +1291,50 @@ class Journal:
             self._notify()
 
 
+def _entry_problem(case_id: str, seq: int, expected: int, kind: str, t_s: float, wall: str, payload: Any,
+                   psha: str, bsha: str | None, blen: int | None, prev_hash: str, h: str, prev: str) -> str | None:
+    """What is wrong with one entry read back for resume (None: it verifies)."""
+    if seq != expected:
+        return f"entries {expected}-{seq - 1} are missing" if seq > expected else f"seq {seq} appears twice"
+    if not isinstance(payload, str) or sha256_hex(payload.encode("utf-8")) != psha:
+        return "its payload was changed or damaged after it was written"
+    try:
+        ok = entry_hash(case_id, seq, kind, t_s, wall, psha, bsha, blen, prev_hash) == h
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        return "its fields were changed or damaged after it was written"
+    if prev_hash != prev:
+        return "it does not follow the entry before it (entries removed or changed)"
+    if seq == 0 and kind != "case_opened":
+        return "the first entry is not the case's opening"
+    return None
+
+
+def _truncation(path: Path, head: bytes, size: int) -> str:
+    """What the SQLite header says is missing from a file cut short ("" when nothing is). Only
+    without a write-ahead log beside it: a checkpoint cut off by a crash is finished from there."""
+    if len(head) < 100:
+        return f"only {size} bytes: shorter than the SQLite header" if head else ""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        if wal.stat().st_size > 0:
+            return ""
+    except OSError:
+        pass
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        return f"its header gives an impossible page size ({page_size})"
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[92:96] == head[24:28]  # the in-header size is valid only when these match
+    if size % page_size:
+        return f"{size} bytes is not a whole number of {page_size}-byte pages (cut short)"
+    if valid and pages and size < pages * page_size:
+        return f"truncated: {size} bytes on disk, its header says {pages * page_size}"
+    return ""
+
+
 def _insert_index(conn: sqlite3.Connection, items: list[tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Append case-index rows ``(event, case_id, wall, data)`` inside the caller's transaction,
     chained on the newest row read in that transaction (so two writers never fork the chain)."""
@@ -1246,3 +1363,141 @@ def _json_loads(text: str) -> dict[str, Any]:
     import json
 
     return json.loads(text)
+
+
+# ----------------------------------------------------------------------------- the engine's journal at start-up
+
+JOURNAL_NAME = "journal.db"
+
+
+@dataclass
+class EngineJournal:
+    """What ``open_for_engine`` found: the journal to write (None: nothing is writable), the
+    recording state to show (``recording``, ``new_journal``, ``not_recording``) and its words."""
+
+    journal: Journal | None
+    state: str
+    message: str
+    set_aside: Path | None = None
+
+
+def open_for_engine(data_dir: str | os.PathLike, release_space: Callable[[], bool] | None = None,
+                    **kw: Any) -> EngineJournal:
+    """Open the engine's journal ``DATA/journal.db`` whatever state it is in; never raises.
+
+    - It opens and reads: recorded into (``recording``).
+    - It cannot be used (corrupt, truncated, not a journal, unreadable, a read-only file):
+      it is set aside untouched, renamed with its companions to
+      ``journal.db.damaged-<UTC>.db`` for service, and a fresh ``journal.db`` is started
+      (``new_journal``). If it cannot even be renamed, the fresh journal is
+      ``journal-<UTC>.db`` beside it (the newest such file that opens is used again at the
+      next start, so a case left open in it resumes).
+    - The disk is full: ``release_space`` (the storage reserve) is asked for room once.
+    - Nothing in the folder can be written (read-only, missing and not creatable, busy):
+      ``not_recording``; the engine monitors without a record and tries again later.
+    ``kw`` goes to ``Journal`` (clock, on_status, min_free_hours...)."""
+    folder = Path(data_dir)
+    path = folder / JOURNAL_NAME
+    first = _try_open(path, kw)
+    if isinstance(first, Journal):
+        return EngineJournal(first, "recording", "recording")
+    if first.problem == "disk_full" and release_space is not None and release_space():
+        again = _try_open(path, kw)
+        if isinstance(again, Journal):
+            return EngineJournal(again, "recording", "recording")
+        first = again
+    writable = _folder_writable(folder)
+    if writable is not None:
+        return EngineJournal(None, "not_recording", (
+            f"NOT RECORDING: the case record cannot be written ({writable}; the journal: {first}). Monitoring "
+            "and alarms continue without a record; call service"))
+    if first.problem in ("busy", "disk_full", "missing", "unavailable") and not path.exists():
+        return EngineJournal(None, "not_recording", f"NOT RECORDING: {first}. Monitoring and alarms continue")
+    if first.problem == "busy":
+        return EngineJournal(None, "not_recording", (
+            f"NOT RECORDING: {first} (another program holds the journal); monitoring and alarms continue, "
+            "recording is tried again every 30 s"))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}.db")
+    try:
+        _rename_with_companions(path, aside)
+    except OSError as exc:
+        for old in sorted(folder.glob("journal-*.db"), reverse=True):  # a fresh journal of an earlier start
+            found = _try_open(old, kw)
+            if isinstance(found, Journal):
+                return EngineJournal(found, "new_journal", (
+                    f"the case journal {path} cannot be used ({first}) nor moved aside ({exc.strerror}); it is kept "
+                    f"untouched for service, and recording goes on in {old.name}"), None)
+        fresh = folder / f"journal-{stamp}.db"
+        opened = _try_open(fresh, kw)
+        if isinstance(opened, Journal):
+            return EngineJournal(opened, "new_journal", (
+                f"the case journal {path} cannot be used ({first}) nor moved aside ({exc.strerror}); it is kept "
+                f"untouched for service, and recording goes on in a new journal {fresh.name}"))
+        return EngineJournal(None, "not_recording", f"NOT RECORDING: {first}; a new journal cannot be made "
+                                                    f"either ({opened}). Monitoring and alarms continue")
+    opened = _try_open(path, kw)
+    if isinstance(opened, Journal):
+        log.error("case journal %s unusable (%s): set aside as %s; recording to a new journal", path, first, aside)
+        return EngineJournal(opened, "new_journal", (
+            f"the case journal could not be used ({first.reason}); it was set aside untouched as {aside.name} for "
+            "service (a case left open in it was not resumed), and recording goes on in a new journal"), aside)
+    return EngineJournal(None, "not_recording", f"NOT RECORDING: {first}; a new journal cannot be made either "
+                                                f"({opened}). Monitoring and alarms continue")
+
+
+@dataclass
+class _Refusal:
+    problem: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def _try_open(path: Path, kw: Mapping[str, Any]) -> Journal | _Refusal:
+    """The journal at ``path``, opened and probed (its open cases and newest rows read), or why not."""
+    try:
+        j = Journal(path, **kw)
+    except StorageError as exc:
+        return _Refusal(exc.problem, str(exc))
+    except (JournalError, OSError, sqlite3.Error) as exc:
+        return _Refusal("io", f"case journal {path}: {exc}")
+    try:
+        j.find_open_case()
+        with j._lock:
+            j.conn.execute("SELECT max(rowid), count(*) FROM case_index").fetchone()
+            j.conn.execute("SELECT case_id, seq, hash FROM entries ORDER BY rowid DESC LIMIT 64").fetchall()
+    except (sqlite3.Error, StorageError, JournalError) as exc:
+        problem, words = classify(exc)
+        try:
+            j.close()
+        except Exception:  # noqa: BLE001 - closing a damaged file: nothing more to save
+            pass
+        return _Refusal("corrupt" if problem == "io" else problem,
+                        f"case journal {path}: {words} when read ({exc})")
+    return j
+
+
+def _folder_writable(folder: Path) -> str | None:
+    """None when a file can be made in ``folder``; else why not, in plain words."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".lnm-write-test-{os.getpid()}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        _problem, words = classify(exc)
+        return f"the data folder {folder}: {words} ({exc.strerror})"
+    return None
+
+
+def _rename_with_companions(path: Path, target: Path) -> None:
+    """Rename a journal and its ``-wal``/``-shm`` together (contents untouched; SQLite finds the WAL by name)."""
+    os.rename(path, target)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.rename(companion, target.with_name(target.name + suffix))
+    fsync_dir(path.parent)

@@ -50,6 +50,7 @@ EVENT_BATCH = 200  # events read from the journal per round
 MAX_UNACKED = 400  # no more events are read while this many wait for the broker's PUBACK
 BACKFILL_CHUNK = 200  # events per history message
 MEASUREMENT_CHUNK = 1000  # measurements per history message
+STREAM_WAIT_S = 5.0  # a stimulus request waits this long for the stream stretch holding its epoch
 MAX_PENDING_REQUESTS = 8
 READER_MESSAGES_PER_MIN = 12
 
@@ -647,11 +648,24 @@ class Publisher:
             self._history({**base, "part": part, "last": i + MEASUREMENT_CHUNK >= len(stimuli), "events": [],
                            "measurements": chunk})
 
+    @staticmethod
+    def _epoch_when_stored(reader: JournalReader, case_id: str,
+                           index: int) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """``reader.epoch``; a recent epoch kept as samples of the free-running stream is on
+        the disk only once the engine has journaled that stretch of the stream (a few
+        seconds): this (history) thread waits for it, up to ``STREAM_WAIT_S``."""
+        got = reader.epoch(case_id, index)
+        deadline = time.monotonic() + STREAM_WAIT_S
+        while got is not None and got[1] is None and "waveform_in_stream" in got[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            got = reader.epoch(case_id, index)
+        return got
+
     def _answer_stimulus(self, reader: JournalReader, req: rp.StimulusRequest) -> None:
         case_id = self._case_id
         base = {"type": "stimulus", "request_id": req.request_id, "reader": req.reader, "case_id": case_id,
                 "index": req.index}
-        got = reader.epoch(case_id, req.index) if case_id else None
+        got = self._epoch_when_stored(reader, case_id, req.index) if case_id else None
         if case_id is None or got is None:
             self._history({**base, "found": False})
             return
@@ -660,7 +674,7 @@ class Publisher:
         b_index = reader.baseline_index(case_id, str(measurement.get("side")), str(measurement.get("site")),
                                         req.index)
         if b_index is not None:
-            b = reader.epoch(case_id, b_index)
+            b = self._epoch_when_stored(reader, case_id, b_index)
             if b is not None:
                 baseline = {"index": b_index, "measurement": b[0], "waveform": b[1]}
         self._history({**base, "found": True, "measurement": measurement, "waveform": waveform,

@@ -57,7 +57,7 @@ EXPECT_KINDS = frozenset({
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
     "loss_of_signal_continued", "neuromuscular_blockade_suspected",
     "board_link_lost", "board_fault", "monitoring_data_missing", "board_data_missing", "board_invalid_data",
-    "board_not_supported", "lead_off", "storage_problem", "audio_failure", "engine_fault",
+    "board_not_supported", "lead_off", "storage_problem", "config_problem", "audio_failure", "engine_fault",
     "remote_unreachable", "staging_recommended", "spontaneous_activity", "cautery",
 })
 _CMD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
@@ -99,6 +99,7 @@ class ExpectedEvent:
     max_count: int | None = None
 
     def matches(self, kind: str, t_s: float, side: str | None = None, site: str | None = None) -> bool:
+        """The event ``kind`` at ``t_s`` (on ``side``/``site``) is this one."""
         return (kind == self.kind and (self.side is None or side == self.side)
                 and (self.site is None or site == self.site) and self.after_s <= t_s <= self.before_s)
 
@@ -114,6 +115,7 @@ class ForbiddenEvent:
     before_s: float = math.inf
 
     def matches(self, kind: str, t_s: float, side: str | None = None, site: str | None = None) -> bool:
+        """The event ``kind`` at ``t_s`` (on ``side``/``site``) is this one."""
         return (kind == self.kind and (self.side is None or side == self.side)
                 and (self.site is None or site == self.site) and self.after_s <= t_s <= self.before_s)
 

@@ -454,13 +454,15 @@ def test_to_state_and_restore_after_a_crash():
     after = m2.state()
     assert after.audio.mode == "normal"  # fail safe: audio is back on
     assert seen2[-1].transition == "restored" and seen2[-1].who == "engine-restart"
-    strip = ("since", "unacknowledged_since")
+    strip = ("since", "unacknowledged_since", "acknowledged_at")  # clock times: on the new clock
     for a, b in zip(before.alarms, after.alarms, strict=True):
         for f in a.__dataclass_fields__:
             if f in strip:
                 continue
             assert getattr(a, f) == getattr(b, f), f
         assert b.since == pytest.approx(clock2.now() - (clock.now() - a.since))
+        if a.acknowledged_at is not None:
+            assert b.acknowledged_at == pytest.approx(clock2.now() - (clock.now() - a.acknowledged_at))
     assert after.sounding == "high"
     assert after.notices[-1].kind == "baseline_set"
     # New alarms continue the sequence numbers.

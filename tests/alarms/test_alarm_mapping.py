@@ -117,7 +117,7 @@ def test_catalogue_categories_match_the_design():
                       AlarmKind.AMPLITUDE_DECREASE, AlarmKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED,
                       AlarmKind.POOR_BASELINE}
     assert tech == {AlarmKind.BOARD_LINK_LOST, AlarmKind.BOARD_FAULT, AlarmKind.LEAD_OFF,
-                    AlarmKind.NO_CURRENT, AlarmKind.STORAGE_PROBLEM, AlarmKind.AUDIO_FAILURE,
+                    AlarmKind.NO_CURRENT, AlarmKind.STORAGE_PROBLEM, AlarmKind.CONFIG_PROBLEM, AlarmKind.AUDIO_FAILURE,
                     AlarmKind.ENGINE_FAULT, AlarmKind.REMOTE_UNREACHABLE, AlarmKind.MONITORING_DATA_MISSING,
                     AlarmKind.BOARD_DATA_MISSING, AlarmKind.BOARD_INVALID_DATA, AlarmKind.BOARD_NOT_SUPPORTED}
     assert set(CATALOG) == set(AlarmKind)

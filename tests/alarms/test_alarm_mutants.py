@@ -64,8 +64,10 @@ def test_a_crash_resume_state_brings_back_every_alarm_and_notice_with_its_age():
     assert los == {"kind": "loss_of_signal", "key": "VAGUS-L", "seq": 1, "priority": "high",
                    "message": "Left vagus lost", "detail": {"amplitude_uV": 20.0, "sides": [1, 2]},
                    "age_s": 7.0, "unack_age_s": 7.0, "condition_active": True, "acknowledged": False,
-                   "acknowledged_by": None, "escalated": False}
+                   "acknowledged_by": None, "escalated": False,
+                   "since": 100.0, "unack_since": 100.0, "acknowledged_at": None, "ack_age_s": None}
     assert (amp["age_s"], amp["unack_age_s"], amp["acknowledged"], amp["acknowledged_by"]) == (2.0, None, True, "nurse")
+    assert (amp["since"], amp["unack_since"], amp["acknowledged_at"], amp["ack_age_s"]) == (105.0, None, 105.0, 2.0)
     assert state["notices"] == [{"t": 105.0, "kind": "signal_recovered", "key": "RLN-L",
                                  "title": definition(RECOVERED).title, "message": "back", "detail": {"x": 1},
                                  "age_s": 2.0}]

@@ -11,7 +11,7 @@ import pytest
 
 from app.api import protocol as p
 from app.api.client import CommandFailed, EngineClient, EngineTimeout, EngineUnavailable
-from app.api.server import ApiServer, SocketInUse
+from app.api.server import ApiServer, NotASocket, SocketInUse
 from waiting import wait_until
 
 
@@ -279,3 +279,23 @@ def test_connected_is_always_queued_before_anything_the_reader_delivers(tmp_path
             assert seen == [("connection", True), ("event", None), ("connection", False)]
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("what", ["file", "folder", "link"])
+def test_the_server_never_replaces_what_is_not_a_socket(tmp_path, what):
+    """Defence in depth beside the service's own check: a journal (or a folder, or a link to
+    one) at the socket path is refused, named, and left exactly as it was."""
+    journal = tmp_path / "journal.db"
+    journal.write_bytes(b"SQLite format 3\x00" + b"case data" * 100)
+    path = {"file": journal, "folder": tmp_path / "a-folder", "link": tmp_path / "link.sock"}[what]
+    if what == "folder":
+        path.mkdir()
+    elif what == "link":
+        path.symlink_to(journal)
+    srv = ApiServer(path, Echo(), lambda: p.hello("x"))
+    with pytest.raises(NotASocket, match=f"socket path {path}: is a .*not a socket; it was not touched"):
+        srv.start()
+    assert journal.read_bytes().startswith(b"SQLite format 3\x00case data")
+    assert path.is_dir() if what == "folder" else path.exists()
+    if what == "link":
+        assert path.is_symlink()

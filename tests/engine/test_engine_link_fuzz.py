@@ -225,7 +225,7 @@ class BoardSeam(RuleBasedStateMachine):
             assert key not in seen, f"stimulus at {e.t_s} s journaled twice"
             seen.add(key)
             last_t = e.t_s
-            assert p["waveform"]["sample_rate_hz"] > 0
+            assert (p.get("waveform") or p["waveform_in_stream"])["sample_rate_hz"] > 0
             assert 0.0 <= p["set_mA"] <= 30.0
 
 

@@ -123,29 +123,52 @@ def test_a_jump_of_the_board_clock_re_anchors_and_a_new_session_forgets():
 # ----------------------------------------------------------------------------- ledger
 
 
+class _Status:
+    def __init__(self, ok=True, message=""):
+        self.ok, self.problem, self.message = ok, "" if ok else "io", message
+
+
 class _Journal:
+    """A journal that logs each write call (one call = one transaction) and can fail or hold."""
+
     def __init__(self, fail: bool = False) -> None:
         self.log: list[tuple[str, list[str]]] = []
         self.fail = fail
+        self.written = -1
+        self.path = "fake.db"
+        self.space_warning = None
+
+    @property
+    def status(self):
+        return _Status(not self.fail, "disk full" if self.fail else "")
 
     def open_case(self, case_data):
         return "c1"
 
-    def append(self, case_id, kind, payload, blob=None, t_s=None):
+    def _write(self, what, kinds):
         if self.fail:
             raise OSError("disk full")
-        self.log.append(("append", [kind]))
+        self.log.append((what, kinds))
+        self.written = len(self.log)
         return len(self.log)
+
+    def append(self, case_id, kind, payload, blob=None, t_s=None):
+        return self._write("append", [kind])
 
     def append_many(self, case_id, items):
-        if self.fail:
-            raise OSError("disk full")
-        self.log.append(("append_many", [i[0] for i in items]))
-        return [len(self.log)]
+        return [self._write("append_many", [i[0] for i in items])]
 
     def close_case(self, case_id, payload=None):
-        self.log.append(("close", []))
-        return len(self.log)
+        return self._write("close", [])
+
+    def durable_seq(self, case_id):
+        return self.written
+
+    def head_seq(self, case_id):
+        return self.written
+
+    def flush(self):
+        return not self.fail
 
 
 def _ledger(journal):
@@ -155,6 +178,11 @@ def _ledger(journal):
     return led, published
 
 
+NOTE = {"text": "n"}
+RULE = {"t_s": 1.0, "kind": "loss_of_signal", "side": "L", "site": "VAGUS", "priority": "high",
+        "stimulus_index": 3}
+
+
 def test_a_transaction_is_one_write_and_its_announcements_follow_it():
     journal = _Journal()
     led, published = _ledger(journal)
@@ -162,24 +190,65 @@ def test_a_transaction_is_one_write_and_its_announcements_follow_it():
     assert journal.log == []
     led.attach("c1", collections.deque(maxlen=5))
     with led.transaction():
-        led.write("stimulus", {})
+        led.write("note", NOTE)
         led.event("rule", "loss_of_signal", "LOS")
-        led.write("rule_event", {})
+        led.write("rule_event", RULE)
         assert published == [] and journal.log == []  # nothing announced before the write
-    assert journal.log == [("append_many", ["stimulus", "rule_event"])]
+    assert journal.log == [("append_many", ["note", "rule_event"])]
     assert [m["kind"] for _s, m in published] == ["loss_of_signal"]
     with led.transaction():
+        led.write("note", NOTE)
+    assert journal.log[-1] == ("append", ["note"])
+    with pytest.raises(ValueError, match="required field"):  # a wrong payload is a bug: loud, at once
         led.write("stimulus", {})
-    assert journal.log[-1] == ("append", ["stimulus"])
 
 
-def test_nothing_is_announced_when_the_transaction_cannot_be_written():
-    led, published = _ledger(_Journal(fail=True))
+def test_a_transaction_that_cannot_be_written_is_announced_after_the_hold_and_never_raises():
+    """Changed: a journal that fails no longer raises into monitoring; the event follows
+    after the hold, and the recording state says the entries wait."""
+    journal = _Journal(fail=True)
+    led, published = _ledger(journal)
     led.attach("c1", collections.deque(maxlen=5))
-    with pytest.raises(OSError), led.transaction():
-        led.write("stimulus", {})
+    with led.transaction():
+        led.write("note", NOTE)
         led.event("rule", "loss_of_signal", "LOS")
-    assert published == []
+    ticket = led.last_ticket
+    assert led.outcome(ticket) == "refused"  # the write raised: those entries will not be written
+    assert [m["kind"] for _s, m in published] == ["loss_of_signal"]
+    assert led.recording().not_recorded
+
+
+def test_an_event_waits_for_its_entries_but_never_longer_than_the_hold():
+    journal = _Journal()
+    clock = ManualClock()
+    published = []
+    from app.engine.writer import JournalWriter
+
+    writer = JournalWriter(journal, threaded=True, now=clock.now)  # not started: nothing is written yet
+    led = Ledger(journal, lambda stream, msg, sticky: published.append((stream, msg)), lambda s: True,
+                 TimeBase(clock), collections.Counter(), events_kept=5, writer=writer)
+    led.attach("c1", collections.deque(maxlen=5))
+    led.write("note", NOTE)
+    t = led.last_ticket
+    led.event("operator", "note", "first")
+    led.publish("alarms", {"type": "alarms"})
+    assert led.outcome(t) == "pending"
+    assert published == [("alarms", {"type": "alarms"})]  # the alarm display never waits
+    clock.advance(0.3)
+    led.release()
+    assert len(published) == 1
+    writer._drain()  # the writer gets to it
+    led.release()
+    assert [m.get("message") for s, m in published if s == "events"] == ["first"]
+    assert led.outcome(t) == "durable"
+    led.write("note", NOTE)
+    led.event("operator", "note", "second")
+    clock.advance(led.hold_s + 0.01)
+    led.release()
+    assert [m.get("message") for s, m in published if s == "events"] == ["first", "second"]
+    assert led.outcome(led.last_ticket) == "pending" and led.recording().state == "recording"
+    clock.advance(3.0)
+    assert led.recording().state == "queued"
 
 
 def test_the_event_list_belongs_to_the_case_and_numbers_run_on():

@@ -95,12 +95,51 @@ def cleanup():
         t.stop()
 
 
-def test_bad_configuration_is_refused_naming_setting_unit_and_range(tmp_path):
-    (tmp_path / "default.toml").write_text("[rules]\nlos_consecutive = 40\n")
-    r = subprocess.run([PY, "-m", "app.cli", "engine", "--config", str(tmp_path), "--socket", str(tmp_path / "s"),
+def test_a_refused_configuration_never_stops_monitoring(tmp_path, cleanup):
+    """Changed: a bad configuration no longer exits 2 (under systemd a restart loop with no
+    monitoring): the engine runs on the last valid configuration, else the shipped defaults,
+    and its technical alarm names the setting, its unit and its range."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "default.toml").write_text("[rules]\nlos_consecutive = 40\n")
+    eng = Engine(tmp_path, "sim://?seed=3", "--config", str(cfg), "--storage-reserve-mb", "1")
+    cleanup.append(eng)
+    st = eng.state()
+    alarm = next(a for a in st["alarms"]["active"] if a["kind"] == "config_problem")
+    assert "rules.los_consecutive" in alarm["message"] and "1-10 stimuli" in alarm["message"]
+    assert "shipped defaults" in alarm["message"] and alarm["technical"]
+    assert eng.call("settings.get")["values"]["rules.los_consecutive"] == 2
+    assert eng.call("case.start", patient_id="CFG-1")["case_id"]  # it monitors
+    eng.call("case.close")
+    assert not (tmp_path / "data" / "last-valid-config.json").exists()  # a refused one is never kept
+    assert eng.stop() == 0
+    # a valid configuration is kept as the last valid one ...
+    (cfg / "default.toml").write_text("[rules]\nlos_consecutive = 3\n")
+    eng = Engine(tmp_path, "sim://?seed=3", "--config", str(cfg), "--storage-reserve-mb", "1")
+    cleanup.append(eng)
+    assert eng.call("settings.get")["values"]["rules.los_consecutive"] == 3
+    assert not [a for a in eng.state()["alarms"]["active"] if a["kind"] == "config_problem"]
+    assert eng.stop() == 0
+    assert (tmp_path / "data" / "last-valid-config.json").exists()
+    # ... and a bad one (a rule across settings, a non-UTF-8 file) runs on it
+    for bad in (b"[link]\nheartbeat_ms = 150\ntimeout_ms = 200\n", b"[rules]\nlos_consecutive = \xff\n"):
+        (cfg / "default.toml").write_bytes(bad)
+        eng = Engine(tmp_path, "sim://?seed=3", "--config", str(cfg), "--storage-reserve-mb", "1")
+        cleanup.append(eng)
+        assert eng.call("settings.get")["values"]["rules.los_consecutive"] == 3
+        alarm = next(a for a in eng.state()["alarms"]["active"] if a["kind"] == "config_problem")
+        assert "last valid configuration" in alarm["message"]
+        assert ("link.timeout_ms" in alarm["message"]) if bad.startswith(b"[link]") else ("UTF-8" in alarm["message"])
+        assert eng.stop() == 0
+    r = subprocess.run([PY, "-m", "app.cli", "config-check", str(cfg)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "UTF-8" in r.stderr  # the same validator
+
+
+def test_a_bad_command_line_still_exits_2(tmp_path):
+    r = subprocess.run([PY, "-m", "app.cli", "engine", "--stream-decimation", "0", "--socket", str(tmp_path / "s"),
                         "--data", str(tmp_path / "d")], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    assert "rules.los_consecutive" in r.stderr and "1-10 stimuli" in r.stderr
+    assert r.returncode == 2 and "--stream-decimation" in r.stderr
     assert not (tmp_path / "s").exists()
 
 

@@ -198,9 +198,10 @@ def test_every_engine_thread_is_listed_and_lnm_status_shows_them(tmp_path, engin
     assert wait_until(lambda: e.call("state.get")["threads"]["watchdog"], 10)  # (after the first verdict)
     threads = e.call("state.get")["threads"]
     names = {t["name"] for t in threads["list"]}
-    assert {"engine-loop", "api", "documents", "board-link-reader", "board-link-supervisor"} <= names
+    assert {"engine-loop", "journal-writer", "api", "documents", "board-link-reader", "board-link-supervisor"} <= names
     assert threads["healthy"] is True
-    assert "threads: engine-loop running, documents idle, api running" in format_status(e.call("state.get"))
+    assert ("threads: engine-loop running, journal-writer idle, documents idle, api running"
+            in format_status(e.call("state.get")))
     assert wait_until(lambda: e.watchdogs() >= 3, 10)
 
 

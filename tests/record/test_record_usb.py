@@ -121,3 +121,30 @@ def test_read_only_stick_is_a_clear_error(tmp_path, synthetic_journal):
             subprocess.run(["chattr", "-i", str(stick)])
         else:
             stick.chmod(0o755)
+
+
+def test_the_engine_exports_only_below_the_configured_media_roots(tmp_path, synthetic_journal, monkeypatch):
+    """``export.usb`` in the engine follows the ``export.media_roots`` setting (not only the
+    shipped default roots): below them it writes, anywhere else (or through a link) it refuses."""
+    from app.api.protocol import ApiError
+    from app.engine.documents import Documents
+    from app.settings import Settings
+
+    monkeypatch.delenv("LNM_EXPORT_DIR", raising=False)
+    path, cid = synthetic_journal
+    media = tmp_path / "media"
+    (media / "STICK").mkdir(parents=True)
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (media / "LINK").symlink_to(elsewhere)
+    settings = Settings().with_changes({"export.media_roots": f"{tmp_path / 'nothing'}:{media}"})
+    with Journal(path, readonly=True) as j:
+        docs = Documents(j, tmp_path / "data", settings)
+        res = docs.export(cid, target=str(media / "STICK"))
+        assert res["verified"] and (media / "STICK" / f"LNM-{cid}" / "case.json").is_file()
+        for target in (elsewhere, media / "LINK"):
+            with pytest.raises(ApiError, match="export.usb: the export target"):
+                docs.export(cid, target=str(target))
+        with pytest.raises(ApiError, match=f"only below {tmp_path / 'nothing'}, {media}"):
+            docs.export(cid, target=str(elsewhere))
+    assert list(elsewhere.iterdir()) == []
