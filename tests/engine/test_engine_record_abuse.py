@@ -13,19 +13,18 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from app.api.client import CommandFailed, EngineClient, EngineUnavailable
+from app.api.client import CommandFailed, EngineUnavailable
 from app.record.journal import Journal
+from engine_process import EngineProcess
 from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,56 +65,11 @@ def wait_for(pred, timeout=15.0):
     return wait_until(pred, timeout, interval=0.05, ignore=(EngineUnavailable, CommandFailed, OSError))
 
 
-class Engine:
+class Engine(EngineProcess):
     """A real ``lnm engine`` on the in-process virtual board, its data folder wherever asked."""
 
     def __init__(self, tmp: Path, data: Path, *extra: str) -> None:
-        self.sock = tmp / "run" / "engine.sock"
-        self.data = data
-        self.log = open(tmp / f"engine-{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "app.cli", "engine", "--board", "sim://?seed=3", "--socket", str(self.sock),
-             "--data", str(data), "-v", *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        self.client = EngineClient(self.sock, name="test", timeout_s=5.0)
-        if not wait_for(lambda: self.client.connect() is not None, 30):
-            self.stop()
-            raise AssertionError("engine did not start:\n" + self.output())
-        assert wait_for(lambda: self.state()["board"]["connected"], 20), self.output()
-
-    def call(self, cmd, **kw):
-        return self.client.call(cmd, **kw)
-
-    def reply(self, cmd, **kw) -> dict:
-        """The whole reply (``recorded`` sits beside ``result``)."""
-        done, box = threading.Event(), []
-        self.client.call_async(cmd, lambda r: (box.append(r), done.set()), **kw)
-        assert done.wait(10), f"no reply to {cmd}"
-        return box[0]
-
-    def state(self):
-        return self.call("state.get")
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def kill(self) -> None:
-        self.client.close()
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        super().__init__(tmp, "sim://?seed=3", *extra, data=data, start_s=30, board_connected_s=20, stop_s=20)
 
 
 @pytest.fixture

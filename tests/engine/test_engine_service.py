@@ -10,65 +10,23 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from app.api.client import CommandFailed, EngineClient, EngineUnavailable
+from app.api.client import CommandFailed, EngineClient
+from engine_process import ROOT, PY, EngineProcess, wait_for
 from waiting import LineReader, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
 
 
-def wait_for(pred, timeout=10.0):
-    """The engine's answers until ``pred`` holds (an engine still starting counts as not yet)."""
-    return wait_until(pred, timeout, interval=0.05, ignore=(EngineUnavailable, CommandFailed, OSError))
+class Engine(EngineProcess):
+    """``lnm engine`` on ``board``, its data in ``tmp/data``."""
 
-
-class Engine:
     def __init__(self, tmp: Path, board: str, *extra: str, env: dict | None = None) -> None:
-        self.sock = tmp / "run" / "engine.sock"
-        self.data = tmp / "data"
-        self.log = open(tmp / f"engine-{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "app.cli", "engine", "--board", board, "--socket", str(self.sock), "--data", str(self.data),
-             "-v", *extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        self.client = EngineClient(self.sock, name="test", timeout_s=5.0)
-        if not wait_for(lambda: self.client.connect() is not None, 20):
-            self.stop()
-            raise AssertionError("engine did not start:\n" + self.output())
-
-    def call(self, cmd, **kw):
-        return self.client.call(cmd, **kw)
-
-    def state(self):
-        return self.call("state.get")
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def kill(self) -> None:
-        self.client.close()
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        super().__init__(tmp, board, *extra, env=env)
 
 
 class BoardSim:
