@@ -32,7 +32,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from app.api.client import EngineClient, EngineUnavailable
 
@@ -67,6 +68,8 @@ class _Pending:
 
 @dataclass
 class Health:
+    """Whether the engine answers, in a word and a sentence (see the module docstring)."""
+
     state: str  # connected | connecting | down | stalled
     message: str
     since: float  # monotonic time this state began
@@ -210,8 +213,12 @@ class EngineLink:
 
     # ------------------------------------------------------------------ UI thread
 
-    def pump(self, max_messages: int = 2000) -> list[dict[str, Any]]:
-        """Run finished commands' callbacks, time out late ones, return new stream messages."""
+    def pump(self, max_messages: int = 2000,
+             on_error: Callable[[Exception, str], None] | None = None) -> list[dict[str, Any]]:
+        """Run finished commands' callbacks, time out late ones, return new stream messages.
+
+        A callback that raises is passed to ``on_error(exc, cmd)`` (the others still run);
+        without ``on_error`` the exception propagates."""
         now = self._now()
         with self._inflight_lock:
             late = [p for p in self._inflight if p.sent_at is not None and now - p.sent_at > p.timeout_s]
@@ -221,8 +228,14 @@ class EngineLink:
                 "it may be overloaded or stopped")))
         while self._done:
             pend, reply = self._done.popleft()
-            if pend.on_done is not None:
+            if pend.on_done is None:
+                continue
+            try:
                 pend.on_done(reply)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(exc, pend.cmd)
         msgs = self.client.poll(max_messages)
         for msg in msgs:
             if msg.get("type") == "connection":

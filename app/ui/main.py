@@ -5,6 +5,12 @@ the frame clock, the display stores fed by the stream, the alarm banner, the mes
 and navigation, the command helper every screen uses) and ``save_screenshot``. Import
 this module only after ``app.ui.options.configure_kivy`` (it creates the window).
 
+Unexpected errors: an ``ExceptionManager`` handler catches whatever a touch or a timer
+raises, logs it, shows a technical message, sends it to the engine to be journaled
+(``app.ui.faults``) and lets the UI run on; each screen's ``update``/``frame`` and each
+command's callback is also guarded one by one in the pump, so that one failing screen
+never stops the alarm banner from following the engine.
+
 Threads: the UI thread only. The engine link's threads never touch a widget: the app
 pulls their results from queues in ``_pump`` (a ``Clock`` callback); the report
 renderer's thread hands its result back with ``Clock.schedule_once``.
@@ -16,8 +22,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
+from app.ui import faults as F
 from app.ui import present as P
 from app.ui.options import UiOptions
 
@@ -40,7 +48,9 @@ def save_screenshot(path: str | os.PathLike[str]) -> str:
 
 
 from kivy.app import App  # noqa: E402  (configure_kivy ran before this module is imported)
+from kivy.base import ExceptionHandler, ExceptionManager  # noqa: E402
 from kivy.clock import Clock  # noqa: E402
+from kivy.logger import Logger  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
 from kivy.lang import Builder  # noqa: E402
 from kivy.metrics import Metrics  # noqa: E402
@@ -64,7 +74,24 @@ NAV = (  # (screen, label); "case" resolves to set-up or end of case
 
 
 class Root(BoxLayout):
-    pass
+    """The window's content: alarm banner, message bar, the screens, the navigation bar."""
+
+
+class UiExceptionHandler(ExceptionHandler):
+    """Kivy's last line of defence: an exception raised by a touch or a timer is logged,
+    shown and journaled (``LnmApp.report_fault``) and the UI keeps running (PASS)."""
+
+    def __init__(self, app: LnmApp) -> None:
+        self.app = app
+
+    def handle_exception(self, exception: BaseException) -> int:
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            return ExceptionManager.RAISE
+        try:
+            self.app.report_fault(exception, "handling a touch or a timer")
+        except Exception:  # the report itself failed: the log is all there is
+            Logger.exception("LNM UI: an unexpected error could not be reported")
+        return ExceptionManager.PASS
 
 
 class LnmApp(App):
@@ -104,6 +131,8 @@ class LnmApp(App):
         self._message_until = 0.0
         self._screenshot_next = 0.0
         self._stopped = False
+        self.fault_log = F.FaultLog()
+        self._exception_handler = UiExceptionHandler(self)
 
     # ------------------------------------------------------------------ sizes
 
@@ -143,6 +172,7 @@ class LnmApp(App):
         self.sm.bind(current=self._on_screen)
         Window.clearcolor = P.PALETTE["bg"]
         Window.bind(size=lambda *_: self.compute_sizes())
+        ExceptionManager.add_handler(self._exception_handler)
         self.link.start()
         Clock.schedule_interval(self._pump, 1.0 / 30.0)
         Clock.schedule_interval(self._flash, 1.0 / 20.0)
@@ -175,7 +205,39 @@ class LnmApp(App):
 
     def on_stop(self) -> None:
         self._stopped = True
+        ExceptionManager.remove_handler(self._exception_handler)
         self.link.stop()
+
+    # ------------------------------------------------------------------ faults
+
+    @property
+    def faults(self) -> list[F.Fault]:
+        """The unexpected errors of this run (oldest first)."""
+        return self.fault_log.faults
+
+    def report_fault(self, exc: BaseException, where: str) -> None:
+        """Log an unexpected error, show it, and send it to the engine's journal."""
+        fault, send = self.fault_log.add(exc, where)
+        if fault.count == 1:
+            Logger.error(f"LNM UI: unexpected error while {where}:\n{fault.trace}")
+        try:
+            self.notify(F.screen_text(fault), "fault", seconds=30.0)
+        except Exception:
+            Logger.exception("LNM UI: the error message could not be shown")
+        if send:
+            def journaled(reply: Reply) -> None:
+                if not reply.ok:
+                    Logger.warning(f"LNM UI: the error was not journaled by the engine: {reply.message}")
+
+            self.link.send("note.add", journaled, text=F.journal_text(fault))
+
+    def guard(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; an exception is reported (``report_fault``) instead of raised."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.report_fault(exc, where)
+            return None
 
     # ------------------------------------------------------------------ navigation
 
@@ -189,7 +251,7 @@ class LnmApp(App):
         self._update_nav()
         scr = self.screens.get(self.sm.current)
         if scr is not None and self.state:
-            scr.update(self.state)
+            self.guard(f"showing the {scr.name} screen", scr.update, self.state)
 
     # ------------------------------------------------------------------ commands
 
@@ -213,8 +275,9 @@ class LnmApp(App):
         self.link.send(cmd, done, **args)
 
     def notify(self, message: str, level: str = "info", seconds: float = 8.0) -> None:
+        """Show ``message`` in the message bar for ``seconds`` (level: info, ok, refused, fault)."""
         self.message_bar.message = message
-        self.message_bar.level = level if level in ("info", "ok", "refused") else "info"
+        self.message_bar.level = level if level in ("info", "ok", "refused", "fault") else "info"
         self._message_until = time.monotonic() + seconds
 
     def set_stim_current(self, output: str, current_mA: float, on_done: Callable[[], None] | None = None,
@@ -248,7 +311,7 @@ class LnmApp(App):
             self.settings_schema = list(result.get("schema") or [])
             scr = self.screens.get(self.sm.current)
             if scr is not None and self.state:
-                scr.update(self.state)
+                self.guard(f"showing the {scr.name} screen", scr.update, self.state)
 
         self.cmd("settings.get", on_ok=got)
 
@@ -264,26 +327,13 @@ class LnmApp(App):
     def _pump(self, _dt: float) -> None:
         if self._stopped:
             return
-        msgs = self.link.pump()
+        msgs = self.link.pump(on_error=lambda exc, cmd: self.report_fault(exc, f"handling the answer to {cmd}"))
         got_state = None
         for msg in msgs:
-            kind = msg.get("type")
-            if kind == "state":
+            if msg.get("type") == "state":
                 got_state = msg
-            elif kind == "measurement":
-                self.trend.add(msg)
-                self.history.add(msg)
-            elif kind == "waveform":
-                self.epochs.add(msg)
-            elif kind == "emg":
-                self.emg.add(msg)
-            elif kind == "alarms":
-                self.alarms = msg
-            elif kind == "event":
-                self.events.add(msg)
-                self._on_event(msg)
-            elif kind == "connection" and msg.get("connected"):
-                self.simulated = bool((msg.get("hello") or {}).get("simulated"))
+            else:
+                self.guard(f"reading a {msg.get('type')} message from the engine", self._take, msg)
         health = self.link.health()
         if health.ok and not self._was_ok:
             self._on_connected()
@@ -291,13 +341,14 @@ class LnmApp(App):
         self.health_state = health.state
         if got_state is not None:
             self._on_state(got_state)
-        self.banner.show(self.alarms, health)
+        self.guard("showing the alarms on the banner", self.banner.show, self.alarms, health)
         scr = self.screens.get(self.sm.current)
         if scr is not None:
-            scr.frame()
+            self.guard(f"drawing the {scr.name} screen", scr.frame)
         now = time.monotonic()
         if self._message_until and now > self._message_until:
             self.message_bar.message = ""
+            self.message_bar.level = "info"
             self._message_until = 0.0
         self._update_status(health)
         if self.options.screenshot and now >= self._screenshot_next:
@@ -307,6 +358,24 @@ class LnmApp(App):
             except OSError as exc:
                 self.notify(f"screenshot not written: {exc}", "refused")
                 self.options.screenshot = None
+
+    def _take(self, msg: dict[str, Any]) -> None:
+        """One stream message (other than ``state``) into the display stores."""
+        kind = msg.get("type")
+        if kind == "measurement":
+            self.trend.add(msg)
+            self.history.add(msg)
+        elif kind == "waveform":
+            self.epochs.add(msg)
+        elif kind == "emg":
+            self.emg.add(msg)
+        elif kind == "alarms":
+            self.alarms = msg
+        elif kind == "event":
+            self.events.add(msg)
+            self._on_event(msg)
+        elif kind == "connection" and msg.get("connected"):
+            self.simulated = bool((msg.get("hello") or {}).get("simulated"))
 
     def _on_connected(self) -> None:
         self.refresh_settings()
@@ -323,7 +392,7 @@ class LnmApp(App):
         self._update_nav()
         scr = self.screens.get(self.sm.current)
         if scr is not None:
-            scr.update(state)
+            self.guard(f"showing the {scr.name} screen", scr.update, state)
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         kind = ev.get("kind")

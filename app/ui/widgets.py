@@ -11,12 +11,13 @@ May import: Kivy, ``app.ui.present``.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.lang import Builder
-from kivy.properties import (BooleanProperty, ColorProperty, ListProperty, NumericProperty, ObjectProperty,
+from kivy.properties import (BooleanProperty, ColorProperty, ListProperty, ObjectProperty,
                              OptionProperty, StringProperty)
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
@@ -49,15 +50,15 @@ class TToggle(ToggleButton):
 
 
 class Title(Label):
-    pass
+    """A screen's title (large, bold, one line)."""
 
 
 class Muted(Label):
-    pass
+    """Secondary text in a muted colour."""
 
 
 class Panel(BoxLayout):
-    pass
+    """A box on the panel colour."""
 
 
 class Value(Label):
@@ -91,7 +92,8 @@ class ChoiceField(Field):
 
     choices = ListProperty([])
     allow_other = BooleanProperty(False)
-    chosen = ObjectProperty(None)  # the chosen value (``value`` is what is shown)
+    # the chosen value (``value`` is what is shown); None: nothing chosen (a cleared form)
+    chosen = ObjectProperty(None, allownone=True)
 
     def open_pad(self) -> None:
         pop = ChoicePopup(title=self.caption, choices=list(self.choices), allow_other=self.allow_other,
@@ -135,10 +137,12 @@ class MessageBar(BoxLayout):
 
     status = StringProperty("")
     message = StringProperty("")
-    level = OptionProperty("info", options=["info", "ok", "refused"])
+    level = OptionProperty("info", options=["info", "ok", "refused", "fault"])
 
 
 class NavBar(BoxLayout):
+    """The row of navigation buttons at the bottom of every screen."""
+
     current = StringProperty("")
 
 
@@ -220,7 +224,8 @@ class AlarmBanner(BoxLayout):
         msg = str(top.get("message") or "")
         action = str(top.get("action") or "")
         kind = "Technical alarm. " if top.get("technical") else ""
-        self.detail = kind + ((action or msg) if len(msg) > 140 and action else (msg + ("  " + action if action else "")))
+        text = (action or msg) if len(msg) > 140 and action else (msg + ("  " + action if action else ""))
+        self.detail = kind + text
         self.more = f"+{len(active) - 1} more" if len(active) > 1 else "list"
         self.can_ack = any(not a.get("acknowledged") for a in active)
 
@@ -344,6 +349,7 @@ class ConfirmDialog(ModalView):
 
 def ask_text(title: str, on_submit: Callable[[str], None], *, value: str = "", mode: str = "alpha",
              hint: str = "") -> Keypad:
+    """Open the on-screen keyboard; ``on_submit(text)`` when OK is touched."""
     pad = Keypad(title=title, value=value, mode=mode, hint=hint, on_submit=on_submit)
     pad.open(animation=False)
     return pad
@@ -351,6 +357,7 @@ def ask_text(title: str, on_submit: Callable[[str], None], *, value: str = "", m
 
 def confirm(title: str, message: str, on_confirm: Callable[[], None], *, confirm_text: str = "Confirm",
             danger: bool = False, on_cancel: Callable[[], None] | None = None) -> ConfirmDialog:
+    """Ask a question; ``on_confirm()`` when the confirm button is touched."""
     dlg = ConfirmDialog(title=title, message=message, confirm_text=confirm_text, danger=danger,
                         on_confirm=on_confirm, on_cancel=on_cancel)
     dlg.open(animation=False)
@@ -363,6 +370,7 @@ def schedule(fn: Callable[..., Any], delay: float = 0.0) -> None:
 
 
 def app() -> Any:
+    """The running application."""
     return App.get_running_app()
 
 

@@ -6,6 +6,12 @@ tests drive it the way Kivy's own tests do: ``EventLoop.idle()`` in a loop (the 
 ticks, input is dispatched, the window is drawn) and ``UnitTestTouch`` down/up events
 at a widget's position in window coordinates. Nothing calls a handler directly.
 
+Frames and touches run as Kivy's main loop runs them (``app.ui.embed.guarded``): an
+exception goes to the app's ``ExceptionManager`` handler, which keeps the UI running.
+So that no error slips by unnoticed, every test that uses the app fails when the app
+recorded an unexpected error during it, unless the test says it expects one
+(``ui.expect_faults()``).
+
 Screenshots of every screen go to ``tests/screenshots/`` (git-ignored), or to
 ``$LNM_UI_SCREENSHOTS``.
 """
@@ -17,10 +23,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 from waiting import wait_until
@@ -44,7 +50,7 @@ class Engine:
         self.client: Any = None
         self.log = tmp / "engine.log"
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         from app.api.client import EngineClient, EngineUnavailable
 
         cmd = [sys.executable, "-m", "app.cli", "engine", "--board", self.board, "--socket", str(self.socket),
@@ -80,7 +86,7 @@ class Engine:
             raise AssertionError(f"engine state never showed {what or pred}")
         return st
 
-    def restart(self) -> "Engine":
+    def restart(self) -> Engine:
         """A new engine process on the same socket and data (after a kill)."""
         self.stop()
         return self.start()
@@ -122,21 +128,33 @@ class Ui:
         self.loop = EventLoop
         self.window = Window
         self.shots: list[Path] = []
+        self.faults_allowed = False
+
+    # -- faults
+    def expect_faults(self) -> None:
+        """This test provokes unexpected errors on purpose: they do not fail it."""
+        self.faults_allowed = True
 
     # -- frames
+    def idle(self) -> None:
+        """One frame, as Kivy's main loop runs it."""
+        from app.ui import embed
+
+        embed.step(1)
+
     def frames(self, n: int = 1) -> None:
         for _ in range(n):
-            self.loop.idle()
+            self.idle()
 
     def run_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            self.loop.idle()
+            self.idle()
 
     def wait(self, pred: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
-            self.loop.idle()
+            self.idle()
             value = pred()
             if value:
                 return value
@@ -193,10 +211,12 @@ class Ui:
         x, y = w.to_window(*w.center)
         if not (0 <= x < self.window.width and 0 <= y < self.window.height):
             raise AssertionError(f"{getattr(w, 'tid', w)!r} is outside the window at {x:.0f},{y:.0f}")
+        from app.ui import embed
+
         touch = UnitTestTouch(x, y)
-        touch.touch_down()
+        embed.guarded(touch.touch_down)  # touches are dispatched at once, as the main loop would
         self.frames(1)
-        touch.touch_up()
+        embed.guarded(touch.touch_up)
         self.frames(2)
         return w
 
@@ -291,3 +311,22 @@ def ui(display: str, engine: Engine, usb_dir: Path) -> Iterator[Ui]:
     driver.frames(5)
     yield driver
     embed.stop(app)
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_ui_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the app fails if the app caught an unexpected error meanwhile."""
+    if "ui" not in request.fixturenames:
+        yield
+        return
+    driver: Ui = request.getfixturevalue("ui")
+    log = driver.app.fault_log
+    before = log.total
+    driver.faults_allowed = False
+    yield
+    n = log.total - before
+    allowed = driver.faults_allowed
+    driver.faults_allowed = False
+    if n and not allowed:
+        traces = {id(f): f.trace for f in list(log.recent)[-n:]}
+        pytest.fail(f"the UI caught {n} unexpected error(s):\n" + "\n".join(traces.values()), pytrace=False)

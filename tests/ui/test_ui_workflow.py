@@ -272,7 +272,7 @@ def _flash_measure(ui, seconds=2.5):
     while time.monotonic() < end:
         ui.frames(1)
         samples.append((time.monotonic(), banner.flash_is_on))
-    rises = sum(1 for a, b in zip(samples, samples[1:]) if b[1] and not a[1])
+    rises = sum(1 for a, b in zip(samples, samples[1:], strict=False) if b[1] and not a[1])
     duty = sum(1 for _t, on in samples if on) / len(samples)
     return rises / (samples[-1][0] - samples[0][0]), duty, len(samples)
 
@@ -569,12 +569,12 @@ def _frame_gaps(ui, seconds, during=None):
     end = time.monotonic() + seconds
     did = False
     while time.monotonic() < end:
-        ui.loop.idle()
+        ui.idle()
         times.append(time.monotonic())
         if during is not None and not did and time.monotonic() > end - seconds / 2:
             did = True
             during()
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     return max(gaps), len(times)
 
 

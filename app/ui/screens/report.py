@@ -24,7 +24,19 @@ from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import schedule
 
 
+def render_problem(exc: BaseException) -> str:
+    """Why ``pdftoppm`` did not render the pages, in one sentence."""
+    if isinstance(exc, subprocess.CalledProcessError):
+        err = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        return f"the page renderer failed (status {exc.returncode}" + (f": {err[0][:120]}" if err else "") + ")."
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"the page renderer took longer than {exc.timeout:g} s."
+    return f"the page renderer could not run ({exc})."
+
+
 class ReportScreen(LnmScreen):
+    """The case documentation: its content as text, the PDF's pages, the USB export."""
+
     summary = StringProperty("No report loaded.")
     pdf_path = StringProperty("")
     page_source = StringProperty("")
@@ -72,14 +84,17 @@ class ReportScreen(LnmScreen):
     def _render_pdf(self, pdf: str) -> None:  # worker thread: no widget access here
         exe = shutil.which("pdftoppm")
         if exe is None:
-            schedule(lambda: self._pages_ready([], f"PDF written to {pdf} (install poppler-utils to preview its pages)"))
+            text = f"PDF written to {pdf} (install poppler-utils to preview its pages)"
+            schedule(lambda: self._pages_ready([], text))
             return
         out = Path(self._tmp) / (Path(pdf).parent.name or "report")
         try:
             subprocess.run([exe, "-png", "-r", "70", pdf, str(out)], check=True, timeout=60,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except (OSError, subprocess.SubprocessError) as exc:
-            schedule(lambda: self._pages_ready([], f"PDF at {pdf}; preview failed: {exc}"))
+            # the words are made here: ``exc`` no longer exists when the UI thread runs the callback
+            text = f"The report was written ({pdf}) but its pages cannot be shown here: {render_problem(exc)}"
+            schedule(lambda: self._pages_ready([], text))
             return
         pages = sorted(str(p) for p in out.parent.glob(out.name + "-*.png"))
         schedule(lambda: self._pages_ready(pages, f"PDF: {pdf}"))
@@ -113,8 +128,9 @@ class ReportScreen(LnmScreen):
 
         def ok(r: dict[str, Any]) -> None:
             files = r.get("files") or []
+            safe = "safe to remove the stick." if r.get("safe_to_remove") else "do NOT remove the stick yet."
             self.export_text = (f"EXPORTED {len(files)} file(s), verified: {'yes' if r.get('verified') else 'NO'}; "
-                                + ("safe to remove the stick." if r.get("safe_to_remove") else "do NOT remove the stick yet."))
+                                + safe)
 
         def refused(reply: Any) -> bool:
             self.export_text = f"NOT EXPORTED: {reply.message}"
