@@ -158,7 +158,7 @@ class EngineLink:
             self._outbox.put_nowait(pend)
         except queue.Full:
             self._finish(pend, Reply(cmd, False, code="busy",
-                                     message=f"{cmd} not sent: too many commands are waiting for the engine"))
+                                     message="This was not sent: too many commands are waiting for the engine."))
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
@@ -171,13 +171,13 @@ class EngineLink:
                 # the engine is silent: a command written now could be executed much later
                 self.refused_stale += 1
                 self._finish(pend, Reply(pend.cmd, False, code="not_sent", message=(
-                    f"{pend.cmd} was NOT sent: the engine is not responding. "
+                    "This was NOT sent: the engine is not responding. "
                     "Check the engine status and try again.")))
                 continue
             if age > self.max_age_s:
                 self.refused_stale += 1
                 self._finish(pend, Reply(pend.cmd, False, code="not_sent", message=(
-                    f"{pend.cmd} was NOT sent: the engine did not take it within {self.max_age_s:g} s. "
+                    f"This was NOT sent: the engine did not take it within {self.max_age_s:g} s. "
                     "Check the engine status and try again.")))
                 continue
             pend.sent_at = self._now()
@@ -188,7 +188,7 @@ class EngineLink:
                 self.sent += 1
             except EngineUnavailable as exc:
                 self._finish(pend, Reply(pend.cmd, False, code="engine_unavailable",
-                                         message=f"{pend.cmd} not sent: the engine is not available ({exc})"))
+                                         message=f"This was not sent: the engine is not available ({exc})."))
 
     def _on_reply(self, pend: _Pending, msg: dict[str, Any]) -> None:  # client's reader thread
         if msg.get("ok"):
@@ -198,7 +198,7 @@ class EngineLink:
             code = str(err.get("code", "internal"))
             message = str(err.get("message", "refused"))
             if code == "disconnected":
-                message = f"{pend.cmd}: the connection to the engine was lost before it answered ({message})"
+                message = f"The connection to the engine was lost before it answered ({message})."
             reply = Reply(pend.cmd, False, code=code, message=message, error=err)
         self._finish(pend, reply)
 
@@ -224,7 +224,7 @@ class EngineLink:
             late = [p for p in self._inflight if p.sent_at is not None and now - p.sent_at > p.timeout_s]
         for pend in late:
             self._finish(pend, Reply(pend.cmd, False, code="timeout", message=(
-                f"the engine did not answer {pend.cmd} within {pend.timeout_s:g} s; "
+                f"The engine did not answer within {pend.timeout_s:g} s; "
                 "it may be overloaded or stopped")))
         while self._done:
             pend, reply = self._done.popleft()

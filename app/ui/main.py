@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from app.ui import faults as F
 from app.ui import present as P
+from app.ui import words as W
 from app.ui.options import UiOptions
 
 
@@ -58,7 +59,7 @@ from kivy.properties import BooleanProperty, NumericProperty, StringProperty  # 
 from kivy.uix.boxlayout import BoxLayout  # noqa: E402
 from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: E402
 
-from app.ui.data import EmgRing, EpochStore, EventLog, SiteHistory, TrendStore  # noqa: E402
+from app.ui.data import EmgRing, EpochStore, EventLog, References, SiteHistory, TrendStore  # noqa: E402
 from app.ui.link import EngineLink, Reply  # noqa: E402
 from app.ui.widgets import AlarmBanner, MessageBar, NavBar, TButton  # noqa: E402
 
@@ -71,6 +72,12 @@ NAV = (  # (screen, label); "case" resolves to set-up or end of case
     ("sim", "Simulator"),
     ("settings", "Settings"),
 )
+
+
+# Live data (traces, numbers, the state) reach the screen at most this often: every change
+# of the window costs a whole redraw (on the Pi's GPU, or in software), so the changes of
+# a tenth of a second are drawn together. Alarms and touches are not held back.
+DISPLAY_HZ = 10.0
 
 
 class Root(BoxLayout):
@@ -109,6 +116,7 @@ class LnmApp(App):
     simulated = BooleanProperty(False)
     case_open = BooleanProperty(False)
     health_state = StringProperty("connecting")
+    wide = BooleanProperty(False)  # a wide screen (1280x800): the waveforms take more of the width
 
     def __init__(self, options: UiOptions | None = None, link: EngineLink | None = None, **kw: Any) -> None:
         super().__init__(**kw)
@@ -120,6 +128,7 @@ class LnmApp(App):
         self.settings_schema: list[dict[str, Any]] = []
         self.emg = EmgRing(seconds=10.0)
         self.epochs = EpochStore()
+        self.refs = References()
         self.trend = TrendStore()
         self.history = SiteHistory()
         self.events = EventLog()
@@ -132,12 +141,16 @@ class LnmApp(App):
         self._screenshot_next = 0.0
         self._stopped = False
         self.fault_log = F.FaultLog()
+        self._pending_state: dict[str, Any] | None = None
+        self._next_show = 0.0
+        self._urgent = True
         self._exception_handler = UiExceptionHandler(self)
 
     # ------------------------------------------------------------------ sizes
 
     def compute_sizes(self) -> None:
         w, h = Window.size
+        self.wide = w >= 1000
         dpi = self.options.dpi or P.display_dpi(w, h, self.options.diagonal_in, Metrics.dpi)
         self.dpi = dpi
         tp = P.touch_target_px(dpi)
@@ -192,7 +205,7 @@ class LnmApp(App):
     def _update_nav(self, *_: Any) -> None:
         cur = self.sm.current if hasattr(self, "sm") else ""
         for name, b in getattr(self, "nav_buttons", {}).items():
-            here = cur == name or (name == "case" and cur in ("setup", "endcase", "report"))
+            here = cur == name or (name == "case" and cur in ("setup", "endcase", "report", "cases"))
             b.kind = "primary" if here else "flat"
             b.bold = here
             if name == "sim":
@@ -258,8 +271,9 @@ class LnmApp(App):
     def cmd(self, cmd: str, on_ok: Callable[[dict[str, Any]], None] | None = None,
             on_error: Callable[[Reply], bool | None] | None = None, ok_message: str | None = None,
             **args: Any) -> None:
-        """Send a command; the engine's refusal is shown in the message bar unless ``on_error``
-        returns True (handled)."""
+        """Send a command. A refusal is shown in the message bar in words unless ``on_error``
+        returns True (handled); a refusal that only needs a confirmation (a high current)
+        is asked as a question and sent again with ``confirm`` when the nurse confirms."""
 
         def done(reply: Reply) -> None:
             if reply.ok:
@@ -267,12 +281,35 @@ class LnmApp(App):
                     self.notify(ok_message, "ok")
                 if on_ok is not None:
                     on_ok(reply.result)
-            else:
-                handled = on_error(reply) if on_error is not None else False
-                if not handled:
-                    self.notify(reply.message, "refused")
+                return
+            if on_error is not None and on_error(reply):
+                return
+            if reply.code == "needs_confirmation" and not args.get("confirm"):
+                self.ask_confirmation(cmd, args, reply, on_ok, ok_message)
+                return
+            self.notify(W.refusal_words(reply.code, reply.message, reply.error), "refused")
 
         self.link.send(cmd, done, **args)
+
+    def ask_confirmation(self, cmd: str, args: dict[str, Any], reply: Reply,
+                         on_ok: Callable[[dict[str, Any]], None] | None, ok_message: str | None) -> None:
+        """The engine wants a confirmation (a current above ``stim.confirm_above_mA``): ask
+        it as a question, never show it as a refusal."""
+        from app.ui.widgets import confirm
+
+        value = args.get("current_mA")
+        limit = reply.error.get("limit_mA", (self.state.get("stim") or {}).get("confirm_above_mA"))
+        if isinstance(value, (int, float)) and isinstance(limit, (int, float)):
+            what = "probe" if args.get("output") == "probe" else "continuous vagal electrode"
+            title = f"{value:g} mA is above {limit:g} mA: confirm?"
+            text = (f"Set the {what} to {value:g} mA?\n\nCurrents above {limit:g} mA can stimulate more than the "
+                    "target nerve and are rarely needed (INMSG: 1-2 mA).")
+            yes = f"Set {value:g} mA"
+            ok_message = ok_message or f"{what} current set to {value:g} mA (confirmed)"
+        else:
+            title, text, yes = "Confirm?", W.plain(reply.message), "Confirm"
+        confirm(title, text, lambda: self.cmd(cmd, on_ok=on_ok, ok_message=ok_message, **args, confirm=True),
+                confirm_text=yes, cancel_text="Cancel", danger=True)
 
     def notify(self, message: str, level: str = "info", seconds: float = 8.0) -> None:
         """Show ``message`` in the message bar for ``seconds`` (level: info, ok, refused, fault)."""
@@ -282,25 +319,13 @@ class LnmApp(App):
 
     def set_stim_current(self, output: str, current_mA: float, on_done: Callable[[], None] | None = None,
                          on_refused: Callable[[], None] | None = None) -> None:
-        """Set a stimulator current; above the engine's limit, ask for confirmation first."""
-        from app.ui.widgets import confirm
-
+        """Set a stimulator current; above the engine's limit it asks for a confirmation."""
         value = round(float(current_mA), 2)
 
-        def refused(reply: Reply) -> bool:
+        def refused(_reply: Reply) -> bool:
             if on_refused is not None:
                 on_refused()
-            if reply.code == "needs_confirmation":
-                limit = reply.error.get("limit_mA", self.state.get("stim", {}).get("confirm_above_mA"))
-                confirm("Confirm a high current",
-                        f"Set the {'probe' if output == 'probe' else 'continuous vagal'} current to {value:g} mA?\n\n"
-                        f"This is above {limit} mA. High currents can stimulate more than the target "
-                        "nerve and are rarely needed (INMSG: 1-2 mA).",
-                        lambda: self.cmd("stim.set", output=output, current_mA=value, confirm=True,
-                                         ok_message=f"{output} current set to {value:g} mA (confirmed)"),
-                        confirm_text=f"Set {value:g} mA", danger=True)
-                return True
-            return False
+            return False  # shown (or asked) by cmd
 
         self.cmd("stim.set", on_ok=lambda _r: on_done() if on_done else None, on_error=refused,
                  output=output, current_mA=value)
@@ -325,27 +350,44 @@ class LnmApp(App):
         self.last_frame_t = time.monotonic()
 
     def _pump(self, _dt: float) -> None:
-        if self._stopped:
-            return
+        # an error here must never stop the pump (Kivy drops an interval callback that raised):
+        # the alarm banner follows the engine whatever else fails
+        if not self._stopped:
+            self.guard("reading the engine", self._pump_once)
+
+    def _pump_once(self) -> None:
         msgs = self.link.pump(on_error=lambda exc, cmd: self.report_fault(exc, f"handling the answer to {cmd}"))
-        got_state = None
         for msg in msgs:
-            if msg.get("type") == "state":
-                got_state = msg
+            kind = msg.get("type")
+            if kind == "state":
+                self._pending_state = msg
             else:
-                self.guard(f"reading a {msg.get('type')} message from the engine", self._take, msg)
+                if kind == "alarms":
+                    self._urgent = True  # a new or changed alarm shows at once
+                self.guard(f"reading a {kind} message from the engine", self._take, msg)
         health = self.link.health()
         if health.ok and not self._was_ok:
             self._on_connected()
+        if health.ok != self._was_ok or health.state != self.health_state:
+            self._urgent = True
         self._was_ok = health.ok
         self.health_state = health.state
-        if got_state is not None:
-            self._on_state(got_state)
+        now = time.monotonic()
+        if not self._urgent and now < self._next_show:
+            return  # the screen changes at most DISPLAY_HZ times a second: one redraw holds it all
+        self._next_show = now + 1.0 / DISPLAY_HZ
+        self._urgent = False
+        self._show(health, now)
+
+    def _show(self, health: Any, now: float) -> None:
+        """Everything that arrived since the last time onto the screen, at once."""
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self._on_state(state)
         self.guard("showing the alarms on the banner", self.banner.show, self.alarms, health)
         scr = self.screens.get(self.sm.current)
         if scr is not None:
             self.guard(f"drawing the {scr.name} screen", scr.frame)
-        now = time.monotonic()
         if self._message_until and now > self._message_until:
             self.message_bar.message = ""
             self.message_bar.level = "info"
@@ -367,6 +409,7 @@ class LnmApp(App):
             self.history.add(msg)
         elif kind == "waveform":
             self.epochs.add(msg)
+            self.refs.add(msg)
         elif kind == "emg":
             self.emg.add(msg)
         elif kind == "alarms":
@@ -384,6 +427,7 @@ class LnmApp(App):
 
     def _on_state(self, state: dict[str, Any]) -> None:
         self.state = state
+        self.guard("keeping the reference waveforms", self.refs.update, state)
         self._last_state_t = time.monotonic()
         self.simulated = bool((state.get("engine") or {}).get("simulated", self.simulated))
         self.case_open = state.get("case") is not None
@@ -416,10 +460,10 @@ class LnmApp(App):
             if not board.get("connected"):
                 parts.append("BOARD NOT CONNECTED")
             if board.get("faults"):
-                parts.append("faults: " + ", ".join(map(str, board["faults"])))
+                parts.append("board reports: " + ", ".join(W.plain(str(f).replace("_", " ")) for f in board["faults"]))
         if self.simulated:
             parts.append("SIMULATION")
         self.message_bar.status = "   ".join(parts)
 
     def _flash(self, _dt: float) -> None:
-        self.banner.flash(time.monotonic())
+        self.guard("flashing the alarm banner", self.banner.flash, time.monotonic())

@@ -16,6 +16,8 @@ from app.ui.widgets import ask_text, confirm
 
 
 class EndCaseScreen(LnmScreen):
+    """The end of the case (see the module docstring)."""
+
     case_text = StringProperty("")
     steps_text = StringProperty("")
     notes_text = StringProperty("")
@@ -32,9 +34,9 @@ class EndCaseScreen(LnmScreen):
         self.case_open = case is not None
         self.last_case = str(state.get("last_case_id") or "")
         if case:
-            self.case_text = (f"Case {case.get('case_id')}  patient {case.get('patient_id')}  "
-                              f"{case.get('procedure') or ''}  planned: "
-                              + (", ".join(P.side_name(s) for s in case.get("planned_sides") or []) or "-"))
+            sides = " then ".join(P.side_name(s).lower() for s in case.get("planned_sides") or []) or "none"
+            self.case_text = (f"Patient {case.get('patient_id')}, case {case.get('case_id')}. "
+                              f"{case.get('procedure') or 'Procedure not given'}; planned sides: {sides}.")
         else:
             self.case_text = "No case is open." + (f" Last case: {self.last_case}" if self.last_case else "")
         steps = state.get("steps") or {}
@@ -47,10 +49,10 @@ class EndCaseScreen(LnmScreen):
                 if not v:
                     continue
                 if "finding" in v:
-                    vals.append(f"{k} {str(v['finding']).replace('_', ' ')}")
+                    vals.append(f"{k} {P.FINDING_WORDS.get(str(v['finding']), str(v['finding']))}")
                 else:
                     vals.append(f"{k} {P.fmt_amp(v.get('amplitude_uV'))} µV")
-            lines.append(f"{P.side_name(side)}: " + ("  ".join(vals) if vals else "nothing recorded"))
+            lines.append(f"{P.side_name(side).capitalize()}: " + (", ".join(vals) if vals else "nothing recorded"))
             f = ((st.get("L2") or {}).get("finding"))
             for key, _ in P.FINDINGS:
                 self.ids[f"l2_{side}_{key}"].state = "down" if key == f else "normal"
@@ -58,7 +60,7 @@ class EndCaseScreen(LnmScreen):
 
     def set_finding(self, side: str, finding: str) -> None:
         self.app.cmd("laryngoscopy", phase="L2", side=side, finding=finding,
-                     ok_message=f"L2 {P.side_name(side).lower()}: {finding.replace('_', ' ')} recorded")
+                     ok_message=f"L2 {P.side_name(side).lower()}: {P.FINDING_WORDS.get(finding, finding)} recorded")
 
     def add_note(self) -> None:
         def send(text: str) -> None:

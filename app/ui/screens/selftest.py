@@ -12,7 +12,6 @@ from typing import Any
 
 from kivy.properties import BooleanProperty, StringProperty
 
-from app.ui import present as P
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import confirm
 
@@ -22,6 +21,8 @@ ITEMS = (("board", "Board"), ("audio", "Loudspeaker"), ("leds", "Alarm lights"),
 
 
 class SelfTestScreen(LnmScreen):
+    """The start-up self-test (see the module docstring)."""
+
     engine_text = StringProperty("Waiting for the engine ...")
     summary = StringProperty("")
     running = BooleanProperty(False)
@@ -64,7 +65,8 @@ class SelfTestScreen(LnmScreen):
         self.passed = bool(result.get("ok"))
         bad = [i for i in result.get("items") or [] if not i.get("ok")]
         self.summary = ("SELF-TEST PASSED: all items work." if self.passed else
-                        f"SELF-TEST FAILED: {len(bad)} item(s) failed. Fix them, or continue only with a backup monitor.")
+                        f"SELF-TEST FAILED: {len(bad)} item(s) failed. Fix them, or continue only with a backup "
+                        "monitor.")
         self._render()
 
     def _failed(self, reply: Any) -> bool:
