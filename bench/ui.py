@@ -7,7 +7,10 @@ free-running EMG envelopes (1000 bins/s per channel in 10 messages/s), probe epo
 4 Hz and continuous vagal (APS) epochs and measurements at 1 Hz, on top of a two-hour APS
 trend preloaded into the trend plot. Frames are paced at 30 per second (the product's
 frame rate); each frame's time is the work of one ``EventLoop.idle()`` (clock callbacks
-including the engine pump, input, layout, drawing and the buffer swap).
+including the engine pump, input, layout, drawing and the buffer swap). The UI gathers
+what arrived and redraws at most ``app.ui.main.DISPLAY_HZ`` times a second, so most
+frames only run the clock; "frames that redrew the window" counts the others. A run in
+which the UI caught an unexpected error fails (status 1) and prints it.
 
 Prints the figures, then the last line exactly:
 ``UI frame_p50_ms=X frame_p99_ms=X cpu_per_s=X`` (target: p99 under 33 ms).

@@ -77,7 +77,10 @@ NAV = (  # (screen, label); "case" resolves to set-up or end of case
 # Live data (traces, numbers, the state) reach the screen at most this often: every change
 # of the window costs a whole redraw (on the Pi's GPU, or in software), so the changes of
 # a tenth of a second are drawn together. Alarms and touches are not held back.
-DISPLAY_HZ = 10.0
+DISPLAY_HZ = 8.0
+# The engine link is read this often (replies and stream messages; a screen draws them at
+# its next display tick).
+PUMP_HZ = 15.0
 
 
 class Root(BoxLayout):
@@ -187,7 +190,7 @@ class LnmApp(App):
         Window.bind(size=lambda *_: self.compute_sizes())
         ExceptionManager.add_handler(self._exception_handler)
         self.link.start()
-        Clock.schedule_interval(self._pump, 1.0 / 30.0)
+        Clock.schedule_interval(self._pump, 1.0 / PUMP_HZ)
         Clock.schedule_interval(self._flash, 1.0 / 20.0)
         Clock.schedule_interval(self._frame, 0)
         self.banner.show({}, self.link.health())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 from collections.abc import Callable
 
@@ -29,6 +30,9 @@ from kivy.uix.togglebutton import ToggleButton
 
 from app.ui import present as P
 from app.ui import words as W
+
+
+_DIGITS = re.compile(r"\d")
 
 
 class FitText:
@@ -62,7 +66,9 @@ class FitText:
 
     def _fit(self, *_: Any) -> None:
         want = self._wanted_font
-        text = self.fit_template or self.text
+        # a number that changes is measured as its widest shape ("78 %" as "88 %"): the size
+        # found holds for every value of that shape and the next value costs no measuring
+        text = self.fit_template or _DIGITS.sub("8", self.text)
         if self.get_root_window() is None:
             return  # not on the screen (a page not shown): fitted when it is
         if self.width <= 1 or self.height <= 1 or not text.strip():
