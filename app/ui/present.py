@@ -304,6 +304,23 @@ def response_words(m: Mapping[str, Any] | None) -> str:
     return "NO RESPONSE, current delivered" if _finite(m.get("delivered_mA")) else "NO RESPONSE"
 
 
+# ---------------------------------------------------------------- the continuous vagal percentage
+
+
+def aps_percent(aps_side: Mapping[str, Any] | None,
+                last_aps: tuple[float, float, float] | None) -> tuple[float | None, float | None]:
+    """The side's continuous vagal amplitude and latency in % of baseline: the state's
+    (``state.aps.<side>``) or, when the state has none although the baseline is set (it
+    gives none while the probe stimulates the same side), the side's last vagal electrode
+    stimulus from the measurement stream (``last_aps``: t, amplitude %, latency %)."""
+    a = aps_side or {}
+    if a.get("amplitude_pct") is not None:
+        return _finite(a.get("amplitude_pct")), _finite(a.get("latency_pct"))
+    if a.get("baseline_uV") is None or a.get("collecting") or last_aps is None:
+        return None, None
+    return _finite(last_aps[1]), _finite(last_aps[2])
+
+
 # ---------------------------------------------------------------- the response tone, seen
 
 

@@ -144,3 +144,13 @@ def test_a_one_sided_procedure_names_its_side():
     assert F.sides_for_procedure("Hemithyroidectomy, right") == ["R"]
     assert F.sides_for_procedure("Total thyroidectomy") is None
     assert F.sides_for_procedure(None) is None
+
+
+def test_the_vagal_percentage_stays_while_the_probe_stimulates_the_same_side():
+    # the state has none while the last stimulus of the side is a probe one: the stream's last
+    set_no_pct = {"baseline_uV": 650.0, "collecting": False, "amplitude_pct": None, "latency_pct": None}
+    assert P.aps_percent(set_no_pct, (812.0, 84.0, 103.0)) == (84.0, 103.0)
+    assert P.aps_percent(dict(set_no_pct, amplitude_pct=90.0, latency_pct=101.0), (1.0, 84.0, 103.0)) == (90.0, 101.0)
+    assert P.aps_percent(dict(set_no_pct, collecting=True), (1.0, 84.0, 103.0)) == (None, None)
+    assert P.aps_percent({"baseline_uV": None}, (1.0, 84.0, 103.0)) == (None, None)
+    assert P.aps_percent(set_no_pct, None) == (None, None)

@@ -195,11 +195,25 @@ def _capture(ui, engine, side, step, site):
     ui.wait(lambda: (app.state.get("last") or {}).get(side, {}).get("site") == site
             and app.state["last"][side].get("response") and mon.ids[f"panel_{side}"].fresh, 15,
             f"a {site} {side} response")
-    assert mon.ids[f"panel_{side}"].amplitude not in ("---", "")
+    panel = mon.ids[f"panel_{side}"]
+    assert panel.amplitude not in ("---", "")
+    # the response tone made visible: a bell of the side's pitch, lit for a moment per stimulus
+    ui.wait(lambda: panel.ids.tone.kind == "response", 10, "the visible tone")
+    assert panel.ids.tone.word == ("low" if side == "L" else "high") and panel.ids.tone.level > 0.25
     ui.tap(f"monitor.side.{side}")
     ui.tap(f"monitor.step.{step}")
     st = engine.wait(lambda s: steps_of(s, side).get(step, {}).get("amplitude_uV"), 10, f"{step} {side} recorded")
     ui.wait(lambda: "done" in mon.ids[f"step_{step}"].text, 5, f"{step} marked done")
+    ui.wait(lambda: f"[b]{step}[/b] {st['steps'][side][step]['amplitude_uV']:.0f}" in panel.checklist, 5,
+            f"{step} on the side's checklist")
+    if step in ("V1", "R1"):  # from now on the step's waveform is the faint reference under the live one
+        ui.wait(lambda: len(panel.ids.epoch._ref_line.points) > 20 and f"faint: {step}" in panel.caption, 10,
+                f"the {step} reference waveform")
+    if step == "V2":  # the live V2/V1 ratio beside the numbers
+        ui.wait(lambda: "V2/V1 live" in panel.ratio, 5, "the live V2/V1 ratio")
+        pct = float(panel.ratio.split("[b]")[1].split(" %")[0])
+        v1 = st["steps"][side]["V1"]["amplitude_uV"]
+        assert 30 < pct < 300, (pct, v1)
     return st
 
 
@@ -214,6 +228,13 @@ def test_v1_r1_r2_v2_on_both_sides_through_the_simulator_panel(ui, engine):
         _capture(ui, engine, side, "R2", "RLN")
         _probe_to(ui, f"vagus_{side}")
         st = _capture(ui, engine, side, "V2", "VAGUS")
+    mon = ui.app.screens["monitor"]
+    for side in ("L", "R"):  # both sides' checklists at once, on the monitor
+        for step in ("L1", "V1", "R1", "R2", "V2"):
+            assert f"[b]{step}[/b]" in mon.ids[f"panel_{side}"].checklist
+        assert "[b]L2[/b] -" in mon.ids[f"panel_{side}"].checklist.replace("[color=8d99a6]", "")
+    # the scale is the nurse's: responses of about 1000 µV never rescale it
+    assert mon.ids.panel_L.ids.epoch.scale == 1000.0 and mon.scale_uV == 1000.0
     for side in ("L", "R"):
         s = steps_of(st, side)
         for step in ("V1", "R1", "R2", "V2"):
@@ -278,7 +299,27 @@ def test_continuous_vagal_electrode_baseline_and_trend(ui, engine):
     assert app.trend.has_data("L")
     engine.call("stim.set", output="aps", rate_hz=1.0)
     ui.screenshot("12-monitor-vagal")
+    # the trend enlarged with a touch, the baseline marked on it
+    ui.tap("monitor.trend")
+    ui.wait(lambda: mon._trend_view is not None and any(t == "baseline" for _x, t, _c in
+                                                          mon._trend_view.ids.plot._markers), 5, "the trend enlarged")
+    ui.screenshot("12b-trend-enlarged")
+    ui.tap("trend.close")
+    ui.wait(lambda: mon._trend_view is None, 5, "the trend closed")
+    # the scales: chosen by the nurse, fitted only when asked
     ui.tap("monitor.page.levels")
+    ui.tap("monitor.scale.plus")
+    assert mon.scale_uV == 2000.0 and mon.ids.panel_L.ids.epoch.scale == 2000.0
+    assert "±2000 µV" in mon.ids.panel_L.caption or not mon.ids.panel_L.caption
+    ui.tap("monitor.scale.fit")
+    from app.ui.data import choose_scale
+
+    assert mon.scale_uV == choose_scale(max(app.epochs.peak.values()))
+    for _ in range(6):  # back to 1000 µV, touch by touch
+        if mon.scale_uV == 1000.0:
+            break
+        ui.tap("monitor.scale.minus" if mon.scale_uV > 1000.0 else "monitor.scale.plus")
+    assert mon.scale_uV == 1000.0
     ui.screenshot("13-monitor-levels")
     ui.tap("monitor.page.probe")
 
@@ -544,6 +585,16 @@ def test_end_of_case_report_preview_and_usb_export(ui, engine, usb_dir):
     assert "L2 palsy" in rep.summary
     ui.wait(lambda: rep.pages or "install poppler" in rep.page_text, 60, "the PDF pages")
     ui.screenshot("23-report")
+    assert "surgeon: not shown (the report is pseudonymised)" in rep.summary  # a name was entered
+    if rep.pages:  # the preview pages and zooms
+        ui.tap("report.zoom_in")
+        assert rep.zoom == 1.5
+        ui.tap("report.page_only")
+        assert rep.page_only
+        ui.screenshot("23b-report-zoomed")
+        ui.tap("report.page_only")
+        ui.tap("report.zoom_out")
+        assert rep.zoom == 1.0 and not rep.page_only
     if len(rep.pages) > 1:
         ui.tap("report.next")
         ui.wait(lambda: rep.page == 1, 5, "page 2")
@@ -563,6 +614,31 @@ def test_end_of_case_report_preview_and_usb_export(ui, engine, usb_dir):
     answered = {a["check"] for e in los for a in e.get("troubleshooting") or []}
     assert answered >= {"leads_ok", "field_dry", "laryngeal_twitch"}, answered
     assert doc["case"]["close_reason"] == "END"
+
+
+def test_past_cases_reopen_the_report_check_the_record_and_export_again(ui, engine, usb_dir):
+    app = ui.app
+    case_id = engine.call("cases.list", limit=5)["cases"][0]["case_id"]
+    ui.go("case")
+    ui.tap("setup.cases")
+    scr = app.screens["cases"]
+    ui.wait(lambda: app.sm.current == "cases" and any(r.case_id == case_id for r in scr.ids.rows.children), 10,
+            "the list of past cases")
+    ui.screenshot("25b-past-cases")
+    ui.tap(f"cases.check.{case_id}")
+    row = next(r for r in scr.ids.rows.children if r.case_id == case_id)
+    ui.wait(lambda: row.result.startswith(("Record intact", "RECORD ALTERED", "Not checked")), 60, "the check")
+    assert row.result.startswith("Record intact") and "hash chain verified" in row.result, row.result
+    before = {p for p in usb_dir.rglob("*") if p.is_file()}
+    ui.tap(f"cases.export.{case_id}")
+    ui.wait(lambda: row.result.startswith(("EXPORTED", "NOT EXPORTED")), 60, "the export")
+    assert row.result.startswith("EXPORTED") and "verified: yes" in row.result, row.result
+    assert {p for p in usb_dir.rglob("*") if p.is_file()} >= before
+    ui.tap(f"cases.report.{case_id}")
+    rep = app.screens["report"]
+    ui.wait(lambda: app.sm.current == "report" and case_id in rep.summary, 60, "the reopened report")
+    ui.tap("report.new_case")
+    ui.wait(lambda: app.sm.current == "setup", 5, "back to a new case")
 
 
 def _show_setting(ui, key):

@@ -23,7 +23,6 @@ what the engine's state says, never what it assumed. The scales are this screen'
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -280,19 +279,9 @@ class MonitorScreen(LnmScreen):
         self.aps_lat_pct = P.fmt_pct(lat)
 
     def aps_pct(self, state: dict[str, Any], side: str) -> tuple[float | None, float | None]:
-        """The side's last continuous vagal amplitude and latency in % of baseline: the
-        state's, or (while the probe stimulates the same side, when the state has none)
-        the last vagal electrode stimulus's from the measurement stream."""
-        apsd = (state.get("aps") or {}).get(side) or {}
-        if apsd.get("amplitude_pct") is not None:
-            return apsd.get("amplitude_pct"), apsd.get("latency_pct")
-        if apsd.get("baseline_uV") is None or apsd.get("collecting"):
-            return None, None
-        last = self.app.trend.last(side)
-        if last is None:
-            return None, None
-        lat = None if math.isnan(last[2]) else last[2]
-        return last[1], lat
+        """The side's last continuous vagal amplitude and latency in % of baseline
+        (``present.aps_percent``: also while the probe stimulates the same side)."""
+        return P.aps_percent((state.get("aps") or {}).get(side), self.app.trend.last(side))
 
     def _update_panels(self, state: dict[str, Any]) -> None:
         last = state.get("last") or {}
