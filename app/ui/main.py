@@ -77,7 +77,7 @@ NAV = (  # (screen, label); "case" resolves to set-up or end of case
 # Live data (traces, numbers, the state) reach the screen at most this often: every change
 # of the window costs a whole redraw (on the Pi's GPU, or in software), so the changes of
 # a tenth of a second are drawn together. Alarms and touches are not held back.
-DISPLAY_HZ = 8.0
+DISPLAY_HZ = 7.0
 # The engine link is read this often (replies and stream messages; a screen draws them at
 # its next display tick).
 PUMP_HZ = 15.0

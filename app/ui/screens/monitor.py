@@ -40,6 +40,7 @@ from app.ui.widgets import confirm
 
 EMG_SCALES_UV = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 TONE_SHOW_S = 0.4  # how long the tone cue stays lit after a stimulus
+TREND_EVERY_S = 5.0  # the case trend is drawn again at most this often
 # events marked on the trend: rule kinds and their short names
 TREND_MARKS = {"loss_of_signal": "LOS", "combined_event": "combined", "amplitude_decrease": "check tube",
                "signal_recovered": "recovered", "baseline_set": "baseline", "poor_baseline": "poor baseline"}
@@ -222,6 +223,7 @@ class MonitorScreen(LnmScreen):
         self._tone_until = {"L": 0.0, "R": 0.0}
         self._tone_index = {"L": None, "R": None}
         self._trend_view: TrendView | None = None
+        self._trend_t = 0.0
         trend: SeriesPlot = self.ids.trend
         trend.add_series("amp", P.PALETTE["trend_amp"], width=1.0)
         trend.add_series("lat", P.PALETTE["trend_lat"], dash=True)
@@ -385,8 +387,11 @@ class MonitorScreen(LnmScreen):
                 strip: EmgStrip = self.ids[f"panel_{s}"].ids.emg
                 lo, hi = app.emg.window(ch, strip.seconds, strip.columns())
                 strip.set_envelope(lo, hi, app.emg.cautery)
-        if app.trend.version != self._drawn["trend"]:
+        # the trend spans the case: drawn again every few seconds, not for every stimulus
+        if app.trend.version != self._drawn["trend"] and (self._drawn["trend"] == -1
+                                                           or now - self._trend_t >= TREND_EVERY_S):
             self._drawn["trend"] = app.trend.version
+            self._trend_t = now
             self.draw_trend()
 
     def _draw_epoch(self, side: str) -> None:
