@@ -207,8 +207,8 @@ def _capture(ui, engine, side, step, site):
     ui.wait(lambda: f"[b]{step}[/b] {st['steps'][side][step]['amplitude_uV']:.0f}" in panel.checklist, 5,
             f"{step} on the side's checklist")
     if step in ("V1", "R1"):  # from now on the step's waveform is the faint reference under the live one
-        ui.wait(lambda: len(panel.ids.epoch._ref_line.points) > 20 and f"faint: {step}" in panel.caption, 10,
-                f"the {step} reference waveform")
+        ui.wait(lambda: len(panel.ids.epoch._ref_line.points) > 20
+                and ("V2/V1 live" if step == "V1" else f"of {step}") in panel.ratio, 10, f"the {step} reference")
     if step == "V2":  # the live V2/V1 ratio beside the numbers
         ui.wait(lambda: "V2/V1 live" in panel.ratio, 5, "the live V2/V1 ratio")
         pct = float(panel.ratio.split("[b]")[1].split(" %")[0])

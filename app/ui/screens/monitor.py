@@ -294,12 +294,12 @@ class MonitorScreen(LnmScreen):
             panel: SidePanel = self.ids[f"panel_{s}"]
             name, ref = ("", None) if not m else refs.for_epoch(s, m.get("site"), m.get("source"))
             ratio = ratio_words(m, name, ref, self.aps_pct(state, s) if m and m.get("source") == "APS" else None)
-            panel.show(m, state.get("t_s"), ratio, f"±{self.scale_uV:.0f} µV, 50 ms   " + self._caption(m, name, ref))
+            panel.show(m, state.get("t_s"), ratio, f"±{self.scale_uV:.0f} µV, 50 ms · " + self._caption(m))
             panel.checklist = checklist_markup(steps.get(s) or {}, state.get("pending_step"), s)
             self._tone(s, m, state)
 
     @staticmethod
-    def _caption(m: dict[str, Any] | None, ref_name: str, ref: dict[str, Any] | None) -> str:
+    def _caption(m: dict[str, Any] | None) -> str:
         if not m:
             return ""
         if m.get("source") == "APS":
@@ -307,11 +307,9 @@ class MonitorScreen(LnmScreen):
         else:
             site = P.SITE_NAMES.get(str(m.get("site")), "site not given")
             what = f"{site} {m['step']}" if m.get("step") else site
-        text = what  # (the delivered current is on the Probe page: a caption that changes costs a redraw)
-        if ref_name:
-            has_wave = ref is not None and ref.get("uV") is not None
-            text += f"; faint: {ref_name}" if has_wave else f"; {ref_name} not recorded yet" if ref is None else ""
-        return text
+        # (the reference is named beside the numbers; the delivered current is on the Probe
+        # page: a caption that changes with every stimulus would cost a redraw)
+        return what
 
     def _tone(self, side: str, m: dict[str, Any] | None, state: dict[str, Any]) -> None:
         if not m or m.get("index") == self._tone_index[side]:
