@@ -22,17 +22,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ack": ("app.api.clients", "acknowledge the top alarm"),
     "events": ("app.api.clients", "print engine events (--follow to keep watching)"),
     "board-sim": ("firmware_bridge.sim.cli", "run the virtual board on a pty or TCP port"),
+    "link-proxy": ("firmware_bridge.proxy", "service tool: a board link proxy that injects faults on command"),
     "analyze": ("app.commands.analyze", "analyse an EDF+ recording and write the result as JSON"),
     "sounds": ("app.outputs.cli", "write every alarm and feedback sound as WAV files"),
     "verify": ("app.record.cli", "verify a case journal's hash chain"),
     "report": ("app.record.cli", "write a case's INMSG documentation (PDF, JSON, EDF+)"),
     "export": ("app.record.cli", "export a case to a USB stick"),
     "cases": ("app.record.cli", "list the cases in the journal"),
+    "storage": ("app.record.cli", "show the record's use per case and free space; prune by retention"),
     "config-check": ("app.commands.config_check", "validate a configuration directory"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser (for ``--help`` and unknown commands)."""
     parser = argparse.ArgumentParser(prog="lnm", description="LNM, the open laryngeal nerve monitor")
     from app import __version__
 
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser = build_parser()

@@ -1,8 +1,12 @@
 """The clinical vocabulary shared by every stage of the engine.
 
-Owns: sites, sides, sources, INMSG steps, the ``Stimulus`` a measurement belongs to, the
-``Measurement`` of one epoch and the ``RuleEvent`` the rules raise.
-May import: the standard library only. Everything in ``app`` may import this module.
+Owns: the ``Stimulus`` a measurement belongs to, the ``Measurement`` of one epoch, the
+``RuleEvent`` the rules raise and their enumerations; and, as the one place ``app``
+imports them from, sites, sides, sources, INMSG steps and the EMG channel labels, defined
+in ``firmware_bridge.vocabulary`` (the virtual board speaks them too, and
+``firmware_bridge`` never imports ``app``). No other module declares them again.
+May import: the standard library and ``firmware_bridge.vocabulary``. Everything in
+``app`` may import this module.
 
 Field names and values match ``shared/specs/recording-exchange.md`` so that the live
 engine, ``lnm analyze`` and the case record speak the same language.
@@ -14,46 +18,30 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from firmware_bridge.vocabulary import (
+    CHANNEL_LABELS,
+    NERVES,
+    SIDES,
+    SITES,
+    SOURCES,
+    STEPS,
+    Side,
+    Site,
+    Source,
+    Step,
+)
 
-class Site(str, enum.Enum):
-    VAGUS = "VAGUS"
-    RLN = "RLN"
-    EBSLN = "EBSLN"
-    UNTAGGED = "UNTAGGED"  # probe touched an unidentified structure
-
-
-class Side(str, enum.Enum):
-    L = "L"
-    R = "R"
-
-    @property
-    def channel(self) -> str:
-        return "EMG L" if self is Side.L else "EMG R"
-
-    @property
-    def other(self) -> "Side":
-        return Side.R if self is Side.L else Side.L
+__all__ = [
+    "CHANNEL_LABELS", "NERVES", "SIDES", "SITES", "SOURCES", "STEPS", "Side", "Site", "Source", "Step",
+    "InvalidReason", "Priority", "EventKind", "Stimulus", "Measurement", "RuleEvent",
+]
 
 
-class Source(str, enum.Enum):
-    PROBE = "PROBE"  # hand-held probe
-    APS = "APS"  # continuous vagal electrode
+# The enumerations keep the ``str`` mix-in (not ``StrEnum``, whose members print
+# differently): every stage and the record compare and serialise their values.
+class InvalidReason(str, enum.Enum):  # noqa: UP042
+    """Why the analysis could not measure an epoch."""
 
-
-class Step(str, enum.Enum):
-    """INMSG procedure steps that carry a measurement (L1/L2 are entered by hand)."""
-
-    V1 = "V1"
-    S1 = "S1"
-    R1 = "R1"
-    R2 = "R2"
-    S2 = "S2"
-    V2 = "V2"
-    R2P = "R2P"
-    R2D = "R2D"
-
-
-class InvalidReason(str, enum.Enum):
     CAUTERY = "cautery"
     SATURATED = "saturated"
     NO_CURRENT = "no_current"
@@ -61,14 +49,18 @@ class InvalidReason(str, enum.Enum):
     NO_CHANNEL = "no_channel"
 
 
-class Priority(str, enum.Enum):
+class Priority(str, enum.Enum):  # noqa: UP042
+    """IEC 60601-1-8 alarm priority of a condition (``info``: never sounded)."""
+
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"
     INFO = "info"  # shown and recorded, never sounded as an alarm
 
 
-class EventKind(str, enum.Enum):
+class EventKind(str, enum.Enum):  # noqa: UP042
+    """What the rules recognise (``shared/specs/recording-exchange.md`` lists them)."""
+
     LOSS_OF_SIGNAL = "loss_of_signal"
     COMBINED_EVENT = "combined_event"
     AMPLITUDE_DECREASE = "amplitude_decrease"
@@ -77,6 +69,11 @@ class EventKind(str, enum.Enum):
     NONRECURRENT_NERVE_SUSPECTED = "nonrecurrent_nerve_suspected"
     POOR_BASELINE = "poor_baseline"
     BASELINE_SET = "baseline_set"
+    # a new loss at a site within ``rules.los_reentry_s`` of the end of its episode: the
+    # same episode and alarm condition go on (no new loss-of-signal onset)
+    LOSS_OF_SIGNAL_CONTINUED = "loss_of_signal_continued"
+    # both sides depressed with stable latency: a systemic cause, not a nerve injury
+    NEUROMUSCULAR_BLOCKADE_SUSPECTED = "neuromuscular_blockade_suspected"
 
 
 @dataclass(frozen=True)

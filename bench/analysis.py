@@ -13,8 +13,16 @@
 
 3. For information: the free-running detector on 30 s of two-channel 20 kHz EMG fed in
    20 ms blocks.
+4. Measurement at the physical limit: 200 µV responses in 30 µV RMS noise (10 Hz - 5 kHz)
+   with ECG, hum, wander and the stimulus artifact, at 5, 10, 20 and 44.1 kHz: 10 nerve
+   sites per rate (each its own random shape) stimulated 30 times at 1 Hz, noisy from the
+   first stimulus, one analyzer per site as in a case. ``lowsnr_vs_oracle`` is the share
+   of epochs measured within 10 % divided by the share the known-shape least-squares
+   oracle reaches on the same epochs (exact shape and latency, the epoch's own white noise
+   only: the Cramér-Rao bound); ``lowsnr_median_err`` the median relative error. For
+   information, the same for each epoch measured alone (the first stimulus at a site).
 
-Last line: ``ANALYSIS epochs_per_s=N analyze_x_realtime=X``.
+Last line: ``ANALYSIS epochs_per_s=N analyze_x_realtime=X lowsnr_vs_oracle=R lowsnr_median_err=E``.
 """
 
 from __future__ import annotations
@@ -43,7 +51,17 @@ from app.analysis.epoch import EpochAnalyzer  # noqa: E402
 from app.analysis.freerun import FreeRunDetector  # noqa: E402
 from app.model import Side, Site, Source, Stimulus  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from emg_synth import Episode, ResponseSpec, make_stream, response_waveform, stim_artifact, white_noise  # noqa: E402
+from emg_synth import (  # noqa: E402
+    Episode,
+    ResponseSpec,
+    known_shape_oracle,
+    make_epoch,
+    make_stream,
+    response_waveform,
+    site_sequence,
+    stim_artifact,
+    white_noise,
+)
 from firmware_bridge.messages import Output, StimEpoch  # noqa: E402
 
 FS = 20000
@@ -91,7 +109,7 @@ def bench_epochs(n_epochs: int = 2000) -> tuple[float, float]:
     best_single = 0.0
     for _ in range(3):
         t0 = time.perf_counter()
-        for ep, s in zip(board, stims):
+        for ep, s in zip(board, stims, strict=True):
             analyzer.measure_board_epoch(ep, s)
         dt = time.perf_counter() - t0
         best_single = max(best_single, n_epochs / dt)
@@ -186,7 +204,8 @@ def bench_analyze() -> float:
         cmd = [str(lnm), "analyze", str(path), "--out", str(out)]
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         t0 = time.perf_counter()
-        p = subprocess.run(["taskset", "-c", "0", *cmd] if _has_taskset() else cmd, capture_output=True, text=True, env=env)
+        argv = ["taskset", "-c", "0", *cmd] if _has_taskset() else cmd
+        p = subprocess.run(argv, capture_output=True, text=True, env=env)
         elapsed = time.perf_counter() - t0
         if p.returncode != 0:
             print(p.stderr, file=sys.stderr)
@@ -199,7 +218,8 @@ def bench_analyze() -> float:
             len(doc["stimuli"]) == len(stims)
             and len(los) == 1
             and los[0]["stimulus_index"] == second_lost.index
-            and sum(s["response"] for s in doc["stimuli"]) >= 0.99 * sum(1 for s in stims if s.side is Side.R or s.t_s < LOSS_AT_S)
+            and sum(s["response"] for s in doc["stimuli"])
+            >= 0.99 * sum(1 for s in stims if s.side is Side.R or s.t_s < LOSS_AT_S)
         )
         x = HOURS * 3600.0 / elapsed
         print(f"lnm analyze: {elapsed:.1f} s for {HOURS * 3600:.0f} s of recording ({x:.0f}x real time, one core, "
@@ -217,12 +237,60 @@ def _has_taskset() -> bool:
     return which("taskset") is not None
 
 
+def _random_shape(rng: np.random.Generator, amplitude: float) -> ResponseSpec:
+    return ResponseSpec(
+        amplitude_uV=amplitude, peak_ms=float(rng.uniform(3.0, 12.0)), polarity=int(rng.choice([-1, 1])),
+        width_ms=float(rng.uniform(0.4, 0.9)), ratio=float(rng.uniform(0.5, 1.0)), gap_ms=float(rng.uniform(1.4, 2.5)),
+    )
+
+
+def bench_lowsnr(sites: int = 10, per_site: int = 30) -> tuple[float, float]:
+    """(lowsnr_vs_oracle, median relative error) over all rates; prints the details."""
+    shares, oracles, errors, alone = [], [], [], []
+    for fs in (5000.0, 10000.0, 20000.0, 44100.0):
+        rng = np.random.default_rng(2024 + int(fs))
+        errs, orc = [], []
+        for k in range(sites):
+            shape = _random_shape(rng, 200.0)
+            analyzer = EpochAnalyzer(Settings())
+            for j, spec in enumerate(site_sequence(rng, fs, shape, per_site, noise_uV=30.0, seed0=1000 * k)):
+                x, pre, truth = make_epoch(spec)
+                s = Stimulus(j, spec.t0_s, Site.VAGUS, Side.L, Source.APS, 1.0, 1.0)
+                m = analyzer.measure(x, fs, pre, s, "EMG L")
+                errs.append(m.amplitude_uV / truth.amplitude_uV - 1.0 if m.valid and m.response else np.inf)
+                orc.append(known_shape_oracle(spec))
+                if j == 0:
+                    first = EpochAnalyzer(Settings()).measure(x, fs, pre, s, "EMG L")
+                    alone.append((first.amplitude_uV / truth.amplitude_uV - 1.0 if first.valid and first.response
+                                  else np.inf, orc[-1]))
+        errs, orc = np.array(errs), np.array(orc)
+        share, share_o = float(np.mean(np.abs(errs) <= 0.1)), float(np.mean(np.abs(orc) <= 0.1))
+        print(f"  {fs / 1000:g} kHz: {share:.1%} of {len(errs)} epochs within 10 % (oracle {share_o:.1%}, "
+              f"ratio {share / share_o:.3f}); median error {np.median(errs):+.1%}, median |error| "
+              f"{np.median(np.abs(errs)):.1%} (oracle {np.median(np.abs(orc)):.1%}); "
+              f"{int(np.sum(~np.isfinite(errs)))} not measured as a response")
+        shares.append(share)
+        oracles.append(share_o)
+        errors.append(errs)
+    all_errs = np.concatenate(errors)
+    ratio = float(np.mean(shares) / np.mean(oracles))
+    a = np.array(alone)
+    print(f"low SNR (200 uV in 30 uV RMS, {len(all_errs)} epochs): within 10 % {np.mean(shares):.1%} vs oracle "
+          f"{np.mean(oracles):.1%}: ratio {ratio:.3f}; median error {np.median(all_errs):+.1%}")
+    print(f"  for information, the first stimulus at each site measured alone ({len(a)} epochs): within 10 % "
+          f"{np.mean(np.abs(a[:, 0]) <= 0.1):.1%} vs oracle {np.mean(np.abs(a[:, 1]) <= 0.1):.1%}, "
+          f"median error {np.median(a[:, 0]):+.1%}")
+    return ratio, float(np.median(all_errs))
+
+
 def main() -> int:
     _pin_one_core()
     batch, _single = bench_epochs()
     bench_freerun()
     x = bench_analyze()
-    print(f"ANALYSIS epochs_per_s={batch:.0f} analyze_x_realtime={x:.0f}")
+    lowsnr, median_err = bench_lowsnr()
+    print(f"ANALYSIS epochs_per_s={batch:.0f} analyze_x_realtime={x:.0f} lowsnr_vs_oracle={lowsnr:.3f} "
+          f"lowsnr_median_err={median_err:.3f}")
     return 0
 
 

@@ -80,7 +80,8 @@ def serve_board(speed: float) -> int:
     n_epoch = (PRE_MS + POST_MS) * RATE // 1000
     pre = PRE_MS * RATE // 1000
     t_resp = np.arange(n_epoch - pre) / RATE
-    resp = (8000 * np.sin(2 * np.pi * 250 * (t_resp - 0.007)) * np.exp(-((t_resp - 0.009) / 0.002) ** 2)).astype(np.int32)
+    envelope = np.exp(-((t_resp - 0.009) / 0.002) ** 2)
+    resp = (8000 * np.sin(2 * np.pi * 250 * (t_resp - 0.007)) * envelope).astype(np.int32)
     dec = Decoder()
     seq = 0
     out = bytearray()
@@ -128,7 +129,8 @@ def serve_board(speed: float) -> int:
             samples = ring[:, i : i + n_epoch].copy()
             samples[0, pre:] += resp
             samples[1, pre:] += resp // 2
-            emit(StimEpoch(int(onset * 1e6), stim_counter, Output.APS, 1000, 985, 100, RATE, pre, nv_per_count, samples))
+            emit(StimEpoch(int(onset * 1e6), stim_counter, Output.APS, 1000, 985, 100, RATE, pre, nv_per_count,
+                           samples))
             stim_counter += 1
         if now >= next_hb:
             emit(BoardHeartbeat(int(now * 1e6), hb))
@@ -243,6 +245,8 @@ def start_board(kind: str, speed: float) -> tuple[subprocess.Popen, str, str]:
 def _read_pty_path(proc: subprocess.Popen, timeout: float) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.stdout is None:
+            return None
         r, _w, _x = select.select([proc.stdout], [], [], 0.2)
         if r:
             line = proc.stdout.readline()
@@ -303,7 +307,8 @@ def main() -> int:
             time.sleep(args.rtt_period)
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
-                print(f"  {(consumer.samples - samples0) / RATE:5.1f} s of signal, {consumer.epochs - epochs0} epochs", flush=True)
+                print(f"  {(consumer.samples - samples0) / RATE:5.1f} s of signal, {consumer.epochs - epochs0} epochs",
+                      flush=True)
             if proc.poll() is not None:
                 raise SystemExit("bench/link.py: the board process died")
         cpu1, wall1 = time.process_time(), time.monotonic()
@@ -320,7 +325,8 @@ def main() -> int:
 
     frames = c1["frames"] - c0["frames"]
     lost = (c1["frames_missed"]["board"] - c0["frames_missed"]["board"]) + consumer.emg_gaps + consumer.epoch_gaps
-    corrupt = sum(c1[k] - c0[k] for k in ("bad_header_crc", "bad_crc", "too_long", "malformed", "unknown_type", "bad_version"))
+    corrupt = sum(c1[k] - c0[k] for k in ("bad_header_crc", "bad_crc", "too_long", "malformed", "unknown_type",
+                                          "bad_version"))
     r = np.array(rtts) * 1000 if rtts else np.array([float("nan")])
     cpu = (cpu1 - cpu0) / signal_s
     mb = (c1["bytes_in"] - c0["bytes_in"]) / 1e6

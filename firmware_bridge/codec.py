@@ -28,10 +28,12 @@ per-sample Python loop.
 from __future__ import annotations
 
 import binascii
+import enum
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -93,6 +95,33 @@ class MsgType:
     SIM_CONTROL = 0x70
 
 
+# The longest payload each type may announce (PROTOCOL.md section 2). A header that
+# announces more is refused at once ("too_long": one byte dropped, resynchronise) instead
+# of making the receiver wait for bytes that are not coming. Fixed-size messages keep room
+# for fields a later revision may append; unknown types may use MAX_PAYLOAD.
+MAX_PAYLOAD_BY_TYPE: dict[int, int] = {
+    MsgType.HELLO: 512,
+    MsgType.CONFIGURE_ACQUISITION: 256,
+    MsgType.STIMULATE: 256,
+    MsgType.IMPEDANCE_REQUEST: 256,
+    MsgType.HOST_HEARTBEAT: 256,
+    MsgType.SIM_CONTROL: 1 + 255 + 2 + 65535,
+    MsgType.CAPABILITIES: 4096,
+    MsgType.STIM_EPOCH: MAX_PAYLOAD,
+    MsgType.EMG_BLOCK: MAX_PAYLOAD,
+    MsgType.IMPEDANCE_RESULT: 2048,
+    MsgType.BOARD_STATUS: 256,
+    MsgType.BOARD_HEARTBEAT: 256,
+    MsgType.ACK: 256,
+    MsgType.NACK: 512,
+}
+
+
+def max_payload(msg_type: int) -> int:
+    """The longest payload a frame of ``msg_type`` may announce."""
+    return MAX_PAYLOAD_BY_TYPE.get(msg_type, MAX_PAYLOAD)
+
+
 HOST_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05}) | frozenset(range(0x70, 0x80))
 BOARD_TYPES = frozenset(range(0x40, 0x70))
 
@@ -130,14 +159,15 @@ class Rejected:
 REJECT_REASONS = (
     "garbage",  # bytes before the next sync word
     "bad_header_crc",  # sync word found but the header CRC is wrong (1 byte skipped)
-    "too_long",  # header CRC good but payload length above MAX_PAYLOAD (1 byte skipped)
+    "too_long",  # header CRC good but payload length above the type's maximum (1 byte skipped)
+    "truncated",  # a header whose frame never completes: a whole good frame starts inside it
     "bad_crc",  # frame CRC-32 wrong (1 byte skipped, then resynchronise)
     "bad_version",  # intact frame of another frame version (whole frame dropped)
     "unknown_type",  # intact frame of a type this codec does not know (whole frame)
     "malformed",  # intact frame whose payload does not parse (whole frame)
 )
 
-DecodeResult = tuple[int, Union[Frame, Rejected, None]]
+DecodeResult = tuple[int, Frame | Rejected | None]
 
 
 class MalformedPayload(ValueError):
@@ -216,7 +246,10 @@ def _expect_len(payload: bytes, n: int) -> None:
         raise MalformedPayload(f"payload is {len(payload)} bytes, expected {n}")
 
 
-def _enum(kind, value: int, what: str):
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(kind: type[_E], value: int, what: str) -> _E:
     try:
         return kind(value)
     except ValueError:
@@ -275,29 +308,35 @@ def _unpack_configure(p: bytes) -> ConfigureAcquisition:
     )
 
 
-_STIM = struct.Struct("<BBHII")
+_STIM = struct.Struct("<BBHII")  # 12 bytes; protocol 1.1 appends a u32 config_token
 
 
 def _pack_stimulate(m: Stimulate) -> bytes:
     c = "Stimulate"
-    return _STIM.pack(
+    body = _STIM.pack(
         _check_uint(c, "output", m.output, 8),
         _check_uint(c, "mode", m.mode, 8),
         _check_uint(c, "pulse_width_us", m.pulse_width_us, 16),
         _check_uint(c, "current_uA", m.current_uA, 32),
         _check_uint(c, "rate_mHz", m.rate_mHz, 32),
     )
+    if m.config_token is None:
+        return body
+    return body + _check_uint(c, "config_token", m.config_token, 32).to_bytes(4, "little")
 
 
 def _unpack_stimulate(p: bytes) -> Stimulate:
-    _expect_len(p, _STIM.size)
-    output, mode, width, current, rate = _STIM.unpack(p)
+    if len(p) not in (_STIM.size, _STIM.size + 4):
+        raise MalformedPayload(f"payload is {len(p)} bytes, expected {_STIM.size} or {_STIM.size + 4}")
+    output, mode, width, current, rate = _STIM.unpack_from(p, 0)
+    token = int.from_bytes(p[_STIM.size :], "little") if len(p) > _STIM.size else None
     return Stimulate(
         output=_enum(Output, output, "output"),
         mode=_enum(StimMode, mode, "stimulation mode"),
         current_uA=current,
         pulse_width_us=width,
         rate_mHz=rate,
+        config_token=token,
     )
 
 
@@ -335,6 +374,8 @@ def _unpack_sim_control(p: bytes) -> SimControl:
 
 
 _CAPS = struct.Struct("<HBBIHHII")
+CAPS_FLAG_SIMULATED = 0x01  # a virtual board
+CAPS_FLAG_CONFIG_TOKEN = 0x02  # protocol revision 1.1: Stimulate/StimEpoch carry a configuration token
 
 
 def _pack_capabilities(m: Capabilities) -> bytes:
@@ -346,7 +387,7 @@ def _pack_capabilities(m: Capabilities) -> bytes:
     head = _CAPS.pack(
         _check_uint(c, "protocol_version", m.protocol_version, 16),
         _check_uint(c, "channels", m.channels, 8),
-        1 if m.simulated else 0,
+        (1 if m.simulated else 0) | (CAPS_FLAG_CONFIG_TOKEN if m.config_token else 0),
         _check_uint(c, "max_current_uA", m.max_current_uA, 32),
         _check_uint(c, "min_pulse_width_us", m.min_pulse_width_us, 16),
         _check_uint(c, "max_pulse_width_us", m.max_pulse_width_us, 16),
@@ -394,7 +435,8 @@ def _unpack_capabilities(p: bytes) -> Capabilities:
         min_rate_mHz=min_rate,
         max_rate_mHz=max_rate,
         outputs=outputs,
-        simulated=bool(flags & 1),
+        simulated=bool(flags & CAPS_FLAG_SIMULATED),
+        config_token=bool(flags & CAPS_FLAG_CONFIG_TOKEN),
     )
 
 
@@ -407,6 +449,7 @@ def _pack_stim_epoch(m: StimEpoch) -> bytes:
     pre = _check_uint(c, "pre_samples", m.pre_samples, 32)
     if pre > n:
         raise ValueError(f"{c}.pre_samples={pre} is beyond the {n} samples of the epoch")
+    token = b"" if m.config_token is None else _check_uint(c, "config_token", m.config_token, 32).to_bytes(4, "little")
     return (
         _EPOCH.pack(
             _check_uint(c, "board_time_us", m.board_time_us, 64),
@@ -421,6 +464,7 @@ def _pack_stim_epoch(m: StimEpoch) -> bytes:
             _check_uint(c, "nv_per_count", m.nv_per_count, 32),
             n,
         )
+        + token
         + data
     )
 
@@ -431,7 +475,14 @@ def _unpack_stim_epoch(p: bytes) -> StimEpoch:
     t, counter, output, channels, width, set_i, delivered, rate, pre, scale, n = _EPOCH.unpack_from(p, 0)
     if pre > n:
         raise MalformedPayload(f"pre_samples {pre} beyond the {n} samples of the epoch")
-    samples = _samples_from(p, _EPOCH.size, channels, n)
+    # 1.0: 40-byte header then the samples; 1.1 with a token: 44 bytes (u32 config_token
+    # at offset 40). The two lengths differ by exactly 4 for the same channels and n.
+    token = None
+    offset = _EPOCH.size
+    if channels >= 1 and len(p) == _EPOCH.size + 4 + 4 * channels * n:
+        token = int.from_bytes(p[_EPOCH.size : _EPOCH.size + 4], "little")
+        offset += 4
+    samples = _samples_from(p, offset, channels, n)
     return StimEpoch(
         board_time_us=t,
         stim_counter=counter,
@@ -443,6 +494,7 @@ def _unpack_stim_epoch(p: bytes) -> StimEpoch:
         pre_samples=pre,
         nv_per_count=scale,
         samples=samples,
+        config_token=token,
     )
 
 
@@ -571,7 +623,9 @@ def _unpack_nack(p: bytes) -> Nack:
 
 # ----------------------------------------------------------------------------- type table
 
-_Codec = tuple[int, Callable[[object], bytes], Callable[[bytes], object]]
+# (type code, packer, unpacker); each packer takes the one class it is listed with, which a
+# dict's type cannot say: hence Any for its argument.
+_Codec = tuple[int, Callable[[Any], bytes], Callable[[bytes], object]]
 
 _BY_CLASS: dict[type, _Codec] = {
     Hello: (MsgType.HELLO, _pack_hello, _unpack_hello),
@@ -680,10 +734,20 @@ def decode_at(buf: bytes | bytearray, pos: int) -> DecodeResult:
     _sync, version, msg_type, _flags, _res, seq, length, hcrc = _HEAD_FULL.unpack_from(buf, pos)
     if binascii.crc_hqx(buf[pos : pos + 14], 0xFFFF) != hcrc:
         return 1, Rejected("bad_header_crc")
-    if length > MAX_PAYLOAD:
-        return 1, Rejected("too_long", seq=seq, msg_type=msg_type, detail=f"payload length {length}")
+    if length > max_payload(msg_type):
+        limit = max_payload(msg_type)
+        return 1, Rejected("too_long", seq=seq, msg_type=msg_type,
+                           detail=f"payload length {length} (at most {limit} for type 0x{msg_type:02X})")
     end = pos + HEADER_SIZE + length + TRAILER_SIZE
     if n < end:
+        # Waiting for the rest. A frame's bytes are contiguous, so if a whole good frame
+        # already starts inside the announced length, this header lied (a corrupted
+        # length or a fake header): drop up to that frame instead of waiting for bytes
+        # that are not coming while good frames pile up behind it.
+        j = _complete_frame_inside(buf, pos + 1, n)
+        if j >= 0:
+            return j - pos, Rejected("truncated", msg_type=msg_type,
+                                     detail=f"header announced {length} bytes; a whole frame started after {j - pos}")
         return 0, None
     with memoryview(buf) as mv:
         crc = zlib.crc32(mv[pos : end - TRAILER_SIZE])
@@ -704,6 +768,28 @@ def decode_at(buf: bytes | bytearray, pos: int) -> DecodeResult:
     return size, Frame(seq, message)
 
 
+def _crc_ok(buf: bytes | bytearray, start: int, end: int) -> bool:
+    with memoryview(buf) as mv:
+        return zlib.crc32(mv[start : end - TRAILER_SIZE]) == int.from_bytes(mv[end - TRAILER_SIZE : end], "little")
+
+
+def _complete_frame_inside(buf: bytes | bytearray, start: int, n: int) -> int:
+    """Index of the first whole, CRC-good frame starting at or after ``start``, else -1."""
+    j = buf.find(SYNC, start, n)
+    while 0 <= j <= n - OVERHEAD:
+        _s, _v, mtype, _f, _r, _q, length, hcrc = _HEAD_FULL.unpack_from(buf, j)
+        end = j + HEADER_SIZE + length + TRAILER_SIZE
+        if (
+            end <= n
+            and length <= max_payload(mtype)
+            and binascii.crc_hqx(buf[j : j + 14], 0xFFFF) == hcrc
+            and _crc_ok(buf, j, end)
+        ):
+            return j
+        j = buf.find(SYNC, j + 1, n)
+    return -1
+
+
 # ----------------------------------------------------------------------------- stateful decoder
 
 
@@ -719,6 +805,7 @@ class DecoderCounters:
     garbage: int = 0
     bad_header_crc: int = 0
     too_long: int = 0
+    truncated: int = 0
     bad_crc: int = 0
     bad_version: int = 0
     unknown_type: int = 0
@@ -729,8 +816,8 @@ class DecoderCounters:
 
     @property
     def corrupt(self) -> int:
-        """Frames lost to corruption: bad header CRC, bad CRC-32 or too long."""
-        return self.bad_header_crc + self.bad_crc + self.too_long
+        """Frames lost to corruption: bad header CRC, bad CRC-32, too long or cut short."""
+        return self.bad_header_crc + self.bad_crc + self.too_long + self.truncated
 
     def as_dict(self) -> dict[str, object]:
         d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
@@ -828,6 +915,7 @@ _BOARD_CLASSES = frozenset(cls for cls, (t, _p, _u) in _BY_CLASS.items() if dire
 
 
 def next_seq(seq: int) -> int:
+    """The sequence number after ``seq`` (wrapping at 2^32)."""
     return (seq + 1) % SEQ_MODULO
 
 
@@ -836,6 +924,10 @@ __all__ = [
     "FRAME_VERSION",
     "HEADER_SIZE",
     "MAX_PAYLOAD",
+    "MAX_PAYLOAD_BY_TYPE",
+    "max_payload",
+    "CAPS_FLAG_SIMULATED",
+    "CAPS_FLAG_CONFIG_TOKEN",
     "MsgType",
     "Frame",
     "Rejected",

@@ -1,10 +1,13 @@
-"""The supervised board link: heartbeats both ways, loss detection, reconnection.
+"""The supervised board link: heartbeats both ways, loss detection, reconnection, and
+validation of everything the board sends.
 
 Owns: ``LinkSupervisor`` (pure supervision logic: no I/O, threads or clock of its own,
-shared by the threaded link and by single-threaded stepped simulations), ``LinkEvent``,
-and ``BoardLink``, the thin threaded shell around a port, the codec and the supervisor.
-May import: the standard library, ``firmware_bridge.messages``, ``.codec``, ``.transport``
-and ``.clock``.
+shared by the threaded link and by single-threaded stepped simulations), ``Receiver``
+(the pure receive path: codec, ``FrameValidator``, health counters, the invalid-data
+burst), ``LinkEvent``, and ``BoardLink``, the thin threaded shell around a port, the
+receiver and the supervisor.
+May import: the standard library, ``firmware_bridge.messages``, ``.codec``, ``.validate``,
+``.transport`` and ``.clock``.
 
 ``BoardLink`` threads:
 
@@ -24,6 +27,18 @@ never raised.
 After a reconnection (event ``restored`` or ``port_opened``) the link says Hello again
 by itself (``capabilities`` is refreshed); configuring acquisition again is the caller's
 business, since only it knows what it wants.
+
+Trust nothing (PROTOCOL.md section 12): every decoded frame goes through the
+``FrameValidator`` before ``on_message`` sees it. Duplicates, replays and invalid frames
+are dropped and counted by reason (``health()``); ``invalid_burst_count`` of them within
+``invalid_burst_window_s`` raise the event ``invalid_data`` ("board sends invalid data:
+..."), and as long again without one, ``data_valid``. A board whose protocol version or
+capabilities this host does not support is refused (event ``incompatible``, naming what
+it claimed and what is supported): nothing it sends but answers reaches ``on_message``,
+and ``send`` refuses Stimulate (other than STOP) and ConfigureAcquisition with
+``BoardRefused``. Stimulate other than STOP also waits for accepted Capabilities
+(``BoardNotReady``). A board that restarts on the same port (frame numbering from 0) is
+reported (``board_restarted``) and greeted with Hello again.
 """
 
 from __future__ import annotations
@@ -33,8 +48,9 @@ import logging
 import queue
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+from collections.abc import Callable
 
 from firmware_bridge.clock import Clock, MonotonicClock
 from firmware_bridge.codec import SEQ_MODULO, Decoder, encode
@@ -42,11 +58,16 @@ from firmware_bridge.messages import (
     PROTOCOL_VERSION,
     Ack,
     Capabilities,
+    ConfigureAcquisition,
     Hello,
     HostHeartbeat,
     Nack,
+    Output,
+    StimMode,
+    Stimulate,
 )
 from firmware_bridge.transport import Port, PortError, clock_for_url, open_port
+from firmware_bridge.validate import HOST_SUPPORT, FrameValidator, HostSupport, Verdict
 
 log = logging.getLogger("lnm.link")
 
@@ -54,19 +75,30 @@ log = logging.getLogger("lnm.link")
 # ----------------------------------------------------------------------------- events
 
 
-class LinkEventKind(str, enum.Enum):
+class LinkEventKind(enum.StrEnum):
+    """What a ``LinkEvent`` reports (the value is the word the engine sees)."""
+
     CONNECTED = "connected"  # first valid frame from the board
     LOST = "lost"  # no valid board frame for timeout_s, or the port failed
     RESTORED = "restored"  # a valid frame again after LOST
     PORT_OPENED = "port_opened"
     PORT_ERROR = "port_error"  # the port could not be opened, or failed; detail names the URL
+    INVALID_DATA = "invalid_data"  # a burst of invalid frames: "board sends invalid data: <reason>"
+    DATA_VALID = "data_valid"  # no invalid frame for the burst window after INVALID_DATA
+    INCOMPATIBLE = "incompatible"  # the board was refused: what it claimed, what is supported
+    BOARD_ACCEPTED = "board_accepted"  # a board refused before answered with supported capabilities
+    BOARD_RESTARTED = "board_restarted"  # the board restarted on the same port (numbering from 0)
 
 
 @dataclass(frozen=True)
 class LinkEvent:
+    """One thing that happened to the link, at clock time ``t``. ``detail`` is a sentence
+    for a person; ``data`` the same as JSON-ready values (reason, counts, claims)."""
+
     kind: LinkEventKind
     t: float  # clock seconds
     detail: str = ""
+    data: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
 # ----------------------------------------------------------------------------- pure supervision
@@ -184,6 +216,154 @@ class ProtocolError(LinkError):
     """The board speaks another protocol version or refused the handshake."""
 
 
+class BoardRefused(LinkDown):
+    """The board was refused (unsupported protocol version or capabilities): nothing but
+    Stimulate STOP is sent to it."""
+
+
+class BoardNotReady(LinkDown):
+    """Stimulation waits for the board's Capabilities (answer to Hello) to be accepted."""
+
+
+# ----------------------------------------------------------------------------- pure receive path
+
+
+class InvalidBurst:
+    """``count`` invalid frames within ``window_s`` seconds raise INVALID_DATA once; a
+    whole window without one clears it (DATA_VALID). Pure: the caller passes ``now``."""
+
+    def __init__(self, count: int = 3, window_s: float = 10.0) -> None:
+        if count < 1 or not window_s > 0:
+            raise ValueError(f"invalid-data burst needs count >= 1 and window > 0 s (got {count}, {window_s})")
+        self.count = int(count)
+        self.window_s = float(window_s)
+        self._times: deque[float] = deque()
+        self._last: float | None = None
+        self.active = False
+
+    def note(self, now: float, text: str, reason: str) -> list[LinkEvent]:
+        self._last = now
+        self._times.append(now)
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+        if self.active or len(self._times) < self.count:
+            return []
+        self.active = True
+        n = len(self._times)
+        return [LinkEvent(LinkEventKind.INVALID_DATA, now,
+                          f"board sends invalid data: {text} ({n} invalid frames within {self.window_s:g} s)",
+                          {"reason": reason, "text": text, "count": n, "window_s": self.window_s})]
+
+    def check(self, now: float) -> list[LinkEvent]:
+        if not self.active or self._last is None or now - self._last < self.window_s:
+            return []
+        self.active = False
+        self._times.clear()
+        return [LinkEvent(LinkEventKind.DATA_VALID, now,
+                          f"board data valid again (no invalid frame for {self.window_s:g} s)", {})]
+
+
+_NOTICE_KINDS = {
+    "board_restarted": LinkEventKind.BOARD_RESTARTED,
+    "incompatible": LinkEventKind.INCOMPATIBLE,
+    "board_accepted": LinkEventKind.BOARD_ACCEPTED,
+}
+
+
+class Receiver:
+    """The receive path without threads: bytes -> ``Decoder`` -> ``FrameValidator`` ->
+    verdicts, with the link's health counters and the invalid-data burst.
+
+    ``feed(data, now)`` returns ``(verdicts, events)``: a verdict per decoded frame in
+    order (pass on only ``accepted`` ones), and the events to report. ``sent(seq, msg)``
+    for every host frame, ``reset()`` on a new connection, ``tick(now)`` now and then (it
+    ends an invalid-data burst). Not thread-safe: the caller serialises access.
+    """
+
+    RECENT = 8  # rejections kept for the health snapshot
+
+    def __init__(self, support: HostSupport = HOST_SUPPORT, *, invalid_burst_count: int = 3,
+                 invalid_burst_window_s: float = 10.0) -> None:
+        self.decoder = Decoder()
+        self.validator = FrameValidator(support)
+        self.burst = InvalidBurst(invalid_burst_count, invalid_burst_window_s)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=self.RECENT)
+
+    def reset(self) -> None:
+        self.decoder.reset()
+        self.validator.reset()
+
+    def sent(self, seq: int, message: object) -> None:
+        self.validator.sent(seq, message)
+
+    def feed(self, data: bytes, now: float) -> tuple[list[Verdict], list[LinkEvent]]:
+        frames = self.decoder.feed(data)
+        events: list[LinkEvent] = []
+        for rej in self.decoder.take_rejections():  # intact frames the codec refused
+            self.validator.count_rejected(rej.reason)
+            text = f"{rej.reason.replace('_', ' ')} frame" + (f" ({rej.detail})" if rej.detail else "")
+            events += self._invalid(now, rej.reason, text)
+        verdicts: list[Verdict] = []
+        for frame in frames:
+            try:
+                checked = self.validator.check(frame, now)
+            except Exception as exc:  # noqa: BLE001 - a defect in a rule must not kill the reader
+                log.exception("board link: frame validation failed")
+                self.validator.count_rejected("malformed")
+                checked = [Verdict(frame.seq, frame.message, False, "invalid", "malformed",
+                                   f"cannot be checked ({type(exc).__name__})")]
+            for v in checked:
+                verdicts.append(v)
+                if not v.accepted and v.category != "refused":
+                    events += self._invalid(now, v.reason or v.category, v.text)
+        for notice in self.validator.take_notices():
+            events.append(LinkEvent(_NOTICE_KINDS[notice.kind], now, notice.detail, dict(notice.data)))
+        return verdicts, events
+
+    def _invalid(self, now: float, reason: str, text: str) -> list[LinkEvent]:
+        self.recent.append({"t": round(now, 3), "reason": reason, "text": text})
+        return self.burst.note(now, text, reason)
+
+    def tick(self, now: float) -> list[LinkEvent]:
+        return self.burst.check(now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The receive side's counters, JSON-ready (see ``BoardLink.health``)."""
+        c = self.decoder.counters
+        st = self.validator.stats
+        v = self.validator
+        caps = v.capabilities
+        return {
+            "frames_ok": st["accepted"],
+            "frames_decoded": c.frames,
+            "crc_errors": c.bad_crc + c.bad_header_crc,
+            "resyncs": c.resyncs,
+            "oversize": c.too_long,
+            "truncated": c.truncated,
+            "bytes_in": c.bytes_in,
+            "bytes_discarded": c.bytes_discarded,
+            "invalid": st["invalid"],
+            "invalid_by_reason": dict(st["invalid_by_reason"]),
+            "duplicates": st["duplicate"],
+            "replayed": st["replayed"],
+            "refused_frames": st["refused"],
+            "gaps": {k: st[k] for k in ("frames_missed", "epochs_missed", "emg_samples_missed", "heartbeats_missed")},
+            "board_restarts": st["board_restarts"],
+            "stray_frames": st["stray_frames"],
+            "invalid_burst": self.burst.active,
+            "recent_rejections": list(self.recent),
+            "board": {
+                "state": v.board_state,
+                "refusal": v.refusal or None,
+                "board_id": caps.board_id if caps else None,
+                "firmware": caps.firmware_version if caps else None,
+                "protocol_version": caps.protocol_version if caps else None,
+                "config_token": bool(caps.config_token) if caps else None,
+                "simulated": bool(caps.simulated) if caps else None,
+            },
+        }
+
+
 # ----------------------------------------------------------------------------- threaded link
 
 
@@ -217,9 +397,14 @@ class BoardLink:
         hello_on_connect: bool = True,
         host_name: str = "lnm",
         inbox_size: int = 10000,
+        support: HostSupport = HOST_SUPPORT,
+        invalid_burst_count: int = 3,
+        invalid_burst_window_s: float = 10.0,
     ) -> None:
         """``clock``: the link's time line (default: real time; for ``sim://...?speed=X``
-        a ``ScaledClock(X)`` shared with the virtual board)."""
+        a ``ScaledClock(X)`` shared with the virtual board). ``support``: what this host
+        accepts of a board; ``invalid_burst_*``: how many invalid frames within how many
+        seconds make the ``invalid_data`` event (PROTOCOL.md section 12)."""
         if (url is None) == (port_factory is None):
             raise ValueError("give the board link either a URL or a port factory")
         self.url = url if url is not None else getattr(port_factory, "url", repr(port_factory))
@@ -227,7 +412,7 @@ class BoardLink:
             clock = clock_for_url(url) if url is not None else MonotonicClock()
         self.clock: Clock = clock
         if port_factory is None:
-            port_factory = lambda: open_port(url, timeout_s=read_timeout_s, clock=self.clock)  # noqa: E731
+            port_factory = lambda: open_port(self.url, timeout_s=read_timeout_s, clock=self.clock)  # noqa: E731
         self._factory = port_factory
         self._on_message = on_message
         self._on_event = on_event
@@ -245,7 +430,12 @@ class BoardLink:
         self._pending_lock = threading.Lock()
         self._pending: dict[int, _Waiter] = {}
         self._hello_waiters: deque[_Waiter] = deque()
-        self._decoder = Decoder()
+        self._rx = Receiver(support, invalid_burst_count=invalid_burst_count,
+                            invalid_burst_window_s=invalid_burst_window_s)
+        self._rx_lock = threading.Lock()  # the receive path and its counters (health() reads them)
+        self._decoder: Decoder = self._rx.decoder
+        self._started_at: float | None = None
+        self._up_since: float | None = None
         self._port: Port | None = None
         self._tx_seq = 0
         self._hb_counter = 0
@@ -269,15 +459,17 @@ class BoardLink:
             "request_timeouts": 0,
             "callback_errors": 0,
             "inbox_dropped": 0,
+            "tokens_stripped": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "BoardLink":
+    def start(self) -> BoardLink:
         """Open the port (errors become a ``port_error`` event; retried with backoff) and
         start the reader and supervisor threads."""
         if self._threads:
             raise LinkError("board link already started")
+        self._started_at = self.clock.now()
         self._try_open()
         self._threads = [
             threading.Thread(target=self._reader_loop, name="board-link-reader", daemon=True),
@@ -297,7 +489,7 @@ class BoardLink:
             _close_quietly(port)
         self._fail_pending(LinkDown(f"board link {self.url!r} closed"))
 
-    def __enter__(self) -> "BoardLink":
+    def __enter__(self) -> BoardLink:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -316,12 +508,61 @@ class BoardLink:
         return self._port is not None
 
     @property
-    def counters(self) -> dict[str, object]:
-        """Receive counters of the decoder (frames, bad_crc, resyncs, seq_gaps, ...) and
-        the link's own (tx_frames, heartbeats_sent, port_errors, lost, ...)."""
-        out = self._decoder.counters.as_dict()
+    def counters(self) -> dict[str, Any]:
+        """Receive counters of the decoder (frames, bad_crc, resyncs, seq_gaps, ...), the
+        validator's (frames_ok, invalid, duplicate, replayed, ...) and the link's own
+        (tx_frames, heartbeats_sent, port_errors, lost, ...). See also ``health()``."""
+        with self._rx_lock:
+            out = self._decoder.counters.as_dict()
+            st = self._rx.validator.stats
+            out.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in st.items() if k not in out
+                        and k != "accepted"})
+            out["frames_ok"] = st["accepted"]
         out.update(self._c)
         return out
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of the link's health: frames ok, CRC errors, resyncs,
+        oversize and truncated headers, invalid frames by reason, duplicates, replays,
+        gaps (frames, stimulus epochs, EMG samples, heartbeats), bytes, uptime, the board
+        (accepted or refused, and why) and the last rejections. Cheap and thread-safe."""
+        now = self.clock.now()
+        with self._rx_lock:
+            out = self._rx.snapshot()
+        with self._sup_lock:
+            state = self._sup.state
+        c = self._c
+        out.update({
+            "url": self.url,
+            "state": state,
+            "connected": state == "up",
+            "port_open": self._port is not None,
+            "uptime_s": round(now - self._started_at, 3) if self._started_at is not None else 0.0,
+            "connected_s": round(now - self._up_since, 3) if self._up_since is not None and state == "up" else 0.0,
+            "bytes_out": c["tx_bytes"],
+            "frames_out": c["tx_frames"],
+            "lost": c["lost"],
+            "restored": c["restored"],
+            "port_errors": c["port_errors"],
+            "request_timeouts": c["request_timeouts"],
+            "callback_errors": c["callback_errors"],
+            "inbox_dropped": c["inbox_dropped"],
+            "tokens_stripped": c["tokens_stripped"],
+        })
+        return out
+
+    @property
+    def board_state(self) -> str:
+        """``unknown`` (no accepted Capabilities on this connection yet), ``accepted`` or
+        ``refused``."""
+        with self._rx_lock:
+            return self._rx.validator.board_state
+
+    @property
+    def supports_config_token(self) -> bool:
+        """True when the board speaks protocol 1.1 (echoes Stimulate.config_token)."""
+        caps = self.capabilities
+        return bool(caps is not None and caps.config_token and self.board_state == "accepted")
 
     def send(self, message: object) -> int:
         """Send one message; returns its sequence number. Raises ``LinkDown`` when the port
@@ -374,6 +615,10 @@ class BoardLink:
                 f"the board ({self.url}, firmware {answer.firmware_version}) speaks protocol "
                 f"version {answer.protocol_version}; this host speaks {PROTOCOL_VERSION}"
             )
+        with self._rx_lock:
+            state, refusal = self._rx.validator.board_state, self._rx.validator.refusal
+        if state == "refused":
+            raise ProtocolError(f"the board ({self.url}) is not supported: {refusal}")
         self.capabilities = answer
         return answer
 
@@ -403,6 +648,9 @@ class BoardLink:
         """One supervision step at ``clock.now()``: loss check, heartbeat, re-Hello.
         The supervisor thread calls it every ``tick_s``; tests on a ManualClock may too."""
         now = self.clock.now()
+        with self._rx_lock:
+            burst = self._rx.tick(now)
+        self._emit(burst)
         with self._sup_lock:
             events = self._sup.check(now)
             hb_due = self._port is not None and not self._hb_paused and self._sup.heartbeat_due(now)
@@ -433,14 +681,39 @@ class BoardLink:
 
     # ------------------------------------------------------------------ internals
 
+    def _gate(self, message: object) -> object:
+        """What may go to the board now (PROTOCOL.md section 12): raises ``BoardRefused``
+        / ``BoardNotReady``; strips a configuration token a 1.0 board would not parse."""
+        if isinstance(message, Stimulate) and message.mode is not StimMode.STOP:
+            v = self._rx.validator
+            if v.board_state == "refused":
+                raise BoardRefused(f"not stimulating: the board ({self.url}) is not supported: {v.refusal}")
+            if v.board_state != "accepted":
+                raise BoardNotReady(f"not stimulating yet: the board ({self.url}) has not answered Hello "
+                                    "with supported capabilities")
+        elif isinstance(message, ConfigureAcquisition) and self._rx.validator.board_state == "refused":
+            raise BoardRefused(f"not configuring acquisition: the board ({self.url}) is not supported: "
+                               f"{self._rx.validator.refusal}")
+        if isinstance(message, Stimulate) and message.config_token is not None:
+            caps = self._rx.validator.capabilities
+            if caps is None or not caps.config_token:
+                self._c["tokens_stripped"] += 1
+                message = replace(message, config_token=None)
+        return message
+
     def _send(self, message: object, waiter: _Waiter | None) -> int:
         with self._tx_lock:
             port = self._port
             if port is None:
-                raise LinkDown(f"board port {self.url!r} is not open" + (f" ({self.last_error})" if self.last_error else ""))
+                why = f" ({self.last_error})" if self.last_error else ""
+                raise LinkDown(f"board port {self.url!r} is not open{why}")
+            with self._rx_lock:
+                message = self._gate(message)
             seq = self._tx_seq
             frame = encode(message, seq)
             self._tx_seq = (seq + 1) % SEQ_MODULO
+            with self._rx_lock:
+                self._rx.sent(seq, message)
             if waiter is not None:
                 with self._pending_lock:
                     self._pending[seq] = waiter
@@ -476,7 +749,9 @@ class BoardLink:
         with self._tx_lock:
             self._port = port
             self._tx_seq = 0  # each direction counts from 0 when the port opens (PROTOCOL.md §4)
-        self._decoder.reset()
+            with self._rx_lock:
+                self._rx.reset()
+        self.capabilities = None  # another board may be on the port now: it must say again
         self.last_error = None
         self._c["port_opens"] += 1
         now = self.clock.now()
@@ -534,38 +809,65 @@ class BoardLink:
                 self._receive(data)
 
     def _receive(self, data: bytes) -> None:
-        frames = self._decoder.feed(data)
-        if not frames:
-            return
         now = self.clock.now()
-        with self._sup_lock:
-            events = self._sup.frame_received(now)
+        with self._rx_lock:
+            verdicts, rx_events = self._rx.feed(data, now)
+        # the board is talking (even nonsense: that is invalid data, not a lost link);
+        # duplicates and replays prove nothing about the board
+        alive = any(v.accepted or v.category in ("refused", "invalid") for v in verdicts)
+        events: list[LinkEvent] = []
+        if alive:
+            with self._sup_lock:
+                events = self._sup.frame_received(now)
         self._emit(events)
-        for frame in frames:
-            message = frame.message
-            if isinstance(message, (Ack, Nack)):
-                with self._pending_lock:
-                    waiter = self._pending.pop(message.seq, None)
-                    if waiter is not None and waiter in self._hello_waiters:
-                        self._hello_waiters.remove(waiter)
-                if waiter is not None:
-                    waiter.answer = message
-                    waiter.event.set()
-            elif isinstance(message, Capabilities):
-                self.capabilities = message
-                with self._pending_lock:
-                    waiters = list(self._hello_waiters)
-                    self._hello_waiters.clear()
-                    for w in waiters:
-                        for s, pw in list(self._pending.items()):
-                            if pw is w:
-                                del self._pending[s]
-                for w in waiters:
-                    w.answer = message
-                    w.event.set()
-            self._deliver(message)
-        if any(e.kind is LinkEventKind.RESTORED for e in events) and self._hello_on_connect:
+        self._emit(rx_events)  # before any answer wakes a caller: they see the board's state
+        kinds = {e.kind for e in rx_events}
+        if LinkEventKind.INCOMPATIBLE in kinds:
+            self._stop_all_quietly()
+        for v in verdicts:
+            message = v.message
+            if isinstance(message, (Ack, Nack)) and v.accepted:
+                self._answer(message)
+            elif isinstance(message, Capabilities) and (v.accepted or v.category == "refused"):
+                self.capabilities = message if v.accepted else None  # a refused board's are not used
+                self._answer_hello(message)
+            if v.accepted:
+                self._deliver(message)
+            else:
+                log.debug("board frame dropped: %s", v.text)
+        if self._hello_on_connect and (
+            LinkEventKind.BOARD_RESTARTED in kinds or any(e.kind is LinkEventKind.RESTORED for e in events)
+        ):
             self._send_hello_quietly()
+
+    def _answer(self, message: Ack | Nack) -> None:
+        with self._pending_lock:
+            waiter = self._pending.pop(message.seq, None)
+            if waiter is not None and waiter in self._hello_waiters:
+                self._hello_waiters.remove(waiter)
+        if waiter is not None:
+            waiter.answer = message
+            waiter.event.set()
+
+    def _answer_hello(self, message: Capabilities) -> None:
+        with self._pending_lock:
+            waiters = list(self._hello_waiters)
+            self._hello_waiters.clear()
+            for w in waiters:
+                for s, pw in list(self._pending.items()):
+                    if pw is w:
+                        del self._pending[s]
+        for w in waiters:
+            w.answer = message
+            w.event.set()
+
+    def _stop_all_quietly(self) -> None:
+        """A refused board: make sure nothing stimulates (STOP is always allowed)."""
+        for out in Output:
+            try:
+                self._send(Stimulate(out, StimMode.STOP), None)
+            except (LinkDown, ValueError):
+                pass
 
     def _deliver(self, message: object) -> None:
         if self._on_message is not None:
@@ -590,10 +892,18 @@ class BoardLink:
         for event in events:
             if event.kind is LinkEventKind.LOST:
                 self._c["lost"] += 1
+                self._up_since = None
                 log.warning("board link lost: %s", event.detail)
-            elif event.kind is LinkEventKind.RESTORED:
-                self._c["restored"] += 1
-                log.info("board link restored: %s", event.detail)
+            elif event.kind in (LinkEventKind.RESTORED, LinkEventKind.CONNECTED):
+                if event.kind is LinkEventKind.RESTORED:
+                    self._c["restored"] += 1
+                self._up_since = event.t
+                log.info("board link %s: %s", event.kind.value, event.detail)
+            elif event.kind in (LinkEventKind.INVALID_DATA, LinkEventKind.INCOMPATIBLE):
+                log.warning("board link %s: %s", event.kind.value, event.detail)
+            elif event.kind in (LinkEventKind.DATA_VALID, LinkEventKind.BOARD_ACCEPTED,
+                                LinkEventKind.BOARD_RESTARTED):
+                log.info("board link %s: %s", event.kind.value, event.detail)
             if self._on_event is not None:
                 try:
                     self._on_event(event)
@@ -629,6 +939,10 @@ def _close_quietly(port: Port) -> None:
 __all__ = [
     "BoardLink",
     "LinkSupervisor",
+    "Receiver",
+    "InvalidBurst",
+    "BoardRefused",
+    "BoardNotReady",
     "LinkEvent",
     "LinkEventKind",
     "LinkError",

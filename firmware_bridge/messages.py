@@ -1,7 +1,7 @@
 """The typed Board API: every message that crosses the host <-> board link.
 
 Owns: the message dataclasses and the enums they use.
-May import: the standard library and numpy.
+May import: the standard library, numpy and ``firmware_bridge.vocabulary`` (the channel labels).
 
 These are the only things the rest of the product sees of the board. The byte layout of
 each message is in ``PROTOCOL.md``; ``codec.py`` turns these objects into frames and back.
@@ -22,9 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+from firmware_bridge.vocabulary import CHANNEL_LABELS as CHANNEL_LABELS  # channel 0, 1 (re-exported)
 
-CHANNEL_LABELS = ("EMG L", "EMG R")
+PROTOCOL_VERSION = 1
+# Revision 1.1 (backward compatible, same version field): the stimulation configuration
+# token. A board that speaks it sets ``Capabilities.config_token``; a host sends a token
+# only to such a board, and the board echoes it in every StimEpoch of that configuration.
+PROTOCOL_REVISION = "1.1"
+CONFIG_TOKEN_MAX = (1 << 32) - 1
+
 
 
 class Output(enum.IntEnum):
@@ -34,7 +40,13 @@ class Output(enum.IntEnum):
     APS = 1  # continuous vagal electrode
 
 
+# the outputs in the nurse's words (link and flow messages)
+OUTPUT_WORDS = {Output.PROBE: "the probe", Output.APS: "the vagal electrode"}
+
+
 class StimMode(enum.IntEnum):
+    """What a Stimulate command does on its output."""
+
     STOP = 0  # stop stimulating on this output
     SINGLE = 1  # one pulse now
     CONTINUOUS = 2  # pulses at rate_mHz until STOP
@@ -66,6 +78,8 @@ class Fault(enum.IntFlag):
 
 
 class NackReason(enum.IntEnum):
+    """Why the board refused a host frame (PROTOCOL.md section 8)."""
+
     UNKNOWN_MESSAGE = 1
     MALFORMED = 2
     OUT_OF_RANGE = 3
@@ -87,6 +101,9 @@ class Hello:
 
 @dataclass(frozen=True)
 class ConfigureAcquisition:
+    """Start (or change) acquisition: sample rate, channels, the free-running stream and
+    the stimulus epoch window (PROTOCOL.md section 7, 0x02)."""
+
     sample_rate_hz: int = 20000
     channel_mask: int = 0b11  # bit 0 = EMG L, bit 1 = EMG R
     gain: int = 1
@@ -99,16 +116,25 @@ class ConfigureAcquisition:
 
 @dataclass(frozen=True)
 class Stimulate:
+    """Start, change or stop stimulation on one output (PROTOCOL.md section 7, 0x03).
+
+    ``config_token`` (protocol 1.1, u32): a number the host chooses for this
+    configuration; the board echoes it in every StimEpoch delivered with it, so that each
+    stimulus can be attributed to what the host had selected when the board delivered it.
+    ``None``: the 1.0 form without a token (the only form a 1.0 board accepts).
+    """
+
     output: Output
     mode: StimMode
     current_uA: int = 1000
     pulse_width_us: int = 100
     rate_mHz: int = 4000  # CONTINUOUS only
+    config_token: int | None = None
 
 
 @dataclass(frozen=True)
 class ImpedanceRequest:
-    pass
+    """Measure the electrode impedances; answered by an ImpedanceResult."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,10 @@ class SimControl:
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What the board is and accepts (answer to Hello). ``config_token``: the board speaks
+    protocol revision 1.1 (Capabilities flag bit 1): it accepts Stimulate with a
+    configuration token and echoes it in StimEpoch."""
+
     protocol_version: int
     firmware_version: str
     board_id: str
@@ -147,6 +177,7 @@ class Capabilities:
     max_rate_mHz: int = 30000
     outputs: tuple[Output, ...] = (Output.PROBE, Output.APS)
     simulated: bool = False
+    config_token: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +186,8 @@ class StimEpoch:
 
     ``samples`` has shape (channels, pre + post samples); sample ``pre_samples`` is the
     stimulus onset. ``delivered_current_uA`` is -1 when the board did not measure it.
+    ``config_token`` (protocol 1.1): the token of the Stimulate whose configuration the
+    pulse was delivered with; ``None`` when that configuration carried none (1.0 form).
     """
 
     board_time_us: int  # stimulus onset
@@ -167,6 +200,7 @@ class StimEpoch:
     pre_samples: int
     nv_per_count: int
     samples: np.ndarray = field(repr=False)
+    config_token: int | None = None
 
     def microvolts(self) -> np.ndarray:
         return self.samples.astype(np.float64) * (self.nv_per_count / 1000.0)
@@ -198,6 +232,8 @@ class EmgBlock:
 
 @dataclass(frozen=True)
 class ImpedanceResult:
+    """Electrode impedances, one per electrode (-1 ohm: not measurable)."""
+
     board_time_us: int
     impedances_ohm: tuple[tuple[Electrode, int], ...]  # -1 ohm: not measurable (lead off)
 
@@ -207,6 +243,8 @@ class ImpedanceResult:
 
 @dataclass(frozen=True)
 class BoardStatus:
+    """Faults, running outputs and the host watchdog, every second and on any change."""
+
     board_time_us: int
     faults: Fault
     stimulating: tuple[Output, ...] = ()
@@ -216,17 +254,23 @@ class BoardStatus:
 
 @dataclass(frozen=True)
 class BoardHeartbeat:
+    """The board's "all well", every 100 ms."""
+
     board_time_us: int
     counter: int = 0
 
 
 @dataclass(frozen=True)
 class Ack:
+    """The host frame numbered ``seq`` was accepted and has taken effect."""
+
     seq: int  # sequence number of the acknowledged host frame
 
 
 @dataclass(frozen=True)
 class Nack:
+    """The host frame numbered ``seq`` was refused (no effect at all)."""
+
     seq: int
     reason: NackReason
     detail: str = ""

@@ -105,7 +105,7 @@ class SocketPort:
         self._timeout_s = timeout_s
 
     @classmethod
-    def open(cls, url: str, *, timeout_s: float, write_timeout_s: float) -> "SocketPort":
+    def open(cls, url: str, *, timeout_s: float, write_timeout_s: float) -> SocketPort:
         parts = urlsplit(url)
         try:
             host, port = parts.hostname, parts.port
@@ -164,7 +164,7 @@ class SerialPort:
             self._fd = None
 
     @classmethod
-    def open(cls, url: str, *, timeout_s: float, write_timeout_s: float, baudrate: int) -> "SerialPort":
+    def open(cls, url: str, *, timeout_s: float, write_timeout_s: float, baudrate: int) -> SerialPort:
         import serial  # pyserial
 
         try:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 # A loaded 2-core CI machine can hold a process off the CPU for a second or more, so the
 # default limit is generous; a wait only takes as long as the condition needs.

@@ -12,6 +12,7 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
 | loss_of_signal       | physiological | high     | until reset | no        | high, louder |
 | combined_event       | physiological | high     | until reset | no        | high, louder |
 | amplitude_decrease   | physiological | medium   | none        | no        | high         |
+| neuromuscular_blockade_suspected | physiological | medium | none  | no        | high         |
 | poor_baseline        | physiological | low      | until ack   | yes       | medium       |
 | no_current           | technical     | medium   | until ack   | yes       | high         |
 | board_link_lost      | technical     | high     | until ack   | no        | high, louder |
@@ -35,6 +36,9 @@ the nurse reads (``title`` and ``message``) and what to do (``action``).
 - **Escalation** of an alarm left unacknowledged for ``alarms.escalation_s``: medium and
   low go one level up; a high alarm stays high and plays at full volume (``louder``).
   ``storage_problem`` does not escalate: the patient is still monitored.
+- ``neuromuscular_blockade_suspected`` concerns both sides at once: it is raised under
+  the key ``BOTH`` (``app.alarms.mapping``) and replaces the single-side amplitude
+  decrease while it lasts.
 - **Info** rows are notices: shown and logged, never sounded, never acknowledged.
 - Deliberately *not* an alarm: a touchscreen UI disconnecting from the engine (the engine
   keeps monitoring and alarming; the UI shows its own reconnect message).
@@ -45,16 +49,21 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 from app.model import Priority
 
 
-class AlarmKind(str, enum.Enum):
+# The enumerations keep the ``str`` mix-in (not ``StrEnum``, whose members print
+# differently): their values are what the journal and the API carry.
+class AlarmKind(str, enum.Enum):  # noqa: UP042
+    """Every alarm condition and notice the monitor knows (one catalogue row each)."""
+
     # physiological
     LOSS_OF_SIGNAL = "loss_of_signal"
     COMBINED_EVENT = "combined_event"
     AMPLITUDE_DECREASE = "amplitude_decrease"
+    NEUROMUSCULAR_BLOCKADE_SUSPECTED = "neuromuscular_blockade_suspected"
     POOR_BASELINE = "poor_baseline"
     # technical
     NO_CURRENT = "no_current"
@@ -70,12 +79,16 @@ class AlarmKind(str, enum.Enum):
     BASELINE_SET = "baseline_set"
 
 
-class Category(str, enum.Enum):
+class Category(str, enum.Enum):  # noqa: UP042
+    """IEC 60601-1-8 alarm category: the patient's state or the equipment's."""
+
     PHYSIOLOGICAL = "physiological"
     TECHNICAL = "technical"
 
 
-class Latch(str, enum.Enum):
+class Latch(str, enum.Enum):  # noqa: UP042
+    """How long an alarm stays after its condition ended (see the module docstring)."""
+
     NONE = "none"
     UNTIL_ACK = "until_ack"
     UNTIL_RESET = "until_reset"
@@ -89,6 +102,8 @@ PRIORITY_RANK: Mapping[Priority, int] = MappingProxyType(
 
 @dataclass(frozen=True)
 class AlarmDefinition:
+    """One catalogue row: what the nurse reads and what the alarm system does."""
+
     kind: AlarmKind
     category: Category
     priority: Priority
@@ -118,7 +133,7 @@ class AlarmDefinition:
 
 
 P, T = Category.PHYSIOLOGICAL, Category.TECHNICAL
-H, M, L, I = Priority.HIGH, Priority.MEDIUM, Priority.LOW, Priority.INFO
+H, M, L, INFO = Priority.HIGH, Priority.MEDIUM, Priority.LOW, Priority.INFO
 
 _DEFINITIONS = [
     AlarmDefinition(
@@ -142,10 +157,21 @@ _DEFINITIONS = [
     AlarmDefinition(
         AlarmKind.AMPLITUDE_DECREASE, P, M, Latch.NONE,
         "Check tube position",
-        "Response amplitude fallen with stable latency: typical of tube displacement "
-        "or secretions, not of nerve injury.",
-        "Check tube depth and rotation and clear saliva; take a new baseline if the "
-        "tube was moved.",
+        "Response amplitude fallen with stable latency: typical of tube displacement, "
+        "secretions or relaxant, not of nerve injury.",
+        "Check tube depth and rotation, then secretions on the electrodes, then ask the "
+        "anaesthetist about relaxant (train-of-four); take a new baseline if the tube was "
+        "moved.",
+        escalate_to=H,
+    ),
+    AlarmDefinition(
+        AlarmKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED, P, M, Latch.NONE,
+        "Blockade suspected: check train-of-four",
+        "Responses on both sides have fallen with stable latency: a systemic cause "
+        "(neuromuscular blockade), not a nerve injury. Both sides are poorly monitored "
+        "until it wears off.",
+        "Systemic cause: check train-of-four and relaxant with the anaesthetist; reverse "
+        "or wait for recovery before relying on the monitor.",
         escalate_to=H,
     ),
     AlarmDefinition(
@@ -209,20 +235,20 @@ _DEFINITIONS = [
         escalate_to=H,
     ),
     AlarmDefinition(
-        AlarmKind.SIGNAL_RECOVERED, P, I, Latch.NONE,
+        AlarmKind.SIGNAL_RECOVERED, P, INFO, Latch.NONE,
         "Signal recovered",
         "The response amplitude is back above the recovery level.",
         "Continue; the earlier alarm stays on the list until it is reset.",
     ),
     AlarmDefinition(
-        AlarmKind.NONRECURRENT_NERVE_SUSPECTED, P, I, Latch.NONE,
+        AlarmKind.NONRECURRENT_NERVE_SUSPECTED, P, INFO, Latch.NONE,
         "Non-recurrent nerve suspected",
         "The right vagal latency is unusually short: a non-recurrent laryngeal nerve is "
         "possible.",
         "Look for a non-recurrent nerve entering the larynx directly from the vagus.",
     ),
     AlarmDefinition(
-        AlarmKind.BASELINE_SET, P, I, Latch.NONE,
+        AlarmKind.BASELINE_SET, P, INFO, Latch.NONE,
         "Baseline set",
         "A new baseline was taken for this side.",
         "",

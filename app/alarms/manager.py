@@ -19,25 +19,25 @@ Per-alarm states (``A`` = condition present, ``K`` = acknowledged)::
     LATCHED_ACKED not A, K   silent            shown until reset (latch until_reset only)
     (absent)
 
-| from           | event                | guard                             | to             | log                         |
-|----------------|----------------------|-----------------------------------|----------------|-----------------------------|
-| absent         | raise_condition      | not momentary                     | ACTIVE         | raised                      |
-| absent         | raise_condition      | momentary                         | LATCHED        | raised                      |
-| ACTIVE, ACKED  | raise_condition      |                                   | unchanged      | (none: same episode)        |
-| LATCHED        | raise_condition      |                                   | ACTIVE [1]     | re_raised                   |
-| LATCHED_ACKED  | raise_condition      |                                   | ACTIVE [1]     | re_raised (sounds again)    |
-| ACTIVE         | clear_condition      | latch none                        | absent         | cleared                     |
-| ACTIVE         | clear_condition      | latch until_ack / until_reset     | LATCHED        | condition_ended             |
-| ACKED          | clear_condition      | latch none / until_ack            | absent         | cleared                     |
-| ACKED          | clear_condition      | latch until_reset                 | LATCHED_ACKED  | condition_ended             |
-| LATCHED(_ACKED)| clear_condition      |                                   | unchanged      | (none)                      |
-| ACTIVE         | acknowledge          |                                   | ACKED          | acknowledged                |
-| LATCHED        | acknowledge          | latch until_ack                   | absent         | acknowledged, removed       |
-| LATCHED        | acknowledge          | latch until_reset                 | LATCHED_ACKED  | acknowledged                |
-| ACKED, L._ACKED| acknowledge          |                                   | unchanged      | refused                     |
-| LATCHED(_ACKED)| reset                |                                   | absent         | reset                       |
-| ACTIVE, ACKED  | reset                |                                   | unchanged      | refused (condition present) |
-| ACTIVE,LATCHED | tick                 | unacknowledged >= escalation_s    | same, escalated| escalated                   |
+| from           | event                | guard                         | to             | log                         |
+|----------------|----------------------|-------------------------------|----------------|-----------------------------|
+| absent         | raise_condition      | not momentary                 | ACTIVE         | raised                      |
+| absent         | raise_condition      | momentary                     | LATCHED        | raised                      |
+| ACTIVE, ACKED  | raise_condition      |                               | unchanged      | (none: same episode)        |
+| LATCHED        | raise_condition      |                               | ACTIVE [1]     | re_raised                   |
+| LATCHED_ACKED  | raise_condition      |                               | ACTIVE [1]     | re_raised (sounds again)    |
+| ACTIVE         | clear_condition      | latch none                    | absent         | cleared                     |
+| ACTIVE         | clear_condition      | latch until_ack / until_reset | LATCHED        | condition_ended             |
+| ACKED          | clear_condition      | latch none / until_ack        | absent         | cleared                     |
+| ACKED          | clear_condition      | latch until_reset             | LATCHED_ACKED  | condition_ended             |
+| LATCHED(_ACKED)| clear_condition      |                               | unchanged      | (none)                      |
+| ACTIVE         | acknowledge          |                               | ACKED          | acknowledged                |
+| LATCHED        | acknowledge          | latch until_ack               | absent         | acknowledged, removed       |
+| LATCHED        | acknowledge          | latch until_reset             | LATCHED_ACKED  | acknowledged                |
+| ACKED, L._ACKED| acknowledge          |                               | unchanged      | refused                     |
+| LATCHED(_ACKED)| reset                |                               | absent         | reset                       |
+| ACTIVE, ACKED  | reset                |                               | unchanged      | refused (condition present) |
+| ACTIVE,LATCHED | tick                 | unacknowledged >= escalation_s| same, escalated| escalated                   |
 
 [1] LATCHED for a momentary kind (the condition ends again at once). ``since`` (start of
 the episode) is kept. From LATCHED the unacknowledged period simply continues (the
@@ -88,7 +88,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from app.alarms.catalog import (
     CATALOG,
@@ -109,6 +110,8 @@ _MAX_NOTICES = 50
 
 
 class AudioMode:
+    """The alarm audio modes: normal, paused (for ``alarms.audio_pause_s``) or off."""
+
     NORMAL = "normal"
     PAUSED = "paused"
     OFF = "off"
@@ -143,6 +146,8 @@ class LogEntry:
 
 @dataclass(frozen=True)
 class AlarmView:
+    """One alarm as the state, the UI and the record show it."""
+
     id: str
     kind: str
     key: str
@@ -175,6 +180,8 @@ class AlarmView:
 
 @dataclass(frozen=True)
 class AudioView:
+    """The alarm audio mode as the state and the UI show it."""
+
     mode: str  # normal | paused | off
     remaining_s: float | None  # paused: countdown; otherwise None
     since: float | None  # when the current mode began (None: normal since start)
@@ -197,6 +204,8 @@ class AudioView:
 
 @dataclass(frozen=True)
 class NoticeView:
+    """An information signal (never sounded as an alarm) as the UI shows it."""
+
     t: float
     kind: str
     key: str
@@ -291,7 +300,7 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int)):
+    if hasattr(value, "value") and isinstance(value.value, (str, int)):
         return value.value
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
@@ -458,10 +467,11 @@ class AlarmManager:
                     return False
                 a = candidates[0]
             else:
-                a = self._alarms.get(alarm_id)
-                if a is None:
+                found = self._alarms.get(alarm_id)
+                if found is None:
                     self._refuse(now, alarm_id, "acknowledge", who, "no such alarm")
                     return False
+                a = found
                 if a.acknowledged:
                     self._refuse(now, a.id, "acknowledge", who, "already acknowledged")
                     return False

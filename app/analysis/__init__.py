@@ -3,6 +3,11 @@
 Owns:
 - ``epoch``: ``EpochAnalyzer``, the measurement of one stimulus epoch (band-pass, artifact
   rejection, baseline, response window per nerve site, amplitude, latencies, validity).
+  It learns over a case (``reset()`` when a case opens).
+- ``noise``: the background under a response (ECG, wander, mains hum) and the noise that
+  competes with it; ``MainsProfile``, the hum present on each channel.
+- ``template``: the response shape of each channel and nerve site, learned from the
+  case's own responses, and the measurement of a noisy response by fitting it.
 - ``freerun``: ``FreeRunDetector``, spontaneous activity (bursts, trains) and
   electrocautery in the free-running EMG.
 - ``breathing``: ``BreathingMeter``, the respiratory variation of the baseline EMG per side

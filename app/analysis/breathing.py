@@ -4,7 +4,7 @@ Owns: ``BreathingMeter`` (stateful, pure: fed consecutive blocks of free-running
 reduced to 100 ms frames kept in a bounded buffer), ``SideBreathing`` (the result for one
 side) and ``BreathingResult`` (both sides), plus ``measuring_json`` / ``not_measured_json``
 for the states before a result exists.
-May import: numpy, scipy.signal, ``app.settings``.
+May import: numpy, scipy.signal, ``app.model``, ``app.settings``.
 
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of each block, then
 the sample count). Works at any stream rate of at least 100 Hz (the board may decimate).
@@ -71,11 +71,13 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal as sps
 
+from app.model import SIDES
 from app.settings import Settings, load
 
 FRAME_S = 0.1  # 100 ms: a whole number of 50 Hz and 60 Hz periods
@@ -140,6 +142,8 @@ class SideBreathing:
 
 @dataclass(frozen=True)
 class BreathingResult:
+    """The breathing variation of both sides over one window of the free-running EMG."""
+
     sides: dict[str, SideBreathing]
     t_from: float
     t_to: float
@@ -191,7 +195,7 @@ class BreathingMeter:
         self,
         settings: Settings | None = None,
         sample_rate_hz: float = 20000.0,
-        sides: Sequence[str] = ("L", "R"),
+        sides: Sequence[str] = SIDES,
         keep_s: float | None = None,
     ) -> None:
         s = settings if settings is not None else load()
@@ -215,7 +219,8 @@ class BreathingMeter:
         self.highpass_hz = min(float(s["emg.highpass_hz"]), 0.25 * fs)
         self._sos = sps.butter(4, self.highpass_hz, btype="highpass", fs=fs, output="sos")
         keep = self.window_s + _KEEP_MARGIN_S if keep_s is None else float(keep_s)
-        self._frames: collections.deque[list[Any]] = collections.deque(maxlen=max(1, int(math.ceil(keep / self.frame_s))))
+        self._frames: collections.deque[list[Any]] = collections.deque(
+            maxlen=max(1, int(math.ceil(keep / self.frame_s))))
         self._blanks: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._restart()
 
@@ -243,14 +248,14 @@ class BreathingMeter:
         """End time of the newest frame (None before the first)."""
         if not self._frames:
             return None
-        return self._frames[-1][0] + self.frame_s / 2
+        return float(self._frames[-1][0]) + self.frame_s / 2
 
     @property
     def first_frame_t(self) -> float | None:
         """Start time of the oldest frame kept."""
         if not self._frames:
             return None
-        return self._frames[0][0] - self.frame_s / 2
+        return float(self._frames[0][0]) - self.frame_s / 2
 
     # ------------------------------------------------------------------ feeding
 
@@ -367,7 +372,8 @@ class BreathingMeter:
     def evaluate(self, t_from: float | None = None, t_to: float | None = None) -> BreathingResult:
         """The breathing variation over ``[t_from, t_to)`` (default: the newest window)."""
         if t_to is None:
-            t_to = self.covered_until if self._frames else 0.0
+            covered = self.covered_until
+            t_to = covered if covered is not None else 0.0
         if t_from is None:
             t_from = t_to - self.window_s
         t_from, t_to = float(t_from), float(t_to)
@@ -415,7 +421,8 @@ class BreathingMeter:
             # envelope's swing is cos(pi f T) smaller (T = 100 ms; 2.4 % at 0.7 Hz)
             comb = math.cos(math.pi * f * self.frame_s)
             modulation = 100.0 * amp_env / (mean_env * comb) if mean_env > 0 else 0.0
-            present = modulation >= self.min_modulation_pct and (self.min_wander_uV <= 0 or wander >= self.min_wander_uV)
+            present = modulation >= self.min_modulation_pct and (
+                self.min_wander_uV <= 0 or wander >= self.min_wander_uV)
             ok = (flag[ch] == _OK) & np.isfinite(env[ch])
             verdicts[ch] = SideBreathing(side, bool(present), wander, modulation, mean_env, 60.0 * f,
                                          100.0 * min(int(ok.sum()) / expected, 1.0), span)

@@ -2,7 +2,7 @@
 
 Owns: ``FreeRunDetector`` (stateful, pure: fed consecutive blocks, returns events),
 ``EmgEvent`` and ``EmgEventKind``.
-May import: numpy, scipy.signal, ``app.settings``, ``firmware_bridge.messages``.
+May import: numpy, scipy.signal, ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
 
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
 then the sample count). Works at any stream rate (the board may decimate the stream).
@@ -50,11 +50,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal as sps
 
+from app.model import CHANNEL_LABELS
 from app.settings import Settings, load
 
 _FRAME_MS = 10.0
@@ -74,7 +76,9 @@ _STIM_PRE_S = 0.001  # a stimulus window starts this long before the stimulus
 _STIM_PENDING_MAX = 256  # noted stimuli kept waiting for their windows (the newest)
 
 
-class EmgEventKind(str, enum.Enum):
+class EmgEventKind(str, enum.Enum):  # noqa: UP042 - str mix-in as in app.model
+    """What the free-running EMG analysis reports."""
+
     ACTIVITY_START = "activity_start"  # an episode has been recognised (still going)
     ACTIVITY = "activity"  # an episode is over: onset, duration, peak, pattern
     CAUTERY_START = "cautery_start"
@@ -83,6 +87,8 @@ class EmgEventKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class EmgEvent:
+    """One report of the free-running EMG analysis: an episode of activity or cautery."""
+
     kind: EmgEventKind
     t_s: float  # when it was recognised (end of the frame that completed it)
     channel: str | None  # "EMG L" / "EMG R"; None for cautery (both channels)
@@ -124,7 +130,7 @@ class FreeRunDetector:
         self,
         settings: Settings | None = None,
         sample_rate_hz: float = 20000.0,
-        channels: Sequence[str] = ("EMG L", "EMG R"),
+        channels: Sequence[str] = CHANNEL_LABELS,
         stimulus_wait_s: float = 0.0,
     ) -> None:
         s = settings if settings is not None else load()
@@ -188,13 +194,13 @@ class FreeRunDetector:
     @property
     def active_channels(self) -> list[str]:
         """Channels with an episode in progress (recognised, not yet over)."""
-        return [c for c, ch in zip(self.channels, self._chains) if ch.announced]
+        return [c for c, ch in zip(self.channels, self._chains, strict=True) if ch.announced]
 
     def noise_uV(self) -> dict[str, float | None]:
         """Current noise floor per channel (band-passed RMS)."""
         if not self._floors.shape[1]:
             return {c: None for c in self.channels}
-        return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors))}
+        return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors), strict=True)}
 
     # ------------------------------------------------------------------ feeding
 
@@ -323,7 +329,8 @@ class FreeRunDetector:
         hot = (rms >= self.cautery_uV).any(axis=0).tolist()  # cautery level on either channel
         sat = (np.abs(raw.reshape(nch, nframes, size)) >= self.saturation_uV).any(axis=(0, 2)).tolist()
         sigma: np.ndarray | None = None  # robust RMS per frame, computed when a frame needs it
-        base, t0, fs = self._consumed, self._t0, self.fs
+        base, fs = self._consumed, self.fs
+        t0 = self._t0 if self._t0 is not None else 0.0  # set by the first block, before any frame
         f = 0
         while f < nframes:
             t_start = t0 + (base + f * size) / fs
@@ -355,15 +362,7 @@ class FreeRunDetector:
             for k in range(stop - f):
                 i_frame = f + k
                 t_end = t0 + (base + (i_frame + 1) * size) / fs
-                found: list[list[tuple[int, float]]] = []
-                for ch in range(nch):
-                    if over[ch][k]:
-                        ach = a[ch, i_frame]
-                        found.append(self._peaks(ach, ach >= thr_l[ch][k]))
-                    else:
-                        found.append([])
-                if nch == 2 and (found[0] or found[1]):
-                    found = self._drop_common_mode(yf[:, i_frame], found)
+                found = self._frame_peaks(a[:, i_frame], yf[:, i_frame], [o[k] for o in over], [c[k] for c in thr_l])
                 start = base + i_frame * size
                 for ch in range(nch):
                     for i, peak in found[ch]:
@@ -374,6 +373,15 @@ class FreeRunDetector:
             f = stop
         self._consumed = base + nframes * size
         return events
+
+    def _frame_peaks(self, a: np.ndarray, y: np.ndarray, over: list[bool],
+                     thr: list[float]) -> list[list[tuple[int, float]]]:
+        """Peaks of one frame per channel (``a`` = ``|y|``, shape (channels, samples)), looked
+        for only on channels over their threshold; a common-mode pair across both is dropped."""
+        found = [self._peaks(a[ch], a[ch] >= thr[ch]) if over[ch] else [] for ch in range(len(over))]
+        if len(found) == 2 and (found[0] or found[1]):
+            found = self._drop_common_mode(y, found)
+        return found
 
     def _floor_run(self, sigma: np.ndarray) -> np.ndarray:
         """Noise floors of consecutive ordinary frames, shape (channels, frames): for each
@@ -397,7 +405,7 @@ class FreeRunDetector:
         padded = np.concatenate(([False], above, [False]))
         edges = np.flatnonzero(padded[1:] != padded[:-1])
         out: list[tuple[int, float]] = []
-        for s0, s1 in zip(edges[::2], edges[1::2]):
+        for s0, s1 in zip(edges[::2], edges[1::2], strict=True):
             i = s0 + int(np.argmax(a[s0:s1]))
             if out and i - out[-1][0] <= self.refractory:
                 if a[i] > out[-1][1]:

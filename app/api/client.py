@@ -19,6 +19,13 @@ Typical use::
     client.call("alarm.ack")                    # raises CommandFailed / EngineUnavailable
 
 Synchronous scripts use ``with EngineClient(path) as c: c.call("state.get")``.
+
+The greeting: on every (re)connection the client says ``hello`` with its name and, for
+the touchscreen (``name="ui"``) and the service console (``role="console"``), its role,
+which gives it one of the engine's reserved connection places (``API.md``). When the
+engine closes the connection it says why (a ``goodbye`` message: idle, every place
+taken, replaced by a newer connection, ...); that sentence becomes the reason of the
+``connection`` message and of ``EngineUnavailable``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from app.api import API_VERSION
 from app.api import protocol as p
@@ -56,7 +64,14 @@ class CommandFailed(Exception):
         super().__init__(self.message)
 
 
+def default_role(name: str) -> str | None:
+    """The role a client of this name claims unless told otherwise: the touchscreen UI
+    (``ui``) gets the UI's reserved places; every other name none."""
+    return "ui" if name == "ui" else None
+
+
 def no_engine_message(path: Path, reason: str = "") -> str:
+    """What to tell a person when no engine answers on ``path``."""
     why = f" ({reason})" if reason else ""
     return (
         f"no engine is running on {path}{why}; start it with `lnm engine` (or `lnm run`), "
@@ -72,6 +87,7 @@ class EngineClient:
         socket_path: str | os.PathLike[str] | None = None,
         *,
         name: str = "client",
+        role: str | None = None,
         timeout_s: float = 3.0,
         reconnect: bool = False,
         retry_s: float = 0.5,
@@ -79,10 +95,12 @@ class EngineClient:
     ) -> None:
         self.path = Path(socket_path) if socket_path else p.default_socket_path()
         self.name = name
+        self.role = role if role is not None else default_role(name)
         self.timeout_s = timeout_s
         self.reconnect = reconnect
         self.retry_s = retry_s
         self.hello: dict[str, Any] = {}
+        self.greeting: dict[str, Any] = {}  # the engine's answer to our hello (name, role, place)
         self.dropped = 0  # stream messages lost locally (queue full) or reported by the engine
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
@@ -92,15 +110,17 @@ class EngineClient:
         self._pending: dict[int, Callable[[dict[str, Any]], None]] = {}
         self._ids = itertools.count(1)
         self._subscription: dict[str, Any] | None = None
+        self._sub_lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._reader: threading.Thread | None = None
         self._keeper: threading.Thread | None = None
         self._last_error = ""
+        self._goodbye = ""  # why the engine is closing the current connection
 
     # ------------------------------------------------------------------ connection
 
-    def __enter__(self) -> "EngineClient":
+    def __enter__(self) -> EngineClient:
         self.connect()
         return self
 
@@ -139,24 +159,41 @@ class EngineClient:
             if t is not None and t is not threading.current_thread():
                 t.join(timeout=2.0)
 
+    def _connect(self, timeout_s: float) -> socket.socket:
+        """A connected socket; a listener whose queue is momentarily full (EAGAIN) is
+        tried again until ``timeout_s`` has passed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout_s)
+            try:
+                sock.connect(str(self.path))
+                return sock
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+            except BaseException:
+                sock.close()
+                raise
+
     def _open(self, timeout_s: float) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout_s)
         try:
-            sock.connect(str(self.path))
+            sock = self._connect(timeout_s)
         except FileNotFoundError:
-            sock.close()
             raise EngineUnavailable(no_engine_message(self.path, "no socket")) from None
         except ConnectionRefusedError:
-            sock.close()
             raise EngineUnavailable(no_engine_message(self.path, "connection refused")) from None
         except PermissionError:
-            sock.close()
             raise EngineUnavailable(
-                f"not allowed to connect to the engine on {self.path} (the socket is for the appliance's user and group)"
+                f"not allowed to connect to the engine on {self.path} "
+                "(the socket is for the appliance's user and group)"
             ) from None
+        except BlockingIOError:
+            raise EngineUnavailable(f"the engine on {self.path} is too busy to take a connection "
+                                    f"(tried for {timeout_s:g} s)") from None
         except OSError as exc:
-            sock.close()
             raise EngineUnavailable(no_engine_message(self.path, exc.strerror or str(exc))) from None
         buf = bytearray()
         try:
@@ -175,17 +212,31 @@ class EngineClient:
             )
         sock.settimeout(0.5)
         self.hello = hello
+        self.greeting = {}
+        self._goodbye = ""
         self._sock = sock
-        self._connected.set()
+        # the greeting (and the renewed subscription) go out before anyone can see
+        # "connected": no command of the caller can overtake them
+        greet: dict[str, Any] = {"client": self.name}
+        if self.role:
+            greet["role"] = self.role
+        self.call_async("hello", self._greeted, **greet)
+        with self._sub_lock:  # a subscribe() meanwhile is either sent here or sends itself
+            if self._subscription is not None:
+                self.call_async("subscribe", None, **self._subscription)
+            self._connected.set()
         self._last_error = ""
         # queued before the reader starts: nothing the reader delivers (events, or the
         # news that the connection dropped again) can overtake "connected"
         self._push({"type": "connection", "connected": True, "hello": hello})
         self._reader = threading.Thread(target=self._read_loop, args=(sock, buf), name="lnm-api-reader", daemon=True)
         self._reader.start()
-        self.call_async("hello", None, client=self.name)
-        if self._subscription is not None:
-            self.call_async("subscribe", None, **self._subscription)
+
+    def _greeted(self, reply: dict[str, Any]) -> None:
+        if reply.get("ok"):
+            self.greeting = dict(reply.get("result") or {})
+        elif (reply.get("error") or {}).get("code") != "disconnected":
+            self._goodbye = str((reply.get("error") or {}).get("message") or "the engine refused the greeting")
 
     @staticmethod
     def _read_line(sock: socket.socket, buf: bytearray, timeout_s: float) -> dict[str, Any]:
@@ -242,6 +293,8 @@ class EngineClient:
             if not chunk:
                 break
             buf += chunk
+        if self._goodbye:
+            reason = f"the engine closed the connection: {self._goodbye}"
         if self._sock is sock:
             self._disconnect(reason)
 
@@ -250,20 +303,20 @@ class EngineClient:
             sock, self._sock = self._sock, None
         if sock is None:
             return
+        self._last_error = reason
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if notify:  # queued before "not connected" can be seen (``get`` then ends at once)
+            self._push({"type": "connection", "connected": False, "message": reason})
         self._connected.clear()
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         sock.close()
-        with self._lock:
-            pending, self._pending = self._pending, {}
         lost = {"type": "reply", "ok": False, "error": {"code": "disconnected", "message": reason}}
         for cb in pending.values():
             cb(lost)
-        self._last_error = reason
-        if notify:
-            self._push({"type": "connection", "connected": False, "message": reason})
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("type") == "reply":
@@ -273,8 +326,12 @@ class EngineClient:
             if cb is not None:
                 cb(msg)
             return
+        if msg.get("type") == "goodbye":
+            self._goodbye = str(msg.get("message") or msg.get("reason") or "no reason given")
+            return
         if msg.get("type") == "dropped":
-            self.dropped += int(msg.get("count", 0))
+            count = msg.get("count", 0)
+            self.dropped += count if isinstance(count, int) else 0
         self._push(msg)
 
     def _push(self, msg: dict[str, Any]) -> None:
@@ -310,8 +367,15 @@ class EngineClient:
             else:
                 sending_failed = ""
         if sending_failed:
+            # the engine may have closed the connection on purpose and said why (goodbye):
+            # the reader gets to that message before the reason is chosen
+            reader = self._reader
+            if reader is not None and reader is not threading.current_thread():
+                reader.join(timeout=1.0)
+            if self._goodbye:
+                sending_failed = f"the engine closed the connection: {self._goodbye}"
             self._disconnect(sending_failed)
-            raise EngineUnavailable(sending_failed)
+            raise EngineUnavailable(self._last_error or sending_failed)
         return rid
 
     def call(self, cmd: str, /, timeout_s: float | None = None, **args: Any) -> dict[str, Any]:
@@ -342,8 +406,10 @@ class EngineClient:
         sub: dict[str, Any] = {"state_hz": float(state_hz)}
         if streams is not None:
             sub["streams"] = list(streams)
-        self._subscription = sub
-        if self.connected:
+        with self._sub_lock:
+            self._subscription = sub
+            send_now = self.connected
+        if send_now:
             self.call("subscribe", **sub)
 
     # ------------------------------------------------------------------ stream

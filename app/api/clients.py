@@ -2,7 +2,7 @@
 
 Owns: the three subcommands and the plain-text rendering of the engine's state and events
 (``format_status``, ``format_event``), which the headless ``lnm run`` view reuses.
-May import: the standard library, ``app.api.client`` and ``app.api.protocol``.
+May import: the standard library, ``app.api.client``, ``app.api.protocol`` and ``app.model``.
 
 Exit status: 0 done; 1 the engine refused (message printed); 3 no engine answers on the
 socket (the message says how to start one).
@@ -14,14 +14,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from app.api.client import CommandFailed, EngineClient, EngineTimeout, EngineUnavailable
+from app.model import SIDES
 
 NO_ENGINE = 3
 
 
 def configure(parser: argparse.ArgumentParser, name: str) -> None:
+    """Add the options of ``lnm status``/``ack``/``events`` (``name``) to ``parser``."""
     from app.api.protocol import default_socket_path
 
     parser.add_argument("--socket", type=Path, default=None, metavar="PATH",
@@ -35,6 +38,7 @@ def configure(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run one client command; returns the exit status (see the module docstring)."""
     try:
         if args.command == "status":
             return _status(args)
@@ -58,14 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with EngineClient(args.socket, name="lnm-status") as c:
+    with EngineClient(args.socket, name="lnm-status", role="console") as c:
         state = c.call("state.get")
     print(json.dumps(state, indent=2) if args.json else format_status(state))
     return 0
 
 
 def _ack(args: argparse.Namespace) -> int:
-    with EngineClient(args.socket, name="lnm-ack") as c:
+    with EngineClient(args.socket, name="lnm-ack", role="console") as c:
         result = c.call("alarm.ack", **({"alarm": args.alarm} if args.alarm else {}))
     if args.json:
         print(json.dumps(result))
@@ -77,7 +81,7 @@ def _ack(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    c = EngineClient(args.socket, name="lnm-events", reconnect=args.follow, retry_s=0.5)
+    c = EngineClient(args.socket, name="lnm-events", role="console", reconnect=args.follow, retry_s=0.5)
     c.connect()
     try:
         result = c.call("events.list", limit=max(1, min(args.limit, 1000)))
@@ -124,13 +128,16 @@ def _fmt(x: Any, spec: str, unit: str = "") -> str:
 
 
 def format_event(ev: Mapping[str, Any]) -> str:
+    """One event as one line of text."""
     t = ev.get("t_s")
     pri = ev.get("priority")
     mark = {"high": "!!!", "medium": "!! ", "low": "!  "}.get(str(pri), "   ")
-    return f"{_fmt(t, '9.2f', ' s')} {mark} {ev.get('category', ''):<9} {ev.get('kind', ''):<26} {ev.get('message', '')}"
+    return (f"{_fmt(t, '9.2f', ' s')} {mark} {ev.get('category', ''):<9} {ev.get('kind', ''):<26} "
+            f"{ev.get('message', '')}")
 
 
 def format_alarms(alarms: Mapping[str, Any] | None) -> list[str]:
+    """The alarm list as lines of text."""
     if not alarms:
         return ["alarms: --"]
     lines = []
@@ -173,6 +180,24 @@ def _breathing_text(d: Any) -> str:
 
 def format_status(st: Mapping[str, Any]) -> str:
     """The engine's state as a few lines of text (``lnm status`` and the ``lnm run`` view)."""
+    lines = _engine_lines(st)
+    lines.append(_stim_line(st.get("stim") or {}))
+    for side in SIDES:
+        lines.extend(_side_lines(st, side))
+    staging = st.get("staging") or {}
+    if staging.get("recommended"):
+        lines.append(f"STAGING: {staging.get('reason')}")
+    lines.extend(_tube_lines(st.get("tube")))
+    emg = st.get("emg") or {}
+    if emg.get("cautery"):
+        lines.append("CAUTERY: EMG audio muted, epochs marked invalid")
+    lines.extend(format_alarms(st.get("alarms")))
+    lines.extend(format_threads(st.get("threads")))
+    return "\n".join(lines)
+
+
+def _engine_lines(st: Mapping[str, Any]) -> list[str]:
+    """Engine, board, storage/audio and case."""
     lines = []
     eng = st.get("engine") or {}
     board = st.get("board") or {}
@@ -198,63 +223,91 @@ def format_status(st: Mapping[str, Any]) -> str:
                      + ("  (resumed)" if case.get("resumed") else ""))
     else:
         lines.append("no case open" + (f" (last: {st['last_case_id']})" if st.get("last_case_id") else ""))
-    stim = st.get("stim") or {}
+    return lines
+
+
+def _stim_line(stim: Mapping[str, Any]) -> str:
     pr, ap = stim.get("probe") or {}, stim.get("aps") or {}
-    lines.append(f"probe {'ON ' if pr.get('on') else 'off'} {_fmt(pr.get('current_mA'), '.2f', ' mA')} "
-                 f"(delivered {_fmt(pr.get('delivered_mA'), '.2f', ' mA')}) {_fmt(pr.get('rate_hz'), 'g', ' Hz')} "
-                 f"on {pr.get('site', '-')} {pr.get('side', '-')}" + (f" step {pr['step']}" if pr.get("step") else "")
-                 + f"   APS {'ON ' if ap.get('on') else 'off'} {ap.get('side', '-')} "
-                 f"{_fmt(ap.get('current_mA'), '.2f', ' mA')} {_fmt(ap.get('rate_hz'), 'g', ' Hz')}")
-    for side in ("L", "R"):
-        m = (st.get("last") or {}).get(side)
-        aps = (st.get("aps") or {}).get(side) or {}
-        text = f"{'left ' if side == 'L' else 'right'}: "
-        if m:
-            if m.get("valid"):
-                text += (f"{m.get('site')}/{m.get('source')} #{m.get('index')} "
-                         f"{_fmt(m.get('amplitude_uV'), '.0f', ' uV')} {_fmt(m.get('latency_ms'), '.2f', ' ms')} "
-                         + ("response" if m.get("response") else "NO RESPONSE"))
-                if m.get("amplitude_pct") is not None:
-                    text += f" ({m['amplitude_pct']:.0f} % amp, {_fmt(m.get('latency_pct'), '.0f')} % lat of baseline)"
-            else:
-                text += f"{m.get('site')}/{m.get('source')} #{m.get('index')} invalid ({m.get('invalid_reason')})"
+    return (f"probe {'ON ' if pr.get('on') else 'off'} {_fmt(pr.get('current_mA'), '.2f', ' mA')} "
+            f"(delivered {_fmt(pr.get('delivered_mA'), '.2f', ' mA')}) {_fmt(pr.get('rate_hz'), 'g', ' Hz')} "
+            f"on {pr.get('site', '-')} {pr.get('side', '-')}" + (f" step {pr['step']}" if pr.get("step") else "")
+            + f"   APS {'ON ' if ap.get('on') else 'off'} {ap.get('side', '-')} "
+            f"{_fmt(ap.get('current_mA'), '.2f', ' mA')} {_fmt(ap.get('rate_hz'), 'g', ' Hz')}")
+
+
+def _measurement_text(m: Mapping[str, Any] | None) -> str:
+    if not m:
+        return "no response yet"
+    if not m.get("valid"):
+        return f"{m.get('site')}/{m.get('source')} #{m.get('index')} invalid ({m.get('invalid_reason')})"
+    text = (f"{m.get('site')}/{m.get('source')} #{m.get('index')} "
+            f"{_fmt(m.get('amplitude_uV'), '.0f', ' uV')} {_fmt(m.get('latency_ms'), '.2f', ' ms')} "
+            + ("response" if m.get("response") else "NO RESPONSE"))
+    if m.get("amplitude_pct") is not None:
+        text += f" ({m['amplitude_pct']:.0f} % amp, {_fmt(m.get('latency_pct'), '.0f')} % lat of baseline)"
+    return text
+
+
+def _steps_text(steps: Mapping[str, Any]) -> str:
+    parts = []
+    for name in ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2"):
+        v = steps.get(name)
+        if not v:
+            continue
+        if name in ("L1", "L2"):
+            parts.append(f"{name} {v.get('finding')}")
         else:
-            text += "no response yet"
-        if aps.get("baseline_uV") is not None:
-            text += f"   APS baseline {aps['baseline_uV']:.0f} uV {_fmt(aps.get('baseline_latency_ms'), '.2f', ' ms')}"
-        elif aps.get("baseline_count"):
-            text += f"   APS baseline {aps['baseline_count']}/{aps.get('baseline_needed')}"
-        steps = (st.get("steps") or {}).get(side) or {}
-        if steps:
-            parts = []
-            for name in ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2"):
-                v = steps.get(name)
-                if not v:
-                    continue
-                if name in ("L1", "L2"):
-                    parts.append(f"{name} {v.get('finding')}")
-                else:
-                    parts.append(f"{name} {_fmt(v.get('amplitude_uV'), '.0f')}" + ("" if v.get("response") else "(-)"))
-            text += "   steps: " + " ".join(parts)
-        lines.append(text)
-        los = (st.get("los") or {}).get(side) or {}
-        if los.get("active"):
-            ts = ((st.get("troubleshooting") or {}).get(side) or {})
-            lines.append(f"  LOSS OF SIGNAL since {_fmt(los.get('since_s'), '.1f', ' s')}: {ts.get('message', '')}")
-    staging = st.get("staging") or {}
-    if staging.get("recommended"):
-        lines.append(f"STAGING: {staging.get('reason')}")
-    tube = st.get("tube")
-    if tube:
-        lines.append("tube check: " + ("passed" if tube.get("pass") else "FAILED") + f" ({tube.get('message')})"
-                     + (" [override]" if tube.get("override") else ""))
-        bv = tube.get("breathing_variation")
-        if isinstance(bv, Mapping) and bv:
-            lines.append("breathing variation: " + "   ".join(
-                f"{'left' if side == 'L' else 'right' if side == 'R' else side} {_breathing_text(d)}"
-                for side, d in bv.items()))
-    emg = st.get("emg") or {}
-    if emg.get("cautery"):
-        lines.append("CAUTERY: EMG audio muted, epochs marked invalid")
-    lines.extend(format_alarms(st.get("alarms")))
-    return "\n".join(lines)
+            parts.append(f"{name} {_fmt(v.get('amplitude_uV'), '.0f')}" + ("" if v.get("response") else "(-)"))
+    return "   steps: " + " ".join(parts)
+
+
+def _side_lines(st: Mapping[str, Any], side: str) -> list[str]:
+    """The last response, the APS baseline, the steps and a loss of signal of one side."""
+    aps = (st.get("aps") or {}).get(side) or {}
+    text = f"{'left ' if side == 'L' else 'right'}: " + _measurement_text((st.get("last") or {}).get(side))
+    if aps.get("baseline_uV") is not None:
+        text += f"   APS baseline {aps['baseline_uV']:.0f} uV {_fmt(aps.get('baseline_latency_ms'), '.2f', ' ms')}"
+    elif aps.get("baseline_count"):
+        text += f"   APS baseline {aps['baseline_count']}/{aps.get('baseline_needed')}"
+    steps = (st.get("steps") or {}).get(side) or {}
+    if steps:
+        text += _steps_text(steps)
+    lines = [text]
+    los = (st.get("los") or {}).get(side) or {}
+    if los.get("active"):
+        ts = ((st.get("troubleshooting") or {}).get(side) or {})
+        lines.append(f"  LOSS OF SIGNAL since {_fmt(los.get('since_s'), '.1f', ' s')}: {ts.get('message', '')}")
+    return lines
+
+
+def _tube_lines(tube: Mapping[str, Any] | None) -> list[str]:
+    if not tube:
+        return []
+    lines = ["tube check: " + ("passed" if tube.get("pass") else "FAILED") + f" ({tube.get('message')})"
+             + (" [override]" if tube.get("override") else "")]
+    bv = tube.get("breathing_variation")
+    if isinstance(bv, Mapping) and bv:
+        lines.append("breathing variation: " + "   ".join(
+            f"{'left' if side == 'L' else 'right' if side == 'R' else side} {_breathing_text(d)}"
+            for side, d in bv.items()))
+    return lines
+
+
+def format_threads(threads: Mapping[str, Any] | None) -> list[str]:
+    """The engine's threads and their states in one line; a line more per thread in trouble."""
+    if not isinstance(threads, Mapping) or not isinstance(threads.get("list"), list):
+        return []
+    items = [t for t in threads["list"] if isinstance(t, Mapping)]
+
+    def one(t: Mapping[str, Any]) -> str:
+        n = int(t.get("restarts") or 0)
+        return f"{t.get('name')} {t.get('state')}" + (f" (restarted {n}x)" if n else "")
+
+    listed = ", ".join(one(t) for t in items)
+    if threads.get("healthy"):
+        return [f"threads: {listed}"]
+    lines = ["THREADS IN TROUBLE" + ("" if threads.get("watchdog") else " (systemd watchdog not fed)") + f": {listed}"]
+    for t in items:
+        if t.get("state") not in ("running", "idle"):
+            lines.append(f"  {t.get('name')} {str(t.get('state')).upper()}: {t.get('reason') or t.get('what')}")
+    return lines

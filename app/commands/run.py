@@ -28,17 +28,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-KEYS = {
-    "v": ("probe on the left vagus", [("sim.control", {"command": "probe", "args": {"contact": "nerve", "site": "VAGUS", "side": "L"}}),
+def _sim(command: str, **args: Any) -> tuple[str, dict[str, Any]]:
+    """A virtual-board control as a local-API command."""
+    return "sim.control", {"command": command, "args": args}
+
+
+KEYS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
+    "v": ("probe on the left vagus", [_sim("probe", contact="nerve", site="VAGUS", side="L"),
                                       ("probe.site", {"site": "VAGUS", "side": "L"})]),
-    "n": ("probe on the left RLN", [("sim.control", {"command": "probe", "args": {"contact": "nerve", "site": "RLN", "side": "L"}}),
+    "n": ("probe on the left RLN", [_sim("probe", contact="nerve", site="RLN", side="L"),
                                     ("probe.site", {"site": "RLN", "side": "L"})]),
-    "o": ("probe in the air", [("sim.control", {"command": "probe", "args": {"contact": "air"}})]),
-    "t": ("traction on the left RLN", [("sim.control", {"command": "traction", "args": {"side": "L", "severity": 0.9, "onset_s": 20}})]),
-    "r": ("release the traction", [("sim.control", {"command": "release", "args": {"side": "L", "recovery_s": 60}})]),
-    "d": ("tube displaced", [("sim.control", {"command": "tube", "args": {"left": 0.3, "right": 0.3, "over_s": 2}})]),
-    "f": ("tube back in place", [("sim.control", {"command": "tube", "args": {"left": 1.0, "right": 1.0, "over_s": 2}})]),
-    "c": ("cautery burst", [("sim.control", {"command": "cautery", "args": {"duration_s": 3}})]),
+    "o": ("probe in the air", [_sim("probe", contact="air")]),
+    "t": ("traction on the left RLN", [_sim("traction", side="L", severity=0.9, onset_s=20)]),
+    "r": ("release the traction", [_sim("release", side="L", recovery_s=60)]),
+    "d": ("tube displaced", [_sim("tube", left=0.3, right=0.3, over_s=2)]),
+    "f": ("tube back in place", [_sim("tube", left=1.0, right=1.0, over_s=2)]),
+    "c": ("cautery burst", [_sim("cautery", duration_s=3)]),
     "a": ("acknowledge the top alarm", [("alarm.ack", {})]),
     "p": ("pause alarm audio", [("alarm.pause_audio", {})]),
     "b": ("new continuous-vagal baseline", [("baseline.rebaseline", {"side": "L"})]),
@@ -46,13 +51,16 @@ KEYS = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lnm run``."""
     parser.add_argument("--socket", type=Path, default=None, metavar="PATH", help="engine API socket")
     parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="data folder for the demo journal (default: <data folder>/demo)")
-    parser.add_argument("--board", default="sim://?seed=1", metavar="URL", help="board URL (default: the virtual board)")
+    parser.add_argument("--board", default="sim://?seed=1", metavar="URL",
+                        help="board URL (default: the virtual board)")
     parser.add_argument("--no-demo", action="store_true", help="do not open a demo case")
     parser.add_argument("--refresh", type=float, default=0.5, metavar="S", help="view refresh period (default 0.5 s)")
-    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop after S seconds (default: Ctrl-C)")
     parser.add_argument("--headless", action="store_true",
                         help="no touchscreen UI: a demo case and the live view in this terminal")
     parser.add_argument("--demo", action="store_true", help="with the UI: open the demo case too")
@@ -63,6 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``lnm run``: the engine on the board (the virtual one by default) and the UI or a terminal view."""
     from app.api.client import CommandFailed, EngineClient, EngineUnavailable
     from app.api.protocol import default_socket_path
 
@@ -180,8 +189,7 @@ def _demo_case(client: Any) -> None:
 
 
 def _view(client: Any, args: argparse.Namespace, engine: Any, stop: dict[str, bool]) -> int:
-    from app.api.client import CommandFailed, EngineUnavailable
-    from app.api.clients import format_event, format_status
+    from app.api.clients import format_status
 
     tty = sys.stdout.isatty()
     keys = _Keys() if sys.stdin.isatty() and tty else None
@@ -197,29 +205,9 @@ def _view(client: Any, args: argparse.Namespace, engine: Any, stop: dict[str, bo
             if engine is not None and engine.poll() is not None:
                 print(f"\nlnm run: the engine exited with status {engine.returncode}", file=sys.stderr)
                 return engine.returncode or 1
-            for msg in client.poll():
-                kind = msg.get("type")
-                if kind == "state":
-                    state = msg
-                elif kind == "event":
-                    events.append(format_event(msg))
-                    del events[:-8]
-                    if not tty:
-                        print(events[-1], flush=True)
-                elif kind == "connection":
-                    connection = "connected" if msg.get("connected") else f"ENGINE GONE: {msg.get('message')}"
-            if keys is not None:
-                for ch in keys.read():
-                    if ch == "q":
-                        return 0
-                    if ch in KEYS:
-                        what, cmds = KEYS[ch]
-                        events.append(f"   key {ch!r}: {what}")
-                        for cmd, kw in cmds:
-                            try:
-                                client.call(cmd, **kw)
-                            except (CommandFailed, EngineUnavailable) as exc:
-                                events.append(f"   {cmd} refused: {exc}")
+            state, connection = _absorb(client.poll(), state, connection, events, echo=not tty)
+            if keys is not None and _keys_pressed(keys, client, events):
+                return 0
             now = time.monotonic()
             if now >= next_draw:
                 next_draw = now + args.refresh
@@ -233,6 +221,43 @@ def _view(client: Any, args: argparse.Namespace, engine: Any, stop: dict[str, bo
         if keys is not None:
             keys.close()
     return 0
+
+
+def _absorb(messages: Any, state: dict[str, Any] | None, connection: str, events: list[str],
+            echo: bool) -> tuple[dict[str, Any] | None, str]:
+    """The engine's messages taken into the view: the newest state, the connection, recent events."""
+    from app.api.clients import format_event
+
+    for msg in messages:
+        kind = msg.get("type")
+        if kind == "state":
+            state = msg
+        elif kind == "event":
+            events.append(format_event(msg))
+            del events[:-8]
+            if echo:
+                print(events[-1], flush=True)
+        elif kind == "connection":
+            connection = "connected" if msg.get("connected") else f"ENGINE GONE: {msg.get('message')}"
+    return state, connection
+
+
+def _keys_pressed(keys: _Keys, client: Any, events: list[str]) -> bool:
+    """Send the commands of the keys pressed since the last look; True when ``q`` asks to quit."""
+    from app.api.client import CommandFailed, EngineUnavailable
+
+    for ch in keys.read():
+        if ch == "q":
+            return True
+        if ch in KEYS:
+            what, cmds = KEYS[ch]
+            events.append(f"   key {ch!r}: {what}")
+            for cmd, kw in cmds:
+                try:
+                    client.call(cmd, **kw)
+                except (CommandFailed, EngineUnavailable) as exc:
+                    events.append(f"   {cmd} refused: {exc}")
+    return False
 
 
 def _draw(state: dict[str, Any] | None, events: list[str], connection: str, with_keys: bool) -> None:

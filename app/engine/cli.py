@@ -6,7 +6,8 @@ May import: the standard library, ``app.settings``, ``app.api.protocol`` and
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for a configuration that is refused
 (the message names the setting, its unit and its range) or a resource that cannot be
-opened (socket in use, journal unreadable, audio/GPIO backend missing), 70 after an
+opened (socket in use, socket path not a socket, data folder held by another engine (its PID
+named), journal unreadable, audio/GPIO backend missing), 70 after an
 unexpected error (stimulation stopped, engine-fault alarm journaled; the supervisor
 restarts the engine, which resumes the open case).
 """

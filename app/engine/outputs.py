@@ -10,7 +10,8 @@ May import: ``app.outputs``, ``app.alarms``, ``app.model``, ``app.settings``,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,8 @@ class OutputsError(RuntimeError):
 
 
 class AnnunciatorOutputs(Outputs):
+    """The appliance outputs behind ``Outputs``: the ``Annunciator`` and its backends."""
+
     def __init__(self, annunciator: Any, audio: Any, gpio: Any) -> None:
         self.annunciator = annunciator
         self.audio = audio
@@ -50,18 +53,31 @@ class AnnunciatorOutputs(Outputs):
         return str(getattr(self.audio, "label", "loudspeaker"))
 
     def self_test(self) -> list[dict[str, Any]]:
+        """Play the chime, light the LEDs in turn, sound the buzzer. None of the shipped
+        backends observes its output (no microphone, no sense line on the LEDs or the
+        buzzer): each played output is ``confirm`` for the nurse (``app.engine.selftest``),
+        only a failure the backend reports is known by readback."""
         self.annunciator.self_test()
-        items = [{"item": "audio", "ok": not self.audio.failed,
-                  "message": f"self-test tone played on {self.describe()}" if not self.audio.failed
-                  else f"audio output failed: {self.audio.error}"}]
-        if self.gpio is None:
-            items.append({"item": "leds", "ok": False, "message": "no GPIO backend"})
+        if self.audio.failed:
+            items = [{"item": "audio", "status": "failed", "check": "readback",
+                      "message": f"audio output failed: {self.audio.error}"}]
         else:
-            closed = getattr(self.gpio, "closed", False)
-            items.append({"item": "leds", "ok": not closed,
-                          "message": "red, yellow and green LEDs lit in turn "
-                                     f"({getattr(self.gpio, 'label', 'LEDs and buzzer')})"})
-            items.append({"item": "buzzer", "ok": not closed, "message": "backup buzzer sounded briefly"})
+            items = [{"item": "audio", "status": "confirm", "check": "nurse",
+                      "message": f"self-test chime played on {self.describe()}: played, confirm",
+                      "question": "Did you hear the rising chime from the loudspeaker?"}]
+        if self.gpio is None:
+            return items + [{"item": k, "status": "failed", "check": "readback", "message": "no GPIO output"}
+                            for k in ("leds", "buzzer")]
+        if getattr(self.gpio, "closed", False):
+            return items + [{"item": k, "status": "failed", "check": "readback", "message": "GPIO output closed"}
+                            for k in ("leds", "buzzer")]
+        where = getattr(self.gpio, "label", "LEDs and buzzer")
+        items.append({"item": "leds", "status": "confirm", "check": "nurse",
+                      "message": f"red, yellow and green lights driven in turn ({where}): played, confirm",
+                      "question": "Did the red, then the yellow, then the green light come on?"})
+        items.append({"item": "buzzer", "status": "confirm", "check": "nurse",
+                      "message": "backup buzzer driven briefly: played, confirm",
+                      "question": "Did the backup buzzer sound?"})
         return items
 
     def close(self) -> None:

@@ -17,8 +17,9 @@ wall-clock time the engine was away.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from app.engine.core import Monitor
 
@@ -27,7 +28,31 @@ log = logging.getLogger("lnm.engine")
 _KINDS = ("engine", "stimulus", "rule_event")
 
 
-def resume_open_case(monitor: Monitor, journal: Any,
+class _Entry(Protocol):
+    @property
+    def t_s(self) -> float: ...
+
+    @property
+    def wall(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
+
+
+class ResumableJournal(Protocol):
+    """What resuming needs from the journal (``app.record.journal.Journal``)."""
+
+    def find_open_case(self) -> str | None: ...
+
+    def resume_case(self, case_id: str) -> dict[str, Any]: ...
+
+    def entries(self, case_id: str, kinds: Iterable[str] | None = None, blobs: bool = True) -> Iterable[_Entry]: ...
+
+
+def resume_open_case(monitor: Monitor, journal: ResumableJournal,
                      wall_clock: Callable[[], datetime] | None = None) -> str | None:
     """Resume the newest case left open; returns its id (None: nothing to resume)."""
     from app.record.journal import parse_utc
@@ -36,10 +61,10 @@ def resume_open_case(monitor: Monitor, journal: Any,
     if case_id is None:
         return None
     case_data = journal.resume_case(case_id)
-    wall = wall_clock or (lambda: datetime.now(timezone.utc))
+    wall = wall_clock or (lambda: datetime.now(UTC))
     last_t, last_wall = 0.0, None
-    state: dict[str, Any] | None = None
-    stimuli: list[tuple[dict[str, Any], bool]] = []
+    state: Mapping[str, Any] | None = None
+    stimuli: list[tuple[Mapping[str, Any], bool]] = []
     seen: set[tuple[str, int | None, str, str]] = set()
     for entry in journal.entries(case_id, blobs=False):
         if entry.t_s >= last_t:

@@ -15,13 +15,36 @@ Threads:
 - the engine loop (the main thread): takes everything from the queue in order, hands it
   to the monitor, ticks it at about 100 Hz, sends the monitor's host messages to the
   board, tells the link whether an alarm sounds, and notifies systemd's watchdog;
-- the loop guard: if the engine loop makes no progress for ``stall_s`` it stops the
-  board heartbeat (the board then stops stimulating within 500 ms and sounds its backup
-  beeper after 2 s) and withholds the systemd watchdog, so systemd restarts the engine.
+- the documents worker (``lnm-documents``): report and USB export jobs, beside the loop;
+- the audio writer of the ALSA backend (``app.outputs.audio``), when it is used;
+- the supervisor (``lnm-supervisor``): thread supervision, below.
 
-Fail safe: an unexpected exception in the loop stops stimulation, raises the
-engine-fault alarm, journals it, stops the board heartbeat and exits with status 70;
-systemd restarts the engine, which resumes the open case from the journal.
+Supervision (``app.engine.supervision``): every thread above is registered with a
+heartbeat and its expected period, or a liveness probe. Ten times a second the
+supervisor judges them all and acts on one in trouble:
+
+- the engine loop (heartbeat, ``stall_s``): stalled, the board heartbeat stops (the board
+  then stops stimulating within 500 ms and sounds its backup beeper after 2 s) until the
+  loop runs again; a stall is not a fault, systemd's watchdog decides;
+- the API server (heartbeat, ``api_stall_s``; liveness) and the documents worker (busy
+  for longer than ``documents_stall_s``): restarted after ``restart_delay_s``, the API
+  with its clients dropped and the socket bound again (clients reconnect by themselves,
+  the latest state and alarms are kept), the worker by a new one (a stuck job is
+  abandoned; its client was told ``timeout``). Each restart is journaled (engine entry
+  ``thread_restarted``). More than ``max_restarts`` in ``restart_window_s``: fail safe;
+- the board link's reader and supervisor, and the audio writer (liveness): a dead one is
+  not restartable from here, so the engine fails safe.
+
+The systemd watchdog is fed from the engine loop, and only while the supervisor's
+latest verdict (no older than a second) says every thread is running or idle: a dead
+supervisor, a stalled thread or one being restarted all stop the notifications.
+``state.get`` and the state stream carry the verdict (``threads``), which ``lnm status``
+shows.
+
+Fail safe: an unexpected exception in the loop (or a thread that cannot be restarted)
+stops stimulation, raises the engine-fault alarm, journals it, stops the board heartbeat
+and exits with status 70; systemd restarts the engine, which resumes the open case from
+the journal.
 """
 
 from __future__ import annotations
@@ -43,6 +66,7 @@ from app.api import protocol as p
 from app.api.server import ApiServer
 from app.engine.core import EngineOptions, Monitor
 from app.engine.notify import Notifier
+from app.engine.supervision import FAILED, RUNNING, STALLED, Change, Heartbeat, Policy, Supervisor, Watch
 from app.settings import Settings
 from firmware_bridge.clock import Clock, MonotonicClock
 
@@ -51,10 +75,17 @@ log = logging.getLogger("lnm.engine")
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FAULT = 70  # EX_SOFTWARE: an unexpected error; the supervisor restarts us
+VERDICT_MAX_AGE_S = 1.0  # the watchdog is fed only on a supervision verdict at most this old
+
+
+class ThreadFailure(RuntimeError):
+    """An engine thread died or stalled and cannot be restarted: the engine fails safe."""
 
 
 @dataclass
 class EngineConfig:
+    """How the live engine runs (what ``lnm engine`` is told, and its supervision timing)."""
+
     settings: Settings
     board_url: str
     socket_path: Path
@@ -65,8 +96,14 @@ class EngineConfig:
     config_dir: Path | None = None
     options: EngineOptions = field(default_factory=EngineOptions)
     tick_s: float = 0.01
-    stall_s: float = 1.0
+    stall_s: float = 1.0  # engine loop silent this long: stalled (board heartbeat stops)
     resume: bool = True
+    api_stall_s: float = 3.0  # API server thread silent this long: stalled (restarted)
+    documents_stall_s: float = 660.0  # one documents job longer than this: stalled (worker replaced)
+    restart_delay_s: float = 0.5  # a stalled or dead thread is restarted after this long
+    max_restarts: int = 3  # restarts of one thread within restart_window_s; one more: fail safe
+    restart_window_s: float = 600.0
+    supervise_s: float = 0.1  # how often every thread is judged
 
 
 class EngineService:
@@ -78,8 +115,16 @@ class EngineService:
         self.notifier = notifier or Notifier()
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._stop = threading.Event()
-        self._loop_beat = time.monotonic()
         self._guard_tripped = False
+        self.supervisor = Supervisor(time.monotonic, max_restarts=config.max_restarts,
+                                     window_s=config.restart_window_s)
+        self._loop_hb = self.supervisor.watch("engine-loop", "engine loop (measurement, rules, alarms, journal)",
+                                              Policy.HOLD, stall_s=config.stall_s)
+        self._api_hb: Heartbeat | None = None
+        self._docs_hb: Heartbeat | None = None
+        self._verdict: tuple[bool, float] = (False, -1e9)  # (all healthy, when judged)
+        self._fault_requested = False
+        self._supervisor_thread: threading.Thread | None = None
         self.monitor: Monitor | None = None
         self.link: Any = None
         self.server: ApiServer | None = None
@@ -100,7 +145,10 @@ class EngineService:
         from firmware_bridge.link import BoardLink
 
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        from app.record.lock import DataFolderLock, check_socket_path
+
+        check_socket_path(cfg.socket_path)  # never replace a file that is not a socket
+        self.data_lock = DataFolderLock(cfg.data_dir).acquire()  # one engine per data folder
         self.journal = Journal(cfg.data_dir / "journal.db", clock=self.clock,
                                on_status=lambda st: self.queue.put(("storage", st)))
         self.monitor = Monitor(
@@ -116,10 +164,13 @@ class EngineService:
             from app.engine.resume import resume_open_case
 
             self.resumed_case = resume_open_case(self.monitor, self.journal)
+        sup = self.supervisor
+        self._docs_hb = sup.watch("documents", "documents worker (reports, USB export)", Policy.RESTART,
+                                  stall_s=cfg.documents_stall_s, busy=False)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lnm-documents")
-        self.server = ApiServer(cfg.socket_path, self._handle_request, self._hello,
-                                on_client=lambda what, who: self.queue.put(("client", what, who)),
-                                slow_commands={c: 600.0 for c in Monitor.OFFLINE})
+        self._api_hb = sup.watch("api", "local API (touchscreen, service console)", Policy.RESTART,
+                                 stall_s=cfg.api_stall_s, alive=lambda: self.server is not None and self.server.alive)
+        self.server = self._new_server(self._api_hb, {})
         self.server.start()
         hb = float(cfg.settings["link.heartbeat_ms"]) / 1000.0
         timeout = float(cfg.settings["link.timeout_ms"]) / 1000.0
@@ -127,6 +178,24 @@ class EngineService:
                               on_message=lambda m: self.queue.put(("msg", m)),
                               on_event=lambda e: self.queue.put(("link", e.kind.value, e.detail)))
         self.link.start()
+        link_threads = _threads_of(self.link, "_threads")
+        if not link_threads:
+            log.error("the board link shows no threads: its reader and supervisor are NOT supervised")
+        jobs = {"reader": "frames from the board", "supervisor": "heartbeats to the board, loss detection"}
+        for t in link_threads:
+            role = t.name.rsplit("-", 1)[-1]
+            sup.watch(t.name, f"board link {role} ({jobs.get(role, 'board link')})", Policy.FAIL_SAFE,
+                      alive=t.is_alive, heartbeat=False)
+        for t in _threads_of(getattr(self.outputs, "audio", None), "_thread"):
+            if t.is_alive():
+                sup.watch("audio-writer", "loudspeaker writer (alarm sounds)", Policy.FAIL_SAFE, alive=t.is_alive,
+                          heartbeat=False)
+
+    def _new_server(self, heartbeat: Heartbeat | None, latest: dict[str, bytes]) -> ApiServer:
+        return ApiServer(self.config.socket_path, self._handle_request, self._hello,
+                         on_client=lambda what, who: self.queue.put(("client", what, who)),
+                         slow_commands={c: 600.0 for c in Monitor.OFFLINE},
+                         heartbeat=heartbeat.beat if heartbeat is not None else None, latest=latest)
 
     def _hello(self) -> dict[str, Any]:
         m = self.monitor
@@ -138,8 +207,17 @@ class EngineService:
         self.queue.put(("cmd", req, respond))
 
     def _publish(self, stream: str, message: Any, sticky: bool) -> None:
-        if self.server is not None:
-            self.server.publish(stream, message, sticky=sticky)
+        server = self.server
+        if server is None:
+            return
+        if stream == "state":
+            message = {**message, "threads": self.threads_json()}
+        server.publish(stream, message, sticky=sticky)
+
+    def threads_json(self) -> dict[str, Any]:
+        """The thread supervision's verdict (the state's ``threads``; ``lnm status``)."""
+        return {"healthy": self.supervisor.healthy(), "watchdog": self._watchdog_allowed(time.monotonic()),
+                "list": self.supervisor.snapshot()}
 
     def _wanted(self, stream: str) -> bool:
         return stream in self._wants
@@ -154,8 +232,9 @@ class EngineService:
             except Exception:
                 self._shutdown()
                 raise
-            guard = threading.Thread(target=self._guard, name="lnm-loop-guard", daemon=True)
-            guard.start()
+            self._loop_hb.beat()  # the loop starts now, however long opening took
+            self._supervisor_thread = threading.Thread(target=self._supervise, name="lnm-supervisor", daemon=True)
+            self._supervisor_thread.start()
             self.notifier.ready(f"monitoring; board {self.config.board_url}")
             log.info("engine ready: board %s, socket %s, data %s", self.config.board_url,
                      self.config.socket_path, self.config.data_dir)
@@ -178,7 +257,7 @@ class EngineService:
         next_watchdog = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._loop_beat = time.monotonic()
+                self._loop_hb.beat()
                 timeout = max(0.0, next_tick - time.monotonic())
                 try:
                     item = self.queue.get(timeout=timeout)
@@ -201,11 +280,12 @@ class EngineService:
                     m.tick()
                 self._send_to_board()
                 self.link.set_alarm_active(m.alarm_sounding)
-                if self.notifier.watchdog_s and now >= next_watchdog and not self._guard_tripped:
+                if self.notifier.watchdog_s and now >= next_watchdog and self._watchdog_allowed(now):
                     self.notifier.watchdog()
                     next_watchdog = now + self.notifier.watchdog_s
         except Exception as exc:  # noqa: BLE001 - the fail-safe path: anything unexpected
             self._guard_tripped = True  # from here on, nothing may resume the heartbeat
+            self._fault_requested = True  # (the supervisor checks this before resuming it)
             self._fail(exc)
         finally:
             self._stop.set()
@@ -227,17 +307,22 @@ class EngineService:
                     f"{req.cmd}: not carried out; the engine reached it too late. Send it again if still wanted."))))
                 return
             if req.cmd in m.OFFLINE:
-                job = m.offline_job(req)  # prepared here; the slow part runs in the worker
-                self.worker.submit(lambda: respond(job()))
+                self._document_job(req, m.offline_job(req), respond)  # prepared here; the slow part runs aside
                 return
             reply = m.handle(req)
             self._send_to_board()  # before the reply: a command's effect is on its way
+            if req.cmd == "state.get" and reply.get("ok"):
+                reply["result"]["threads"] = self.threads_json()
             respond(reply)
         elif kind == "storage":
             st = item[1]
             m.storage_status(st.ok, st.message)
         elif kind == "client":
             log.info("API client %s: %s", item[2], item[1])
+        elif kind == "supervision":
+            self._supervision_entry(item[1])
+        elif kind == "fault":
+            raise ThreadFailure(item[1])
 
     def _send_to_board(self) -> None:
         from firmware_bridge.link import LinkDown
@@ -273,24 +358,154 @@ class EngineService:
         if self.link is not None:
             self.link.pause_heartbeat()  # the board stops stimulating and beeps on its own
 
-    def _guard(self) -> None:
-        stall = self.config.stall_s
-        while not self._stop.wait(0.1):
-            late = time.monotonic() - self._loop_beat
-            if late > stall and not self._guard_tripped:
-                self._guard_tripped = True
-                log.critical("engine loop stalled for %.1f s: board heartbeat stopped", late)
-                if self.link is not None:
-                    self.link.pause_heartbeat()
-            elif late <= stall and self._guard_tripped and self.exit_code == EXIT_OK:
-                self._guard_tripped = False
-                log.warning("engine loop running again: board heartbeat resumed")
-                if self.link is not None:
-                    self.link.resume_heartbeat()
+    # ------------------------------------------------------------------ thread supervision
+
+    def _watchdog_allowed(self, now: float) -> bool:
+        """Feed systemd's watchdog only on a fresh verdict that every thread is healthy."""
+        ok, at = self._verdict
+        return ok and not self._guard_tripped and now - at <= VERDICT_MAX_AGE_S
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(self.config.supervise_s):
+            try:
+                self._supervise_once()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive its own bugs
+                log.exception("thread supervision step failed")
+
+    def _supervise_once(self) -> None:
+        sup = self.supervisor
+        for change in sup.check():
+            self._thread_changed(change)
+        self._hold_board_for_the_loop(sup.get("engine-loop"))
+        if not self._stop.is_set() and self.exit_code == EXIT_OK:
+            for w in sup.problems():
+                if w.state == FAILED or w.policy is Policy.HOLD:
+                    continue
+                if w.policy is Policy.RESTART:
+                    self._restart(w)
+                else:
+                    self._request_fail_safe(w, f"{w.what}: {w.reason}; it cannot be restarted while monitoring")
+        self._verdict = (sup.healthy(), time.monotonic())
+
+    def _thread_changed(self, change: Change) -> None:
+        if change.new in (RUNNING, "idle"):
+            log.warning("engine thread %s is %s again (was %s)", change.name, change.new, change.old)
+        else:
+            log.critical("engine thread %s is %s: %s", change.name, change.new, change.reason)
+            self.notifier.status(f"thread {change.name} {change.new}: {change.reason}")
+
+    def _hold_board_for_the_loop(self, loop: Watch) -> None:
+        """A stalled engine loop stops the board heartbeat (the board stops stimulating);
+        the heartbeat resumes when the loop runs again (unless the engine is failing)."""
+        if loop.state == STALLED and not self._guard_tripped:
+            self._guard_tripped = True
+            log.critical("engine loop stalled (%s): board heartbeat stopped", loop.reason)
+            if self.link is not None:
+                self.link.pause_heartbeat()
+        elif (loop.state == RUNNING and self._guard_tripped and self.exit_code == EXIT_OK
+              and not self._fault_requested):
+            self._guard_tripped = False
+            log.warning("engine loop running again: board heartbeat resumed")
+            if self.link is not None:
+                self.link.resume_heartbeat()
+
+    def _restart(self, w: Watch) -> None:
+        sup = self.supervisor
+        if time.monotonic() - w.since < self.config.restart_delay_s:
+            return  # a moment for a late thread to come back by itself
+        if not sup.may_restart(w.name):
+            self._request_fail_safe(w, f"{w.what}: {w.reason}; restarted {sup.max_restarts} times within "
+                                       f"{sup.window_s:g} s already")
+            return
+        state, reason = w.state, w.reason
+        count = sup.restarted(w.name)
+        try:
+            if w.name == "api":
+                self._restart_api()
+            elif w.name == "documents":
+                self._restart_documents()
+            else:
+                raise ThreadFailure(f"no way to restart thread {w.name}")
+        except (OSError, ValueError, ThreadFailure) as exc:
+            log.error("restarting %s failed (%s); tried again shortly", w.name, exc)
+            self.queue.put(("supervision", {"event": "thread_restart_failed", "thread": w.name, "what": w.what,
+                                            "state": state, "reason": reason, "error": str(exc), "restarts": count}))
+            return
+        log.warning("engine thread %s restarted (it was %s: %s)", w.name, state, reason)
+        self.notifier.status(f"{w.what} restarted (it was {state}: {reason})")
+        self.queue.put(("supervision", {"event": "thread_restarted", "thread": w.name, "what": w.what,
+                                        "state": state, "reason": reason, "restarts": count}))
+
+    def _restart_api(self) -> None:
+        """A new API server thread: every client is dropped (they reconnect by themselves),
+        the socket is bound again, the latest state and alarm messages are kept."""
+        old = self.server
+        latest = old.latest() if old is not None else {}
+        if old is not None:
+            old.close(join_timeout_s=0.5)
+        self._api_hb = self.supervisor.rewatch("api")
+        new = self._new_server(self._api_hb, latest)
+        new.start()
+        self.server = new
+
+    def _restart_documents(self) -> None:
+        """A new documents worker; a stuck job is abandoned (its client was told timeout)."""
+        old = self.worker
+        self._docs_hb = self.supervisor.rewatch("documents", busy=False)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lnm-documents")
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
+    def _document_job(self, req: p.Request, job: Any, respond: Any) -> None:
+        """Run a documents job in the worker, which reports its liveness around each job."""
+        hb = self._docs_hb
+
+        def run() -> None:
+            if hb is not None:
+                hb.busy()
+            try:
+                reply = job()
+            except Exception as exc:  # noqa: BLE001 - documents are downstream of monitoring: this reply only
+                log.exception("documents job %s failed", req.cmd)
+                reply = p.reply_error(req.id, p.ApiError(p.INTERNAL, (
+                    f"{req.cmd}: the documents could not be made ({type(exc).__name__}: {exc})")))
+            finally:
+                if hb is not None:
+                    hb.idle()
+            respond(reply)
+
+        try:
+            self.worker.submit(run)
+        except RuntimeError:  # the worker is being replaced at this moment
+            respond(p.reply_error(req.id, p.ApiError(p.INTERNAL, (
+                f"{req.cmd}: the documents worker is restarting; send the command again"))))
+
+    def _request_fail_safe(self, w: Watch, reason: str) -> None:
+        """A thread that cannot be (or was too often) restarted: the engine loop fails safe."""
+        if self.supervisor.failed(w.name, reason):
+            log.critical("engine thread %s failed: %s; the engine fails safe", w.name, reason)
+            self._fault_requested = True
+            self.queue.put(("fault", f"engine thread {w.name} failed: {reason}"))
+
+    def _supervision_entry(self, detail: dict[str, Any]) -> None:
+        """In the engine loop: journal a restart (engine entry) and refresh what clients see."""
+        m = self.monitor
+        if m.case_id is not None:
+            try:
+                m.journal.append(m.case_id, "engine", {"event": detail["event"], "version": __version__,
+                                                       "detail": detail}, t_s=m.now_t())
+            except Exception as exc:  # noqa: BLE001 - the record is downstream of monitoring
+                log.error("could not journal %s of %s: %s", detail["event"], detail["thread"], exc)
+        if detail["event"] == "thread_restarted" and detail["thread"] == "api" and self.server is not None:
+            self.server.publish("alarms", m.alarms_json(), sticky=True)
+            self._publish("state", m.state_snapshot(), sticky=True)
 
     # ------------------------------------------------------------------ stop
 
     def _shutdown(self) -> None:
+        self._stop.set()
+        if self._supervisor_thread is not None and self._supervisor_thread is not threading.current_thread():
+            self._supervisor_thread.join(timeout=5.0)  # no restart may race the closing below
         m = self.monitor
         if m is not None and self.exit_code == EXIT_OK:
             try:
@@ -312,6 +527,8 @@ class EngineService:
             self.outputs.close()
         if self.journal is not None:
             self.journal.close()
+        if getattr(self, "data_lock", None) is not None:
+            self.data_lock.release()
 
     def _install_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():
@@ -327,13 +544,22 @@ class EngineService:
             signal.signal(sig, handler)
 
 
+def _threads_of(owner: Any, attribute: str) -> list[threading.Thread]:
+    """The threads an object keeps in ``attribute`` (a thread or a list of them)."""
+    value = getattr(owner, attribute, None) if owner is not None else None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [t for t in items if isinstance(t, threading.Thread)]
+
+
 def default_data_dir() -> Path:
+    """Where the engine keeps its journal unless told otherwise."""
     from app.record.journal import default_journal_path
 
     return default_journal_path().parent
 
 
 def pid_alive(pid: int) -> bool:
+    """A process with this id exists (ours to signal or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -28,12 +28,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from app.engine.core import EngineOptions
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
     parser.add_argument("--scenario", metavar="NAME", help="scenario name (config/scenarios/NAME.toml) or file")
     parser.add_argument("--speed", default="max", metavar="X",
                         help="times real time (e.g. 1, 10); 0 or max: as fast as possible (default)")
@@ -49,6 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class SimulationResult:
+    """What a scenario run gave: the case, its events, alarms and steps, and what went wrong."""
+
     scenario: str
     case_id: str | None
     duration_s: float
@@ -89,7 +93,8 @@ class SimulationResult:
                 "wall_s": round(self.wall_s, 3), "closed": self.closed, "ok": self.ok,
                 "alarms": self.alarms, "steps": self.steps, "problems": self.problems, "refused": self.refused,
                 "documents": self.documents, "counters": self.counters,
-                "events": [e for e in self.events if e.get("category") in ("rule", "emg", "technical", "case", "procedure")]}
+                "events": [e for e in self.events
+                           if e.get("category") in ("rule", "emg", "technical", "case", "procedure")]}
 
 
 def run_scenario(
@@ -133,15 +138,45 @@ def run_scenario(
                                on_footswitch=mon.footswitch)
     if on_monitor is not None:
         on_monitor(mon)
-    actions = list(scenario.operator_actions)
     refused: list[str] = []
+    duration = float(scenario.duration_s if until_s is None else min(until_s, scenario.duration_s))
+    wall0 = time.perf_counter()
+    _play(system, scenario, duration, step_s, speed, progress, refused)
+    closed = _close(system, scenario, until_s, refused)
+    case_id = mon.case_id or mon.last_case_id
+    result = SimulationResult(
+        scenario=scenario.name, case_id=case_id, duration_s=duration, wall_s=time.perf_counter() - wall0,
+        closed=closed, events=events, refused=refused, counters=dict(mon.counters),
+    )
+    result.alarms = [
+        {"t_s": e["t_s"], "alarm": e["detail"].get("alarm"), "kind": e["detail"].get("kind"),
+         "priority": e.get("priority"), "side": e.get("side"), "site": e.get("site")}
+        for e in events if e.get("category") == "alarm" and e.get("kind") in ("raised", "re_raised")
+    ]
+    if mon.case is not None:
+        summary = mon.summary()["procedure"]
+    else:  # closed: what its closing entry holds (a closed case's state is gone)
+        summary = (mon.last_case_summary or {}).get("procedure") or mon.rules.procedure.summary(mon.settings)
+    result.steps = {side: summary["sides"][side]["steps"] for side in ("L", "R")}
+    result.problems = list(scenario.expect.check_events(result.matched_events())) + [f"refused: {r}" for r in refused]
+    result.problems += _step_problems(scenario, result.steps)
+    if write_documents and out_dir is not None and case_id is not None and closed:
+        _write_documents(result, journal, out_dir, case_id)
+    if keep_system:
+        result.system = system
+    return result
+
+
+def _play(system: Any, scenario: Any, duration: float, step_s: float, speed: float,
+          progress: Callable[[float, float], None] | None, refused: list[str]) -> None:
+    """Step the system to ``duration``, sending each operator action at its time."""
+    actions = list(scenario.operator_actions)
     start_clock = system.clock.now()
     if not any(a.cmd == "case.start" for a in actions):
         reply = system.command("case.start", client="simulate", patient_id=_pid(scenario.name),
                                procedure=scenario.title[:120])
         if not reply["ok"]:
             refused.append(f"t=0 case.start: {reply['error']['message']}")
-    duration = float(scenario.duration_s if until_s is None else min(until_s, scenario.duration_s))
     wall0 = time.perf_counter()
     next_progress = wall0
     i = 0
@@ -164,56 +199,53 @@ def run_scenario(
         if progress is not None and time.perf_counter() >= next_progress:
             next_progress = time.perf_counter() + 0.5
             progress(system.clock.now() - start_clock, duration)
-    closed = False
-    if until_s is None and mon.case_id is not None:
+
+
+def _close(system: Any, scenario: Any, until_s: float | None, refused: list[str]) -> bool:
+    """Close the case at the scenario's end (unless it closed itself); True when it is closed."""
+    mon = system.monitor
+    if until_s is not None:
+        return False
+    if mon.case_id is not None:
         reply = system.command("case.close", client="simulate", note=f"end of scenario {scenario.name}")
-        closed = reply["ok"]
-        if not closed:
+        if not reply["ok"]:
             refused.append(f"case.close: {reply['error']['message']}")
-    elif until_s is None and mon.last_case_id is not None:
-        closed = True  # the scenario closed the case itself
-    wall = time.perf_counter() - wall0
-    case_id = mon.case_id or mon.last_case_id
-    result = SimulationResult(
-        scenario=scenario.name, case_id=case_id, duration_s=duration, wall_s=wall, closed=closed,
-        events=events, refused=refused, counters=dict(mon.counters),
-    )
-    result.alarms = [
-        {"t_s": e["t_s"], "alarm": e["detail"].get("alarm"), "kind": e["detail"].get("kind"),
-         "priority": e.get("priority"), "side": e.get("side"), "site": e.get("site")}
-        for e in events if e.get("category") == "alarm" and e.get("kind") in ("raised", "re_raised")
-    ]
-    summary = mon.rules.procedure.summary(mon.settings)
-    result.steps = {side: summary["sides"][side]["steps"] for side in ("L", "R")}
-    result.problems = list(scenario.expect.check_events(result.matched_events())) + [f"refused: {r}" for r in refused]
+        return bool(reply["ok"])
+    return mon.last_case_id is not None  # the scenario closed the case itself
+
+
+def _step_problems(scenario: Any, steps: dict[str, Any]) -> list[str]:
+    """The scenario's expected steps that were not recorded as expected."""
+    problems = []
     for exp in scenario.expect.steps:
-        v = result.steps.get(exp.side, {}).get(exp.step)
+        v = steps.get(exp.side, {}).get(exp.step)
         if v is None:
-            result.problems.append(f"step {exp.step} {exp.side} was not recorded")
+            problems.append(f"step {exp.step} {exp.side} was not recorded")
             continue
         if bool(v.get("response")) != exp.response:
-            result.problems.append(f"step {exp.step} {exp.side}: response {v.get('response')}, expected {exp.response}")
+            problems.append(f"step {exp.step} {exp.side}: response {v.get('response')}, expected {exp.response}")
         amp = v.get("amplitude_uV")
         if exp.min_amplitude_uV is not None and (amp is None or amp < exp.min_amplitude_uV):
-            result.problems.append(f"step {exp.step} {exp.side}: {amp} uV below {exp.min_amplitude_uV} uV")
+            problems.append(f"step {exp.step} {exp.side}: {amp} uV below {exp.min_amplitude_uV} uV")
         if exp.max_amplitude_uV is not None and amp is not None and amp > exp.max_amplitude_uV:
-            result.problems.append(f"step {exp.step} {exp.side}: {amp} uV above {exp.max_amplitude_uV} uV")
-    if write_documents and out_dir is not None and case_id is not None and closed:
-        from app.engine.documents import Documents
-        from app.api.protocol import ApiError
+            problems.append(f"step {exp.step} {exp.side}: {amp} uV above {exp.max_amplitude_uV} uV")
+    return problems
 
-        try:
-            docs = Documents(journal, out_dir).write(case_id, out_dir)
-            result.documents = {k: v for k, v in docs.items() if k in ("pdf", "json", "edf")}
-            missing = [k for k in ("pdf", "json", "edf") if k not in result.documents]
-            if missing:
-                result.problems.append("documentation not written: " + ", ".join(missing) + " ("
-                                       + "; ".join(docs.get("messages", [])) + ")")
-        except ApiError as exc:
-            result.problems.append(f"documentation: {exc.message}")
-    if keep_system:
-        result.system = system
-    return result
+
+def _write_documents(result: SimulationResult, journal: Any, out_dir: Path, case_id: str) -> None:
+    from app.api.protocol import ApiError
+    from app.engine.documents import Documents
+
+    try:
+        docs = Documents(journal, out_dir).write(case_id, out_dir)
+    except ApiError as exc:
+        result.problems.append(f"documentation: {exc.message}")
+        return
+    result.documents = {k: v for k, v in docs.items() if k in ("pdf", "json", "edf")}
+    missing = [k for k in ("pdf", "json", "edf") if k not in result.documents]
+    if missing:
+        result.problems.append("documentation not written: " + ", ".join(missing) + " ("
+                               + "; ".join(docs.get("messages", [])) + ")")
 
 
 def _pid(name: str) -> str:
@@ -224,6 +256,7 @@ def _pid(name: str) -> str:
 
 
 def format_summary(res: SimulationResult) -> str:
+    """The summary the command prints: steps, alarms, events, documents, problems."""
     lines = [f"scenario {res.scenario}: {res.duration_s:.0f} s of case in {res.wall_s:.1f} s "
              f"({res.duration_s / max(res.wall_s, 1e-9):.0f}x real time), case {res.case_id}"
              + ("" if res.closed else " (NOT closed)")]
@@ -262,28 +295,43 @@ def format_summary(res: SimulationResult) -> str:
     return "\n".join(lines)
 
 
+def _list_scenarios() -> int:
+    from firmware_bridge.sim.scenario import ScenarioError, list_scenarios, load_scenario
+
+    for name in list_scenarios():
+        try:
+            sc = load_scenario(name)
+            print(f"{name:<28} {sc.duration_s:7.0f} s  {sc.title}")
+        except ScenarioError as exc:
+            print(f"{name:<28} (broken: {exc})")
+    return 0
+
+
+def _speed(text: str) -> float | None:
+    """``--speed``: times real time, 0 for as fast as possible; None when not a number >= 0."""
+    try:
+        speed = 0.0 if str(text).lower() in ("0", "max", "0.0") else float(text)
+    except ValueError:
+        return None
+    return speed if math.isfinite(speed) and speed >= 0 else None
+
+
 def run(args: argparse.Namespace) -> int:
+    """``lnm simulate``; the exit status as the module docstring says."""
     from app import settings as settings_mod
     from app.record.journal import Journal, StorageError
     from firmware_bridge.sim.scenario import ScenarioError, list_scenarios, load_scenario
 
     if args.list:
-        for name in list_scenarios():
-            try:
-                sc = load_scenario(name)
-                print(f"{name:<28} {sc.duration_s:7.0f} s  {sc.title}")
-            except ScenarioError as exc:
-                print(f"{name:<28} (broken: {exc})")
-        return 0
+        return _list_scenarios()
     if not args.scenario:
-        print("lnm simulate: give --scenario NAME; shipped scenarios: " + ", ".join(list_scenarios()), file=sys.stderr)
+        print("lnm simulate: give --scenario NAME; shipped scenarios: " + ", ".join(list_scenarios()),
+              file=sys.stderr)
         return 2
-    try:
-        speed = 0.0 if str(args.speed).lower() in ("0", "max", "0.0") else float(args.speed)
-        if not math.isfinite(speed) or speed < 0:
-            raise ValueError
-    except ValueError:
-        print(f"lnm simulate: --speed {args.speed!r}: give a positive number of times real time, or max", file=sys.stderr)
+    speed = _speed(args.speed)
+    if speed is None:
+        print(f"lnm simulate: --speed {args.speed!r}: give a positive number of times real time, or max",
+              file=sys.stderr)
         return 2
     try:
         scenario = load_scenario(args.scenario)
@@ -301,8 +349,8 @@ def run(args: argparse.Namespace) -> int:
     holder: dict[str, Any] = {}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        journal = Journal(out / "journal.db",
-                          on_status=lambda st: holder["mon"].storage_status(st.ok, st.message) if "mon" in holder else None)
+        journal = Journal(out / "journal.db", on_status=lambda st: (
+            holder["mon"].storage_status(st.ok, st.message) if "mon" in holder else None))
     except (OSError, StorageError) as exc:
         print(f"lnm simulate: output folder {out}: {exc}", file=sys.stderr)
         return 2

@@ -13,10 +13,12 @@ May import: ``firmware_bridge`` (codec, link supervisor, clock, virtual board),
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from app.api import protocol as p
 from app.engine.core import EngineOptions, Monitor
+from app.engine.seams import Journal, Outputs, Sink, Wants
 from app.settings import Settings
 from firmware_bridge.clock import ManualClock
 from firmware_bridge.codec import SEQ_MODULO, Decoder, encode
@@ -33,14 +35,14 @@ class SteppedSystem:
         *,
         scenario: Any = None,
         seed: int | None = None,
-        journal: Any = None,
-        outputs: Any = None,
+        journal: Journal | None = None,
+        outputs: Outputs | None = None,
         options: EngineOptions | None = None,
         step_s: float = 0.005,
         tick_s: float = 0.01,
         clock: ManualClock | None = None,
-        sink: Callable[[str, Mapping[str, Any], bool], None] | None = None,
-        wants: Callable[[str], bool] | None = None,
+        sink: Sink | None = None,
+        wants: Wants | None = None,
         monitor_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         from firmware_bridge.sim.board import VirtualBoard

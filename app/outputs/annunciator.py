@@ -33,7 +33,8 @@ Not thread-safe: call it from the engine loop only (the audio backends themselve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,6 +58,8 @@ REMINDER_BUZZ_S = 0.15  # audio-off reminder on the buzzer when the loudspeaker 
 
 @dataclass(frozen=True)
 class AnnunciatorStatus:
+    """What the annunciator is doing: the priority sounding, the next burst, the backends' health."""
+
     t: float
     sounding: str | None  # priority whose bursts are being played
     next_burst_in_s: float | None
@@ -84,6 +87,8 @@ class AnnunciatorStatus:
 
 
 class Annunciator:
+    """Sounds and shows the alarm manager's state: bursts, LEDs, buzzer and the footswitch."""
+
     def __init__(
         self,
         manager: AlarmManager,

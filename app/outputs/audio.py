@@ -29,7 +29,7 @@ startable; ``aplay`` exiting (its last stderr line is reported); a write error (
 pipe); a write that stalls longer than ``stall_s``. After a failure the writer retries
 every ``retry_s``; once a restarted device has played for ``recover_s`` the failure is
 cleared and ``on_recovered`` called.
-"""
+"""  # noqa: E501 - the table above is read as a table
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class AudioBackend(abc.ABC):
     def feed(self, samples: np.ndarray) -> None:
         """Append samples to the continuous EMG stream."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a backend with nothing to release keeps it
         """Release the device."""
 
     @property
@@ -268,6 +268,8 @@ class Mixer:
 
 @dataclass(frozen=True)
 class PlayedSound:
+    """One sound a simulated backend was told to play (its recorded history)."""
+
     t: float  # clock time play() was called
     layer: str
     tag: str
@@ -341,6 +343,7 @@ class CaptureAudio(AudioBackend):
 
 
 def aplay_command(device: str, rate: int, buffer_s: float, executable: str = "aplay") -> list[str]:
+    """The ``aplay`` command line that plays raw 16-bit mono samples on ``device``."""
     return [
         executable, "-q", "-t", "raw", "-f", "S16_LE", "-c", "1", "-r", str(int(rate)),
         "-D", device, f"--buffer-time={int(buffer_s * 1e6)}",

@@ -23,6 +23,7 @@ from app.settings import SettingError, load
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lnm sounds``."""
     parser.add_argument("dir", type=Path, help="directory to write the WAV files into (created if missing)")
     parser.add_argument("--rate", type=int, default=sounds.SAMPLE_RATE, choices=(22050, 44100, 48000, 96000),
                         help="sample rate in Hz (default %(default)s)")
@@ -43,6 +44,7 @@ def _describe(stem: str, settings) -> tuple[str, str]:
 
 
 def write_wav(path: Path, samples, rate: int) -> None:
+    """Write mono float samples (-1..1) as a 16-bit WAV file."""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -51,6 +53,7 @@ def write_wav(path: Path, samples, rate: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``lnm sounds DIR``: write every alarm signal and feedback tone as WAV files."""
     try:
         settings = load(args.config, args.profile)
     except SettingError as exc:

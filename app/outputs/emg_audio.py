@@ -29,6 +29,8 @@ from app.settings import Settings
 
 
 class EmgAudio:
+    """The free-running EMG made audible: band-passed, scaled, resampled, muted during cautery."""
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -149,7 +151,7 @@ class EmgAudio:
         env = np.empty(n)
         g = self._gain
         edges = np.flatnonzero(np.diff(open_.astype(np.int8))) + 1
-        for a, b in zip(np.r_[0, edges], np.r_[edges, n]):  # runs of one target value
+        for a, b in zip(np.r_[0, edges], np.r_[edges, n], strict=True):  # runs of one target value
             target = 1.0 if open_[a] else 0.0
             ramp = g + np.sign(target - g) * step * np.arange(1, b - a + 1)
             env[a:b] = np.clip(ramp, min(g, target), max(g, target))

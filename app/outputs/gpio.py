@@ -28,7 +28,8 @@ import abc
 from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from firmware_bridge.clock import Clock
 
@@ -74,6 +75,8 @@ def wiring_from_settings(settings: Mapping[str, Any]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class GpioEvent:
+    """One change of an output or input, as the simulated backend records it."""
+
     t: float
     role: str
     value: bool

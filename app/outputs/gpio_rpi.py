@@ -13,7 +13,7 @@ simulated backend.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Mapping
+from collections.abc import Mapping
 
 from app.outputs.gpio import FOOTSWITCH, OUTPUTS, GpioBackend, GpioError
 from firmware_bridge.clock import Clock

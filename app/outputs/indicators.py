@@ -21,7 +21,7 @@ Footswitch: the raw level must stay unchanged for ``debounce_s`` before the debo
 state follows it (the change is dated at its first raw edge). A press released before
 ``long_press_s`` yields ``"press"`` (on release); holding for ``long_press_s`` yields
 ``"long_press"`` once, while still held (the release after it yields nothing).
-"""
+"""  # noqa: E501 - the table above is read as a table
 
 from __future__ import annotations
 

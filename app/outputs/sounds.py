@@ -64,13 +64,13 @@ Volume
 ``max(audio.volume_pct, audio.alarm_volume_floor_pct)``: they can never be turned down
 below the floor; feedback tones follow ``audio.volume_pct`` down to silence. An
 escalated high-priority alarm plays at 100 %.
-"""
+"""  # noqa: E501 - the tables above are read as tables
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class AlarmSignal:
     def pattern_text(self) -> str:
         """``3+2, pause, 3+2`` style description of the grouping."""
         text = str(self.pattern[0])
-        for gap, n in zip(self.group_gaps_s, self.pattern[1:]):
+        for gap, n in zip(self.group_gaps_s, self.pattern[1:], strict=True):
             text += (", pause, " if gap >= 0.35 else "+") + str(n)
         return text
 
@@ -163,6 +163,7 @@ def _priority_key(priority: Priority | str) -> str:
 
 
 def signal_for(priority: Priority | str) -> AlarmSignal:
+    """The IEC 60601-1-8 alarm signal of a priority."""
     return ALARM_SIGNALS[_priority_key(priority)]
 
 
@@ -220,6 +221,8 @@ def alarm_cycle(priority: Priority | str, interburst: float, rate: int = SAMPLE_
 
 @dataclass(frozen=True)
 class ToneSpec:
+    """One feedback tone: its name, meaning, description and sound."""
+
     name: str
     meaning: str
     description: str
@@ -362,6 +365,7 @@ def alarm_gain(volume_pct: float, floor_pct: float, escalated: bool = False) -> 
 
 
 def feedback_gain(volume_pct: float) -> float:
+    """The gain of feedback tones at a volume setting in percent."""
     return volume_gain(volume_pct)
 
 

@@ -17,10 +17,15 @@ object whose fields depend on the kind, ``blob`` optional bytes (waveforms, see
 kind               payload (required fields first; ``?`` optional)
 =================  ========================================================================
 case_opened        patient_id, planned_sides [L/R], software_version, date? (YYYY-MM-DD),
-                   surgeon?, procedure?, tube? {type, size_mm, depth_cm}, operator?,
-                   board? {firmware_version, board_id, simulated}, format ("lnm-journal/1")
+                   surgeon?, procedure?, tube? {type, size_mm, depth_cm}, anaesthesia?
+                   {relaxant, relaxant_time (HH:MM), tof_count (0-4), tof_ratio_pct} (null
+                   when not given; ``case.update`` operator entries change them later),
+                   operator?, board? {firmware_version, board_id, simulated}, format
+                   ("lnm-journal/1")
 settings           values {every "group.name": value}, source?, profile?
-setting_changed    key, old, new, unit?, who?, source?
+setting_changed    key, old, new, unit?, who?, source?; for a protected limit
+                   (``app.engine.limits``) default?, relaxed? (beyond its default),
+                   confirmed?, why? (["relaxes", "alarm_active"])
 tube_check         impedances_ohm {electrode: ohm, -1 = lead off}, passed, imbalance_ohm?
                    {L, R}, lead_off? [electrode], breathing_variation? {L: side, R: side} (side:
                    ``app.analysis.breathing.SideBreathing.to_json``, {status: "measuring", ...}
@@ -31,7 +36,8 @@ stimulus           ``Measurement.to_json()`` (index, t_s, site, side, source, se
                    delivered_mA, pw_us, step, channel, valid, invalid_reason, response,
                    amplitude_uV, latency_ms, onset_latency_ms), threshold_uV?, waveform?
                    {encoding, dtype, res_uV, channels, n, clipped, sample_rate_hz, pre_samples,
-                   labels}; blob = the epoch (``waveform.encode``) when waveform is present
+                   labels}; blob = the epoch (``waveform.encode``: ``flac/1``, or
+                   ``delta-zlib/1`` in older records) when waveform is present
 emg_block          t_s (case time of the first sample), first_sample, sample_rate_hz, labels
                    ["EMG L", "EMG R"], waveform {encoding, dtype, res_uV, channels, n, clipped};
                    blob = the samples. Free-running EMG, consecutive chunks (about 1 s).
@@ -63,7 +69,8 @@ note               text, who?
 snapshot           label?, who?, stimulus_index?
 link               event ("connected", "lost", "reconnected", "board_fault", ...), detail?
 engine             event ("started", "resumed", "fault", "stopped", ...), detail?, version?
-storage            event ("problem", "recovered", "rescued"), message?, queued?, dropped?
+storage            event ("problem", "recovered", "rescued", "low_space"), message?, queued?,
+                   dropped?; low_space: free_bytes, hours_left, bytes_per_hour, min_hours
 case_closed        reason?, who?, summary?
 =================  ========================================================================
 
@@ -74,23 +81,23 @@ wrong type are refused with a ``ValueError`` naming the kind and the field.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
-from app.model import Measurement, RuleEvent
+from app.model import CHANNEL_LABELS, SIDES, SITES, SOURCES, STEPS, Measurement, RuleEvent
 from app.record import waveform as _wf
+from firmware_bridge.fields import Field, FieldError
 
 NUM = (int, float)
 NONE = type(None)
 
-SIDES = ("L", "R")
-SITES = ("VAGUS", "RLN", "EBSLN", "UNTAGGED")
-SOURCES = ("PROBE", "APS")
-STIM_STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
+STIM_STEPS = STEPS  # the steps that carry a measurement
 LARYNGOSCOPY_STEPS = ("L1", "L2")
 FOLD_FINDINGS = ("normal", "paresis", "palsy", "not_examined", "reduced", "immobile", "not_assessed")
 PROCEDURE_ORDER = ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2")
@@ -98,6 +105,8 @@ PROCEDURE_ORDER = ("L1", "V1", "S1", "R1", "R2", "R2P", "R2D", "S2", "V2", "L2")
 
 @dataclass(frozen=True)
 class Kind:
+    """One entry kind: its payload fields (required, optional, allowed values) and blob rule."""
+
     name: str
     doc: str
     required: Mapping[str, tuple[type, ...]]
@@ -105,8 +114,31 @@ class Kind:
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     blob: str = "none"  # "none", "optional", "with_waveform" (blob iff payload has waveform)
 
+    @functools.cached_property
+    def fields(self) -> dict[str, Field]:
+        """Each payload field as a field specification (payloads are stored as given: exact)."""
+        out = {}
+        for name, types in {**self.optional, **self.required}.items():
+            allowed = self.choices.get(name)
+            out[name] = Field(name, _field_kind(types), nullable=NONE in types,
+                              choices=None if allowed is None else tuple(a for a in allowed if a is not None),
+                              accept="exact", finite=False)
+        return out
 
-def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None, blob: str = "none") -> Kind:
+
+# Python types of the payload table -> field kinds (int and float: a number; NONE: null allowed)
+_KIND_OF = {str: "str", int: "int", float: "number", bool: "bool", dict: "object", list: "list", object: "any"}
+_TYPE_NAME = {"str": "str", "int": "int", "number": "int/float", "bool": "bool", "object": "dict", "list": "list",
+              "any": "anything"}
+
+
+def _field_kind(types: tuple[type, ...]) -> str:
+    kinds = [_KIND_OF[t] for t in types if t is not NONE and not (t is int and float in types)]
+    return "|".join(kinds) or "any"
+
+
+def _k(name: str, doc: str, required: dict, optional: dict | None = None, choices: dict | None = None,
+       blob: str = "none") -> Kind:
     return Kind(name, doc, required, optional or {}, choices or {}, blob)
 
 
@@ -117,7 +149,7 @@ KINDS: dict[str, Kind] = {
         _k("case_opened", "case data at the start of a case",
            {"patient_id": (str,), "planned_sides": (list,), "software_version": (str,)},
            {"date": (str,), "surgeon": (str, NONE), "procedure": (str, NONE), "tube": (dict, NONE),
-            "operator": (str, NONE), "board": (dict, NONE), "format": (str,)}),
+            "anaesthesia": (dict, NONE), "operator": (str, NONE), "board": (dict, NONE), "format": (str,)}),
         _k("settings", "the full settings in force", {"values": (dict,)},
            {"source": (str, NONE), "profile": (str, NONE)}),
         _k("setting_changed", "one setting changed", {"key": (str,), "old": (object,), "new": (object,)},
@@ -173,7 +205,8 @@ KINDS: dict[str, Kind] = {
         _k("staging", "staging recommendation and the surgeon's decision", {"recommendation": (str,)},
            {"decision": (str, NONE), "reason": (str, NONE), "who": (str, NONE), "side": (str, NONE)}),
         _k("note", "a free-text note", {"text": (str,)}, {"who": (str, NONE)}),
-        _k("snapshot", "an operator mark", {}, {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
+        _k("snapshot", "an operator mark", {},
+           {"label": (str, NONE), "who": (str, NONE), "stimulus_index": (int, NONE)}),
         _k("link", "board link events", {"event": (str,)}, {"detail": (object,)}),
         _k("engine", "engine life cycle", {"event": (str,)}, {"detail": (object,), "version": (str, NONE)}),
         _k("storage", "storage problems and recovery (written by the journal)", {"event": (str,)},
@@ -190,21 +223,12 @@ def validate(kind: str, payload: Mapping[str, Any], blob: bytes | None = None) -
         raise ValueError(f"unknown journal entry kind {kind!r}; known: {', '.join(KINDS)}")
     if not isinstance(payload, Mapping):
         raise ValueError(f"journal entry {kind}: payload must be a JSON object, got {type(payload).__name__}")
-    for name, types in spec.required.items():
-        if name not in payload:
-            raise ValueError(f"journal entry {kind}: required field {name!r} is missing")
-        _check_type(kind, name, payload[name], types)
-    for name, types in spec.optional.items():
+    fields = spec.fields
+    for name in (*spec.required, *spec.optional):
         if name in payload:
-            _check_type(kind, name, payload[name], types)
-    for name, allowed in spec.choices.items():
-        if name in payload and payload[name] not in allowed:
-            if payload[name] is None and name not in spec.required:
-                continue
-            raise ValueError(
-                f"journal entry {kind}: field {name!r} is {payload[name]!r}; allowed: "
-                + ", ".join(repr(a) for a in allowed)
-            )
+            _check_field(kind, fields[name], payload[name], spec.choices.get(name, ()))
+        elif name in spec.required:
+            raise ValueError(f"journal entry {kind}: required field {name!r} is missing")
     if spec.blob == "with_waveform":
         has_wave = "waveform" in payload
         if has_wave and blob is None:
@@ -215,16 +239,16 @@ def validate(kind: str, payload: Mapping[str, Any], blob: bytes | None = None) -
         raise ValueError(f"journal entry {kind}: takes no blob")
 
 
-def _check_type(kind: str, name: str, value: Any, types: tuple[type, ...]) -> None:
-    if object in types:
-        return
-    if isinstance(value, bool) and bool not in types:
-        ok = False  # True is not a number here
-    else:
-        ok = isinstance(value, types)
-    if not ok:
-        names = "/".join("null" if t is NONE else t.__name__ for t in types)
-        raise ValueError(f"journal entry {kind}: field {name!r} must be {names}, got {value!r}")
+def _check_field(kind: str, spec: Field, value: Any, allowed: tuple[Any, ...]) -> None:
+    """``value`` of field ``spec`` of an entry of ``kind``, or ``ValueError`` naming both."""
+    try:
+        spec.check(value)
+    except FieldError as exc:
+        if exc.reason == "choice":
+            raise ValueError(f"journal entry {kind}: field {spec.name!r} is {value!r}; allowed: "
+                             + ", ".join(repr(a) for a in allowed)) from None
+        names = "/".join([_TYPE_NAME[k] for k in spec.kind.split("|")] + (["null"] if spec.nullable else []))
+        raise ValueError(f"journal entry {kind}: field {spec.name!r} must be {names}, got {value!r}") from None
 
 
 # ----------------------------------------------------------------------------- canonical JSON
@@ -276,8 +300,10 @@ def normalise(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sample_rate_hz: float | None = None,
              pre_samples: int | None = None, labels: list[str] | None = None,
-             res_uV: float = _wf.DEFAULT_RES_UV, threshold_uV: float | None = None) -> tuple[dict[str, Any], bytes | None]:
-    """Payload and blob of a ``stimulus`` entry. ``epoch_uV`` is ``(channels, n)`` or 1-D."""
+             res_uV: float = _wf.DEFAULT_RES_UV, threshold_uV: float | None = None,
+             codec: str = "auto") -> tuple[dict[str, Any], bytes | None]:
+    """Payload and blob of a ``stimulus`` entry. ``epoch_uV`` is ``(channels, n)`` or 1-D;
+    ``codec`` as in ``waveform.encode``."""
     payload = measurement.to_json()
     if threshold_uV is not None:
         payload["threshold_uV"] = float(threshold_uV)
@@ -285,20 +311,20 @@ def stimulus(measurement: Measurement, epoch_uV: np.ndarray | None = None, sampl
         return payload, None
     if sample_rate_hz is None or pre_samples is None:
         raise ValueError("a stimulus waveform needs sample_rate_hz and pre_samples")
-    meta, blob = _wf.encode(epoch_uV, res_uV)
+    meta, blob = _wf.encode(epoch_uV, res_uV, codec=codec)
     meta.update(sample_rate_hz=float(sample_rate_hz), pre_samples=int(pre_samples))
     if labels is None:
-        labels = ["EMG L", "EMG R"][: meta["channels"]] if meta["channels"] == 2 else [measurement.channel or ""]
+        labels = list(CHANNEL_LABELS) if meta["channels"] == len(CHANNEL_LABELS) else [measurement.channel or ""]
     meta["labels"] = list(labels)
     payload["waveform"] = meta
     return payload, blob
 
 
 def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: np.ndarray,
-              labels: list[str] | tuple[str, ...] = ("EMG L", "EMG R"),
-              res_uV: float = _wf.DEFAULT_RES_UV) -> tuple[dict[str, Any], bytes]:
+              labels: list[str] | tuple[str, ...] = CHANNEL_LABELS,
+              res_uV: float = _wf.DEFAULT_RES_UV, codec: str = "auto") -> tuple[dict[str, Any], bytes]:
     """Payload and blob of an ``emg_block`` entry (``samples_uV``: ``(channels, n)``)."""
-    meta, blob = _wf.encode(samples_uV, res_uV)
+    meta, blob = _wf.encode(samples_uV, res_uV, codec=codec)
     if meta["channels"] != len(labels):
         raise ValueError(f"emg_block: {meta['channels']} channels but {len(labels)} labels")
     return {"t_s": float(t_s), "first_sample": int(first_sample), "sample_rate_hz": float(sample_rate_hz),
@@ -306,6 +332,7 @@ def emg_block(t_s: float, first_sample: int, sample_rate_hz: float, samples_uV: 
 
 
 def rule_event(event: RuleEvent) -> dict[str, Any]:
+    """A ``rule_event`` payload."""
     return event.to_json()
 
 
@@ -315,6 +342,7 @@ def settings(values: Mapping[str, Any], source: str | None = None, profile: str 
 
 
 def setting_changed(key: str, old: Any, new: Any, who: str | None = None) -> dict[str, Any]:
+    """A ``setting_changed`` payload (with the setting's unit)."""
     from app.settings import SCHEMA
 
     unit = SCHEMA[key].unit if key in SCHEMA else ""

@@ -16,16 +16,21 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from app.record import waveform as W
+from app.record.atomic import OutputRefused, atomic_write, check_output
 from app.record.document import build_document
+from datetime import UTC
 
 
 @dataclass
 class WriteResult:
+    """What ``write_documents`` wrote, said and returns as exit status, and the document."""
+
     written: dict[str, Path] = field(default_factory=dict)  # kind -> path
     messages: list[str] = field(default_factory=list)
     exit_code: int = 0
@@ -50,38 +55,9 @@ def waveform_loader(journal: Any, case_id: str) -> Callable[[int], Any]:
     return load
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via ``.NAME.tmp.SUFFIX`` + fsync + rename (+ fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def write_json(doc: Mapping[str, Any], path: Path) -> None:
+    """The case document as JSON, written atomically."""
+
     def w(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, ensure_ascii=False, allow_nan=False, default=_json_default)
@@ -98,17 +74,36 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} into the case JSON")
 
 
+def check_targets(journal: Any, targets: Mapping[str, Path], force: bool = False) -> None:
+    """Refuse (``OutputRefused``) targets that would replace the journal, a file LNM did not
+    write, a file of another kind, or the same file twice (``atomic.check_output``)."""
+    seen: dict[str, str] = {}
+    for kind, path in targets.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise OutputRefused(f"{path}: given for both the {seen[real].upper()} and the {kind.upper()}; "
+                                "give each its own file")
+        seen[real] = kind
+        check_output(path, kind, force=force, protected=(journal.path,) if getattr(journal, "path", None) else ())
+
+
 def write_documents(journal: Any, case_id: str, targets: Mapping[str, Path], identified: bool = False,
-                    generated_at: str | None = None) -> WriteResult:
-    """Write the files named in ``targets`` (keys ``pdf``, ``json``, ``edf``)."""
-    from datetime import datetime, timezone
+                    generated_at: str | None = None, force: bool = False) -> WriteResult:
+    """Write the files named in ``targets`` (keys ``pdf``, ``json``, ``edf``). Targets are
+    checked first (``check_targets``): a refused one raises ``OutputRefused`` and nothing is written."""
+    from datetime import datetime
 
     unknown = set(targets) - {"pdf", "json", "edf"}
     if unknown:
         raise ValueError(f"unknown document kind(s) {sorted(unknown)}: use pdf, json, edf")
+    check_targets(journal, targets, force)
     result = WriteResult()
-    when = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc = build_document(journal, case_id, identified=identified, generated_at=when)
+    index_head = getattr(journal, "index_head", None)
+    pin = index_head() if callable(index_head) else None
+    if pin is not None:
+        doc["journal"]["index"] = pin  # the case index when the document was made (lnm verify --against)
     result.document = doc
     if doc["journal"].get("verified") is False:
         result.exit_code = 1

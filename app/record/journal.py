@@ -3,8 +3,9 @@
 Owns: the SQLite journal file, writing entries (one committed transaction each, WAL mode,
 ``synchronous=FULL``: an entry ``append`` has returned for survives a crash or power
 loss; ``append_many`` writes several entries of a case in one transaction, one durable
-sync: after a crash either all of them are there or none), the per-case hash chain, finding and resuming a case left open, and handling
-storage problems.
+sync: after a crash either all of them are there or none), the per-case hash chain, the case
+index across cases (``chain.py``), finding and resuming a case left open, handling storage
+problems, and retention pruning.
 May import: the standard library, ``app`` (version), ``app.record.entries``.
 
 Layout. One file holds every case (``default_journal_path()``). Table ``entries`` holds
@@ -39,7 +40,6 @@ SQLite database raises ``StorageError`` naming the file.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import math
 import os
@@ -49,18 +49,34 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from app.record import entries as _entries
+from app.record.atomic import SQLITE_MAGIC, fsync_dir, fsync_file
+from app.record.storage import ROW_OVERHEAD, space_check
+from app.record.chain import (  # noqa: F401 - GENESIS, sha256_hex, entry_hash: the journal's public names too
+    GENESIS,
+    CaseFacts,
+    IndexRow,
+    VerifyResult,
+    check_case_index,
+    check_case_rows,
+    check_index_rows,
+    entry_hash,
+    index_hash,
+    sha256_hex,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "lnm-journal/1"
-GENESIS = "0" * 64
-SQLITE_MAGIC = b"SQLite format 3\x00"
+FORMAT = "lnm-journal/2"
+OLD_FORMAT = "lnm-journal/1"  # without the case index: read as it is, given an index when opened for writing
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+DEFAULT_PIN_INTERVAL_S = 60.0
+PAGE_SIZE = 8192  # new files: 2-3 kB waveform rows waste less of 8 kB pages than of 4 kB (bench/record.py: -6 %)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,7 +97,28 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, case_id);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'the case journal is append-only: entries cannot be changed'); END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+CREATE TABLE IF NOT EXISTS case_index (
+    n INTEGER PRIMARY KEY,
+    event TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    wall TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_index_case ON case_index (case_id, n);
+CREATE TABLE IF NOT EXISTS prune_permit (case_id TEXT PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS case_index_no_update BEFORE UPDATE ON case_index
+BEGIN SELECT RAISE(ABORT, 'the case index is append-only: rows cannot be changed'); END;
+CREATE TRIGGER IF NOT EXISTS case_index_no_delete BEFORE DELETE ON case_index
+BEGIN SELECT RAISE(ABORT, 'the case index is append-only: rows cannot be deleted'); END;
+"""
+# entries may be deleted only by retention pruning (``prune_case``), which journals a
+# ``pruned`` index row in the same transaction
+_DELETE_TRIGGER = """
+DROP TRIGGER IF EXISTS entries_no_delete;
+CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+WHEN OLD.case_id NOT IN (SELECT case_id FROM prune_permit)
 BEGIN SELECT RAISE(ABORT, 'the case journal is append-only: entries cannot be deleted'); END;
 """
 _COLUMNS = "case_id, seq, kind, t_s, wall, payload, payload_sha256, blob, blob_sha256, prev_hash, hash"
@@ -102,6 +139,8 @@ class StorageError(JournalError):
 
 @dataclass(frozen=True)
 class StorageStatus:
+    """The journal's storage state, as ``on_status`` reports it."""
+
     ok: bool
     path: str
     problem: str = ""  # "", "disk_full", "read_only", "corrupt", "missing", "replaced", "io", ...
@@ -113,6 +152,8 @@ class StorageStatus:
 
 @dataclass(frozen=True)
 class Entry:
+    """One written entry as read back."""
+
     seq: int
     case_id: str
     kind: str
@@ -123,21 +164,6 @@ class Entry:
     prev_hash: str
     hash: str
     payload_text: str = field(default="", repr=False, compare=False)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def entry_hash(case_id: str, seq: int, kind: str, t_s: float, wall: str, payload_sha256: str,
-               blob_sha256: str | None, blob_len: int | None, prev_hash: str) -> str:
-    """The chain hash of one entry (see the module docstring)."""
-    header = _entries.canonical_json({
-        "v": 1, "case": case_id, "seq": seq, "kind": kind, "t_s": float(t_s), "wall": wall,
-        "payload_sha256": payload_sha256, "blob_sha256": blob_sha256, "blob_len": blob_len,
-        "prev": prev_hash,
-    })
-    return sha256_hex(header.encode("ascii"))
 
 
 def default_journal_path() -> Path:
@@ -151,11 +177,13 @@ def default_journal_path() -> Path:
 
 
 def utc_iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """An aware time as the journal's UTC ISO-8601 text."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    """The journal's UTC ISO-8601 text as an aware time."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -171,6 +199,7 @@ class _Row:
     blob_sha256: str | None
     prev_hash: str
     hash: str
+    index: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # case-index rows written with it
 
     def values(self) -> tuple:
         return (self.case_id, self.seq, self.kind, self.t_s, self.wall, self.payload,
@@ -178,7 +207,7 @@ class _Row:
 
     @property
     def size(self) -> int:
-        return len(self.payload) + (len(self.blob) if self.blob else 0) + 256
+        return len(self.payload) + (len(self.blob) if self.blob else 0) + 256 + 256 * len(self.index)
 
 
 @dataclass
@@ -190,6 +219,9 @@ class _Head:
     base_t_s: float  # case time at t_origin
     t_origin: float  # clock reading when the case (or its resume) started
     closed: bool = False
+    pin_due: float = 0.0  # clock reading from which the next entry is pinned in the case index
+    close_stats: dict[str, Any] | None = None  # bytes and duration, for the "closed" index row
+    pinned_seq: int = -1  # newest seq the case index pins
 
 
 class _MonotonicClock:
@@ -198,7 +230,7 @@ class _MonotonicClock:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -243,8 +275,13 @@ class Journal:
                  wall_clock: Callable[[], datetime] | None = None,
                  on_status: Callable[[StorageStatus], None] | None = None,
                  max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES, retry_interval_s: float = 1.0,
-                 readonly: bool = False, durable: bool = True) -> None:
+                 readonly: bool = False, durable: bool = True,
+                 pin_interval_s: float = DEFAULT_PIN_INTERVAL_S, min_free_hours: float = 8.0) -> None:
         self.path = Path(path)
+        self.pin_interval_s = float(pin_interval_s)
+        self.min_free_hours = float(min_free_hours)
+        self.space_warning: str | None = None  # set by open_case when space is short
+        self.format = FORMAT
         self.readonly = readonly
         self.durable = durable
         self._clock = clock if clock is not None else _MonotonicClock()
@@ -285,24 +322,63 @@ class Journal:
                 conn = self._connect_readonly(path)
             else:
                 conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new, empty file
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
                 conn.execute("PRAGMA synchronous=FULL" if self.durable else "PRAGMA synchronous=NORMAL")
                 conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
                 conn.execute("INSERT OR IGNORE INTO journal_meta VALUES ('format', ?)", (FORMAT,))
+                self._migrate(conn)
             fmt = conn.execute("SELECT value FROM journal_meta WHERE key='format'").fetchone()
         except sqlite3.Error as exc:
             problem, words = classify(exc)
             if problem == "corrupt" or "no such table" in str(exc):
                 problem, words = "corrupt", "not a readable LNM case journal (corrupt, or not a journal)"
             raise StorageError(f"case journal {path}: {words} ({exc})", path, problem) from None
-        if fmt is None or fmt[0] != FORMAT:
+        if fmt is None or fmt[0] not in (FORMAT, OLD_FORMAT):
             conn.close()
             raise StorageError(f"case journal {path}: unknown journal format {fmt[0] if fmt else None!r} "
-                               f"(this software reads {FORMAT})", path, "format")
+                               f"(this software reads {FORMAT} and {OLD_FORMAT})", path, "format")
+        self.format = fmt[0]
         self._conn = conn
         self._ident = self._stat_ident()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Give an ``lnm-journal/1`` file its case index: one ``adopted`` row per case as it is
+        now (first and newest entry), then the format becomes ``lnm-journal/2``. In one
+        transaction; what was removed before this cannot be seen afterwards either."""
+        fmt = conn.execute("SELECT value FROM journal_meta WHERE key='format'").fetchone()
+        if fmt is None or fmt[0] not in (FORMAT, OLD_FORMAT):
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in [x for x in _DELETE_TRIGGER.split(";\n") if x.strip()]:
+                conn.execute(stmt)
+            if fmt[0] == OLD_FORMAT:
+                wall = utc_iso(self._wall())
+                items = []
+                cases = conn.execute("SELECT case_id, min(seq), max(seq) FROM entries GROUP BY case_id "
+                                     "ORDER BY min(rowid)").fetchall()
+                for case_id, first, last in cases:
+                    h0 = conn.execute("SELECT hash FROM entries WHERE case_id=? AND seq=?", (case_id, first)).fetchone()
+                    hl = conn.execute("SELECT hash FROM entries WHERE case_id=? AND seq=?", (case_id, last)).fetchone()
+                    closed = conn.execute("SELECT 1 FROM entries WHERE case_id=? AND kind='case_closed'",
+                                          (case_id,)).fetchone() is not None
+                    items.append(("adopted", case_id, wall, {
+                        "first_seq": first, "first_hash": h0[0], "last_seq": last, "last_hash": hl[0],
+                        "closed": closed, "from_format": OLD_FORMAT}))
+                _insert_index(conn, items)
+                conn.execute("UPDATE journal_meta SET value=? WHERE key='format'", (FORMAT,))
+                log.warning("case journal %s: format %s given its case index (%d cases adopted)", self.path,
+                            OLD_FORMAT, len(items))
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
 
     @staticmethod
     def _check_magic(path: Path) -> None:
@@ -313,7 +389,8 @@ class Journal:
             return
         except OSError as exc:
             problem, words = classify(exc)
-            raise StorageError(f"case journal {path}: cannot be read: {words} ({exc.strerror})", path, problem) from None
+            raise StorageError(f"case journal {path}: cannot be read: {words} ({exc.strerror})", path,
+                               problem) from None
         if head and head != SQLITE_MAGIC:
             raise StorageError(
                 f"case journal {path}: the file is corrupt (not an SQLite database: it starts with "
@@ -352,6 +429,7 @@ class Journal:
                 return 0
             if self._queue and not self.readonly:
                 self.flush()
+            self._pin_open_cases()
             left = len(self._queue)
             if left:
                 log.error("case journal %s: closing with %d entries unwritten (%s)", self.path, left,
@@ -363,7 +441,7 @@ class Journal:
             self._conn = None
             return left
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -387,16 +465,36 @@ class Journal:
         data = dict(case_data)
         now = self._wall()
         data.setdefault("software_version", __version__)
-        data.setdefault("date", now.astimezone(timezone.utc).strftime("%Y-%m-%d"))
+        data.setdefault("date", now.astimezone(UTC).strftime("%Y-%m-%d"))
         data["format"] = FORMAT
-        case_id = str(data.pop("case_id", "") or f"{now.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
+        case_id = str(data.pop("case_id", "") or f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
         _entries.validate("case_opened", data)
         with self._lock:
             if case_id in self._heads or self._case_exists(case_id):
                 raise JournalError(f"case {case_id} already exists in {self.path}")
             self._heads[case_id] = _Head(case_id, 0, GENESIS, 0.0, 0.0, self._clock.now())
             self._append_locked(case_id, "case_opened", _entries.canonical_json(data), None, 0.0)
+            self._check_space(case_id)
         return case_id
+
+    def _check_space(self, case_id: str) -> None:
+        """Before monitoring starts: is there room for ``min_free_hours`` of this case?"""
+        self.space_warning = None
+        if self.min_free_hours <= 0:
+            return
+        try:
+            check = space_check(self, self.min_free_hours)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("case journal %s: free space not known (%s)", self.path, exc)
+            return
+        if check.ok:
+            return
+        self.space_warning = check.message
+        log.warning("%s", check.message)
+        self._append_locked(case_id, "storage", _entries.canonical_json({
+            "event": "low_space", "message": check.message, "free_bytes": check.free_bytes,
+            "hours_left": round(check.hours_left, 2), "bytes_per_hour": check.bytes_per_hour,
+            "min_hours": self.min_free_hours, "path": str(self.path)}), None, None)
 
     def append(self, case_id: str, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
                t_s: float | None = None) -> int | None:
@@ -440,8 +538,11 @@ class Journal:
             return self._append_batch_locked(case_id, rows_in)
 
     def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int | None:
-        """Append ``case_closed``; the case takes no more entries."""
+        """Append ``case_closed``; the case takes no more entries. The case index records
+        the close (last seq and hash, bytes and duration of the case)."""
         with self._lock:
+            head = self._head(case_id)
+            head.close_stats = self._case_stats(case_id, head)
             seq = self.append(case_id, "case_closed", dict(payload or {}))
             self._heads[case_id].closed = True
             if self._queue:
@@ -457,6 +558,7 @@ class Journal:
             head = self._load_head(case_id)
             if head.closed:
                 raise JournalError(f"case {case_id} is closed; it cannot be resumed")
+            head.pin_due = self._clock.now()  # the next entry pins where the case resumed
             self._heads[case_id] = head
             return self.case_data(case_id)
 
@@ -474,25 +576,48 @@ class Journal:
         return cases[-1] if cases else None
 
     def cases(self) -> list[dict[str, Any]]:
-        """Every case: id, opened (wall), patient_id, procedure, planned_sides, entries,
-        closed (wall or None), last_hash."""
+        """Every case, in the entries or only in the case index (pruned, or removed): id,
+        opened (wall), patient_id, procedure, planned_sides, entries, closed (wall or None),
+        last_hash, state (``open``, ``closed``, ``pruned``, ``missing``, ``unindexed``,
+        ``damaged``) and problems (what the case index shows was removed or added)."""
         with self._lock:
-            opened = self.conn.execute(
-                "SELECT case_id, wall, payload FROM entries WHERE seq = 0 ORDER BY rowid").fetchall()
-            closed = dict(self.conn.execute(
-                "SELECT case_id, wall FROM entries WHERE kind = 'case_closed'").fetchall())
-            out = []
-            for case_id, wall, payload in opened:
-                n, last_hash = self.conn.execute(
-                    "SELECT count(*), (SELECT hash FROM entries WHERE case_id = ? ORDER BY seq DESC LIMIT 1) "
-                    "FROM entries WHERE case_id = ?", (case_id, case_id)).fetchone()
+            first = {c: (w, pl) for c, w, pl in self.conn.execute(
+                "SELECT case_id, wall, payload FROM entries WHERE seq = 0")}
+            closed = dict(self.conn.execute("SELECT case_id, wall FROM entries WHERE kind = 'case_closed'").fetchall())
+            order = self._case_order()
+            index, index_problem = self._index_by_case()
+            out: list[dict[str, Any]] = []
+            for case_id in order:
+                facts = self._facts(case_id)
+                wall, payload = first.get(case_id, (None, None))
+                rows = index.get(case_id, [])
+                start = next((r for r in rows if r.event in ("opened", "adopted")), None)
                 try:
-                    data = _json_loads(payload)
+                    data = _json_loads(payload) if payload else {}
                 except ValueError:
                     data = {}
-                out.append({"case_id": case_id, "opened": wall, "patient_id": data.get("patient_id"),
+                if self.format == OLD_FORMAT:
+                    verdict_state = "closed" if case_id in closed else "open"
+                    problems: tuple[str, ...] = ()
+                    if facts.first_seq not in (0, None):
+                        verdict_state, problems = "damaged", (f"case {case_id}: its first entry was removed",)
+                else:
+                    verdict = check_case_index(facts, rows)
+                    verdict_state, problems = verdict.state, verdict.problems
+                pruned = next((r for r in rows if r.event == "pruned"), None)
+                summary = pruned.data if pruned is not None else {}
+                opened = wall or summary.get("opened") or (start.wall if start else "")
+                out.append({"case_id": case_id, "opened": opened,
+                            "patient_id": data.get("patient_id", summary.get("patient_id")),
                             "procedure": data.get("procedure"), "planned_sides": data.get("planned_sides"),
-                            "entries": n, "closed": closed.get(case_id), "last_hash": last_hash})
+                            "entries": facts.count if not pruned else summary.get("entries", 0),
+                            "closed": closed.get(case_id) or summary.get("closed"),
+                            "last_hash": facts.hash_at(facts.last_seq) if facts.last_seq is not None
+                            else summary.get("last_hash"),
+                            "state": verdict_state, "problems": list(problems)})
+        if index_problem:
+            for c in out:
+                c["problems"].append(index_problem)
         return out
 
     def case_data(self, case_id: str) -> dict[str, Any]:
@@ -506,7 +631,7 @@ class Journal:
     def resolve_case(self, ref: str) -> str:
         """A case id from an exact id, a unique prefix, ``last`` or ``open``."""
         with self._lock:
-            ids = [r[0] for r in self.conn.execute("SELECT case_id FROM entries WHERE seq = 0 ORDER BY rowid")]
+            ids = self._case_order()
         if not ids:
             raise JournalError(f"case journal {self.path} holds no cases")
         if ref in ("last", "latest"):
@@ -562,11 +687,175 @@ class Journal:
         c, sq, kind, t_s, wall, payload, blob, prev, h = row
         return Entry(sq, c, kind, t_s, wall, _json_loads(payload), blob, prev, h, payload)
 
-    def verify(self, case_id: str):
-        """Recompute the chain of a case (see ``app.record.verify``)."""
-        from app.record.verify import verify_case
+    def verify(self, case_id: str) -> VerifyResult:
+        """Recompute the chain of a case and hold it against the case index
+        (``app.record.chain``): the first altered, removed or added entry, or intact."""
+        with self._lock:
+            try:
+                cur = self.conn.execute(
+                    "SELECT seq, kind, t_s, wall, payload, payload_sha256, blob, blob_sha256, prev_hash, hash "
+                    "FROM entries WHERE case_id = ? ORDER BY seq", (case_id,))
+                try:
+                    result = check_case_rows(case_id, _iter(cur),
+                                             lambda prev, seq: self._moved_from(case_id, prev, seq))
+                except LookupError:
+                    result = None
+                if self.format == OLD_FORMAT:
+                    if result is None:
+                        raise JournalError(f"no case {case_id!r} in {self.path}")
+                    return replace(result, notes=result.notes + (
+                        f"the journal is in the older format {OLD_FORMAT} without a case index: a removed case or "
+                        "removed last entries cannot be seen (the engine gives it an index when it next opens it)",))
+                index, index_problem = self._index_by_case()
+                rows = index.get(case_id, [])
+                if result is None and not rows:
+                    raise JournalError(f"no case {case_id!r} in {self.path}")
+                verdict = check_case_index(self._facts(case_id), rows)
+            except sqlite3.Error as exc:
+                raise StorageError(f"case journal {self.path}: cannot be read ({exc})", self.path, "corrupt") from None
+        if verdict.state == "pruned" and not verdict.problems:
+            d = verdict.pruned or {}
+            return VerifyResult(True, case_id, 0, d.get("last_hash"), closed=True, pruned=d)
+        problems = list(verdict.problems) + ([index_problem] if index_problem else [])
+        if result is None:
+            return VerifyResult(False, case_id, 0, None, verdict.first_problem_seq, None, "; ".join(problems))
+        if not result.ok:
+            return result
+        if problems:
+            return VerifyResult(False, case_id, result.entries, None, verdict.first_problem_seq, None,
+                                "; ".join(problems), closed=result.closed)
+        return replace(result, notes=verdict.notes)
 
-        return verify_case(self, case_id)
+    def _moved_from(self, case_id: str, prev: str, seq: int) -> int | None:
+        """If this entry's prev_hash is the hash of another entry, it was written after that one."""
+        row = self.conn.execute("SELECT seq FROM entries WHERE case_id = ? AND hash = ?", (case_id, prev)).fetchone()
+        if row is None or row[0] + 1 == seq:
+            return None
+        return row[0] + 1
+
+    # ------------------------------------------------------------------ the case index
+
+    def index_rows(self) -> tuple[list[IndexRow], str | None]:
+        """The case index rows that verify, in order, and the first problem of its chain (or None)."""
+        if self.format == OLD_FORMAT:
+            return [], None
+        with self._lock:
+            cur = self.conn.execute("SELECT n, event, case_id, wall, data, prev_hash, hash FROM case_index ORDER BY n")
+            return check_index_rows(_iter(cur))
+
+    def index_head(self) -> dict[str, Any] | None:
+        """``{"n", "hash"}`` of the newest case-index row (pins every case up to now), or None."""
+        if self.format == OLD_FORMAT:
+            return None
+        with self._lock:
+            row = self.conn.execute("SELECT n, hash FROM case_index ORDER BY n DESC LIMIT 1").fetchone()
+        return {"n": row[0], "hash": row[1]} if row else None
+
+    def _case_order(self) -> list[str]:
+        """Every case id, oldest first: as the case index lists them, then any only in the entries."""
+        ids: list[str] = []
+        if self.format != OLD_FORMAT:
+            ids = [r[0] for r in self.conn.execute("SELECT case_id FROM case_index GROUP BY case_id ORDER BY min(n)")]
+        known = set(ids)
+        ids += [r[0] for r in self.conn.execute("SELECT case_id FROM entries GROUP BY case_id ORDER BY min(rowid)")
+                if r[0] not in known]
+        return ids
+
+    def _index_by_case(self) -> tuple[dict[str, list[IndexRow]], str | None]:
+        rows, problem = self.index_rows()
+        by_case: dict[str, list[IndexRow]] = {}
+        for r in rows:
+            by_case.setdefault(r.case_id, []).append(r)
+        if problem is not None:
+            problem = f"the case index is damaged: {problem}; cases after that row cannot be checked"
+        return by_case, problem
+
+    def _facts(self, case_id: str) -> CaseFacts:
+        conn = self.conn
+        count, first, last = conn.execute("SELECT count(*), min(seq), max(seq) FROM entries WHERE case_id = ?",
+                                          (case_id,)).fetchone()
+        has_closed = conn.execute("SELECT 1 FROM entries WHERE case_id = ? AND kind = 'case_closed'",
+                                  (case_id,)).fetchone() is not None
+
+        def hash_at(seq: int | None) -> str | None:
+            if seq is None:
+                return None
+            row = conn.execute("SELECT hash FROM entries WHERE case_id = ? AND seq = ?", (case_id, int(seq))).fetchone()
+            return row[0] if row else None
+
+        return CaseFacts(case_id, int(count), first, last, hash_at, has_closed)
+
+    def _case_stats(self, case_id: str, head: _Head) -> dict[str, Any]:
+        """Bytes the case holds and its duration (for the ``closed`` index row and storage figures)."""
+        try:
+            row = self.conn.execute(
+                "SELECT coalesce(sum(length(payload) + coalesce(length(blob), 0)), 0), count(*) FROM entries "
+                "WHERE case_id = ?", (case_id,)).fetchone()
+        except sqlite3.Error:
+            row = (0, 0)
+        queued = [r for r in self._queue if r.case_id == case_id]
+        size = int(row[0]) + sum(len(r.payload) + len(r.blob or b"") for r in queued)
+        n = int(row[1]) + len(queued) + 1
+        return {"bytes": size + ROW_OVERHEAD * n, "duration_s": round(self._case_time(head), 3)}
+
+    def add_index_event(self, event: str, case_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Write one case-index row now (``exported``...); returns it as ``{"n", "hash"}``.
+        Raises ``StorageError`` when it cannot be written."""
+        self._writable()
+        if event not in ("exported", "checkpoint"):
+            raise ValueError(f"case index event {event!r} is written by the journal itself")
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                written = _insert_index(conn, [(event, case_id, utc_iso(self._wall()), dict(data))])
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                problem, words = classify(exc)
+                raise StorageError(f"case journal {self.path}: cannot write the case index: {words} ({exc})",
+                                   self.path, problem) from None
+        return written[-1]
+
+    def prune_case(self, case_id: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """Remove a case's entries, keeping ``summary`` in a ``pruned`` case-index row, in
+        ONE transaction (retention, ``app.record.storage.prune``: the caller has checked
+        that the case was exported and verified). Returns the index row ``{"n", "hash"}``."""
+        self._writable()
+        with self._lock:
+            if case_id in self._heads and not self._heads[case_id].closed:
+                raise JournalError(f"case {case_id} is open in this engine; it cannot be pruned")
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                written = _insert_index(conn, [("pruned", case_id, utc_iso(self._wall()), dict(summary))])
+                conn.execute("INSERT OR REPLACE INTO prune_permit VALUES (?)", (case_id,))
+                conn.execute("DELETE FROM entries WHERE case_id = ?", (case_id,))
+                conn.execute("DELETE FROM prune_permit WHERE case_id = ?", (case_id,))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                problem, words = classify(exc)
+                raise StorageError(f"case journal {self.path}: cannot prune case {case_id}: {words} ({exc})",
+                                   self.path, problem) from None
+            self._heads.pop(case_id, None)
+        return written[-1]
+
+    def _pin_open_cases(self) -> None:
+        """Pin every open case's newest entry in the case index (the engine is stopping)."""
+        if self.readonly or self._queue or self._failure is not None or self.format == OLD_FORMAT:
+            return
+        items = [("checkpoint", h.case_id, utc_iso(self._wall()), {"seq": h.next_seq - 1, "hash": h.last_hash})
+                 for h in self._heads.values() if not h.closed and h.next_seq > 0 and h.pinned_seq != h.next_seq - 1]
+        if not items:
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            _insert_index(self.conn, items)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            log.error("case journal %s: open cases not pinned at close: %s", self.path, exc)
 
     # ------------------------------------------------------------------ storage state
 
@@ -650,13 +939,24 @@ class Journal:
         bsha = sha256_hex(blob) if blob is not None else None
         h = entry_hash(head.case_id, head.next_seq, kind, t, wall, psha, bsha,
                        len(blob) if blob is not None else None, head.last_hash)
-        return _Row(head.case_id, head.next_seq, kind, t, wall, payload, psha, blob, bsha, head.last_hash, h)
+        row = _Row(head.case_id, head.next_seq, kind, t, wall, payload, psha, blob, bsha, head.last_hash, h)
+        if self.format == OLD_FORMAT:
+            return row
+        if row.seq == 0:
+            row.index.append(("opened", {"first_hash": h}))
+        elif kind == "case_closed":
+            row.index.append(("closed", {"last_seq": row.seq, "last_hash": h, **(head.close_stats or {})}))
+        elif self._clock.now() >= head.pin_due:
+            row.index.append(("checkpoint", {"seq": row.seq, "hash": h}))
+        return row
 
-    @staticmethod
-    def _advance(head: _Head, row: _Row) -> None:
+    def _advance(self, head: _Head, row: _Row) -> None:
         head.next_seq = row.seq + 1
         head.last_hash = row.hash
         head.last_t_s = max(head.last_t_s, row.t_s)
+        if row.index:
+            head.pinned_seq = row.seq
+            head.pin_due = self._clock.now() + self.pin_interval_s
 
     def _append_locked(self, case_id: str, kind: str, payload: str, blob: bytes | None,
                        t_s: float | None) -> int | None:
@@ -810,6 +1110,9 @@ class Journal:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                              [r.values() for r in rows])
+            pins = [(event, r.case_id, r.wall, data) for r in rows for event, data in r.index]
+            if pins:
+                _insert_index(conn, pins)
             conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             self._rollback()
@@ -861,7 +1164,7 @@ class Journal:
         if problem == "missing":
             target = self.path
         else:
-            stamp = self._wall().astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = self._wall().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
             target = self.path.with_name(f"{self.path.name}.rescued-{stamp}.db")
         tmp = target.with_name(target.name + ".rescue-tmp")
         try:
@@ -870,7 +1173,7 @@ class Journal:
                 self.conn.backup(dest)
             finally:
                 dest.close()
-            _fsync_file(tmp)
+            fsync_file(tmp)
         except (sqlite3.Error, OSError) as exc:
             p, words = classify(exc)
             self._begin_failure(StorageError(
@@ -915,26 +1218,28 @@ class Journal:
             self._notify()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _insert_index(conn: sqlite3.Connection, items: list[tuple[str, str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Append case-index rows ``(event, case_id, wall, data)`` inside the caller's transaction,
+    chained on the newest row read in that transaction (so two writers never fork the chain)."""
+    row = conn.execute("SELECT n, hash FROM case_index ORDER BY n DESC LIMIT 1").fetchone()
+    n, prev = (row[0] + 1, row[1]) if row else (0, GENESIS)
+    out = []
+    for event, case_id, wall, data in items:
+        text = _entries.canonical_json(data)
+        h = index_hash(n, event, case_id, wall, text, prev)
+        conn.execute("INSERT INTO case_index (n, event, case_id, wall, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                     (n, event, case_id, wall, text, prev, h))
+        out.append({"n": n, "hash": h})
+        n, prev = n + 1, h
+    return out
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new or renamed files) durable; best effort."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory
-    finally:
-        os.close(fd)
+def _iter(cur: sqlite3.Cursor) -> Iterator[tuple]:
+    while True:
+        batch = cur.fetchmany(256)
+        if not batch:
+            return
+        yield from batch
 
 
 def _json_loads(text: str) -> dict[str, Any]:

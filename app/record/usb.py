@@ -4,10 +4,22 @@ Owns: ``find_usb_mounts``, ``export_case`` and the ``lnm export`` shell around i
 May import: the standard library, ``app.record.export``.
 
 Where it writes. ``--to MOUNTPOINT`` (or ``target=``) wins; else ``$LNM_EXPORT_DIR`` (a
-folder standing in for the stick: tests, a network share); else the one mounted USB stick:
+folder the installation designates, e.g. a network share); else the one mounted USB stick:
 a mount in ``/proc/mounts`` whose block device is removable (``/sys/block/DEV/removable``
 is 1) or whose mount point lies under ``/media/`` or ``/run/media/``. No stick, or more
 than one, is an error that says so.
+
+Only below the removable-media folders. The target must be a real folder (not a symbolic
+link) whose resolved path lies strictly below one of the resolved ``export.media_roots``
+(default ``/media:/mnt:/run/media``) or is ``$LNM_EXPORT_DIR`` or below it: ``--to /etc``,
+a path that climbs out with ``..``, and a link to elsewhere are refused before anything is
+written. The case folder is created new (never an existing one, never through a link) and
+every file in it is created new with ``O_EXCL | O_NOFOLLOW``.
+
+Journaled. A finished export writes an ``exported`` row into the case index (last seq and
+hash documented, whether the case verified, the folder and the files' SHA-256): retention
+prunes only cases with a verified export of their last entry. ``lnm export`` opens the
+journal for writing just for that row; when it cannot, the export stands and it says so.
 
 What it writes. A folder ``LNM-<case id>`` (``-2``, ``-3``... if it exists) holding
 ``report.pdf``, ``case.json``, ``case.edf`` and ``SHA256SUMS`` (``sha256sum -c``
@@ -29,14 +41,16 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 from app.record.export import write_documents
-from app.record.journal import fsync_dir
+from app.record.atomic import fsync_dir
 
 FILES = {"pdf": "report.pdf", "json": "case.json", "edf": "case.edf"}
 
@@ -47,6 +61,8 @@ class UsbError(OSError):
 
 @dataclass
 class ExportResult:
+    """What an export wrote, where, and whether it was verified."""
+
     case_id: str
     target: str
     folder: str
@@ -109,8 +125,46 @@ def find_usb_mounts(proc_mounts: str | Path = "/proc/mounts", sys_block: str | P
     return found
 
 
+def media_roots(setting: str | Sequence[str | Path] | None = None) -> list[Path]:
+    """The removable-media folders from ``export.media_roots`` (colon-separated), resolved."""
+    if setting is None:
+        from app.settings import SCHEMA
+
+        setting = SCHEMA["export.media_roots"].default
+    parts = setting.split(":") if isinstance(setting, str) else [str(p) for p in setting]
+    return [Path(os.path.realpath(p)) for p in parts if p]
+
+
+def check_target(root: Path, roots: Sequence[Path], env: Mapping[str, str] | None = None) -> Path:
+    """``root`` itself when it may be written: a real folder below a media root (module doc)."""
+    env = os.environ if env is None else env
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        raise UsbError(f"the export target {root} is not a mounted folder (it does not exist): plug in the USB "
+                       "stick and wait until it is mounted") from None
+    except OSError as exc:
+        raise UsbError(f"the export target {root} cannot be checked: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UsbError(f"the export target {root} is a symbolic link (to {os.readlink(root)}); it is not followed: "
+                       "give the stick's mount point itself")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsbError(f"the export target {root} is not a mounted folder")
+    real = Path(os.path.realpath(root))
+    allowed = [(r, False) for r in roots]
+    if env.get("LNM_EXPORT_DIR"):
+        allowed.append((Path(os.path.realpath(env["LNM_EXPORT_DIR"])), True))
+    for base, inclusive in allowed:
+        if base in real.parents or (inclusive and real == base):
+            return real
+    names = ", ".join(str(r) for r in roots) or "none"
+    raise UsbError(f"the export target {root} is not on removable media: exports are written only below {names} "
+                   "(setting export.media_roots); the patient's case was not written there")
+
+
 def choose_target(target: Path | None, env: Mapping[str, str] | None = None,
                   finder: Callable[[], list[Path]] = find_usb_mounts) -> Path:
+    """The export target: ``target``, else ``$LNM_EXPORT_DIR``, else the one mounted stick."""
     env = os.environ if env is None else env
     if target is not None:
         return Path(target)
@@ -152,7 +206,8 @@ def _read_back_sha256(path: Path) -> str:
 
 
 def _copy_fsync(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with open(src, "rb") as fi, open(fd, "wb") as fo:
         shutil.copyfileobj(fi, fo, 1 << 20)
         fo.flush()
         os.fsync(fo.fileno())
@@ -173,12 +228,12 @@ def _explain(exc: OSError, target: Path, need: int) -> UsbError:
 
 def export_case(journal: Any, case_id: str, target: Path | None = None, identified: bool = False,
                 env: Mapping[str, str] | None = None, finder: Callable[[], list[Path]] = find_usb_mounts,
-                progress: Callable[[str], None] | None = None) -> ExportResult:
-    """Write the case's report, JSON and EDF+ onto the stick and verify them (see module doc)."""
+                progress: Callable[[str], None] | None = None,
+                roots: str | Sequence[str | Path] | None = None) -> ExportResult:
+    """Write the case's report, JSON and EDF+ onto the stick and verify them (see module doc).
+    ``roots``: the ``export.media_roots`` setting (default: its default)."""
     say = progress or (lambda _msg: None)
-    root = choose_target(target, env, finder)
-    if not root.is_dir():
-        raise UsbError(f"the export target {root} is not a mounted folder")
+    root = check_target(choose_target(target, env, finder), media_roots(roots), env)
     result = ExportResult(case_id, str(root), "", pseudonymised=not identified)
     with tempfile.TemporaryDirectory(prefix="lnm-export-") as tmpdir:
         tmp = Path(tmpdir)
@@ -203,7 +258,7 @@ def export_case(journal: Any, case_id: str, target: Path | None = None, identifi
                            f"{free / 1e6:.1f} MB are free; free some space or use another stick")
         folder = root / f"LNM-{case_id}"
         n = 2
-        while folder.exists():
+        while os.path.lexists(folder):
             folder = root / f"LNM-{case_id}-{n}"
             n += 1
         result.folder = str(folder)
@@ -233,13 +288,34 @@ def export_case(journal: Any, case_id: str, target: Path | None = None, identifi
         os.sync()
     result.verified = True
     result.safe_to_remove = True
+    result.messages += _journal_export(journal, case_id, written.document or {}, result)
     return result
 
 
-def export_case_cli(journal: Any, case_id: str, args: argparse.Namespace) -> int:
+def _journal_export(journal: Any, case_id: str, doc: Mapping[str, Any], result: ExportResult) -> list[str]:
+    """Write the ``exported`` case-index row; the messages say when it could not be written."""
+    from app.record.journal import Journal, JournalError
+
+    j = doc.get("journal") or {}
+    data = {"last_seq": j.get("last_seq"), "last_hash": j.get("last_hash"),
+            "verified": bool(j.get("verified")) and result.verified, "folder": result.folder,
+            "files": {name: info["sha256"] for name, info in result.files.items()}}
+    try:
+        if not getattr(journal, "readonly", True):
+            journal.add_index_event("exported", case_id, data)
+        else:
+            with Journal(journal.path) as w:
+                w.add_index_event("exported", case_id, data)
+    except (JournalError, OSError) as exc:
+        return [f"note: the export was not recorded in the journal ({exc}); retention will not prune this case"]
+    return []
+
+
+def export_case_cli(journal: Any, case_id: str, args: argparse.Namespace, roots: str | None = None) -> int:
+    """``lnm export``: the export with its progress, files and "safe to remove" on the terminal."""
     try:
         res = export_case(journal, case_id, target=args.to, identified=args.identified,
-                          progress=lambda m: print(m, flush=True))
+                          progress=lambda m: print(m, flush=True), roots=roots)
     except UsbError as exc:
         print(f"lnm export: {exc}", file=sys.stderr)
         print("Nothing usable was left on the stick. Do not rely on this export.", file=sys.stderr)

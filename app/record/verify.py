@@ -1,126 +1,164 @@
-"""Verification of a case's hash chain: was anything changed after it was written?
+"""Verification of the case record: was anything changed, removed or added after it was written?
 
-Owns: ``verify_case`` / ``verify_path`` and ``VerifyResult``.
-May import: the standard library, ``app.record.journal``.
+Owns: ``verify_case`` / ``verify_path`` (one case), ``verify_journal`` (every case and the
+case index), ``verify_against`` (a journal against an exported case document) and the
+result types (``VerifyResult`` is ``app.record.chain.VerifyResult``).
+May import: the standard library, ``app.record.journal``, ``app.record.chain``.
 
-Reads the raw rows of a case in ``seq`` order (no trust in the stored hashes) and, for each
-entry, checks in this order: the seq follows the previous one (a gap means entries were
-removed); the payload still matches its digest; the blob still matches its digest; the
-entry's hash recomputed from all its fields matches the stored one; the entry's
-``prev_hash`` is the previous entry's hash; the payload is readable JSON; the first entry
-is ``case_opened`` with the genesis hash. The first failure is reported with the seq, the
-kind and what is wrong. ``lnm verify`` exits 0 when the chain is intact, 1 when an entry
-was altered, 2 when the journal or case cannot be read.
+One case (``Journal.verify``, the pure checks in ``chain.py``): the case's own hash chain
+entry by entry (the first altered, removed, inserted or reordered entry, with its seq and
+kind), then the case against the case index (a removed first entry, removed last
+entries of a closed case or before an open case's newest pin, entries added after the
+close, a case missing altogether, a case the index does not know).
+
+The whole journal: the case index's own chain, then every case, including those only
+the index still knows (pruned by retention: their summary is kept; removed: reported).
+
+Against a document (``lnm verify --against case.json``): the case the document names must
+verify, and hold at the document's ``journal.last_seq`` the entry whose hash is the
+document's ``journal.last_hash``: a case shortened, rewritten or removed since the
+document was made is found even when its chain was recomputed from the start, as long
+as the document itself is kept elsewhere (the USB export). The document's
+``journal.index`` (row and hash of the case index when it was made) pins every case
+before it in the same way.
+
+``lnm verify`` exits 0 when everything checked is intact, 1 when something was altered,
+removed or added (or does not match the document), 2 when the journal, the case or the
+document cannot be read.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from collections.abc import Mapping
 
-from app.record.journal import GENESIS, Journal, JournalError, StorageError, entry_hash, sha256_hex
+from app.record.chain import VerifyResult
+from app.record.journal import Journal, JournalError
+
+__all__ = ["VerifyResult", "JournalReport", "verify_case", "verify_path", "verify_journal", "verify_against",
+           "DocumentError"]
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    case_id: str
-    entries: int  # entries checked (up to and including the first bad one)
-    last_hash: str | None  # hash of the last entry when ok
-    seq: int | None = None  # first altered entry
-    kind: str | None = None
-    problem: str = ""
-    closed: bool = False
+class DocumentError(ValueError):
+    """The case document given to ``--against`` cannot be read; the message names the file."""
 
-    def describe(self) -> str:
-        if self.ok:
-            state = "closed" if self.closed else "open (no case_closed entry yet)"
-            return (f"case {self.case_id}: {self.entries} entries, hash chain intact; case {state}; "
-                    f"last hash {self.last_hash}")
-        kind = f" ({self.kind})" if self.kind else ""
-        return f"case {self.case_id}: ALTERED at entry {self.seq}{kind}: {self.problem}"
+
+@dataclass
+class JournalReport:
+    """Every case of a journal and its case index, verified."""
+
+    path: str
+    cases: list[VerifyResult] = field(default_factory=list)
+    index_problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.index_problem is None and all(c.ok for c in self.cases)
+
+    def lines(self) -> list[str]:
+        """One line per case, then the index, then a summary."""
+        out = [c.describe() for c in self.cases]
+        if self.index_problem:
+            out.append(f"case index: ALTERED: {self.index_problem}")
+        out += [f"note: {n}" for n in self.notes]
+        bad = sum(not c.ok for c in self.cases) + (1 if self.index_problem else 0)
+        out.append(f"{self.path}: {len(self.cases)} cases checked, "
+                   + ("all intact" if not bad else f"{bad} ALTERED (see above)"))
+        return out
 
 
 def verify_case(journal: Journal, case_id: str) -> VerifyResult:
-    try:
-        cur = journal.conn.execute(
-            "SELECT seq, kind, t_s, wall, payload, payload_sha256, blob, blob_sha256, prev_hash, hash "
-            "FROM entries WHERE case_id = ? ORDER BY seq", (case_id,))
-        rows = _iter(cur)
-        return _check(case_id, rows, journal)
-    except sqlite3.Error as exc:
-        raise StorageError(f"case journal {journal.path}: cannot be read ({exc})", journal.path, "corrupt") from None
-
-
-def _iter(cur: sqlite3.Cursor):
-    while True:
-        batch = cur.fetchmany(256)
-        if not batch:
-            return
-        yield from batch
-
-
-def _check(case_id: str, rows, journal: Journal) -> VerifyResult:
-    prev_hash = GENESIS
-    expected_seq = 0
-    n = 0
-    closed = False
-    for seq, kind, t_s, wall, payload, psha, blob, bsha, prev, h in rows:
-        n += 1
-
-        def bad(problem: str, at: int = seq, k: str | None = kind) -> VerifyResult:
-            return VerifyResult(False, case_id, n, None, at, k, problem)
-
-        if seq != expected_seq:
-            if seq > expected_seq:
-                return bad(f"entry missing: after seq {expected_seq - 1} the journal continues at seq {seq} "
-                           "(entries removed)", expected_seq, None)
-            return bad(f"duplicate seq {seq}")
-        if closed:
-            return bad("entry after case_closed (entries added to a closed case)")
-        if not isinstance(payload, str):
-            return bad("payload is not text")
-        if sha256_hex(payload.encode("utf-8")) != psha:
-            return bad("payload changed after it was written (it no longer matches its digest)")
-        if (blob is None) != (bsha is None) or (blob is not None and sha256_hex(bytes(blob)) != bsha):
-            return bad("waveform/blob changed after it was written (it no longer matches its digest)")
-        recomputed = entry_hash(case_id, seq, kind, t_s, wall, psha, bsha,
-                                len(blob) if blob is not None else None, prev)
-        if recomputed != h:
-            moved = _moved_from(journal, case_id, prev, seq)
-            if moved is not None:
-                return bad(f"entry out of order: it was written as seq {moved}, not {seq} (entries reordered)")
-            return bad("entry fields (kind, time, seq or digests) changed after it was written "
-                       "(recomputed hash differs from the stored one)")
-        if prev != prev_hash:
-            return bad("chain broken: prev_hash is not the hash of the entry before it "
-                       "(entries removed, inserted or reordered)")
-        try:
-            json.loads(payload)
-        except ValueError:
-            return bad("payload is not readable JSON")
-        if seq == 0 and kind != "case_opened":
-            return bad("the first entry of a case must be case_opened")
-        if kind == "case_closed":
-            closed = True
-        prev_hash = h
-        expected_seq += 1
-    if n == 0:
-        raise JournalError(f"no case {case_id!r} in {journal.path}")
-    return VerifyResult(True, case_id, n, prev_hash, closed=closed)
-
-
-def _moved_from(journal: Journal, case_id: str, prev: str, seq: int) -> int | None:
-    """If this entry's prev_hash is the hash of another entry, it was written after that one."""
-    row = journal.conn.execute("SELECT seq FROM entries WHERE case_id = ? AND hash = ?", (case_id, prev)).fetchone()
-    if row is None or row[0] + 1 == seq:
-        return None
-    return row[0] + 1
+    """One case: its chain and what the case index says about it."""
+    return journal.verify(case_id)
 
 
 def verify_path(path: str | Path, case_ref: str) -> VerifyResult:
     """Open the journal read-only and verify one case (id, unique prefix, ``last``)."""
     with Journal(path, readonly=True) as j:
         return verify_case(j, j.resolve_case(case_ref))
+
+
+def verify_journal(journal: Journal) -> JournalReport:
+    """Every case the journal or its case index knows, and the index's own chain."""
+    report = JournalReport(str(journal.path))
+    _rows, problem = journal.index_rows()
+    report.index_problem = problem
+    if journal.format != "lnm-journal/2":
+        report.notes.append(f"format {journal.format}: no case index yet, so a removed case or removed last "
+                            "entries cannot be seen; the engine adds the index when it next opens the journal")
+    for c in journal.cases():
+        report.cases.append(journal.verify(c["case_id"]))
+    return report
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """A case document (``lnm-case/1`` JSON) from a file; ``DocumentError`` names the file and problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except IsADirectoryError:
+        raise DocumentError(f"case document {p}: is a folder, not a case.json file") from None
+    except OSError as exc:
+        raise DocumentError(f"case document {p}: cannot be read ({exc.strerror})") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise DocumentError(f"case document {p}: not a JSON case document (lnm report --json writes one)") from None
+    if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("lnm-case/"):
+        raise DocumentError(f"case document {p}: not an LNM case document (no \"format\": \"lnm-case/...\")")
+    j = doc.get("journal")
+    case = doc.get("case")
+    if not isinstance(j, dict) or not isinstance(case, dict) or not case.get("case_id"):
+        raise DocumentError(f"case document {p}: its case or journal part is missing")
+    return doc
+
+
+def verify_against(journal: Journal, doc: Mapping[str, Any]) -> VerifyResult:
+    """The document's case in ``journal``, checked against what the document pinned."""
+    case_id = str(doc["case"]["case_id"])
+    pin = doc["journal"]
+    try:
+        result = journal.verify(case_id)
+    except JournalError:
+        return VerifyResult(False, case_id, 0, None, None, None,
+                            f"the case documented in the document is not in {journal.path} (removed?)")
+    problems = []
+    last_seq, last_hash = pin.get("last_seq"), pin.get("last_hash")
+    if result.pruned is not None:
+        p = result.pruned
+        if isinstance(last_seq, int) and isinstance(p.get("last_seq"), int) and last_seq > p["last_seq"]:
+            problems.append(f"the document records entry {last_seq}; the pruned case kept only up to {p['last_seq']}")
+        elif last_seq == p.get("last_seq") and last_hash != p.get("last_hash"):
+            problems.append("the pruned case's kept last hash differs from the document's")
+    elif isinstance(last_seq, int) and last_hash:
+        e = journal.entry(case_id, last_seq)
+        if e is None:
+            problems.append(f"entry {last_seq}, the last one the document records, is no longer in the journal "
+                            "(entries removed)")
+        elif e.hash != last_hash:
+            problems.append(f"entry {last_seq} is not the one the document records (hash {e.hash[:16]}... instead "
+                            f"of {last_hash[:16]}...): the case was rewritten after the document was made")
+    else:
+        problems.append("the document holds no journal.last_seq/last_hash to check against")
+    index = pin.get("index")
+    if isinstance(index, dict) and isinstance(index.get("n"), int):
+        rows, _problem = journal.index_rows()
+        row = rows[index["n"]] if index["n"] < len(rows) else None
+        if row is None:
+            problems.append(f"case index row {index['n']}, pinned by the document, is missing or no longer verifies "
+                            "(cases or index rows removed)")
+        elif row.hash != index.get("hash"):
+            problems.append(f"case index row {index['n']} is not the one the document pinned: the index (and so "
+                            "the record of earlier cases) was rewritten")
+    if problems or not result.ok:
+        text = "; ".join(([result.problem] if not result.ok else [])
+                         + (["does not match the document: " + "; ".join(problems)] if problems else []))
+        seq = result.seq if not result.ok else (last_seq if isinstance(last_seq, int) else None)
+        return VerifyResult(False, case_id, result.entries, None, seq, result.kind, text, closed=result.closed)
+    notes = result.notes + ((f"matches the document (entry {last_seq}, hash {str(last_hash)[:16]}...)",))
+    return VerifyResult(True, case_id, result.entries, result.last_hash, closed=result.closed, notes=notes,
+                        pruned=result.pruned)

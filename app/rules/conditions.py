@@ -3,7 +3,8 @@
 Owns: ``Facts`` (what the rules may know about one measurement), and the condition
 classes ``LossOfSignal``, ``ApsBaseline``, ``ProbeBaseline``, ``ApsAmplitude`` (combined
 event and amplitude decrease), ``Recovery``, ``NoCurrent``, ``PoorBaseline``,
-``NonRecurrent``. Each class holds its ``MACHINE`` (see ``machine.py``) and a pure
+``NonRecurrent``, ``NmbSide`` and ``Blockade`` (neuromuscular blockade suspected). Each
+class holds its ``MACHINE`` (see ``machine.py``) and a pure
 ``classify`` that turns a measurement into one input symbol of that machine; the class
 docstring shows the table exactly as the code runs it (a test checks they agree).
 May import: the standard library, ``app.model``, ``app.settings``, ``app.rules.machine``.
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from app.model import InvalidReason, Measurement, Site, Source, Step
 from app.rules.machine import ANY, Machine, Row
@@ -40,6 +42,8 @@ from app.rules.machine import ANY, Machine, Row
 # A relative allowance so that e.g. 1.14 mA delivered of 1.20 mA set (exactly 95 %)
 # is not refused by binary rounding.
 _EPS = 1e-9
+# Times of the case are sums of floats: a limit in seconds allows a microsecond.
+_TIME_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Facts:
 
 
 def facts(m: Measurement, settings: Mapping[str, Any]) -> Facts:
+    """The facts of one measurement under ``settings`` (see the module docstring)."""
     s = m.stimulus
     tol = float(settings["stim.delivered_tolerance_pct"])
     if m.invalid_reason is InvalidReason.NO_CURRENT:
@@ -95,40 +100,82 @@ class LossOfSignal:
     """Loss of signal (LOS), one machine per nerve site and side (VAGUS-L, RLN-R, ...).
 
     Inputs (for a stimulus at this site and side, any source):
-    RESPONSE = a valid response (any current: a response proves conduction);
+    RESPONSE = a valid, qualifying stimulus with a response;
+    WEAK = a valid response to a non-qualifying stimulus (below
+    ``rules.los_min_current_mA`` or current not delivered as set): it proves conduction,
+    so it arms the site and breaks a run of misses, but it cannot end an episode;
     MISS = a valid, qualifying stimulus without a response;
-    SKIP = anything else (invalid epoch, non-qualifying no-response, untagged).
+    SKIP = anything else (invalid epoch, non-qualifying no-response, untagged);
+    END = control: the site recovered through another watcher (its vagus, or a recovery
+    that came before the responses ended the episode).
 
     NO_SIGNAL: the site has never responded, so nothing can be lost. ARMED: it has.
-    ``run`` counts qualifying misses in a row; at ``rules.los_consecutive`` the LOS is
-    raised (time and index of the stimulus that completed the run) and the site is LOST
-    until a response ends the episode. One LOS per episode; a later run of misses after
-    a response is a new episode::
+    MISSING: ``run`` qualifying misses in a row; at ``rules.los_consecutive`` the LOS is
+    raised (time and index of the stimulus that completed the run) and the site is LOST.
+    Hysteresis: the episode ends only when ``rules.los_end_consecutive`` qualifying
+    stimuli in a row respond (ENDING counts them; a miss sends it back to LOST without a
+    new event), so a response hovering at the threshold does not re-raise the alarm. The
+    rule engine turns a new loss within ``rules.los_reentry_s`` of an episode's end into
+    ``loss_of_signal_continued`` (same episode, no new onset)::
 
         state | input | when | next | run | emits
         NO_SIGNAL | RESPONSE | - | ARMED | 0 | -
+        NO_SIGNAL | WEAK | - | ARMED | 0 | -
         NO_SIGNAL | MISS | - | NO_SIGNAL | = | -
         ARMED | RESPONSE | - | ARMED | 0 | -
-        ARMED | MISS | run<rules.los_consecutive | ARMED | +1 | -
-        ARMED | MISS | run>=rules.los_consecutive | LOST | +1 | loss_of_signal
-        LOST | RESPONSE | - | ARMED | 0 | -
+        ARMED | WEAK | - | ARMED | 0 | -
+        ARMED | MISS | run<rules.los_consecutive | MISSING | 1 | -
+        ARMED | MISS | run>=rules.los_consecutive | LOST | 1 | loss_of_signal
+        MISSING | RESPONSE | - | ARMED | 0 | -
+        MISSING | WEAK | - | ARMED | 0 | -
+        MISSING | MISS | run<rules.los_consecutive | MISSING | +1 | -
+        MISSING | MISS | run>=rules.los_consecutive | LOST | +1 | loss_of_signal
+        LOST | RESPONSE | run<rules.los_end_consecutive | ENDING | 1 | -
+        LOST | RESPONSE | run>=rules.los_end_consecutive | ARMED | 1 | episode_ended
+        LOST | WEAK | - | LOST | = | -
         LOST | MISS | - | LOST | +1 | -
+        ENDING | RESPONSE | run<rules.los_end_consecutive | ENDING | +1 | -
+        ENDING | RESPONSE | run>=rules.los_end_consecutive | ARMED | +1 | episode_ended
+        ENDING | WEAK | - | ENDING | = | -
+        ENDING | MISS | - | LOST | 1 | -
+        LOST | END | - | ARMED | 0 | episode_ended
+        ENDING | END | - | ARMED | 0 | episode_ended
+        * | END | - | * | = | -
         * | SKIP | - | * | = | -
+
+    (A guard compares the run after the row's operation: ``LOST | RESPONSE`` starts the
+    count of responses at 1, so a limit of 1 ends the episode at the first response. The
+    run that ARMED inherits means nothing: its first miss starts a new count.)
     """
 
     MACHINE = Machine(
         "loss_of_signal",
         "NO_SIGNAL",
-        ("NO_SIGNAL", "ARMED", "LOST"),
-        ("RESPONSE", "MISS", "SKIP"),
+        ("NO_SIGNAL", "ARMED", "MISSING", "LOST", "ENDING"),
+        ("RESPONSE", "WEAK", "MISS", "SKIP", "END"),
         (
             Row("NO_SIGNAL", "RESPONSE", "ARMED", "0"),
+            Row("NO_SIGNAL", "WEAK", "ARMED", "0"),
             Row("NO_SIGNAL", "MISS", "NO_SIGNAL", "="),
             Row("ARMED", "RESPONSE", "ARMED", "0"),
-            Row("ARMED", "MISS", "ARMED", "+1", "run<rules.los_consecutive"),
-            Row("ARMED", "MISS", "LOST", "+1", "run>=rules.los_consecutive", "loss_of_signal"),
-            Row("LOST", "RESPONSE", "ARMED", "0"),
+            Row("ARMED", "WEAK", "ARMED", "0"),
+            Row("ARMED", "MISS", "MISSING", "1", "run<rules.los_consecutive"),
+            Row("ARMED", "MISS", "LOST", "1", "run>=rules.los_consecutive", "loss_of_signal"),
+            Row("MISSING", "RESPONSE", "ARMED", "0"),
+            Row("MISSING", "WEAK", "ARMED", "0"),
+            Row("MISSING", "MISS", "MISSING", "+1", "run<rules.los_consecutive"),
+            Row("MISSING", "MISS", "LOST", "+1", "run>=rules.los_consecutive", "loss_of_signal"),
+            Row("LOST", "RESPONSE", "ENDING", "1", "run<rules.los_end_consecutive"),
+            Row("LOST", "RESPONSE", "ARMED", "1", "run>=rules.los_end_consecutive", "episode_ended"),
+            Row("LOST", "WEAK", "LOST", "="),
             Row("LOST", "MISS", "LOST", "+1"),
+            Row("ENDING", "RESPONSE", "ENDING", "+1", "run<rules.los_end_consecutive"),
+            Row("ENDING", "RESPONSE", "ARMED", "+1", "run>=rules.los_end_consecutive", "episode_ended"),
+            Row("ENDING", "WEAK", "ENDING", "="),
+            Row("ENDING", "MISS", "LOST", "1"),
+            Row("LOST", "END", "ARMED", "0", "", "episode_ended"),
+            Row("ENDING", "END", "ARMED", "0", "", "episode_ended"),
+            Row(ANY, "END", ANY, "="),
             Row(ANY, "SKIP", ANY, "="),
         ),
     )
@@ -138,7 +185,7 @@ class LossOfSignal:
         if f.untagged or m.stimulus.site not in WATCHED_SITES or not f.valid:
             return "SKIP"
         if f.response:
-            return "RESPONSE"
+            return "RESPONSE" if f.qualifying else "WEAK"
         if f.qualifying:
             return "MISS"
         return "SKIP"
@@ -560,5 +607,112 @@ class NonRecurrent:
         return "SKIP"
 
 
+class NmbSide:
+    """Neuromuscular blockade, part 1: is one side depressed? One machine per side.
+
+    Each side is compared with its *reference* (``RuleEngine.nmb_reference``): the side's
+    APS baseline, else its V1 value, else its R1 value (clinical-rules.md), and only
+    stimuli of the reference's site and source are compared with it (a probe touch is not
+    comparable with the continuous vagal electrode, nor the RLN with the vagus).
+    LOW_STABLE = a valid, qualifying response of that site and source with amplitude <
+    ``rules.amplitude_decrease_pct`` % of the reference and latency <=
+    ``rules.combined_latency_pct`` % of it (the amplitude-decrease condition);
+    OTHER = any other valid, qualifying response of that site and source (normal, or low
+    and late: the traction pattern is not a blockade);
+    SKIP = anything else: invalid, non-qualifying, another site or source, no reference,
+    and no response (without a latency it cannot tell blockade from injury: that is the
+    loss of signal's business);
+    RESET = control: a blockade episode ended, so both sides start afresh.
+    ``rules.amplitude_decrease_consecutive`` LOW_STABLE in a row make the side DOWN (its
+    time, that of the stimulus completing the run, is kept); OTHER brings it back::
+
+        state | input | when | next | run | emits
+        NORMAL | LOW_STABLE | run<rules.amplitude_decrease_consecutive | NORMAL | +1 | -
+        NORMAL | LOW_STABLE | run>=rules.amplitude_decrease_consecutive | DOWN | +1 | side_down
+        NORMAL | OTHER | - | NORMAL | 0 | -
+        DOWN | LOW_STABLE | - | DOWN | = | -
+        DOWN | OTHER | - | NORMAL | 0 | side_up
+        * | SKIP | - | * | = | -
+        * | RESET | - | NORMAL | 0 | -
+    """
+
+    MACHINE = Machine(
+        "nmb_side",
+        "NORMAL",
+        ("NORMAL", "DOWN"),
+        ("LOW_STABLE", "OTHER", "SKIP", "RESET"),
+        (
+            Row("NORMAL", "LOW_STABLE", "NORMAL", "+1", "run<rules.amplitude_decrease_consecutive"),
+            Row("NORMAL", "LOW_STABLE", "DOWN", "+1", "run>=rules.amplitude_decrease_consecutive", "side_down"),
+            Row("NORMAL", "OTHER", "NORMAL", "0"),
+            Row("DOWN", "LOW_STABLE", "DOWN", "="),
+            Row("DOWN", "OTHER", "NORMAL", "0", "", "side_up"),
+            Row(ANY, "SKIP", ANY, "="),
+            Row(ANY, "RESET", "NORMAL", "0"),
+        ),
+    )
+
+    @staticmethod
+    def classify(m: Measurement, f: Facts, reference: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> str:
+        if (
+            reference is None
+            or f.untagged
+            or not f.valid
+            or not f.qualifying
+            or not f.response
+            or f.amplitude_uV is None
+            or f.latency_ms is None
+            or m.stimulus.site.value != reference["site"]
+            or m.stimulus.source.value != reference["source"]
+        ):
+            return "SKIP"
+        stable = f.latency_ms <= reference["latency_ms"] * float(settings["rules.combined_latency_pct"]) / 100.0
+        low = f.amplitude_uV < reference["amplitude_uV"] * float(settings["rules.amplitude_decrease_pct"]) / 100.0
+        return "LOW_STABLE" if (low and stable) else "OTHER"
+
+
+class Blockade:
+    """Neuromuscular blockade, part 2: both sides together. One machine for the case.
+
+    BOTH_DOWN = both sides are DOWN (``NmbSide``) and the times at which they went down
+    lie within ``rules.nmb_window_s`` of each other (a relaxant acts on both sides at
+    once; falls minutes apart have separate causes); NOT_BOTH = anything else;
+    ENDED = control: a side with the blockade in its loss record recovered (recovery as
+    for the amplitude decrease: ``Recovery``). Raised once per episode (medium,
+    "systemic cause: check train-of-four and relaxant with the anaesthetist"); while it
+    is SUSPECTED the single-side amplitude-decrease advice is not raised::
+
+        state | input | when | next | run | emits
+        IDLE | BOTH_DOWN | - | SUSPECTED | = | neuromuscular_blockade_suspected
+        IDLE | NOT_BOTH | - | IDLE | = | -
+        SUSPECTED | BOTH_DOWN | - | SUSPECTED | = | -
+        SUSPECTED | NOT_BOTH | - | SUSPECTED | = | -
+        * | ENDED | - | IDLE | = | -
+    """
+
+    MACHINE = Machine(
+        "blockade",
+        "IDLE",
+        ("IDLE", "SUSPECTED"),
+        ("BOTH_DOWN", "NOT_BOTH", "ENDED"),
+        (
+            Row("IDLE", "BOTH_DOWN", "SUSPECTED", "=", "", "neuromuscular_blockade_suspected"),
+            Row("IDLE", "NOT_BOTH", "IDLE", "="),
+            Row("SUSPECTED", "BOTH_DOWN", "SUSPECTED", "="),
+            Row("SUSPECTED", "NOT_BOTH", "SUSPECTED", "="),
+            Row(ANY, "ENDED", "IDLE", "="),
+        ),
+    )
+
+    @staticmethod
+    def classify(down_t_s: Mapping[str, float | None], settings: Mapping[str, Any]) -> str:
+        """``down_t_s``: per side, the time it went DOWN, None while it is not down."""
+        times = [t for t in down_t_s.values() if t is not None]
+        if len(times) < 2:
+            return "NOT_BOTH"
+        apart = max(times) - min(times)
+        return "BOTH_DOWN" if apart <= float(settings["rules.nmb_window_s"]) + _TIME_EPS else "NOT_BOTH"
+
+
 CONDITIONS = (LossOfSignal, ApsBaseline, ProbeBaseline, ApsAmplitude, Recovery, NoCurrent, PoorBaseline,
-              NonRecurrent)
+              NonRecurrent, NmbSide, Blockade)

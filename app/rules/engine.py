@@ -6,10 +6,13 @@ inputs, and its JSON snapshot for resuming a case.
 May import: the standard library, ``app.model``, ``app.settings`` and ``app.rules.*``.
 
 Order of evaluation for one measurement (so that events of one stimulus come out in a
-fixed order): no current; baselines (APS, probe) and poor baseline; non-recurrent nerve;
-recovery; loss of signal; combined event / amplitude decrease; then the losses just raised
-open (or extend) the site's loss record, which recovery watches. The stimulus that
-completes a baseline is not itself compared with it. Every event is stamped with the end
+fixed order): events a step recorded afterwards left waiting (``tag_step``); no current;
+baselines (APS, probe) and poor baseline; non-recurrent nerve; recovery; loss of signal
+(new, or continued within ``rules.los_reentry_s``); neuromuscular blockade; combined
+event / amplitude decrease; then the losses just raised open (or extend) the site's loss
+record, which recovery watches; last what the procedure learns (tagged steps, R2 / V2
+after a loss, the RLN stimulus for the next mapping point). The stimulus that completes a
+baseline is not itself compared with it. Every event is stamped with the end
 of the analysis window of the stimulus that completed it (``Measurement.t_end_s``) and
 that stimulus's index.
 """
@@ -19,7 +22,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from app.model import (
     EventKind,
@@ -37,8 +42,10 @@ from app.rules.conditions import (
     WATCHED_SITES,
     ApsAmplitude,
     ApsBaseline,
+    Blockade,
     Facts,
     LossOfSignal,
+    NmbSide,
     NoCurrent,
     NonRecurrent,
     PoorBaseline,
@@ -61,7 +68,17 @@ PRIORITY: dict[EventKind, Priority] = {
     EventKind.NONRECURRENT_NERVE_SUSPECTED: Priority.INFO,
     EventKind.POOR_BASELINE: Priority.LOW,
     EventKind.BASELINE_SET: Priority.INFO,
+    # continues a high-priority condition (the alarm manager keeps the same alarm)
+    EventKind.LOSS_OF_SIGNAL_CONTINUED: Priority.HIGH,
+    EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED: Priority.MEDIUM,
 }
+
+AMPLITUDE_DECREASE_ADVICE = "check tube position, secretions and relaxant"
+AMPLITUDE_DECREASE_MESSAGE = ("Amplitude decrease with stable latency: check tube position, secretions and "
+                              "relaxant (typical of tube displacement, not of nerve injury).")
+NMB_ADVICE = "check train-of-four and relaxant with the anaesthetist"
+NMB_MESSAGE = ("Neuromuscular blockade suspected: responses on both sides fell with stable latency. "
+               "Systemic cause: check train-of-four and relaxant with the anaesthetist.")
 
 # Every setting the rules read (``lnm analyze`` writes them into its result).
 SETTINGS_USED: tuple[str, ...] = (
@@ -81,20 +98,38 @@ SETTINGS_USED: tuple[str, ...] = (
     "rules.nonrecurrent_latency_ms",
     "rules.r2_reduction_map_pct",
     "rules.r2_reduction_palsy_pct",
+    "rules.los_end_consecutive",
+    "rules.los_reentry_s",
+    "rules.nmb_window_s",
 )
 
-_LOSS_KINDS = (EventKind.LOSS_OF_SIGNAL, EventKind.COMBINED_EVENT, EventKind.AMPLITUDE_DECREASE)
 _MACHINES: tuple[Machine, ...] = (
     LossOfSignal.MACHINE, ApsBaseline.MACHINE, ProbeBaseline.MACHINE, ApsAmplitude.MACHINE,
     Recovery.MACHINE, NoCurrent.MACHINE, PoorBaseline.MACHINE, NonRecurrent.MACHINE,
+    NmbSide.MACHINE, Blockade.MACHINE,
 )
 
 
 _THROUGH_VAGUS = "VAGUS"  # the RLN recovery watcher fed by the side's vagus while it is mapped
+_BOTH = "BOTH"  # the key of the blockade machine: one for both sides
+_NMB = EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED.value
+# Times of the case are sums of floats: a limit in seconds allows a microsecond.
+_TIME_EPS = 1e-6
 
 
 class SnapshotError(ValueError):
     """A snapshot cannot be restored; the message says why."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A step recorded by the operator (``RuleEngine.record_step``): the step's value,
+    the events its rules raised (poor V1), and what it now shows (``v2_of_v1_pct``,
+    ``r2_reduction``)."""
+
+    value: dict[str, Any]
+    events: list[RuleEvent] = field(default_factory=list)
+    findings: dict[str, Any] = field(default_factory=dict)
 
 
 def _r(x: float | None, nd: int) -> float | None:
@@ -104,6 +139,7 @@ def _r(x: float | None, nd: int) -> float | None:
 
 
 def site_key(site: Site, side: Side) -> str:
+    """``VAGUS-L`` style key of a site and side."""
     return f"{site.value}-{side.value}"
 
 
@@ -165,6 +201,15 @@ class RuleEngine:
         self._ebsln: dict[str, dict[str, Any]] = {}
         # per side: the last valid measurement with a response (for "tag as step")
         self._last_response: dict[str, dict[str, Any]] = {}
+        # per watched site and side: the latest loss-of-signal episode (onset, end,
+        # interruptions), for the hysteresis and re-entry
+        self._episodes: dict[str, dict[str, Any]] = {}
+        # neuromuscular blockade: per side, when it went down (None: not down); the episode
+        self._nmb: dict[str, Any] = _new_nmb()
+        # events of a step recorded afterwards (``tag_step``), handed out by the next ``process``
+        self._pending: list[RuleEvent] = []
+        # steps documented after a loss of signal, for ``take_documented_steps``
+        self._documented: list[dict[str, Any]] = []
         self._count = 0
 
     # -- settings ---------------------------------------------------------------------
@@ -177,7 +222,8 @@ class RuleEngine:
 
     # -- machine state ----------------------------------------------------------------
     def _state(self, machine: Machine, key: str) -> str:
-        return self._machines[machine.name].get(key, [machine.initial, 0])[0]
+        state: str = self._machines[machine.name].get(key, [machine.initial, 0])[0]
+        return state
 
     def _run(self, machine: Machine, key: str) -> int:
         return int(self._machines[machine.name].get(key, [machine.initial, 0])[1])
@@ -206,7 +252,7 @@ class RuleEngine:
         aps = self._aps.get(side.value)
         if not aps or not aps.get("baseline"):
             return None
-        b = copy.deepcopy(aps["baseline"])
+        b: dict[str, Any] = copy.deepcopy(aps["baseline"])
         b["collecting"] = self._state(ApsBaseline.MACHINE, side.value) != "SET"
         b["collected"] = aps["acc"]["n"]
         return b
@@ -237,23 +283,17 @@ class RuleEngine:
 
     # -- the stream -------------------------------------------------------------------
     def process(self, m: Measurement) -> list[RuleEvent]:
-        """Apply every rule to one measurement; returns the events it completed."""
+        """Apply every rule to one measurement; returns the events it completed (after
+        any that a step recorded afterwards left waiting, see ``tag_step``)."""
         st = self.settings
         f = facts(m, st)
         s = m.stimulus
-        events: list[RuleEvent] = []
+        events: list[RuleEvent] = self._pending
+        self._pending = []
         self._count += 1
 
         # 1. no current (per stimulator output)
-        if self._step(NoCurrent.MACHINE, s.source.value, NoCurrent.classify(m, f)) == "no_current":
-            self._no_current[s.source.value] = {"t_s": s.t_s, "stimulus_index": s.index}
-            delivered_pct = (s.delivered_mA / s.set_mA * 100.0) if s.delivered_mA is not None else None
-            events.append(self._event(EventKind.NO_CURRENT, m, s.site, s.side, {
-                "source": s.source.value, "set_mA": _r(s.set_mA, 3), "delivered_mA": _r(s.delivered_mA, 3),
-                "delivered_pct": _r(delivered_pct, 1),
-                "tolerance_pct": st["stim.delivered_tolerance_pct"],
-                "message": "Stimulus current not delivered as set: check probe, leads, contact and a dry field.",
-            }))
+        events.extend(self._no_current_rule(m, f))
 
         if f.valid and f.response:
             self._last_response[s.side.value] = _m_to_dict(m)
@@ -262,8 +302,7 @@ class RuleEngine:
         if s.site is Site.RLN and s.source is Source.PROBE and self.procedure.mapping_active(s.side):
             # mapping after a confirmed loss: a distal response is no recovery, a silent
             # point proximal to the injury no new loss (``Procedure.mapping_active``)
-            if s.step is not None and f.valid:
-                self.procedure.offer_tagged(m, f.response)
+            self._procedure_inputs(m, f, mapping=True)
             return events
 
         key = site_key(s.site, s.side)
@@ -273,15 +312,12 @@ class RuleEngine:
         b = aps["baseline"] if have_baseline else None
         amp_symbol = ApsAmplitude.classify(m, f, b["amplitude_uV"] if b else None,
                                            b["latency_ms"] if b else None, st)
+        nmb_symbol = NmbSide.classify(m, f, self.nmb_reference(s.side), st)
 
         # 2. baselines and poor baseline
         events.extend(self._aps_baseline(m, f, aps))
         events.extend(self._probe_baseline(m, f))
-        if self._step(PoorBaseline.MACHINE, s.side.value, PoorBaseline.classify(m, f, st)) == "poor_baseline":
-            events.append(self._event(EventKind.POOR_BASELINE, m, s.site, s.side, {
-                "basis": "V1", "amplitude_uV": _r(f.amplitude_uV, 2), "limit_uV": st["rules.poor_baseline_uV"],
-                "message": "Poor V1 baseline: check tube position and electrode contact.",
-            }))
+        events.extend(self._poor_v1(m, f, m.t_end_s))
 
         # 3. non-recurrent nerve
         if self._step(NonRecurrent.MACHINE, s.side.value, NonRecurrent.classify(m, f, st)):
@@ -307,76 +343,270 @@ class RuleEngine:
         if s.site is Site.VAGUS:
             events.extend(self._rln_through_vagus(m, f))
 
-        # 5. loss of signal
+        # 5. loss of signal (with the episode's hysteresis and re-entry)
         new_losses: list[RuleEvent] = []
         if s.site in WATCHED_SITES:
-            info = self._sites.setdefault(key, {"first_response": None, "first_by_source": {},
-                                                "last_response": None})
-            los_symbol = LossOfSignal.classify(m, f)
-            emit = self._step(LossOfSignal.MACHINE, key, los_symbol)
-            if los_symbol == "MISS":
-                info.setdefault("misses", []).append(
-                    {"stimulus_index": s.index, "delivered_measured": s.delivered_mA is not None})
-                info["misses"] = info["misses"][-int(st["rules.los_consecutive"]):]
-            elif los_symbol == "RESPONSE":
-                info["misses"] = []
-                info["last_response"] = {"amplitude_uV": f.amplitude_uV, "latency_ms": f.latency_ms,
-                                         "t_s": s.t_s, "stimulus_index": s.index, "source": s.source.value}
-            if emit == "loss_of_signal":
-                ref, basis = self._reference(s.site, s.side, s.source)
-                last = info.get("last_response") or {}
-                new_losses.append(self._event(EventKind.LOSS_OF_SIGNAL, m, s.site, s.side, {
-                    "source": s.source.value,
-                    "consecutive": self._run(LossOfSignal.MACHINE, key),
-                    "stimulus_indices": [x["stimulus_index"] for x in info.get("misses", [])],
-                    "amplitude_uV": _r(f.amplitude_uV, 2),
-                    "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
-                    "threshold_uV": st["analysis.event_threshold_uV"],
-                    "last_response_amplitude_uV": _r(last.get("amplitude_uV"), 2),
-                    "last_response_t_s": last.get("t_s"),
-                    "baseline_uV": _r(ref, 2), "baseline_basis": basis,
-                    "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
-                    "message": "Loss of signal: no response with current delivered. Start troubleshooting.",
-                }))
+            new_losses.extend(self._loss_of_signal(m, f, key))
 
-        # 6. combined event / amplitude decrease (APS, after the baseline)
+        # 6. neuromuscular blockade (both sides): before the amplitude decrease, which it
+        # replaces (a stimulus that completes both raises the blockade only)
+        new_losses.extend(self._blockade(m, f, nmb_symbol))
+
+        # 7. combined event / amplitude decrease (APS, after the baseline)
         if s.source is Source.APS:
-            emit = self._step(ApsAmplitude.MACHINE, s.side.value, amp_symbol)
-            if emit and b is not None:
-                kind = EventKind(emit)
-                detail = {
-                    "source": s.source.value,
-                    "consecutive": self._run(ApsAmplitude.MACHINE, s.side.value),
-                    "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
-                    "amplitude_pct": _r((f.amplitude_uV or 0.0) / b["amplitude_uV"] * 100.0, 1),
-                    "latency_pct": _r((f.latency_ms or 0.0) / b["latency_ms"] * 100.0, 1),
-                    "baseline_amplitude_uV": _r(b["amplitude_uV"], 2),
-                    "baseline_latency_ms": _r(b["latency_ms"], 3),
-                }
-                if kind is EventKind.COMBINED_EVENT:
-                    detail["message"] = ("Combined event: amplitude down and latency up (traction injury "
-                                         "pattern). Release traction.")
-                else:
-                    detail["message"] = ("Amplitude decrease with stable latency: check tube position "
-                                         "(typical of tube displacement, not nerve injury).")
-                    detail["advice"] = "check tube position"
-                new_losses.append(self._event(kind, m, s.site, s.side, detail))
+            new_losses.extend(self._aps_amplitude(m, f, amp_symbol, b))
 
-        # 7. losses open (or extend) the site's loss record
+        # 8. losses open (or extend) the site's loss record
         for ev in new_losses:
             self._open_loss(ev, m)
         events.extend(new_losses)
 
-        # 8. EBSLN, contralateral vagus for troubleshooting, procedure steps
+        # 9. EBSLN, contralateral vagus for troubleshooting, procedure steps
         if s.site is Site.EBSLN and f.valid:
             self._track_ebsln(m, f)
         if s.site is Site.VAGUS and f.response:
             self.procedure.note_contralateral_vagus(s.side.other, m.t_end_s, f.amplitude_uV)
-        if s.step is not None and f.valid:
-            self.procedure.offer_tagged(m, f.response)
+        self._procedure_inputs(m, f)
         return events
 
     # -- pieces of process ------------------------------------------------------------
+    def _no_current_rule(self, m: Measurement, f: Facts) -> list[RuleEvent]:
+        s = m.stimulus
+        if self._step(NoCurrent.MACHINE, s.source.value, NoCurrent.classify(m, f)) != "no_current":
+            return []
+        self._no_current[s.source.value] = {"t_s": s.t_s, "stimulus_index": s.index}
+        delivered_pct = (s.delivered_mA / s.set_mA * 100.0) if s.delivered_mA is not None else None
+        return [self._event(EventKind.NO_CURRENT, m, s.site, s.side, {
+            "source": s.source.value, "set_mA": _r(s.set_mA, 3), "delivered_mA": _r(s.delivered_mA, 3),
+            "delivered_pct": _r(delivered_pct, 1),
+            "tolerance_pct": self.settings["stim.delivered_tolerance_pct"],
+            "message": "Stimulus current not delivered as set: check probe, leads, contact and a dry field.",
+        })]
+
+    def _procedure_inputs(self, m: Measurement, f: Facts, mapping: bool = False) -> None:
+        """What the procedure model learns from a valid stimulus: a tagged step's value;
+        else, with a loss of signal open on the side, a vagal stimulus is its V2
+        (``_document_after_loss``); an RLN probe stimulus is kept for the next mapping
+        point."""
+        s = m.stimulus
+        if not f.valid:
+            return
+        if s.step is not None:
+            self.procedure.offer_tagged(m, f.response)
+        elif s.site is Site.VAGUS and f.qualifying and not mapping:
+            self._document_after_loss(Step.V2, m, f)
+        if s.site is Site.RLN and s.source is Source.PROBE:
+            self.procedure.note_rln_stimulus(m, f.response)
+    def _poor_v1(self, m: Measurement, f: Facts, t_s: float, afterwards: bool = False) -> list[RuleEvent]:
+        """Poor baseline on the side's first valid, qualifying V1 (``PoorBaseline``)."""
+        st = self.settings
+        s = m.stimulus
+        if self._step(PoorBaseline.MACHINE, s.side.value, PoorBaseline.classify(m, f, st)) != "poor_baseline":
+            return []
+        detail: dict[str, Any] = {
+            "basis": "V1", "amplitude_uV": _r(f.amplitude_uV, 2), "limit_uV": st["rules.poor_baseline_uV"],
+            "message": "Poor V1 baseline: check tube position and electrode contact.",
+        }
+        if afterwards:
+            detail.update(recorded="step button", stimulus_t_s=round(m.t_end_s, 6))
+        return [self._event(EventKind.POOR_BASELINE, m, s.site, s.side, detail, t_s=t_s)]
+
+    def _loss_of_signal(self, m: Measurement, f: Facts, key: str) -> list[RuleEvent]:
+        st = self.settings
+        s = m.stimulus
+        info = self._sites.setdefault(key, {"first_response": None, "first_by_source": {}, "last_response": None})
+        los_symbol = LossOfSignal.classify(m, f)
+        emit = self._step(LossOfSignal.MACHINE, key, los_symbol)
+        if los_symbol == "MISS":
+            info.setdefault("misses", []).append(
+                {"stimulus_index": s.index, "delivered_measured": s.delivered_mA is not None})
+            info["misses"] = info["misses"][-int(st["rules.los_consecutive"]):]
+        elif los_symbol in ("RESPONSE", "WEAK"):
+            info["misses"] = []
+            info["last_response"] = {"amplitude_uV": f.amplitude_uV, "latency_ms": f.latency_ms,
+                                     "t_s": s.t_s, "stimulus_index": s.index, "source": s.source.value}
+        if emit == "episode_ended":
+            self._episode_ended(key, m.t_end_s, s.index)
+            return []
+        if emit != "loss_of_signal":
+            return []
+        ref, basis = self._reference(s.site, s.side, s.source)
+        last = info.get("last_response") or {}
+        detail: dict[str, Any] = {
+            "source": s.source.value,
+            "consecutive": self._run(LossOfSignal.MACHINE, key),
+            "stimulus_indices": [x["stimulus_index"] for x in info.get("misses", [])],
+            "amplitude_uV": _r(f.amplitude_uV, 2),
+            "set_mA": s.set_mA, "delivered_mA": s.delivered_mA,
+            "threshold_uV": st["analysis.event_threshold_uV"],
+            "last_response_amplitude_uV": _r(last.get("amplitude_uV"), 2),
+            "last_response_t_s": last.get("t_s"),
+            "baseline_uV": _r(ref, 2), "baseline_basis": basis,
+            "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
+        }
+        episode = self._episodes.get(key)
+        ended = episode.get("ended_t_s") if episode else None
+        reentry = float(st["rules.los_reentry_s"])
+        if episode is not None and ended is not None and m.t_end_s - ended <= reentry + _TIME_EPS:
+            # the same episode goes on: no new onset
+            episode["interruptions"].append({
+                "ended_t_s": ended, "ended_stimulus_index": episode["ended_stimulus_index"],
+                "resumed_t_s": m.t_end_s, "resumed_stimulus_index": s.index,
+                "interruption_s": round(m.t_end_s - ended, 3)})
+            episode["ended_t_s"] = episode["ended_stimulus_index"] = None
+            detail.update({
+                "episode_t_s": episode["t_s"], "episode_stimulus_index": episode["stimulus_index"],
+                "interrupted_t_s": ended, "interruption_s": round(m.t_end_s - ended, 3),
+                "interruptions": len(episode["interruptions"]),
+                "reentry_s": st["rules.los_reentry_s"],
+                "message": (f"Loss of signal again {m.t_end_s - ended:.0f} s after the responses returned: "
+                            "the same loss-of-signal episode continues."),
+            })
+            return [self._event(EventKind.LOSS_OF_SIGNAL_CONTINUED, m, s.site, s.side, detail)]
+        self._episodes[key] = {"t_s": m.t_end_s, "stimulus_index": s.index, "ended_t_s": None,
+                               "ended_stimulus_index": None, "interruptions": []}
+        detail["message"] = "Loss of signal: no response with current delivered. Start troubleshooting."
+        return [self._event(EventKind.LOSS_OF_SIGNAL, m, s.site, s.side, detail)]
+
+    def _episode_ended(self, key: str, t_s: float, stimulus_index: int | None) -> None:
+        """The site's loss-of-signal episode ended (``rules.los_end_consecutive``
+        responses, or a recovery): a new loss within ``rules.los_reentry_s`` continues it."""
+        episode = self._episodes.get(key)
+        if episode is not None:
+            episode["ended_t_s"] = t_s
+            episode["ended_stimulus_index"] = stimulus_index
+
+    def _aps_amplitude(self, m: Measurement, f: Facts, amp_symbol: str, b: Mapping[str, Any] | None) -> list[RuleEvent]:
+        s = m.stimulus
+        emit = self._step(ApsAmplitude.MACHINE, s.side.value, amp_symbol)
+        if not emit or b is None:
+            return []
+        kind = EventKind(emit)
+        if kind is EventKind.AMPLITUDE_DECREASE and self._state(Blockade.MACHINE, _BOTH) == "SUSPECTED":
+            # the blockade replaces the single-side advice while it lasts
+            return []
+        detail: dict[str, Any] = {
+            "source": s.source.value,
+            "consecutive": self._run(ApsAmplitude.MACHINE, s.side.value),
+            "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
+            "amplitude_pct": _r((f.amplitude_uV or 0.0) / b["amplitude_uV"] * 100.0, 1),
+            "latency_pct": _r((f.latency_ms or 0.0) / b["latency_ms"] * 100.0, 1),
+            "baseline_amplitude_uV": _r(b["amplitude_uV"], 2),
+            "baseline_latency_ms": _r(b["latency_ms"], 3),
+        }
+        if kind is EventKind.COMBINED_EVENT:
+            detail["message"] = ("Combined event: amplitude down and latency up (traction injury "
+                                 "pattern). Release traction.")
+        else:
+            detail["message"] = AMPLITUDE_DECREASE_MESSAGE
+            detail["advice"] = AMPLITUDE_DECREASE_ADVICE
+        return [self._event(kind, m, s.site, s.side, detail)]
+
+    # -- neuromuscular blockade -------------------------------------------------------
+    def nmb_reference(self, side: Side) -> dict[str, Any] | None:
+        """What a side's responses are compared with for a neuromuscular blockade: its APS
+        baseline (APS stimuli of its site), else its V1 value, else its R1 value (stimuli
+        of that site and source); None when the side has none of them."""
+        side = Side(side)
+        aps = self._aps.get(side.value)
+        if aps and aps.get("baseline") and self._state(ApsBaseline.MACHINE, side.value) == "SET":
+            bl = aps["baseline"]
+            return {"basis": "aps_baseline", "site": bl.get("site", Site.VAGUS.value), "source": Source.APS.value,
+                    "amplitude_uV": bl["amplitude_uV"], "latency_ms": bl["latency_ms"]}
+        for step in (Step.V1, Step.R1):
+            v = self.procedure.step(side, step)
+            if v and v["response"] and v.get("amplitude_uV") and v.get("latency_ms"):
+                return {"basis": step.value, "site": v["site"], "source": v["source"],
+                        "amplitude_uV": v["amplitude_uV"], "latency_ms": v["latency_ms"],
+                        "stimulus_index": v.get("stimulus_index")}
+        return None
+
+    def _blockade(self, m: Measurement, f: Facts, symbol: str) -> list[RuleEvent]:
+        """Neuromuscular blockade suspected (``NmbSide``, ``Blockade``)."""
+        s = m.stimulus
+        side = s.side.value
+        emit = self._step(NmbSide.MACHINE, side, symbol)
+        down = self._nmb["down"]
+        if emit == "side_down":
+            ref = self.nmb_reference(s.side) or {}
+            down[side] = {
+                "t_s": m.t_end_s, "stimulus_index": s.index, "site": s.site.value, "source": s.source.value,
+                "amplitude_uV": _r(f.amplitude_uV, 2), "latency_ms": _r(f.latency_ms, 3),
+                "reference": ref.get("basis"), "reference_uV": _r(ref.get("amplitude_uV"), 2),
+                "reference_latency_ms": _r(ref.get("latency_ms"), 3),
+                "amplitude_pct": _r((f.amplitude_uV or 0.0) / ref["amplitude_uV"] * 100.0, 1) if ref else None,
+                "latency_pct": _r((f.latency_ms or 0.0) / ref["latency_ms"] * 100.0, 1) if ref else None,
+            }
+        elif emit == "side_up":
+            down[side] = None
+        if emit != "side_down":
+            return []
+        times = {k: (v["t_s"] if v else None) for k, v in down.items()}
+        if self._step(Blockade.MACHINE, _BOTH, Blockade.classify(times, self.settings)) != _NMB:
+            return []
+        apart = abs(times["L"] - times["R"])  # type: ignore[operator]
+        self._nmb["episode"] = {"t_s": m.t_end_s, "stimulus_index": s.index,
+                                "sides": copy.deepcopy(down)}
+        return [self._event(EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED, m, s.site, s.side, {
+            "sides": copy.deepcopy(down), "apart_s": round(apart, 3), "window_s": self.settings["rules.nmb_window_s"],
+            "amplitude_pct_limit": self.settings["rules.amplitude_decrease_pct"],
+            "latency_pct_limit": self.settings["rules.combined_latency_pct"],
+            "message": NMB_MESSAGE, "advice": NMB_ADVICE,
+        })]
+
+    def _end_blockade(self, m: Measurement) -> list[RuleEvent]:
+        """A side recovered from the blockade: it is over on both sides (systemic). A
+        vagus still in its own amplitude decrease gets its advice back (the alarm mapping
+        had ended it for the blockade): that side's fall was not the relaxant."""
+        t_s = m.t_end_s
+        self._step(Blockade.MACHINE, _BOTH, "ENDED")
+        for side in Side:
+            self._step(NmbSide.MACHINE, side.value, "RESET")
+            self._nmb["down"][side.value] = None
+        if self._nmb.get("episode") is not None:
+            self._nmb["episode"]["ended_t_s"] = t_s
+        self._nmb["last_episode"] = self._nmb.pop("episode", None)
+        self._nmb["episode"] = None
+        events: list[RuleEvent] = []
+        for key, loss in list(self._losses.items()):
+            if _NMB not in loss["conditions"]:
+                continue
+            loss["conditions"].remove(_NMB)
+            if not loss["conditions"]:
+                del self._losses[key]
+                for w in self._watchers(key):
+                    self._step(Recovery.MACHINE, f"{key}-{w}", "DONE")
+            elif EventKind.AMPLITUDE_DECREASE.value in loss["conditions"]:
+                site_value, side_value = key.split("-")
+                b = (self._aps.get(side_value) or {}).get("baseline") or {}
+                events.append(self._event(EventKind.AMPLITUDE_DECREASE, m, Site(site_value), Side(side_value), {
+                    "source": Source.APS.value, "after_blockade": True,
+                    "baseline_amplitude_uV": _r(b.get("amplitude_uV"), 2),
+                    "baseline_latency_ms": _r(b.get("latency_ms"), 3),
+                    "message": ("The blockade is over but this vagus is still low with stable latency: "
+                                + AMPLITUDE_DECREASE_MESSAGE[0].lower() + AMPLITUDE_DECREASE_MESSAGE[1:]),
+                    "advice": AMPLITUDE_DECREASE_ADVICE,
+                }))
+        return events
+
+    def _document_after_loss(self, step: Step, m: Measurement, f: Facts) -> None:
+        """R2 / V2 of a side with an open loss of signal, from the stimulation done."""
+        value = self.procedure.document_after_loss(step, m, f.response, _m_to_dict(m))
+        if value is not None:
+            self._documented.append({"side": m.stimulus.side.value, "step": step.value, "value": value,
+                                     "measurement": _m_to_dict(m)})
+
+    def take_documented_steps(self) -> list[dict[str, Any]]:
+        """Steps the rules documented since the last call (R2 / V2 after a loss of signal,
+        ``Procedure.document_after_loss``): ``side``, ``step``, ``value`` and the
+        ``measurement`` (``Measurement``) for the record's step entry. The engine calls
+        this after ``process`` and journals each one; the list is then empty."""
+        out = []
+        for d in self._documented:
+            out.append({**d, "measurement": _m_from_dict(d["measurement"])})
+        self._documented = []
+        return out
+
     def _aps_baseline(self, m: Measurement, f: Facts, aps: dict[str, Any]) -> list[RuleEvent]:
         s = m.stimulus
         st = self.settings
@@ -446,7 +676,7 @@ class RuleEngine:
         loss = self._losses.pop(key, None) or {"t_s": m.t_end_s, "conditions": [], "stimulus_index": None}
         if s.site is Site.VAGUS and self._state(ApsAmplitude.MACHINE, s.side.value) != "NO_BASELINE":
             self._step(ApsAmplitude.MACHINE, s.side.value, "RECOVERED")
-        return [self._recovered(m, f, s.site, loss, s.source.value, ref, basis, "Signal recovered.")]
+        return self._recovered(m, f, s.site, loss, s.source.value, ref, basis, "Signal recovered.")
 
     def _rln_through_vagus(self, m: Measurement, f: Facts) -> list[RuleEvent]:
         """While a side is mapped (``Procedure.mapping_active``) its RLN recovers through
@@ -461,29 +691,35 @@ class RuleEngine:
         symbol = Recovery.classify(m, f, ref, self.settings)
         if self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", symbol) != "signal_recovered":
             return []
-        if self._state(LossOfSignal.MACHINE, key) == "LOST":
-            self._step(LossOfSignal.MACHINE, key, "RESPONSE")
-        return [self._recovered(
+        return self._recovered(
             m, f, Site.RLN, self._losses.pop(key), _THROUGH_VAGUS, ref, f"vagus {basis}",
             "Signal recovered: the vagus responds, so the whole recurrent nerve conducts.",
-            through=Site.VAGUS.value)]
+            through=Site.VAGUS.value)
 
     def _recovered(self, m: Measurement, f: Facts, site: Site, loss: Mapping[str, Any], watcher: str,
-                   ref: float | None, basis: str, message: str, **extra: Any) -> RuleEvent:
+                   ref: float | None, basis: str, message: str, **extra: Any) -> list[RuleEvent]:
         """What every recovery of ``site`` does once ``watcher`` (a source, or the RLN's
-        through-the-vagus watcher) saw it: the site's other watchers stop, the procedure
-        hears of a recovered loss of signal, and the event."""
+        through-the-vagus watcher) saw it: the site's other watchers stop, the episode
+        ends, the procedure hears of a recovered loss of signal, a blockade ends; the
+        recovery event (and what the end of a blockade raises)."""
         s = m.stimulus
         key = site_key(site, s.side)
         consecutive = self._run(Recovery.MACHINE, f"{key}-{watcher}")
-        watchers = [src.value for src in Source] + ([_THROUGH_VAGUS] if site is Site.RLN else [])
-        for w in watchers:
+        for w in self._watchers(key):
             if w != watcher:
                 self._step(Recovery.MACHINE, f"{key}-{w}", "DONE")
+        # a recovery ends the loss-of-signal episode too (with the default settings the
+        # responses have ended it already)
+        if self._step(LossOfSignal.MACHINE, key, "END") == "episode_ended":
+            self._episode_ended(key, m.t_end_s, s.index)
         recovered = list(loss["conditions"])
         if EventKind.LOSS_OF_SIGNAL.value in recovered:
             self.procedure.on_recovery(s.side, site, m.t_end_s)
-        return self._event(EventKind.SIGNAL_RECOVERED, m, site, s.side, {
+            episode = self._episodes.get(key)
+            if episode is not None and episode["interruptions"]:
+                extra["interruptions"] = copy.deepcopy(episode["interruptions"])
+        after = self._end_blockade(m) if _NMB in recovered else []
+        return [self._event(EventKind.SIGNAL_RECOVERED, m, site, s.side, {
             "source": s.source.value, **extra,
             "time_since_loss_s": round(m.t_end_s - loss["t_s"], 3),
             "loss_t_s": loss["t_s"], "loss_stimulus_index": loss["stimulus_index"],
@@ -493,25 +729,49 @@ class RuleEngine:
             "pct_of_baseline": _r((f.amplitude_uV or 0.0) / ref * 100.0, 1) if ref else None,
             "consecutive": consecutive,
             "message": message,
-        })
+        }), *after]
+
+    @staticmethod
+    def _watchers(key: str) -> list[str]:
+        """The recovery watchers of a site key: one per source, and for an RLN the one
+        fed by its vagus while the side is mapped."""
+        return [src.value for src in Source] + ([_THROUGH_VAGUS] if key.startswith(Site.RLN.value + "-") else [])
 
     def _open_loss(self, ev: RuleEvent, m: Measurement) -> None:
+        """A loss just raised opens (or extends) its site's loss record, which recovery
+        watches. A blockade extends the record of each side's reference site; a continued
+        loss of signal re-opens its episode's record with the episode's onset."""
+        if ev.kind is EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED:
+            for side, down in ev.detail["sides"].items():
+                if down:
+                    self._add_loss_condition(site_key(Site(down["site"]), Side(side)), ev.kind.value,
+                                             ev.t_s, ev.stimulus_index)
+            return
         key = site_key(ev.site, ev.side)
-        loss = self._losses.get(key)
-        if loss is None:
-            loss = {"t_s": ev.t_s, "stimulus_index": ev.stimulus_index, "conditions": []}
-            self._losses[key] = loss
-        if ev.kind.value not in loss["conditions"]:
-            loss["conditions"].append(ev.kind.value)
-        for src in Source:
-            self._step(Recovery.MACHINE, f"{key}-{src.value}", "LOSS")
-        if ev.site is Site.RLN:
-            self._step(Recovery.MACHINE, f"{key}-{_THROUGH_VAGUS}", "LOSS")
-        if ev.kind is EventKind.LOSS_OF_SIGNAL:
+        continued = ev.kind is EventKind.LOSS_OF_SIGNAL_CONTINUED
+        if continued:
+            episode = self._episodes[key]
+            self._add_loss_condition(key, EventKind.LOSS_OF_SIGNAL.value, episode["t_s"], episode["stimulus_index"])
+        else:
+            self._add_loss_condition(key, ev.kind.value, ev.t_s, ev.stimulus_index)
+        if ev.kind in (EventKind.LOSS_OF_SIGNAL, EventKind.LOSS_OF_SIGNAL_CONTINUED):
             info = self._sites.get(key, {})
             misses = info.get("misses", [])
             measured = bool(misses) and all(x["delivered_measured"] for x in misses)
-            self.procedure.on_loss(ev.side, ev.site, ev.t_s, ev.stimulus_index, current_measured=measured)
+            self.procedure.on_loss(ev.side, ev.site, ev.t_s, ev.stimulus_index, current_measured=measured,
+                                   continued=continued)
+            if ev.site is Site.RLN and m.stimulus.step in (None, Step.R2):
+                self._document_after_loss(Step.R2, m, facts(m, self.settings))
+
+    def _add_loss_condition(self, key: str, condition: str, t_s: float, stimulus_index: int | None) -> None:
+        loss = self._losses.get(key)
+        if loss is None:
+            loss = {"t_s": t_s, "stimulus_index": stimulus_index, "conditions": []}
+            self._losses[key] = loss
+        if condition not in loss["conditions"]:
+            loss["conditions"].append(condition)
+        for w in self._watchers(key):
+            self._step(Recovery.MACHINE, f"{key}-{w}", "LOSS")
 
     def _track_ebsln(self, m: Measurement, f: Facts) -> None:
         s = m.stimulus
@@ -561,8 +821,8 @@ class RuleEngine:
                                       if c not in (EventKind.COMBINED_EVENT.value, EventKind.AMPLITUDE_DECREASE.value)]
                 if not loss["conditions"]:
                     del self._losses[key]
-                    for src in Source:
-                        self._step(Recovery.MACHINE, f"{key}-{src.value}", "DONE")
+                    for w in self._watchers(key):
+                        self._step(Recovery.MACHINE, f"{key}-{w}", "DONE")
         else:
             if site is not None and Site(site) not in WATCHED_SITES:
                 raise ValueError(f"probe baseline for site {Site(site).value}: only VAGUS and RLN have one")
@@ -599,19 +859,77 @@ class RuleEngine:
         d = self._last_response.get(Side(side).value)
         return _m_from_dict(d) if d else None
 
-    def tag_step(self, step: Step, side: Side, t_s: float, measurement: Measurement | None = None) -> dict[str, Any]:
-        """The UI's step button: record ``measurement`` (default: the side's last valid
-        response) as ``step``. Raises ``ProcedureError`` when there is nothing to tag."""
+    def record_step(self, step: Step, side: Side, t_s: float, measurement: Measurement | None = None) -> StepRecord:
+        """The step button: record an already measured stimulus (default: the side's last
+        valid response) as ``step``, and apply the step's rules to it as if it had been
+        tagged before it was measured (clinical-rules.md, "steps recorded afterwards"):
+        a V1 is judged for a poor baseline (the side's first valid, qualifying V1 only);
+        the V2/V1 ratio and the R2 proximal/distal reduction are returned with it.
+        Events are stamped with ``t_s`` (when they were recognised: now) and the
+        stimulus's index. Raises ``ProcedureError`` when there is nothing to record."""
         side = Side(side)
+        try:
+            step = Step(step)
+        except ValueError:
+            raise ProcedureError(f"step {step!r}: must be one of {', '.join(x.value for x in Step)}") from None
         m = measurement if measurement is not None else self.last_response(side)
         if m is None:
-            raise ProcedureError(f"step {Step(step).value}: no response on side {side.value} to record")
+            raise ProcedureError(f"step {step.value}: no response on side {side.value} to record")
         if m.stimulus.side is not side:
-            raise ProcedureError(f"step {Step(step).value}: the measurement is from side {m.stimulus.side.value}")
+            raise ProcedureError(f"step {step.value}: the measurement is from side {m.stimulus.side.value}")
         f = facts(m, self.settings)
         if not f.valid:
-            raise ProcedureError(f"step {Step(step).value}: the measurement is invalid ({m.invalid_reason})")
-        return self.procedure.capture_step(step, m, f.response, t_s)
+            raise ProcedureError(f"step {step.value}: the measurement is invalid ({m.invalid_reason})")
+        value = self.procedure.capture_step(step, m, f.response, t_s)
+        events: list[RuleEvent] = []
+        tagged = replace(m, stimulus=replace(m.stimulus, step=step))
+        if step is Step.V1 and not f.untagged:
+            events.extend(self._poor_v1(tagged, facts(tagged, self.settings), max(float(t_s), m.t_end_s),
+                                        afterwards=True))
+        summary = self.procedure.summary(self.settings)["sides"][side.value]
+        findings: dict[str, Any] = {}
+        if step in (Step.V1, Step.V2) and summary["v2_of_v1_pct"] is not None:
+            findings["v2_of_v1_pct"] = summary["v2_of_v1_pct"]
+        if step in (Step.R2P, Step.R2D) and summary["r2_reduction"] is not None:
+            findings["r2_reduction"] = summary["r2_reduction"]
+        return StepRecord(value=value, events=events, findings=findings)
+
+    def tag_step(self, step: Step, side: Side, t_s: float, measurement: Measurement | None = None) -> dict[str, Any]:
+        """``record_step`` returning only the step's value (the original entry point).
+        The events the step's rules raised are not lost: the next ``process`` returns them
+        first. New callers use ``record_step`` and handle its events at once."""
+        rec = self.record_step(step, side, t_s, measurement)
+        self._pending.extend(rec.events)
+        return rec.value
+
+    def tag_offer(self, side: Side, step: Step, t_s: float) -> StepRecord:
+        """The operator accepts what the side's troubleshooting record offers for
+        ``step`` (R2 / V2 after a loss of signal): that stimulus is recorded as the step
+        (``record_step``). Raises ``ProcedureError`` when nothing is offered."""
+        side, step = Side(side), Step(step)
+        offer = self.procedure.offer(side, step)
+        if not offer or not offer.get("measurement"):
+            raise ProcedureError(f"step {step.value}: no stimulus on side {side.value} is offered for it")
+        return self.record_step(step, side, t_s, _m_from_dict(offer["measurement"]))
+
+    def add_mapping_point(self, side: Side, position_mm: float, t_s: float, response: bool | None = None,
+                          label: str = "", measurement: Measurement | None = None) -> dict[str, Any]:
+        """A mapping point of the side's RLN at ``position_mm`` from the laryngeal entry,
+        with the measured amplitude, latency and current of ``measurement`` (default:
+        the side's last RLN probe stimulus since its loss that no earlier point took).
+        ``response`` None takes the measured verdict. Returns the side's mapping with
+        ``changed`` (see ``Procedure.add_mapping_point``)."""
+        side = Side(side)
+        if measurement is None:
+            return self.procedure.add_mapping_point(side, position_mm, response, t_s, label=label)
+        if measurement.stimulus.side is not side or measurement.stimulus.site is not Site.RLN:
+            raise ProcedureError(f"mapping point on side {side.value}: the measurement is not of that side's RLN")
+        f = facts(measurement, self.settings)
+        if not f.valid:
+            raise ProcedureError(f"mapping point at {position_mm} mm: the measurement is invalid "
+                                 f"({measurement.invalid_reason})")
+        self.procedure.note_rln_stimulus(measurement, f.response)
+        return self.procedure.add_mapping_point(side, position_mm, response, t_s, label=label)
 
     # -- state for the screen and the record ------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -636,8 +954,15 @@ class RuleEngine:
             }
             for side in Side
         }
+        for key, episode in self._episodes.items():
+            if key in sites:
+                sites[key]["episode"] = copy.deepcopy(episode)
+        for side in Side:
+            sides[side.value]["nmb"] = self._state(NmbSide.MACHINE, side.value)
+            sides[side.value]["nmb_reference"] = self.nmb_reference(side)
         return {"sites": sites, "sides": sides,
-                "no_current": {src.value: self._state(NoCurrent.MACHINE, src.value) for src in Source}}
+                "no_current": {src.value: self._state(NoCurrent.MACHINE, src.value) for src in Source},
+                "blockade": {"state": self._state(Blockade.MACHINE, _BOTH), **copy.deepcopy(self._nmb)}}
 
     # -- snapshot / restore -----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -652,12 +977,16 @@ class RuleEngine:
             "no_current": self._no_current,
             "ebsln": self._ebsln,
             "last_response": self._last_response,
+            "episodes": self._episodes,
+            "nmb": self._nmb,
+            "pending": [ev.to_json() for ev in self._pending],
             "procedure": self.procedure.to_dict(),
         }
-        return json.loads(json.dumps(data))
+        snapshot: dict[str, Any] = json.loads(json.dumps(data))
+        return snapshot
 
     @classmethod
-    def restore(cls, settings: Settings, snapshot: Mapping[str, Any]) -> "RuleEngine":
+    def restore(cls, settings: Settings, snapshot: Mapping[str, Any]) -> RuleEngine:
         if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
             found = snapshot.get("format") if isinstance(snapshot, Mapping) else type(snapshot).__name__
             raise SnapshotError(f"rule engine snapshot: format {found!r} is not {SNAPSHOT_FORMAT!r}")
@@ -678,7 +1007,17 @@ class RuleEngine:
             eng._no_current = data["no_current"]
             eng._ebsln = data["ebsln"]
             eng._last_response = data["last_response"]
+            # added later: a snapshot without them is still resumed
+            eng._episodes = data.get("episodes", {})
+            eng._nmb = data.get("nmb", _new_nmb())
+            eng._pending = [_event_from_dict(x) for x in data.get("pending", [])]
             eng.procedure = Procedure.from_dict(data["procedure"])
+            if "episodes" not in data:
+                # the loss-of-signal table used to count misses in ARMED
+                los = eng._machines[LossOfSignal.MACHINE.name]
+                for key, (state, run) in los.items():
+                    if state == "ARMED" and run > 0:
+                        los[key] = ["MISSING", run]
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SnapshotError):
                 raise
@@ -688,6 +1027,16 @@ class RuleEngine:
 
 def _new_acc() -> dict[str, Any]:
     return {"n": 0, "sum_uV": 0.0, "sum_ms": 0.0, "sumsq_uV": 0.0, "sumsq_ms": 0.0, "first_index": None}
+
+
+def _new_nmb() -> dict[str, Any]:
+    return {"down": {"L": None, "R": None}, "episode": None, "last_episode": None}
+
+
+def _event_from_dict(d: Mapping[str, Any]) -> RuleEvent:
+    return RuleEvent(t_s=float(d["t_s"]), kind=EventKind(d["kind"]), side=Side(d["side"]), site=Site(d["site"]),
+                     priority=Priority(d["priority"]), stimulus_index=d["stimulus_index"],
+                     detail=dict(d.get("detail") or {}))
 
 
 def _new_aps() -> dict[str, Any]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 ANY = "*"
 
@@ -34,6 +35,9 @@ class RuleTableError(ValueError):
 
 @dataclass(frozen=True)
 class Row:
+    """One transition: in ``state`` on ``symbol``, apply ``run``, check ``when``, go to
+    ``next`` and emit ``emit``."""
+
     state: str
     symbol: str
     next: str
@@ -44,6 +48,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one step of a machine gives: the new state and run, and the emitted action."""
+
     state: str
     run: int
     emit: str

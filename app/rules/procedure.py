@@ -52,13 +52,27 @@ answered "yes" / "no" (yes = this is fine / present), by the operator or the mon
     flagged on the right side when the operator says so or when V1 is absent on the right
     but present on the left.
 
-Mapping (per side): while the side's loss is confirmed (``true_los``) and not recovered,
-``mapping_active`` is true and the rule engine takes probe stimuli of that RLN as mapping
-(no loss, no recovery); the vagus of the side still recovers it. Points (position in mm from the laryngeal entry, 0 = most distal;
-response yes/no). Any responding point -> type 1 (segmental; the lesion lies between the
-most proximal responding point distal to the first silent point and that silent point).
-No responding point -> type 2 (global) when the contralateral vagus responds; with the
-contralateral vagus silent -> ``system_fault_suspected``; unknown -> ``undetermined``.
+Mapping (per side, of the side's RLN): while the side's loss is confirmed (``true_los``)
+and not recovered, ``mapping_active`` is true and the rule engine takes probe stimuli of
+that RLN as mapping (no loss, no recovery); the vagus of the side still recovers it.
+Each point keeps its position (mm from the laryngeal entry, 0 = most distal), whether
+the nerve responded, and the measured amplitude, latency, set and delivered current and
+stimulus index of the last RLN probe stimulus since the loss that no earlier point took.
+Type 1 (segmental): the lesion lies between the most proximal responding point and the
+most distal silent point proximal to it (proximal to the most proximal responding point
+when no silent point lies beyond it); it moves with every point. No responding point:
+type 2 (global) when the contralateral vagus responds; with the contralateral vagus
+silent, ``system_fault_suspected``; not tested, ``undetermined``. The result names the
+RLN (``site``): the loss type belongs to the recurrent nerve, not to the vagus.
+
+Steps after a loss of signal (clinical-rules.md): while a side's loss is open, the
+stimuli given at R2 and V2 are documented as those steps, with "no response" and the
+measured amplitude and current, never "not recorded": R2 is the RLN stimulus that
+completed the loss; V2 the first valid, qualifying vagal stimulus of the side from the
+loss on (replaced once by a later one that responds). The record offers each ("V2 can be
+recorded from stimulus #12 (no response, 14 µV at 1.0 mA)") so that the operator can tag
+it; a tagged or operator value is never replaced, and when the loss recovers the values
+documented from it are withdrawn (they no longer describe the nerve).
 
 Staging: while the plan is bilateral and the first planned side has a troubleshooting
 record that is confirmed (conclusion or verdict ``true_los``) and not recovered, the
@@ -73,14 +87,17 @@ import copy
 import enum
 import json
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from app.model import Measurement, Side, Site, Step
+from app.model import SIDES, Measurement, Side, Site, Step
 
 FORMAT = "lnm-procedure/1"
 
 
-class Finding(str, enum.Enum):
+# The enumerations keep the ``str`` mix-in of ``app.model`` (not ``StrEnum``, whose
+# members print differently): their values are what the record and the API carry.
+class Finding(str, enum.Enum):  # noqa: UP042
     """Laryngoscopy finding for one vocal fold (L1 before, L2 after surgery)."""
 
     NORMAL = "normal"
@@ -89,7 +106,9 @@ class Finding(str, enum.Enum):
     NOT_EXAMINED = "not_examined"
 
 
-class Check(str, enum.Enum):
+class Check(str, enum.Enum):  # noqa: UP042
+    """A check of the loss-of-signal troubleshooting sequence (``CHECK_QUESTIONS``)."""
+
     CURRENT_DELIVERED = "current_delivered"
     LEADS_OK = "leads_ok"
     FIELD_DRY = "field_dry"
@@ -128,7 +147,9 @@ CHECK_ORDER: tuple[Check, ...] = (
 )
 
 
-class Conclusion(str, enum.Enum):
+class Conclusion(str, enum.Enum):  # noqa: UP042
+    """What the troubleshooting answers (or the surgeon's verdict) conclude."""
+
     OPEN = "open"
     STIMULATION_PROBLEM = "stimulation_problem"
     NEUROMUSCULAR_BLOCKADE = "neuromuscular_blockade"
@@ -165,6 +186,14 @@ STAGING_MESSAGE = (
 )
 
 STAGING_DECISIONS = ("postpone_second_side", "proceed_second_side")
+
+# State keys added after the first format: a saved state without them is still read.
+_ADDED_KEYS = ("rln_last",)
+
+# Steps documented from the stimulation done after a loss of signal, and the site each
+# belongs to.
+AFTER_LOSS_STEPS = {"R2": "RLN", "V2": "VAGUS"}
+_SIDE_WORD = {"L": "left", "R": "right"}
 
 # Steps entered by hand (laryngoscopy) vs steps with a measured response.
 LARYNGOSCOPY = ("L1", "L2")
@@ -212,6 +241,25 @@ def _measurement_value(m: Measurement, response: bool, how: str) -> dict[str, An
     }
 
 
+def _stimulus_words(v: Mapping[str, Any]) -> str:
+    """'no response, 14 µV at 1.0 mA' style summary of a step value or mapping point."""
+    amp, lat = v.get("amplitude_uV"), v.get("latency_ms")
+    what = "response" if v.get("response") else "no response"
+    parts = [what]
+    if amp is not None:
+        parts.append(f"{amp:.0f} µV" + (f", {lat:.2f} ms" if v.get("response") and lat is not None else ""))
+    text = ", ".join(parts)
+    if v.get("set_mA") is not None:
+        text += f" at {v['set_mA']:.1f} mA"
+        if v.get("delivered_mA") is not None:
+            text += f", {v['delivered_mA']:.2f} mA delivered"
+    return text
+
+
+def _offer_message(step: str, value: Mapping[str, Any]) -> str:
+    return f"{step} can be recorded from stimulus #{value['stimulus_index']} ({_stimulus_words(value)})."
+
+
 def _better(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     if new["response"] != old["response"]:
         return bool(new["response"])
@@ -230,22 +278,29 @@ class Procedure:
             "troubleshooting": [],  # records, oldest first
             "mapping": {"L": [], "R": []},
             "staging": [],  # recommendation history
+            # per side: the last valid RLN probe stimulus since the side's loss (a mapping
+            # point entered by hand takes its measured values)
+            "rln_last": {"L": None, "R": None},
         }
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self._d))
+        state: dict[str, Any] = json.loads(json.dumps(self._d))
+        return state
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Procedure":
+    def from_dict(cls, data: Mapping[str, Any]) -> Procedure:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
             raise ProcedureError(f"procedure state: format {found!r} is not {FORMAT!r}")
         p = cls()
         for key in p._d:
-            if key not in data:
+            if key not in data and key not in _ADDED_KEYS:
                 raise ProcedureError(f"procedure state: missing {key!r}")
+        added = {k: copy.deepcopy(p._d[k]) for k in _ADDED_KEYS}
         p._d = copy.deepcopy(dict(data))
+        for key, value in added.items():
+            p._d.setdefault(key, value)
         return p
 
     # -- plan -------------------------------------------------------------------------
@@ -285,7 +340,7 @@ class Procedure:
             self._d["steps"][side][step.value] = new
             return True
         count = int(old.get("count", 0)) + 1
-        if old["how"] == "operator" or not _better(new, old):
+        if old["how"] == "operator" or (old["how"] != "after_loss" and not _better(new, old)):
             old["count"] = count
             return False
         new["count"] = count
@@ -308,6 +363,58 @@ class Procedure:
 
     def clear_step(self, side: Side | str, step: Step | str) -> None:
         self._d["steps"][_side(side).value].pop(Step(step).value, None)
+
+    # -- steps documented after a loss of signal --------------------------------------
+    def document_after_loss(self, step: Step | str, m: Measurement, response: bool,
+                            measurement: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """A stimulus given at ``step`` (R2 or V2) while the side's loss of signal is open.
+
+        The side's open troubleshooting record offers it to the operator ("V2 can be
+        recorded from stimulus #12 (no response, 14 µV at 1.0 mA)"), and the step's value
+        becomes it (``how = "after_loss"``) unless the step holds a tagged or an operator
+        value: the step was done, with no response, and is documented so, never as "not
+        recorded". The first such stimulus stays unless a later one responds and it did
+        not. ``measurement`` (plain data) is kept with the offer so that the operator can
+        tag exactly that stimulus. Returns the step's new value when it changed, else None.
+        """
+        step = Step(step)
+        if step.value not in AFTER_LOSS_STEPS:
+            raise ProcedureError(f"step {step.value}: only {', '.join(AFTER_LOSS_STEPS)} are documented after a loss")
+        side = m.stimulus.side.value
+        rec = self._open_record(side)
+        if rec is None:
+            return None
+        value = _measurement_value(m, response, "after_loss")
+        value["count"] = 1
+        value["record_id"] = rec["id"]
+        offers = rec.setdefault("offers", {})
+        old_offer = offers.get(step.value)
+        if old_offer is not None and not (value["response"] and not old_offer["response"]):
+            return None
+        offers[step.value] = {**value, "step": step.value, "message": _offer_message(step.value, value),
+                              "measurement": copy.deepcopy(dict(measurement)) if measurement else None}
+        old = self._d["steps"][side].get(step.value)
+        if old is not None and old["how"] != "after_loss":
+            return None
+        self._d["steps"][side][step.value] = value
+        return copy.deepcopy(value)
+
+    def offer(self, side: Side | str, step: Step | str) -> dict[str, Any] | None:
+        """The stimulus the side's open (else latest) troubleshooting record offers for
+        ``step`` (with its ``measurement``), or None."""
+        side = _side(side).value
+        rec = self._open_record(side) or self._latest_record(side)
+        offer = (rec or {}).get("offers", {}).get(Step(step).value)
+        return copy.deepcopy(offer) if offer else None
+
+    def _withdraw_after_loss(self, rec: Mapping[str, Any]) -> None:
+        """The loss recovered: values documented from its stimulation no longer describe
+        the nerve (the operator records the steps again, by tagging)."""
+        steps = self._d["steps"][rec["side"]]
+        for step in AFTER_LOSS_STEPS:
+            value = steps.get(step)
+            if value and value["how"] == "after_loss" and value.get("record_id") == rec["id"]:
+                del steps[step]
 
     def step(self, side: Side | str, step: Step | str) -> dict[str, Any] | None:
         value = self._d["steps"][_side(side).value].get(Step(step).value)
@@ -354,23 +461,41 @@ class Procedure:
 
     # -- troubleshooting --------------------------------------------------------------
     def _open_record(self, side: str) -> dict[str, Any] | None:
-        for rec in reversed(self._d["troubleshooting"]):
+        records: list[dict[str, Any]] = self._d["troubleshooting"]
+        for rec in records[::-1]:
             if rec["side"] == side and rec["recovered_t_s"] is None:
                 return rec
         return None
 
     def _latest_record(self, side: str) -> dict[str, Any] | None:
-        for rec in reversed(self._d["troubleshooting"]):
+        records: list[dict[str, Any]] = self._d["troubleshooting"]
+        for rec in records[::-1]:
             if rec["side"] == side:
                 return rec
         return None
 
     def on_loss(self, side: Side | str, site: Site | str, t_s: float, stimulus_index: int | None,
-                current_measured: bool = False) -> dict[str, Any]:
-        """The rule engine raised a loss of signal; opens or joins the side's record."""
+                current_measured: bool = False, continued: bool = False) -> dict[str, Any]:
+        """The rule engine raised a loss of signal; opens or joins the side's record.
+
+        ``continued``: the loss came back within ``rules.los_reentry_s`` of its episode's
+        end; the episode goes on: the site keeps its onset, the interruption is listed,
+        and a record that a recovery had closed is opened again."""
         side = _side(side).value
         site = Site(site).value
         rec = self._open_record(side)
+        if rec is None and continued:
+            latest = self._latest_record(side)
+            if latest is not None and site in latest["sites"]:
+                rec = latest
+                rec["recovered_t_s"] = None
+                rec.setdefault("reopened_t_s", []).append(t_s)
+        entry = rec["sites"].get(site) if rec is not None else None
+        if continued and rec is not None and entry is not None:
+            entry["recovered_t_s"] = None
+            entry.setdefault("continued", []).append({"t_s": t_s, "stimulus_index": stimulus_index})
+            self._update_staging(t_s, "")
+            return copy.deepcopy(rec)
         if rec is None:
             rec = {
                 "id": len(self._d["troubleshooting"]) + 1,
@@ -404,6 +529,8 @@ class Procedure:
             entry["recovered_t_s"] = t_s
         if all(e["recovered_t_s"] is not None for e in rec["sites"].values()):
             rec["recovered_t_s"] = t_s
+            self._withdraw_after_loss(rec)
+            self._d["rln_last"][side] = None
         self._update_staging(t_s, "recovered")
 
     def mapping_active(self, side: Side | str) -> bool:
@@ -462,7 +589,7 @@ class Procedure:
             return False
         ans = rec["answers"].get(Check.NONRECURRENT.value)
         if ans is not None:
-            return ans["answer"] == "yes"
+            return bool(ans["answer"] == "yes")
         v1r, v1l = self._d["steps"]["R"].get("V1"), self._d["steps"]["L"].get("V1")
         return bool(v1r and not v1r["response"] and v1l and v1l["response"])
 
@@ -515,63 +642,149 @@ class Procedure:
             "next_question": CHECK_QUESTIONS[nxt] if nxt else None,
             "message": message,
             "nonrecurrent_suspected": self._nonrecurrent_suspected(rec),
+            "offers": self._describe_offers(rec),
         })
+        return out
+
+    def _describe_offers(self, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The steps this record offers to tag, R2 then V2, each with whether the step's
+        value is that stimulus (``documented``) and how it was recorded."""
+        out = []
+        steps = self._d["steps"][rec["side"]]
+        for step in AFTER_LOSS_STEPS:
+            offer = rec.get("offers", {}).get(step)
+            if not offer:
+                continue
+            value = steps.get(step) or {}
+            item = {k: v for k, v in offer.items() if k != "measurement"}
+            item["documented"] = value.get("stimulus_index") == offer["stimulus_index"]
+            item["step_how"] = value.get("how")
+            out.append(item)
         return out
 
     def records(self) -> list[dict[str, Any]]:
         return [self._describe(r) for r in self._d["troubleshooting"]]
 
     # -- mapping ----------------------------------------------------------------------
-    def add_mapping_point(self, side: Side | str, position_mm: float, response: bool, t_s: float,
-                          amplitude_uV: float | None = None, label: str = "") -> None:
+    def note_rln_stimulus(self, m: Measurement, response: bool) -> None:
+        """A valid RLN probe stimulus while the side's loss of signal is open: the next
+        mapping point entered by hand takes its measured values."""
+        side = m.stimulus.side.value
+        if self._open_record(side) is None:
+            return
+        value = _measurement_value(m, response, "mapping")
+        value["used"] = False
+        self._d["rln_last"][side] = value
+
+    def add_mapping_point(self, side: Side | str, position_mm: float, response: bool | None, t_s: float,
+                          amplitude_uV: float | None = None, label: str = "",
+                          latency_ms: float | None = None, set_mA: float | None = None,
+                          delivered_mA: float | None = None) -> dict[str, Any]:
+        """A mapping point at ``position_mm`` from the laryngeal entry (0 = most distal).
+
+        Without measured values given, the point takes those of the side's last RLN probe
+        stimulus since the loss (``note_rln_stimulus``) that no earlier point took:
+        amplitude, latency, set and delivered current, stimulus index. ``response`` None
+        takes the measured verdict; a stated one that disagrees with the measurement is
+        kept, with a note. Returns the side's mapping (``mapping``) with ``changed``: the
+        classification or the lesion moved."""
         try:
             position = float(position_mm)
         except (TypeError, ValueError):
             raise ProcedureError(f"mapping position {position_mm!r}: must be a number of mm") from None
         if not position >= 0 or position == float("inf"):
             raise ProcedureError(f"mapping position {position_mm!r}: must be >= 0 mm from the laryngeal entry")
-        self._d["mapping"][_side(side).value].append({
-            "position_mm": position, "response": bool(response), "t_s": t_s,
-            "amplitude_uV": amplitude_uV, "label": str(label),
-        })
+        side = _side(side).value
+        before = self._lesion_key(self.mapping(side))
+        point: dict[str, Any] = {
+            "position_mm": position, "response": None, "t_s": t_s, "label": str(label),
+            "amplitude_uV": _finite(amplitude_uV), "latency_ms": _finite(latency_ms), "set_mA": _finite(set_mA),
+            "delivered_mA": _finite(delivered_mA), "stimulus_index": None, "measured": False,
+            "measured_response": None, "note": "",
+        }
+        last = self._d["rln_last"][side]
+        if amplitude_uV is None and last is not None and not last["used"]:
+            last["used"] = True
+            point.update(amplitude_uV=last["amplitude_uV"], latency_ms=last["latency_ms"], set_mA=last["set_mA"],
+                         delivered_mA=last["delivered_mA"], stimulus_index=last["stimulus_index"], measured=True,
+                         measured_response=bool(last["response"]), stimulus_t_s=last["t_s"])
+        if response is None:
+            if point["measured_response"] is None:
+                raise ProcedureError(f"mapping point at {position:g} mm: no RLN stimulus measured since the loss; "
+                                     "say whether the nerve responded")
+            point["response"] = point["measured_response"]
+        else:
+            point["response"] = bool(response)
+            if point["measured_response"] is not None and point["measured_response"] != point["response"]:
+                said = "a response" if point["response"] else "no response"
+                point["note"] = (f"entered as {said}; the monitor measured "
+                                 f"{_stimulus_words({**point, 'response': point['measured_response']})}")
+        self._d["mapping"][side].append(point)
+        out = self.mapping(side)
+        out["changed"] = self._lesion_key(out) != before
+        return out
+
+    @staticmethod
+    def _lesion_key(mapping: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (mapping["classification"], mapping["lesion_between_mm"], mapping["lesion_proximal_to_mm"])
 
     def clear_mapping(self, side: Side | str) -> None:
         self._d["mapping"][_side(side).value] = []
 
     def mapping(self, side: Side | str) -> dict[str, Any]:
-        """Type 1 (segmental) / type 2 (global) from the side's mapping points."""
+        """Type 1 (segmental) / type 2 (global) from the side's mapping points, for the
+        side's RLN (``site`` RLN: the loss type belongs to the recurrent nerve).
+
+        Type 1: the lesion lies between the most proximal responding point and the most
+        distal silent point proximal to it (a response proves conduction from that point
+        to the larynx, so a silent point distal to it is a contact problem, listed in
+        ``silent_distal_mm``); with no silent point proximal to it, proximal to it.
+        Type 2: no point responds (with the contralateral vagus responding; silent too: a
+        system fault is suspected; not tested: undetermined)."""
         side = _side(side).value
-        points = sorted(self._d["mapping"][side], key=lambda p: p["position_mm"])
-        out: dict[str, Any] = {"side": side, "points": copy.deepcopy(points), "type": None,
+        points = sorted(self._d["mapping"][side], key=lambda p: (p["position_mm"], p["t_s"]))
+        nerve = f"the {_SIDE_WORD[side]} RLN"
+        out: dict[str, Any] = {"side": side, "site": Site.RLN.value, "points": copy.deepcopy(points), "type": None,
                                "classification": "not_mapped", "lesion_between_mm": None,
+                               "lesion_proximal_to_mm": None, "silent_distal_mm": [],
                                "message": "Not mapped."}
         if not points:
             return out
         responding = [p["position_mm"] for p in points if p["response"]]
         if responding:
-            silent_proximal = [p["position_mm"] for p in points
-                               if not p["response"] and p["position_mm"] > min(responding)]
-            if silent_proximal:
-                first_silent = min(silent_proximal)
-                last_ok = max(x for x in responding if x < first_silent)
-                out["lesion_between_mm"] = [last_ok, first_silent]
-                where = f"between {last_ok:g} and {first_silent:g} mm"
+            proximal_ok = max(responding)
+            silent = [p["position_mm"] for p in points if not p["response"] and p["position_mm"] > proximal_ok]
+            out["silent_distal_mm"] = sorted({p["position_mm"] for p in points
+                                              if not p["response"] and p["position_mm"] < proximal_ok})
+            if silent:
+                first_silent = min(silent)
+                out["lesion_between_mm"] = [proximal_ok, first_silent]
+                where = (f"the nerve responds up to {proximal_ok:g} mm from the laryngeal entry and is silent at "
+                         f"{first_silent:g} mm, so the lesion lies between {proximal_ok:g} and {first_silent:g} mm.")
             else:
-                where = f"proximal to {max(responding):g} mm (every mapped point responds)"
-            out.update(type=1, classification="type_1",
-                       message=f"Type 1 (segmental) injury: distal stimulation responds; lesion {where}.")
+                out["lesion_proximal_to_mm"] = proximal_ok
+                where = (f"the nerve responds up to {proximal_ok:g} mm from the laryngeal entry, the most proximal "
+                         f"point mapped, so the lesion lies proximal to {proximal_ok:g} mm.")
+            message = f"Type 1 (segmental) injury of {nerve}: {where}"
+            if out["silent_distal_mm"]:
+                at = ", ".join(f"{x:g}" for x in out["silent_distal_mm"])
+                message += f" Silent at {at} mm, distal to a responding point: a contact problem; re-test."
+            out.update(type=1, classification="type_1", message=message)
             return out
         rec = self._latest_record(side)
         contra = rec["answers"].get(Check.CONTRALATERAL_VAGUS.value, {}).get("answer") if rec else None
         if contra == "yes":
             out.update(type=2, classification="type_2",
-                       message="Type 2 (global) injury: no response anywhere on this side; contralateral vagus responds.")
+                       message=f"Type 2 (global) injury of {nerve}: no response at any mapped point; "
+                               "the contralateral vagus responds.")
         elif contra == "no":
             out.update(classification="system_fault_suspected",
-                       message="No response anywhere, contralateral vagus silent too: suspect a system fault.")
+                       message=f"No response at any mapped point of {nerve}, and the contralateral vagus is "
+                               "silent too: suspect a system fault.")
         else:
             out.update(classification="undetermined",
-                       message="No response anywhere on this side: stimulate the contralateral vagus to tell type 2 from a system fault.")
+                       message=f"No response at any mapped point of {nerve}: stimulate the contralateral vagus "
+                               "to tell a type 2 (global) injury from a system fault.")
         return out
 
     # -- staging ----------------------------------------------------------------------
@@ -613,7 +826,8 @@ class Procedure:
             })
 
     def _active_staging(self) -> dict[str, Any] | None:
-        for entry in reversed(self._d["staging"]):
+        staging: list[dict[str, Any]] = self._d["staging"]
+        for entry in staging[::-1]:
             if entry["basis_ended_t_s"] is None:
                 return entry
         return None
@@ -642,7 +856,7 @@ class Procedure:
     def summary(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Per side: steps, laryngoscopy, V2/V1 ratio, R2 reduction, mapping, troubleshooting."""
         sides: dict[str, Any] = {}
-        for side in ("L", "R"):
+        for side in SIDES:
             steps = copy.deepcopy(self._d["steps"][side])
             v1, v2 = steps.get("V1"), steps.get("V2")
             ratio = None

@@ -333,6 +333,43 @@ class LnmApp(App):
         self.cmd("stim.set", on_ok=lambda _r: on_done() if on_done else None, on_error=refused,
                  output=output, current_mA=value)
 
+    def set_settings(self, changes: dict[str, Any], *, ask_pin: bool = False,
+                     on_ok: Callable[[dict[str, Any]], None] | None = None,
+                     on_refused: Callable[[Reply], bool | None] | None = None, ok_message: str | None = None) -> None:
+        """``settings.set``; a protected limit relaxed (or changed under its alarm) is sent
+        again only after the nurse confirms, with the settings PIN first when ``ask_pin``
+        (a change made outside the settings screen, which is behind the PIN already)."""
+        from app.ui.widgets import ask_text, confirm
+
+        def again() -> None:
+            self.cmd("settings.set", on_ok=on_ok, on_error=on_refused, ok_message=ok_message, changes=changes,
+                     confirm=True)
+
+        def refused(reply: Reply) -> bool:
+            if reply.code != "needs_confirmation" or not reply.error.get("settings"):
+                return bool(on_refused(reply)) if on_refused is not None else False
+            lines = "\n".join(f"- {x.get('text')}" for x in reply.error["settings"])
+
+            def ask() -> None:
+                confirm("Confirm a protected limit", f"{lines}\n\nIt stays shown on the monitor until it is "
+                        "restored.", again, confirm_text="Change it", danger=True)
+
+            if not ask_pin:
+                ask()
+                return True
+            pin = str(self.settings_values.get("ui.settings_pin") or "")
+
+            def check(text: str) -> None:
+                if pin and text == pin:
+                    ask()
+                else:
+                    self.notify("Wrong PIN: the limit was not changed", "refused")
+
+            ask_text("Settings PIN (protected limit)", check, mode="pin")
+            return True
+
+        self.cmd("settings.set", on_ok=on_ok, on_error=refused, ok_message=ok_message, changes=changes)
+
     def refresh_settings(self) -> None:
         def got(result: dict[str, Any]) -> None:
             self.settings_values = dict(result.get("values") or {})
@@ -466,6 +503,8 @@ class LnmApp(App):
                 parts.append("board reports: " + ", ".join(W.plain(str(f).replace("_", " ")) for f in board["faults"]))
         if self.simulated:
             parts.append("SIMULATION")
+        # protected limits relaxed beyond their defaults: always in sight until restored
+        parts += [f"LIMIT: {lim.get('text')}" for lim in st.get("limits") or []]  # (no upper(): µ would change)
         self.message_bar.status = "   ".join(parts)
 
     def _flash(self, _dt: float) -> None:

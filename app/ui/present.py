@@ -300,7 +300,8 @@ def response_words(m: Mapping[str, Any] | None) -> str:
         reason = str(m.get("invalid_reason") or "invalid").replace("_", " ")
         return f"not measured: {reason}"
     if m.get("response"):
-        return "RESPONSE"
+        # only a lowered threshold makes it one: never a plain "RESPONSE" (under a loss of signal least of all)
+        return "RESPONSE (lowered threshold)" if m.get("lowered_threshold") else "RESPONSE"
     return "NO RESPONSE, current delivered" if _finite(m.get("delivered_mA")) else "NO RESPONSE"
 
 

@@ -110,7 +110,7 @@ class SimPort:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "SimPort":
+    def __enter__(self) -> SimPort:
         return self
 
     def __exit__(self, *exc) -> None:

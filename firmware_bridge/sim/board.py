@@ -26,10 +26,13 @@ when faults or stimulation change. Everything follows ``PROTOCOL.md``:
   ``nv_per_count = round(100 / gain)``, full scale +-2^20 counts, i.e. about
   +-105 mV / gain): Ack, acquisition (re)starts; Nack OUT_OF_RANGE naming the field.
 - Stimulate -> SINGLE (one pulse now), CONTINUOUS (pulses at ``rate_mHz`` until STOP;
-  a new CONTINUOUS on a running output keeps its rhythm and takes the new settings),
-  STOP. Out of range (current 0-max_current_uA, pulse width, rate) -> Nack OUT_OF_RANGE
-  whose detail names the field, its value and the accepted range. BAD_STATE before the
-  first HostHeartbeat, while HOST_SILENT is set, while OVER_CURRENT is latched, or before
+  a new CONTINUOUS on a running output keeps its rhythm and takes the new settings
+  between two pulses, all at once), STOP. Protocol 1.1: a Stimulate's ``config_token``
+  is echoed in every StimEpoch delivered with that configuration (a SINGLE pulse carries
+  its own); the board announces it with ``Capabilities.config_token``. Out of range
+  (current 0-max_current_uA, pulse width, rate) -> Nack OUT_OF_RANGE whose detail
+  names the field, its value and the accepted range. BAD_STATE before the first
+  HostHeartbeat, while HOST_SILENT is set, while OVER_CURRENT is latched, or before
   acquisition is configured.
 - ImpedanceRequest -> Ack, then ImpedanceResult 200 ms later (BUSY meanwhile).
 - HostHeartbeat -> feeds the host watchdog (not acked).
@@ -103,7 +106,8 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -180,6 +184,7 @@ class _OutputState:
     pulse_width_us: int = 100
     period_s: float = 0.25
     next_t: float = math.inf  # next continuous pulse (board time)
+    token: int | None = None  # configuration token of the settings in force
 
 
 @dataclass
@@ -191,6 +196,7 @@ class _Pending:
     set_uA: int
     delivered_uA: int
     pulse_width_us: int
+    token: int | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,7 @@ class VirtualBoard:
             firmware_version=FIRMWARE_VERSION,
             board_id=board_id or f"VB-{self.seed:08d}",
             simulated=True,
+            config_token=True,
         )
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0xB0A2D]))
         self._events = list(scenario.world_events) if scenario is not None else []
@@ -444,7 +451,8 @@ class VirtualBoard:
         self._dirty = True
 
     def _next_item(self) -> tuple[float, Callable[[float], None] | None]:
-        best_t, best = math.inf, None
+        best_t: float = math.inf
+        best: Callable[[float], None] | None = None
         if self._event_i < len(self._events):
             t = self._events[self._event_i].t - self._off
             best_t, best = t, self._do_world_event
@@ -459,15 +467,9 @@ class VirtualBoard:
             t = self._muted_until - self._boot
             if t < best_t:
                 best_t, best = t, self._unmute
-        if self._last_host_hb is not None and self._unplugged_until is None:
-            if not self._host_silent:
-                t = self._last_host_hb + HOST_SILENT_S
-                if t < best_t:
-                    best_t, best = t, self._host_went_silent
-            elif not self._beeper:
-                t = self._last_host_hb + BEEPER_S
-                if t < best_t:
-                    best_t, best = t, self._beeper_start
+        t, action = self._next_safety_item()
+        if t < best_t:
+            best_t, best = t, action
         if self._impedance_due is not None and self._impedance_due < best_t:
             best_t, best = self._impedance_due, self._impedance_done
         if self._unplugged_until is None:
@@ -476,6 +478,16 @@ class VirtualBoard:
             if self._next_status < best_t:
                 best_t, best = self._next_status, self._periodic_status
         return best_t, best
+
+    def _next_safety_item(self) -> tuple[float, Callable[[float], None] | None]:
+        """The host watchdog's next step: HOST_SILENT at 500 ms, the beeper at 2 s."""
+        if self._last_host_hb is None or self._unplugged_until is not None:
+            return math.inf, None
+        if not self._host_silent:
+            return self._last_host_hb + HOST_SILENT_S, self._host_went_silent
+        if not self._beeper:
+            return self._last_host_hb + BEEPER_S, self._beeper_start
+        return math.inf, None
 
     def _render_to(self, t: float, inclusive: bool) -> None:
         gen = self._gen
@@ -507,8 +519,8 @@ class VirtualBoard:
                 self._dirty = True
             keep = min([self._stream_k] + [p.k - self._pre for p in self._pending] + [k0 + n - self._pre])
             self._hist.append(counts, keep)
-            self._emit_stream()
-            self._emit_epochs()
+            self._emit_stream(gen)
+            self._emit_epochs(gen)
         self._update_need()
 
     def _update_need(self) -> None:
@@ -588,10 +600,10 @@ class VirtualBoard:
 
     def _continuous_pulse(self, t: float, output: Output) -> None:
         st = self._outputs[output]
-        self._pulse(t, output, st.current_uA, st.pulse_width_us)
+        self._pulse(t, output, st.current_uA, st.pulse_width_us, st.token)
         st.next_t = t + st.period_s
 
-    def _pulse(self, t: float, output: Output, current_uA: int, pw_us: int) -> None:
+    def _pulse(self, t: float, output: Output, current_uA: int, pw_us: int, token: int | None = None) -> None:
         gen = self._gen
         if gen is not None:
             k = max(gen.k_of(t + self._off), gen.next_k)
@@ -610,7 +622,8 @@ class VirtualBoard:
         if gen is None:
             return
         gen.add_overlay(k, out.overlay)
-        self._pending.append(_Pending(k, t_onset, self._stim_counter, output, current_uA, out.delivered_uA, pw_us))
+        self._pending.append(_Pending(k, t_onset, self._stim_counter, output, current_uA, out.delivered_uA, pw_us,
+                                      token))
         self._update_need()
 
     # ------------------------------------------------------------------ acquisition output
@@ -619,7 +632,7 @@ class VirtualBoard:
     def _pre(self) -> int:
         return self._pre_n
 
-    def _emit_epochs(self) -> None:
+    def _emit_epochs(self, gen: EmgGenerator) -> None:
         if not self._pending:
             return
         end = self._hist.end
@@ -631,14 +644,15 @@ class VirtualBoard:
                 continue
             a = max(p.k - self._pre_n, self._hist.start, 0)
             samples = self._hist.get(a, p.k + self._post_n)[rows].copy()
-            self._queue(self._gen.t_of(p.k + self._post_n) - self._off, StimEpoch(
+            self._queue(gen.t_of(p.k + self._post_n) - self._off, StimEpoch(
                 board_time_us=self._us(p.t), stim_counter=p.counter, output=p.output,
                 set_current_uA=p.set_uA, delivered_current_uA=p.delivered_uA, pulse_width_us=p.pulse_width_us,
-                sample_rate_hz=self._gen.fs, pre_samples=p.k - a, nv_per_count=self._nv, samples=samples,
+                sample_rate_hz=gen.fs, pre_samples=p.k - a, nv_per_count=self._nv, samples=samples,
+                config_token=p.token,
             ))
         self._pending = still
 
-    def _emit_stream(self) -> None:
+    def _emit_stream(self, gen: EmgGenerator) -> None:
         acq = self._acq
         end = self._hist.end
         if acq is None or not acq.stream_enabled:
@@ -654,77 +668,92 @@ class VirtualBoard:
                 x = np.rint(x.reshape(x.shape[0], -1, dec).mean(axis=2)).astype(np.int32)
             else:
                 x = x.copy()
-            self._queue(self._gen.t_of(k + raw) - self._off, EmgBlock(
-                board_time_us=self._us(self._gen.t_of(k) - self._off), first_sample=k // dec,
-                sample_rate_hz=self._gen.fs // dec, nv_per_count=self._nv, samples=x,
+            self._queue(gen.t_of(k + raw) - self._off, EmgBlock(
+                board_time_us=self._us(gen.t_of(k) - self._off), first_sample=k // dec,
+                sample_rate_hz=gen.fs // dec, nv_per_count=self._nv, samples=x,
             ))
             self._stream_k = k + raw
 
     # ------------------------------------------------------------------ host messages
 
     def _handle(self, seq: int, msg: object) -> None:
-        if isinstance(msg, HostHeartbeat):
-            self._last_host_hb = self._t
-            if self._host_silent or self._beeper:
-                if self._beeper:
-                    self.beeper_history.append((self._t + self._off, False))
-                self._host_silent = False
-                self._beeper = False
-                self._check_status(self._t)
+        handler = self._handlers().get(type(msg))
+        if handler is None:
+            self._nack(seq, NackReason.UNKNOWN_MESSAGE, f"{type(msg).__name__} is not a host message")
             return
-        if isinstance(msg, Hello):
-            if msg.protocol_version != PROTOCOL_VERSION:
-                self._nack(seq, NackReason.UNSUPPORTED_VERSION,
-                           f"protocol_version={msg.protocol_version} not supported; this board speaks {PROTOCOL_VERSION}")
-            else:
-                self._queue(self._t, self.capabilities)
-            return
-        if isinstance(msg, ConfigureAcquisition):
-            problem = self._check_acquisition(msg)
-            if problem:
-                self._nack(seq, NackReason.OUT_OF_RANGE, problem)
-                return
-            self._configure(msg)
-            self._ack(seq)
-            return
-        if isinstance(msg, Stimulate):
-            reason, problem = self._check_stimulate(msg)
-            if problem:
-                self._nack(seq, reason, problem)
-                return
-            self._stimulate(msg)
-            self._ack(seq)
+        handler(seq, msg)
+
+    def _handlers(self) -> dict[type, Callable[[int, Any], None]]:
+        return {
+            HostHeartbeat: self._on_host_heartbeat,
+            Hello: self._on_hello,
+            ConfigureAcquisition: self._on_configure,
+            Stimulate: self._on_stimulate,
+            ImpedanceRequest: self._on_impedance_request,
+            SimControl: self._on_sim_control,
+        }
+
+    def _on_host_heartbeat(self, seq: int, msg: HostHeartbeat) -> None:
+        self._last_host_hb = self._t
+        if self._host_silent or self._beeper:
+            if self._beeper:
+                self.beeper_history.append((self._t + self._off, False))
+            self._host_silent = False
+            self._beeper = False
             self._check_status(self._t)
+
+    def _on_hello(self, seq: int, msg: Hello) -> None:
+        if msg.protocol_version != PROTOCOL_VERSION:
+            self._nack(seq, NackReason.UNSUPPORTED_VERSION,
+                       f"protocol_version={msg.protocol_version} not supported; this board speaks {PROTOCOL_VERSION}")
+        else:
+            self._queue(self._t, self.capabilities)
+
+    def _on_configure(self, seq: int, msg: ConfigureAcquisition) -> None:
+        problem = self._check_acquisition(msg)
+        if problem:
+            self._nack(seq, NackReason.OUT_OF_RANGE, problem)
             return
-        if isinstance(msg, ImpedanceRequest):
-            if self._impedance_due is not None:
-                self._nack(seq, NackReason.BUSY, "an impedance measurement is already running")
-                return
-            self._impedance_due = self._t + IMPEDANCE_TIME_S
-            self._ack(seq)
+        self._configure(msg)
+        self._ack(seq)
+
+    def _on_stimulate(self, seq: int, msg: Stimulate) -> None:
+        reason, problem = self._check_stimulate(msg)
+        if problem:
+            self._nack(seq, reason, problem)
             return
-        if isinstance(msg, SimControl):
-            try:
-                args = json.loads(msg.args_json or "{}")
-            except json.JSONDecodeError as exc:
-                self._nack(seq, NackReason.MALFORMED, f"SimControl {msg.command}: args_json is not JSON ({exc.msg})")
-                return
-            if not isinstance(args, dict):
-                self._nack(seq, NackReason.MALFORMED, f"SimControl {msg.command}: args_json must be a JSON object")
-                return
-            try:
-                self._apply_control(msg.command, args)
-            except ControlError as exc:
-                self._nack(seq, exc.reason, str(exc))
-                return
-            self._ack(seq)
+        self._stimulate(msg)
+        self._ack(seq)
+        self._check_status(self._t)
+
+    def _on_impedance_request(self, seq: int, msg: ImpedanceRequest) -> None:
+        if self._impedance_due is not None:
+            self._nack(seq, NackReason.BUSY, "an impedance measurement is already running")
             return
-        self._nack(seq, NackReason.UNKNOWN_MESSAGE, f"{type(msg).__name__} is not a host message")
+        self._impedance_due = self._t + IMPEDANCE_TIME_S
+        self._ack(seq)
+
+    def _on_sim_control(self, seq: int, msg: SimControl) -> None:
+        try:
+            args = json.loads(msg.args_json or "{}")
+        except json.JSONDecodeError as exc:
+            self._nack(seq, NackReason.MALFORMED, f"SimControl {msg.command}: args_json is not JSON ({exc.msg})")
+            return
+        if not isinstance(args, dict):
+            self._nack(seq, NackReason.MALFORMED, f"SimControl {msg.command}: args_json must be a JSON object")
+            return
+        try:
+            self._apply_control(msg.command, args)
+        except ControlError as exc:
+            self._nack(seq, exc.reason, str(exc))
+            return
+        self._ack(seq)
 
     def _check_acquisition(self, m: ConfigureAcquisition) -> str:
         caps = self.capabilities
         if m.sample_rate_hz not in caps.sample_rates_hz:
-            return f"sample_rate_hz={m.sample_rate_hz} not supported; one of {', '.join(map(str, caps.sample_rates_hz))} Hz"
+            rates = ", ".join(map(str, caps.sample_rates_hz))
+            return f"sample_rate_hz={m.sample_rate_hz} not supported; one of {rates} Hz"
         if not (1 <= m.channel_mask <= (1 << caps.channels) - 1):
             return f"channel_mask={m.channel_mask} out of range 1-{(1 << caps.channels) - 1}"
         checks = (
@@ -769,10 +798,11 @@ class VirtualBoard:
         if not (0 <= m.current_uA <= caps.max_current_uA):
             return NackReason.OUT_OF_RANGE, f"current_uA={m.current_uA} out of range 0-{caps.max_current_uA} uA"
         if not (caps.min_pulse_width_us <= m.pulse_width_us <= caps.max_pulse_width_us):
-            return NackReason.OUT_OF_RANGE, (
-                f"pulse_width_us={m.pulse_width_us} out of range {caps.min_pulse_width_us}-{caps.max_pulse_width_us} us")
+            return NackReason.OUT_OF_RANGE, (f"pulse_width_us={m.pulse_width_us} out of range "
+                                             f"{caps.min_pulse_width_us}-{caps.max_pulse_width_us} us")
         if m.mode == StimMode.CONTINUOUS and not (caps.min_rate_mHz <= m.rate_mHz <= caps.max_rate_mHz):
-            return NackReason.OUT_OF_RANGE, f"rate_mHz={m.rate_mHz} out of range {caps.min_rate_mHz}-{caps.max_rate_mHz} mHz"
+            return NackReason.OUT_OF_RANGE, (f"rate_mHz={m.rate_mHz} out of range "
+                                             f"{caps.min_rate_mHz}-{caps.max_rate_mHz} mHz")
         if self._over_current:
             return NackReason.BAD_STATE, "over-current trip latched: send Stimulate STOP first"
         if self._last_host_hb is None:
@@ -790,11 +820,13 @@ class VirtualBoard:
             self._over_current = False
             return
         if m.mode == StimMode.SINGLE:
-            self._pulse(self._t, m.output, m.current_uA, m.pulse_width_us)
+            self._pulse(self._t, m.output, m.current_uA, m.pulse_width_us, m.config_token)
             return
         period = 1000.0 / m.rate_mHz
         running = st.mode == StimMode.CONTINUOUS
-        st.mode, st.current_uA, st.pulse_width_us, st.period_s = StimMode.CONTINUOUS, m.current_uA, m.pulse_width_us, period
+        # all settings and the token change together, between two pulses
+        st.mode, st.current_uA, st.pulse_width_us = StimMode.CONTINUOUS, m.current_uA, m.pulse_width_us
+        st.period_s, st.token = period, m.config_token
         st.next_t = min(st.next_t, self._t + period) if running else self._t
 
     def _impedance_done(self, t: float) -> None:
@@ -822,7 +854,8 @@ class VirtualBoard:
 
     def _nack(self, seq: int, reason: NackReason, detail: str) -> None:
         self.counters["nacks"] += 1
-        self._queue(self._t, Nack(seq=seq, reason=reason, detail=detail.encode("utf-8")[:255].decode("utf-8", "ignore")))
+        detail = detail.encode("utf-8")[:255].decode("utf-8", "ignore")
+        self._queue(self._t, Nack(seq=seq, reason=reason, detail=detail))
 
     def _drain(self) -> bytes:
         if not self._out:
@@ -970,7 +1003,8 @@ class VirtualBoard:
         gen = self._gen
         if gen is None:
             # validate anyway; nothing to show before acquisition starts
-            EmgGenerator(self.patient, 20000, self._st()).add_irritation(self._st(), side, kind, duration_s, rate_hz, amplitude_uV)
+            EmgGenerator(self.patient, 20000, self._st()).add_irritation(
+                self._st(), side, kind, duration_s, rate_hz, amplitude_uV)
             return
         gen.add_irritation(self._st(), side, kind, duration_s, rate_hz, amplitude_uV)
 

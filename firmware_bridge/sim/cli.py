@@ -2,7 +2,8 @@
 
 Owns: the command's arguments and its serving loop (a thin shell around ``VirtualBoard``:
 bytes in from the pty/socket -> ``receive``, ``poll`` -> bytes out).
-May import: the standard library, ``firmware_bridge.clock`` and ``firmware_bridge.sim``.
+May import: the standard library, ``firmware_bridge.clock``, ``firmware_bridge.serve`` and
+``firmware_bridge.sim``.
 
     lnm board-sim --pty [--scenario NAME] [--seed N] [--speed X]
     lnm board-sim --tcp PORT [...]
@@ -20,21 +21,21 @@ to stderr. It runs until SIGTERM or SIGINT, then exits 0.
 from __future__ import annotations
 
 import argparse
-import errno
-import os
-import select
 import signal
-import socket
 import sys
-import tty
 
 from firmware_bridge.clock import ScaledClock
+from firmware_bridge.serve import PtyServer, TcpServer
+
+# the servers lived here once; bench/engine.py still reaches them by these names
+_PtyServer, _TcpServer = PtyServer, TcpServer
 
 LOOP_S = 0.001  # longest wait for input before the board is polled again
 MAX_PENDING = 1 << 20  # output the peer does not take is dropped beyond this (bytes)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The command's options."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal; prints its path")
     where.add_argument("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT (0: any free port)")
@@ -45,6 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve the virtual board until SIGTERM or SIGINT; 2 for bad options."""
     from firmware_bridge.sim.board import ControlError, VirtualBoard
     from firmware_bridge.sim.scenario import ScenarioError, load_scenario
 
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     what = f"scenario {scenario.name}" if scenario else "no scenario"
     print(f"lnm board-sim: patient seed {board.seed}, {what}, speed {args.speed:g}", file=sys.stderr, flush=True)
-    server = _PtyServer() if args.pty else _TcpServer(args.tcp)
+    server = PtyServer() if args.pty else TcpServer(args.tcp, name="lnm board-sim", peer="host")
     print(server.address, flush=True)
     try:
         _serve(board, server, stop)
@@ -107,108 +109,3 @@ def _serve(board, server, stop: dict) -> None:
         while errors < len(board.event_errors):
             print(f"lnm board-sim: {board.event_errors[errors]}", file=sys.stderr, flush=True)
             errors += 1
-
-
-class _PtyServer:
-    def __init__(self) -> None:
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # bytes pass unchanged: no echo, no line discipline
-        os.set_blocking(self.master, False)
-        self.address = os.ttyname(self._slave)
-        self.connected = True  # the kernel buffers what nobody reads yet
-
-    def read(self, timeout: float) -> bytes:
-        r, _w, _x = select.select([self.master], [], [], timeout)
-        if not r:
-            return b""
-        try:
-            return os.read(self.master, 65536)
-        except BlockingIOError:
-            return b""
-        except OSError as exc:
-            if exc.errno == errno.EIO:  # nobody has the slave open
-                return b""
-            raise
-
-    def write(self, data: bytes) -> int:
-        try:
-            return os.write(self.master, data)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            if exc.errno in (errno.EIO, errno.EAGAIN):
-                return 0
-            raise
-
-    def close(self) -> None:
-        for fd in (self.master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-class _TcpServer:
-    def __init__(self, port: int) -> None:
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(1)
-        self._listener.setblocking(False)
-        self.address = f"socket://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._client: socket.socket | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
-    def read(self, timeout: float) -> bytes:
-        socks = [self._listener] + ([self._client] if self._client else [])
-        r, _w, _x = select.select(socks, [], [], timeout)
-        if self._listener in r:
-            try:
-                client, _addr = self._listener.accept()
-            except BlockingIOError:
-                client = None
-            if client is not None:
-                self._drop_client()
-                client.setblocking(False)
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._client = client
-                print("lnm board-sim: host connected", file=sys.stderr, flush=True)
-            return b""
-        if self._client is not None and self._client in r:
-            try:
-                data = self._client.recv(65536)
-            except BlockingIOError:
-                return b""
-            except OSError:
-                data = b""
-            if not data:
-                self._drop_client()
-                print("lnm board-sim: host disconnected", file=sys.stderr, flush=True)
-            return data
-        return b""
-
-    def write(self, data: bytes) -> int:
-        if self._client is None:
-            return len(data)
-        try:
-            return self._client.send(data)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            self._drop_client()
-            return len(data)
-
-    def _drop_client(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except OSError:
-                pass
-            self._client = None
-
-    def close(self) -> None:
-        self._drop_client()
-        self._listener.close()

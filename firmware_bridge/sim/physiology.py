@@ -6,7 +6,8 @@ Owns: the seeded patient (``PatientParams``, drawn around the normal values of
 position, neuromuscular blockade), the electrical load each stimulator output sees (and
 so the current it can deliver), and the compound muscle action potential a stimulus
 evokes on each vocal-fold channel.
-May import: the standard library, numpy, ``firmware_bridge.messages``.
+May import: the standard library, numpy, ``firmware_bridge.messages``,
+``firmware_bridge.vocabulary`` and ``firmware_bridge.fields``.
 
 Anatomy and numbers (all per patient, drawn from ``PatientParams.draw(seed)``):
 
@@ -67,14 +68,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
+from firmware_bridge.fields import Field, FieldError
 from firmware_bridge.messages import Electrode, Output
+from firmware_bridge.vocabulary import NERVES, SIDES
 
-SIDES = ("L", "R")
-SITES = ("VAGUS", "RLN", "EBSLN")
+SITES = NERVES  # sites the virtual patient has (an untagged probe touch is not a nerve)
 CONTACTS = ("nerve", "tissue", "air", "fluid", "none")
 EMG_ELECTRODES = {"L": (Electrode.L_POS, Electrode.L_NEG), "R": (Electrode.R_POS, Electrode.R_NEG)}
 
@@ -108,13 +111,14 @@ def _check_site(site: Any) -> str:
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
+    """``value`` as a number in ``lo``-``hi`` (text accepted: virtual-board controls arrive as JSON
+    or typed by hand), else ``PhysiologyError`` in the virtual board's words."""
     try:
-        v = float(value)
-    except (TypeError, ValueError):
+        return float(Field(name, "number", unit.strip(), lo, hi, accept="text").check(value))
+    except FieldError as exc:
+        if exc.reason in ("range", "finite"):
+            raise PhysiologyError(f"{name}={value!r} out of range {lo:g}-{hi:g}{unit}") from None
         raise PhysiologyError(f"{name} must be a number in {lo:g}-{hi:g}{unit} (got {value!r})") from None
-    if not (lo <= v <= hi) or math.isnan(v):
-        raise PhysiologyError(f"{name}={value!r} out of range {lo:g}-{hi:g}{unit}")
-    return v
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -153,6 +157,8 @@ class SideParams:
 
 @dataclass(frozen=True)
 class PatientParams:
+    """Everything about one patient that does not change during the case (drawn from a seed)."""
+
     seed: int
     left: SideParams
     right: SideParams
@@ -175,7 +181,7 @@ class PatientParams:
         return self.left if _check_side(side) == "L" else self.right
 
     @classmethod
-    def draw(cls, seed: int, overrides: Mapping[str, Any] | None = None) -> "PatientParams":
+    def draw(cls, seed: int, overrides: Mapping[str, Any] | None = None) -> PatientParams:
         """Draw a patient from ``seed``; ``overrides`` fixes named parameters.
 
         Override keys are the field names of ``PatientParams`` (``nonrecurrent_right``,
@@ -256,7 +262,7 @@ class PatientParams:
             params = params.with_overrides(overrides, rng)
         return params
 
-    def with_overrides(self, overrides: Mapping[str, Any], rng: np.random.Generator | None = None) -> "PatientParams":
+    def with_overrides(self, overrides: Mapping[str, Any], rng: np.random.Generator | None = None) -> PatientParams:
         top = {f.name: f for f in fields(PatientParams)}
         per_side = {f.name: f for f in fields(SideParams)}
         changes: dict[str, Any] = {}
@@ -272,7 +278,8 @@ class PatientParams:
                 if isinstance(value, Mapping):
                     unknown = set(value) - set(SIDES)
                     if unknown:
-                        raise PhysiologyError(f"patient parameter {key}: sides must be L and/or R (got {sorted(unknown)})")
+                        raise PhysiologyError(
+                            f"patient parameter {key}: sides must be L and/or R (got {sorted(unknown)})")
                     for s, v in value.items():
                         side_changes[s][key] = _coerce(key, v, kind)
                 else:
@@ -283,7 +290,8 @@ class PatientParams:
                 raise PhysiologyError(f"unknown patient parameter {key!r}; known: {', '.join(known)}")
         left = replace(self.left, **side_changes["L"])
         right = replace(self.right, **side_changes["R"])
-        if changes.get("nonrecurrent_right") and not self.nonrecurrent_right and "vagus_latency_ms" not in side_changes["R"]:
+        if (changes.get("nonrecurrent_right") and not self.nonrecurrent_right
+                and "vagus_latency_ms" not in side_changes["R"]):
             right = _make_nonrecurrent(right, rng or np.random.default_rng(self.seed))
         if "ebsln_glottic" in changes and changes["ebsln_glottic"] != self.ebsln_glottic:
             if changes["ebsln_glottic"]:
@@ -416,7 +424,8 @@ class Patient:
     the same seed and the same calls give the same results.
     """
 
-    def __init__(self, seed: int = 0, overrides: Mapping[str, Any] | None = None, params: PatientParams | None = None) -> None:
+    def __init__(self, seed: int = 0, overrides: Mapping[str, Any] | None = None,
+                 params: PatientParams | None = None) -> None:
         self.params = params if params is not None else PatientParams.draw(seed, overrides)
         self.seed = self.params.seed
         ss = np.random.SeedSequence([self.seed, 0x57140])
@@ -631,7 +640,7 @@ class Patient:
         # stimulus artifact: proportional to the current through the tissue
         if returned_uA > 0:
             self._add_artifact(overlay, tt, output, returned_uA / 1000.0, pulse_width_us, side)
-        if target is not None and nerve_uA > 0:
+        if target is not None and side is not None and pos is not None and nerve_uA > 0:
             site = target.split("-")[0]
             amp, lat_ms = self._response(t, output, site, side, pos, nerve_uA / 1000.0, pulse_width_us)
             if amp > 0:
@@ -719,7 +728,8 @@ class Patient:
         lat = base_lat + extra + 0.3 * (1.0 - rec) + float(self._trial_rng.normal(0.0, p.latency_jitter_ms))
         return amp, lat
 
-    def _add_artifact(self, overlay: np.ndarray, tt: np.ndarray, output: Output, mA: float, pw_us: int, side: str | None) -> None:
+    def _add_artifact(self, overlay: np.ndarray, tt: np.ndarray, output: Output, mA: float, pw_us: int,
+                      side: str | None) -> None:
         key = ("artifact", int(output), int(pw_us), side, tt.size, float(tt[1]) if tt.size > 1 else 0.0)
         template = self._cache.get(key)
         if template is None:
@@ -746,7 +756,8 @@ class Patient:
         if info is not None:
             return info
         sp = self.params.side(side)
-        w1, d, w2, r = sp.phase1_width_ms * widen, sp.phase2_delay_ms * widen, sp.phase2_width_ms * widen, sp.phase2_ratio
+        w1, d, w2 = sp.phase1_width_ms * widen, sp.phase2_delay_ms * widen, sp.phase2_width_ms * widen
+        r = sp.phase2_ratio
         fine = np.arange(-4.0 * w1, d + 6.0 * w2, 0.005)
         f = _cmap(fine, w1, d, w2, r)
         # the second phase pulls the first peak a little earlier: find it and re-centre
@@ -764,7 +775,8 @@ class Patient:
         self._cache[key] = info
         return info
 
-    def _add_cmap(self, overlay: np.ndarray, tt: np.ndarray, side: str, amp: float, lat_ms: float, t: float) -> tuple[float, float]:
+    def _add_cmap(self, overlay: np.ndarray, tt: np.ndarray, side: str, amp: float, lat_ms: float,
+                  t: float) -> tuple[float, float]:
         sp = self.params.side(side)
         widen = 1.0 + 0.3 * self.traction_level(t, side)  # temporal dispersion through an injured segment
         w1, d, w2, r, shift, p2p, onset_rel = self._cmap_shape(side, widen)

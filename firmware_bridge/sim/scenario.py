@@ -2,7 +2,8 @@
 
 Owns: the scenario file format (documented in ``config/scenarios/README.md``),
 ``load_scenario``, ``list_scenarios`` and the ``Scenario`` it returns.
-May import: the standard library and ``firmware_bridge.sim.physiology`` /
+May import: the standard library, ``firmware_bridge.vocabulary`` (sides, sites, steps),
+``firmware_bridge.fields`` (the [expect] checks) and ``firmware_bridge.sim.physiology`` /
 ``firmware_bridge.sim.board`` (to check world-event names and arguments).
 
 A scenario has three time lines, all in seconds from the start of the case:
@@ -30,9 +31,13 @@ from dataclasses import dataclass, field
 import sys
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
+from firmware_bridge.fields import Field, FieldError
 from firmware_bridge.sim.physiology import PatientParams, PhysiologyError
+from firmware_bridge.vocabulary import NERVES, SIDES, STEPS
+
 
 def _shipped_scenario_dir() -> Path:
     """``config/scenarios`` beside the source tree, or installed under ``share/lnm``."""
@@ -50,10 +55,10 @@ SCENARIO_DIR = _shipped_scenario_dir()
 EXPECT_KINDS = frozenset({
     "loss_of_signal", "combined_event", "amplitude_decrease", "signal_recovered", "no_current",
     "nonrecurrent_nerve_suspected", "poor_baseline", "baseline_set",
+    "loss_of_signal_continued", "neuromuscular_blockade_suspected",
     "board_link_lost", "board_fault", "lead_off", "storage_problem", "audio_failure", "engine_fault",
     "staging_recommended", "spontaneous_activity", "cautery",
 })
-STEPS = ("V1", "S1", "R1", "R2", "S2", "V2", "R2P", "R2D")
 _CMD = re.compile(r"[a-z_]+(\.[a-z_]+)*")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -64,6 +69,8 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class WorldEvent:
+    """Something that happens in the patient or around the board at ``t`` (a virtual-board control)."""
+
     t: float
     command: str
     args: Mapping[str, Any]
@@ -71,6 +78,8 @@ class WorldEvent:
 
 @dataclass(frozen=True)
 class OperatorAction:
+    """A local-API command the surgeon or nurse gives at ``t`` (sent by ``lnm simulate``)."""
+
     t: float
     cmd: str  # local-API command, e.g. "probe.site"
     args: Mapping[str, Any]
@@ -78,6 +87,8 @@ class OperatorAction:
 
 @dataclass(frozen=True)
 class ExpectedEvent:
+    """An event or alarm the case must produce: its kind, where, when, and how often."""
+
     kind: str
     side: str | None = None
     site: str | None = None
@@ -93,6 +104,8 @@ class ExpectedEvent:
 
 @dataclass(frozen=True)
 class ForbiddenEvent:
+    """An event or alarm the case must not produce (in a time window)."""
+
     kind: str
     side: str | None = None
     site: str | None = None
@@ -106,6 +119,8 @@ class ForbiddenEvent:
 
 @dataclass(frozen=True)
 class ExpectedStep:
+    """An INMSG step result the case must record on a side (with or without a response)."""
+
     step: str
     side: str
     response: bool = True
@@ -115,6 +130,8 @@ class ExpectedStep:
 
 @dataclass(frozen=True)
 class Expect:
+    """What a scripted case must and must not produce: events, absences, step results."""
+
     events: tuple[ExpectedEvent, ...] = ()
     absent: tuple[ForbiddenEvent, ...] = ()
     steps: tuple[ExpectedStep, ...] = ()
@@ -143,6 +160,8 @@ def _describe(e: ExpectedEvent | ForbiddenEvent) -> str:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A scripted case: its patient, world events, operator actions and expectations."""
+
     name: str
     path: Path
     title: str
@@ -188,6 +207,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 
 def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
+    """Check a scenario's TOML data (read from ``path``); ``ScenarioError`` names the problem."""
     def fail(msg: str) -> ScenarioError:
         return ScenarioError(f"{path}: {msg}")
 
@@ -277,72 +297,89 @@ def _check_world(events: tuple[WorldEvent, ...], fail) -> None:
                 raise fail(f"{where}: missing argument {n!r}")
 
 
-def _expect(data: Any, fail) -> Expect:
+# The fields of [expect] (with ``min_count``/``max_count`` for events, and the step fields)
+_WHERE = {
+    "side": Field("side", "enum", choices=SIDES, nullable=True, accept="exact", words="L or R"),
+    "site": Field("site", "enum", choices=NERVES, nullable=True, accept="exact", words="VAGUS, RLN or EBSLN"),
+    "after_s": Field("after_s", "number", "s", 0.0, accept="exact", words="a number of seconds >= 0"),
+    "before_s": Field("before_s", "number", "s", 0.0, accept="exact", words="a number of seconds >= 0"),
+}
+_MIN_COUNT = Field("min_count", "int", minimum=0, accept="exact", words="an integer >= 0")
+_STEP = {
+    "step": Field("step", "enum", choices=STEPS, accept="exact", words="one of " + ", ".join(STEPS)),
+    "side": Field("side", "enum", choices=SIDES, accept="exact", words="L or R"),
+    "response": Field("response", "bool", accept="exact"),
+    "min_amplitude_uV": Field("min_amplitude_uV", "number", "uV", 0.0, nullable=True, accept="exact",
+                              words="a number >= 0"),
+    "max_amplitude_uV": Field("max_amplitude_uV", "number", "uV", 0.0, nullable=True, accept="exact",
+                              words="a number >= 0"),
+}
+
+
+def _value(spec: Field, entry: Mapping[str, Any], where: str, fail: Callable[[str], ScenarioError],
+           default: Any = None) -> Any:
+    """``entry[spec.name]`` (``default`` when absent) checked against ``spec``."""
+    value = entry.get(spec.name, default)
+    try:
+        return spec.check(value)
+    except FieldError:
+        raise fail(f"{where}: {spec.name} must be {spec.describe()} (got {value!r})") from None
+
+
+def _table(e: Any, where: str, allowed: set[str], fail: Callable[[str], ScenarioError]) -> dict[str, Any]:
+    if not isinstance(e, dict):
+        raise fail(f"{where} must be a table")
+    bad = set(e) - allowed
+    if bad:
+        raise fail(f"{where}: unknown key {sorted(bad)[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    return e
+
+
+def _entries(data: Mapping[str, Any], section: str, fail: Callable[[str], ScenarioError]) -> list[Any]:
+    entries = data.get(section, [])
+    if not isinstance(entries, list):
+        raise fail(f"expect.{section} entries must be written as [[expect.{section}]] tables")
+    return entries
+
+
+def _expected_event(e: Any, where: str, counted: bool,
+                    fail: Callable[[str], ScenarioError]) -> ExpectedEvent | ForbiddenEvent:
+    allowed = {"kind", *_WHERE} | ({"min_count", "max_count"} if counted else set())
+    e = _table(e, where, allowed, fail)
+    kind = e.get("kind")
+    if kind not in EXPECT_KINDS:
+        raise fail(f"{where}: kind {kind!r} is not known; one of {', '.join(sorted(EXPECT_KINDS))}")
+    side = _value(_WHERE["side"], e, where, fail)
+    site = _value(_WHERE["site"], e, where, fail)
+    after = float(_value(_WHERE["after_s"], e, where, fail, 0.0))
+    before = float(_value(_WHERE["before_s"], e, where, fail)) if "before_s" in e else math.inf
+    if before < after:
+        raise fail(f"{where}: before_s={before:g} is earlier than after_s={after:g}")
+    if not counted:
+        return ForbiddenEvent(kind, side, site, after, before)
+    lo = _value(_MIN_COUNT, e, where, fail, 1)
+    max_count = Field("max_count", "int", minimum=lo, nullable=True, accept="exact", words="an integer >= min_count")
+    hi = _value(max_count, e, where, fail)
+    return ExpectedEvent(kind, side, site, after, before, lo, hi)
+
+
+def _expect(data: Any, fail: Callable[[str], ScenarioError]) -> Expect:
     if not isinstance(data, dict):
         raise fail("[expect] must be a table")
     unknown = set(data) - {"event", "absent", "step"}
     if unknown:
         raise fail(f"[expect]: unknown key {sorted(unknown)[0]!r}; allowed: event, absent, step")
-    events, absent, steps = [], [], []
-    for section, sink in (("event", events), ("absent", absent)):
-        entries = data.get(section, [])
-        if not isinstance(entries, list):
-            raise fail(f"expect.{section} entries must be written as [[expect.{section}]] tables")
-        for i, e in enumerate(entries):
-            where = f"[[expect.{section}]] #{i + 1}"
-            allowed = {"kind", "side", "site", "after_s", "before_s"} | ({"min_count", "max_count"} if section == "event" else set())
-            if not isinstance(e, dict):
-                raise fail(f"{where} must be a table")
-            bad = set(e) - allowed
-            if bad:
-                raise fail(f"{where}: unknown key {sorted(bad)[0]!r}; allowed: {', '.join(sorted(allowed))}")
-            kind = e.get("kind")
-            if kind not in EXPECT_KINDS:
-                raise fail(f"{where}: kind {kind!r} is not known; one of {', '.join(sorted(EXPECT_KINDS))}")
-            side = e.get("side")
-            if side not in (None, "L", "R"):
-                raise fail(f"{where}: side must be L or R (got {side!r})")
-            site = e.get("site")
-            if site not in (None, "VAGUS", "RLN", "EBSLN"):
-                raise fail(f"{where}: site must be VAGUS, RLN or EBSLN (got {site!r})")
-            after = e.get("after_s", 0.0)
-            before = e.get("before_s", math.inf)
-            for name, v in (("after_s", after), ("before_s", before)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                    raise fail(f"{where}: {name} must be a number of seconds >= 0 (got {v!r})")
-            if before < after:
-                raise fail(f"{where}: before_s={before:g} is earlier than after_s={after:g}")
-            if section == "event":
-                lo, hi = e.get("min_count", 1), e.get("max_count")
-                if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
-                    raise fail(f"{where}: min_count must be an integer >= 0 (got {lo!r})")
-                if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < lo):
-                    raise fail(f"{where}: max_count must be an integer >= min_count (got {hi!r})")
-                sink.append(ExpectedEvent(kind, side, site, float(after), float(before), lo, hi))
-            else:
-                sink.append(ForbiddenEvent(kind, side, site, float(after), float(before)))
-    entries = data.get("step", [])
-    if not isinstance(entries, list):
-        raise fail("expect.step entries must be written as [[expect.step]] tables")
-    for i, e in enumerate(entries):
+    events = [_expected_event(e, f"[[expect.event]] #{i + 1}", True, fail)
+              for i, e in enumerate(_entries(data, "event", fail))]
+    absent = [_expected_event(e, f"[[expect.absent]] #{i + 1}", False, fail)
+              for i, e in enumerate(_entries(data, "absent", fail))]
+    steps = []
+    for i, e in enumerate(_entries(data, "step", fail)):
         where = f"[[expect.step]] #{i + 1}"
-        if not isinstance(e, dict):
-            raise fail(f"{where} must be a table")
-        bad = set(e) - {"step", "side", "response", "min_amplitude_uV", "max_amplitude_uV"}
-        if bad:
-            raise fail(f"{where}: unknown key {sorted(bad)[0]!r}")
-        if e.get("step") not in STEPS:
-            raise fail(f"{where}: step must be one of {', '.join(STEPS)} (got {e.get('step')!r})")
-        if e.get("side") not in ("L", "R"):
-            raise fail(f"{where}: side must be L or R (got {e.get('side')!r})")
-        response = e.get("response", True)
-        if not isinstance(response, bool):
-            raise fail(f"{where}: response must be true or false")
-        amps = []
-        for name in ("min_amplitude_uV", "max_amplitude_uV"):
-            v = e.get(name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                raise fail(f"{where}: {name} must be a number >= 0")
-            amps.append(None if v is None else float(v))
-        steps.append(ExpectedStep(e["step"], e["side"], response, amps[0], amps[1]))
-    return Expect(tuple(events), tuple(absent), tuple(steps))
+        e = _table(e, where, set(_STEP), fail)
+        v = {name: _value(spec, e, where, fail, True if name == "response" else None) for name, spec in _STEP.items()}
+        steps.append(ExpectedStep(v["step"], v["side"], v["response"],
+                                  None if v["min_amplitude_uV"] is None else float(v["min_amplitude_uV"]),
+                                  None if v["max_amplitude_uV"] is None else float(v["max_amplitude_uV"])))
+    return Expect(tuple(e for e in events if isinstance(e, ExpectedEvent)),
+                  tuple(e for e in absent if isinstance(e, ForbiddenEvent)), tuple(steps))

@@ -25,6 +25,7 @@ from firmware_bridge.sim.physiology import Patient
 
 
 def generator_speed(seconds: float, block: int, fs: int = 20000) -> float:
+    """Times real time of the EMG generator alone (CPU time, best of three)."""
     gen = EmgGenerator(Patient(1), fs)
     gen.render(0, block)
     k, end = gen.next_k, gen.next_k + int(seconds * fs)
@@ -36,6 +37,7 @@ def generator_speed(seconds: float, block: int, fs: int = 20000) -> float:
 
 
 def board_speed(seconds: float, step_s: float, block: int = 400, decimation: int = 1) -> float:
+    """Times real time of the whole virtual board through the codec (CPU time, best of three)."""
     clock = ManualClock()
     board = VirtualBoard(clock, seed=1)
     seq = 0
@@ -63,6 +65,7 @@ def board_speed(seconds: float, step_s: float, block: int = 400, decimation: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print both speeds (``python -m firmware_bridge.sim.speed``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds of signal per run (default 30)")
     args = ap.parse_args(argv)

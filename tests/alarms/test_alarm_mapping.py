@@ -114,7 +114,8 @@ def test_catalogue_categories_match_the_design():
     physio = {k for k, d in CATALOG.items() if d.category is Category.PHYSIOLOGICAL and not d.is_info}
     tech = {k for k, d in CATALOG.items() if d.category is Category.TECHNICAL}
     assert physio == {AlarmKind.LOSS_OF_SIGNAL, AlarmKind.COMBINED_EVENT,
-                      AlarmKind.AMPLITUDE_DECREASE, AlarmKind.POOR_BASELINE}
+                      AlarmKind.AMPLITUDE_DECREASE, AlarmKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED,
+                      AlarmKind.POOR_BASELINE}
     assert tech == {AlarmKind.BOARD_LINK_LOST, AlarmKind.BOARD_FAULT, AlarmKind.LEAD_OFF,
                     AlarmKind.NO_CURRENT, AlarmKind.STORAGE_PROBLEM, AlarmKind.AUDIO_FAILURE,
                     AlarmKind.ENGINE_FAULT}
@@ -140,3 +141,60 @@ def test_check_catalog_refuses_inconsistent_rows(change, match):
         check_catalog(cat)
     with pytest.raises(ValueError, match=match):
         AlarmManager(ManualClock(), Settings(), catalog=cat)
+
+
+# -- the blockade (both sides) and a loss of signal that continues --------------------------
+def test_blockade_replaces_the_amplitude_decrease_on_both_vagi_and_has_one_key():
+    _clock, m = make()
+    apply_rule_event(m, ev(EventKind.AMPLITUDE_DECREASE, side=Side.L))
+    apply_rule_event(m, ev(EventKind.AMPLITUDE_DECREASE, side=Side.R))
+    apply_rule_event(m, ev(EventKind.LOSS_OF_SIGNAL, side=Side.L, site=Site.RLN))
+    sides = {"L": {"amplitude_pct": 38.2, "reference": "aps_baseline"}, "R": {"amplitude_pct": 21.0, "reference": "V1"}}
+    ids = apply_rule_event(m, ev(EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED, side=Side.R, sides=sides))
+    assert ids == ["amplitude_decrease:VAGUS-L", "amplitude_decrease:VAGUS-R", "neuromuscular_blockade_suspected:BOTH"]
+    st = m.state()
+    assert st.by_id("amplitude_decrease:VAGUS-L") is None and st.by_id("amplitude_decrease:VAGUS-R") is None
+    assert st.by_id("loss_of_signal:RLN-L").condition_active  # a loss of signal is not replaced
+    nmb = st.by_id("neuromuscular_blockade_suspected:BOTH")
+    assert (nmb.priority, nmb.category, nmb.latch) == ("medium", "physiological", "none")
+    assert nmb.message.startswith("Both sides (BOTH): ")
+    assert "left 38 % of APS baseline" in nmb.message and "right 21 % of V1" in nmb.message
+    d = CATALOG[AlarmKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED]
+    assert "train-of-four" in d.title and "train-of-four and relaxant with the anaesthetist" in d.action
+    assert "not a nerve injury" in d.message and "tube" not in d.message.lower()
+
+
+def test_a_recovery_ends_the_blockade_only_when_it_names_it():
+    _clock, m = make()
+    apply_rule_event(m, ev(EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED))
+    apply_rule_event(m, ev(EventKind.SIGNAL_RECOVERED, site=Site.RLN, recovered=["loss_of_signal"]))
+    assert m.state().by_id("neuromuscular_blockade_suspected:BOTH").condition_active
+    ids = apply_rule_event(m, ev(EventKind.SIGNAL_RECOVERED, side=Side.R,
+                                 recovered=["neuromuscular_blockade_suspected"]))
+    assert "neuromuscular_blockade_suspected:BOTH" in ids
+    assert m.state().by_id("neuromuscular_blockade_suspected:BOTH") is None  # latch none: gone
+
+
+def test_amplitude_decrease_advice_names_tube_secretions_relaxant_in_that_order():
+    d = CATALOG[AlarmKind.AMPLITUDE_DECREASE]
+    for text in (d.message, d.action):
+        low = text.lower()
+        assert low.index("tube") < low.index("secretions") < low.index("relaxant")
+
+
+def test_a_continued_loss_of_signal_is_the_same_alarm_never_a_new_onset():
+    clock, m = make()
+    apply_rule_event(m, ev(EventKind.LOSS_OF_SIGNAL, site=Site.RLN))
+    m.acknowledge("loss_of_signal:RLN-L", who="nurse")
+    n = len(m.log)
+    # still present (no recovery in between): nothing at all changes
+    assert apply_rule_event(m, ev(EventKind.LOSS_OF_SIGNAL_CONTINUED, site=Site.RLN)) == ["loss_of_signal:RLN-L"]
+    assert len(m.log) == n and m.state().by_id("loss_of_signal:RLN-L").acknowledged
+    # after a recovery ended the condition, the same alarm is active again (not a new one)
+    apply_rule_event(m, ev(EventKind.SIGNAL_RECOVERED, site=Site.RLN, recovered=["loss_of_signal"]))
+    since = m.state().by_id("loss_of_signal:RLN-L").since
+    clock.advance(20.0)
+    apply_rule_event(m, ev(EventKind.LOSS_OF_SIGNAL_CONTINUED, site=Site.RLN))
+    a = m.state().by_id("loss_of_signal:RLN-L")
+    assert a.condition_active and a.since == since
+    assert [e.transition for e in m.log if e.alarm_id == "loss_of_signal:RLN-L"].count("raised") == 1

@@ -328,3 +328,113 @@ class SyntheticSignal:
             if hi > lo:
                 x[lo - a : hi - a] += k[lo - s0 : hi - s0]
         return x
+
+
+# ----------------------------------------------------------------------------- a monitored patient's background
+
+
+@dataclass(frozen=True)
+class PatientBackground:
+    """What the tube electrodes pick up besides the evoked responses (µV, Hz).
+
+    ECG: QRS complexes (and a T wave) at a heart rate with beat-to-beat variation;
+    ``ecg_sharpness`` 1 gives an R wave of 8 ms SD, 1.6 gives 5 ms (as the virtual
+    board's). Hum: mains fundamental with 2nd and 3rd harmonics. Wander: breathing.
+    """
+
+    noise_uV: float = 7.5  # white, RMS over 10 Hz - 5 kHz
+    ecg_uV: float = 50.0  # R-wave amplitude (sign: polarity on this channel)
+    heart_bpm: float = 75.0
+    hrv: float = 0.04  # SD of the beat interval / its mean
+    ecg_sharpness: float = 1.6
+    hum_uV: float = 5.0
+    hum_hz: float = 50.0
+    wander_uV: float = 200.0
+    breath_hz: float = 0.25
+
+
+def heartbeats(rng: np.random.Generator, duration_s: float, bpm: float, hrv: float) -> np.ndarray:
+    """R-wave times (s) over ``duration_s`` (plus a beat either side)."""
+    period = 60.0 / bpm
+    n = int(duration_s / period) + 4
+    intervals = period * np.clip(1.0 + hrv * rng.standard_normal(n), 0.6, 1.4)
+    return -period * rng.uniform(0.2, 1.0) + np.cumsum(intervals)
+
+
+def ecg_complex(tau_s: np.ndarray, amplitude_uV: float, sharpness: float = 1.6) -> np.ndarray:
+    """One heartbeat as a neck electrode sees it, ``tau_s`` from its R wave: Q, R, S, T."""
+    tau = tau_s * sharpness
+    r = np.exp(-0.5 * (tau / 0.008) ** 2)
+    s = 0.35 * np.exp(-0.5 * ((tau - 0.022) / 0.010) ** 2)
+    q = 0.15 * np.exp(-0.5 * ((tau + 0.018) / 0.006) ** 2)
+    t_wave = 0.25 * np.exp(-0.5 * ((tau_s - 0.25) / 0.04) ** 2)
+    return amplitude_uV * (r - s - q + t_wave)
+
+
+def background_recording(rng: np.random.Generator, fs: float, duration_s: float, bg: PatientBackground) -> np.ndarray:
+    """One channel of background (µV): white noise, ECG, hum, breathing wander."""
+    n = int(round(duration_s * fs))
+    t = np.arange(n) / fs
+    x = white_noise(rng, n, fs, bg.noise_uV)
+    half = int(0.45 * fs)
+    for beat in heartbeats(rng, duration_s, bg.heart_bpm, bg.hrv):
+        c = int(round(beat * fs))
+        lo, hi = max(0, c - half), min(n, c + half)
+        if hi > lo:
+            x[lo:hi] += ecg_complex(t[lo:hi] - beat, bg.ecg_uV, bg.ecg_sharpness)
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    for k, share in ((1, 1.0), (2, 0.1), (3, 0.25)):
+        x += share * bg.hum_uV * np.sin(2 * np.pi * k * bg.hum_hz * t + phase[k - 1])
+    x += bg.wander_uV * np.sin(2 * np.pi * bg.breath_hz * t + rng.uniform(0, 2 * np.pi))
+    return x
+
+
+def add_evoked(x: np.ndarray, fs: float, t_s: float, response: ResponseSpec | None, artifact_uV: float = 3000.0,
+               pre_ms: float = 10.0, post_ms: float = 60.0) -> Truth | None:
+    """Add a stimulus artifact (and ``response``) at ``t_s`` to the channel ``x`` in place."""
+    c = int(round(t_s * fs))
+    lo, hi = max(0, c - int(pre_ms * fs / 1000)), min(len(x), c + int(post_ms * fs / 1000))
+    t_ms = (np.arange(lo, hi) - c) * 1000.0 / fs
+    x[lo:hi] += stim_artifact(t_ms, artifact_uV)
+    if response is None:
+        return None
+    x[lo:hi] += response_waveform(response, t_ms)
+    return response_truth(response)[2]
+
+
+def known_shape_oracle(spec: EpochSpec) -> float:
+    """Relative error of the least-squares scale of the exact response (shape and latency
+    known) in the epoch's own white noise, nothing else: the estimator at the Cramér-Rao
+    bound, for comparison with a measurement of the same epoch (``make_epoch(spec)``)."""
+    pre = int(round(spec.pre_ms * spec.fs / 1000))
+    n = pre + int(round(spec.post_ms * spec.fs / 1000))
+    t_ms = (np.arange(n) - pre) * 1000.0 / spec.fs
+    template = response_waveform(spec.response, t_ms)
+    x = template + white_noise(np.random.default_rng(spec.seed), n, spec.fs, spec.noise_uV)
+    return float(np.dot(x, template) / np.dot(template, template) - 1.0)
+
+
+def site_sequence(rng: np.random.Generator, fs: float, base: ResponseSpec, n: int, *, noise_uV: float,
+                  t0_s: float = 100.0, rate_hz: float = 1.0, seed0: int = 0, amplitude_spread: float = 0.1,
+                  latency_jitter_ms: float = 0.05, ecg_uV: float = 20.0, hum_uV: float = 5.0,
+                  wander_uV: float = 500.0) -> list[EpochSpec]:
+    """``n`` stimuli of one nerve site in time order, as a monitor sees them: the same
+    response shape each time (same nerve, same electrodes), its amplitude within
+    +-``amplitude_spread`` of ``base``'s and its latency jittered; each epoch with its own
+    white noise, ECG phase, hum phase (one mains frequency per sequence), wander and
+    stimulus artifact."""
+    mains = float(rng.choice([50.0, 60.0]))
+    out = []
+    for j in range(n):
+        r = ResponseSpec(
+            amplitude_uV=base.amplitude_uV * float(rng.uniform(1 - amplitude_spread, 1 + amplitude_spread)),
+            peak_ms=base.peak_ms + float(rng.normal(0.0, latency_jitter_ms)), polarity=base.polarity,
+            width_ms=base.width_ms, ratio=base.ratio, gap_ms=base.gap_ms,
+        )
+        out.append(EpochSpec(
+            fs=fs, response=r, noise_uV=noise_uV, ecg_uV=ecg_uV, ecg_phase_s=float(rng.uniform(0, 1)),
+            hum_uV=hum_uV, hum_hz=mains, wander_uV=float(rng.uniform(0, wander_uV)),
+            artifact_uV=float(rng.uniform(500, 8000)), seed=seed0 + j,
+            t0_s=t0_s + j / rate_hz + float(rng.uniform(0, 0.02)),
+        ))
+    return out

@@ -37,12 +37,14 @@ def _scenario():
         resp = ResponseSpec(650.0 + 10 * np.sin(i), 8.0, width_ms=0.6) if i < LOSS_FROM else None
         add(t, Site.VAGUS, Side.L, Source.APS, 1.0, 0.99, resp)
     for j, t in enumerate((2.3, 2.55, 2.8, 3.05)):
-        add(t, Site.RLN, Side.R, Source.PROBE, 1.0, None, ResponseSpec(820.0, 3.7, polarity=-1, width_ms=0.45), Step.R1 if j == 0 else None)
+        add(t, Site.RLN, Side.R, Source.PROBE, 1.0, None, ResponseSpec(820.0, 3.7, polarity=-1, width_ms=0.45),
+            Step.R1 if j == 0 else None)
     add(5.4, Site.UNTAGGED, Side.R, Source.PROBE, 1.0, 1.0, None)
     add(6.6, Site.RLN, Side.R, Source.PROBE, 1.0, 0.2, ResponseSpec(820.0, 3.7))  # no current
     add(12.5, Site.RLN, Side.R, Source.PROBE, 1.0, 1.0, ResponseSpec(820.0, 3.7))  # during cautery
     stims.sort(key=lambda s: s.t_s)
-    stims = [Stimulus(i, s.t_s, s.site, s.side, s.source, s.set_mA, s.delivered_mA, s.pw_us, s.step) for i, s in enumerate(stims)]
+    stims = [Stimulus(i, s.t_s, s.site, s.side, s.source, s.set_mA, s.delivered_mA, s.pw_us, s.step)
+             for i, s in enumerate(stims)]
     for s in stims:
         ev = next(e for e in events if e.t_s == s.t_s)
         truth[s.index] = ev.response.amplitude_uV if ev.response else None
@@ -53,7 +55,8 @@ def _write_scenario(path: Path, labels=("EMG L", "EMG R")) -> tuple[list[Stimulu
     stims, events, truth = _scenario()
     n = int(45 * FS)
     signals = {
-        label: SyntheticSignal(FS, n, 0 if label == "EMG L" else 1, events, noise_uV=8.0, cautery=((12.2, 0.8),), seed=3)
+        label: SyntheticSignal(FS, n, 0 if label == "EMG L" else 1, events, noise_uV=8.0, cautery=((12.2, 0.8),),
+                               seed=3)
         for label in labels
     }
     write_edf(path, Recording(FS, signals, stims, annotations=[Annotation(20.0, None, "tube checked")]))
@@ -74,7 +77,8 @@ def test_result_document(scenario):
     path, stims, truth, doc = scenario
     assert doc["format"] == FORMAT
     rec = doc["recording"]
-    assert rec == {"path": str(path), "duration_s": 45.0, "sample_rate_hz": 10000, "channels": ["EMG L", "EMG R"]}
+    assert rec == {"path": str(path), "duration_s": 45.0, "sample_rate_hz": 10000, "channels": ["EMG L", "EMG R"],
+                   "conventions": 1, "case_t0_s": None}  # a version-1 file: no context, no case time
     assert doc["settings"]["event_threshold_uV"] == 100.0
     assert doc["settings"]["los_consecutive"] == 2
     assert doc["settings"]["aps_baseline_count"] == 20
@@ -97,7 +101,8 @@ def test_stimuli_measured(scenario):
         assert s["t_s"] == pytest.approx(stim.t_s, abs=1e-6)
         assert s["channel"] == stim.side.channel
         if stim.delivered_mA is not None and stim.delivered_mA < 0.95 * stim.set_mA:
-            assert (s["valid"], s["invalid_reason"], s["response"], s["amplitude_uV"]) == (False, "no_current", False, None)
+            assert (s["valid"], s["invalid_reason"], s["response"], s["amplitude_uV"]) == (
+                False, "no_current", False, None)
         elif 12.2 <= stim.t_s <= 13.0:
             assert (s["valid"], s["invalid_reason"], s["response"]) == (False, "cautery", False)
         elif truth[stim.index] is None:
@@ -116,7 +121,8 @@ def test_loss_of_signal_at_the_right_stimulus(scenario):
     los = [e for e in doc["events"] if e["kind"] == "loss_of_signal"]
     assert len(los) == 1
     expected = aps[LOSS_FROM + 1]  # the second qualifying stimulus without a response
-    assert (los[0]["side"], los[0]["site"], los[0]["priority"], los[0]["stimulus_index"]) == ("L", "VAGUS", "high", expected.index)
+    assert (los[0]["side"], los[0]["site"], los[0]["priority"], los[0]["stimulus_index"]) == (
+        "L", "VAGUS", "high", expected.index)
     assert los[0]["t_s"] == pytest.approx(expected.t_s + 0.050, abs=1e-6)
     # the APS baseline: the 20th valid APS response (one APS epoch fell into the cautery)
     good_aps = [s["index"] for s in doc["stimuli"] if s["source"] == "APS" and s["valid"] and s["response"]]
@@ -124,7 +130,8 @@ def test_loss_of_signal_at_the_right_stimulus(scenario):
     baseline = [e for e in doc["events"] if e["kind"] == "baseline_set" and e["site"] == "VAGUS"]
     assert [(e["side"], e["stimulus_index"]) for e in baseline] == [("L", good_aps[19])]
     no_current = [e for e in doc["events"] if e["kind"] == "no_current"]
-    assert len(no_current) == 1 and no_current[0]["stimulus_index"] == next(s.index for s in stims if s.delivered_mA == 0.2)
+    assert len(no_current) == 1
+    assert no_current[0]["stimulus_index"] == next(s.index for s in stims if s.delivered_mA == 0.2)
     assert not [e for e in doc["events"] if e["side"] == "R" and e["kind"] == "loss_of_signal"]
 
 
@@ -143,7 +150,8 @@ def test_missing_channel_is_no_channel(tmp_path):
     assert doc["recording"]["channels"] == ["EMG L"]
     for s in doc["stimuli"]:
         if s["side"] == "R":
-            assert (s["channel"], s["valid"], s["invalid_reason"], s["amplitude_uV"]) == (None, False, "no_channel", None)
+            assert (s["channel"], s["valid"], s["invalid_reason"], s["amplitude_uV"]) == (
+                None, False, "no_channel", None)
         else:
             assert s["channel"] == "EMG L"
 
@@ -193,17 +201,21 @@ def _pyedflib_file(path, labels=("EMG L", "EMG R"), fs=20000, texts=("STIM site=
     w.close()
 
 
+def _stim_file(text):
+    return lambda p: _pyedflib_file(p, texts=(text,))
+
+
 BAD_INPUTS = {
     "missing": (None, "no such file"),
     "garbage": (lambda p: p.write_bytes(b"\x00\x01garbage" * 100), "not an EDF file"),
     "no_emg": (lambda p: _pyedflib_file(p, labels=("ECG",)), "no 'EMG L' or 'EMG R'"),
     "slow": (lambda p: _pyedflib_file(p, fs=2000), "below the minimum of 5000 Hz"),
-    "missing_key": (lambda p: _pyedflib_file(p, texts=("STIM site=VAGUS side=L source=APS",)), "missing required key 'set_mA'"),
-    "unknown_site": (lambda p: _pyedflib_file(p, texts=("STIM site=NECK side=L source=APS set_mA=1",)), "unknown site 'NECK'"),
-    "unknown_side": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=B source=APS set_mA=1",)), "unknown side 'B'"),
-    "unknown_source": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=L source=FOOT set_mA=1",)), "unknown source 'FOOT'"),
-    "no_equals": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=L source=APS set_mA",)), "has no '='"),
-    "bad_number": (lambda p: _pyedflib_file(p, texts=("STIM site=RLN side=L source=APS set_mA=x",)), "is not a number"),
+    "missing_key": (_stim_file("STIM site=VAGUS side=L source=APS"), "missing required key 'set_mA'"),
+    "unknown_site": (_stim_file("STIM site=NECK side=L source=APS set_mA=1"), "unknown site 'NECK'"),
+    "unknown_side": (_stim_file("STIM site=RLN side=B source=APS set_mA=1"), "unknown side 'B'"),
+    "unknown_source": (_stim_file("STIM site=RLN side=L source=FOOT set_mA=1"), "unknown source 'FOOT'"),
+    "no_equals": (_stim_file("STIM site=RLN side=L source=APS set_mA"), "has no '='"),
+    "bad_number": (_stim_file("STIM site=RLN side=L source=APS set_mA=x"), "is not a number"),
 }
 
 
@@ -239,8 +251,131 @@ def test_console_script(tmp_path, scenario):
     """The installed ``lnm`` entry point, as a user runs it."""
     out = tmp_path / "r.json"
     lnm = Path(sys.executable).with_name("lnm")
-    p = subprocess.run([str(lnm), "analyze", str(scenario[0]), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([str(lnm), "analyze", str(scenario[0]), "--out", str(out)], capture_output=True, text=True,
+                       timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text())["format"] == FORMAT
-    p = subprocess.run([str(lnm), "analyze", str(tmp_path / "nope.edf"), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([str(lnm), "analyze", str(tmp_path / "nope.edf"), "--out", str(out)], capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().endswith("no such file") and p.stderr.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- operator context (version 2)
+
+from app.analysis.edf import CONVENTIONS_MARK, parse_context, read_edf as _read  # noqa: E402
+
+
+def _context_recording(path, context, recorded_steps=None):
+    """Left RLN by probe at 4 Hz: responses (0.5-2 s), silent (3.5-5 s: a loss of signal), then
+    responses again at 8-10 s (a distal point of a cut nerve, or a real recovery)."""
+    fs = 20000.0
+    stims, events = [], []
+
+    def add(t, resp, step=None):
+        stims.append(Stimulus(len(stims), t, Site.RLN, Side.L, Source.PROBE, 1.0, 1.0, 100, step))
+        events.append(StimEvent(t, 0, ResponseSpec(800.0, 3.7, width_ms=0.45) if resp else None))
+
+    for t in np.arange(0.5, 2.01, 0.25):
+        add(float(t), True)
+    for t in np.arange(3.5, 5.01, 0.25):
+        add(float(t), False)
+    for t in np.arange(8.0, 10.01, 0.25):
+        add(float(t), True)
+    n = int(11 * fs)
+    sig = SyntheticSignal(fs, n, 0, events, noise_uV=5.0, seed=4)
+    rec = Recording(fs, {"EMG L": sig, "EMG R": SyntheticSignal(fs, n, 1, [], noise_uV=5.0, seed=5)}, stims,
+                    annotations=[Annotation(0.0, None, CONVENTIONS_MARK)],
+                    context=[parse_context(text, t) for t, text in context],
+                    recorded_steps=recorded_steps or {})
+    write_edf(path, rec)
+    return stims
+
+
+TRUE_LOS = [(5.5, "TS L current_delivered=yes s=14"), (6.0, "TS L laryngeal_twitch=no s=14"),
+            (6.5, "TS L contralateral_vagus=yes s=14")]
+
+
+def _kinds(doc):
+    return [(e["kind"], e["side"], e["site"]) for e in doc["events"]]
+
+
+def test_a_confirmed_loss_makes_later_probe_responses_mapping(tmp_path):
+    path = tmp_path / "c.edf"
+    _context_recording(path, TRUE_LOS + [(8.6, "MAP L pos_mm=2 resp=yes s=17")])
+    doc = analyze_recording(_read(path, lazy=True), Settings())
+    assert ("loss_of_signal", "L", "RLN") in _kinds(doc)
+    assert ("signal_recovered", "L", "RLN") not in _kinds(doc)  # mapping a cut nerve is no recovery
+    assert doc["context"] == {"applied": 4, "used": True, "problems": [], "cautery_stimuli": 0}
+    assert doc["troubleshooting"][0]["conclusion"] == "true_los" and doc["mapping"]["L"]["type"] == 1
+    ignored = analyze_recording(_read(path, lazy=True), Settings(), context=False)
+    assert ("signal_recovered", "L", "RLN") in _kinds(ignored) and ignored["context"]["applied"] == 0
+
+
+def test_without_s_an_item_follows_the_stimuli_whose_window_ended(tmp_path):
+    """A file from another tool: no s=; the answers at 5.5-6.5 s come after the silent stimuli."""
+    path = tmp_path / "c.edf"
+    _context_recording(path, [(t, text.rsplit(" s=", 1)[0]) for t, text in TRUE_LOS])
+    doc = analyze_recording(_read(path, lazy=True), Settings())
+    assert ("signal_recovered", "L", "RLN") not in _kinds(doc) and doc["context"]["applied"] == 3
+
+
+def test_a_step_recorded_with_the_button_and_a_setting_change(tmp_path):
+    path = tmp_path / "c.edf"
+    # stimulus 2 (1.0 s) recorded as R1 with the button after stimulus 4; the threshold raised
+    # above the responses before the last stimuli
+    stims = _context_recording(path, [(1.0, "STEP R1 L by=button s=4"), (9.6, "SET event_threshold_uV=1000 s=21")],
+                               recorded_steps={2: Step.R1})
+    back = _read(path, lazy=True)
+    assert back.stimuli[2].step is None and back.recorded_steps == {2: Step.R1}
+    doc = analyze_recording(back, Settings())
+    r1 = doc["steps"]["L"]["R1"]
+    assert r1["how"] == "operator" and r1["t_s"] == pytest.approx(stims[2].t_s) and r1["response"]
+    assert doc["stimuli"][20]["response"] and not doc["stimuli"][21]["response"]  # measured with the new threshold
+    assert doc["stimuli"][21]["amplitude_uV"] > 500
+
+
+def test_cautery_stretch_and_an_item_that_cannot_be_applied(tmp_path):
+    path = tmp_path / "c.edf"
+    _context_recording(path, [(0.4, "TS L nmb_ok=yes s=0"), (1.2, "CAUTERY s=3 e=5")])
+    doc = analyze_recording(_read(path, lazy=True), Settings())
+    assert [s["invalid_reason"] for s in doc["stimuli"][2:6]] == [None, "cautery", "cautery", None]
+    assert doc["context"]["cautery_stimuli"] == 2
+    assert len(doc["context"]["problems"]) == 1 and "no loss of signal on side L" in doc["context"]["problems"][0]
+
+
+def test_a_truncated_recording_exits_2_naming_the_file(tmp_path, capsys, scenario):
+    cut = tmp_path / "cut.edf"
+    data = scenario[0].read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    out = tmp_path / "r.json"
+    assert cli.main(["analyze", str(cut), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(cut) in err and "truncated" in err and "40 %" in err
+    assert not out.exists()
+
+
+def test_a_zero_record_duration_exits_2(tmp_path, capsys, scenario):
+    bad = tmp_path / "zero.edf"
+    data = bytearray(scenario[0].read_bytes())
+    data[244:252] = b"0       "
+    bad.write_bytes(bytes(data))
+    assert cli.main(["analyze", str(bad), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "data record duration is 0 s" in err
+
+
+def test_the_result_never_replaces_what_is_not_a_result(tmp_path, capsys, scenario):
+    rec = scenario[0]
+    journal = tmp_path / "journal.db"
+    journal.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    assert cli.main(["analyze", str(rec), "--out", str(journal)]) == 2
+    assert "not an lnm analysis result" in capsys.readouterr().err
+    assert journal.read_bytes().startswith(b"SQLite format 3")
+    before = rec.read_bytes()
+    assert cli.main(["analyze", str(rec), "--out", str(rec)]) == 2
+    assert "is the recording itself" in capsys.readouterr().err and rec.read_bytes() == before
+    assert cli.main(["analyze", str(rec), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    out = tmp_path / "r.json"
+    assert cli.main(["analyze", str(rec), "--out", str(out)]) == 0
+    assert cli.main(["analyze", str(rec), "--out", str(out), "--context", "ignore"]) == 0  # a result: replaced

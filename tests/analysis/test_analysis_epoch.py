@@ -13,7 +13,16 @@ from scipy import signal as sps
 from app.analysis.epoch import EpochAnalyzer, _ZeroPhase
 from app.model import InvalidReason, Side, Site, Source, Stimulus
 from app.settings import Settings
-from emg_synth import NOISE_BAND_HZ, EpochSpec, ResponseSpec, make_epoch, response_waveform, white_noise
+from emg_synth import (
+    NOISE_BAND_HZ,
+    EpochSpec,
+    ResponseSpec,
+    known_shape_oracle,
+    make_epoch,
+    response_waveform,
+    site_sequence,
+    white_noise,
+)
 from firmware_bridge.messages import Output, StimEpoch
 
 RATES = [5000.0, 10000.0, 12000.0, 16000.0, 20000.0, 22050.0, 44100.0, 7777.0]
@@ -57,11 +66,13 @@ def contaminated(rng, fs, response, noise, seed, ecg_uV=20.0, hum_uV=5.0):
 
 
 def _errors(analyzer, cases):
+    """(amplitude errors, latency errors, epochs not measured as a valid response);
+    ``analyzer`` None: a fresh analyzer for each epoch (nothing learned)."""
     amp_err, lat_err, bad = [], [], []
     for spec in cases:
         x, pre, truth = make_epoch(spec)
         site = spec.extra.get("site", Site.VAGUS)
-        m = analyzer.measure(x, spec.fs, pre, stim(site), "EMG L")
+        m = (analyzer or EpochAnalyzer(Settings())).measure(x, spec.fs, pre, stim(site), "EMG L")
         if not (m.valid and m.response):
             bad.append((spec, m))
             continue
@@ -77,7 +88,8 @@ def test_accuracy_every_epoch(analyzer, fs):
     rng = np.random.default_rng(int(fs))
     cases = []
     seed = 0
-    for amplitude, noises in ((200.0, (0.0, 5.0, 10.0)), (500.0, (10.0, 20.0)), (1000.0, (20.0, 30.0)), (3000.0, (30.0,))):
+    levels = ((200.0, (0.0, 5.0, 10.0)), (500.0, (10.0, 20.0)), (1000.0, (20.0, 30.0)), (3000.0, (30.0,)))
+    for amplitude, noises in levels:
         for noise in noises:
             for _ in range(6):
                 site = [Site.VAGUS, Site.RLN, Site.EBSLN, Site.UNTAGGED][seed % 4]
@@ -93,49 +105,107 @@ def test_accuracy_every_epoch(analyzer, fs):
 
 @pytest.mark.parametrize("amplitude", [200.0, 500.0])
 @pytest.mark.parametrize("fs", [5000.0, 20000.0, 44100.0])
-def test_accuracy_in_30uV_noise_is_unbiased(analyzer, fs, amplitude):
-    """Responses of 200 and 500 µV in 30 µV RMS noise (10 Hz - 5 kHz).
+def test_isolated_epochs_in_30uV_noise(fs, amplitude):
+    """Responses of 200 and 500 µV in 30 µV RMS noise (10 Hz - 5 kHz), each the first
+    stimulus at its site (a fresh analyzer: no learned response shape), every one of a
+    different shape.
 
-    Here no estimator can hold 10 % on every single epoch: even with the response shape
-    known, the noise alone leaves about 6 % (200 µV) and 2.5 % (500 µV) standard error on
-    the peak-to-peak value. The measurement must be unbiased, within 10 % and 0.2 ms on
-    most epochs and never wildly off; an epoch may be declared too noisy (invalid) but a
-    response is never reported absent.
+    Measured directly (peak-to-peak after the background is removed): no estimator can
+    hold 10 % on every epoch here (see the oracle test below), and without the response's
+    shape the noise riding on the peaks biases the peak-to-peak value upward. A response
+    is never reported absent, nor voided.
     """
     rng = np.random.default_rng(7 + int(fs))
     cases = []
     for seed in range(60):
         spec = contaminated(rng, fs, random_response(rng, amplitude, Site.VAGUS), 30.0, seed, ecg_uV=20.0, hum_uV=5.0)
         cases.append(spec)
-    amp_err, lat_err, bad = _errors(analyzer, cases)
-    assert all(not m.valid for _s, m in bad)
-    # (measured over these seeds: 200 µV -> 64-70 % of epochs within 10 %, median +3-6 %
-    # from the noise riding on the peaks; 500 µV -> 98-100 %, median +0.4-1.2 %)
+    amp_err, lat_err, bad = _errors(None, cases)
+    assert not bad, [(m.invalid_reason, m.amplitude_uV) for _s, m in bad]
+    # (measured over these seeds: 200 µV -> 63-68 % of epochs within 10 %, median +4-5 %;
+    # 500 µV -> 97-100 %, median +0.6-1.4 %)
     small = amplitude < 500
-    assert len(bad) <= (12 if small else 0)
     assert abs(np.median(amp_err)) <= (0.08 if small else 0.03)
     assert np.mean(np.abs(amp_err) <= 0.10) >= (0.55 if small else 0.95)
     assert np.mean(np.abs(lat_err) <= 0.20) >= (0.75 if small else 0.95)
     assert np.abs(amp_err).max() <= (0.40 if small else 0.15)
 
 
+LOWSNR_RATES = [5000.0, 10000.0, 20000.0, 44100.0]
+
+
+def lowsnr_sequences(fs: float, sites: int = 12, per_site: int = 30, seed: int = 0):
+    """200 µV responses in 30 µV RMS noise: ``sites`` nerve sites (each its own random
+    shape) stimulated ``per_site`` times at 1 Hz, all epochs noisy from the first."""
+    rng = np.random.default_rng(seed + int(fs))
+    return [
+        site_sequence(rng, fs, random_response(rng, 200.0, Site.VAGUS), per_site, noise_uV=30.0, seed0=1000 * k)
+        for k in range(sites)
+    ]
+
+
+def lowsnr_trial(fs: float, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """(product's relative amplitude errors, oracle's on the same epochs, latency errors,
+    epochs not measured as a valid response) over ``lowsnr_sequences``; one analyzer per
+    site sequence (one case), epochs in time order."""
+    errs, oracle, lat, bad = [], [], [], []
+    for seq in lowsnr_sequences(fs, **kw):
+        analyzer = EpochAnalyzer(Settings())
+        for spec in seq:
+            x, pre, truth = make_epoch(spec)
+            s = Stimulus(0, spec.t0_s, Site.VAGUS, Side.L, Source.APS, 1.0, 1.0)
+            m = analyzer.measure(x, fs, pre, s, "EMG L")
+            oracle.append(known_shape_oracle(spec))
+            if m.valid and m.response:
+                errs.append(m.amplitude_uV / truth.amplitude_uV - 1.0)
+                lat.append(m.latency_ms - truth.latency_ms)
+            else:
+                errs.append(np.inf)
+                lat.append(np.inf)
+                bad.append((spec, m))
+    return np.array(errs), np.array(oracle), np.array(lat), bad
+
+
+def test_low_snr_measurement_is_near_the_physical_limit():
+    """200 µV responses in 30 µV RMS noise (10 Hz - 5 kHz), with ECG, hum, wander and the
+    stimulus artifact, at four sample rates: 48 nerve sites x 30 stimuli = 1440 epochs.
+
+    Target: the share of epochs within 10 % of the true peak-to-peak value is at least 0.9
+    times the share the known-shape least-squares oracle reaches on the SAME epochs (its
+    own white noise only, shape and latency known: the Cramér-Rao bound); the median error
+    at most 5 %; no response is ever reported absent or voided because of the noise.
+    The first stimuli at each site are measured directly (no shape learned yet): they count.
+    Tolerance: pooled over the rates >= 0.90 (measured 0.94-0.97; one standard error of
+    the pooled ratio is about 0.012, so a measurement at the old 0.78 cannot pass by
+    luck), each rate >= 0.85 (360 epochs each, standard error about 0.025).
+    """
+    pooled_p, pooled_o = [], []
+    for fs in LOWSNR_RATES:
+        errs, oracle, lat, bad = lowsnr_trial(fs)
+        assert not bad, [(m.invalid_reason, m.amplitude_uV) for _s, m in bad[:3]]
+        share, share_oracle = np.mean(np.abs(errs) <= 0.10), np.mean(np.abs(oracle) <= 0.10)
+        assert share >= 0.85 * share_oracle, (fs, share, share_oracle)
+        assert abs(np.median(errs)) <= 0.05, (fs, np.median(errs))
+        assert np.mean(np.abs(lat) <= 0.20) >= 0.90, fs
+        pooled_p.append(share)
+        pooled_o.append(share_oracle)
+    assert np.mean(pooled_p) >= 0.90 * np.mean(pooled_o), (pooled_p, pooled_o)
+
+
 @pytest.mark.parametrize("fs", [5000.0, 20000.0, 44100.0])
-def test_no_estimator_holds_10_percent_on_every_epoch_at_200uV_in_30uV_noise(fs):
-    """The limit behind the test above, checked numerically: an oracle that knows the
-    response's exact shape and latency and sees no ECG, hum, wander or artifact, only the
-    30 µV RMS white noise (10 Hz - 5 kHz), and estimates just the scale by least squares
-    (the minimum-variance unbiased estimator here, at the Cramér-Rao bound) still misses
-    10 % on more than one epoch in twenty. Its spread agrees with the bound
-    sqrt(N0/2 / E) computed from the template energy E (within 15 %)."""
+def test_the_oracle_is_at_the_cramer_rao_bound(fs):
+    """The limit behind the target above, checked numerically: the oracle (exact shape and
+    latency, only the 30 µV RMS white noise of the epoch, least-squares scale: the
+    minimum-variance unbiased estimator here) is unbiased, its spread agrees with the bound
+    sqrt(N0/2 / E) from the template energy E (within 15 %), and it still misses 10 % on
+    more than one epoch in twenty: no estimator can hold 10 % on every epoch."""
     rng = np.random.default_rng(1)
     errors, bounds = [], []
     for seed in range(300):
-        spec = random_response(rng, 200.0, Site.VAGUS)
-        n, pre = int(0.06 * fs), int(0.01 * fs)
-        t_ms = (np.arange(n) - pre) * 1000.0 / fs
-        template = response_waveform(spec, t_ms)
-        x = template + white_noise(np.random.default_rng(seed), n, fs, 30.0)
-        errors.append(np.dot(x, template) / np.dot(template, template) - 1.0)
+        spec = EpochSpec(fs=fs, response=random_response(rng, 200.0, Site.VAGUS), noise_uV=30.0, seed=seed)
+        errors.append(known_shape_oracle(spec))
+        n, pre = int(round(0.06 * fs)), int(round(0.01 * fs))
+        template = response_waveform(spec.response, (np.arange(n) - pre) * 1000.0 / fs)
         energy = np.dot(template, template) / fs  # µV² s
         bounds.append(np.sqrt(30.0**2 / (2 * NOISE_BAND_HZ) / energy))
     errors = np.array(errors)
@@ -148,7 +218,8 @@ def test_clean_response_exact_shape(analyzer):
     """No contamination: amplitude within 3 %, latency within 0.05 ms, onset within 0.15 ms."""
     for fs in RATES:
         for polarity in (1, -1):
-            spec = EpochSpec(fs=fs, response=ResponseSpec(800.0, 7.8, polarity=polarity), noise_uV=0.0, artifact_uV=3000.0)
+            spec = EpochSpec(fs=fs, response=ResponseSpec(800.0, 7.8, polarity=polarity), noise_uV=0.0,
+                             artifact_uV=3000.0)
             x, pre, truth = make_epoch(spec)
             m = analyzer.measure(x, fs, pre, stim(), "EMG L")
             assert m.valid and m.response
@@ -165,7 +236,8 @@ def test_pure_noise_is_never_a_response(analyzer):
     for seed in range(400):
         fs = RATES[seed % len(RATES)]
         noise = float(rng.choice([0.0, 5.0, 10.0, 20.0, 30.0]))
-        spec = contaminated(rng, fs, None, noise, seed, ecg_uV=float(rng.uniform(0, 100)), hum_uV=float(rng.uniform(0, 20)))
+        spec = contaminated(rng, fs, None, noise, seed, ecg_uV=float(rng.uniform(0, 100)),
+                            hum_uV=float(rng.uniform(0, 20)))
         x, pre, _ = make_epoch(spec)
         m = analyzer.measure(x, fs, pre, stim(sites[seed % 4]), "EMG L")
         assert not m.response, (spec, m)
@@ -239,7 +311,9 @@ def test_no_channel(analyzer):
         False, InvalidReason.NO_CHANNEL, False, None, None)
 
 
-@pytest.mark.parametrize("delivered, valid", [(None, True), (1.0, True), (0.96, True), (0.95, True), (0.94, False), (0.0, False)])
+@pytest.mark.parametrize(
+    "delivered, valid", [(None, True), (1.0, True), (0.96, True), (0.95, True), (0.94, False), (0.0, False)]
+)
 def test_no_current(analyzer, delivered, valid):
     x, pre, _ = _clean()
     m = analyzer.measure(x, 20000.0, pre, stim(delivered=delivered), "EMG L")
@@ -249,7 +323,9 @@ def test_no_current(analyzer, delivered, valid):
 
 
 @pytest.mark.parametrize("fs", [5000.0, 20000.0, 44100.0])
-@pytest.mark.parametrize("start_ms, dur_ms, rms", [(-10, 60, 3000.0), (20, 10, 5000.0), (-10, 8, 20000.0), (5, 50, 4000.0)])
+@pytest.mark.parametrize(
+    "start_ms, dur_ms, rms", [(-10, 60, 3000.0), (20, 10, 5000.0), (-10, 8, 20000.0), (5, 50, 4000.0)]
+)
 def test_cautery(analyzer, fs, start_ms, dur_ms, rms):
     x, pre, _ = _clean(fs)
     rng = np.random.default_rng(5)
@@ -322,11 +398,12 @@ def test_short_epoch_is_invalid_not_an_error(analyzer):
     assert m.invalid_reason is InvalidReason.ARTIFACT
 
 
-def test_longer_input_uses_the_epoch_only(analyzer):
+def test_longer_input_uses_the_epoch_only():
     x, pre, truth = _clean()
     longer = np.concatenate([x, np.full(5000, 50000.0)])  # garbage after the window is ignored
-    m = analyzer.measure(longer, 20000.0, pre, stim(), "EMG L")
-    assert m.valid and m.amplitude_uV == pytest.approx(analyzer.measure(x, 20000.0, pre, stim(), "EMG L").amplitude_uV)
+    m = EpochAnalyzer(Settings()).measure(longer, 20000.0, pre, stim(), "EMG L")
+    plain = EpochAnalyzer(Settings()).measure(x, 20000.0, pre, stim(), "EMG L")
+    assert m.valid and m.amplitude_uV == pytest.approx(plain.amplitude_uV)
 
 
 def test_bad_arguments_raise_clearly(analyzer):
@@ -353,18 +430,30 @@ def test_zero_phase_matches_scipy():
         np.testing.assert_allclose(zp(x), ref, rtol=1e-9, atol=1e-9)
 
 
-def test_batch_equals_single(analyzer):
+def test_batch_equals_single():
+    """A batch is measured as the same epochs one at a time in the same order (what is
+    learned from earlier epochs included): ``lnm analyze`` and the live monitor agree."""
     rng = np.random.default_rng(3)
-    xs, stims, truths = [], [], []
-    for i in range(12):
+    xs, stims = [], []
+    shapes = {site: random_response(rng, 400.0, site) for site in Site}
+    for i in range(24):
         site = list(Site)[i % 4]
-        x, pre, _ = make_epoch(contaminated(rng, 20000.0, random_response(rng, 400.0, site) if i % 3 else None, 10.0, i))
+        x, pre, _ = make_epoch(contaminated(rng, 20000.0, shapes[site] if i % 5 else None, 25.0, i))
         xs.append(x)
-        stims.append(stim(site))
-    channels = ["EMG L"] * 11 + [None]
-    batch = analyzer.measure_batch(np.array(xs), 20000.0, pre, stims, channels)
-    for x, s, c, b in zip(xs, stims, channels, batch):
-        assert analyzer.measure(x, 20000.0, pre, s, c) == b
+        stims.append(Stimulus(i, 10.0 + i, site, Side.L, Source.PROBE, 1.0, 1.0))
+    channels = ["EMG L"] * 23 + [None]
+    batch = EpochAnalyzer(Settings()).analyse_batch(np.array(xs), 20000.0, pre, stims, channels)
+    single = EpochAnalyzer(Settings())
+    for x, s, c, b in zip(xs, stims, channels, batch, strict=True):
+        a = single.analyse(x, 20000.0, pre, s, c)
+        m, n = a.measurement, b.measurement
+        assert (m.stimulus, m.channel, m.valid, m.invalid_reason, m.response) == (
+            n.stimulus, n.channel, n.valid, n.invalid_reason, n.response)
+        for u, v in ((m.amplitude_uV, n.amplitude_uV), (m.latency_ms, n.latency_ms),
+                     (m.onset_latency_ms, n.onset_latency_ms), (a.noise_uV, b.noise_uV)):
+            assert (u is None and v is None) or u == pytest.approx(v, rel=1e-9, abs=1e-9)
+        assert (a.method, a.detail, a.threshold_uV) == (b.method, b.detail, b.threshold_uV)
+    assert any(b.method == "template" for b in batch)
 
 
 def test_filtered_waveform_for_display(analyzer):
@@ -392,7 +481,8 @@ def test_board_epoch_uses_the_ipsilateral_channel(analyzer):
     assert analyzer.measure_board_epoch(only_right, stim(side=Side.L)).invalid_reason is InvalidReason.NO_CHANNEL
     m = analyzer.measure_board_epoch(only_right, stim(side=Side.R), channel_labels=["EMG R"])
     assert m.channel == "EMG R" and m.amplitude_uV == pytest.approx(300.0, rel=0.05)
-    assert analyzer.measure_board_epoch(only_right, stim(side=Side.L), ["EMG R"]).invalid_reason is InvalidReason.NO_CHANNEL
+    wrong = analyzer.measure_board_epoch(only_right, stim(side=Side.L), ["EMG R"])
+    assert wrong.invalid_reason is InvalidReason.NO_CHANNEL
 
 
 @pytest.mark.parametrize("fs", [5000.0, 20000.0])

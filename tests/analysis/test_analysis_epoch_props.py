@@ -74,7 +74,8 @@ def test_never_raises_on_finite_input(data, fs, stim, channel, extra, scale):
     site=st.sampled_from(list(Site)),
 )
 def test_synthetic_epochs_keep_the_invariants(amplitude, peak_ms, polarity, noise, seed, fs, site):
-    x, pre, _ = make_epoch(EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms, polarity), noise_uV=noise, seed=seed))
+    spec = EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms, polarity), noise_uV=noise, seed=seed)
+    x, pre, _ = make_epoch(spec)
     stim = Stimulus(0, 1.0, site, Side.R, Source.PROBE, 1.0, None)
     check_invariants(ANALYZER.measure(x, fs, pre, stim, "EMG R"), stim, "EMG R", fs)
 
@@ -96,9 +97,9 @@ def test_scaling_scales_the_amplitude(amplitude, peak_ms, k, offset, seed, fs):
     """
     x, pre, _ = make_epoch(EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms), noise_uV=2.0, seed=seed))
     stim = Stimulus(0, 1.0, Site.VAGUS, Side.L, Source.APS, 1.0, 1.0)
-    a = ANALYZER.measure(x, fs, pre, stim, "EMG L")
-    b = ANALYZER.measure(k * x + offset, fs, pre, stim, "EMG L")
-    c = ANALYZER.measure(-x, fs, pre, stim, "EMG L")
+    a = EpochAnalyzer(Settings()).measure(x, fs, pre, stim, "EMG L")
+    b = EpochAnalyzer(Settings()).measure(k * x + offset, fs, pre, stim, "EMG L")
+    c = EpochAnalyzer(Settings()).measure(-x, fs, pre, stim, "EMG L")
     assert a.valid and c.valid
     assume(b.valid)
     assert math.isclose(b.amplitude_uV, k * a.amplitude_uV, rel_tol=1e-6, abs_tol=1e-6)

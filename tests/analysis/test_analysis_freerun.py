@@ -53,7 +53,7 @@ def test_known_episodes_are_found(fs, seed):
     events = run(x, fs, t0=t0)
     found = episodes_of(events)
     assert len(found) == len(eps), (eps, found)
-    for ep, ev in zip(sorted(eps, key=lambda e: e.onset_s), sorted(found, key=lambda e: e.onset_s)):
+    for ep, ev in zip(sorted(eps, key=lambda e: e.onset_s), sorted(found, key=lambda e: e.onset_s), strict=True):
         assert ev.channel == ("EMG L", "EMG R")[ep.channel]
         assert ev.onset_s == pytest.approx(t0 + ep.onset_s, abs=0.020), (ep, ev)
         assert ev.duration_s == pytest.approx(ep.duration_s, rel=0.15), (ep, ev)
@@ -64,7 +64,7 @@ def test_known_episodes_are_found(fs, seed):
         assert ev.t_s >= ev.onset_s + ev.duration_s  # reported once over
     starts = episodes_of(events, EmgEventKind.ACTIVITY_START)
     assert len(starts) == len(found)
-    for s, ev in zip(starts, found):
+    for s, ev in zip(starts, found, strict=True):
         assert s.channel == ev.channel and s.onset_s == pytest.approx(ev.onset_s, abs=0.02)
         assert s.t_s - s.onset_s <= 0.5  # recognised while it goes on
     assert not episodes_of(events, EmgEventKind.CAUTERY_START)
@@ -88,7 +88,7 @@ def test_cautery_is_reported_and_never_irritation(fs):
     starts = episodes_of(events, EmgEventKind.CAUTERY_START)
     ends = episodes_of(events, EmgEventKind.CAUTERY_END)
     assert len(starts) == len(ends) == 2
-    for (onset, dur), s, e in zip(cautery, starts, ends):
+    for (onset, dur), s, e in zip(cautery, starts, ends, strict=True):
         assert s.onset_s == pytest.approx(onset, abs=0.02)
         assert s.t_s - onset <= 0.025  # audio can be muted at once
         assert e.onset_s == pytest.approx(onset, abs=0.02) and e.duration_s == pytest.approx(dur, abs=0.03)
@@ -220,7 +220,8 @@ def stimulated_stream(fs, duration_s, rate_hz, episodes=(), seed=0):
     """Free-running EMG with stimuli on the left (artifact on both channels, a 600 uV
     response on the left) and optional spontaneous episodes; (samples, onsets)."""
     n = int(round(duration_s * fs))
-    stims = [StimEvent(0.5 + k / rate_hz, 0, ResponseSpec(600.0, 6.0)) for k in range(int((duration_s - 1.0) * rate_hz))]
+    stims = [StimEvent(0.5 + k / rate_hz, 0, ResponseSpec(600.0, 6.0))
+             for k in range(int((duration_s - 1.0) * rate_hz))]
     x = np.vstack([SyntheticSignal(fs, n, ch, stims, noise_uV=5.0, seed=seed)[0:n] for ch in (0, 1)])
     rng = np.random.default_rng(seed)
     for ep in episodes:

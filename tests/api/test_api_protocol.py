@@ -30,7 +30,8 @@ def test_every_error_code_is_documented():
 
 
 def test_valid_request_is_parsed_and_converted():
-    rid, cmd, args = p.parse_request({"id": 4, "cmd": "stim.set", "output": "probe", "current_mA": 2, "pulse_width_us": 100.0})
+    rid, cmd, args = p.parse_request({"id": 4, "cmd": "stim.set", "output": "probe", "current_mA": 2,
+                                      "pulse_width_us": 100.0})
     assert rid == 4 and cmd.name == "stim.set"
     assert args == {"output": "probe", "current_mA": 2.0, "pulse_width_us": 100}
     assert isinstance(args["pulse_width_us"], int)
@@ -88,7 +89,8 @@ _json = st.recursive(
 
 @given(
     st.sampled_from([c.name for c in p.COMMAND_LIST] + ["", "x", "case"]),
-    st.dictionaries(st.sampled_from(["output", "current_mA", "side", "site", "step", "text", "changes", "on", "zz", "id"]), _json, max_size=5),
+    st.dictionaries(st.sampled_from(["output", "current_mA", "side", "site", "step", "text", "changes", "on", "zz",
+                                     "id"]), _json, max_size=5),
 )
 def test_random_requests_either_parse_or_raise_api_error(name, extra):
     request = {"cmd": name, **extra}

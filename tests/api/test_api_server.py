@@ -39,7 +39,8 @@ def sock_path(tmp_path):
 @pytest.fixture
 def server(sock_path):
     engine = Echo()
-    srv = ApiServer(sock_path, engine, lambda: p.hello("lnm test", simulated=True), stall_timeout_s=0.6, request_timeout_s=0.5)
+    srv = ApiServer(sock_path, engine, lambda: p.hello("lnm test", simulated=True), stall_timeout_s=0.6,
+                    request_timeout_s=0.5)
     srv.engine = engine
     srv.start()
     yield srv
@@ -83,7 +84,8 @@ def test_raw_nonsense_lines_get_errors_and_connection_survives(server, sock_path
     s.connect(str(sock_path))
     f = s.makefile("rwb")
     assert b'"hello"' in f.readline()
-    for line, code in ((b"garbage", "bad_json"), (b"[]", "bad_json"), (b'{"id":3}', "bad_request"), (b'{"id":4,"cmd":"x"}', "unknown_command")):
+    for line, code in ((b"garbage", "bad_json"), (b"[]", "bad_json"), (b'{"id":3}', "bad_request"),
+                       (b'{"id":4,"cmd":"x"}', "unknown_command")):
         f.write(line + b"\n")
         f.flush()
         reply = p.decode_line(f.readline())
@@ -127,7 +129,7 @@ def test_a_client_that_stops_reading_never_blocks_publish_and_is_dropped(server,
     stuck = socket.socket(socket.AF_UNIX)
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(str(sock_path))
-    stuck.sendall(b'{"id":1,"cmd":"subscribe","streams":["events"]}\n')
+    stuck.sendall(b'{"id":0,"cmd":"hello","client":"stuck"}\n{"id":1,"cmd":"subscribe","streams":["events"]}\n')
     with EngineClient(sock_path) as good:
         good.subscribe(["events"])
         assert wait_for(lambda: server.client_count == 2)

@@ -90,11 +90,6 @@ def tamper(path: Path) -> None:
         conn.execute("UPDATE entries SET payload = replace(payload, 'start', 'START') WHERE kind = 'note'")
 
 
-@pytest.fixture
-def journal_api():
-    pytest.importorskip("app.record.journal", reason="the case record (app.record) is not in this build")
-
-
 def backup(appliance: Appliance, *args: str, check: bool = True) -> tuple[subprocess.CompletedProcess, Path | None]:
     usb = appliance.tmp / "usb"
     usb.mkdir(exist_ok=True)
@@ -106,7 +101,7 @@ def backup(appliance: Appliance, *args: str, check: bool = True) -> tuple[subpro
 
 # ---- backup and restore --------------------------------------------------------------------
 
-def test_backup_then_restore_brings_the_cases_back(appliance, journal_api):
+def test_backup_then_restore_brings_the_cases_back(appliance):
     first = add_case(appliance.journal, "start")
     result, archive = backup(appliance)
     assert archive is not None and archive.name.startswith("lnm-backup-") and archive.name.endswith(".tar.gz")
@@ -131,7 +126,7 @@ def test_backup_then_restore_brings_the_cases_back(appliance, journal_api):
     assert not list(appliance.data.glob(".lnm-restore*"))
 
 
-def test_restore_refuses_a_damaged_archive(appliance, journal_api):
+def test_restore_refuses_a_damaged_archive(appliance):
     add_case(appliance.journal, "start")
     _, archive = backup(appliance)
     work = appliance.tmp / "unpacked"
@@ -150,7 +145,7 @@ def test_restore_refuses_a_damaged_archive(appliance, journal_api):
     assert appliance.journal.read_bytes() == live and appliance.calls() == []  # monitoring never stopped
 
 
-def test_restore_refuses_an_archive_with_an_altered_case(appliance, journal_api):
+def test_restore_refuses_an_archive_with_an_altered_case(appliance):
     add_case(appliance.journal, "start")
     _, archive = backup(appliance)
     work = appliance.tmp / "unpacked"
@@ -170,7 +165,7 @@ def test_restore_refuses_an_archive_with_an_altered_case(appliance, journal_api)
     assert appliance.journal.read_bytes() == live and appliance.calls() == []
 
 
-def test_restore_asks_before_it_stops_monitoring(appliance, journal_api):
+def test_restore_asks_before_it_stops_monitoring(appliance):
     add_case(appliance.journal, "start")
     _, archive = backup(appliance)
     result = appliance.run("restore.sh", str(archive), check=False, stdin="")
@@ -178,7 +173,7 @@ def test_restore_asks_before_it_stops_monitoring(appliance, journal_api):
     assert appliance.calls() == []
 
 
-def test_restore_with_config_validates_and_keeps_the_old_settings(appliance, journal_api):
+def test_restore_with_config_validates_and_keeps_the_old_settings(appliance):
     add_case(appliance.journal, "start")
     _, archive = backup(appliance)
     default = appliance.root / "etc/lnm/default.toml"
@@ -189,7 +184,7 @@ def test_restore_with_config_validates_and_keeps_the_old_settings(appliance, jou
     assert len(kept) == 1 and "probe_current_mA = 2.0" in kept[0].read_text()
 
 
-def test_backup_of_an_altered_journal_is_written_but_fails(appliance, journal_api):
+def test_backup_of_an_altered_journal_is_written_but_fails(appliance):
     add_case(appliance.journal, "start")
     tamper(appliance.journal)
     result, archive = backup(appliance, check=False)
@@ -204,7 +199,7 @@ def test_backup_without_a_journal_says_so(appliance):
     assert result.returncode != 0 and "no case journal" in result.stderr and archive is None
 
 
-def test_backup_dry_run_writes_nothing(appliance, journal_api):
+def test_backup_dry_run_writes_nothing(appliance):
     add_case(appliance.journal, "start")
     result, archive = backup(appliance, "--dry-run")
     assert archive is None
@@ -263,7 +258,7 @@ def new_source(source: Path, tmp: Path) -> Path:
     return newer
 
 
-def test_update_switches_atomically_and_rollback_goes_back(appliance, tmp_path, journal_api):
+def test_update_switches_atomically_and_rollback_goes_back(appliance, tmp_path):
     add_case(appliance.journal, "start")
     current = appliance.root / "opt/lnm/current"
     old = os.readlink(current)

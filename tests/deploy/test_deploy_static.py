@@ -241,8 +241,9 @@ def _exec_args(unit: str) -> list[str]:
 @pytest.mark.parametrize("unit, module", [("lnm-engine.service", "app.engine.cli"), ("lnm-ui.service", "app.ui.cli")])
 def test_the_product_accepts_what_the_units_pass(unit, module):
     import argparse
+    import importlib
 
-    cli = pytest.importorskip(module, reason=f"{module} is not in this build yet")
+    cli = importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="lnm", exit_on_error=False)
     cli.configure(parser)
     args = _exec_args(unit)
@@ -265,7 +266,8 @@ def test_readme_documents_the_interface_the_units_use():
 
 
 def test_hardware_wiring_table_matches_the_code():
-    gpio = pytest.importorskip("app.outputs.gpio", reason="app.outputs.gpio is not in this build yet")
+    from app.outputs import gpio
+
     text = (DEPLOY / "HARDWARE.md").read_text()
     documented = {m.group(1): int(m.group(2))
                   for m in re.finditer(r"^\| (red|yellow|green) [^|]*LED[^|]*\| GPIO(\d+) ", text, re.M)}

@@ -143,6 +143,13 @@ def test_engine_serves_clients_refuses_nonsense_and_notifies_systemd(tmp_path, c
     s.connect(str(eng.sock))
     f = s.makefile("rwb")
     assert json.loads(f.readline())["api"] == 1
+    f.write(b'{"id":0,"cmd":"stim.output","output":"probe","on":true}\n')  # before its hello
+    f.flush()
+    reply = json.loads(f.readline())
+    assert reply["error"]["code"] == "bad_request" and "say hello first" in reply["error"]["message"]
+    f.write(b'{"id":0,"cmd":"hello","client":"nonsense"}\n')
+    f.flush()
+    assert json.loads(f.readline())["result"]["client"].startswith("nonsense#")
     for line, code in ((b"{not json", "bad_json"), (b'{"id":1,"cmd":"stim.launch"}', "unknown_command"),
                        (b'{"id":2,"cmd":"stim.set","output":"probe","current_mA":99}', "invalid_argument"),
                        (b'{"id":3,"cmd":"stim.output","output":"probe","on":true}', "bad_state"),
@@ -251,7 +258,8 @@ def test_board_unplugged_raises_link_lost_within_a_second_and_recovers_on_replug
     raised_at = None
     while time.monotonic() - t_kill < 5 and raised_at is None:
         m = watcher.get(0.1)
-        if m and m.get("type") == "event" and m.get("kind") == "raised" and m["detail"].get("kind") == "board_link_lost":
+        if (m and m.get("type") == "event" and m.get("kind") == "raised"
+                and m["detail"].get("kind") == "board_link_lost"):
             raised_at = time.monotonic()
     assert raised_at is not None, eng.output()
     assert raised_at - t_kill < 1.0
@@ -276,7 +284,7 @@ def test_clients_that_vanish_or_stop_reading_never_stall_monitoring(tmp_path, cl
     stuck = socket.socket(socket.AF_UNIX)
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(str(eng.sock))
-    stuck.sendall(b'{"id":1,"cmd":"subscribe","state_hz":10}\n')
+    stuck.sendall(b'{"id":0,"cmd":"hello","client":"stuck"}\n{"id":1,"cmd":"subscribe","state_hz":10}\n')
     # a client that dies mid-stream
     gone = EngineClient(eng.sock, name="gone")
     gone.connect()
@@ -375,13 +383,14 @@ def test_subscription_stream_carries_what_the_ui_draws(tmp_path, cleanup):
     assert len(w["channels"]["EMG L"]) == 300  # 60 ms at 5 kHz
     e = got["emg"][-1]
     lo, hi = e["channels"]["EMG L"]["min"], e["channels"]["EMG L"]["max"]
-    assert e["bin_hz"] == 1000.0 and len(lo) == len(hi) > 10 and all(a <= b for a, b in zip(lo, hi))
+    assert e["bin_hz"] == 1000.0 and len(lo) == len(hi) > 10 and all(a <= b for a, b in zip(lo, hi, strict=True))
     rates = [x["seq"] for x in got["state"]]
     assert rates == sorted(rates)
 
 
 def test_report_and_usb_export_through_the_api(tmp_path, cleanup):
-    eng = Engine(tmp_path, "sim://?seed=8")
+    # exports go only below the removable-media folders or the installation's $LNM_EXPORT_DIR
+    eng = Engine(tmp_path, "sim://?seed=8", env={"LNM_EXPORT_DIR": str(tmp_path / "stick")})
     cleanup.append(eng)
     assert wait_for(lambda: ready(eng))
     case_id = eng.call("case.start", patient_id="DOC-1", planned_sides=["L"])["case_id"]

@@ -73,6 +73,16 @@ action = st.one_of(
 PULSES = []  # pulses delivered per example, to check that the property is exercised
 
 
+def _note_answers(frames, sent: dict[int, object], answered: set[int]) -> None:
+    """Mark the host frames the board answered (Ack/Nack by number; Capabilities answer Hello)."""
+    for f in frames:
+        m = f.message
+        if isinstance(m, (Ack, Nack)):
+            answered.add(m.seq)
+        elif isinstance(m, Capabilities):
+            answered.update(s for s, v in sent.items() if isinstance(v, Hello))
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(action, min_size=1, max_size=50))
 def test_any_host_behaviour_keeps_the_safety_contract(actions):
@@ -103,12 +113,7 @@ def test_any_host_behaviour_keeps_the_safety_contract(actions):
             seq += 1
         else:
             board.receive(value)  # random bytes: dropped, never fatal
-        for f in dec.feed(board.poll()):
-            m = f.message
-            if isinstance(m, (Ack, Nack)):
-                answered.add(m.seq)
-            elif isinstance(m, Capabilities):
-                answered.update(s for s, v in sent.items() if isinstance(v, Hello))
+        _note_answers(dec.feed(board.poll()), sent, answered)
         now = board.scenario_time()
         silent = math.inf if last_hb is None else now - last_hb
         # safety contract: no pulse later than 500 ms after the last heartbeat
@@ -150,7 +155,8 @@ def test_the_safety_property_saw_stimulation():
 )
 def test_any_stimulus_gives_a_physical_outcome(seed, site, side, current, pw, contact, t):
     p = Patient(seed)
-    p.set_probe(contact, site if contact in ("nerve", "fluid") else None, side if contact in ("nerve", "fluid") else None)
+    on_nerve = contact in ("nerve", "fluid")
+    p.set_probe(contact, site if on_nerve else None, side if on_nerve else None)
     out = p.stimulate(t, Output.PROBE, current, pw, 20000)
     assert 0 <= out.delivered_uA <= current * 1.05 + 10
     assert out.amplitude_uV >= 0 and math.isfinite(out.amplitude_uV)

@@ -398,7 +398,8 @@ def test_sim_control_over_the_wire():
         (SimControl("probe", "{nope"), NackReason.MALFORMED, "not JSON"),
         (SimControl("probe", "[1]"), NackReason.MALFORMED, "JSON object"),
         (SimControl("probe", '{"contact": "air", "colour": 1}'), NackReason.MALFORMED, "unknown argument 'colour'"),
-        (SimControl("traction", '{"side": "L", "severity": 3}'), NackReason.OUT_OF_RANGE, "severity=3 out of range 0-1"),
+        (SimControl("traction", '{"side": "L", "severity": 3}'), NackReason.OUT_OF_RANGE,
+         "severity=3 out of range 0-1"),
         (SimControl("traction", "{}"), NackReason.MALFORMED, "missing argument 'side'"),
         (SimControl("lead", '{"electrode": "NOSE"}'), NackReason.OUT_OF_RANGE, "electrode must be one of"),
     ]

@@ -79,7 +79,8 @@ def test_sim_port_real_time_pump_keeps_the_safety_contract():
     port = open_sim("sim://?seed=2&speed=20")
     try:
         dec = codec.Decoder()
-        port.write(codec.encode(Hello(), 0) + codec.encode(HostHeartbeat(0), 1) + codec.encode(ConfigureAcquisition(), 2))
+        port.write(codec.encode(Hello(), 0) + codec.encode(HostHeartbeat(0), 1)
+                   + codec.encode(ConfigureAcquisition(), 2))
         port.control("aps_attach", side="R")
         port.write(codec.encode(Stimulate(Output.APS, StimMode.CONTINUOUS, 1000, 100, 4000), 3))
         msgs = _collect(port.read, dec, lambda g: sum(isinstance(m, StimEpoch) for m in g) >= 2)

@@ -3,6 +3,8 @@ indices and times, acquisition settings, and the confounders visible in the stre
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -57,7 +59,7 @@ class Rig:
 
     def stream(self) -> tuple[np.ndarray, EmgBlock]:
         blocks = self.blocks()
-        for a, b in zip(blocks, blocks[1:]):
+        for a, b in itertools.pairwise(blocks):
             assert b.first_sample == a.first_sample + a.samples.shape[1]  # no gap, no overlap
         return np.concatenate([b.samples for b in blocks], axis=1), blocks[0]
 
@@ -174,7 +176,8 @@ def test_gain_and_sample_rate():
     rig.send(Stimulate(Output.PROBE, StimMode.SINGLE))
     rig.run(0.5)
     (ep,) = rig.epochs()
-    assert ep.nv_per_count == 25 and ep.sample_rate_hz == 10000 and ep.pre_samples == 50 and ep.samples.shape == (2, 450)
+    assert ep.nv_per_count == 25 and ep.sample_rate_hz == 10000
+    assert ep.pre_samples == 50 and ep.samples.shape == (2, 450)
     assert rig.blocks()[0].nv_per_count == 25
     p2p = np.ptp(ep.microvolts()[1, 50 + 15:])
     assert p2p == pytest.approx(rig.board.truth[-1].amplitude_uV, rel=0.15)

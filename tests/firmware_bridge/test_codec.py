@@ -69,7 +69,11 @@ GOLDEN = [
         "01000000 ffffffff 00010000 feffffff 70110100 00000000"
         "97bde7f0",
     ),
-    (HostHeartbeat(counter=12, alarm_active=True), 13, "a55a 01 05 00 00 0d000000 05000000 bd48" "0c000000 01" "df156845"),
+    (
+        HostHeartbeat(counter=12, alarm_active=True),
+        13,
+        "a55a 01 05 00 00 0d000000 05000000 bd48" "0c000000 01" "df156845",
+    ),
 ]
 
 
@@ -234,7 +238,8 @@ def test_unknown_type_malformed_and_bad_version_drop_whole_frame_with_seq():
     c = d.counters
     assert (c.unknown_type, c.malformed, c.bad_version, c.frames) == (1, 1, 1, 1)
     # intact-but-refused frames are kept so that a board can nack them
-    assert [(r.reason, r.seq) for r in d.take_rejections()] == [("unknown_type", 42), ("malformed", 43), ("bad_version", 1)]
+    assert [(r.reason, r.seq) for r in d.take_rejections()] == [
+        ("unknown_type", 42), ("malformed", 43), ("bad_version", 1)]
 
 
 def test_truncated_frames_wait_then_resync():
@@ -357,6 +362,7 @@ def stim_epochs(draw):
         pre_samples=draw(st.integers(0, samples.shape[1])),
         nv_per_count=draw(u32),
         samples=samples,
+        config_token=draw(st.none() | u32),
     )
 
 
@@ -373,7 +379,8 @@ messages = st.one_of(
         epoch_pre_ms=u16,
         epoch_post_ms=u16,
     ),
-    st.builds(Stimulate, output=outputs, mode=st.sampled_from(list(StimMode)), current_uA=u32, pulse_width_us=u16, rate_mHz=u32),
+    st.builds(Stimulate, output=outputs, mode=st.sampled_from(list(StimMode)), current_uA=u32, pulse_width_us=u16,
+              rate_mHz=u32, config_token=st.none() | u32),
     st.just(ImpedanceRequest()),
     st.builds(HostHeartbeat, counter=u32, alarm_active=st.booleans()),
     st.builds(SimControl, command=text8, args_json=st.text(max_size=300)),
@@ -391,9 +398,11 @@ messages = st.one_of(
         max_rate_mHz=u32,
         outputs=st.lists(outputs, max_size=4).map(tuple),
         simulated=st.booleans(),
+        config_token=st.booleans(),
     ),
     stim_epochs(),
-    st.builds(EmgBlock, board_time_us=u64, first_sample=u64, sample_rate_hz=u32, nv_per_count=u32, samples=sample_arrays()),
+    st.builds(EmgBlock, board_time_us=u64, first_sample=u64, sample_rate_hz=u32, nv_per_count=u32,
+              samples=sample_arrays()),
     st.builds(
         ImpedanceResult,
         board_time_us=u64,
@@ -424,7 +433,8 @@ def test_round_trip_every_message_type(message, seq):
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-@given(batch=st.lists(st.tuples(messages, u32), min_size=1, max_size=6), chunk=st.integers(1, 200), junk=st.binary(max_size=30))
+@given(batch=st.lists(st.tuples(messages, u32), min_size=1, max_size=6), chunk=st.integers(1, 200),
+       junk=st.binary(max_size=30))
 def test_round_trip_stream_with_junk_and_chunking(batch, chunk, junk):
     data = junk.join(encode(m, s) for m, s in batch) + junk
     d = Decoder()
@@ -450,7 +460,8 @@ def test_fuzz_random_bytes_never_raise_and_never_make_frames(data):
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batch=st.lists(st.tuples(messages, u32), min_size=1, max_size=4),
-    mutations=st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "dup"]), st.integers(0, 10**6), u8), min_size=1, max_size=8),
+    mutations=st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "dup"]), st.integers(0, 10**6), u8),
+                       min_size=1, max_size=8),
 )
 def test_fuzz_mutated_frames_never_raise_and_never_invent_frames(batch, mutations):
     sent = [encode(m, s) for m, s in batch]
@@ -478,3 +489,99 @@ def test_fuzz_mutated_frames_never_raise_and_never_invent_frames(batch, mutation
             break
         assert n > 0
         pos += n
+
+
+# ----------------------------------------------------------------------------- protocol 1.1: configuration token
+
+
+def test_stimulate_with_token_appends_a_u32_and_without_is_the_10_form():
+    plain = Stimulate(Output.APS, StimMode.CONTINUOUS, current_uA=1000, pulse_width_us=100, rate_mHz=1000)
+    tokened = Stimulate(Output.APS, StimMode.CONTINUOUS, current_uA=1000, pulse_width_us=100, rate_mHz=1000,
+                        config_token=0x01020304)
+    a, b = encode(plain, 5), encode(tokened, 5)
+    assert len(a) == 20 + 12 and len(b) == 20 + 16
+    assert b[16:28] == a[16:28] and b[28:32] == bytes([4, 3, 2, 1])  # the token after the 1.0 fields
+    assert int.from_bytes(b[10:14], "little") == 16
+    assert decode(a) == (len(a), Frame(5, plain)) and decode(b) == (len(b), Frame(5, tokened))
+    # any other length does not parse
+    head = struct.pack("<2sBBBBII", b"\xa5\x5a", 1, codec.MsgType.STIMULATE, 0, 0, 1, 14)
+    head += codec.header_crc(head).to_bytes(2, "little")
+    body = head + b[16:30]
+    n, r = decode(body + zlib.crc32(body).to_bytes(4, "little"))
+    assert r.reason == "malformed" and "12 or 16" in r.detail
+
+
+def test_stim_epoch_token_sits_at_offset_40_and_the_10_form_still_decodes():
+    samples = np.arange(12, dtype=np.int32).reshape(2, 6)
+    e10 = StimEpoch(1_000_000, 7, Output.APS, 1000, 990, 100, 20000, 2, 100, samples)
+    e11 = StimEpoch(1_000_000, 7, Output.APS, 1000, 990, 100, 20000, 2, 100, samples, config_token=99)
+    f10, f11 = encode(e10, 1), encode(e11, 1)
+    assert len(f11) == len(f10) + 4
+    assert f11[16 + 40 : 16 + 44] == (99).to_bytes(4, "little")
+    assert f11[16 + 44 : -4] == f10[16 + 40 : -4]  # the samples follow
+    assert decode(f10)[1].message.config_token is None
+    assert decode(f11)[1].message == e11
+
+
+def test_capabilities_flag_bit_1_announces_the_token():
+    caps = Capabilities(1, "fw", "id", simulated=True, config_token=True)
+    frame = encode(caps, 0)
+    assert frame[16 + 3] == 0x03  # flags: simulated | config token
+    assert decode(frame)[1].message == caps
+    old = Capabilities(1, "fw", "id", simulated=True)
+    assert encode(old, 0)[16 + 3] == 0x01 and decode(encode(old, 0))[1].message.config_token is False
+
+
+# ----------------------------------------------------------------------------- headers that lie
+
+
+def _header(mtype: int, length: int, seq: int = 1) -> bytes:
+    head = struct.pack("<2sBBBBII", b"\xa5\x5a", 1, mtype, 0, 0, seq, length)
+    return head + codec.header_crc(head).to_bytes(2, "little")
+
+
+def test_a_small_message_announcing_a_big_payload_is_refused_at_once():
+    hb = encode(BoardHeartbeat(100, 1), 2)
+    d = Decoder()
+    assert d.feed(_header(codec.MsgType.BOARD_HEARTBEAT, 131072) + hb) == [Frame(2, BoardHeartbeat(100, 1))]
+    assert d.counters.too_long == 1 and d.counters.resyncs == 1
+
+
+def test_a_header_announcing_128_kib_does_not_hold_back_the_frames_behind_it():
+    # a CRC-good StimEpoch header that announces the protocol maximum and never sends it:
+    # the next whole frame inside the announced length ends the wait
+    liar = _header(codec.MsgType.STIM_EPOCH, codec.MAX_PAYLOAD)
+    hbs = [encode(BoardHeartbeat(100 * i, i), 10 + i) for i in range(3)]
+    d = Decoder()
+    assert d.feed(liar) == []
+    assert d.feed(hbs[0][:10]) == []
+    assert d.feed(hbs[0][10:]) == [Frame(10, BoardHeartbeat(0, 0))]
+    assert d.feed(hbs[1] + hbs[2]) == [Frame(11, BoardHeartbeat(100, 1)), Frame(12, BoardHeartbeat(200, 2))]
+    assert d.counters.truncated == 1 and d.counters.frames == 3
+
+
+def test_a_big_frame_arriving_in_pieces_is_not_cut_short():
+    big = encode(StimEpoch(5, 1, Output.PROBE, 1000, 1000, 100, 50000, 500, 100,
+                           np.random.default_rng(3).integers(-(2**31), 2**31, (2, 15000)).astype(np.int32)), 4)
+    d = Decoder()
+    got = []
+    for i in range(0, len(big), 4093):
+        got += d.feed(big[i : i + 4093])
+    assert len(got) == 1 and got[0].seq == 4 and d.counters.truncated == 0
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(mtype=st.sampled_from(sorted(codec.MAX_PAYLOAD_BY_TYPE) + [0x3E, 0x6F]), length=st.integers(0, 2**32 - 1),
+       seq=u32, chunk=st.integers(1, 64), batch=st.lists(st.tuples(messages, u32), min_size=1, max_size=3))
+def test_no_lying_header_holds_back_good_frames(mtype, length, seq, chunk, batch):
+    """Whatever a CRC-good header announces, every good frame after it comes out: the
+    lie is refused at once (too long for its type), cut short by the first whole frame
+    inside it, or completed and failing its CRC-32."""
+    good = b"".join(encode(m, s) for m, s in batch)
+    data = _header(mtype, length, seq) + good
+    d = Decoder()
+    got = []
+    for i in range(0, len(data), chunk):
+        got += d.feed(data[i : i + chunk])
+    assert got == [Frame(s, m) for m, s in batch]
+    assert d.counters.too_long + d.counters.truncated + d.counters.bad_crc >= 1

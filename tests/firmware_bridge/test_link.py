@@ -29,6 +29,7 @@ from firmware_bridge.messages import (
     EmgBlock,
     Hello,
     HostHeartbeat,
+    ImpedanceRequest,
     Nack,
     NackReason,
     Output,
@@ -71,7 +72,7 @@ def test_supervisor_heartbeat_cadence_has_no_drift_and_no_burst():
             sent.append(round(t, 3))
         t = round(t + 0.003, 3)
     assert len(sent) == 10
-    assert all(abs(b - a - 0.1) < 0.0035 for a, b in zip(sent, sent[1:]))
+    assert all(abs(b - a - 0.1) < 0.0035 for a, b in zip(sent, sent[1:], strict=False))
     # a stall of 1 s gives one heartbeat, not ten at once
     assert sup.heartbeat_due(2.0)
     sup.heartbeat_sent(2.0)
@@ -131,7 +132,7 @@ def test_supervisor_matches_reference(gaps, timeout):
         kinds += [e.kind for e in sup.check(now)]
     # reference: every silence between frames as seen (from 0) that reaches the timeout;
     # silences within one grid step of it may go either way
-    silences = [b - a for a, b in zip([0.0] + rx, rx)]
+    silences = [b - a for a, b in zip([0.0] + rx, rx, strict=False)]
     expected_losses = sum(1 for g in silences if g >= timeout + step)
     borderline = sum(1 for g in silences if timeout - step <= g < timeout + step)
     losses = kinds.count(LinkEventKind.LOST)
@@ -215,7 +216,7 @@ class FakeBoard:
         while not self.stop.is_set():
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -230,12 +231,14 @@ class FakeBoard:
     def _answer(self, seq: int, m) -> None:
         if isinstance(m, Hello):
             if m.protocol_version != self.caps.protocol_version:
-                self._send_unless_silent(Nack(seq, NackReason.UNSUPPORTED_VERSION, f"speaks {self.caps.protocol_version}"))
+                detail = f"speaks {self.caps.protocol_version}"
+                self._send_unless_silent(Nack(seq, NackReason.UNSUPPORTED_VERSION, detail))
             else:
                 self._send_unless_silent(self.caps)
         elif isinstance(m, Stimulate):
             if m.mode is not StimMode.STOP and not 0 <= m.current_uA <= self.caps.max_current_uA:
-                self._send_unless_silent(Nack(seq, NackReason.OUT_OF_RANGE, f"current_uA {m.current_uA} outside 0-{self.caps.max_current_uA}"))
+                detail = f"current_uA {m.current_uA} outside 0-{self.caps.max_current_uA}"
+                self._send_unless_silent(Nack(seq, NackReason.OUT_OF_RANGE, detail))
             elif m.current_uA == 4242:
                 pass  # never answered: for the timeout test
             else:
@@ -388,9 +391,9 @@ def test_garbage_from_the_board_is_counted_and_the_link_survives(rig):
         board.send_raw(rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
         board.send_raw(bytes(bad))
         board.send_raw(b"\xa5\x5a" + rng.integers(0, 256, 30, dtype=np.uint8).tobytes())
-    board.send(Ack(12345))
-    # the last frame sent: once it reaches the application, all the garbage was read
-    rec.wait_message(lambda m: m == Ack(12345))
+    # a command answered after all the garbage: once its Ack is back, all of it was read
+    # (an Ack naming no command the host sent would be dropped as unsolicited)
+    assert isinstance(link.request(Stimulate(Output.PROBE, StimMode.STOP), timeout_s=3.0), Ack)
     c = link.counters
     assert c["bytes_discarded"] > 20 * 200 and c["resyncs"] >= 1
     assert c["bad_crc"] >= 20
@@ -513,7 +516,7 @@ def test_paused_heartbeat_stops_host_heartbeats():
         for _ in range(3):
             n = beats()
             clock.advance(0.12)  # one heartbeat due: the supervisor thread sends it
-            board.wait_received(lambda b: beats() > n)
+            board.wait_received(lambda b, n=n: beats() > n)
         # it has landed and the clock stands still: no other heartbeat is due or in flight
         link.pause_heartbeat()
         before = beats()
@@ -541,11 +544,16 @@ def test_manual_clock_loss_detection_is_deterministic():
     try:
         rec.wait_event(LinkEventKind.CONNECTED)
         board = factory.board
+        seq = link.send(ImpedanceRequest())
+        board.wait_received(lambda b: any(s == seq for s, _m in b.received))
+        rec.wait_message(lambda m: m == Ack(seq))  # answered while the board still speaks
         board.go_silent()
         # a last frame: once it is delivered, every frame before it has landed (all
-        # stamped 100.0 on the manual clock)
-        board.send(Ack(777))
-        rec.wait_message(lambda m: m == Ack(777))
+        # stamped 100.0 on the manual clock); it must answer a command the host sent
+        seq = link.send(ImpedanceRequest())
+        board.wait_received(lambda b: any(s == seq for s, _m in b.received))
+        board.send(Ack(seq))
+        rec.wait_message(lambda m: m == Ack(seq))
         clock.advance(0.499)
         link.supervise_once()
         assert not any(e.kind is LinkEventKind.LOST for e in rec.events)

@@ -25,9 +25,8 @@ from firmware_bridge.messages import (
     StimMode,
     Stimulate,
 )
-from firmware_bridge.transport import open_port
+from firmware_bridge.sim import open_sim
 
-open_sim = pytest.importorskip("firmware_bridge.sim").open_sim
 
 
 class SteppedPort:

@@ -78,7 +78,8 @@ def test_amplitudes_match_the_normal_values(population):
 def test_ebsln_glottic_response_in_about_70_percent(population):
     glottic = np.array([p.ebsln_glottic for p in population])
     assert 0.63 <= glottic.mean() <= 0.77
-    ratios = np.array([p.side(s).ebsln_amp_uV / p.side(s).rln_amp_uV for p in population if p.ebsln_glottic for s in "LR"])
+    ratios = np.array([p.side(s).ebsln_amp_uV / p.side(s).rln_amp_uV
+                       for p in population if p.ebsln_glottic for s in "LR"])
     assert 0.36 <= ratios.mean() <= 0.44
     assert all(p.left.ebsln_amp_uV == 0 and p.right.ebsln_amp_uV == 0 for p in population if not p.ebsln_glottic)
     lat = np.array([p.side(s).ebsln_latency_ms for p in population for s in "LR"])

@@ -15,7 +15,6 @@ from app.model import EventKind
 from firmware_bridge import codec
 from firmware_bridge.clock import ManualClock
 from firmware_bridge.messages import (
-    Capabilities,
     ConfigureAcquisition,
     EmgBlock,
     Hello,

@@ -150,7 +150,8 @@ def test_aplay_command_line():
 
 def test_fake_device_receives_the_pcm_of_what_was_played(backends, tmp_path):
     sink = tmp_path / "pcm.raw"
-    b = backends(py(f"import sys,shutil; shutil.copyfileobj(sys.stdin.buffer, open({str(sink)!r}, 'wb', buffering=0), 4096)"))
+    b = backends(py("import sys,shutil; "
+                    f"shutil.copyfileobj(sys.stdin.buffer, open({str(sink)!r}, 'wb', buffering=0), 4096)"))
     tone = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(4800) / RATE)).astype(np.float32)
     t0 = time.monotonic()
     b.play(FEEDBACK, tone, "tone-test")
@@ -187,7 +188,8 @@ def test_missing_aplay_is_reported(backends, monkeypatch):
 
 
 def test_device_that_exits_reports_status_and_stderr(backends):
-    b = backends(py("import sys; sys.stderr.write('aplay: main:831: audio open error: No such file or directory\\n'); sys.exit(1)"))
+    b = backends(py("import sys; "
+                    "sys.stderr.write('aplay: main:831: audio open error: No such file or directory\\n'); sys.exit(1)"))
     assert wait_for(lambda: b.failed)
     assert "exited with status 1" in b.error
     assert "audio open error" in b.error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -84,7 +86,7 @@ def count_pulses(x: np.ndarray, f0: float, level: float = 0.3) -> tuple[np.ndarr
     d = np.diff(np.r_[0, on.astype(int), 0])
     starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
     keep_s, keep_e = [starts[0]], [ends[0]]
-    for a, b in zip(starts[1:], ends[1:]):
+    for a, b in zip(starts[1:], ends[1:], strict=True):
         if a - keep_e[-1] < 0.010 * RATE:
             keep_e[-1] = b
         else:
@@ -225,7 +227,7 @@ def test_alarm_cycle_settings_bounds_are_iec_bounds():
 def test_the_three_priorities_are_distinct():
     f0s = {p: sounds.signal_for(p).f0_hz for p in PRIORITIES}
     values = sorted(f0s.values())
-    assert all(b / a >= 1.15 for a, b in zip(values, values[1:]))
+    assert all(b / a >= 1.15 for a, b in itertools.pairwise(values))
     assert f0s["high"] > f0s["medium"] > f0s["low"]  # more urgent = higher and faster
     patterns = {sounds.signal_for(p).pattern for p in PRIORITIES}
     assert len(patterns) == 3

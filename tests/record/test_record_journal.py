@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ class Clock:
 
 class Wall:
     def __init__(self) -> None:
-        self.t = datetime(2026, 3, 4, 8, 30, tzinfo=timezone.utc)
+        self.t = datetime(2026, 3, 4, 8, 30, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.t
@@ -71,7 +72,7 @@ def test_open_append_read_back(tmp_path):
     back = W.decode(got[1].payload["waveform"], got[1].blob)
     assert np.max(np.abs(back - epoch)) <= 0.05 + 1e-9
     assert got[2].t_s == 3.0
-    for a, b in zip(got, got[1:]):
+    for a, b in itertools.pairwise(got):
         assert b.prev_hash == a.hash
     assert [e.kind for e in j.entries(cid, kinds=["note"])] == ["note"]
     assert j.verify(cid).ok

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
 from app.record import Journal
-from app.record import entries as E
 
 CASE = {"patient_id": "PSN-0042", "planned_sides": ["L", "R"]}
 
@@ -28,7 +27,7 @@ class Clock:
 
 class Wall:
     def __init__(self) -> None:
-        self.t = datetime(2026, 3, 4, 8, 30, tzinfo=timezone.utc)
+        self.t = datetime(2026, 3, 4, 8, 30, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         self.t += timedelta(milliseconds=1)

@@ -67,7 +67,7 @@ def test_export_writes_verifies_and_says_safe_to_remove(tmp_path, synthetic_jour
         assert "EDF+ not written" in out.out
     # a second export does not overwrite the first
     with Journal(path, readonly=True) as j:
-        res = export_case(j, cid, target=stick, identified=True)
+        res = export_case(j, cid, target=stick, identified=True, roots=[tmp_path])
     assert res.folder.endswith("-2") and res.verified and res.safe_to_remove and not res.pseudonymised
     assert "Dr. A. Example" in (stick / f"LNM-{cid}-2" / "case.json").read_text()
 
@@ -99,7 +99,7 @@ def test_full_stick_is_a_clear_error(tiny_stick, synthetic_journal):
     path, cid = synthetic_journal
     with Journal(path, readonly=True) as j:
         with pytest.raises(UsbError, match="is full"):
-            export_case(j, cid, target=tiny_stick)
+            export_case(j, cid, target=tiny_stick, roots=[tiny_stick.parent])
     assert not any(tiny_stick.iterdir())  # nothing half-written left behind
 
 
@@ -115,7 +115,7 @@ def test_read_only_stick_is_a_clear_error(tmp_path, synthetic_journal):
     try:
         with Journal(path, readonly=True) as j:
             with pytest.raises(UsbError, match="cannot be written"):
-                export_case(j, cid, target=stick)
+                export_case(j, cid, target=stick, roots=[tmp_path])
     finally:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(stick)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.rules import RuleEngine

@@ -87,16 +87,21 @@ def test_exactly_95_percent_delivered_qualifies():
     assert kinds(ev) == ["loss_of_signal"]
 
 
-def test_once_per_episode_and_a_response_ends_it():
+def test_once_per_episode_and_two_responses_end_it():
     e, s = engine(), Stream()
     run(e, [s.resp(**probe(s))])
     ev = run(e, [s.miss(**probe(s)) for _ in range(20)])
     assert kinds(ev) == ["loss_of_signal"]
-    # a weak response (above the event threshold, far below baseline) ends the episode
+    # one weak response (above the event threshold, far below baseline) does not end the
+    # episode: the misses after it raise nothing
     assert run(e, [s.resp(150.0, 4.0, **probe(s))]) == []
-    ev = run(e, [s.miss(**probe(s)), s.miss(**probe(s))])
+    assert e.state()["sites"]["RLN-L"]["los"] == "ENDING"
+    assert run(e, [s.miss(**probe(s)), s.miss(**probe(s))]) == []
+    # two in a row do; a loss 100 s later is a new episode
+    assert run(e, [s.resp(150.0, 4.0, **probe(s)), s.resp(150.0, 4.0, **probe(s))]) == []
+    assert e.state()["sites"]["RLN-L"]["los"] == "ARMED"
+    ev = run(e, [s.miss(dt=100.0, **probe(s)), s.miss(**probe(s))])
     assert kinds(ev) == ["loss_of_signal"]
-    assert len(of_kind(ev, "loss_of_signal")) == 1
 
 
 def test_a_response_in_between_breaks_the_run():
@@ -125,11 +130,16 @@ def test_ebsln_never_raises_a_los():
     assert info["max_amplitude_uV"] == 400
 
 
-def test_response_at_low_current_arms_and_ends_but_low_current_miss_does_not_count():
+def test_response_at_low_current_arms_and_breaks_a_run_but_does_not_end_an_episode():
     e, s = engine(), Stream()
     run(e, [s.resp(**probe(s, set_mA=0.5, delivered=0.5))])
-    assert kinds(run(e, [s.miss(**probe(s)), s.miss(**probe(s))])) == ["loss_of_signal"]
-    assert run(e, [s.resp(**probe(s, set_mA=0.5, delivered=0.5))]) == []
+    assert run(e, [s.miss(**probe(s)), s.resp(**probe(s, set_mA=0.5, delivered=0.5)), s.miss(**probe(s))]) == []
+    assert kinds(run(e, [s.miss(**probe(s))])) == ["loss_of_signal"]
+    # an episode ends only on qualifying responses: low current, or current short, are skipped
+    weak = [s.resp(**probe(s, set_mA=0.5, delivered=0.5)), s.resp(**probe(s, delivered=0.5))] * 3
+    assert set(kinds(run(e, weak))) <= {"no_current"}
+    assert e.state()["sites"]["RLN-L"]["los"] == "LOST"
+    run(e, [s.resp(**probe(s)), s.resp(**probe(s, set_mA=0.5, delivered=0.5)), s.resp(**probe(s))])
     assert e.state()["sites"]["RLN-L"]["los"] == "ARMED"
 
 
@@ -170,20 +180,36 @@ def test_min_current_and_threshold_settings_change_behaviour():
 
 # -- the table, transition by transition --------------------------------------------------
 LOS_TABLE = [
-    # state, run, symbol, los_consecutive, next, run', emit
+    # state, run, symbol, los_consecutive, next, run', emit (los_end_consecutive 2)
     ("NO_SIGNAL", 0, "RESPONSE", 2, "ARMED", 0, ""),
+    ("NO_SIGNAL", 0, "WEAK", 2, "ARMED", 0, ""),
     ("NO_SIGNAL", 0, "MISS", 2, "NO_SIGNAL", 0, ""),
     ("NO_SIGNAL", 0, "SKIP", 2, "NO_SIGNAL", 0, ""),
+    ("NO_SIGNAL", 0, "END", 2, "NO_SIGNAL", 0, ""),
     ("ARMED", 0, "RESPONSE", 2, "ARMED", 0, ""),
-    ("ARMED", 1, "RESPONSE", 2, "ARMED", 0, ""),
-    ("ARMED", 0, "MISS", 2, "ARMED", 1, ""),
-    ("ARMED", 1, "MISS", 2, "LOST", 2, "loss_of_signal"),
+    ("ARMED", 5, "WEAK", 2, "ARMED", 0, ""),
+    ("ARMED", 0, "MISS", 2, "MISSING", 1, ""),
+    ("ARMED", 7, "MISS", 2, "MISSING", 1, ""),  # whatever ARMED inherited: the first miss is the first
     ("ARMED", 0, "MISS", 1, "LOST", 1, "loss_of_signal"),
-    ("ARMED", 1, "MISS", 3, "ARMED", 2, ""),
-    ("ARMED", 1, "SKIP", 2, "ARMED", 1, ""),
+    ("ARMED", 3, "SKIP", 2, "ARMED", 3, ""),
+    ("ARMED", 3, "END", 2, "ARMED", 3, ""),
+    ("MISSING", 1, "MISS", 2, "LOST", 2, "loss_of_signal"),
+    ("MISSING", 1, "MISS", 3, "MISSING", 2, ""),
+    ("MISSING", 2, "MISS", 3, "LOST", 3, "loss_of_signal"),
+    ("MISSING", 1, "RESPONSE", 2, "ARMED", 0, ""),
+    ("MISSING", 1, "WEAK", 2, "ARMED", 0, ""),
+    ("MISSING", 1, "SKIP", 2, "MISSING", 1, ""),
+    ("MISSING", 1, "END", 2, "MISSING", 1, ""),
     ("LOST", 2, "MISS", 2, "LOST", 3, ""),
     ("LOST", 2, "SKIP", 2, "LOST", 2, ""),
-    ("LOST", 5, "RESPONSE", 2, "ARMED", 0, ""),
+    ("LOST", 2, "WEAK", 2, "LOST", 2, ""),
+    ("LOST", 5, "RESPONSE", 2, "ENDING", 1, ""),
+    ("LOST", 5, "END", 2, "ARMED", 0, "episode_ended"),
+    ("ENDING", 1, "RESPONSE", 2, "ARMED", 2, "episode_ended"),
+    ("ENDING", 1, "WEAK", 2, "ENDING", 1, ""),
+    ("ENDING", 1, "SKIP", 2, "ENDING", 1, ""),
+    ("ENDING", 1, "MISS", 2, "LOST", 1, ""),
+    ("ENDING", 1, "END", 2, "ARMED", 0, "episode_ended"),
 ]
 
 
@@ -194,12 +220,25 @@ def test_los_transitions(state, run_, symbol, limit, nxt, run2, emit):
     assert (out.state, out.run, out.emit) == (nxt, run2, emit)
 
 
+@pytest.mark.parametrize("state,run_,end,nxt,run2,emit", [
+    ("LOST", 3, 1, "ARMED", 1, "episode_ended"),
+    ("LOST", 3, 3, "ENDING", 1, ""),
+    ("ENDING", 1, 3, "ENDING", 2, ""),
+    ("ENDING", 2, 3, "ARMED", 3, "episode_ended"),
+])
+def test_los_end_transitions_follow_the_setting(state, run_, end, nxt, run2, emit):
+    st = Settings().with_changes({"rules.los_end_consecutive": end})
+    out = LossOfSignal.MACHINE.step(state, run_, "RESPONSE", st)
+    assert (out.state, out.run, out.emit) == (nxt, run2, emit)
+
+
 @pytest.mark.parametrize("kw,symbol", [
     (dict(), "RESPONSE"),
     (dict(amp=20.0, lat=None), "MISS"),
     (dict(amp=None, valid=False), "SKIP"),
     (dict(amp=20.0, lat=None, set_mA=0.9, delivered=0.9), "SKIP"),
-    (dict(amp=800.0, set_mA=0.9, delivered=0.9), "RESPONSE"),
+    (dict(amp=800.0, set_mA=0.9, delivered=0.9), "WEAK"),
+    (dict(amp=800.0, delivered=0.9), "WEAK"),
     (dict(amp=20.0, lat=None, delivered=0.5), "SKIP"),
     (dict(amp=20.0, lat=None, site=Site.UNTAGGED), "SKIP"),
     (dict(site=Site.UNTAGGED), "SKIP"),
@@ -268,8 +307,14 @@ def test_the_vagus_recovers_a_mapped_side_and_with_it_the_rln():
     assert rln.stimulus_index == ev[0].stimulus_index
     assert not e.procedure.mapping_active(Side.L)
     assert e.procedure.troubleshooting(Side.L)["open"] is False
-    # the RLN is monitored again: two misses are a new loss of signal
+    # the RLN is monitored again: two misses soon after continue its episode (the record
+    # opens again), two misses over a minute after its end are a new loss of signal
     ev = run(e, [s.miss(**probe(s)) for _ in range(2)])
+    assert [(x.kind.value, x.site) for x in ev] == [("loss_of_signal_continued", Site.RLN)]
+    assert e.procedure.troubleshooting(Side.L)["open"] is True
+    ev = run(e, [s.resp(600.0, 7.5, **probe(s, site=Site.VAGUS)) for _ in range(3)])
+    assert [(x.kind.value, x.site) for x in ev] == [("signal_recovered", Site.RLN)]
+    ev = run(e, [s.miss(dt=61.0, **probe(s)), s.miss(**probe(s))])
     assert [(x.kind.value, x.site) for x in ev] == [("loss_of_signal", Site.RLN)]
 
 
@@ -305,3 +350,49 @@ def test_mapping_survives_a_snapshot():
     again = RuleEngine.restore(e.settings, e.snapshot())
     assert again.procedure.mapping_active(Side.L)
     assert run(again, [s.resp(850.0, 3.8, **probe(s)) for _ in range(4)]) == []
+
+
+# --------------------------------------------------------------------- hysteresis and re-entry
+def test_a_response_hovering_at_the_threshold_raises_one_loss_of_signal():
+    """Continuous vagal stimulation at 1 Hz, the response hovering at 100 uV for five
+    minutes: one loss-of-signal onset; each return is one interruption of that episode."""
+    import random
+
+    rng = random.Random(7)
+    e, s = engine(), Stream(t0=0.0, dt=1.0)
+    run(e, [s.resp(800.0, 6.0) for _ in range(25)])
+    ev = run(e, [s.m(rng.uniform(80.0, 120.0), 6.0) for _ in range(300)])
+    assert kinds(ev).count("loss_of_signal") == 1
+    continued = of_kind(ev, "loss_of_signal_continued")
+    assert continued and all(x.detail["episode_t_s"] == of_kind(ev, "loss_of_signal")[0].t_s for x in continued)
+    assert [x.detail["interruptions"] for x in continued] == list(range(1, len(continued) + 1))
+    assert "signal_recovered" not in kinds(ev)  # ~100 uV is far below 50 % of 800 uV
+    # the loss record keeps the first onset; the episode lists its interruptions
+    st = e.state()["sites"]["VAGUS-L"]
+    assert st["loss"]["t_s"] == of_kind(ev, "loss_of_signal")[0].t_s
+    assert len(st["episode"]["interruptions"]) == len(continued)
+
+
+def test_a_continued_loss_after_a_recovery_reopens_the_loss_and_its_record():
+    e, s = engine(), Stream(t0=0.0, dt=1.0)
+    run(e, [s.resp(**probe(s))])
+    first = run(e, [s.miss(**probe(s)), s.miss(**probe(s))])[0]
+    ev = run(e, [s.resp(**probe(s)) for _ in range(3)])
+    assert kinds(ev) == ["signal_recovered"]
+    assert e.state()["sites"]["RLN-L"]["loss"] is None
+    ev = run(e, [s.miss(**probe(s)), s.miss(**probe(s))])
+    assert kinds(ev) == ["loss_of_signal_continued"]
+    x = ev[0]
+    # the episode ended at the 2nd response (the 3rd recovered it), lost again 3 s later
+    assert x.detail["episode_t_s"] == first.t_s and x.detail["interruption_s"] == pytest.approx(3.0)
+    assert x.priority is Priority.HIGH
+    assert "the same loss-of-signal episode continues" in x.detail["message"]
+    loss = e.state()["sites"]["RLN-L"]["loss"]
+    assert loss["t_s"] == first.t_s and loss["conditions"] == ["loss_of_signal"]
+    rec = e.procedure.troubleshooting(Side.L)
+    assert rec["open"] and rec["id"] == 1
+    # its recovery tells the time since the first onset and the interruptions
+    ev = run(e, [s.resp(**probe(s)) for _ in range(3)])
+    assert kinds(ev) == ["signal_recovered"]
+    assert ev[0].detail["time_since_loss_s"] == pytest.approx(ev[0].t_s - first.t_s)
+    assert len(ev[0].detail["interruptions"]) == 1

@@ -127,6 +127,8 @@ def test_every_kind_has_its_priority():
         EventKind.NONRECURRENT_NERVE_SUSPECTED: Priority.INFO,
         EventKind.POOR_BASELINE: Priority.LOW,
         EventKind.BASELINE_SET: Priority.INFO,
+        EventKind.LOSS_OF_SIGNAL_CONTINUED: Priority.HIGH,
+        EventKind.NEUROMUSCULAR_BLOCKADE_SUSPECTED: Priority.MEDIUM,
     }
 
 
@@ -261,3 +263,20 @@ def test_nonsense_numbers_are_skipped_not_counted():
     json.dumps([x.to_json() for x in ev], allow_nan=False)
     run(e, [s.m(600.0, nan, response=True, step=Step.R1, **P())])
     json.dumps(e.snapshot(), allow_nan=False)
+
+
+def test_a_snapshot_from_before_the_hysteresis_still_resumes():
+    """Snapshots written before the episode hysteresis counted misses in ARMED and had no
+    episodes, blockade or waiting events: they resume, a started run of misses intact."""
+    e, s = engine(), Stream()
+    run(e, [s.resp(**P()), s.miss(**P())])
+    snap = json.loads(json.dumps(e.snapshot()))
+    for key in ("episodes", "nmb", "pending"):
+        del snap[key]
+    del snap["procedure"]["rln_last"]
+    snap["machines"]["loss_of_signal"]["RLN-L"] = ["ARMED", 1]
+    for name in ("nmb_side", "blockade"):
+        snap["machines"].pop(name, None)
+    again = RuleEngine.restore(DEFAULTS, snap)
+    assert again.state()["sites"]["RLN-L"]["los"] == "MISSING"
+    assert kinds(run(again, [s.miss(**P())])) == ["loss_of_signal"]

@@ -249,8 +249,15 @@ def test_recovery_closes_the_record_when_every_lost_site_recovered():
     run(e, [s.resp(900.0, 6.0, **V()) for _ in range(3)])
     t = e.procedure.troubleshooting(Side.L)
     assert t["open"] is False and t["recovered_t_s"] is not None
-    # a new loss later opens a new record
+    # the RLN lost again within a minute of its episode's end: the same record opens again
     run(e, [s.miss(**P()), s.miss(**P())])
+    recs = e.procedure.records()
+    assert [r["id"] for r in recs] == [1] and recs[0]["open"] and len(recs[0]["reopened_t_s"]) == 1
+    assert recs[0]["sites"]["RLN"]["continued"][0]["stimulus_index"] == s.index - 1
+    run(e, [s.resp(900.0, 3.8, **P()) for _ in range(3)])
+    assert e.procedure.troubleshooting(Side.L)["open"] is False
+    # a new loss later opens a new record
+    run(e, [s.miss(dt=61.0, **P()), s.miss(**P())])
     assert [r["id"] for r in e.procedure.records()] == [1, 2]
 
 

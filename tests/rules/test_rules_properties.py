@@ -138,33 +138,62 @@ def los_of(evs):
     return [(x.site, x.side, x.stimulus_index, x.t_s) for x in evs if x.kind.value == "loss_of_signal"]
 
 
-def oracle_los(ms, k=2, min_mA=1.0, tol=5.0, thr=100.0):
-    """Loss of signal read straight from clinical-rules.md."""
-    armed, run_, lost, out = {}, {}, {}, []
+def losses_of(evs):
+    """New and continued losses of signal, in order."""
+    return [(x.kind.value, x.site, x.side, x.stimulus_index, x.t_s) for x in evs
+            if x.kind.value in ("loss_of_signal", "loss_of_signal_continued")]
+
+
+def oracle_los(ms, recovered=frozenset(), k=2, end_k=2, reentry_s=60.0, min_mA=1.0, tol=5.0, thr=100.0):
+    """Loss of signal read straight from clinical-rules.md: after a response at the site,
+    ``k`` qualifying valid misses in a row; the episode ends on ``end_k`` qualifying valid
+    responses in a row (or a recovery, whose (site, side, stimulus index) the engine's
+    own recovery events give: recovery is tested on its own); a loss within
+    ``reentry_s`` of the end continues the episode."""
+    sites, out = {}, []
     for m in ms:
         s = m.stimulus
         if s.site not in WATCHED or not m.valid:
             continue
-        key = (s.site, s.side)
-        if m.response and m.amplitude_uV >= thr:
-            armed[key], run_[key], lost[key] = True, 0, False
-            continue
+        x = sites.setdefault((s.site, s.side), dict(armed=False, misses=0, lost=False, responses=0, ended=None))
+        if x["lost"] and (s.site, s.side, s.index) in recovered:
+            x.update(lost=False, ended=m.t_end_s, misses=0)
         delivered_ok = s.delivered_mA is None or s.delivered_mA >= s.set_mA * (100 - tol) / 100 - 1e-9
-        if s.set_mA < min_mA or not delivered_ok or not armed.get(key):
+        qualifying = s.set_mA >= min_mA and delivered_ok
+        if m.response and m.amplitude_uV >= thr:
+            if not x["lost"]:
+                x.update(armed=True, misses=0)
+            elif qualifying:
+                x["responses"] += 1
+                if x["responses"] >= end_k:
+                    x.update(lost=False, ended=m.t_end_s, misses=0)
             continue
-        run_[key] = run_.get(key, 0) + 1
-        if run_[key] >= k and not lost.get(key):
-            lost[key] = True
-            out.append((s.site, s.side, s.index, m.t_end_s))
+        if not qualifying or not x["armed"]:
+            continue
+        if x["lost"]:
+            x["responses"] = 0
+            continue
+        x["misses"] += 1
+        if x["misses"] >= k:
+            continued = x["ended"] is not None and m.t_end_s - x["ended"] <= reentry_s + 1e-6
+            x.update(lost=True, responses=0, ended=None)
+            kind = "loss_of_signal_continued" if continued else "loss_of_signal"
+            out.append((kind, s.site, s.side, s.index, m.t_end_s))
     return out
 
 
+def recoveries(evs):
+    return frozenset((x.site, x.side, x.stimulus_index) for x in evs if x.kind.value == "signal_recovered")
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(any_streams, st.integers(1, 4))
-def test_los_matches_the_oracle(specs, k):
+@given(any_streams, st.integers(1, 4), st.integers(1, 3), st.sampled_from([0.0, 2.0, 60.0]))
+def test_los_matches_the_oracle(specs, k, end_k, reentry_s):
     ms = build(specs)
-    sett = DEFAULT.with_changes({"rules.los_consecutive": k})
-    assert los_of(events(ms, sett)) == oracle_los(ms, k=k)
+    sett = DEFAULT.with_changes({"rules.los_consecutive": k, "rules.los_end_consecutive": end_k,
+                                 "rules.los_reentry_s": reentry_s})
+    evs = events(ms, sett)
+    assert losses_of(evs) == oracle_los(ms, recoveries(evs), k=k, end_k=end_k, reentry_s=reentry_s)
 
 
 @given(any_streams, st.data())
@@ -234,12 +263,19 @@ def test_los_at_most_once_per_episode(specs):
     evs = events(ms)
     for site in WATCHED:
         for side in Side:
-            los_idx = [x.stimulus_index for x in evs
-                       if x.kind.value == "loss_of_signal" and x.site is site and x.side is side]
-            for a, b in zip(los_idx, los_idx[1:]):
-                between = [m for m in ms if a < m.stimulus.index < b and m.stimulus.site is site
-                           and m.stimulus.side is side and m.valid and m.response]
-                assert between, "two LOS without a response in between"
+            mine = [x for x in evs if x.site is site and x.side is side]
+            los = [x for x in mine if x.kind.value in ("loss_of_signal", "loss_of_signal_continued")]
+            for a, b in zip(los, los[1:], strict=False):
+                between = [m for m in ms if a.stimulus_index < m.stimulus.index < b.stimulus_index
+                           and m.stimulus.site is site and m.stimulus.side is side and m.valid and m.response]
+                assert len(between) >= 2, "two losses without two responses in between"
+                if b.kind.value == "loss_of_signal":
+                    # a new onset only more than rules.los_reentry_s after the responses came back
+                    assert b.t_s - between[1].t_end_s > 60.0 - 1e-6
+            for x in los:
+                if x.kind.value == "loss_of_signal_continued":
+                    assert 0.0 < x.detail["interruption_s"] <= 60.0 + 1e-6
+                    assert x.detail["episode_t_s"] < x.t_s
 
 
 @given(streams)
@@ -257,7 +293,8 @@ def test_no_current_never_becomes_a_los(specs):
 @st.composite
 def operator_actions(draw, n):
     acts = draw(st.lists(st.tuples(st.integers(0, max(n, 0)),
-                                   st.sampled_from(["rebaseline_aps", "rebaseline_probe", "capture", "tag"]),
+                                   st.sampled_from(["rebaseline_aps", "rebaseline_probe", "capture", "tag",
+                                                    "tag_v1"]),
                                    st.sampled_from([Side.L, Side.R])), max_size=6))
     return sorted(acts, key=lambda a: a[0])
 
@@ -282,7 +319,8 @@ def act(engine, what, side, last):
             return engine.capture_baseline(last.stimulus.site, side, last, t_s=t)
         return []
     if engine.last_response(side) is not None:
-        engine.tag_step(Step.R1, side, t_s=t)
+        # the V1's poor-baseline event waits for the next stimulus (also across a snapshot)
+        engine.tag_step(Step.V1 if what == "tag_v1" else Step.R1, side, t_s=t)
     return []
 
 

@@ -41,8 +41,9 @@ SHOTS = Path(os.environ.get("LNM_UI_SCREENSHOTS", ROOT / "tests" / "screenshots"
 class Engine:
     """``lnm engine`` as a subprocess on the virtual board, with a client for assertions."""
 
-    def __init__(self, tmp: Path, board: str = "sim://?seed=7") -> None:
+    def __init__(self, tmp: Path, board: str = "sim://?seed=7", export_dir: Path | None = None) -> None:
         self.tmp = tmp
+        self.export_dir = export_dir  # the installation's export folder ($LNM_EXPORT_DIR): the test's USB stick
         self.socket = tmp / "engine.sock"
         self.data = tmp / "data"
         self.board = board
@@ -55,8 +56,9 @@ class Engine:
 
         cmd = [sys.executable, "-m", "app.cli", "engine", "--board", self.board, "--socket", str(self.socket),
                "--data", str(self.data), "--no-resume"]
+        env = {**os.environ, **({"LNM_EXPORT_DIR": str(self.export_dir)} if self.export_dir else {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log.open("ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
         client = EngineClient(self.socket, name="test", timeout_s=10.0)
 
         def connected() -> bool:
@@ -115,6 +117,16 @@ class Engine:
 
 
 # ---------------------------------------------------------------------------- UI driver
+
+
+# what a test may have done to the virtual patient, undone
+RESET_PATIENT: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("probe", {"contact": "none"}),
+    ("release", {"side": "L", "recovery_s": 1.0}), ("release", {"side": "R", "recovery_s": 1.0}),
+    ("nmb", {"level": 0.0, "onset_s": 1.0}), ("tube", {"left": 1.0, "right": 1.0, "over_s": 1.0}),
+    ("impedance", {"electrode": "L_POS", "ohm": 2000.0}), ("output", {"output": "probe", "state": "ok"}),
+    ("output", {"output": "APS", "state": "ok"}), ("aps_detach", {}),
+)
 
 
 class Ui:
@@ -243,7 +255,54 @@ class Ui:
             raise LookupError("no keypad is open")
         return pads[0]
 
+    def answer_selftest(self, timeout_s: float = 30.0) -> None:
+        """On the self-test screen: answer "yes" to each played output and wait for the result."""
+        scr = self.app.screens["selftest"]
+        deadline = time.monotonic() + timeout_s
+        while self.app.sm.current == "selftest" and not scr.done:
+            if self.has("dialog.confirm"):
+                self.tap("dialog.confirm")
+            self.frames(2)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the self-test never finished: {scr.summary!r}")
+
+    def dismiss_dialogs(self) -> None:
+        """Close every dialog and keypad that is open (as touching outside it would)."""
+        from kivy.uix.modalview import ModalView
+
+        for _ in range(10):
+            modals = [w for w in self.window.children if isinstance(w, ModalView)]
+            if not modals:
+                return
+            for m in modals:
+                m.dismiss(animation=False)
+            self.frames(2)
+
+    def home(self, engine: Engine) -> None:
+        """Back to the start of a case, whatever the last test left: no dialog, the
+        self-test answered, no case open (closed through the engine), the case set-up
+        screen with an empty form, the probe's simulator contact lifted."""
+        app = self.app
+        self.dismiss_dialogs()
+        if app.sm.current == "selftest":
+            self.answer_selftest()
+            self.dismiss_dialogs()
+        if engine.state().get("case"):
+            engine.call("case.close", note="back to the start")
+        self.wait(lambda: not app.case_open and app.state.get("case") is None, 15, "no case open")
+        if app.simulated:  # a healthy virtual patient again, the probe lifted
+            for command, args in RESET_PATIENT:
+                engine.call("sim.control", command=command, args=args)
+        app.go("setup")
+        self.wait(lambda: app.sm.current == "setup", 5, "the case set-up screen")
+        app.screens["setup"].clear()
+        app.message_bar.message, app.message_bar.level = "", "info"
+        self.frames(2)
+
     def go(self, screen: str) -> None:
+        # a test run on its own meets the start-up self-test's questions (the played outputs): yes
+        if self.app.sm.current == "selftest":
+            self.answer_selftest()
         self.tap(f"nav.{screen}")
         self.wait(lambda: self.app.sm.current in (screen, "setup", "endcase") if screen == "case"
                   else self.app.sm.current == screen, 5, f"screen {screen}")
@@ -285,8 +344,9 @@ def display() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = Engine(tmp_path_factory.mktemp("engine")).start()
+def engine(tmp_path_factory: pytest.TempPathFactory, usb_dir: Path) -> Iterator[Engine]:
+    # exports go only below the removable-media folders or the installation's $LNM_EXPORT_DIR
+    eng = Engine(tmp_path_factory.mktemp("engine"), export_dir=usb_dir).start()
     yield eng
     eng.stop()
 

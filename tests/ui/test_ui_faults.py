@@ -30,7 +30,7 @@ def _leave_no_case(ui, engine):
 def _to_setup(ui):
     app = ui.app
     if app.sm.current == "selftest":
-        ui.wait(lambda: app.screens["selftest"].done, 30, "the self-test result")
+        ui.answer_selftest()
         ui.tap("selftest.continue")
     else:
         ui.go("case")

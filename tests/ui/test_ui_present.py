@@ -118,6 +118,9 @@ def test_response_and_delivered_current_in_words():
     assert P.response_words({"valid": True, "response": True}) == "RESPONSE"
     assert "current delivered" in P.response_words({"valid": True, "response": False, "delivered_mA": 1.0})
     assert "cautery" in P.response_words({"valid": False, "invalid_reason": "cautery"})
+    # a response only the lowered threshold makes one: never a plain RESPONSE
+    assert P.response_words({"valid": True, "response": True, "lowered_threshold": True}) == \
+        "RESPONSE (lowered threshold)"
     assert P.delivered_words(1.0, 0.99) == ""
     assert "LOW" in P.delivered_words(1.0, 0.90)
     assert P.delivered_words(1.0, None) == ""

@@ -28,6 +28,11 @@ def test_selftest_screen_shows_the_engines_results(ui, engine):
     app = ui.app
     assert app.sm.current == "selftest"
     scr = app.screens["selftest"]
+    # the loudspeaker, the lights and the buzzer cannot be read back: the nurse is asked for each
+    for _ in range(3):
+        ui.wait(lambda: ui.has("dialog.confirm"), 20, "the question for a played output")
+        assert any(scr.ids[f"item_{k}"].verdict == "CONFIRM?" for k in ("audio", "leds", "buzzer"))
+        ui.tap("dialog.confirm")
     ui.wait(lambda: scr.done, 20, "the self-test result")
     assert scr.passed
     for key in ("board", "audio", "leds", "buzzer", "storage"):
@@ -36,6 +41,7 @@ def test_selftest_screen_shows_the_engines_results(ui, engine):
         assert row.message  # the engine's own words, for a nurse: no program names
         assert "Capture" not in row.message and "Gpio" not in row.message, row.message
     assert "simulated loudspeaker" in scr.ids["item_audio"].message
+    assert "seen / heard by the nurse" in scr.ids["item_leds"].message
     ui.screenshot("01-selftest")
     events = engine.call("events.list", limit=100)["events"]
     assert any(e["kind"] == "self_test" for e in events), "the engine ran the self-test the UI asked for"
@@ -336,6 +342,26 @@ def _tap_until_sent(ui, tid, tries=3):
         if not (bar.level == "refused" and "NOT sent" in bar.message):
             return
     raise AssertionError(f"{tid}: never sent: {bar.message}")
+
+
+def test_lowering_the_threshold_from_the_monitor_asks_pin_and_confirmation_and_stays_shown(ui, engine):
+    app = ui.app
+    ui.go("monitor")
+    ui.tap("monitor.page.levels")
+    assert engine.state()["threshold_uV"] == 100.0
+    ui.tap("monitor.threshold.minus")  # 90 µV: below the default, a protected limit
+    ui.wait(lambda: ui.has("key.ok"), 5, "the PIN keypad")
+    ui.type_text("1234")
+    ui.wait(lambda: ui.has("dialog.confirm"), 5, "the confirmation")
+    assert engine.state()["threshold_uV"] == 100.0  # nothing changed yet
+    ui.screenshot("13b-threshold-confirm")
+    ui.tap("dialog.confirm")
+    engine.wait(lambda s: s["threshold_uV"] == 90.0 and s["limits"], 10, "the lowered threshold")
+    ui.wait(lambda: "LIMIT: threshold 90 µV, lowered" in app.message_bar.status, 5, "the lowered threshold in sight")
+    ui.tap("monitor.threshold.plus")  # back to the default: no question
+    engine.wait(lambda s: s["threshold_uV"] == 100.0 and not s["limits"], 10, "the default threshold")
+    ui.wait(lambda: "lowered" not in app.message_bar.status, 5, "the indication gone")
+    ui.tap("monitor.page.probe")
 
 
 def _flash_measure(ui, seconds=2.5):

@@ -544,8 +544,8 @@ class MonitorScreen(LnmScreen):
         """The event threshold 10 µV up or down."""
         now = float(self.app.state.get("threshold_uV") or 100.0)
         new = now + 10.0 if up else now - 10.0
-        self.app.cmd("settings.set", changes={"analysis.event_threshold_uV": round(new, 1)},
-                     ok_message=f"event threshold {new:.0f} µV")
+        self.app.set_settings({"analysis.event_threshold_uV": round(new, 1)}, ask_pin=True,
+                              ok_message=f"event threshold {new:.0f} µV")
 
     def change_volume(self, up: bool) -> None:
         """The loudspeaker volume 10 % up or down."""

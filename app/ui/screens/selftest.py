@@ -3,7 +3,10 @@
 The engine runs the test (``selftest.run``: it plays a tone, lights the LEDs, sounds the
 backup buzzer, checks storage and the board); this screen starts it once the engine
 answers, shows every item with PASS or FAIL in words and the engine's message, and lets
-the nurse continue (after a confirmation when something failed).
+the nurse continue (after a confirmation when something failed). The outputs the engine
+cannot observe (loudspeaker, LEDs, buzzer: "played, confirm") are asked one by one, "Did
+you hear ...?" Yes / No, and the answer goes to the engine (``selftest.confirm``), which
+journals it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from kivy.properties import BooleanProperty, StringProperty
 
 from app.ui.screens import LnmScreen, load_kv
-from app.ui.widgets import confirm
+from app.ui.widgets import ConfirmDialog, confirm
 
 # Short captions: they must fit a third of an 800 px screen; the message column says more.
 ITEMS = (("board", "Board"), ("audio", "Loudspeaker"), ("leds", "Alarm lights"),
@@ -60,14 +63,31 @@ class SelfTestScreen(LnmScreen):
 
     def _got(self, result: dict[str, Any]) -> None:
         self.running = False
-        self.done = True
         self.result = result
         self.passed = bool(result.get("ok"))
-        bad = [i for i in result.get("items") or [] if not i.get("ok")]
-        self.summary = ("SELF-TEST PASSED: all items work." if self.passed else
-                        f"SELF-TEST FAILED: {len(bad)} item(s) failed. Fix them, or continue only with a backup "
-                        "monitor.")
+        pending = [i for i in result.get("items") or [] if i.get("status") == "confirm"]
+        self.done = not pending
+        bad = [i for i in result.get("items") or [] if i.get("ok") is False]
+        if pending:
+            self.summary = "PLAYED: confirm what you saw and heard."
+        else:
+            self.summary = ("SELF-TEST PASSED: all items work." if self.passed else
+                            f"SELF-TEST FAILED: {len(bad)} item(s) failed. Fix them, or continue only with a backup "
+                            "monitor.")
         self._render()
+        if pending:
+            self._ask(pending[0])
+
+    def _ask(self, item: dict[str, Any]) -> None:
+        """The nurse's eyes and ears for an output the engine drove but cannot observe."""
+        name = item.get("item")
+
+        def answer(seen: bool) -> None:
+            self.app.cmd("selftest.confirm", on_ok=self._got, on_error=self._failed, item=name, seen=seen)
+
+        ConfirmDialog(title="Self-test: confirm", message=str(item.get("question") or item.get("message") or ""),
+                      confirm_text="Yes", cancel_text="No", on_confirm=lambda: answer(True),
+                      on_cancel=lambda: answer(False)).open(animation=False)
 
     def _failed(self, reply: Any) -> bool:
         self.running = False
@@ -88,9 +108,12 @@ class SelfTestScreen(LnmScreen):
                 row.ok = True
                 row.message = ""
             else:
-                row.ok = bool(it.get("ok"))
-                row.verdict = "PASS" if row.ok else "FAIL"
-                row.message = str(it.get("message") or "")
+                status = it.get("status") or ("ok" if it.get("ok") else "failed")
+                row.ok = it.get("ok") is not False
+                row.verdict = {"confirm": "CONFIRM?"}.get(status, "PASS" if it.get("ok") else "FAIL")
+                by = {"confirmed": " (seen / heard by the nurse)",
+                      "not_confirmed": " (NOT seen / heard by the nurse)"}.get(status, "")
+                row.message = str(it.get("message") or "") + by
 
     def proceed(self) -> None:
         target = "monitor" if self.app.case_open else "setup"

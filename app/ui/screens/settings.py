@@ -195,7 +195,7 @@ class SettingsScreen(LnmScreen):
                 self.render()
                 return True
 
-            self.app.cmd("settings.set", on_ok=ok, on_error=refused, changes={key: value})
+            self.app.set_settings({key: value}, on_ok=ok, on_refused=refused)
 
         if kind == "bool":
             ChoicePopup(title=info.name, choices=[("On", True), ("Off", False)],

@@ -1,7 +1,8 @@
-"""A synthetic, clinically plausible case written into a journal: for demonstrations of the
-report, for the record benchmark and for tests of the documentation.
+"""A synthetic, clinically plausible case written into a journal: a fixture for the tests of
+the case record and its documentation, and for the record benchmark (``bench/record.py``).
 
-Owns: ``write_case`` and ``emg_noise``.
+Owns: ``write_case``, ``emg_noise`` and ``response``. A test or benchmark helper, not
+product code: the values are made up here, never measured.
 May import: the standard library, numpy, ``app.model``, ``app.settings``,
 ``app.record.entries``.
 
@@ -92,7 +93,8 @@ class _Writer:
                  t_s=t)
 
 
-def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, waveforms: bool = True,
+# one case as a script, read top to bottom: its closures are the case's episodes
+def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, waveforms: bool = True,  # noqa: C901
                emg: tuple[float, float] | None = None, probe_rate_hz: float = 4.0, aps_rate_hz: float = 1.0,
                probing_fraction: float = 0.15, patient_id: str = "PSN-2026-0042",
                surgeon: str = "Dr. A. Example") -> tuple[str, int]:
@@ -140,8 +142,12 @@ def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, w
         events.append((t, len(events), fn))
 
     # --- right side (probe only) ---
-    at(T["v1r"], lambda: step_entry(T["v1r"] + 3, Side.R, Step.V1, burst(T["v1r"], 12, Side.R, Site.VAGUS, 650, 6.1, Step.V1)[1]))
-    at(T["r1r"], lambda: step_entry(T["r1r"] + 3, Side.R, Step.R1, burst(T["r1r"], 12, Side.R, Site.RLN, 820, 3.7, Step.R1)[1]))
+    def probe_step(key: str, side: Side, site: Site, amp: float, lat: float, step: Step) -> None:
+        """12 probe stimuli of a step at its planned time, and the step entry 3 s later."""
+        at(T[key], lambda: step_entry(T[key] + 3, side, step, burst(T[key], 12, side, site, amp, lat, step)[1]))
+
+    probe_step("v1r", Side.R, Site.VAGUS, 650, 6.1, Step.V1)
+    probe_step("r1r", Side.R, Site.RLN, 820, 3.7, Step.R1)
     for (a, b, side) in probe_windows:
         n = int(per_window * probe_rate_hz)
         span = max(b - a, 1.0)
@@ -153,7 +159,7 @@ def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, w
     def r2_right() -> None:
         t = T["r2r"]
         t, _ = burst(t, 8, Side.R, Site.RLN, 780, 3.8, Step.R2)
-        m1 = w.stim(t, Side.R, Site.RLN, Source.PROBE, 40, 3.8, Step.R2)
+        w.stim(t, Side.R, Site.RLN, Source.PROBE, 40, 3.8, Step.R2)
         m2 = w.stim(t + 0.25, Side.R, Site.RLN, Source.PROBE, 35, 3.8, Step.R2)
         te = t + 0.30
         w.event(te, EventKind.LOSS_OF_SIGNAL, Side.R, Site.RLN, Priority.HIGH, m2.stimulus.index,
@@ -165,7 +171,8 @@ def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, w
         answers = [("current_delivered", "yes"), ("leads_ok", "yes"), ("field_dry", "yes"),
                    ("laryngeal_twitch", "no"), ("contralateral_vagus", "yes"), ("tube_position_ok", "yes")]
         for i, (check, ans) in enumerate(answers):
-            w.add("troubleshooting", {"check": check, "answer": ans, "side": "R", "who": "surgeon"}, t_s=te + 20 + 15 * i)
+            w.add("troubleshooting", {"check": check, "answer": ans, "side": "R", "who": "surgeon"},
+                  t_s=te + 20 + 15 * i)
         for i, (pos, resp) in enumerate([(0.0, True), (5.0, True), (10.0, False), (15.0, False)]):
             w.stim(te + 130 + 10 * i, Side.R, Site.RLN, Source.PROBE, 700 if resp else 30, 3.5)
             w.add("mapping", {"side": "R", "position_mm": pos, "response": resp}, t_s=te + 131 + 10 * i)
@@ -181,13 +188,13 @@ def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, w
         step_entry(te + 1, Side.R, Step.R2, m2)
 
     at(T["r2r"], r2_right)
-    at(T["v2r"], lambda: step_entry(T["v2r"] + 3, Side.R, Step.V2, burst(T["v2r"], 12, Side.R, Site.VAGUS, 230, 6.3, Step.V2)[1]))
+    probe_step("v2r", Side.R, Site.VAGUS, 230, 6.3, Step.V2)
 
     # --- left side: APS + probe ---
-    at(T["v1l"], lambda: step_entry(T["v1l"] + 3, Side.L, Step.V1, burst(T["v1l"], 12, Side.L, Site.VAGUS, 600, 7.9, Step.V1)[1]))
-    at(T["r1l"], lambda: step_entry(T["r1l"] + 3, Side.L, Step.R1, burst(T["r1l"], 12, Side.L, Site.RLN, 900, 3.6, Step.R1)[1]))
-    at(T["r2l"], lambda: step_entry(T["r2l"] + 3, Side.L, Step.R2, burst(T["r2l"], 12, Side.L, Site.RLN, 880, 3.6, Step.R2)[1]))
-    at(T["v2l"], lambda: step_entry(T["v2l"] + 3, Side.L, Step.V2, burst(T["v2l"], 12, Side.L, Site.VAGUS, 570, 7.9, Step.V2)[1]))
+    probe_step("v1l", Side.L, Site.VAGUS, 600, 7.9, Step.V1)
+    probe_step("r1l", Side.L, Site.RLN, 900, 3.6, Step.R1)
+    probe_step("r2l", Side.L, Site.RLN, 880, 3.6, Step.R2)
+    probe_step("v2l", Side.L, Site.VAGUS, 570, 7.9, Step.V2)
     t_aps = T["aps"]
     n_aps = int((T["end_aps"] - T["aps"]) * aps_rate_hz)
     trac0, trac1 = T["traction"], T["traction"] + 240.0
@@ -252,7 +259,7 @@ def write_case(journal: Any, *, duration_s: float = 3 * 3600.0, seed: int = 1, w
                                                           "duration_s": float(rng.uniform(0.3, 4.0)),
                                                           "peak_uV": float(rng.uniform(150, 900)),
                                                           "kind": "burst", "channel": f"EMG {side}"}, t_s=t + 4))
-    for k in range(20):
+    for _ in range(20):
         t = float(rng.uniform(0.05 * D, 0.9 * D))
         at(t, lambda t=t: (w.add("cautery", {"state": "start", "onset_s": t}, t_s=t),
                            w.add("cautery", {"state": "end", "onset_s": t, "duration_s": 2.5}, t_s=t + 2.5)))
