@@ -6,7 +6,10 @@ The engine keeps the troubleshooting record per side and proposes the next check
 here is sent as ``ts.answer`` and recorded by the engine, which draws the conclusion.
 The surgeon's own verdict (``ts.verdict``), the mapping points (``mapping.result``) and
 the staging decision (``staging.decision``) are recorded the same way, each with a
-reason typed on the on-screen keyboard.
+reason typed on the on-screen keyboard. The R2 and V2 given after the loss (no response
+or a weak one) are documented by the monitor on its own; the checks page lists them
+(``troubleshooting.<side>.offers``) and "Record R2" / "Record V2" makes that stimulus the
+step, as the nurse's (``step.tag`` with ``which: "offer"``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class LosScreen(LnmScreen):
     staging_active = BooleanProperty(False)
     staging_decided = StringProperty("")
     los_active = BooleanProperty(False)
+    offers_text = StringProperty("")
+    offer_R2 = StringProperty("")  # the button's text; empty: nothing offered for R2
+    offer_V2 = StringProperty("")
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -145,6 +151,7 @@ class LosScreen(LnmScreen):
             self.question = "Troubleshooting starts when the monitor detects a loss of signal on this side."
             self.answers = ""
             self.conclusion = ""
+        self._offers((ts or {}).get("offers") or [])
         # mapping
         mp = (state.get("mapping") or {}).get(self.side) or {}
         self.mapping_text = W.plain(mp.get("message") or "Not mapped.")
@@ -236,6 +243,27 @@ class LosScreen(LnmScreen):
         label = P.CHECK_LABELS.get(self.check, self.check)
         self.app.cmd("ts.answer", side=self.side, check=self.check, answer="yes" if yes else "no",
                      ok_message=f"recorded: {label}: {'yes' if yes else 'no'}")
+
+    def _offers(self, offers: list[Any]) -> None:
+        """The R2 / V2 given after the loss: what the monitor documented and a button to record it."""
+        lines = []
+        buttons = {"R2": "", "V2": ""}
+        for o in offers:
+            if not isinstance(o, dict) or o.get("step") not in buttons:
+                continue
+            step = str(o["step"])
+            by_nurse = o.get("documented") and o.get("step_how") == "operator"
+            lines.append(W.plain(str(o.get("message") or "")) + (" Recorded by the nurse." if by_nurse else
+                                                                 " Documented by the monitor." if o.get("documented")
+                                                                 else ""))
+            buttons[step] = f"{step} recorded" if by_nurse else f"Record {step}"
+        self.offers_text = "\n".join(lines)
+        self.offer_R2, self.offer_V2 = buttons["R2"], buttons["V2"]
+
+    def record_offer(self, step: str) -> None:
+        """The stimulus the troubleshooting offers becomes the step (``step.tag``, ``which: offer``)."""
+        self.app.cmd("step.tag", step=step, side=self.side, which="offer",
+                     ok_message=f"{step} {P.side_name(self.side).lower()} recorded from the stimulus after the loss")
 
     def verdict(self, true_los: bool) -> None:
         v = "true_los" if true_los else "not_true_los"

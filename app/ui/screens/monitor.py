@@ -205,6 +205,7 @@ class MonitorScreen(LnmScreen):
     aps_amp_pct = StringProperty("---")
     aps_lat_pct = StringProperty("---")
     threshold = StringProperty("---")
+    limits_text = StringProperty("")  # the protected limits relaxed, "" when none
     volume = StringProperty("---")
     trend_caption = StringProperty("")
     show_trend = BooleanProperty(False)
@@ -238,6 +239,8 @@ class MonitorScreen(LnmScreen):
         self.case_open = state.get("case") is not None
         self._update_stim(state)
         self.threshold = P.fmt_amp(state.get("threshold_uV"))
+        limits = [str(lim["text"]) for lim in state.get("limits") or [] if isinstance(lim, dict) and lim.get("text")]
+        self.limits_text = ("LIMIT CHANGED: " + "; ".join(limits)) if limits else ""
         self.volume = "---" if state.get("volume_pct") is None else f"{state['volume_pct']:.0f}"
         self._update_panels(state)
         self._sync_toggles()
