@@ -105,7 +105,37 @@ class Day:
         for i, plan in enumerate(CASES[:n], start=1):
             self.say(f"case {i} of {n}: {plan.patient}, {plan.procedure}")
             self.case(i, plan)
+        self.tour()
         return self.closed
+
+    def tour(self) -> None:
+        """After the day: the settings behind the PIN, group by group, the past cases and
+        the simulator panel."""
+        from app.ui import words as W
+
+        d, app = self.d, self.app
+        d.go("settings")
+        scr = app.screens["settings"]
+        self.shot("90-settings-locked")
+        pin = str((app.settings_values or {}).get("ui.settings_pin") or "")
+        if pin:
+            for k in pin:
+                d.tap(f"pin.{k}")
+            d.tap("pin.ok")
+            d.wait(lambda: scr.unlocked, 5, "the settings unlocked")
+            for group, _title in W.SETTING_GROUPS:
+                if d.has(f"settings.group.{group}"):
+                    d.tap(f"settings.group.{group}")
+                    self.shot(f"91-settings-{group}")
+            d.tap("settings.lock")
+        d.go("case")
+        d.tap("setup.cases")
+        d.wait(lambda: app.sm.current == "cases" and app.screens["cases"].ids.rows.children, 15, "the past cases")
+        self.shot("92-past-cases")
+        d.tap("cases.back")
+        d.go("sim")
+        self.shot("93-simulator")
+        d.go("case")
 
     def start_of_day(self) -> None:
         """The self-test, its questions answered, and on to the case set-up."""
