@@ -45,6 +45,10 @@ class EmgRing:
     """Free-running EMG envelope, ``seconds`` long at ``bin_hz`` bins per second."""
 
     def __init__(self, seconds: float = 10.0, bin_hz: float = 1000.0, channels: Iterable[str] = ("EMG L", "EMG R")):
+        self._start(seconds, bin_hz, channels)
+
+    def _start(self, seconds: float, bin_hz: float, channels: Iterable[str]) -> None:
+        """An empty buffer of ``seconds`` at ``bin_hz``."""
         self.bin_hz = float(bin_hz)
         self.capacity = int(seconds * bin_hz)
         self.channels = tuple(channels)
@@ -60,7 +64,7 @@ class EmgRing:
         bin_hz = _num(msg.get("bin_hz"))
         if bin_hz and abs(bin_hz - self.bin_hz) > 1e-6:
             # another stream rate: start over at that rate (the buffer is only a display)
-            self.__init__(self.capacity / self.bin_hz, bin_hz, self.channels)
+            self._start(self.capacity / self.bin_hz, bin_hz, self.channels)
         n = 0
         for c in self.channels:
             ch = chans.get(c) or {}
@@ -387,7 +391,11 @@ class EventLog:
         for ev in list(self.events) + [dict(e) for e in events]:
             seq = ev.get("seq")
             merged[seq if isinstance(seq, int) else ("no-seq", id(ev))] = ev
-        ordered = sorted(merged.values(), key=lambda e: e.get("seq") if isinstance(e.get("seq"), int) else -1)
+        def order(e: dict[str, Any]) -> int:
+            seq = e.get("seq")
+            return seq if isinstance(seq, int) else -1
+
+        ordered = sorted(merged.values(), key=order)
         self.events.clear()
         self.events.extend(ordered[-(self.events.maxlen or len(ordered)):])
         seqs = [e["seq"] for e in ordered if isinstance(e.get("seq"), int)]

@@ -284,10 +284,17 @@ class Day:
             check = ts.get("next_check")
             if ts.get("conclusion") not in (None, "open") or not check:
                 break
-            d.wait(lambda c=check: scr.check == c, 10, f"the question {check}")
-            d.tap("los.yes" if TRUE_LOSS.get(check, True) else "los.no")
-            d.wait(lambda c=check: c in ((((self.state().get("troubleshooting") or {}).get(side) or {})
-                                         .get("answers")) or {}), 15, f"the answer to {check}")
+            asked = str(check)
+
+            def shown(c: str = asked) -> bool:
+                return bool(scr.check == c)
+
+            def answered(c: str = asked) -> bool:
+                return c in self._answers(side)
+
+            d.wait(shown, 10, f"the question {check}")
+            d.tap("los.yes" if TRUE_LOSS.get(asked, True) else "los.no")
+            d.wait(answered, 15, f"the answer to {check}")
         self.shot(f"{tag}-11-los-concluded")
         # the vagal stimuli after the loss are the side's V2: record the one offered
         d.wait(lambda: scr.offer_V2 == "Record V2", 30, "the V2 offered after the loss")
@@ -299,6 +306,9 @@ class Day:
         d.tap("los.page.checks")
         self.inject(f"release_{side}")
         self.probe_to("air")
+
+    def _answers(self, side: str) -> dict[str, Any]:
+        return dict((((self.state().get("troubleshooting") or {}).get(side) or {}).get("answers")) or {})
 
     def events_and_trend(self, tag: str) -> None:
         """The alarm list, the event list of the case, the trend enlarged."""

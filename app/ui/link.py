@@ -184,7 +184,10 @@ class EngineLink:
             with self._inflight_lock:
                 self._inflight.append(pend)
             try:
-                self.client.call_async(pend.cmd, lambda reply, p=pend: self._on_reply(p, reply), **pend.args)
+                def on_reply(reply: dict[str, Any], p: Any = pend) -> None:
+                    self._on_reply(p, reply)
+
+                self.client.call_async(pend.cmd, on_reply, **pend.args)
                 self.sent += 1
             except EngineUnavailable as exc:
                 self._finish(pend, Reply(pend.cmd, False, code="engine_unavailable",

@@ -121,7 +121,7 @@ class LnmApp(App):
     health_state = StringProperty("connecting")
     wide = BooleanProperty(False)  # a wide screen (1280x800): the waveforms take more of the width
 
-    def __init__(self, options: UiOptions | None = None, link: EngineLink | None = None, **kw: Any) -> None:
+    def __init__(self, options: UiOptions | None = None, link: EngineLink | Any = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.options = options or UiOptions()
         self.link = link or EngineLink(self.options.socket, name=self.options.name, stale_s=self.options.stale_s)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from kivy.app import App
@@ -48,6 +48,19 @@ class FitText:
     min_font_size = NumericProperty(11)
     fit_template = StringProperty("")
 
+    if TYPE_CHECKING:  # what the Label or Button it is mixed into provides
+        font_size: float
+        text: str
+        width: float
+        height: float
+        text_size: Any
+        bold: bool
+        max_lines: int
+
+        def fbind(self, name: str, func: Callable[..., Any]) -> Any: ...
+
+        def get_root_window(self) -> Any: ...
+
     def _fit_init(self) -> None:
         self._wanted_font = float(self.font_size)
         self._fitting = False
@@ -76,12 +89,13 @@ class FitText:
         else:
             key = (text, round(self.width), round(self.height), tuple(self.text_size), want, self.bold,
                    self.min_font_size, self.max_lines)
-            best = self._fit_cache.get(key)
-            if best is None:
-                best = self._search(want, text)
+            cached = self._fit_cache.get(key)
+            if cached is None:
+                cached = self._search(want, text)
                 if len(self._fit_cache) > 64:
                     self._fit_cache.clear()
-                self._fit_cache[key] = best
+                self._fit_cache[key] = cached
+            best = cached
         if best != self.font_size:
             self._fitting = True
             try:
@@ -291,7 +305,8 @@ class AlarmBanner(BoxLayout):
             self.engine_problem = True
             self.priority = P.ENGINE_PRIORITY
             st = P.style(self.priority)
-            self.symbol, self.word = st.symbol, st.word
+            if st is not None:
+                self.symbol, self.word = st.symbol, st.word
             if health.state == "stalled":
                 self.headline = "TECHNICAL  ENGINE NOT RESPONDING"
             elif health.state == "connecting":

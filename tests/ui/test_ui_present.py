@@ -67,7 +67,7 @@ def test_flashing_has_the_stated_frequency_and_duty(priority, t0):
     dt = 0.001
     n = int(10.0 / dt)
     samples = [P.flash_on(priority, t0 + i * dt) for i in range(n)]
-    rises = sum(1 for a, b in zip(samples, samples[1:]) if b and not a)
+    rises = sum(1 for a, b in zip(samples, samples[1:], strict=False) if b and not a)
     assert abs(rises / 10.0 - s.flash_hz) <= 0.11
     assert abs(sum(samples) / n - s.duty) <= 0.02
 

@@ -177,7 +177,7 @@ class SettingsScreen(LnmScreen):
 
     def edit(self, key: str) -> None:
         """Change one setting (a keyboard that offers only what it takes)."""
-        spec = next((s for s in self.app.settings_schema if s.get("key") == key), {})
+        spec: dict[str, Any] = next((s for s in self.app.settings_schema if s.get("key") == key), {})
         info = W.setting_info(key, str(spec.get("doc") or ""))
         kind = spec.get("kind")
         unit = W.unit_words(spec.get("unit"))

@@ -27,7 +27,7 @@ PROBE_TARGETS = {
     "fluid": ("Fluid (wet field)", {"contact": "fluid"}),
 }
 
-EVENTS = {
+EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "traction_L": ("Traction, left", "traction", {"side": "L", "severity": 0.95, "onset_s": 3.0}),
     "traction_R": ("Traction, right", "traction", {"side": "R", "severity": 0.95, "onset_s": 3.0}),
     "release_L": ("Release, left", "release", {"side": "L", "recovery_s": 60.0}),
