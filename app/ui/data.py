@@ -17,7 +17,7 @@ of a given pixel width can show:
   loss of signal);
 - ``EventLog``: the recent events, and the alarm history derived from them.
 
-May import: numpy and the standard library.
+May import: numpy, the standard library and ``app.model`` (the sides, sites and steps).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIDES = ("L", "R")
+from app.model import SIDES, Site, Step
 CHANNEL = {"L": "EMG L", "R": "EMG R"}
 # display scales (half range, µV): a scale is chosen so the response fills the plot
 SCALES_UV = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
@@ -170,7 +170,7 @@ def epoch_of(msg: Mapping[str, Any], artifact_ms: float = 2.0) -> tuple[np.ndarr
 
 
 # the step whose waveform is the reference of a probe stimulus at each site
-REFERENCE_STEP = {"VAGUS": "V1", "RLN": "R1", "EBSLN": "S1"}
+REFERENCE_STEP = {Site.VAGUS.value: Step.V1.value, Site.RLN.value: Step.R1.value, Site.EBSLN.value: Step.S1.value}
 
 
 class References:

@@ -76,6 +76,7 @@ class Day:
         self.app = driver.app
         self.say = say or (lambda _text: None)
         self.closed: list[str] = []  # the case ids closed, in order
+        self.missing: list[dict[str, Any]] = []  # the steps missing when the last case was closed
 
     # -- helpers
     def state(self) -> dict[str, Any]:
@@ -338,6 +339,7 @@ class Day:
         d.wait(lambda: all((_steps(self.state(), s).get("L2") or {}).get("finding") == "normal" for s in plan.sides),
                15, "the L2 findings")
         missing = [m for m in self.state().get("missing_steps") or []]
+        self.missing = missing
         self.shot(f"{tag}-17-end-of-case")
         d.tap("end.close")
         d.wait(lambda: d.has("dialog.confirm"), 5, "the close confirmation")
@@ -361,6 +363,10 @@ class Day:
         d, app = self.d, self.app
         rep = app.screens["report"]
         d.wait(lambda: case_id in rep.summary, 60, "the report of the case")
+        for m in self.missing:  # the close-out's reasons in the preview too
+            reason = f"{m.get('step')} ("
+            if reason not in rep.summary or "not done:" not in rep.summary:
+                raise DriveError(f"the report preview does not list {m.get('side')} {m.get('step')} as not done")
         d.wait(lambda: rep.pages or "poppler" in rep.page_text, 60, "the report's pages")
         self.shot(f"{tag}-19-report")
         d.tap("report.export")

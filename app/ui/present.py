@@ -10,7 +10,8 @@ Owns:
   tube check's breathing variation in words, and the names of sides, sites, steps and
   troubleshooting checks.
 
-May import: the standard library only.
+May import: the standard library, ``app.format`` (every number and clinical word is
+rounded and written there, as on the report) and ``app.model`` (sites, sides, steps).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from app import format as fmt
+from app.model import SIDES, Site, Step
 
 # ---------------------------------------------------------------- physical sizes
 
@@ -167,35 +171,19 @@ def alarm_state_words(alarm: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- names
 
-SIDE_NAMES = {"L": "LEFT", "R": "RIGHT"}
-SITE_NAMES = {"VAGUS": "vagus", "RLN": "RLN", "EBSLN": "EBSLN", "UNTAGGED": "untagged"}
-STEPS = ("V1", "S1", "R1", "R2", "S2", "V2")
-STEP_SITE = {"V": "VAGUS", "S": "EBSLN", "R": "RLN"}
+# the names come from the one vocabulary (app.model) and the one wording (app.format)
+SIDE_NAMES = {side: fmt.side_word(side).upper() for side in SIDES}
+SITE_NAMES = {**fmt.SITE_WORDS, Site.UNTAGGED.value: "untagged"}  # short on the monitor's buttons
+# the steps with a button on the monitor (R2 proximal / distal are recorded from the mapping)
+STEPS = tuple(s.value for s in Step if s not in (Step.R2P, Step.R2D))
+STEP_SITE = {"V": Site.VAGUS.value, "S": Site.EBSLN.value, "R": Site.RLN.value}
 FINDINGS = (("normal", "Normal"), ("paresis", "Paresis"), ("palsy", "Palsy"), ("not_examined", "Not examined"))
 # the case record's words for vocal-fold mobility (app.record) shown as the API's words
 FINDING_WORDS = {"normal": "normal", "paresis": "paresis", "palsy": "palsy", "not_examined": "not examined",
                  "reduced": "paresis", "immobile": "palsy", "not_assessed": "not examined"}
 
-CHECK_LABELS = {
-    "current_delivered": "Current delivered as set",
-    "leads_ok": "Probe, return and ground leads connected",
-    "field_dry": "Field dry (no fluid shunting)",
-    "laryngeal_twitch": "Laryngeal twitch palpable",
-    "contralateral_vagus": "Contralateral vagus responds",
-    "tube_position_ok": "Tube depth and rotation correct",
-    "secretions_ok": "Electrodes free of secretions",
-    "nmb_ok": "Train-of-four normal (no relaxant)",
-    "nonrecurrent": "Non-recurrent nerve suspected",
-}
-CONCLUSIONS = {
-    "open": "troubleshooting in progress",
-    "stimulation_problem": "stimulation problem (not a true loss)",
-    "neuromuscular_blockade": "neuromuscular blockade (not a true loss)",
-    "system_fault_likely": "system fault likely",
-    "recording_problem_likely": "recording problem likely (tube / electrodes)",
-    "true_los": "TRUE LOSS OF SIGNAL",
-    "not_true_los": "not a true loss of signal",
-}
+CHECK_LABELS = fmt.CHECK_WORDS
+CONCLUSIONS = {**fmt.CONCLUSION_WORDS, "true_los": "TRUE LOSS OF SIGNAL"}  # the one said loudly
 
 
 def side_name(side: str | None) -> str:
@@ -225,28 +213,33 @@ def _finite(x: Any) -> float | None:
     return None
 
 
+# Numbers are rounded and written by app.format, as on the report; the screen's own are
+# "unknown" ("---"), the set current's one decimal on the buttons, and taking only real
+# numbers from the stream (a number sent as text is nonsense, shown as unknown).
+NONE = "---"
+
+
 def fmt_amp(uV: Any) -> str:
-    """An amplitude in whole µV ('---' when unknown)."""
-    x = _finite(uV)
-    return "---" if x is None else f"{x:.0f}"
+    """An amplitude in whole µV, without the unit ('---' when unknown)."""
+    return fmt.amp_text(_finite(uV), unit=False, none=NONE)
 
 
 def fmt_lat(ms: Any) -> str:
-    """A latency in ms with two decimals ('---' when unknown)."""
-    x = _finite(ms)
-    return "---" if x is None else f"{x:.2f}"
+    """A latency in ms with two decimals, without the unit ('---' when unknown)."""
+    return fmt.lat_text(_finite(ms), unit=False, none=NONE)
 
 
 def fmt_ma(mA: Any, digits: int = 2) -> str:
-    """A current in mA ('---' when unknown)."""
-    x = _finite(mA)
-    return "---" if x is None else f"{x:.{digits}f}"
+    """A current in mA, without the unit ('---' when unknown); ``digits`` 1 for a set current."""
+    if digits == fmt.PRECISION["current_mA"]:
+        return fmt.ma_text(_finite(mA), unit=False, none=NONE)
+    x = fmt.round_value(_finite(mA), digits)
+    return NONE if x is None else f"{x:.{digits}f}"
 
 
 def fmt_pct(p: Any) -> str:
     """A percentage ('---' when unknown)."""
-    x = _finite(p)
-    return "---" if x is None else f"{x:.0f} %"
+    return fmt.pct_text(_finite(p), none=NONE)
 
 
 def fmt_countdown(s: Any) -> str:
@@ -260,26 +253,12 @@ def fmt_countdown(s: Any) -> str:
 
 def fmt_duration(s: Any) -> str:
     """A duration in words: '5 s', '3 min 05 s', '1 h 02 min'."""
-    x = _finite(s)
-    if x is None:
-        return "-"
-    x = max(0, int(x))
-    h, rem = divmod(x, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h} h {m:02d} min"
-    if m:
-        return f"{m} min {sec:02d} s"
-    return f"{sec} s"
+    return fmt.duration(_finite(s))
 
 
 def fmt_clock(s: Any) -> str:
     """Case time as h:mm:ss."""
-    x = _finite(s)
-    if x is None:
-        return "--:--"
-    x = max(0, int(x))
-    return f"{x // 3600}:{(x % 3600) // 60:02d}:{x % 60:02d}"
+    return fmt.clock(_finite(s), none="--:--")
 
 
 def delivered_words(set_mA: Any, delivered_mA: Any, tolerance_pct: float = 5.0) -> str:
@@ -399,9 +378,9 @@ def breathing_side_words(d: Any) -> str:
         return "NOT MEASURABLE" + (f" ({d['reason']})" if d.get("reason") else "")
     values = []
     if _finite(d.get("wander_uV")) is not None:
-        values.append(f"wander {d['wander_uV']:.0f} µV")
+        values.append(f"wander {fmt.amp_text(d['wander_uV'])}")
     if _finite(d.get("modulation_pct")) is not None:
-        values.append(f"modulation {d['modulation_pct']:.0f} %")
+        values.append(f"modulation {fmt.pct_text(d['modulation_pct'])}")
     return ("PRESENT" if present else "ABSENT") + (f": {', '.join(values)}" if values else "")
 
 
@@ -462,9 +441,14 @@ def _side_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(f"{side_name(side)}: " + ("; ".join(vals) if vals else "no steps recorded"))
         extra = []
         if sd.get("v2_of_v1_pct") is not None:
-            extra.append(f"V2 = {sd['v2_of_v1_pct']:.0f} % of V1")
+            extra.append(f"V2 = {fmt.pct_text(sd['v2_of_v1_pct'])} of V1")
         if sd.get("r2_reduction_pct") is not None:
-            extra.append(f"R2 reduction {sd['r2_reduction_pct']:.0f} %")
+            extra.append(f"R2 reduction {fmt.pct_text(sd['r2_reduction_pct'])}")
+        missing = [m for m in sd.get("missing_steps") or [] if isinstance(m, Mapping)]
+        if missing:  # the close-out: each step not done, with the reason given for it
+            extra.append("not done: " + ", ".join(
+                f"{m.get('step')} ({m.get('reason') or 'no reason given'})"
+                for m in missing))
         if extra:
             lines.append("   " + "; ".join(extra))
     return lines

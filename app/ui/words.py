@@ -15,7 +15,8 @@ Owns:
 
 The alarm titles repeat the catalogue in ``app/alarms/catalog.py`` (the UI may not import
 the engine's stages); an alarm kind not listed here is named from the alarm's own title.
-May import: the standard library, ``app.ui.present``.
+May import: the standard library, ``app.ui.present``, ``app.format`` (the words of sides
+and sites) and ``app.model`` (the vocabulary whose keys are recognised in engine text).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app import format as fmt
+from app.model import SIDES, SITES, SOURCES
 from app.ui import present as P
 
 # ---------------------------------------------------------------- units
@@ -275,9 +278,10 @@ def alarm_heading(alarm: Mapping[str, Any]) -> str:
     return title + (f", {where}" if where else "")
 
 
-_SITE_WORDS = {"VAGUS": "vagus", "RLN": "RLN", "EBSLN": "EBSLN", "UNTAGGED": "site not given", "APS": "vagal electrode",
-               "PROBE": "probe"}
-_SIDE_WORDS = {"L": "left", "R": "right"}
+# a key names a site or a stimulator output (app.model), in app.format's words; on a
+# screen an untagged stimulus is one whose site was not given, the APS the vagal electrode
+_SITE_WORDS = {**fmt.SITE_WORDS, **fmt.SOURCE_WORDS, "UNTAGGED": "site not given", "APS": "vagal electrode"}
+_SIDE_WORDS = fmt.SIDE_WORDS
 
 
 def key_words(key: str) -> str:
@@ -326,8 +330,10 @@ _ENUM_WORDS = {
     "system_fault_likely": "system fault likely", "recording_problem_likely": "recording problem likely",
     "needs_confirmation": "needs a confirmation", "bad_state": "not possible now",
 }
-_KEY_RE = re.compile(r"\b(VAGUS|RLN|EBSLN|UNTAGGED|APS|PROBE)-([LR])\b")
-_ALARM_ID_RE = re.compile(r"\b([a-z]+(?:_[a-z]+)+):((?:VAGUS|RLN|EBSLN|UNTAGGED|APS|PROBE)-[LR]|[A-Za-z0-9_-]+)")
+_KEY_NAMES = "|".join(SITES + SOURCES)
+_SIDE_LETTERS = "".join(SIDES)
+_KEY_RE = re.compile(rf"\b({_KEY_NAMES})-([{_SIDE_LETTERS}])\b")
+_ALARM_ID_RE = re.compile(rf"\b([a-z]+(?:_[a-z]+)+):((?:{_KEY_NAMES})-[{_SIDE_LETTERS}]|[A-Za-z0-9_-]+)")
 _ELECTRODE_RE = re.compile(r"\b(L_POS|L_NEG|R_POS|R_NEG|STIM_RETURN|GROUND)\b")
 _SIDE_RE = re.compile(r"\bsides? ([LR](?:, [LR])*)\b")
 _SETTING_RE = re.compile(r"\b(?:stim|acq|analysis|emg|rules|tube|alarms|audio|gpio|link|ui)\.[a-z][A-Za-z0-9_]*\b")

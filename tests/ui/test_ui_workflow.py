@@ -88,7 +88,8 @@ def test_selftest_screen_shows_the_engines_results(ui, engine):
         assert any(scr.ids[f"item_{k}"].verdict == "CONFIRM?" for k in ("audio", "leds", "buzzer"))
         ui.tap("dialog.confirm")
     ui.wait(lambda: scr.done, 20, "the self-test result")
-    assert scr.passed
+    assert scr.passed, [(k, scr.ids[f"item_{k}"].verdict, scr.ids[f"item_{k}"].message)
+                        for k in ("board", "audio", "leds", "buzzer", "storage")]
     for key in ("board", "audio", "leds", "buzzer", "storage"):
         row = scr.ids[f"item_{key}"]
         assert row.verdict == "PASS", (key, row.verdict, row.message)

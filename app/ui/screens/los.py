@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from kivy.properties import BooleanProperty, NumericProperty, StringProperty
 
+from app import format as fmt
 from app.ui import present as P
 from app.ui import words as W
 from app.ui.plots import SeriesPlot
@@ -186,7 +187,7 @@ class LosScreen(LnmScreen):
             return
         last = [p[1] for p in after[-3:] if not math.isnan(p[1])]
         amp = float(np.mean(last)) if last else float("nan")
-        pct = f" ({amp / base * 100:.0f} % of baseline)" if base else ""
+        pct = f" ({fmt.pct_text(amp / base * 100)} of baseline)" if base else ""
         trend = ""
         if len(after) >= 6:
             first = np.nanmean([p[1] for p in after[:3]])

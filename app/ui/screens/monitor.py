@@ -32,6 +32,7 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.modalview import ModalView
 from kivy.uix.widget import Widget
 
+from app import format as fmt
 from app.ui import present as P
 from app.ui.data import SCALES_UV, choose_scale, decimate_xy
 from app.ui.plots import EmgStrip, EpochPlot, SeriesPlot, nice_span  # noqa: F401  (kv classes)
@@ -140,8 +141,8 @@ def ratio_words(m: dict[str, Any] | None, ref_name: str, ref: dict[str, Any] | N
     if m.get("source") == "APS":
         if aps_pct is None or aps_pct[0] is None:
             return "baseline\nnot set yet"
-        lat = "" if aps_pct[1] is None else f"\nlatency [b]{aps_pct[1]:.0f} %[/b]"
-        return f"[b]{aps_pct[0]:.0f} %[/b] of baseline{lat}"
+        lat = "" if aps_pct[1] is None else f"\nlatency [b]{fmt.pct_text(aps_pct[1])}[/b]"
+        return f"[b]{fmt.pct_text(aps_pct[0])}[/b] of baseline{lat}"
     if not ref_name:
         return ""
     base = None if ref is None else ref.get("amplitude_uV")
@@ -150,8 +151,8 @@ def ratio_words(m: dict[str, Any] | None, ref_name: str, ref: dict[str, Any] | N
         return f"no {ref_name}\nyet"
     pct = 100.0 * float(amp) / float(base)
     if ref_name == "V1":
-        return f"V2/V1 live\n[b]{pct:.0f} %[/b]"
-    return f"[b]{pct:.0f} %[/b]\nof {ref_name}"
+        return f"V2/V1 live\n[b]{fmt.pct_text(pct)}[/b]"
+    return f"[b]{fmt.pct_text(pct)}[/b]\nof {ref_name}"
 
 
 class TrendPlot(ButtonBehavior, SeriesPlot):
