@@ -376,6 +376,13 @@ class EventLog:
         self.last_seq = -1
         self.version = 0
 
+    def reset(self) -> None:
+        """Forget everything (a new connection: the engine may have restarted and numbers its
+        events from the start again; ``load`` brings its list back)."""
+        self.events.clear()
+        self.last_seq = -1
+        self.version += 1
+
     def add(self, msg: Mapping[str, Any]) -> None:
         seq = msg.get("seq")
         if isinstance(seq, int):
@@ -402,8 +409,17 @@ class EventLog:
         self.last_seq = max(seqs + [self.last_seq])
         self.version += 1
 
+    def of_case(self) -> list[dict[str, Any]]:
+        """The events from the last case's opening on, oldest first: a new case's list starts
+        empty (a case brought back after a restart keeps its own); everything, if none opened."""
+        events = list(self.events)
+        for i in range(len(events) - 1, -1, -1):
+            if events[i].get("category") == "case" and events[i].get("kind") == "opened":
+                return events[i:]
+        return events
+
     def alarm_history(self) -> list[dict[str, Any]]:
-        """Alarm and adverse-event history, newest first."""
-        out = [e for e in self.events
+        """Alarm and adverse-event history of the case, newest first."""
+        out = [e for e in self.of_case()
                if e.get("category") == "alarm" or (e.get("category") in ("rule", "technical") and e.get("priority"))]
         return list(reversed(out))

@@ -208,6 +208,14 @@ class Day:
                == plan.patient, 15, "the tube check after opening the case")
         st = d.wait(lambda: all(_steps(self.state(), s).get("L1") for s in plan.sides) and self.state(), 10,
                     "L1 recorded")
+        # the event list starts with this case: nothing of the last one (its loss of signal)
+        d.go("alarms")
+        d.tap("alarms.page.events")
+        lines = [str(row.get("text")) for row in app.screens["alarms"].ids.events.data]
+        if any("LOSS OF SIGNAL" in line.upper() for line in lines):
+            raise DriveError(f"the event list of a new case shows the last case's events: {lines[:5]}")
+        self.shot(f"{tag}-03b-event-list-new-case")
+        d.tap("alarms.page.active")
         return str(st["case"]["case_id"])
 
     def tube_check(self, tag: str, first: bool) -> None:
@@ -221,7 +229,7 @@ class Day:
             d.wait(lambda: scr.verdict == "FAIL", 15, "FAIL on the tube screen")
             self.shot(f"{tag}-04-tube-failed")
             self.inject("wet_L")
-            d.go("tube")
+        d.go("tube")
         d.tap("tube.check")
         d.wait(lambda: scr.verdict == "PASS", 15, "PASS on the tube screen")
         self.shot(f"{tag}-05-tube-passed")

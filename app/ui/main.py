@@ -463,6 +463,8 @@ class LnmApp(App):
     def _on_connected(self) -> None:
         self.refresh_settings()
         self.refresh_trend()
+        # a restarted engine numbers its events from the start again: the list is read anew
+        self.events.reset()
         self.cmd("events.list", on_ok=lambda r: self.events.load(r.get("events") or []), limit=500)
 
     def _on_state(self, state: dict[str, Any]) -> None:

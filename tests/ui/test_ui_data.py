@@ -208,3 +208,32 @@ def test_trend_store_keeps_the_last_vagal_percentage():
     tr.add({"source": "APS", "side": "L", "t_s": 5.0, "valid": True, "amplitude_pct": 80.0, "latency_pct": 104.0})
     tr.add({"source": "APS", "side": "L", "t_s": 6.0, "valid": False})
     assert tr.last("L") == (5.0, 80.0, 104.0)
+
+
+def test_the_event_list_starts_empty_with_each_case():
+    from app.ui.data import EventLog
+
+    log = EventLog()
+    log.add({"seq": 1, "category": "technical", "kind": "board_fault", "priority": "medium"})
+    assert [e["seq"] for e in log.of_case()] == [1]  # no case yet: everything
+    log.add({"seq": 2, "category": "case", "kind": "opened"})
+    log.add({"seq": 3, "category": "rule", "kind": "loss_of_signal", "priority": "high"})
+    log.add({"seq": 4, "category": "case", "kind": "closed"})
+    assert [e["seq"] for e in log.of_case()] == [2, 3, 4]  # the closed case stays readable
+    log.add({"seq": 5, "category": "case", "kind": "opened"})
+    assert [e["seq"] for e in log.of_case()] == [5]  # the next case: nothing of the last one
+    assert log.alarm_history() == []
+    log.add({"seq": 6, "category": "rule", "kind": "loss_of_signal", "priority": "high"})
+    assert [e["seq"] for e in log.alarm_history()] == [6]
+    log.add({"seq": 7, "category": "case", "kind": "resumed"})  # the engine back after a restart
+    assert [e["seq"] for e in log.of_case()] == [5, 6, 7]  # the case keeps its own events
+
+
+def test_the_event_list_follows_a_restarted_engine():
+    from app.ui.data import EventLog
+
+    log = EventLog()
+    log.add({"seq": 900, "category": "case", "kind": "opened"})
+    log.reset()  # a new connection: the engine restarted and numbers from 1 again
+    log.add({"seq": 3, "category": "case", "kind": "opened"})
+    assert [e["seq"] for e in log.of_case()] == [3]

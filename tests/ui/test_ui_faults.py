@@ -76,6 +76,7 @@ def test_closing_a_case_with_choices_picked_from_lists_then_case_or_new_case(ui,
     assert "status 99" in rep.page_text and "broken PDF" in rep.page_text, rep.page_text
     assert not rep.pages
     monkeypatch.undo()
+    ui.wait(lambda: not app.case_open, 10, "the closed case gone from the screen's state")
     # New case on the report screen, then Case in the navigation bar: a clean form, no error
     ui.tap("report.new_case")
     setup = app.screens["setup"]

@@ -78,6 +78,12 @@ def _loss(ui, engine, side="L"):
 
 def test_selftest_screen_shows_the_engines_results(ui, engine):
     app = ui.app
+    # the virtual board reports whether its last pulse was current-limited (a probe in the air
+    # at the end of an earlier test): a pulse on tissue first, then back to the start
+    _monitoring(ui, engine)
+    engine.call("sim.control", command="probe", args={"contact": "tissue"})
+    engine.wait(lambda s: not (s.get("board") or {}).get("faults"), 20, "a board without faults")
+    ui.home(engine)
     app.go("selftest")  # as at start-up
     scr = app.screens["selftest"]
     ui.wait(lambda: not scr.running, 30, "the self-test of the start")

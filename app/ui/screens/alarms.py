@@ -134,7 +134,7 @@ class AlarmsScreen(LnmScreen):
         if key == self._events_drawn:
             return
         self._events_drawn = key
-        events = log.alarm_history() if self.alarms_only else list(reversed(log.events))
+        events = log.alarm_history() if self.alarms_only else list(reversed(log.of_case()))
         data = []
         for ev in events[:500]:
             st = P.style(ev.get("priority"))
