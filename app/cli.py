@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("app.commands.run", "start the engine on the virtual board and the touchscreen UI"),
     "engine": ("app.engine.cli", "run the monitoring engine (the process that protects the patient)"),
     "ui": ("app.ui.cli", "run the touchscreen UI against a running engine"),
+    "screens": ("app.ui.gallery", "play a day of cases on the virtual board and write a PNG of every screen"),
     "simulate": ("app.engine.simulate", "run a scripted case headless and write its documentation"),
     "status": ("app.api.clients", "show what the engine sees now"),
     "ack": ("app.api.clients", "acknowledge the top alarm"),

@@ -31,10 +31,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def default_screenshot_path() -> Path:
+    """Where screenshots go on a virtual display when ``--screenshot`` is not given."""
     return Path(tempfile.gettempdir()) / f"lnm-{os.getuid()}" / "ui-screen.png"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The command's options."""
     from app.api.protocol import default_socket_path
 
     parser.add_argument("--socket", type=Path, default=None, metavar="PATH",
@@ -57,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Choose the display, run the UI; the exit status (module docstring)."""
     from app.ui.display import NoDisplay, VirtualDisplay, choose_display
     from app.ui.options import UiOptions, configure_kivy
 

@@ -5,26 +5,31 @@ of a given pixel width can show:
 
 - ``EmgRing``: the free-running EMG min/max envelope per channel (``emg`` messages),
   reduced to one min/max pair per pixel column;
-- ``EpochStore``: the last stimulus epoch per side (``waveform`` messages), with the
-  display scale chosen from the response (not the stimulus artifact), with hysteresis;
+- ``EpochStore``: the last stimulus epoch per side (``waveform`` messages) and the
+  scale that would fit its response (not the stimulus artifact): the display scale
+  itself is the nurse's choice, this one is only used when asked to fit once;
+- ``References``: the reference waveform of each side (the waveform of the stimulus that
+  became V1, R1 or S1, or the mean of the continuous vagal stimuli that made the
+  baseline), kept from the ``waveform`` stream as the state names the reference;
 - ``TrendStore``: the continuous vagal (APS) amplitude and latency, in % of baseline,
   over the case per side (``trend.get`` then ``measurement`` messages);
 - ``SiteHistory``: recent responses per nerve site and side (recovery trend after a
   loss of signal);
 - ``EventLog``: the recent events, and the alarm history derived from them.
 
-May import: numpy and the standard library.
+May import: numpy, the standard library and ``app.model`` (the sides, sites and steps).
 """
 
 from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIDES = ("L", "R")
+from app.model import SIDES, Site, Step
 CHANNEL = {"L": "EMG L", "R": "EMG R"}
 # display scales (half range, µV): a scale is chosen so the response fills the plot
 SCALES_UV = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
@@ -40,6 +45,10 @@ class EmgRing:
     """Free-running EMG envelope, ``seconds`` long at ``bin_hz`` bins per second."""
 
     def __init__(self, seconds: float = 10.0, bin_hz: float = 1000.0, channels: Iterable[str] = ("EMG L", "EMG R")):
+        self._start(seconds, bin_hz, channels)
+
+    def _start(self, seconds: float, bin_hz: float, channels: Iterable[str]) -> None:
+        """An empty buffer of ``seconds`` at ``bin_hz``."""
         self.bin_hz = float(bin_hz)
         self.capacity = int(seconds * bin_hz)
         self.channels = tuple(channels)
@@ -55,7 +64,7 @@ class EmgRing:
         bin_hz = _num(msg.get("bin_hz"))
         if bin_hz and abs(bin_hz - self.bin_hz) > 1e-6:
             # another stream rate: start over at that rate (the buffer is only a display)
-            self.__init__(self.capacity / self.bin_hz, bin_hz, self.channels)
+            self._start(self.capacity / self.bin_hz, bin_hz, self.channels)
         n = 0
         for c in self.channels:
             ch = chans.get(c) or {}
@@ -119,32 +128,133 @@ class EpochStore:
     def __init__(self, artifact_ms: float = 2.0) -> None:
         self.artifact_ms = artifact_ms
         self.epochs: dict[str, dict[str, Any]] = {}
-        self.scale: dict[str, float] = {s: 500.0 for s in SIDES}
+        self.scale: dict[str, float] = {s: 500.0 for s in SIDES}  # what would fit each side's response
+        self.peak: dict[str, float] = {s: 0.0 for s in SIDES}
         self.version = 0
         self.side_version: dict[str, int] = {s: 0 for s in SIDES}
 
     def add(self, msg: Mapping[str, Any]) -> None:
+        """Keep a ``waveform`` message's epoch (its own side's channel)."""
         side = msg.get("side")
         if side not in SIDES:
             return
-        values = (msg.get("channels") or {}).get(CHANNEL[side])
-        rate = _num(msg.get("sample_rate_hz"))
-        t0 = _num(msg.get("t0_ms"))
-        if not values or not rate or t0 is None:
+        ep = epoch_of(msg, self.artifact_ms)
+        if ep is None:
             return
-        y = np.nan_to_num(np.asarray(values, dtype=np.float32))
-        t_ms = t0 + 1000.0 * np.arange(len(y), dtype=np.float32) / rate
+        t_ms, y = ep
         after = y[t_ms >= self.artifact_ms]
-        ref = float(np.median(after)) if len(after) else 0.0
-        peak = float(np.max(np.abs(after - ref))) if len(after) else 0.0
+        peak = float(np.max(np.abs(after))) if len(after) else 0.0
         self.scale[side] = choose_scale(peak, self.scale.get(side))
-        self.epochs[side] = {"t_ms": t_ms, "uV": y - ref, "index": msg.get("index"), "t_s": _num(msg.get("t_s")),
+        self.peak[side] = peak
+        self.epochs[side] = {"t_ms": t_ms, "uV": y, "index": msg.get("index"), "t_s": _num(msg.get("t_s")),
                              "source": msg.get("source"), "site": msg.get("site")}
         self.version += 1
         self.side_version[side] += 1
 
     def get(self, side: str) -> dict[str, Any] | None:
         return self.epochs.get(side)
+
+
+def epoch_of(msg: Mapping[str, Any], artifact_ms: float = 2.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """(t_ms, µV about the median after the artifact) of a ``waveform`` message's own side."""
+    side = msg.get("side")
+    values = (msg.get("channels") or {}).get(CHANNEL.get(str(side), ""))
+    rate = _num(msg.get("sample_rate_hz"))
+    t0 = _num(msg.get("t0_ms"))
+    if not values or not rate or t0 is None:
+        return None
+    y = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    t_ms = t0 + 1000.0 * np.arange(len(y), dtype=np.float32) / rate
+    after = y[t_ms >= artifact_ms]
+    return t_ms, y - (float(np.median(after)) if len(after) else 0.0)
+
+
+# the step whose waveform is the reference of a probe stimulus at each site
+REFERENCE_STEP = {Site.VAGUS.value: Step.V1.value, Site.RLN.value: Step.R1.value, Site.EBSLN.value: Step.S1.value}
+
+
+class References:
+    """The reference waveform of each side (see the module docstring).
+
+    ``add(waveform)`` keeps the last ``cache`` waveforms by stimulus index; ``update(state)``
+    pins a step's waveform when the state shows the step with its ``stimulus_index``, and
+    the continuous vagal baseline's (the mean of the side's last ``baseline_count`` vagal
+    electrode waveforms) when the baseline is set. A reference recorded before this screen
+    started (its waveform was never received) is known by its values only.
+    ``for_epoch(side, site, source)`` says which reference applies to a live epoch.
+    """
+
+    def __init__(self, cache: int = 1500) -> None:
+        self.cache_size = cache
+        self._cache: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        self.refs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.case_id: Any = None
+        self.version = 0
+
+    def add(self, msg: Mapping[str, Any]) -> None:
+        index = msg.get("index")
+        side = msg.get("side")
+        if not isinstance(index, int) or side not in SIDES:
+            return
+        ep = epoch_of(msg)
+        if ep is None:
+            return
+        self._cache[index] = {"side": side, "site": msg.get("site"), "source": msg.get("source"),
+                              "t_ms": ep[0], "uV": ep[1]}
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def update(self, state: Mapping[str, Any]) -> None:
+        case = (state.get("case") or {}).get("case_id")
+        if case != self.case_id:  # a new case (or none): its references start empty
+            self.case_id = case
+            if self.refs:
+                self.refs = {}
+                self.version += 1
+        steps = state.get("steps") or {}
+        for side in SIDES:
+            for step in REFERENCE_STEP.values():
+                v = (steps.get(side) or {}).get(step)
+                if not isinstance(v, Mapping) or _num(v.get("amplitude_uV")) is None:
+                    if self.refs.pop((side, step), None) is not None:
+                        self.version += 1
+                    continue
+                index = v.get("stimulus_index", v.get("index"))
+                old = self.refs.get((side, step))
+                if old is not None and old.get("index") == index and old.get("amplitude_uV") == v.get("amplitude_uV"):
+                    continue
+                wave = self._cache.get(index) if isinstance(index, int) else None
+                self.refs[(side, step)] = {"label": step, "index": index, "amplitude_uV": _num(v.get("amplitude_uV")),
+                                           "t_ms": None if wave is None else wave["t_ms"],
+                                           "uV": None if wave is None else wave["uV"]}
+                self.version += 1
+            self._update_baseline(side, (state.get("aps") or {}).get(side) or {})
+
+    def _update_baseline(self, side: str, aps: Mapping[str, Any]) -> None:
+        base = _num(aps.get("baseline_uV"))
+        if base is None or aps.get("collecting"):
+            return
+        old = self.refs.get((side, "APS"))
+        if old is not None and old.get("amplitude_uV") == base:
+            return
+        n = int(_num(aps.get("baseline_count")) or 20)
+        waves = [w for w in reversed(self._cache.values()) if w["side"] == side and w["source"] == "APS"][:n]
+        t_ms = uV = None
+        if waves:
+            shortest = min(len(w["uV"]) for w in waves)
+            t_ms = waves[0]["t_ms"][:shortest]
+            uV = np.mean([w["uV"][:shortest] for w in waves], axis=0).astype(np.float32)
+        self.refs[(side, "APS")] = {"label": "baseline", "index": None, "amplitude_uV": base, "t_ms": t_ms, "uV": uV}
+        self.version += 1
+
+    def for_epoch(self, side: str, site: Any, source: Any) -> tuple[str, dict[str, Any] | None]:
+        """(name of the reference, the reference or None) for a live epoch."""
+        if source == "APS":
+            return "vagal baseline", self.refs.get((side, "APS"))
+        step = REFERENCE_STEP.get(str(site))
+        if step is None:
+            return "", None
+        return step, self.refs.get((side, step))
 
 
 class TrendStore:
@@ -198,7 +308,17 @@ class TrendStore:
         return {k: np.fromiter(v, dtype=np.float64, count=len(v)) for k, v in d.items()}
 
     def has_data(self, side: str) -> bool:
+        """Whether the side has any continuous vagal point."""
         return len(self.series[side]["t"]) > 0
+
+    def last(self, side: str) -> tuple[float, float, float] | None:
+        """(t_s, amplitude %, latency %) of the side's last vagal electrode stimulus with a
+        percentage of baseline, or None."""
+        d = self.series[side]
+        for i in range(len(d["t"]) - 1, max(-1, len(d["t"]) - 50), -1):
+            if not math.isnan(d["amp_pct"][i]):
+                return d["t"][i], d["amp_pct"][i], d["lat_pct"][i]
+        return None
 
 
 def decimate_xy(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,6 +376,13 @@ class EventLog:
         self.last_seq = -1
         self.version = 0
 
+    def reset(self) -> None:
+        """Forget everything (a new connection: the engine may have restarted and numbers its
+        events from the start again; ``load`` brings its list back)."""
+        self.events.clear()
+        self.last_seq = -1
+        self.version += 1
+
     def add(self, msg: Mapping[str, Any]) -> None:
         seq = msg.get("seq")
         if isinstance(seq, int):
@@ -266,11 +393,33 @@ class EventLog:
         self.version += 1
 
     def load(self, events: Iterable[Mapping[str, Any]]) -> None:
-        for ev in sorted(events, key=lambda e: e.get("seq", 0) if isinstance(e.get("seq"), int) else 0):
-            self.add(ev)
+        """Merge the engine's ``events.list`` (older events may arrive after newer stream ones)."""
+        merged: dict[Any, dict[str, Any]] = {}
+        for ev in list(self.events) + [dict(e) for e in events]:
+            seq = ev.get("seq")
+            merged[seq if isinstance(seq, int) else ("no-seq", id(ev))] = ev
+        def order(e: dict[str, Any]) -> int:
+            seq = e.get("seq")
+            return seq if isinstance(seq, int) else -1
+
+        ordered = sorted(merged.values(), key=order)
+        self.events.clear()
+        self.events.extend(ordered[-(self.events.maxlen or len(ordered)):])
+        seqs = [e["seq"] for e in ordered if isinstance(e.get("seq"), int)]
+        self.last_seq = max(seqs + [self.last_seq])
+        self.version += 1
+
+    def of_case(self) -> list[dict[str, Any]]:
+        """The events from the last case's opening on, oldest first: a new case's list starts
+        empty (a case brought back after a restart keeps its own); everything, if none opened."""
+        events = list(self.events)
+        for i in range(len(events) - 1, -1, -1):
+            if events[i].get("category") == "case" and events[i].get("kind") == "opened":
+                return events[i:]
+        return events
 
     def alarm_history(self) -> list[dict[str, Any]]:
-        """Alarm and adverse-event history, newest first."""
-        out = [e for e in self.events
+        """Alarm and adverse-event history of the case, newest first."""
+        out = [e for e in self.of_case()
                if e.get("category") == "alarm" or (e.get("category") in ("rule", "technical") and e.get("priority"))]
         return list(reversed(out))

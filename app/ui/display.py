@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 
 class NoDisplay(RuntimeError):
@@ -31,6 +31,8 @@ class NoDisplay(RuntimeError):
 
 @dataclass
 class DisplayChoice:
+    """Where the UI will draw, and the words that say so."""
+
     kind: str  # x11 | wayland | kms | virtual
     message: str
 
@@ -43,6 +45,7 @@ def _kms_card() -> str | None:
 
 
 def choose_display(env: Mapping[str, str] | None = None) -> DisplayChoice:
+    """The display to use (see the module docstring for the order)."""
     env = os.environ if env is None else env
     if env.get("DISPLAY"):
         return DisplayChoice("x11", f"X11 display {env['DISPLAY']}")
@@ -107,7 +110,7 @@ class VirtualDisplay:
                 self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> "VirtualDisplay":
+    def __enter__(self) -> VirtualDisplay:
         self.start()
         return self
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from app.ui.display import NoDisplay, VirtualDisplay, choose_display
 
@@ -25,6 +25,7 @@ RESTARTS_PER_MINUTE = 5  # more UI crashes than this in a minute: give up (somet
 
 
 def ui_command(sock: Path, extra: Sequence[str] = ()) -> list[str]:
+    """The command line of ``lnm ui`` against the engine at ``sock``."""
     return [sys.executable, "-m", "app.cli", "ui", "--socket", str(sock), *extra]
 
 

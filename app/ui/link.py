@@ -32,7 +32,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from app.api.client import EngineClient, EngineUnavailable
 
@@ -67,6 +68,8 @@ class _Pending:
 
 @dataclass
 class Health:
+    """Whether the engine answers, in a word and a sentence (see the module docstring)."""
+
     state: str  # connected | connecting | down | stalled
     message: str
     since: float  # monotonic time this state began
@@ -155,7 +158,7 @@ class EngineLink:
             self._outbox.put_nowait(pend)
         except queue.Full:
             self._finish(pend, Reply(cmd, False, code="busy",
-                                     message=f"{cmd} not sent: too many commands are waiting for the engine"))
+                                     message="This was not sent: too many commands are waiting for the engine."))
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
@@ -168,24 +171,27 @@ class EngineLink:
                 # the engine is silent: a command written now could be executed much later
                 self.refused_stale += 1
                 self._finish(pend, Reply(pend.cmd, False, code="not_sent", message=(
-                    f"{pend.cmd} was NOT sent: the engine is not responding. "
+                    "This was NOT sent: the engine is not responding. "
                     "Check the engine status and try again.")))
                 continue
             if age > self.max_age_s:
                 self.refused_stale += 1
                 self._finish(pend, Reply(pend.cmd, False, code="not_sent", message=(
-                    f"{pend.cmd} was NOT sent: the engine did not take it within {self.max_age_s:g} s. "
+                    f"This was NOT sent: the engine did not take it within {self.max_age_s:g} s. "
                     "Check the engine status and try again.")))
                 continue
             pend.sent_at = self._now()
             with self._inflight_lock:
                 self._inflight.append(pend)
             try:
-                self.client.call_async(pend.cmd, lambda reply, p=pend: self._on_reply(p, reply), **pend.args)
+                def on_reply(reply: dict[str, Any], p: Any = pend) -> None:
+                    self._on_reply(p, reply)
+
+                self.client.call_async(pend.cmd, on_reply, **pend.args)
                 self.sent += 1
             except EngineUnavailable as exc:
                 self._finish(pend, Reply(pend.cmd, False, code="engine_unavailable",
-                                         message=f"{pend.cmd} not sent: the engine is not available ({exc})"))
+                                         message=f"This was not sent: the engine is not available ({exc})."))
 
     def _on_reply(self, pend: _Pending, msg: dict[str, Any]) -> None:  # client's reader thread
         if msg.get("ok"):
@@ -195,7 +201,7 @@ class EngineLink:
             code = str(err.get("code", "internal"))
             message = str(err.get("message", "refused"))
             if code == "disconnected":
-                message = f"{pend.cmd}: the connection to the engine was lost before it answered ({message})"
+                message = f"The connection to the engine was lost before it answered ({message})."
             reply = Reply(pend.cmd, False, code=code, message=message, error=err)
         self._finish(pend, reply)
 
@@ -210,19 +216,29 @@ class EngineLink:
 
     # ------------------------------------------------------------------ UI thread
 
-    def pump(self, max_messages: int = 2000) -> list[dict[str, Any]]:
-        """Run finished commands' callbacks, time out late ones, return new stream messages."""
+    def pump(self, max_messages: int = 2000,
+             on_error: Callable[[Exception, str], None] | None = None) -> list[dict[str, Any]]:
+        """Run finished commands' callbacks, time out late ones, return new stream messages.
+
+        A callback that raises is passed to ``on_error(exc, cmd)`` (the others still run);
+        without ``on_error`` the exception propagates."""
         now = self._now()
         with self._inflight_lock:
             late = [p for p in self._inflight if p.sent_at is not None and now - p.sent_at > p.timeout_s]
         for pend in late:
             self._finish(pend, Reply(pend.cmd, False, code="timeout", message=(
-                f"the engine did not answer {pend.cmd} within {pend.timeout_s:g} s; "
+                f"The engine did not answer within {pend.timeout_s:g} s; "
                 "it may be overloaded or stopped")))
         while self._done:
             pend, reply = self._done.popleft()
-            if pend.on_done is not None:
+            if pend.on_done is None:
+                continue
+            try:
                 pend.on_done(reply)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(exc, pend.cmd)
         msgs = self.client.poll(max_messages)
         for msg in msgs:
             if msg.get("type") == "connection":

@@ -5,6 +5,12 @@ the frame clock, the display stores fed by the stream, the alarm banner, the mes
 and navigation, the command helper every screen uses) and ``save_screenshot``. Import
 this module only after ``app.ui.options.configure_kivy`` (it creates the window).
 
+Unexpected errors: an ``ExceptionManager`` handler catches whatever a touch or a timer
+raises, logs it, shows a technical message, sends it to the engine to be journaled
+(``app.ui.faults``) and lets the UI run on; each screen's ``update``/``frame`` and each
+command's callback is also guarded one by one in the pump, so that one failing screen
+never stops the alarm banner from following the engine.
+
 Threads: the UI thread only. The engine link's threads never touch a widget: the app
 pulls their results from queues in ``_pump`` (a ``Clock`` callback); the report
 renderer's thread hands its result back with ``Clock.schedule_once``.
@@ -16,9 +22,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
+from app.ui import faults as F
 from app.ui import present as P
+from app.ui import words as W
 from app.ui.options import UiOptions
 
 
@@ -40,7 +49,9 @@ def save_screenshot(path: str | os.PathLike[str]) -> str:
 
 
 from kivy.app import App  # noqa: E402  (configure_kivy ran before this module is imported)
+from kivy.base import ExceptionHandler, ExceptionManager  # noqa: E402
 from kivy.clock import Clock  # noqa: E402
+from kivy.logger import Logger  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
 from kivy.lang import Builder  # noqa: E402
 from kivy.metrics import Metrics  # noqa: E402
@@ -48,7 +59,7 @@ from kivy.properties import BooleanProperty, NumericProperty, StringProperty  # 
 from kivy.uix.boxlayout import BoxLayout  # noqa: E402
 from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: E402
 
-from app.ui.data import EmgRing, EpochStore, EventLog, SiteHistory, TrendStore  # noqa: E402
+from app.ui.data import EmgRing, EpochStore, EventLog, References, SiteHistory, TrendStore  # noqa: E402
 from app.ui.link import EngineLink, Reply  # noqa: E402
 from app.ui.reader_banner import ReaderMessageBanner  # noqa: E402
 from app.ui.widgets import AlarmBanner, MessageBar, NavBar, TButton  # noqa: E402
@@ -64,8 +75,34 @@ NAV = (  # (screen, label); "case" resolves to set-up or end of case
 )
 
 
+# Live data (traces, numbers, the state) reach the screen at most this often: every change
+# of the window costs a whole redraw (on the Pi's GPU, or in software), so the changes of
+# a tenth of a second are drawn together. Alarms and touches are not held back.
+DISPLAY_HZ = 7.0
+# The engine link is read this often (replies and stream messages; a screen draws them at
+# its next display tick).
+PUMP_HZ = 15.0
+
+
 class Root(BoxLayout):
-    pass
+    """The window's content: alarm banner, message bar, the screens, the navigation bar."""
+
+
+class UiExceptionHandler(ExceptionHandler):
+    """Kivy's last line of defence: an exception raised by a touch or a timer is logged,
+    shown and journaled (``LnmApp.report_fault``) and the UI keeps running (PASS)."""
+
+    def __init__(self, app: LnmApp) -> None:
+        self.app = app
+
+    def handle_exception(self, exception: BaseException) -> int:
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            return ExceptionManager.RAISE
+        try:
+            self.app.report_fault(exception, "handling a touch or a timer")
+        except Exception:  # the report itself failed: the log is all there is
+            Logger.exception("LNM UI: an unexpected error could not be reported")
+        return ExceptionManager.PASS
 
 
 class LnmApp(App):
@@ -83,8 +120,9 @@ class LnmApp(App):
     simulated = BooleanProperty(False)
     case_open = BooleanProperty(False)
     health_state = StringProperty("connecting")
+    wide = BooleanProperty(False)  # a wide screen (1280x800): the waveforms take more of the width
 
-    def __init__(self, options: UiOptions | None = None, link: EngineLink | None = None, **kw: Any) -> None:
+    def __init__(self, options: UiOptions | None = None, link: EngineLink | Any = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.options = options or UiOptions()
         self.link = link or EngineLink(self.options.socket, name=self.options.name, stale_s=self.options.stale_s)
@@ -94,6 +132,7 @@ class LnmApp(App):
         self.settings_schema: list[dict[str, Any]] = []
         self.emg = EmgRing(seconds=10.0)
         self.epochs = EpochStore()
+        self.refs = References()
         self.trend = TrendStore()
         self.history = SiteHistory()
         self.events = EventLog()
@@ -105,11 +144,17 @@ class LnmApp(App):
         self._message_until = 0.0
         self._screenshot_next = 0.0
         self._stopped = False
+        self.fault_log = F.FaultLog()
+        self._pending_state: dict[str, Any] | None = None
+        self._next_show = 0.0
+        self._urgent = True
+        self._exception_handler = UiExceptionHandler(self)
 
     # ------------------------------------------------------------------ sizes
 
     def compute_sizes(self) -> None:
         w, h = Window.size
+        self.wide = w >= 1000
         dpi = self.options.dpi or P.display_dpi(w, h, self.options.diagonal_in, Metrics.dpi)
         self.dpi = dpi
         tp = P.touch_target_px(dpi)
@@ -147,8 +192,9 @@ class LnmApp(App):
         self.sm.bind(current=self._on_screen)
         Window.clearcolor = P.PALETTE["bg"]
         Window.bind(size=lambda *_: self.compute_sizes())
+        ExceptionManager.add_handler(self._exception_handler)
         self.link.start()
-        Clock.schedule_interval(self._pump, 1.0 / 30.0)
+        Clock.schedule_interval(self._pump, 1.0 / PUMP_HZ)
         Clock.schedule_interval(self._flash, 1.0 / 20.0)
         Clock.schedule_interval(self._frame, 0)
         self.banner.show({}, self.link.health())
@@ -166,7 +212,7 @@ class LnmApp(App):
     def _update_nav(self, *_: Any) -> None:
         cur = self.sm.current if hasattr(self, "sm") else ""
         for name, b in getattr(self, "nav_buttons", {}).items():
-            here = cur == name or (name == "case" and cur in ("setup", "endcase", "report"))
+            here = cur == name or (name == "case" and cur in ("setup", "endcase", "report", "cases"))
             b.kind = "primary" if here else "flat"
             b.bold = here
             if name == "sim":
@@ -179,7 +225,39 @@ class LnmApp(App):
 
     def on_stop(self) -> None:
         self._stopped = True
+        ExceptionManager.remove_handler(self._exception_handler)
         self.link.stop()
+
+    # ------------------------------------------------------------------ faults
+
+    @property
+    def faults(self) -> list[F.Fault]:
+        """The unexpected errors of this run (oldest first)."""
+        return self.fault_log.faults
+
+    def report_fault(self, exc: BaseException, where: str) -> None:
+        """Log an unexpected error, show it, and send it to the engine's journal."""
+        fault, send = self.fault_log.add(exc, where)
+        if fault.count == 1:
+            Logger.error(f"LNM UI: unexpected error while {where}:\n{fault.trace}")
+        try:
+            self.notify(F.screen_text(fault), "fault", seconds=30.0)
+        except Exception:
+            Logger.exception("LNM UI: the error message could not be shown")
+        if send:
+            def journaled(reply: Reply) -> None:
+                if not reply.ok:
+                    Logger.warning(f"LNM UI: the error was not journaled by the engine: {reply.message}")
+
+            self.link.send("note.add", journaled, text=F.journal_text(fault))
+
+    def guard(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; an exception is reported (``report_fault``) instead of raised."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.report_fault(exc, where)
+            return None
 
     # ------------------------------------------------------------------ navigation
 
@@ -193,15 +271,16 @@ class LnmApp(App):
         self._update_nav()
         scr = self.screens.get(self.sm.current)
         if scr is not None and self.state:
-            scr.update(self.state)
+            self.guard(f"showing the {scr.name} screen", scr.update, self.state)
 
     # ------------------------------------------------------------------ commands
 
     def cmd(self, cmd: str, on_ok: Callable[[dict[str, Any]], None] | None = None,
             on_error: Callable[[Reply], bool | None] | None = None, ok_message: str | None = None,
             **args: Any) -> None:
-        """Send a command; the engine's refusal is shown in the message bar unless ``on_error``
-        returns True (handled)."""
+        """Send a command. A refusal is shown in the message bar in words unless ``on_error``
+        returns True (handled); a refusal that only needs a confirmation (a high current)
+        is asked as a question and sent again with ``confirm`` when the nurse confirms."""
 
         def done(reply: Reply) -> None:
             if reply.ok:
@@ -209,39 +288,51 @@ class LnmApp(App):
                     self.notify(ok_message, "ok")
                 if on_ok is not None:
                     on_ok(reply.result)
-            else:
-                handled = on_error(reply) if on_error is not None else False
-                if not handled:
-                    self.notify(reply.message, "refused")
+                return
+            if on_error is not None and on_error(reply):
+                return
+            if reply.code == "needs_confirmation" and not args.get("confirm"):
+                self.ask_confirmation(cmd, args, reply, on_ok, ok_message)
+                return
+            self.notify(W.refusal_words(reply.code, reply.message, reply.error), "refused")
 
         self.link.send(cmd, done, **args)
 
+    def ask_confirmation(self, cmd: str, args: dict[str, Any], reply: Reply,
+                         on_ok: Callable[[dict[str, Any]], None] | None, ok_message: str | None) -> None:
+        """The engine wants a confirmation (a current above ``stim.confirm_above_mA``): ask
+        it as a question, never show it as a refusal."""
+        from app.ui.widgets import confirm
+
+        value = args.get("current_mA")
+        limit = reply.error.get("limit_mA", (self.state.get("stim") or {}).get("confirm_above_mA"))
+        if isinstance(value, (int, float)) and isinstance(limit, (int, float)):
+            what = "probe" if args.get("output") == "probe" else "continuous vagal electrode"
+            title = f"{value:g} mA is above {limit:g} mA: confirm?"
+            text = (f"Set the {what} to {value:g} mA?\n\nCurrents above {limit:g} mA can stimulate more than the "
+                    "target nerve and are rarely needed (INMSG: 1-2 mA).")
+            yes = f"Set {value:g} mA"
+            ok_message = ok_message or f"{what} current set to {value:g} mA (confirmed)"
+        else:
+            title, text, yes = "Confirm?", W.plain(reply.message), "Confirm"
+        confirm(title, text, lambda: self.cmd(cmd, on_ok=on_ok, ok_message=ok_message, **args, confirm=True),
+                confirm_text=yes, cancel_text="Cancel", danger=True)
+
     def notify(self, message: str, level: str = "info", seconds: float = 8.0) -> None:
+        """Show ``message`` in the message bar for ``seconds`` (level: info, ok, refused, fault)."""
         self.message_bar.message = message
-        self.message_bar.level = level if level in ("info", "ok", "refused") else "info"
+        self.message_bar.level = level if level in ("info", "ok", "refused", "fault") else "info"
         self._message_until = time.monotonic() + seconds
 
     def set_stim_current(self, output: str, current_mA: float, on_done: Callable[[], None] | None = None,
                          on_refused: Callable[[], None] | None = None) -> None:
-        """Set a stimulator current; above the engine's limit, ask for confirmation first."""
-        from app.ui.widgets import confirm
-
+        """Set a stimulator current; above the engine's limit it asks for a confirmation."""
         value = round(float(current_mA), 2)
 
-        def refused(reply: Reply) -> bool:
+        def refused(_reply: Reply) -> bool:
             if on_refused is not None:
                 on_refused()
-            if reply.code == "needs_confirmation":
-                limit = reply.error.get("limit_mA", self.state.get("stim", {}).get("confirm_above_mA"))
-                confirm("Confirm a high current",
-                        f"Set the {'probe' if output == 'probe' else 'continuous vagal'} current to {value:g} mA?\n\n"
-                        f"This is above {limit} mA. High currents can stimulate more than the target "
-                        "nerve and are rarely needed (INMSG: 1-2 mA).",
-                        lambda: self.cmd("stim.set", output=output, current_mA=value, confirm=True,
-                                         ok_message=f"{output} current set to {value:g} mA (confirmed)"),
-                        confirm_text=f"Set {value:g} mA", danger=True)
-                return True
-            return False
+            return False  # shown (or asked) by cmd
 
         self.cmd("stim.set", on_ok=lambda _r: on_done() if on_done else None, on_error=refused,
                  output=output, current_mA=value)
@@ -289,7 +380,7 @@ class LnmApp(App):
             self.settings_schema = list(result.get("schema") or [])
             scr = self.screens.get(self.sm.current)
             if scr is not None and self.state:
-                scr.update(self.state)
+                self.guard(f"showing the {scr.name} screen", scr.update, self.state)
 
         self.cmd("settings.get", on_ok=got)
 
@@ -303,45 +394,49 @@ class LnmApp(App):
         self.last_frame_t = time.monotonic()
 
     def _pump(self, _dt: float) -> None:
-        if self._stopped:
-            return
-        msgs = self.link.pump()
-        got_state = None
+        # an error here must never stop the pump (Kivy drops an interval callback that raised):
+        # the alarm banner follows the engine whatever else fails
+        if not self._stopped:
+            self.guard("reading the engine", self._pump_once)
+
+    def _pump_once(self) -> None:
+        msgs = self.link.pump(on_error=lambda exc, cmd: self.report_fault(exc, f"handling the answer to {cmd}"))
         for msg in msgs:
             kind = msg.get("type")
             if kind == "state":
-                got_state = msg
-            elif kind == "measurement":
-                self.trend.add(msg)
-                self.history.add(msg)
-            elif kind == "waveform":
-                self.epochs.add(msg)
-            elif kind == "emg":
-                self.emg.add(msg)
-            elif kind == "alarms":
-                self.alarms = msg
-            elif kind == "inbox":
-                self.inbox = msg
-            elif kind == "event":
-                self.events.add(msg)
-                self._on_event(msg)
-            elif kind == "connection" and msg.get("connected"):
-                self.simulated = bool((msg.get("hello") or {}).get("simulated"))
+                self._pending_state = msg
+            else:
+                if kind in ("alarms", "inbox"):
+                    self._urgent = True  # a new or changed alarm or reader message shows at once
+                self.guard(f"reading a {kind} message from the engine", self._take, msg)
         health = self.link.health()
         if health.ok and not self._was_ok:
             self._on_connected()
+        if health.ok != self._was_ok or health.state != self.health_state:
+            self._urgent = True
         self._was_ok = health.ok
         self.health_state = health.state
-        if got_state is not None:
-            self._on_state(got_state)
-        self.banner.show(self.alarms, health)
-        self.reader_banner.show(self.inbox, (self.state.get("case") or {}).get("case_id"))
+        now = time.monotonic()
+        if not self._urgent and now < self._next_show:
+            return  # the screen changes at most DISPLAY_HZ times a second: one redraw holds it all
+        self._next_show = now + 1.0 / DISPLAY_HZ
+        self._urgent = False
+        self._show(health, now)
+
+    def _show(self, health: Any, now: float) -> None:
+        """Everything that arrived since the last time onto the screen, at once."""
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self._on_state(state)
+        self.guard("showing the alarms on the banner", self.banner.show, self.alarms, health)
+        self.guard("showing the reader's messages", self.reader_banner.show, self.inbox,
+                   (self.state.get("case") or {}).get("case_id"))
         scr = self.screens.get(self.sm.current)
         if scr is not None:
-            scr.frame()
-        now = time.monotonic()
+            self.guard(f"drawing the {scr.name} screen", scr.frame)
         if self._message_until and now > self._message_until:
             self.message_bar.message = ""
+            self.message_bar.level = "info"
             self._message_until = 0.0
         self._update_status(health)
         if self.options.screenshot and now >= self._screenshot_next:
@@ -352,13 +447,37 @@ class LnmApp(App):
                 self.notify(f"screenshot not written: {exc}", "refused")
                 self.options.screenshot = None
 
+    def _take(self, msg: dict[str, Any]) -> None:
+        """One stream message (other than ``state``) into the display stores."""
+        kind = msg.get("type")
+        if kind == "measurement":
+            self.trend.add(msg)
+            self.history.add(msg)
+        elif kind == "waveform":
+            self.epochs.add(msg)
+            self.refs.add(msg)
+        elif kind == "emg":
+            self.emg.add(msg)
+        elif kind == "alarms":
+            self.alarms = msg
+        elif kind == "inbox":
+            self.inbox = msg
+        elif kind == "event":
+            self.events.add(msg)
+            self._on_event(msg)
+        elif kind == "connection" and msg.get("connected"):
+            self.simulated = bool((msg.get("hello") or {}).get("simulated"))
+
     def _on_connected(self) -> None:
         self.refresh_settings()
         self.refresh_trend()
+        # a restarted engine numbers its events from the start again: the list is read anew
+        self.events.reset()
         self.cmd("events.list", on_ok=lambda r: self.events.load(r.get("events") or []), limit=500)
 
     def _on_state(self, state: dict[str, Any]) -> None:
         self.state = state
+        self.guard("keeping the reference waveforms", self.refs.update, state)
         self._last_state_t = time.monotonic()
         self.simulated = bool((state.get("engine") or {}).get("simulated", self.simulated))
         self.case_open = state.get("case") is not None
@@ -367,7 +486,7 @@ class LnmApp(App):
         self._update_nav()
         scr = self.screens.get(self.sm.current)
         if scr is not None:
-            scr.update(state)
+            self.guard(f"showing the {scr.name} screen", scr.update, state)
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         kind = ev.get("kind")
@@ -391,7 +510,7 @@ class LnmApp(App):
             if not board.get("connected"):
                 parts.append("BOARD NOT CONNECTED")
             if board.get("faults"):
-                parts.append("faults: " + ", ".join(map(str, board["faults"])))
+                parts.append("board reports: " + ", ".join(W.plain(str(f).replace("_", " ")) for f in board["faults"]))
         if self.simulated:
             parts.append("SIMULATION")
         # protected limits relaxed beyond their defaults: always in sight until restored
@@ -399,4 +518,4 @@ class LnmApp(App):
         self.message_bar.status = "   ".join(parts)
 
     def _flash(self, _dt: float) -> None:
-        self.banner.flash(time.monotonic())
+        self.guard("flashing the alarm banner", self.banner.flash, time.monotonic())

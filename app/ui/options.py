@@ -15,6 +15,8 @@ from typing import Any
 
 @dataclass
 class UiOptions:
+    """How the UI runs: engine socket, window, screenshots, export folder, first screen."""
+
     socket: Path | None = None
     size: tuple[int, int] = (800, 480)
     fullscreen: bool = False

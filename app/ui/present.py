@@ -10,14 +10,19 @@ Owns:
   tube check's breathing variation in words, and the names of sides, sites, steps and
   troubleshooting checks.
 
-May import: the standard library only.
+May import: the standard library, ``app.format`` (every number and clinical word is
+rounded and written there, as on the report) and ``app.model`` (sites, sides, steps).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+
+from app import format as fmt
+from app.model import SIDES, Site, Step
 
 # ---------------------------------------------------------------- physical sizes
 
@@ -47,6 +52,7 @@ def display_dpi(width_px: int, height_px: int, diagonal_in: float | None = None,
 
 
 def mm_to_px(mm: float, dpi: float) -> float:
+    """Millimetres to pixels at ``dpi``."""
     return mm * dpi / MM_PER_INCH
 
 
@@ -56,6 +62,7 @@ def touch_target_px(dpi: float, mm: float = TOUCH_TARGET_MM) -> int:
 
 
 def font_px_for_cap(cap_mm: float, dpi: float) -> int:
+    """The font size (px) whose capital letters are ``cap_mm`` high."""
     return int(math.ceil(mm_to_px(cap_mm, dpi) / CAP_HEIGHT_EM))
 
 
@@ -66,6 +73,8 @@ Rgba = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class PriorityStyle:
+    """How an alarm priority looks (IEC 60601-1-8): colour, flashing, word and symbol."""
+
     priority: str
     word: str  # shown with every alarm: colour is never the only carrier
     symbol: str  # IEC 60601-1-8 convention
@@ -89,7 +98,8 @@ PRIORITY_STYLES: dict[str, PriorityStyle] = {
     # IEC 60601-1-8: high = red, flashing 1.4-2.8 Hz, duty 20-60 %
     "high": PriorityStyle("high", "HIGH", "!!!", _rgb("#d7141a"), _rgb("#4a0507"), WHITE, WHITE, 2.0, 0.5),
     # medium = yellow, flashing 0.4-0.8 Hz, duty 20-60 %
-    "medium": PriorityStyle("medium", "MEDIUM", "!!", _rgb("#ffd200"), _rgb("#3d3300"), BLACK, _rgb("#ffd200"), 0.6, 0.5),
+    "medium": PriorityStyle("medium", "MEDIUM", "!!", _rgb("#ffd200"), _rgb("#3d3300"), BLACK, _rgb("#ffd200"),
+                            0.6, 0.5),
     # low = cyan (or yellow), steady
     "low": PriorityStyle("low", "LOW", "!", _rgb("#00c4de"), _rgb("#00c4de"), BLACK, BLACK, 0.0, 1.0),
 }
@@ -99,6 +109,7 @@ ENGINE_PRIORITY = "high"
 
 
 def style(priority: str | None) -> PriorityStyle | None:
+    """The visual style of an alarm priority (None for none)."""
     return PRIORITY_STYLES.get(str(priority or "").lower())
 
 
@@ -114,6 +125,7 @@ def flash_on(priority: str | None, t: float) -> bool:
 
 
 def priority_label(priority: str | None) -> str:
+    """'!!! HIGH' for a priority (the symbol and the word)."""
     st = style(priority)
     return f"{st.symbol} {st.word}" if st else ""
 
@@ -128,7 +140,22 @@ def alarm_headline(alarm: Mapping[str, Any], with_priority: bool = True) -> str:
     return "  ".join(x for x in (pr, tech.strip(), title, where) if x)
 
 
+PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+
+def display_order(active: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Alarms as the banner and the list show them: highest priority first; within a
+    priority the unacknowledged first, and the newest first (a new loss of signal is
+    never hidden behind an older alarm of the same priority)."""
+    def key(a: Mapping[str, Any]) -> tuple[int, int, float]:
+        t = _finite(a.get("raised_t_s"))
+        return (PRIORITY_RANK.get(str(a.get("priority")), 9), 1 if a.get("acknowledged") else 0,
+                -(t if t is not None else -1e18))
+    return sorted(active, key=key)
+
+
 def alarm_state_words(alarm: Mapping[str, Any]) -> str:
+    """An alarm's state in words (acknowledged, ended, escalated)."""
     parts = []
     if alarm.get("acknowledged"):
         who = alarm.get("acknowledged_by")
@@ -144,42 +171,28 @@ def alarm_state_words(alarm: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- names
 
-SIDE_NAMES = {"L": "LEFT", "R": "RIGHT"}
-SITE_NAMES = {"VAGUS": "vagus", "RLN": "RLN", "EBSLN": "EBSLN", "UNTAGGED": "untagged"}
-STEPS = ("V1", "S1", "R1", "R2", "S2", "V2")
-STEP_SITE = {"V": "VAGUS", "S": "EBSLN", "R": "RLN"}
+# the names come from the one vocabulary (app.model) and the one wording (app.format)
+SIDE_NAMES = {side: fmt.side_word(side).upper() for side in SIDES}
+SITE_NAMES = {**fmt.SITE_WORDS, Site.UNTAGGED.value: "untagged"}  # short on the monitor's buttons
+# the steps with a button on the monitor (R2 proximal / distal are recorded from the mapping)
+STEPS = tuple(s.value for s in Step if s not in (Step.R2P, Step.R2D))
+STEP_SITE = {"V": Site.VAGUS.value, "S": Site.EBSLN.value, "R": Site.RLN.value}
 FINDINGS = (("normal", "Normal"), ("paresis", "Paresis"), ("palsy", "Palsy"), ("not_examined", "Not examined"))
 # the case record's words for vocal-fold mobility (app.record) shown as the API's words
 FINDING_WORDS = {"normal": "normal", "paresis": "paresis", "palsy": "palsy", "not_examined": "not examined",
                  "reduced": "paresis", "immobile": "palsy", "not_assessed": "not examined"}
 
-CHECK_LABELS = {
-    "current_delivered": "Current delivered as set",
-    "leads_ok": "Probe, return and ground leads connected",
-    "field_dry": "Field dry (no fluid shunting)",
-    "laryngeal_twitch": "Laryngeal twitch palpable",
-    "contralateral_vagus": "Contralateral vagus responds",
-    "tube_position_ok": "Tube depth and rotation correct",
-    "secretions_ok": "Electrodes free of secretions",
-    "nmb_ok": "Train-of-four normal (no relaxant)",
-    "nonrecurrent": "Non-recurrent nerve suspected",
-}
-CONCLUSIONS = {
-    "open": "troubleshooting in progress",
-    "stimulation_problem": "stimulation problem (not a true loss)",
-    "neuromuscular_blockade": "neuromuscular blockade (not a true loss)",
-    "system_fault_likely": "system fault likely",
-    "recording_problem_likely": "recording problem likely (tube / electrodes)",
-    "true_los": "TRUE LOSS OF SIGNAL",
-    "not_true_los": "not a true loss of signal",
-}
+CHECK_LABELS = fmt.CHECK_WORDS
+CONCLUSIONS = {**fmt.CONCLUSION_WORDS, "true_los": "TRUE LOSS OF SIGNAL"}  # the one said loudly
 
 
 def side_name(side: str | None) -> str:
+    """'LEFT' or 'RIGHT' ('-' for anything else)."""
     return SIDE_NAMES.get(str(side), "-")
 
 
 def site_side_name(site: str | None, side: str | None) -> str:
+    """'left vagus' from a site and a side."""
     if not site and not side:
         return ""
     s = SITE_NAMES.get(str(site), str(site or "")) if site else ""
@@ -187,6 +200,7 @@ def site_side_name(site: str | None, side: str | None) -> str:
 
 
 def step_site(step: str) -> str:
+    """The site an INMSG step stimulates (V: vagus, R: RLN, S: EBSLN)."""
     return STEP_SITE.get(step[:1], "UNTAGGED")
 
 
@@ -199,27 +213,37 @@ def _finite(x: Any) -> float | None:
     return None
 
 
+# Numbers are rounded and written by app.format, as on the report; the screen's own are
+# "unknown" ("---"), the set current's one decimal on the buttons, and taking only real
+# numbers from the stream (a number sent as text is nonsense, shown as unknown).
+NONE = "---"
+
+
 def fmt_amp(uV: Any) -> str:
-    x = _finite(uV)
-    return "---" if x is None else f"{x:.0f}"
+    """An amplitude in whole µV, without the unit ('---' when unknown)."""
+    return fmt.amp_text(_finite(uV), unit=False, none=NONE)
 
 
 def fmt_lat(ms: Any) -> str:
-    x = _finite(ms)
-    return "---" if x is None else f"{x:.2f}"
+    """A latency in ms with two decimals, without the unit ('---' when unknown)."""
+    return fmt.lat_text(_finite(ms), unit=False, none=NONE)
 
 
 def fmt_ma(mA: Any, digits: int = 2) -> str:
-    x = _finite(mA)
-    return "---" if x is None else f"{x:.{digits}f}"
+    """A current in mA, without the unit ('---' when unknown); ``digits`` 1 for a set current."""
+    if digits == fmt.PRECISION["current_mA"]:
+        return fmt.ma_text(_finite(mA), unit=False, none=NONE)
+    x = fmt.round_value(_finite(mA), digits)
+    return NONE if x is None else f"{x:.{digits}f}"
 
 
 def fmt_pct(p: Any) -> str:
-    x = _finite(p)
-    return "---" if x is None else f"{x:.0f} %"
+    """A percentage ('---' when unknown)."""
+    return fmt.pct_text(_finite(p), none=NONE)
 
 
 def fmt_countdown(s: Any) -> str:
+    """A countdown as m:ss."""
     x = _finite(s)
     if x is None or x <= 0:
         return "0:00"
@@ -228,26 +252,13 @@ def fmt_countdown(s: Any) -> str:
 
 
 def fmt_duration(s: Any) -> str:
-    x = _finite(s)
-    if x is None:
-        return "-"
-    x = max(0, int(x))
-    h, rem = divmod(x, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h} h {m:02d} min"
-    if m:
-        return f"{m} min {sec:02d} s"
-    return f"{sec} s"
+    """A duration in words: '5 s', '3 min 05 s', '1 h 02 min'."""
+    return fmt.duration(_finite(s))
 
 
 def fmt_clock(s: Any) -> str:
     """Case time as h:mm:ss."""
-    x = _finite(s)
-    if x is None:
-        return "--:--"
-    x = max(0, int(x))
-    return f"{x // 3600}:{(x % 3600) // 60:02d}:{x % 60:02d}"
+    return fmt.clock(_finite(s), none="--:--")
 
 
 def delivered_words(set_mA: Any, delivered_mA: Any, tolerance_pct: float = 5.0) -> str:
@@ -284,6 +295,54 @@ def response_words(m: Mapping[str, Any] | None) -> str:
     return "NO RESPONSE, current delivered" if _finite(m.get("delivered_mA")) else "NO RESPONSE"
 
 
+# ---------------------------------------------------------------- the continuous vagal percentage
+
+
+def aps_percent(aps_side: Mapping[str, Any] | None,
+                last_aps: tuple[float, float, float] | None) -> tuple[float | None, float | None]:
+    """The side's continuous vagal amplitude and latency in % of baseline: the state's
+    (``state.aps.<side>``) or, when the state has none although the baseline is set (it
+    gives none while the probe stimulates the same side), the side's last vagal electrode
+    stimulus from the measurement stream (``last_aps``: t, amplitude %, latency %)."""
+    a = aps_side or {}
+    if a.get("amplitude_pct") is not None:
+        return _finite(a.get("amplitude_pct")), _finite(a.get("latency_pct"))
+    if a.get("baseline_uV") is None or a.get("collecting") or last_aps is None:
+        return None, None
+    return _finite(last_aps[1]), _finite(last_aps[2])
+
+
+# ---------------------------------------------------------------- the response tone, seen
+
+
+def tone_of(m: Mapping[str, Any] | None, tolerance_pct: float = 5.0) -> str | None:
+    """The feedback sound the engine plays for a probe stimulus (``app/outputs/sounds.py``,
+    ``tone_for``): ``response`` (a bell, pitch by side), ``tick`` (delivered, no response),
+    ``buzz`` (current NOT delivered as set) or None (no sound: vagal electrode stimuli,
+    stimuli that could not be measured)."""
+    if not m or m.get("source") != "PROBE":
+        return None
+    s, d = _finite(m.get("set_mA")), _finite(m.get("delivered_mA"))
+    if s is not None and d is not None and d < s * (1 - tolerance_pct / 100.0):
+        return "buzz"
+    if not m.get("valid", True):
+        return None
+    return "response" if m.get("response") else "tick"
+
+
+# the response tone per side: left B5 (988 Hz), right a fifth higher (F#6, 1480 Hz)
+TONE_PITCH = {"L": "low", "R": "high"}
+
+
+def tone_level(amplitude_uV: Any, threshold_uV: Any = 100.0) -> float:
+    """How big the visible tone cue is, 0-1: logarithmic in the response amplitude, 0.25
+    at the event threshold and 1 at 20 times it."""
+    a, thr = _finite(amplitude_uV), _finite(threshold_uV) or 100.0
+    if a is None or a <= 0:
+        return 0.0
+    return max(0.1, min(1.0, 0.25 + 0.75 * math.log(a / thr) / math.log(20.0)))
+
+
 # ---------------------------------------------------------------- palette (high contrast, dark)
 
 PALETTE: dict[str, Rgba] = {
@@ -307,6 +366,7 @@ PALETTE: dict[str, Rgba] = {
     "threshold": _rgb("#8d99a6"),
     "trend_amp": _rgb("#7ee081"),
     "trend_lat": _rgb("#e7a6ff"),
+    "alarm_text": _rgb("#ff7b7b"),  # a high-priority line of text on the dark background
 }
 
 
@@ -329,9 +389,9 @@ def breathing_side_words(d: Any) -> str:
         return "NOT MEASURABLE" + (f" ({d['reason']})" if d.get("reason") else "")
     values = []
     if _finite(d.get("wander_uV")) is not None:
-        values.append(f"wander {d['wander_uV']:.0f} µV")
+        values.append(f"wander {fmt.amp_text(d['wander_uV'])}")
     if _finite(d.get("modulation_pct")) is not None:
-        values.append(f"modulation {d['modulation_pct']:.0f} %")
+        values.append(f"modulation {fmt.pct_text(d['modulation_pct'])}")
     return ("PRESENT" if present else "ABSENT") + (f": {', '.join(values)}" if values else "")
 
 
@@ -355,21 +415,28 @@ def breathing_words(bv: Any) -> list[str]:
     return lines
 
 
-def document_summary(doc: Mapping[str, Any]) -> str:
-    """The case documentation (``report.get``'s ``document``) as plain text lines for the
-    on-screen preview: case, steps per side, tube check, adverse events, staging, notes."""
-    lines: list[str] = []
+def _case_lines(doc: Mapping[str, Any], clean: Callable[[Any], str]) -> list[str]:
     case = doc.get("case") or {}
-    lines.append(f"Case {case.get('case_id', '?')}   patient {case.get('patient_id', '?')}   {case.get('date', '')}")
+    lines = [f"Case {case.get('case_id', '?')}   patient {case.get('patient_id', '?')}   {case.get('date', '')}"]
     proc = case.get("procedure") or "procedure not given"
-    sides = ", ".join(side_name(s) for s in case.get("planned_sides") or []) or "-"
-    lines.append(f"{proc}; planned sides: {sides}; surgeon: {case.get('surgeon') or '-'}")
+    sides = " then ".join(side_name(s).lower() for s in case.get("planned_sides") or []) or "-"
+    if case.get("surgeon"):
+        surgeon = str(case["surgeon"])
+    elif (doc.get("generated") or {}).get("pseudonymised"):
+        surgeon = "not shown (the report is pseudonymised)"
+    else:
+        surgeon = "not entered"
+    lines.append(f"{proc}; planned sides: {sides}; surgeon: {surgeon}")
     if case.get("duration_s") is not None:
         lines.append(f"Duration {fmt_duration(case.get('duration_s'))}"
                      + (f"; closing remark: {case.get('close_reason')}" if case.get("close_reason") else ""))
     if (case.get("board") or {}).get("simulated"):
         lines.append("SIMULATED BOARD: demonstration record, not patient data.")
-    lines.append("")
+    return lines
+
+
+def _side_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
     for side, sd in (doc.get("sides") or {}).items():
         steps = (sd or {}).get("steps") or {}
         vals = []
@@ -385,17 +452,27 @@ def document_summary(doc: Mapping[str, Any]) -> str:
         lines.append(f"{side_name(side)}: " + ("; ".join(vals) if vals else "no steps recorded"))
         extra = []
         if sd.get("v2_of_v1_pct") is not None:
-            extra.append(f"V2 = {sd['v2_of_v1_pct']:.0f} % of V1")
+            extra.append(f"V2 = {fmt.pct_text(sd['v2_of_v1_pct'])} of V1")
         if sd.get("r2_reduction_pct") is not None:
-            extra.append(f"R2 reduction {sd['r2_reduction_pct']:.0f} %")
+            extra.append(f"R2 reduction {fmt.pct_text(sd['r2_reduction_pct'])}")
+        missing = [m for m in sd.get("missing_steps") or [] if isinstance(m, Mapping)]
+        if missing:  # the close-out: each step not done, with the reason given for it
+            extra.append("not done: " + ", ".join(
+                f"{m.get('step')} ({m.get('reason') or 'no reason given'})"
+                for m in missing))
         if extra:
             lines.append("   " + "; ".join(extra))
+    return lines
+
+
+def _event_lines(doc: Mapping[str, Any], clean: Callable[[Any], str]) -> list[str]:
+    lines = []
     tubes = doc.get("tube_check") or []
     if tubes:
         t = tubes[-1]
         lines.append("")
-        lines.append(f"Tube check: {'PASSED' if t.get('passed') else 'FAILED'} ({t.get('message', '')})"
-                     + (f"; override: {t['override']}" if t.get("override") else ""))
+        lines.append(f"Tube check: {'PASSED' if t.get('passed') else 'FAILED'} ({clean(t.get('message', ''))})"
+                     + (f"; override: {clean(t['override'])}" if t.get("override") else ""))
         bv = t.get("breathing_variation")
         if isinstance(bv, Mapping):
             lines.append("   breathing variation: " + "; ".join(
@@ -404,18 +481,26 @@ def document_summary(doc: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(f"Adverse events: {len(events)}")
     for ev in events:
-        lines.append(f" {fmt_clock(ev.get('t_s'))} {priority_label(ev.get('priority'))} {ev.get('title') or ev.get('kind')}"
-                     f" {site_side_name(ev.get('site'), ev.get('side'))}")
+        lines.append(f" {fmt_clock(ev.get('t_s'))} {priority_label(ev.get('priority'))} "
+                     f"{ev.get('title') or clean(ev.get('kind'))} {site_side_name(ev.get('site'), ev.get('side'))}")
         lt = ev.get("los_type")
         if isinstance(lt, dict) and lt.get("type"):
             lines.append(f"   LOS type {lt['type']}")
         for a in ev.get("troubleshooting") or []:
-            lines.append(f"   {CHECK_LABELS.get(a.get('check'), a.get('check'))}: {a.get('answer')}")
+            lines.append(f"   {CHECK_LABELS.get(a.get('check'), clean(a.get('check')))}: {a.get('answer')}")
     for st in doc.get("staging") or []:
         lines.append("")
-        lines.append(f"Staging: {st.get('recommendation')}")
+        lines.append(f"Staging: {clean(st.get('recommendation'))}")
         if st.get("decision"):
             lines.append(f"   decision: {str(st['decision']).replace('_', ' ')} ({st.get('reason') or ''})")
+    return lines
+
+
+def document_summary(doc: Mapping[str, Any], clean: Callable[[Any], str] = lambda x: str(x or "")) -> str:
+    """The case documentation (``report.get``'s ``document``) as plain text lines for the
+    on-screen preview: case, steps per side, tube check, adverse events, staging, notes.
+    ``clean`` puts the engine's free texts in words (``app.ui.words.plain``)."""
+    lines = _case_lines(doc, clean) + [""] + _side_lines(doc) + _event_lines(doc, clean)
     notes = doc.get("notes") or []
     if notes:
         lines.append("")
@@ -426,5 +511,5 @@ def document_summary(doc: Mapping[str, Any]) -> str:
     if j:
         lines.append("")
         lines.append(f"Journal: {j.get('entries')} entries, hash chain "
-                     + ("verified" if j.get("verified") else f"NOT verified: {j.get('verify_problem')}"))
+                     + ("verified" if j.get("verified") else f"NOT verified: {clean(j.get('verify_problem'))}"))
     return "\n".join(lines)

@@ -6,6 +6,12 @@ tests drive it the way Kivy's own tests do: ``EventLoop.idle()`` in a loop (the 
 ticks, input is dispatched, the window is drawn) and ``UnitTestTouch`` down/up events
 at a widget's position in window coordinates. Nothing calls a handler directly.
 
+Frames and touches run as Kivy's main loop runs them (``app.ui.embed.guarded``): an
+exception goes to the app's ``ExceptionManager`` handler, which keeps the UI running.
+So that no error slips by unnoticed, every test that uses the app fails when the app
+recorded an unexpected error during it, unless the test says it expects one
+(``ui.expect_faults()``).
+
 Screenshots of every screen go to ``tests/screenshots/`` (git-ignored), or to
 ``$LNM_UI_SCREENSHOTS``.
 """
@@ -17,10 +23,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 from waiting import wait_until
@@ -45,7 +50,7 @@ class Engine:
         self.client: Any = None
         self.log = tmp / "engine.log"
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         from app.api.client import EngineClient, EngineUnavailable
 
         cmd = [sys.executable, "-m", "app.cli", "engine", "--board", self.board, "--socket", str(self.socket),
@@ -67,7 +72,16 @@ class Engine:
         return self
 
     def call(self, cmd: str, **args: Any) -> dict[str, Any]:
-        return self.client.call(cmd, timeout_s=30.0, **args)
+        from app.api.client import EngineUnavailable
+
+        try:
+            return self.client.call(cmd, timeout_s=30.0, **args)
+        except EngineUnavailable:
+            # the engine drops a client idle for a minute (a long drive of the UI): connect again
+            if self.proc is None or self.proc.poll() is not None:
+                raise
+            self.client.connect(timeout_s=5.0)
+            return self.client.call(cmd, timeout_s=30.0, **args)
 
     def state(self) -> dict[str, Any]:
         return self.call("state.get")
@@ -82,7 +96,7 @@ class Engine:
             raise AssertionError(f"engine state never showed {what or pred}")
         return st
 
-    def restart(self) -> "Engine":
+    def restart(self) -> Engine:
         """A new engine process on the same socket and data (after a kill)."""
         self.stop()
         return self.start()
@@ -113,141 +127,58 @@ class Engine:
 # ---------------------------------------------------------------------------- UI driver
 
 
-class Ui:
-    """Drives the one ``LnmApp`` of the session: frames, touches, waits, screenshots."""
+# what a test may have done to the virtual patient, undone
+RESET_PATIENT: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("probe", {"contact": "none"}),
+    ("release", {"side": "L", "recovery_s": 1.0}), ("release", {"side": "R", "recovery_s": 1.0}),
+    ("nmb", {"level": 0.0, "onset_s": 1.0}), ("tube", {"left": 1.0, "right": 1.0, "over_s": 1.0}),
+    ("impedance", {"electrode": "L_POS", "ohm": 2000.0}), ("output", {"output": "probe", "state": "ok"}),
+    ("output", {"output": "APS", "state": "ok"}), ("aps_detach", {}),
+)
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        from kivy.base import EventLoop
-        from kivy.core.window import Window
 
-        self.loop = EventLoop
-        self.window = Window
-        self.shots: list[Path] = []
+def _ui_class() -> type:
+    """``Ui``: the one ``LnmApp`` of the session driven as a nurse would
+    (``app.ui.drive.Driver``), with the tests' own: expected faults, the way home between
+    tests, screenshots to ``SHOTS``. Made once Kivy may be imported (the display is set)."""
+    from app.ui.drive import Driver
 
-    # -- frames
-    def frames(self, n: int = 1) -> None:
-        for _ in range(n):
-            self.loop.idle()
+    class Ui(Driver):
+        faults_allowed = False
 
-    def run_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.loop.idle()
+        def expect_faults(self) -> None:
+            """This test provokes unexpected errors on purpose: they do not fail it."""
+            self.faults_allowed = True
 
-    def wait(self, pred: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.loop.idle()
-            value = pred()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the UI never showed {what or pred}")
+        def _shown(self, w: Any) -> bool:
+            return self.shown(w)
 
-    # -- finding widgets
-    def all_widgets(self) -> Iterator[Any]:
-        for top in list(self.window.children):
-            yield from top.walk(restrict=True)
+        def home(self, engine: Engine) -> None:
+            _home(self, engine)
 
-    def find(self, tid: str, visible: bool = True) -> Any:
-        from kivy.uix.modalview import ModalView
+    return Ui
 
-        modals = [w for w in self.window.children if isinstance(w, ModalView)]
-        roots = modals[:1] if modals else list(self.window.children)  # a modal takes the touches
-        for top in roots:
-            for w in top.walk(restrict=True):
-                if getattr(w, "tid", None) == tid and (not visible or self._shown(w)):
-                    return w
-        raise LookupError(f"no visible widget {tid!r} on screen {self.app.sm.current!r}"
-                          + (" (a dialog is open)" if modals else ""))
 
-    def has(self, tid: str) -> bool:
-        try:
-            self.find(tid)
-            return True
-        except LookupError:
-            return False
-
-    def _shown(self, w: Any) -> bool:
-        from kivy.uix.screenmanager import Screen, ScreenManager
-
-        node = w
-        while node is not None and node is not self.window:
-            if getattr(node, "opacity", 1) == 0:
-                return False
-            parent = node.parent
-            if isinstance(node, Screen) and isinstance(parent, ScreenManager) and parent.current_screen is not node:
-                return False
-            if isinstance(node, Screen) and parent is None:
-                return False
-            node = parent
-        return True
-
-    # -- touches
-    def tap(self, target: Any) -> Any:
-        from kivy.tests.common import UnitTestTouch
-
-        w = self.find(target) if isinstance(target, str) else target
-        self.frames(1)
-        if w.disabled:
-            raise AssertionError(f"{getattr(w, 'tid', w)!r} is disabled")
-        x, y = w.to_window(*w.center)
-        if not (0 <= x < self.window.width and 0 <= y < self.window.height):
-            raise AssertionError(f"{getattr(w, 'tid', w)!r} is outside the window at {x:.0f},{y:.0f}")
-        touch = UnitTestTouch(x, y)
-        touch.touch_down()
-        self.frames(1)
-        touch.touch_up()
-        self.frames(2)
-        return w
-
-    def type_text(self, text: str) -> None:
-        """Type on the on-screen keypad that is open, then OK."""
-        for ch in text:
-            key = {" ": "key.space"}.get(ch)
-            if key is None:
-                if ch.isalpha():
-                    pad = self.keypad()
-                    if (ch.isupper() and not pad.upper) or (ch.islower() and pad.upper):
-                        self.tap("key.shift")
-                    key = f"key.{ch.upper()}"
-                else:
-                    key = f"key.{ch}"
-            self.tap(key)
-        self.tap("key.ok")
-
-    def keypad(self) -> Any:
-        from app.ui.widgets import Keypad
-
-        pads = [w for w in self.window.children if isinstance(w, Keypad)]
-        if not pads:
-            raise LookupError("no keypad is open")
-        return pads[0]
-
-    def go(self, screen: str) -> None:
-        # a test run on its own meets the start-up self-test's questions (the played outputs): yes
-        while self.app.sm.current == "selftest" and self.has("dialog.confirm"):
-            self.tap("dialog.confirm")
-            self.frames(20)
-        self.tap(f"nav.{screen}")
-        self.wait(lambda: self.app.sm.current in (screen, "setup", "endcase") if screen == "case"
-                  else self.app.sm.current == screen, 5, f"screen {screen}")
-
-    # -- screenshots
-    def screenshot(self, name: str) -> Path:
-        from app.ui.main import save_screenshot
-
-        self.frames(3)
-        w, h = self.window.size
-        path = SHOTS / f"{name}-{w}x{h}.png"
-        # a name of this process's own first (two test runs at once share SHOTS), then
-        # moved into place whole
-        own = SHOTS / f".{name}-{w}x{h}.{os.getpid()}.png"
-        save_screenshot(own)
-        os.replace(own, path)
-        self.shots.append(path)
-        return path
+def _home(ui: Any, engine: Engine) -> None:
+    """Back to the start of a case, whatever the last test left: no dialog, the self-test
+    answered, no case open (closed through the engine), the virtual patient healthy and the
+    probe lifted, the case set-up screen with an empty form, the window at 800x480."""
+    app = ui.app
+    if app.sm.current == "selftest":
+        ui.answer_selftest()
+    ui.dismiss_dialogs()
+    ui.resize((800, 480))
+    if engine.state().get("case"):
+        engine.call("case.close", note="back to the start")
+    ui.wait(lambda: not app.case_open and app.state.get("case") is None, 15, "no case open")
+    if app.simulated:
+        for command, args in RESET_PATIENT:
+            engine.call("sim.control", command=command, args=args)
+    app.go("setup")
+    ui.wait(lambda: app.sm.current == "setup", 5, "the case set-up screen")
+    app.screens["setup"].clear()
+    app.message_bar.message, app.message_bar.level = "", "info"
+    ui.frames(2)
 
 
 @pytest.fixture(scope="session")
@@ -284,7 +215,7 @@ def usb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ui(display: str, engine: Engine, usb_dir: Path) -> Iterator[Ui]:
+def ui(display: str, engine: Engine, usb_dir: Path) -> Iterator[Any]:
     from app.ui.options import UiOptions, configure_kivy
 
     opts = UiOptions(socket=engine.socket, size=(800, 480), usb_target=str(usb_dir), stale_s=2.0)
@@ -294,7 +225,26 @@ def ui(display: str, engine: Engine, usb_dir: Path) -> Iterator[Ui]:
 
     app = LnmApp(opts)
     embed.start(app)
-    driver = Ui(app)
+    driver = _ui_class()(app, shots=SHOTS)
     driver.frames(5)
     yield driver
     embed.stop(app)
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_ui_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the app fails if the app caught an unexpected error meanwhile."""
+    if "ui" not in request.fixturenames:
+        yield
+        return
+    driver: Any = request.getfixturevalue("ui")
+    log = driver.app.fault_log
+    before = log.total
+    driver.faults_allowed = False
+    yield
+    n = log.total - before
+    allowed = driver.faults_allowed
+    driver.faults_allowed = False
+    if n and not allowed:
+        traces = {id(f): f.trace for f in list(log.recent)[-n:]}
+        pytest.fail(f"the UI caught {n} unexpected error(s):\n" + "\n".join(traces.values()), pytrace=False)

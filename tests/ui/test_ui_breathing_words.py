@@ -11,7 +11,8 @@ def measured(present, wander, mod, rate=12.4):
 
 
 def test_each_state_of_a_side_in_words():
-    assert P.breathing_side_words({"status": "measuring", "present": None, "remaining_s": 9.2}) == "measuring ... 10 s left"
+    words = P.breathing_side_words({"status": "measuring", "present": None, "remaining_s": 9.2})
+    assert words == "measuring ... 10 s left"
     assert P.breathing_side_words(measured(True, 25.4, 15.4)) == "PRESENT: wander 25 µV, modulation 15 %"
     assert P.breathing_side_words(measured(False, 8.8, 4.9)) == "ABSENT: wander 9 µV, modulation 5 %"
     nm = {"status": "not_measurable", "present": None, "reason": "electrocautery"}

@@ -15,7 +15,8 @@ def _emg_msg(t, lo_l, hi_l, lo_r=None, hi_r=None, bin_hz=1000.0):
     lo_r = lo_l if lo_r is None else lo_r
     hi_r = hi_l if hi_r is None else hi_r
     return {"type": "emg", "t_s": t, "bin_hz": bin_hz, "cautery": False,
-            "channels": {"EMG L": {"min": list(lo_l), "max": list(hi_l)}, "EMG R": {"min": list(lo_r), "max": list(hi_r)}}}
+            "channels": {"EMG L": {"min": list(lo_l), "max": list(hi_l)},
+                         "EMG R": {"min": list(lo_r), "max": list(hi_r)}}}
 
 
 @settings(max_examples=60, deadline=None)
@@ -142,3 +143,97 @@ def test_site_history_and_event_log():
     log.add({"seq": 4, "category": "rule", "kind": "baseline_set", "priority": None})
     assert [e["seq"] for e in log.events] == [2, 3, 4]
     assert [e["seq"] for e in log.alarm_history()] == [3, 2]
+
+
+def test_event_log_merges_the_list_with_events_that_came_first():
+    from app.ui.data import EventLog
+
+    log = EventLog()
+    log.add({"seq": 9, "kind": "late"})
+    log.load([{"seq": i, "kind": f"k{i}"} for i in range(1, 9)])
+    assert [e["seq"] for e in log.events] == list(range(1, 10))
+    log.add({"seq": 5, "kind": "again"})  # a repeat is not added twice
+    assert len(log.events) == 9 and log.last_seq == 9
+
+
+def _wave(index, side="L", site="VAGUS", source="PROBE", amp=500.0):
+    t = np.arange(300) / 5000.0 * 1000.0 - 10.0
+    y = np.where(t > 3, amp * np.sin((t - 3) / 2.0 * np.pi) * np.exp(-(t - 3) / 3.0), 0.0)
+    return {"type": "waveform", "index": index, "t_s": index / 4.0, "side": side, "site": site, "source": source,
+            "sample_rate_hz": 5000.0, "t0_ms": -10.0, "channels": {f"EMG {side}": y.tolist(), "EMG R": [0.0] * 300}}
+
+
+def test_references_pin_the_waveform_of_the_step_and_the_vagal_baseline():
+    from app.ui.data import References
+
+    refs = References(cache=50)
+    for i in range(1, 11):
+        refs.add(_wave(i, amp=100.0 * i))
+    state = {"case": {"case_id": "C1"},
+             "steps": {"L": {"V1": {"amplitude_uV": 700.0, "stimulus_index": 7}}, "R": {}},
+             "aps": {}}
+    refs.update(state)
+    name, ref = refs.for_epoch("L", "VAGUS", "PROBE")
+    assert name == "V1" and ref["amplitude_uV"] == 700.0
+    np.testing.assert_allclose(ref["uV"], _epoch_of(_wave(7, amp=700.0)), rtol=1e-5, atol=1e-3)
+    assert refs.for_epoch("L", "RLN", "PROBE") == ("R1", None)  # not recorded yet
+    # a step recorded before the waveforms were received: its values, no waveform
+    state["steps"]["L"]["R1"] = {"amplitude_uV": 900.0, "stimulus_index": 999}
+    refs.update(state)
+    assert refs.for_epoch("L", "RLN", "PROBE")[1]["uV"] is None
+    # the vagal baseline: the mean of the side's last vagal electrode waveforms
+    for i in range(20, 25):
+        refs.add(_wave(i, source="APS", amp=400.0))
+    state["aps"] = {"L": {"baseline_uV": 400.0, "collecting": False, "baseline_count": 5}}
+    refs.update(state)
+    name, ref = refs.for_epoch("L", "VAGUS", "APS")
+    assert name == "vagal baseline" and ref["uV"] is not None and ref["amplitude_uV"] == 400.0
+    # the next case starts with none
+    version = refs.version
+    refs.update({"case": {"case_id": "C2"}, "steps": {}, "aps": {}})
+    assert refs.for_epoch("L", "VAGUS", "PROBE") == ("V1", None) and refs.version > version
+
+
+def _epoch_of(msg):
+    from app.ui.data import epoch_of
+
+    return epoch_of(msg)[1]
+
+
+def test_trend_store_keeps_the_last_vagal_percentage():
+    from app.ui.data import TrendStore
+
+    tr = TrendStore()
+    assert tr.last("L") is None
+    tr.add({"source": "APS", "side": "L", "t_s": 5.0, "valid": True, "amplitude_pct": 80.0, "latency_pct": 104.0})
+    tr.add({"source": "APS", "side": "L", "t_s": 6.0, "valid": False})
+    assert tr.last("L") == (5.0, 80.0, 104.0)
+
+
+def test_the_event_list_starts_empty_with_each_case():
+    from app.ui.data import EventLog
+
+    log = EventLog()
+    log.add({"seq": 1, "category": "technical", "kind": "board_fault", "priority": "medium"})
+    assert [e["seq"] for e in log.of_case()] == [1]  # no case yet: everything
+    log.add({"seq": 2, "category": "case", "kind": "opened"})
+    log.add({"seq": 3, "category": "rule", "kind": "loss_of_signal", "priority": "high"})
+    log.add({"seq": 4, "category": "case", "kind": "closed"})
+    assert [e["seq"] for e in log.of_case()] == [2, 3, 4]  # the closed case stays readable
+    log.add({"seq": 5, "category": "case", "kind": "opened"})
+    assert [e["seq"] for e in log.of_case()] == [5]  # the next case: nothing of the last one
+    assert log.alarm_history() == []
+    log.add({"seq": 6, "category": "rule", "kind": "loss_of_signal", "priority": "high"})
+    assert [e["seq"] for e in log.alarm_history()] == [6]
+    log.add({"seq": 7, "category": "case", "kind": "resumed"})  # the engine back after a restart
+    assert [e["seq"] for e in log.of_case()] == [5, 6, 7]  # the case keeps its own events
+
+
+def test_the_event_list_follows_a_restarted_engine():
+    from app.ui.data import EventLog
+
+    log = EventLog()
+    log.add({"seq": 900, "category": "case", "kind": "opened"})
+    log.reset()  # a new connection: the engine restarted and numbers from 1 again
+    log.add({"seq": 3, "category": "case", "kind": "opened"})
+    assert [e["seq"] for e in log.of_case()] == [3]

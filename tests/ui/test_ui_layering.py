@@ -44,7 +44,8 @@ def test_the_ui_reaches_the_engine_only_through_the_api():
 
 
 def test_modules_without_a_display_do_not_load_kivy():
-    code = ("import sys, app.ui.link, app.ui.data, app.ui.present, app.ui.display, app.ui.launch, app.ui.options, "
+    code = ("import sys, app.ui.link, app.ui.data, app.ui.present, app.ui.words, app.ui.forms, app.ui.faults, "
+            "app.ui.display, app.ui.launch, app.ui.options, "
             "app.ui.cli, app.commands.run; print(sorted(m for m in sys.modules if m.split('.')[0] == 'kivy'))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -33,7 +33,8 @@ class FakeEngine:
         self.srv.bind(str(path))
         self.srv.listen(4)
         self.srv.settimeout(0.1)
-        self.threads = [threading.Thread(target=self._accept, daemon=True), threading.Thread(target=self._tick, daemon=True)]
+        self.threads = [threading.Thread(target=self._accept, daemon=True),
+                        threading.Thread(target=self._tick, daemon=True)]
         for t in self.threads:
             t.start()
 
@@ -232,5 +233,32 @@ def test_health_follows_the_connection_and_the_link_reconnects_by_itself(tmp_pat
                        why=lambda: f"{fake.requests} {list(link.history)}")
         finally:
             fake.close()
+    finally:
+        link.stop()
+
+
+def test_a_callback_that_raises_is_handed_over_and_the_others_still_run(fake):
+    link = EngineLink(fake.path, timeout_s=2.0, stale_s=1.0, retry_s=0.05)
+    link.start()
+    try:
+        pump_until(link, lambda: link.health().ok)
+        got, errors = [], []
+
+        def boom(_reply):
+            raise KeyError("deliberate")
+
+        link.send("first", boom)
+        link.send("second", got.append)
+
+        def pumped():
+            link.pump(on_error=lambda exc, cmd: errors.append((type(exc).__name__, cmd)))
+            return got
+
+        assert wait_until(pumped, 5, interval=0.01)
+        assert errors == [("KeyError", "first")] and got[0].ok
+        # without a handler the callback's exception is the caller's
+        link.send("third", boom)
+        with pytest.raises(KeyError):
+            wait_until(lambda: link.pump() and False, 5, interval=0.01)
     finally:
         link.stop()

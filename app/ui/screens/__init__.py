@@ -42,6 +42,7 @@ class LnmScreen(Screen):
 
 def _screens() -> dict[str, type[LnmScreen]]:
     from app.ui.screens.alarms import AlarmsScreen
+    from app.ui.screens.cases import CasesScreen
     from app.ui.screens.endcase import EndCaseScreen
     from app.ui.screens.los import LosScreen
     from app.ui.screens.monitor import MonitorScreen
@@ -54,7 +55,7 @@ def _screens() -> dict[str, type[LnmScreen]]:
 
     return {"selftest": SelfTestScreen, "setup": SetupScreen, "tube": TubeScreen, "monitor": MonitorScreen,
             "alarms": AlarmsScreen, "los": LosScreen, "endcase": EndCaseScreen, "report": ReportScreen,
-            "settings": SettingsScreen, "sim": SimScreen}
+            "settings": SettingsScreen, "sim": SimScreen, "cases": CasesScreen}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,10 @@ The engine keeps the troubleshooting record per side and proposes the next check
 here is sent as ``ts.answer`` and recorded by the engine, which draws the conclusion.
 The surgeon's own verdict (``ts.verdict``), the mapping points (``mapping.result``) and
 the staging decision (``staging.decision``) are recorded the same way, each with a
-reason typed on the on-screen keyboard.
+reason typed on the on-screen keyboard. The R2 and V2 given after the loss (no response
+or a weak one) are documented by the monitor on its own; the checks page lists them
+(``troubleshooting.<side>.offers``) and "Record R2" / "Record V2" makes that stimulus the
+step, as the nurse's (``step.tag`` with ``which: "offer"``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,56 @@ from typing import Any
 import numpy as np
 from kivy.properties import BooleanProperty, NumericProperty, StringProperty
 
+from app import format as fmt
 from app.ui import present as P
+from app.ui import words as W
 from app.ui.plots import SeriesPlot
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import ask_text
 
 
+def answer_lines(answers: dict[str, Any]) -> str:
+    """The troubleshooting answers, one line each, in words."""
+    lines = []
+    for key, a in answers.items():
+        by = str(a.get("by") or "")
+        who = "answered by the monitor" if by == "monitor" else W.who_words(by) or "recorded"
+        lines.append(f"{'Yes' if a.get('answer') == 'yes' else 'No'}: {P.CHECK_LABELS.get(key, W.plain(key))} "
+                     f"({who}, {P.fmt_clock(a.get('t_s'))})")
+    return "\n".join(lines) or "No answers yet."
+
+
+def conclusion_words(ts: dict[str, Any]) -> str:
+    """The troubleshooting conclusion and the surgeon's verdict, in words."""
+    verdict = ts.get("verdict")
+    if ts.get("conclusion") == "open" and not verdict:
+        return ""
+    concl = P.CONCLUSIONS.get(str(ts.get("conclusion")), W.plain(ts.get("conclusion")))
+    text = f"Conclusion: {concl}" + (" (confirmed)" if ts.get("confirmed") else "")
+    if verdict:
+        v = verdict.get("verdict", "") if isinstance(verdict, dict) else verdict
+        text += f"; the surgeon's verdict: {W.plain(v)}"
+    msg = W.plain(ts.get("message"))
+    return text + (f"\n{msg}" if msg else "")
+
+
+def mapping_words(points: list[dict[str, Any]]) -> str:
+    """The mapping points grouped: where the nerve responded and where it did not."""
+    if not points:
+        return "No points yet: stimulate from distal (at the larynx, 0 mm) to proximal."
+    yes = [f"{p.get('position_mm'):g}" for p in points if p.get("response")]
+    no = [f"{p.get('position_mm'):g}" for p in points if not p.get("response")]
+    parts = []
+    if yes:
+        parts.append("Response at " + ", ".join(yes) + " mm.")
+    if no:
+        parts.append("NO response at " + ", ".join(no) + " mm.")
+    return " ".join(parts)
+
+
 class LosScreen(LnmScreen):
+    """The loss-of-signal guide (see the module docstring)."""
+
     side = StringProperty("L")
     page = StringProperty("checks")
     headline = StringProperty("No loss of signal")
@@ -42,6 +88,9 @@ class LosScreen(LnmScreen):
     staging_active = BooleanProperty(False)
     staging_decided = StringProperty("")
     los_active = BooleanProperty(False)
+    offers_text = StringProperty("")
+    offer_R2 = StringProperty("")  # the button's text; empty: nothing offered for R2
+    offer_V2 = StringProperty("")
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -71,11 +120,11 @@ class LosScreen(LnmScreen):
         self.los_active = bool(mine.get("active"))
         self.has_ts = ts is not None
         sites = list(((ts or {}).get("sites") or {}).keys())
-        where = ", ".join(P.SITE_NAMES.get(s, s) for s in sites) or ""
+        where = " and ".join(P.SITE_NAMES.get(s, s) for s in sites) or ""
         if mine.get("active") or ts:
             since = mine.get("since_s") if mine.get("since_s") is not None else (ts or {}).get("t_s")
-            self.headline = (f"LOSS OF SIGNAL  {P.side_name(self.side)} {where}".strip()
-                             + ("" if mine.get("active") else "  (recovered)" if mine.get("recovered_at_s") else ""))
+            self.headline = (f"LOSS OF SIGNAL, {P.side_name(self.side).lower()} {where}".strip()
+                             + ("" if mine.get("active") else " (recovered)" if mine.get("recovered_at_s") else ""))
             self.since = ("" if since is None or now is None else
                           f"{P.fmt_duration(now - since)} since the loss at {P.fmt_clock(since)}")
             rec = mine.get("recovered_at_s") or (ts or {}).get("recovered_t_s")
@@ -95,44 +144,35 @@ class LosScreen(LnmScreen):
             concl = P.CONCLUSIONS.get(str(ts.get("conclusion")), str(ts.get("conclusion")))
             self.question = str(ts.get("next_question") or (concl.upper() if ts.get("conclusion") != "open"
                                                             else "All checks answered."))
-            lines = []
-            for key, a in (ts.get("answers") or {}).items():
-                by = a.get("by") or ""
-                lines.append(f"{'YES' if a.get('answer') == 'yes' else 'NO '}  {P.CHECK_LABELS.get(key, key)}"
-                             f"  ({'monitor' if by == 'monitor' else by} {P.fmt_clock(a.get('t_s'))})")
-            self.answers = "\n".join(lines) or "No answers yet."
-            verdict = ts.get("verdict")
-            concl = P.CONCLUSIONS.get(str(ts.get("conclusion")), str(ts.get("conclusion")))
-            if ts.get("conclusion") == "open" and not verdict:
-                self.conclusion = ""
-            else:
-                who = (f" - surgeon's verdict: {verdict.get('verdict', verdict) if isinstance(verdict, dict) else verdict}"
-                       if verdict else "")
-                self.conclusion = (f"Conclusion: {concl}" + (" (confirmed)" if ts.get("confirmed") else "") + who
-                                   + f"\n{ts.get('message') or ''}")
+            self.answers = answer_lines(ts.get("answers") or {})
+            self.conclusion = conclusion_words(ts)
         else:
             self.ts_open = False
             self.check = ""
             self.question = "Troubleshooting starts when the monitor detects a loss of signal on this side."
             self.answers = ""
             self.conclusion = ""
+        self._offers((ts or {}).get("offers") or [])
         # mapping
         mp = (state.get("mapping") or {}).get(self.side) or {}
-        self.mapping_text = str(mp.get("message") or "Not mapped.")
-        pts = mp.get("points") or []
-        self.mapping_points = "   ".join(
-            f"{p.get('position_mm'):g} mm: {'response' if p.get('response') else 'NO response'}" for p in pts) \
-            or "No points yet: stimulate from distal (at the larynx, 0 mm) to proximal."
+        self.mapping_text = W.plain(mp.get("message") or "Not mapped.")
+        self.mapping_points = mapping_words(mp.get("points") or [])
         # staging
         stg = state.get("staging") or {}
         act = stg.get("active")
         self.staging_active = bool(stg.get("recommended") and act and not act.get("decision"))
-        self.staging_text = str(stg.get("reason") or "No staging recommendation: it appears after a confirmed, "
-                                "unrecovered loss of signal on the first side of a bilateral operation.")
+        self.staging_text = W.plain(stg.get("reason") or "No staging recommendation: it appears after a confirmed, "
+                                    "unrecovered loss of signal on the first side of a bilateral operation.")
+        rec_side = (act or {}).get("side") if isinstance(act, dict) else None
+        rec_at = (los.get(rec_side) or {}).get("recovered_at_s") if rec_side in ("L", "R") else None
+        if stg.get("recommended") and rec_at is not None:
+            self.staging_text += (f"\n\nThe {P.side_name(rec_side).lower()} signal has recovered since "
+                                  f"(at {P.fmt_clock(rec_at)}): this advice may no longer apply.")
         dec = stg.get("decision") or (act or {}).get("decision")
-        self.staging_decided = ("Decision recorded: " + (str(dec.get("decision", "")).replace("_", " ") +
-                                                         f" - {dec.get('reason', '')}" if isinstance(dec, dict) else str(dec))
-                                ) if dec else ""
+        if isinstance(dec, dict):
+            self.staging_decided = f"Decision recorded: {W.plain(dec.get('decision'))} ({dec.get('reason', '')})"
+        else:
+            self.staging_decided = f"Decision recorded: {W.plain(dec)}" if dec else ""
         self._drawn = -1
 
     def _recovery_text(self, state: dict[str, Any]) -> None:
@@ -147,7 +187,7 @@ class LosScreen(LnmScreen):
             return
         last = [p[1] for p in after[-3:] if not math.isnan(p[1])]
         amp = float(np.mean(last)) if last else float("nan")
-        pct = f" ({amp / base * 100:.0f} % of baseline)" if base else ""
+        pct = f" ({fmt.pct_text(amp / base * 100)} of baseline)" if base else ""
         trend = ""
         if len(after) >= 6:
             first = np.nanmean([p[1] for p in after[:3]])
@@ -205,6 +245,27 @@ class LosScreen(LnmScreen):
         self.app.cmd("ts.answer", side=self.side, check=self.check, answer="yes" if yes else "no",
                      ok_message=f"recorded: {label}: {'yes' if yes else 'no'}")
 
+    def _offers(self, offers: list[Any]) -> None:
+        """The R2 / V2 given after the loss: what the monitor documented and a button to record it."""
+        lines = []
+        buttons = {"R2": "", "V2": ""}
+        for o in offers:
+            if not isinstance(o, dict) or o.get("step") not in buttons:
+                continue
+            step = str(o["step"])
+            by_nurse = o.get("documented") and o.get("step_how") == "operator"
+            lines.append(W.plain(str(o.get("message") or "")) + (" Recorded by the nurse." if by_nurse else
+                                                                 " Documented by the monitor." if o.get("documented")
+                                                                 else ""))
+            buttons[step] = f"{step} recorded" if by_nurse else f"Record {step}"
+        self.offers_text = "\n".join(lines)
+        self.offer_R2, self.offer_V2 = buttons["R2"], buttons["V2"]
+
+    def record_offer(self, step: str) -> None:
+        """The stimulus the troubleshooting offers becomes the step (``step.tag``, ``which: offer``)."""
+        self.app.cmd("step.tag", step=step, side=self.side, which="offer",
+                     ok_message=f"{step} {P.side_name(self.side).lower()} recorded from the stimulus after the loss")
+
     def verdict(self, true_los: bool) -> None:
         v = "true_los" if true_los else "not_true_los"
         ask_text("Surgeon's verdict: reason",
@@ -225,7 +286,7 @@ class LosScreen(LnmScreen):
 
         def done(r: dict[str, Any]) -> None:
             t = r.get("los_type")
-            self.app.notify(f"mapping point recorded" + (f": type {t} injury" if t else ""), "ok")
+            self.app.notify("mapping point recorded" + (f": type {t} injury" if t else ""), "ok")
 
         self.app.cmd("mapping.result", on_ok=done, **args)
 
@@ -238,7 +299,7 @@ class LosScreen(LnmScreen):
                  lambda text: self.app.cmd("staging.decision", decision=d, reason=text,
                                            ok_message="staging decision recorded") if text else
                  self.app.notify("a reason is needed: decision not recorded", "refused"),
-                 value="" , hint="e.g. confirmed LOS, risk of bilateral palsy")
+                 value="", hint="e.g. confirmed loss of signal, risk of bilateral palsy")
 
 
 load_kv(__file__)

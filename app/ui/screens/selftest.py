@@ -15,7 +15,6 @@ from typing import Any
 
 from kivy.properties import BooleanProperty, StringProperty
 
-from app.ui import present as P
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import ConfirmDialog, confirm
 
@@ -25,6 +24,8 @@ ITEMS = (("board", "Board"), ("audio", "Loudspeaker"), ("leds", "Alarm lights"),
 
 
 class SelfTestScreen(LnmScreen):
+    """The start-up self-test (see the module docstring)."""
+
     engine_text = StringProperty("Waiting for the engine ...")
     summary = StringProperty("")
     running = BooleanProperty(False)

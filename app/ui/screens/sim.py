@@ -16,40 +16,42 @@ from app.ui import present as P
 from app.ui.screens import LnmScreen, load_kv
 
 PROBE_TARGETS = {
-    "vagus_L": ("Vagus L", {"contact": "nerve", "site": "VAGUS", "side": "L"}),
-    "rln_L": ("RLN L", {"contact": "nerve", "site": "RLN", "side": "L"}),
-    "ebsln_L": ("EBSLN L", {"contact": "nerve", "site": "EBSLN", "side": "L"}),
-    "vagus_R": ("Vagus R", {"contact": "nerve", "site": "VAGUS", "side": "R"}),
-    "rln_R": ("RLN R", {"contact": "nerve", "site": "RLN", "side": "R"}),
-    "ebsln_R": ("EBSLN R", {"contact": "nerve", "site": "EBSLN", "side": "R"}),
+    "vagus_L": ("Left vagus", {"contact": "nerve", "site": "VAGUS", "side": "L"}),
+    "rln_L": ("Left RLN", {"contact": "nerve", "site": "RLN", "side": "L"}),
+    "ebsln_L": ("Left EBSLN", {"contact": "nerve", "site": "EBSLN", "side": "L"}),
+    "vagus_R": ("Right vagus", {"contact": "nerve", "site": "VAGUS", "side": "R"}),
+    "rln_R": ("Right RLN", {"contact": "nerve", "site": "RLN", "side": "R"}),
+    "ebsln_R": ("Right EBSLN", {"contact": "nerve", "site": "EBSLN", "side": "R"}),
     "tissue": ("Tissue", {"contact": "tissue"}),
     "air": ("Air", {"contact": "air"}),
     "fluid": ("Fluid (wet field)", {"contact": "fluid"}),
 }
 
-EVENTS = {
-    "traction_L": ("Traction L", "traction", {"side": "L", "severity": 0.95, "onset_s": 3.0}),
-    "traction_R": ("Traction R", "traction", {"side": "R", "severity": 0.95, "onset_s": 3.0}),
-    "release_L": ("Release L", "release", {"side": "L", "recovery_s": 60.0}),
-    "release_R": ("Release R", "release", {"side": "R", "recovery_s": 60.0}),
+EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "traction_L": ("Traction, left", "traction", {"side": "L", "severity": 0.95, "onset_s": 3.0}),
+    "traction_R": ("Traction, right", "traction", {"side": "R", "severity": 0.95, "onset_s": 3.0}),
+    "release_L": ("Release, left", "release", {"side": "L", "recovery_s": 60.0}),
+    "release_R": ("Release, right", "release", {"side": "R", "recovery_s": 60.0}),
     "cautery": ("Cautery 3 s", "cautery", {"duration_s": 3.0}),
     "tube_out": ("Tube displaced", "tube", {"left": 0.35, "right": 0.35, "over_s": 2.0}),
     "tube_in": ("Tube back", "tube", {"left": 1.0, "right": 1.0, "over_s": 2.0}),
-    "lead_off": ("Lead off (L+)", "lead_off", {"electrode": "L_POS"}),
-    "lead_on": ("Lead back (L+)", "lead_on", {"electrode": "L_POS"}),
-    "dry_L": ("Dry electrode L+ (9 kOhm)", "impedance", {"electrode": "L_POS", "ohm": 9000.0}),
-    "wet_L": ("Electrode L+ good", "impedance", {"electrode": "L_POS", "ohm": 2000.0}),
+    "lead_off": ("Lead off (left +)", "lead_off", {"electrode": "L_POS"}),
+    "lead_on": ("Lead back (left +)", "lead_on", {"electrode": "L_POS"}),
+    "dry_L": ("Dry electrode left + (9 kΩ)", "impedance", {"electrode": "L_POS", "ohm": 9000.0}),
+    "wet_L": ("Electrode left + good", "impedance", {"electrode": "L_POS", "ohm": 2000.0}),
     "open": ("Probe open circuit", "output", {"output": "probe", "state": "open"}),
     "probe_ok": ("Probe circuit OK", "output", {"output": "probe", "state": "ok"}),
     "nmb": ("Relaxant given", "nmb", {"level": 0.9, "onset_s": 20.0}),
     "nmb_off": ("Relaxant reversed", "nmb", {"level": 0.0, "onset_s": 20.0}),
-    "aps_L": ("APS clip on L vagus", "aps_attach", {"side": "L"}),
-    "aps_R": ("APS clip on R vagus", "aps_attach", {"side": "R"}),
-    "aps_off": ("APS clip removed", "aps_detach", {}),
+    "aps_L": ("Vagal electrode on the left", "aps_attach", {"side": "L"}),
+    "aps_R": ("Vagal electrode on the right", "aps_attach", {"side": "R"}),
+    "aps_off": ("Vagal electrode removed", "aps_detach", {}),
 }
 
 
 class SimScreen(LnmScreen):
+    """The virtual-board panel (see the module docstring)."""
+
     follow = BooleanProperty(True)
     last = StringProperty("Touch where the virtual probe is, or an event to inject.")
     simulated = BooleanProperty(False)

@@ -16,6 +16,7 @@ from typing import Any
 from kivy.properties import BooleanProperty, StringProperty
 
 from app.ui import present as P
+from app.ui import words as W
 from app.ui.screens import LnmScreen, load_kv
 from app.ui.widgets import ask_text
 
@@ -23,7 +24,25 @@ ELECTRODES = (("L_POS", "Left +"), ("L_NEG", "Left -"), ("R_POS", "Right +"), ("
               ("GROUND", "Ground"), ("STIM_RETURN", "Stimulus return"))
 
 
+def tube_summary(tube: dict[str, Any], passed: bool) -> str:
+    """The tube check's verdict and its problems in words (from its values, not its message)."""
+    if passed:
+        return "TUBE CHECK PASSED: all electrodes within limits."
+    limits = tube.get("limits") or {}
+    max_z, max_imb = limits.get("max_impedance_kohm"), limits.get("max_imbalance_kohm")
+    problems = [f"{W.electrode_name(k)} not connected (lead off)" for k in sorted(tube.get("lead_off") or [])]
+    for key, z in (tube.get("impedances_kohm") or {}).items():
+        if z is not None and max_z is not None and z >= max_z and key[:2] in ("L_", "R_"):
+            problems.append(f"{W.electrode_name(key)} {z:.1f} kΩ, above {max_z:g} kΩ")
+    for side, v in (tube.get("imbalance_ohm") or {}).items():
+        if v is not None and max_imb is not None and v / 1000.0 > max_imb:
+            problems.append(f"{P.side_name(side).lower()} pair differs by {v / 1000.0:.1f} kΩ, above {max_imb:g} kΩ")
+    return "TUBE CHECK FAILED: " + ("; ".join(problems) if problems else W.plain(tube.get("message"))) + "."
+
+
 class TubeScreen(LnmScreen):
+    """The tube check (see the module docstring)."""
+
     summary = StringProperty("Not checked yet: touch 'Check electrodes'.")
     verdict = StringProperty("")  # PASS | FAIL | ""
     details = StringProperty("")
@@ -57,11 +76,11 @@ class TubeScreen(LnmScreen):
             row = self.ids[f"el_{key}"]
             z = imp.get(key)
             if key in off:
-                row.value, row.verdict = "open", "LEAD OFF"
+                row.value, row.verdict = "no contact", "LEAD OFF"
             elif z is None:
                 row.value, row.verdict = "-", ""
             else:
-                row.value = f"{z:.1f} kOhm"
+                row.value = f"{z:.1f} kΩ"
                 row.verdict = "PASS" if max_z is None or z < max_z else "FAIL"
         imb = tube.get("imbalance_ohm") or {}
         parts = []
@@ -70,16 +89,12 @@ class TubeScreen(LnmScreen):
             if v is not None:
                 k = v / 1000.0
                 ok = max_imb is None or k < max_imb
-                parts.append(f"Imbalance {name}: {k:.2f} kOhm {'PASS' if ok else 'FAIL'}")
+                parts.append(f"Imbalance of the {name} pair: {k:.2f} kΩ {'PASS' if ok else 'FAIL'}")
         parts += P.breathing_words(tube.get("breathing_variation"))
-        if off:
-            parts.append("LEAD OFF: " + ", ".join(sorted(off)))
         if max_z is not None:
-            parts.append(f"Limits: each electrode < {max_z:g} kOhm, pair imbalance < {max_imb:g} kOhm")
+            parts.append(f"Limits: each electrode below {max_z:g} kΩ, pair imbalance below {max_imb:g} kΩ")
         self.details = "\n".join(parts)
-        problems = tube.get("problems") or []
-        self.summary = (("TUBE CHECK PASSED: " if self.passed else "TUBE CHECK FAILED: ")
-                        + str(tube.get("message") or "; ".join(map(str, problems))))
+        self.summary = tube_summary(tube, self.passed)
         ov = tube.get("override")
         self.overridden = bool(ov)
         self.override_text = (f"Override recorded: {ov.get('reason') if isinstance(ov, dict) else ov}" if ov else "")
