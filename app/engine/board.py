@@ -50,6 +50,7 @@ from typing import Any
 from app.alarms import AlarmKind
 from app.api import protocol as p
 from app.engine.alarm_desk import AlarmDesk
+from app.engine.board_faults import KNOWN_FAULT_BITS, fault_names
 from app.engine.context import EngineContext
 from app.engine.emg_stream import EmgStream
 from app.engine.jsonsafe import plain
@@ -79,19 +80,8 @@ from firmware_bridge.messages import (
 
 log = logging.getLogger("lnm.engine")
 
-_FAULT_NAMES = {
-    Fault.LEAD_OFF: "lead_off",
-    Fault.COMPLIANCE_LIMIT: "compliance_limit",
-    Fault.ADC_SATURATION: "adc_saturation",
-    Fault.OVER_CURRENT: "over_current",
-    Fault.WATCHDOG: "watchdog",
-    Fault.HOST_SILENT: "host_silent",
-    Fault.BACKUP_BEEPER: "backup_beeper",
-    Fault.INTERNAL: "internal",
-}
 # faults that are a board fault alarm (the others are handled on their own)
 _BOARD_FAULT_BITS = int(Fault.OVER_CURRENT | Fault.WATCHDOG | Fault.INTERNAL)
-_KNOWN_FAULT_BITS = 0xFF
 # settings the board acquires with (``configure``)
 ACQUISITION_SETTINGS = ("acq.sample_rate_hz", "acq.stream_block_ms", "analysis.window_ms")
 HEALTH_JOURNAL_S = 60.0  # the link's health is journaled this often while a case is open
@@ -100,15 +90,6 @@ HEALTH_KEYS = ("state", "frames_ok", "frames_decoded", "crc_errors", "resyncs", 
                "bytes_discarded", "invalid", "invalid_by_reason", "duplicates", "replayed", "refused_frames", "gaps",
                "board_restarts", "stray_frames", "lost", "restored", "port_errors", "bytes_out", "frames_out",
                "uptime_s", "tokens_stripped", "board")
-
-
-def fault_names(faults: int) -> list[str]:
-    """The board's fault bits in words (unknown bits as ``unknown_0x..``)."""
-    names = [name for bit, name in _FAULT_NAMES.items() if faults & bit]
-    unknown = int(faults) & ~_KNOWN_FAULT_BITS
-    if unknown:
-        names.append(f"unknown_0x{unknown:x}")
-    return names
 
 
 class BoardDesk:
@@ -240,8 +221,8 @@ class BoardDesk:
 
     def _board_fault(self, faults: int, old: int) -> None:
         """Over-current, watchdog reset, internal fault and unknown bits: the board-fault alarm."""
-        bad = (faults & _BOARD_FAULT_BITS) | (faults & ~_KNOWN_FAULT_BITS)
-        old_bad = (old & _BOARD_FAULT_BITS) | (old & ~_KNOWN_FAULT_BITS)
+        bad = (faults & _BOARD_FAULT_BITS) | (faults & ~KNOWN_FAULT_BITS)
+        old_bad = (old & _BOARD_FAULT_BITS) | (old & ~KNOWN_FAULT_BITS)
         if bad and bad != old_bad:
             self.alarms.raise_technical(AlarmKind.BOARD_FAULT, message="Board fault: " + ", ".join(fault_names(bad)),
                                         detail={"faults": fault_names(bad)})

@@ -40,7 +40,7 @@ all of it goes with the case (the record keeps it).
   site, side and step and the continuous electrode's side go back to the configured
   values. Chosen while no case is open, they are kept for the case that opens next.
 - **Reader messages.** The remote reader's messages to the OR (``Inbox``, handled by
-  ``app.engine.commands.inbox``) are the case's: journaled in it, in its report, and gone
+  ``app.engine.inbox``) are the case's: journaled in it, in its report, and gone
   from the touchscreen when it closes. A message that arrives while no case is open is
   shown and journaled in no case; it is gone when the next case opens.
 - **Not the case's:** the board link, its clock and faults, cautery detection (the room
@@ -167,7 +167,7 @@ class EmgChunk:
 
 
 class Inbox:
-    """The remote reader's messages of one case, oldest first, each a dict (``app.engine.commands.inbox``
+    """The remote reader's messages of one case, oldest first, each a dict (``app.engine.inbox``
     makes and changes them); beyond ``limit`` the oldest acknowledged one leaves the list first."""
 
     __slots__ = ("messages", "limit")

@@ -158,7 +158,7 @@ class Monitor:
         self.ledger.on_space_note = self.alarm_desk.space_note
         self.selftest: SelfTest | None = None  # the last self-test and the nurse's confirmations
         self.relaxations = Relaxations()  # protected limits relaxed beyond their defaults, and since when
-        self.idle_inbox = Inbox()  # reader messages that arrive while no case is open (app.engine.commands.inbox)
+        self.idle_inbox = Inbox()  # reader messages that arrive while no case is open (app.engine.inbox)
         self.relaxations.update(settings, clock.now())
 
     # ================================================================== shared state

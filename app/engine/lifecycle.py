@@ -22,6 +22,7 @@ from app import __version__
 from app.alarms import AlarmKind, apply_rule_event
 from app.engine.alarm_desk import CASE_CLOSED
 from app.engine.case_state import CaseState
+from app.engine.inbox import case_changed
 from app.engine.jsonsafe import plain
 from app.engine.persist import ENGINE_STATE_FORMAT
 from app.model import InvalidReason, Measurement, Side, Site, Source, Step, Stimulus
@@ -66,10 +67,7 @@ def open_case_state(m: Monitor, case_id: str, case_data: Mapping[str, Any], orig
 
 
 def _inbox_changed(m: Monitor) -> None:
-    """The reader's inbox follows the case (``app.engine.commands.inbox``; imported here, at
-    call time, because the command rooms import this module)."""
-    from app.engine.commands.inbox import case_changed
-
+    """The reader's inbox follows the case (``app.engine.inbox``)."""
     case_changed(m)
 
 

@@ -159,7 +159,7 @@ class EngineService:
     # ------------------------------------------------------------------ start
 
     def _open(self) -> None:
-        from app.engine.commands.inbox import receive as receive_reader_message
+        from app.engine.inbox import receive as receive_reader_message
         from app.engine.outputs import make_outputs
         from app.remote.hook import attach as attach_remote
         from app.settings import load as load_settings

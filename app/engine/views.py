@@ -21,6 +21,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from app import __version__
+from app.engine.board_faults import fault_names
 from app.engine.case_state import CaseState
 from app.engine.jsonsafe import plain, rnd
 from app.engine.timebase import TimeBase
@@ -163,8 +164,6 @@ def _tube(m: Monitor) -> dict[str, Any] | None:
 
 
 def _board(m: Monitor) -> dict[str, Any]:
-    from app.engine.board import fault_names
-
     b = m.board
     caps = b.capabilities
     return {"connected": b.link_up, "url": m.board_url,

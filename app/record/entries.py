@@ -76,7 +76,7 @@ note               text, who?
 reader_message     event ("received", "acknowledged"), id, reader (station user), from?
                    (the reader's name), text?, kind? ("message", "interpretation"), sent_at?,
                    received_at?, who? (who acknowledged it at the OR), acknowledged_at?. A
-                   remote reader's message to the OR (``app.engine.commands.inbox``) and the OR's
+                   remote reader's message to the OR (``app.engine.inbox``) and the OR's
                    acknowledgement.
 snapshot           label?, who?, stimulus_index?
 link               event ("connected", "lost", "reconnected", "board_fault", "invalid_data",

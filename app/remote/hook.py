@@ -100,7 +100,7 @@ class RemoteHook:
 def attach(service: Any, receive: Callable[[Any, dict[str, Any]], None]) -> RemoteHook | None:
     """The hook for ``service`` (an ``EngineService`` whose journal is open), or None when
     remote monitoring is off. ``receive(monitor, message)`` shows a reader's message at the
-    OR (``app.engine.commands.inbox.receive``; the engine hands it in, app.remote never
+    OR (``app.engine.inbox.receive``; the engine hands it in, app.remote never
     imports the engine); it runs on the engine thread."""
     settings = service.config.settings
     if not settings["remote.enabled"]:

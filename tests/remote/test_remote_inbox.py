@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from app.engine.commands.inbox import inbox_of, receive
+from app.engine.inbox import inbox_of, receive
 from app.engine.resume import resume_open_case
 from app.record.document import build_document
 from app.record.journal import Journal
