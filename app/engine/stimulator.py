@@ -159,7 +159,9 @@ class Stimulator:
                 self._starts[out].append(now)
             self._running[out] = msg.mode is StimMode.CONTINUOUS
             if msg.mode is StimMode.SINGLE:
-                self._stopped_at[out] = now
+                # when its one pulse comes is not known (a slow board may deliver it late):
+                # the next run's start vouches for nothing until a run has been stopped
+                self._stopped_at[out] = math.inf
         if not self.tokens_supported or msg.mode is StimMode.STOP:
             return msg
         token = self._next_token

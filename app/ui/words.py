@@ -171,6 +171,17 @@ _S = {
     "export.media_roots": ("service", "USB stick folders", "where removable media appear (start-up only)"),
     "link.heartbeat_ms": ("service", "Board heartbeat", "start-up only"),
     "link.timeout_ms": ("service", "Board link lost after", "start-up only"),
+    # the remote reading station (service: set up once per appliance)
+    "remote.enabled": ("service", "Remote reading station", "send the live case to the station; start-up only"),
+    "remote.broker_url": ("service", "Remote station: broker address", "start-up only"),
+    "remote.appliance_id": ("service", "Remote station: this monitor's name", "start-up only"),
+    "remote.topic_prefix": ("service", "Remote station: topic prefix", "start-up only"),
+    "remote.tls_ca": ("service", "Remote station: CA certificate file", "start-up only"),
+    "remote.tls_cert": ("service", "Remote station: certificate file", "start-up only"),
+    "remote.tls_key": ("service", "Remote station: key file", "start-up only"),
+    "remote.password_file": ("service", "Remote station: password file", "start-up only"),
+    "remote.notice_after_s": ("service", "Remote station: notice after",
+                              "the station unreachable this long: a notice on this screen"),
 }
 SETTINGS: dict[str, SettingInfo] = {k: SettingInfo(k, g, n, h) for k, (g, n, h) in _S.items()}
 

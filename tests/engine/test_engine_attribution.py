@@ -114,9 +114,10 @@ def test_no_stimulus_is_ever_attributed_to_a_selection_made_after_it(events):
         elif what == "start" and not running:
             s.issue(Stimulate(Output.PROBE, StimMode.CONTINUOUS), t)
             running, run_start = True, t
+            single_at = None  # the board carries out its commands in order: a single's pulse came before
         elif what == "stop":
             s.issue(Stimulate(Output.PROBE, StimMode.STOP), t)
-            running = False
+            running, single_at = False, None
         elif what == "single" and not running:
             s.issue(Stimulate(Output.PROBE, StimMode.SINGLE), t)
             single_at = t
