@@ -232,7 +232,8 @@ def _kill_mid_case(tmp_path: Path, data: Path) -> str:
     try:
         case_id = eng.call("case.start", patient_id="DMG-1", planned_sides=["L"])["case_id"]
         _monitor(eng)
-        time.sleep(1.0)
+        first = eng.state()["counters"]["stimuli"]
+        assert wait_for(lambda: eng.state()["counters"]["stimuli"] >= first + 10, 15)  # a second of stimuli
         eng.call("stim.output", output="probe", on=False)
         assert wait_for(lambda: eng.state()["recording"]["queued"] == 0, 15)
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 
@@ -150,7 +149,8 @@ def test_backfill_and_stimulus_requests_answer_from_the_journal(broker, engines)
     eng.call("stim.set", output="aps", rate_hz=10.0)
     eng.call("stim.output", output="aps", on=True)
     assert wait_until(lambda: eng.call("state.get")["aps"]["L"]["baseline_uV"] is not None, 20)
-    time.sleep(0.5)
+    base = eng.call("state.get")["counters"]["stimuli"]
+    assert wait_until(lambda: eng.call("state.get")["counters"]["stimuli"] >= base + 5, 20)  # some after the baseline
     # a reader that arrives late gets the case so far
     link, _deltas = reader(broker)
     try:
