@@ -10,13 +10,22 @@ Each core has its own mutmut work folder, ``build/mutation/<core>/``, holding li
 sources and tests and mutmut's cache (``mutants/``): an interrupted run carries on where it
 stopped, a changed function has its mutants tested again, and when a core's tests change its
 surviving mutants are tested again against them. ``--fresh`` (or ``make mutation-clean``)
-starts from nothing, which is how the figure for the issue note is measured.
+starts from nothing.
+
+The verdicts are also kept in the repository, ``tests/mutation/record.json`` (per core and
+file: each function's source hash, as mutmut computes it, and the exit code of each of its
+mutants), written after every run. A new checkout (a fresh machine, CI) starts from it: a
+mutant whose function is unchanged keeps its verdict, a changed function's mutants are
+tested again, and when the core's tests differ from those the record was made with, its
+survivors are tested again. A whole run takes hours on two cores; the record lets it be
+done in parts, on different machines. ``--fresh`` ignores the record.
 
 The shared mutmut settings are in ``pyproject.toml`` (``[tool.mutmut]``); the cores, their
 files and their tests are the table ``CORES`` below. Usage::
 
     python tests/mutation/run.py [--jobs 2] [--core rules ...] [--with-analysis] [--report] [--fresh]
     python tests/mutation/run.py --diffs [--core rules]   # what the unexplained survivors change
+    python tests/mutation/run.py --save-record [--core codec]  # keep an interrupted run's verdicts
 """
 
 from __future__ import annotations
@@ -33,10 +42,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "mutation"
 SURVIVORS = ROOT / "tests" / "mutation" / "survivors.md"
+RECORD = ROOT / "tests" / "mutation" / "record.json"
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,93 @@ def prepare_workdir(core: Core, fresh: bool) -> Path:
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(ROOT / name, work))
     return work
+
+
+def load_record() -> dict[str, Any]:
+    """The verdicts kept in the repository (``RECORD``): ``{core: {"tests_sha256": ..., "files":
+    {path: {function: {"hash": ..., "codes": [exit code or None of mutant 1, 2, ...]}}}}}``."""
+    if not RECORD.exists():
+        return {}
+    try:
+        data = json.loads(RECORD.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{RECORD.relative_to(ROOT)}: cannot be read ({exc}); "
+                         "delete it (the mutants are then all tested again) or restore it from git") from None
+    cores = data.get("cores") if isinstance(data, dict) else None
+    if not isinstance(cores, dict):
+        raise SystemExit(f"{RECORD.relative_to(ROOT)}: no \"cores\" table; delete it or restore it from git")
+    return cores
+
+
+def _mutant_key(path: str, function: str, number: int) -> str:
+    return f"{path.removesuffix('.py').replace('/', '.')}.{function}__mutmut_{number}"
+
+
+def seed_from_record(work: Path, core: Core) -> int:
+    """Give a new work folder the verdicts of the record (mutmut keeps those whose function
+    hash still matches); returns how many verdicts were seeded."""
+    kept = load_record().get(core.name)
+    if not isinstance(kept, dict):
+        return 0
+    seeded = 0
+    for path, meta in zip(core_files(core), meta_paths(work, core), strict=True):
+        functions = kept.get("files", {}).get(path)
+        if meta.exists() or not isinstance(functions, dict):
+            continue
+        codes: dict[str, int | None] = {}
+        hashes: dict[str, str] = {}
+        for function, entry in functions.items():
+            hashes[function] = str(entry["hash"])
+            for number, code in enumerate(entry["codes"], start=1):
+                codes[_mutant_key(path, function, number)] = code
+                seeded += code is not None
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": hashes,
+                                    "type_check_error_by_key": {}, "durations_by_key": {},
+                                    "estimated_durations_by_key": {}}))
+    if seeded and isinstance(kept.get("tests_sha256"), str):
+        (work / "tests.sha256").write_text(kept["tests_sha256"] + "\n")
+    return seeded
+
+
+def save_record(cores: list[Core]) -> None:
+    """Write the verdicts of the cores' work folders into ``RECORD`` (other cores kept)."""
+    record = load_record()
+    for core in cores:
+        work = WORK / core.name
+        stamp = work / "tests.sha256"
+        files: dict[str, dict[str, Any]] = {}
+        for path, meta in zip(core_files(core), meta_paths(work, core), strict=True):
+            if not meta.exists():
+                continue
+            data = json.loads(meta.read_text())
+            functions: dict[str, dict[str, Any]] = {}
+            for function, digest in sorted(data["hash_by_function_name"].items()):
+                prefix = _mutant_key(path, function, 0).removesuffix("0")
+                numbers = {int(k.removeprefix(prefix)): code for k, code in data["exit_code_by_key"].items()
+                           if k.startswith(prefix) and k.removeprefix(prefix).isdigit()}
+                functions[function] = {"hash": digest,
+                                       "codes": [numbers.get(i) for i in range(1, max(numbers, default=0) + 1)]}
+            files[path] = functions
+        if files:
+            record[core.name] = {"tests_sha256": stamp.read_text().strip() if stamp.exists() else None,
+                                 "files": files}
+    lines = ["{", '  "about": "verdicts of make mutation (tests/mutation/run.py): per core and file, each '
+             'function\'s mutmut hash and the exit code of its mutants 1, 2, ... (null: not yet tested)",',
+             '  "cores": {']
+    for i, (name, kept) in enumerate(sorted(record.items())):
+        lines.append(f'    {json.dumps(name)}: {{"tests_sha256": {json.dumps(kept.get("tests_sha256"))}, "files": {{')
+        file_items = sorted(kept["files"].items())
+        for j, (path, functions) in enumerate(file_items):
+            lines.append(f"      {json.dumps(path)}: {{")
+            fn_items = list(functions.items())
+            for k, (function, entry) in enumerate(fn_items):
+                comma = "," if k < len(fn_items) - 1 else ""
+                lines.append(f"        {json.dumps(function)}: {json.dumps(entry, separators=(',', ':'))}{comma}")
+            lines.append("      }" + ("," if j < len(file_items) - 1 else ""))
+        lines.append("    }}" + ("," if i < len(record) - 1 else ""))
+    lines += ["  }", "}", ""]
+    RECORD.write_text("\n".join(lines))
 
 
 def meta_paths(work: Path, core: Core) -> list[Path]:
@@ -181,8 +279,10 @@ def print_diffs(core: Core) -> None:
 def run_core(core: Core, jobs: int, fresh: bool) -> float:
     """Run one core's mutants in a child process; returns the seconds it took."""
     work = prepare_workdir(core, fresh)
+    seeded = 0 if fresh else seed_from_record(work, core)
     reset = retest_survivors_if_tests_changed(work, core)
     print(f"== {core.name}: {', '.join(core_files(core))} against {len(core_tests(core))} test files"
+          + (f" ({seeded} verdicts from {RECORD.relative_to(ROOT)})" if seeded else "")
           + (f" ({reset} earlier survivors tested again)" if reset else ""), flush=True)
     start = time.monotonic()
     result = subprocess.run(
@@ -190,6 +290,7 @@ def run_core(core: Core, jobs: int, fresh: bool) -> float:
         cwd=work, check=False,
     )
     elapsed = time.monotonic() - start
+    save_record([core])  # what was tested is kept, even when the run was cut short
     if result.returncode != 0:
         raise SystemExit(f"mutation run of {core.name} failed (exit status {result.returncode}); "
                          f"run it again to carry on, or see build/mutation/{core.name}/")
@@ -281,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only print the report of the last runs")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results and test every mutant")
     parser.add_argument("--diffs", action="store_true", help="print the change each unexplained survivor makes")
+    parser.add_argument("--save-record", action="store_true",
+                        help=f"only write the verdicts of the work folders into {RECORD.relative_to(ROOT)}")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in (*CORES, ANALYSIS)}
@@ -297,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         cores = [by_name[n] for n in args.core]
     else:
         cores = [*CORES, *([ANALYSIS] if args.with_analysis else [])]
-    if not args.report:
+    if args.save_record:
+        save_record([c for c in cores if (WORK / c.name).exists()])
+        print(f"verdicts written to {RECORD.relative_to(ROOT)}")
+    elif not args.report:
         elapsed = sum(run_core(core, args.jobs, args.fresh) for core in cores)
         print(f"== mutation run: {elapsed / 60:.1f} min with {args.jobs} jobs")
     return report(cores)
