@@ -156,14 +156,24 @@ class EmgChunk:
     rate: float | None = None
     epochs: list[StreamEpoch] = field(default_factory=list)
 
-    def take(self) -> tuple[np.ndarray, int, float, float] | None:
-        """(samples, first sample, case time, rate) of what is kept, and empty it; None when empty."""
+    def take(self, keep: int = 0) -> tuple[np.ndarray, int, float, float] | None:
+        """(samples, first sample, case time, rate) of what is kept but its newest ``keep``
+        samples, which stay as the start of the next chunk; None when nothing is taken."""
         blocks, first, t, rate = self.blocks, self.first_sample, self.t_s, self.rate
         self.blocks, self.n, self.first_sample, self.t_s = [], 0, None, None
         if not blocks or rate is None:
             return None
         data = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-        return data, int(first or 0), float(t or 0.0), rate
+        first_i, t_f = int(first or 0), float(t or 0.0)
+        keep = max(0, min(int(keep), data.shape[1]))
+        if keep:
+            split = data.shape[1] - keep
+            self.blocks, self.n = [data[:, split:]], keep
+            self.first_sample, self.t_s = first_i + split, t_f + split / rate
+            if not split:
+                return None
+            data = data[:, :split]
+        return data, first_i, t_f, rate
 
 
 class Inbox:

@@ -11,7 +11,10 @@ May import: ``app.record.entries``/``waveform``, ``app.engine.context``/``ledger
 Stimulus epochs as stream samples: an epoch's samples are the stream's own, so while the
 stream is journaled in full the stimulus entry says where they are (``epoch_in_stream``,
 ``waveform_in_stream``) instead of storing them twice. Its samples are checked, equal, as
-they arrive; a chunk is not closed before the epochs in it are whole. An epoch the stream
+they arrive; a chunk is not closed before the epochs in it are whole, and a full chunk keeps
+its newest ``EPOCH_HOLD_S`` for the next one, so that an epoch arriving after its samples
+still finds them (with a stimulus rate locked to the chunk length, every epoch would
+otherwise fall just behind a closed chunk). An epoch the stream
 does not keep whole (a gap, the case closing, samples that differ) gets its own
 ``stimulus_waveform`` entry at once; one whose EMG the writer leaves out for space gets it
 from the writer (``fallback``). What a kill -9 loses: the EMG not yet journaled (at most
@@ -37,7 +40,7 @@ from app.engine.ledger import Ledger
 from app.engine.seams import Detector, DetectorFactory
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
-from app.engine.case_state import StreamEpoch
+from app.engine.case_state import EmgChunk, StreamEpoch
 from app.record import entries as E
 from app.record import waveform as W
 from firmware_bridge.messages import BoardMessage, EmgBlock, StimEpoch
@@ -49,6 +52,9 @@ LABELS = ("EMG L", "EMG R")
 # at most this much signal is joined into one block (``coalesce``): the loudspeaker and the
 # display never get more at once than this
 COALESCE_MAX_S = 0.25
+# a full chunk keeps its newest samples this long for the next one: a stimulus's epoch comes
+# after its samples (its response window, then the link and a coalesced block), and finds them
+EPOCH_HOLD_S = 0.4
 
 
 def coalesce(messages: Sequence[BoardMessage], max_s: float = COALESCE_MAX_S) -> list[BoardMessage]:
@@ -159,10 +165,28 @@ class EmgStream:
         chunk.n += uv.shape[1]
         for ep in chunk.epochs:
             _check(ep, int(b.first_sample), uv)
-        full = chunk.n >= rate * opts.emg_chunk_s
+        full = chunk.n >= rate * (opts.emg_chunk_s + EPOCH_HOLD_S)  # an entry of emg_chunk_s, the rest kept
         # an epoch's tail arrives a block or so after the epoch: the chunk waits for it (at most its length again)
-        if full and (all(ep.complete or ep.bad for ep in chunk.epochs) or chunk.n >= 2 * rate * opts.emg_chunk_s):
+        if chunk.n >= 2 * rate * (opts.emg_chunk_s + EPOCH_HOLD_S):
             self.flush()
+        elif full and all(ep.complete or ep.bad for ep in chunk.epochs):
+            self.flush(keep=self._keep(chunk, int(round(EPOCH_HOLD_S * rate))))
+
+    @staticmethod
+    def _keep(chunk: EmgChunk, hold: int) -> int:
+        """How many of the chunk's newest samples stay for the next chunk: ``hold`` (an epoch
+        arriving after its samples then finds them), more where an epoch of the chunk would
+        be cut (an epoch is journaled with the chunk that holds it whole)."""
+        first = chunk.first_sample if chunk.first_sample is not None else 0
+        split = chunk.n - min(hold, chunk.n)
+        moved = True
+        while moved and split > 0:
+            moved = False
+            for ep in chunk.epochs:
+                start = ep.first_sample - first
+                if start < split < start + ep.n:
+                    split, moved = max(0, start), True
+        return chunk.n - split
 
     def epoch_in_stream(self, e: StimEpoch, index: int, t_s: float, res_uV: float) -> dict[str, Any] | None:
         """A stimulus epoch of the open case as samples of the stream being journaled (its
@@ -194,16 +218,23 @@ class EmgStream:
         chunk.epochs.append(ep)
         return E.in_stream(start, ep.n, rate, ep.pre_samples, list(labels), res_uV)
 
-    def flush(self) -> None:
+    def flush(self, keep: int = 0) -> None:
         """Journal the case's EMG kept so far (a gap, a new rate, the chunk full, the case closing),
         with the epochs that refer to it: those found whole in it go along in case the writer
-        leaves the EMG out (storage nearly full), the others get their own entry now."""
+        leaves the EMG out (storage nearly full), the others get their own entry now. The
+        newest ``keep`` samples (none of an epoch journaled now) stay for the next chunk, with
+        the epochs in them."""
         case = self.ctx.case
         if case is None:
             return
         chunk = case.emg_chunk
-        epochs, chunk.epochs = chunk.epochs, []
-        taken = chunk.take()
+        split = None if not keep or chunk.first_sample is None else chunk.first_sample + chunk.n - keep
+        if split is None:
+            epochs, chunk.epochs = chunk.epochs, []
+        else:
+            epochs = [ep for ep in chunk.epochs if ep.first_sample < split]
+            chunk.epochs = [ep for ep in chunk.epochs if ep.first_sample >= split]
+        taken = chunk.take(keep)
         along: list[Any] = []
         alone: list[Any] = []
         for ep in epochs:

@@ -92,3 +92,40 @@ def test_no_stream_journaled_keeps_every_waveform_in_its_entry(tmp_path):
     s.must("case.close")
     stims = list(journal.entries(case_id, kinds=["stimulus"], blobs=True))
     assert stims and all(e.blob is not None and "waveform_in_stream" not in e.payload for e in stims)
+
+
+def test_a_stimulus_rate_locked_to_the_chunk_length_still_stores_each_epoch_once(tmp_path):
+    # vagal stimulation at 1 Hz against one-second EMG entries: each epoch arrives after its
+    # samples, at the same place of every chunk; the chunk keeps its newest samples for it
+    journal = Journal(tmp_path / "journal.db")
+    s = stepped(journal=journal, step_s=0.1, tick_s=0.1)  # the EMG of a stimulus's epoch comes before it
+    mon = s.monitor
+    sent: dict[int, np.ndarray] = {}
+    epoch = mon.pipeline.epoch
+
+    def keep(e):
+        epoch(e)
+        if mon.case is not None:
+            sent[mon.case.stim_index - 1] = e.microvolts()
+
+    mon.pipeline.epoch = keep
+    s.run_for(1.0)
+    case_id = s.must("case.start", patient_id="P1", planned_sides=["L"])["case_id"]
+    s.board.control("aps_attach", side="L")
+    s.must("aps.side", side="L")
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(12.0)
+    s.must("case.close")
+    stims = list(journal.entries(case_id, kinds=["stimulus"], blobs=True))
+    assert len(stims) >= 10
+    inside = [e for e in stims if "waveform_in_stream" in e.payload and e.blob is None]
+    assert len(inside) >= len(stims) - 1, [e.payload.get("index") for e in stims if e not in inside]
+    assert not list(journal.entries(case_id, kinds=["stimulus_waveform"], blobs=False))
+    blocks = list(journal.entries(case_id, kinds=["emg_block"], blobs=False))
+    seconds = [b.payload["waveform"]["n"] / b.payload["sample_rate_hz"] for b in blocks]
+    assert all(0.9 <= x <= 1.5 for x in seconds[:-1]), seconds  # entries of about emg_chunk_s
+    firsts = [b.payload["first_sample"] for b in blocks]
+    ns = [b.payload["waveform"]["n"] for b in blocks]
+    assert all(a + n == b for a, n, b in zip(firsts, ns, firsts[1:], strict=False))  # contiguous, no overlap
+    assert _loaded_equal(journal, case_id, sent) == len(stims)
+    assert journal.verify(case_id).ok
