@@ -499,10 +499,24 @@ class BoardDesk:
             return {"item": "board", "ok": False, "message": f"the board is not supported: {self.refusal}"}
         if not self.link_up or caps is None:
             return {"item": "board", "ok": False, "message": "the board does not answer"}
-        return {"item": "board", "ok": not (self.faults & ~int(Fault.LEAD_OFF)),
+        failures = self.faults & ~CONDITIONS
+        conditions = self.faults & CONDITIONS
+        return {"item": "board", "ok": not failures,
                 "message": f"{caps.board_id} firmware {caps.firmware_version}"
                 + (" (virtual)" if caps.simulated else "")
-                + ("; faults: " + ", ".join(fault_names(self.faults)) if self.faults else "")}
+                + ("; faults: " + ", ".join(fault_names(failures)) if failures else "")
+                + ("; " + "; ".join(CONDITION_WORDS[f] for f in Fault if f & conditions) if conditions else "")}
+
+
+# Flags that describe the patient side or the last pulse, not the board: a lead off, and a
+# pulse that could not reach its current (the probe in air at the end of the last case; it
+# clears at the next pulse that reaches its current). The self-test names them, and passes.
+CONDITIONS = int(Fault.LEAD_OFF | Fault.COMPLIANCE_LIMIT)
+CONDITION_WORDS = {
+    Fault.LEAD_OFF: "an EMG electrode is disconnected (not a board fault)",
+    Fault.COMPLIANCE_LIMIT: "the last stimulus could not reach its set current (probe in air?); "
+                            "not a board fault, clears at the next pulse that does",
+}
 
 
 def _sentence(text: str) -> str:
