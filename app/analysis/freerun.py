@@ -18,7 +18,12 @@ whose far edge has not arrived yet holds back the analysis at its start. A stimu
 after part of its window was analysed has only the rest of it blanked.
 
 Method, per channel, in 10 ms frames (the per-frame statistics of a block are computed for
-the whole block at once; only the frame-to-frame state is stepped frame by frame):
+the whole block at once; only the frame-to-frame state is stepped frame by frame). What
+cannot change a result is not computed: a block whose band-passed signal stays below
+``analysis.cautery_rms_uV`` has no frame at cautery level, one that stays below
+``emg.spike_threshold_uV`` has no peak, and the noise floor (history of robust RMS) is
+worked out only for frames with a sample at the threshold (or when asked for); the
+results are the same as computing everything:
 
 - Causal band-pass (Butterworth, SOS, state kept between blocks):
   ``emg.highpass_hz`` (4th order; removes breathing wander, ECG and most of the mains hum)
@@ -51,7 +56,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import signal as sps
@@ -74,6 +79,38 @@ _EDGE_SIZE = 0.5
 _GAP_RESET_S = 0.1  # a jump in the block times larger than this restarts the detector
 _STIM_PRE_S = 0.001  # a stimulus window starts this long before the stimulus
 _STIM_PENDING_MAX = 256  # noted stimuli kept waiting for their windows (the newest)
+# A block whose band-passed samples all stay below this fraction of the cautery level has
+# no frame at it: a frame's RMS, as computed, exceeds its largest sample by rounding only
+# (relative 1e-13 at most), far less than this margin.
+_CALM_MARGIN = 1.0 - 1e-9
+
+_Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def _load_kernel() -> _Kernel | None:
+    """The compiled kernel behind ``scipy.signal.sosfilt`` (filters C-ordered float64 rows
+    in place), when this scipy has it and it gives exactly what ``sosfilt`` gives; else
+    None and the public function is used. ``sosfilt`` itself spends most of its time on a
+    0.1 s block checking and reshaping its arguments (about 40 of 65 µs)."""
+    try:
+        from scipy.signal._sosfilt import _sosfilt as kernel
+    except ImportError:  # pragma: no cover - another scipy
+        return None
+    sos = np.vstack([sps.butter(4, 0.01, btype="highpass", output="sos"), sps.butter(2, 0.2, output="sos")])
+    x = np.sin(np.arange(2 * 64, dtype=np.float64) * 0.7).reshape(2, 64) * 100.0
+    zi = np.cos(np.arange(sos.shape[0] * 2 * 2, dtype=np.float64)).reshape(sos.shape[0], 2, 2)
+    want, want_zf = sps.sosfilt(sos, x, axis=1, zi=zi)
+    y, zf = x.copy(), np.ascontiguousarray(zi.transpose(1, 0, 2))
+    try:
+        kernel(np.ascontiguousarray(sos), y, zf)
+    except (TypeError, ValueError):  # pragma: no cover - another signature
+        return None
+    if not (np.array_equal(y, want) and np.array_equal(zf.transpose(1, 0, 2), want_zf)):
+        return None  # pragma: no cover - another kernel
+    return kernel
+
+
+_SOSFILT = _load_kernel()
 
 
 class EmgEventKind(str, enum.Enum):  # noqa: UP042 - str mix-in as in app.model
@@ -150,6 +187,7 @@ class FreeRunDetector:
         self.min_potentials = int(s["emg.min_potentials"])
         self.train_cv = float(s["emg.train_cv"])
         self.cautery_uV = float(s["analysis.cautery_rms_uV"])
+        self._calm_uV = self.cautery_uV * _CALM_MARGIN
         self.saturation_uV = float(s["analysis.saturation_uV"])
         self.cautery_hold_s = float(s["emg.cautery_hold_ms"]) / 1000.0
         self.stimulus_window_s = float(s["analysis.window_ms"]) / 1000.0
@@ -171,14 +209,18 @@ class FreeRunDetector:
     def reset(self) -> None:
         """Forget everything (a new stream, or a gap in it)."""
         nch = len(self.channels)
-        self._zi = np.zeros((self._sos.shape[0], nch, 2))
+        self._zi = np.zeros((nch, self._sos.shape[0], 2))  # filter state per channel, section
         self._primed = False
         self._buf = np.zeros((nch, 0))
         self._t0: float | None = None  # time of sample 0
         self._consumed = 0  # samples processed into frames
         self._received = 0  # samples received
-        # robust RMS of the last _FLOOR_FRAMES ordinary frames (channels, frames), oldest first
+        # robust RMS of the last _FLOOR_FRAMES ordinary frames (channels, frames), oldest first:
+        # those worked out, then the band-passed frames (channels, frames, samples) not yet
+        # reduced to it (see _history)
         self._floors = np.zeros((nch, 0))
+        self._unreduced: list[np.ndarray] = []
+        self._unreduced_n = 0
         self._chains = [_Chain() for _ in self.channels]
         self._last_spike = [(-1e9, 0.0) for _ in self.channels]  # (time, |peak|) for refractory merging
         self._cautery_since: float | None = None
@@ -198,9 +240,10 @@ class FreeRunDetector:
 
     def noise_uV(self) -> dict[str, float | None]:
         """Current noise floor per channel (band-passed RMS)."""
-        if not self._floors.shape[1]:
+        floors = self._history()
+        if not floors.shape[1]:
             return {c: None for c in self.channels}
-        return {c: float(m) for c, m in zip(self.channels, _median_last(self._floors), strict=True)}
+        return {c: float(m) for c, m in zip(self.channels, _median_last(floors), strict=True)}
 
     # ------------------------------------------------------------------ feeding
 
@@ -259,9 +302,14 @@ class FreeRunDetector:
         chunk, self._buf = self._buf[:, :take], self._buf[:, take:]
         self._last_raw = chunk[:, -1].copy()
         if not self._primed:
-            self._zi = sps.sosfilt_zi(self._sos)[:, None, :] * chunk[None, :, 0:1]
+            self._zi = chunk[:, 0:1, None] * sps.sosfilt_zi(self._sos)[None, :, :]
             self._primed = True
-        y, self._zi = sps.sosfilt(self._sos, chunk, axis=1, zi=self._zi)
+        if _SOSFILT is not None:
+            y = chunk.copy()  # C-ordered, filtered in place, as sosfilt does
+            _SOSFILT(self._sos, y, self._zi)
+        else:  # pragma: no cover - a scipy without the kernel
+            y, zf = sps.sosfilt(self._sos, chunk, axis=1, zi=self._zi.transpose(1, 0, 2))
+            self._zi = np.ascontiguousarray(zf.transpose(1, 0, 2))
         return self._frames(y, chunk, nframes)
 
     def _blank(self, final: bool) -> int:
@@ -324,18 +372,23 @@ class FreeRunDetector:
         events: list[EmgEvent] = []
         nch, size = y.shape[0], self.frame
         yf = y.reshape(nch, nframes, size)
-        a = np.abs(yf)
-        rms = np.sqrt(np.mean(yf * yf, axis=2))
-        hot = (rms >= self.cautery_uV).any(axis=0).tolist()  # cautery level on either channel
-        sat = (np.abs(raw.reshape(nch, nframes, size)) >= self.saturation_uV).any(axis=(0, 2)).tolist()
-        sigma: np.ndarray | None = None  # robust RMS per frame, computed when a frame needs it
+        top, bottom = float(y.max()), float(y.min())
+        if top < self._calm_uV and -bottom < self._calm_uV:
+            hot = [False] * nframes  # no frame's RMS can reach the cautery level
+        else:
+            rms = np.sqrt(np.mean(yf * yf, axis=2))
+            hot = (rms >= self.cautery_uV).any(axis=0).tolist()  # cautery level on either channel
+        quiet = top < self.threshold_uV and -bottom < self.threshold_uV  # no peak anywhere
+        sat: list[bool] | None = None  # raw signal out of range, looked at while cautery goes on
         base, fs = self._consumed, self.fs
         t0 = self._t0 if self._t0 is not None else 0.0  # set by the first block, before any frame
         f = 0
         while f < nframes:
             t_start = t0 + (base + f * size) / fs
             t_end = t0 + (base + (f + 1) * size) / fs
-            if hot[f] or (sat[f] and self._cautery_since is not None):
+            if not hot[f] and self._cautery_since is not None and sat is None:
+                sat = (np.abs(raw.reshape(nch, nframes, size)) >= self.saturation_uV).any(axis=(0, 2)).tolist()
+            if hot[f] or (self._cautery_since is not None and sat is not None and sat[f]):
                 if self._cautery_since is None:
                     self._cautery_since = t_start
                     for ch in range(nch):
@@ -354,24 +407,59 @@ class FreeRunDetector:
             stop = f + 1
             while stop < nframes and not hot[stop]:
                 stop += 1
-            if sigma is None:
-                sigma = _MAD_TO_SIGMA * _median_last(a)
-            thr = np.maximum(self.threshold_uV, self.snr * self._floor_run(sigma[:, f:stop]))
-            over = (a[:, f:stop].max(axis=2) >= thr).tolist()
-            thr_l = thr.tolist()
-            for k in range(stop - f):
-                i_frame = f + k
-                t_end = t0 + (base + (i_frame + 1) * size) / fs
-                found = self._frame_peaks(a[:, i_frame], yf[:, i_frame], [o[k] for o in over], [c[k] for c in thr_l])
+            events += self._run(yf, f, stop, quiet)
+            f = stop
+        self._consumed = base + nframes * size
+        return events
+
+    def _run(self, yf: np.ndarray, f: int, stop: int, quiet: bool) -> list[EmgEvent]:
+        """Frames ``f`` to ``stop`` of a block (``yf``: band-passed, shape (channels, frames,
+        samples)), all ordinary: potentials and chains. ``quiet``: no sample of the block
+        reaches ``emg.spike_threshold_uV``, the lowest threshold there is."""
+        events: list[EmgEvent] = []
+        nch, size = yf.shape[0], self.frame
+        seg = yf[:, f:stop]
+        n = stop - f
+        over_at: dict[int, tuple[list[bool], list[float]]] = {}  # frame (in the run) -> over, thresholds
+        a: np.ndarray | None = None
+        if quiet:
+            self._remember(seg)
+        else:
+            a = np.abs(seg)
+            amax = a.max(axis=2)
+            # a channel under emg.spike_threshold_uV is under its threshold whatever the floor
+            reach = np.flatnonzero((amax >= self.threshold_uV).any(axis=0))
+            if not len(reach):
+                self._remember(seg)
+            else:
+                thr = np.maximum(self.threshold_uV, self.snr * self._floors_at(a, reach))
+                over = amax[:, reach] >= thr
+                for j, k in enumerate(reach.tolist()):
+                    if over[:, j].any():
+                        over_at[k] = (over[:, j].tolist(), thr[:, j].tolist())
+        chains = self._chains
+        if not over_at and not any(chain.times for chain in chains):
+            return events  # no potential, no chain to close
+        base, fs = self._consumed, self.fs
+        t0 = self._t0 if self._t0 is not None else 0.0
+        for k in range(n):
+            i_frame = f + k
+            t_end = t0 + (base + (i_frame + 1) * size) / fs
+            hit = over_at.get(k)
+            if hit is not None and a is not None:
+                found = self._frame_peaks(a[:, k], seg[:, k], hit[0], hit[1])
                 start = base + i_frame * size
                 for ch in range(nch):
                     for i, peak in found[ch]:
                         events += self._spike(ch, t0 + (start + i) / fs, peak, t_end)
-                    chain = self._chains[ch]
+                    chain = chains[ch]
                     if chain.times and t_end - chain.times[-1] > self.max_gap_s:
                         events += self._close(ch, t_end)
-            f = stop
-        self._consumed = base + nframes * size
+            else:
+                for ch in range(nch):
+                    chain = chains[ch]
+                    if chain.times and t_end - chain.times[-1] > self.max_gap_s:
+                        events += self._close(ch, t_end)
         return events
 
     def _frame_peaks(self, a: np.ndarray, y: np.ndarray, over: list[bool],
@@ -383,20 +471,54 @@ class FreeRunDetector:
             found = self._drop_common_mode(y, found)
         return found
 
-    def _floor_run(self, sigma: np.ndarray) -> np.ndarray:
-        """Noise floors of consecutive ordinary frames, shape (channels, frames): for each
-        frame, the median of the robust RMS of the last ``_FLOOR_FRAMES`` ordinary frames
-        (itself included). The history is updated."""
-        nch, n = sigma.shape
-        h = self._floors.shape[1]
-        ext = np.concatenate([self._floors, sigma], axis=1) if h else sigma
-        partial = min(n, max(0, _FLOOR_FRAMES - 1 - h))  # frames whose window is not yet full
-        out = np.empty((nch, n))
-        for k in range(partial):
-            out[:, k] = _median_last(ext[:, : h + k + 1])
-        if partial < n:
+    def _remember(self, seg: np.ndarray) -> None:
+        """Ordinary frames (band-passed, shape (channels, frames, samples)) whose robust RMS
+        joins the noise floor history; reduced to it only when needed (``_history``)."""
+        self._unreduced.append(seg)
+        self._unreduced_n += seg.shape[1]
+        while self._unreduced_n - self._unreduced[0].shape[1] >= _FLOOR_FRAMES:
+            self._unreduced_n -= self._unreduced.pop(0).shape[1]
+        if self._unreduced_n >= _FLOOR_FRAMES:
+            self._floors = self._floors[:, :0]  # all older than the newest _FLOOR_FRAMES
+
+    def _history(self) -> np.ndarray:
+        """The robust RMS of the last ``_FLOOR_FRAMES`` ordinary frames, shape (channels,
+        frames), oldest first (the frames remembered so far reduced to it)."""
+        if self._unreduced:
+            need = _FLOOR_FRAMES
+            parts: list[np.ndarray] = []
+            for seg in reversed(self._unreduced):
+                part = seg[:, -need:] if seg.shape[1] > need else seg
+                parts.append(_MAD_TO_SIGMA * _median_last(np.abs(part)))
+                need -= part.shape[1]
+                if need <= 0:
+                    break
+            if need > 0 and self._floors.shape[1]:
+                parts.append(self._floors)
+            parts.reverse()
+            ext = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+            self._floors = ext[:, -_FLOOR_FRAMES:].copy()
+            self._unreduced = []
+            self._unreduced_n = 0
+        return self._floors
+
+    def _floors_at(self, a: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """Noise floors at some of a run of ordinary frames (``a``: absolute band-passed
+        values, shape (channels, frames, samples); ``frames``: indices in the run, ascending),
+        shape (channels, len(frames)): for each, the median of the robust RMS of the last
+        ``_FLOOR_FRAMES`` ordinary frames (itself included). The run joins the history."""
+        hist = self._history()
+        sigma = _MAD_TO_SIGMA * _median_last(a)
+        nch, h = hist.shape
+        ext = np.concatenate([hist, sigma], axis=1) if h else sigma
+        out = np.empty((nch, len(frames)))
+        ends = frames + (h + 1)  # window of frame k: ext[:, end - _FLOOR_FRAMES: end]
+        full = ends >= _FLOOR_FRAMES
+        for j in np.flatnonzero(~full).tolist():  # window not yet full (start of the stream)
+            out[:, j] = _median_last(ext[:, : int(ends[j])])
+        if full.any():
             windows = np.lib.stride_tricks.sliding_window_view(ext, _FLOOR_FRAMES, axis=1)
-            out[:, partial:] = _median_last(windows[:, h + partial + 1 - _FLOOR_FRAMES: h + n + 1 - _FLOOR_FRAMES])
+            out[:, full] = _median_last(windows[:, ends[full] - _FLOOR_FRAMES])
         self._floors = ext[:, -_FLOOR_FRAMES:].copy()
         return out
 

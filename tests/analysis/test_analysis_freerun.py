@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from app.analysis.freerun import EmgEvent, EmgEventKind, FreeRunDetector
 from app.settings import Settings
-from emg_synth import Episode, ResponseSpec, StimEvent, SyntheticSignal, add_episode, make_stream
+from emg_synth import Episode, ResponseSpec, StimEvent, SyntheticSignal, add_episode, make_stream, mup
 
 RATES = [20000.0, 10000.0, 5000.0, 2000.0]  # 5 and 2 kHz: a decimated stream
 
@@ -316,3 +316,53 @@ def test_a_note_after_its_window_was_analysed_changes_nothing():
             det.note_stimulus(pending.pop(0))  # long after its window was analysed
         events += det.feed(x[:, i : i + blk], i / fs)
     assert events + det.flush() == unnoted
+
+
+def near_the_levels(fs: float, duration_s: float, seed: int) -> np.ndarray:
+    """Noise with potentials around the spike threshold (40 uV), some of them in trains,
+    and bursts around the cautery level (2000 uV RMS), some out of range after them."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration_s * fs))
+    x = rng.normal(0.0, 1.0, (2, n)) * (6.0 + 4.0 * np.sin(np.arange(n) / fs * 2.0))
+    half = int(0.004 * fs)
+    kernel_t = np.arange(-half, half + 1) * 1000.0 / fs
+    spikes = [(int(rng.integers(2)), t) for t in rng.uniform(0.1, duration_s - 0.1, 8)]
+    for _ in range(3):  # trains: chains of potentials, some closed by cautery
+        ch, t, rate = int(rng.integers(2)), float(rng.uniform(0.1, duration_s - 1.0)), float(rng.uniform(8, 30))
+        spikes += [(ch, t + k / rate) for k in range(int(rng.integers(3, 12)))]
+    for ch, t in spikes:
+        c = int(round(t * fs))
+        if half <= c < n - half - 1:
+            x[ch, c - half : c + half + 1] += mup(kernel_t, float(rng.uniform(25.0, 90.0) * rng.choice([-1, 1])))
+    for _ in range(3):
+        lo = int(rng.uniform(0.2, duration_s - 0.5) * fs)
+        hi = lo + int(rng.uniform(0.005, 0.4) * fs)
+        x[:, lo:hi] += rng.normal(0.0, float(rng.uniform(1500.0, 3000.0)), (2, hi - lo))
+        if rng.random() < 0.5:
+            x[int(rng.integers(2)), hi : hi + int(rng.integers(1, 200))] = 1e5  # out of range
+    return x
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 2500), min_size=1, max_size=20), every=st.integers(2, 15), seed=st.integers(0, 5))
+def test_blocks_near_the_levels_and_floor_queries_do_not_change_the_result(cuts, every, seed):
+    """Blocks under the spike threshold or the cautery level take shortcuts, and the noise
+    floor is worked out only when needed: a stream around both levels gives the same
+    events however it is cut, and the same floor whether it is asked for after every block
+    or only now and then."""
+    fs = 10000.0
+    x = near_the_levels(fs, 5.0, seed)
+    reference = run(x, fs, block_s=0.1, t0=3.0, det=FreeRunDetector(Settings(), fs, stimulus_wait_s=0.08))
+    eager = FreeRunDetector(Settings(), fs, stimulus_wait_s=0.08)
+    lazy = FreeRunDetector(Settings(), fs, stimulus_wait_s=0.08)
+    events: list[EmgEvent] = []
+    i, k = 0, 0
+    while i < x.shape[1]:
+        c = cuts[k % len(cuts)]
+        events += lazy.feed(x[:, i : i + c], 3.0 + i / fs)
+        eager.feed(x[:, i : i + c], 3.0 + i / fs)
+        floor = eager.noise_uV()
+        if k % every == every - 1:
+            assert lazy.noise_uV() == floor
+        i, k = i + c, k + 1
+    assert events + lazy.flush() == reference
