@@ -29,6 +29,7 @@ windows out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -235,13 +236,13 @@ class EmgStream:
             epochs = [ep for ep in chunk.epochs if ep.first_sample < split]
             chunk.epochs = [ep for ep in chunk.epochs if ep.first_sample >= split]
         taken = chunk.take(keep)
-        along: list[Any] = []
+        along: list[Any] = []  # encoded only if the writer leaves the EMG out
         alone: list[Any] = []
         for ep in epochs:
-            payload, blob = E.stimulus_waveform(ep.index, ep.t_s, ep.uv, ep.rate, ep.pre_samples, list(ep.labels),
-                                                res_uV=ep.res_uV)
-            (along if ep.complete and taken is not None else alone).append(
-                ("stimulus_waveform", payload, blob, ep.t_s))
+            if ep.complete and taken is not None:
+                along.append(functools.partial(_own_entry, ep))
+            else:
+                alone.append(_own_entry(ep))
         if taken is not None:
             data, first, t_s, rate = taken
             payload, blob = E.emg_block(t_s, first, rate, data, labels=LABELS[: data.shape[0]])
@@ -334,6 +335,13 @@ class EmgStream:
                           + (f", {ev.potentials} potentials at {ev.rate_hz:.0f}/s" if ev.rate_hz else ""),
                           priority="info", side=side,
                           detail={**payload, "potentials": ev.potentials, "rate_hz": ev.rate_hz}, t_s=t)
+
+
+def _own_entry(ep: StreamEpoch) -> tuple[str, dict[str, Any], bytes, float]:
+    """The ``stimulus_waveform`` entry that keeps an epoch's samples on their own."""
+    payload, blob = E.stimulus_waveform(ep.index, ep.t_s, ep.uv, ep.rate, ep.pre_samples, list(ep.labels),
+                                        res_uV=ep.res_uV)
+    return "stimulus_waveform", payload, blob, ep.t_s
 
 
 def _check(ep: StreamEpoch, first: int, uv: np.ndarray) -> None:

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from app.engine.seams import CaseLister, Journal, JournalItem, Sink, Wants
+from app.engine.seams import CaseLister, FallbackItem, Journal, JournalItem, Sink, Wants
 from app.engine.timebase import TimeBase
 from app.engine.writer import DURABLE, PENDING, JournalWriter, RecordingState
 from app.record import entries as E
@@ -71,7 +71,7 @@ class Ledger:
         self.events: EventList = collections.deque(maxlen=events_kept)
         self.event_seq = 0
         self._batch: list[JournalItem] | None = None  # one transaction being collected
-        self._batch_fallback: list[JournalItem] = []  # ... and what replaces its EMG if that is left out
+        self._batch_fallback: list[FallbackItem] = []  # ... and what replaces its EMG if that is left out
         self._held: list[tuple[str, Mapping[str, Any], bool]] | None = None  # published once it is written
         self._waiting: collections.deque[tuple[int, float, str, Mapping[str, Any], bool]] = collections.deque()
         self._seen_version = -1
@@ -115,7 +115,7 @@ class Ledger:
     # -- writing
 
     def write(self, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
-              t_s: float | None = None, fallback: list[JournalItem] | None = None) -> int | None:
+              t_s: float | None = None, fallback: list[FallbackItem] | None = None) -> int | None:
         """One journal entry of the open case (nothing without a case); returns its ticket
         (None inside a transaction: the transaction's ticket comes at its end). ``fallback``
         (free-running EMG only): the entries written instead if the writer leaves it out."""
@@ -123,7 +123,8 @@ class Ledger:
             return None
         E.validate(kind, payload, blob)
         for item in fallback or ():
-            E.validate(item[0], item[1], item[2])
+            if not callable(item):  # one made later is validated when it is made
+                E.validate(item[0], item[1], item[2])
         t = self._time.now_t() if t_s is None else t_s
         self.counters["journal_entries"] += 1
         if self._batch is not None:

@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 
 # one journal entry of a transaction: kind, payload, blob, case time
 JournalItem = tuple[str, Mapping[str, Any], bytes | None, float]
+# an entry written only if the writer needs it (the epochs of EMG it leaves out): the entry,
+# or what makes it then (its waveform is encoded only when it is needed)
+FallbackItem = JournalItem | Callable[[], JournalItem]
+
+
+def fallback_items(fallback: Sequence[FallbackItem]) -> list[JournalItem]:
+    """The fallback entries, made and validated now (``ValueError`` for an invalid one)."""
+    items = [item() if callable(item) else item for item in fallback]
+    for kind, payload, blob, _t in items:
+        E.validate(kind, payload, blob)
+    return items
 # the API server's publish(stream, message, sticky); it never blocks
 Sink = Callable[[str, Mapping[str, Any], bool], None]
 # does some client subscribe to this stream (the engine skips building the others)
@@ -256,7 +267,7 @@ def default_detector(settings: Settings, sample_rate_hz: float) -> Detector:
 
 __all__ = [
     "Analyzer", "AnalyzerFactory", "CaseLister", "DETECT_LAG_S", "Detector", "DetectorFactory", "DocumentMaker",
-    "Journal", "JournalItem", "NullJournal", "NullOutputs", "Outputs", "Rules", "RulesFactory", "SettingsLoader",
-    "Sink", "Wants",
-    "default_analyzer", "default_detector", "default_rules",
+    "FallbackItem", "Journal", "JournalItem", "NullJournal", "NullOutputs", "Outputs", "Rules", "RulesFactory",
+    "SettingsLoader", "Sink", "Wants",
+    "default_analyzer", "default_detector", "default_rules", "fallback_items",
 ]

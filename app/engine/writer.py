@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine.seams import JournalItem
+from app.engine.seams import FallbackItem, JournalItem, fallback_items
 
 log = logging.getLogger("lnm.engine")
 
@@ -92,7 +92,7 @@ class Batch:
     items: list[JournalItem]
     handed: float  # when the ledger handed it over (writer clock)
     size: int = 0
-    fallback: list[JournalItem] = field(default_factory=list)  # written instead of a dropped stream entry
+    fallback: list[FallbackItem] = field(default_factory=list)  # written instead of a dropped stream entry
 
     def __post_init__(self) -> None:
         self.size = sum(_item_size(i) for i in self.items)
@@ -267,7 +267,7 @@ class JournalWriter:
     # ------------------------------------------------------------------ the ledger's side
 
     def submit(self, op: str, case_id: str, items: list[JournalItem],
-               fallback: list[JournalItem] | None = None) -> int:
+               fallback: list[FallbackItem] | None = None) -> int:
         """Hand over one operation; returns its ticket (never blocks on the disk). ``fallback``:
         entries written instead when its free-running EMG is not (the stimulus epochs that
         refer to those samples, as ``stimulus_waveform`` entries)."""
@@ -469,7 +469,7 @@ class JournalWriter:
             return
         if batch.fallback and any(s is None for s in seqs):  # the journal refused the stream: keep its epochs
             try:
-                kept = j.append_many(batch.case_id, batch.fallback)
+                kept = j.append_many(batch.case_id, fallback_items(batch.fallback))
                 if all(k is not None for k in kept):
                     seqs = list(kept)
             except (JournalError, ValueError, OSError) as exc:
@@ -638,7 +638,12 @@ class JournalWriter:
                 continue
             kept.extend(self._keep(batch.case_id, item, level))
         if stream_dropped:  # the epochs that lived in the dropped EMG are written on their own
-            for item in batch.fallback:
+            try:
+                epochs = fallback_items(batch.fallback)
+            except ValueError as exc:
+                log.error("case journal: the epochs of EMG left out cannot be written: %s", exc)
+                epochs = []
+            for item in epochs:
                 kept.extend(self._keep(batch.case_id, item, level))
         if not stream_dropped and len(kept) == len(batch.items) and all(
                 a is b for a, b in zip(kept, batch.items, strict=True)):
