@@ -304,16 +304,17 @@ class Receiver:
             text = f"{rej.reason.replace('_', ' ')} frame" + (f" ({rej.detail})" if rej.detail else "")
             events += self._invalid(now, rej.reason, text)
         verdicts: list[Verdict] = []
+        check = self.validator.check
         for frame in frames:
             try:
-                checked = self.validator.check(frame, now)
+                checked = check(frame, now)
             except Exception as exc:  # noqa: BLE001 - a defect in a rule must not kill the reader
                 log.exception("board link: frame validation failed")
                 self.validator.count_rejected("malformed")
                 checked = [Verdict(frame.seq, frame.message, False, "invalid", "malformed",
                                    f"cannot be checked ({type(exc).__name__})")]
+            verdicts += checked
             for v in checked:
-                verdicts.append(v)
                 if not v.accepted and v.category != "refused":
                     events += self._invalid(now, v.reason or v.category, v.text)
         for notice in self.validator.take_notices():

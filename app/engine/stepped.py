@@ -207,13 +207,14 @@ class SteppedSystem:
         data = self._from_board(now)
         if data:
             verdicts, events = self.rx.feed(data, now)
-            self.frames_in += sum(1 for v in verdicts if v.accepted)
+            accepted = [cast(BoardMessage, v.message) for v in verdicts if v.accepted]
+            self.frames_in += len(accepted)
             # the board is talking (even nonsense: invalid data, not a lost link); duplicates
             # and replays prove nothing about the board
-            if any(v.accepted or v.category in ("refused", "invalid") for v in verdicts):
+            if accepted or any(v.category in ("refused", "invalid") for v in verdicts):
                 self._link_events(self.supervisor.frame_received(now))
             self._link_events(events)
-            self.monitor.board_messages([cast(BoardMessage, v.message) for v in verdicts if v.accepted])
+            self.monitor.board_messages(accepted)
         self._link_events(self.rx.tick(now))
         self._link_events(self.supervisor.check(now))
         if not self.host_heartbeat_paused and self.supervisor.heartbeat_due(now):

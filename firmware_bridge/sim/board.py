@@ -149,9 +149,16 @@ MAX_PIECE = 8192  # samples rendered per step
 EMG_LEAD_ELECTRODES = (Electrode.L_POS, Electrode.L_NEG, Electrode.R_POS, Electrode.R_NEG, Electrode.GROUND)
 
 
+_MAX = np.maximum.reduce
+_MIN = np.minimum.reduce
+
 # items that neither change the signal nor read it: no need to generate EMG up to them
 _NO_RENDER = frozenset({"_heartbeat", "_periodic_status", "_host_went_silent", "_beeper_start",
                         "_impedance_done", "_unmute"})
+
+
+def _item_time(item: tuple[float, int, object]) -> float:
+    return item[0]
 
 
 class ControlError(ValueError):
@@ -222,7 +229,11 @@ class _History:
         self.start, self.n = start, 0
 
     def append(self, x: np.ndarray, keep_from: int) -> None:
-        m = x.shape[1]
+        self.reserve(x.shape[1], keep_from)[...] = x
+
+    def reserve(self, m: int, keep_from: int) -> np.ndarray:
+        """The next ``m`` samples, appended now and to be written by the caller (dropping
+        what comes before ``keep_from`` if room is needed)."""
         cap = self.buf.shape[1]
         if self.n + m > cap:
             drop = min(max(keep_from - self.start, 0), self.n)
@@ -234,8 +245,9 @@ class _History:
                 new = np.zeros((2, max(2 * cap, self.n + m)), dtype=np.int32)
                 new[:, : self.n] = self.buf[:, : self.n]
                 self.buf = new
-        self.buf[:, self.n : self.n + m] = x
+        out = self.buf[:, self.n : self.n + m]
         self.n += m
+        return out
 
     def get(self, a: int, b: int) -> np.ndarray:
         return self.buf[:, a - self.start : b - self.start]
@@ -311,6 +323,7 @@ class VirtualBoard:
         self.event_errors: list[str] = []
         self.counters = {"frames_in": 0, "frames_out": 0, "bytes_out": 0, "nacks": 0, "rejected": 0}
         self._controls = self._control_table()
+        self._handler_table = self._handlers()
         self._beeper = False
         self._power_on(self.origin)
 
@@ -334,7 +347,7 @@ class VirtualBoard:
 
     @property
     def stimulating(self) -> tuple[Output, ...]:
-        return tuple(o for o, s in self._outputs.items() if s.mode == StimMode.CONTINUOUS)
+        return tuple([o for o, s in self._outputs.items() if s.mode == StimMode.CONTINUOUS])
 
     @property
     def acquiring(self) -> bool:
@@ -391,6 +404,7 @@ class VirtualBoard:
         self._acq: ConfigureAcquisition | None = None
         self._gen: EmgGenerator | None = None
         self._hist = _History()
+        self._scratch = np.empty((2, MAX_PIECE), dtype=np.float32)  # one rendered piece
         self._nv = 100
         self._rows: list[int] = [0, 1]
         self._pre_n = 0
@@ -400,6 +414,7 @@ class VirtualBoard:
         self._need_k: float = math.inf
         self._pending: list[_Pending] = []
         self._outputs = {o: _OutputState() for o in Output}
+        self._pulse_actions = {o: self._continuous_pulse_action(o) for o in Output}
         self._pulse_end: dict[Output, float] = {}  # board time each output's last pulse ends
         self._stim_counter = 0
         self._hb_counter = 0
@@ -459,7 +474,7 @@ class VirtualBoard:
             best_t, best = t, self._do_world_event
         for out, st in self._outputs.items():
             if st.next_t < best_t:
-                best_t, best = st.next_t, (lambda t, o=out: self._continuous_pulse(t, o))
+                best_t, best = st.next_t, self._pulse_actions[out]
         if self._unplugged_until is not None:
             t = self._unplugged_until - self._boot
             if t < best_t:
@@ -503,25 +518,32 @@ class VirtualBoard:
                 return
         else:
             k_target = gen.k_of(t)
+        scale = np.float32(1000.0 / self._nv)
+        limit = ADC_FULL_SCALE / float(scale)
+        pre = self._pre_n
+        scratch = self._scratch
         while gen.next_k < k_target:
             k0 = gen.next_k
             n = min(MAX_PIECE, k_target - k0)
-            uv = gen.render(k0, n)
-            mx, mn = float(uv.max()), float(uv.min())
-            scale = np.float32(1000.0 / self._nv)
+            uv = gen.render(k0, n, scratch[:, :n])  # microvolts, in a reused buffer
+            mx, mn = float(_MAX(uv, axis=None)), float(_MIN(uv, axis=None))
             uv *= scale
-            np.rint(uv, out=uv)
-            np.clip(uv, -ADC_FULL_SCALE, ADC_FULL_SCALE, out=uv)
-            counts = uv.astype(np.int32)
-            limit = ADC_FULL_SCALE / float(scale)
             saturated = mx >= limit or mn <= -limit
+            if saturated:  # (within the limits the rounded counts are within full scale)
+                np.rint(uv, out=uv)
+                np.clip(uv, -ADC_FULL_SCALE, ADC_FULL_SCALE, out=uv)
             if saturated != self._saturated:
                 self._saturated = saturated
                 self._dirty = True
-            keep = min([self._stream_k] + [p.k - self._pre for p in self._pending] + [k0 + n - self._pre])
-            self._hist.append(counts, keep)
+            keep = min(self._stream_k, k0 + n - pre)
+            for p in self._pending:
+                if p.k - pre < keep:
+                    keep = p.k - pre
+            # the ADC counts, rounded straight into the history
+            np.rint(uv, out=self._hist.reserve(n, keep), casting="unsafe")
             self._emit_stream(gen)
-            self._emit_epochs(gen)
+            if self._pending:
+                self._emit_epochs(gen)
         self._update_need()
 
     def _update_need(self) -> None:
@@ -564,7 +586,7 @@ class VirtualBoard:
 
     def _faults(self) -> Fault:
         f = Fault.NONE
-        if set(EMG_LEAD_ELECTRODES) & self.patient.lead_off:
+        if not self.patient.lead_off.isdisjoint(EMG_LEAD_ELECTRODES):
             f |= Fault.LEAD_OFF
         if self._compliance:
             f |= Fault.COMPLIANCE_LIMIT
@@ -598,6 +620,11 @@ class VirtualBoard:
             st.next_t = math.inf
 
     # ------------------------------------------------------------------ stimulation
+
+    def _continuous_pulse_action(self, output: Output) -> Callable[[float], None]:
+        def continuous_pulse(t: float) -> None:
+            self._continuous_pulse(t, output)
+        return continuous_pulse
 
     def _continuous_pulse(self, t: float, output: Output) -> None:
         st = self._outputs[output]
@@ -667,24 +694,36 @@ class VirtualBoard:
             return
         dec = acq.stream_decimation
         raw = acq.stream_block_samples * dec
+        k = self._stream_k
+        blocks = (end - k) // raw
+        if blocks <= 0:
+            return
+        # one copy of every complete block, block-major: each block's samples contiguous
         rows = self._rows
-        while self._stream_k + raw <= end:
-            k = self._stream_k
-            x = self._hist.get(k, k + raw)[rows]
-            if dec > 1:
-                x = np.rint(x.reshape(x.shape[0], -1, dec).mean(axis=2)).astype(np.int32)
-            else:
-                x = x.copy()
-            self._queue(gen.t_of(k + raw) - self._off, EmgBlock(
-                board_time_us=self._us(gen.t_of(k) - self._off), first_sample=k // dec,
-                sample_rate_hz=gen.fs // dec, nv_per_count=self._nv, samples=x,
-            ))
-            self._stream_k = k + raw
+        x = self._hist.get(k, k + blocks * raw)
+        if len(rows) != x.shape[0]:
+            x = x[rows]
+        nrows = x.shape[0]
+        if dec > 1:
+            x = np.rint(x.reshape(nrows, blocks, -1, dec).mean(axis=3)).astype(np.int32)
+        x = np.ascontiguousarray(x.reshape(nrows, blocks, -1).transpose(1, 0, 2))
+        t0, fs, off, nv, rate = gen.t0, gen.fs, self._off, self._nv, gen.fs // dec
+        out = self._out
+        order = self._out_order
+        for i in range(blocks):
+            out.append((t0 + (k + raw) / fs - off, order, EmgBlock(
+                board_time_us=max(int(round((t0 + k / fs - off) * 1e6)), 0), first_sample=k // dec,
+                sample_rate_hz=rate, nv_per_count=nv, samples=x[i],
+            )))
+            order += 1
+            k += raw
+        self._out_order = order
+        self._stream_k = k
 
     # ------------------------------------------------------------------ host messages
 
     def _handle(self, seq: int, msg: object) -> None:
-        handler = self._handlers().get(type(msg))
+        handler = self._handler_table.get(type(msg))
         if handler is None:
             self._nack(seq, NackReason.UNKNOWN_MESSAGE, f"{type(msg).__name__} is not a host message")
             return
@@ -867,20 +906,27 @@ class VirtualBoard:
     def _drain(self) -> bytes:
         if not self._out:
             return b""
-        items = sorted(self._out, key=lambda x: (x[0], x[1]))
+        items = self._out
         self._out = []
+        # queued in ``order``: a stable sort on the time alone gives the (time, order) order
+        items.sort(key=_item_time)
         parts = []
+        encode = codec.encode
+        seq = self._seq
+        n_frames = 0
         for _t, _o, msg in items:
-            if isinstance(msg, _Raw):
+            if type(msg) is _Raw:
                 parts.append(msg.data)
                 continue
-            frame = codec.encode(msg, self._seq)
-            self._seq = (self._seq + 1) & 0xFFFFFFFF
-            self.counters["frames_out"] += 1
+            frame = encode(msg, seq)
+            seq = (seq + 1) & 0xFFFFFFFF
+            n_frames += 1
             if self._corrupt_frames > 0:
                 self._corrupt_frames -= 1
                 frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
             parts.append(frame)
+        self._seq = seq
+        self.counters["frames_out"] += n_frames
         data = b"".join(parts)
         if self._muted_until is not None or self._unplugged_until is not None:
             return b""

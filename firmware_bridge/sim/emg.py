@@ -150,7 +150,11 @@ class EmgGenerator:
         # the heartbeat: a fixed schedule of R-wave sample indices, extended as needed
         self._ecg_rng = np.random.default_rng(int(self._rng.integers(0, 2**63)))
         self._beats: list[float] = [float(self._rng.uniform(0.0, 60.0 / p.heart_rate_bpm)) * self.fs]
-        self._bg: np.ndarray | None = None  # background generated ahead
+        self._bg: np.ndarray | None = None  # background generated ahead (a view of _bg_buf)
+        # work buffers, reused block after block (what is rendered is copied out of them)
+        self._bg_buf = np.empty((2, MAX_BLOCK), dtype=np.float32)
+        self._g_buf = np.empty((2, MAX_BLOCK), dtype=np.float32)
+        self._breath_buf = np.empty(MAX_BLOCK, dtype=np.float32)
         self._bg_k0 = 0
         self._bg_key: int | None = None
         self._resp_phase = float(self._rng.uniform(0, 2 * np.pi))
@@ -220,11 +224,12 @@ class EmgGenerator:
 
     # ---------------------------------------------------------------- rendering
 
-    def render(self, k0: int, n: int) -> np.ndarray:
-        """Samples ``k0 .. k0 + n - 1`` of both channels, in microvolts (float32)."""
+    def render(self, k0: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples ``k0 .. k0 + n - 1`` of both channels, in microvolts (float32); written
+        into ``out`` (float32, shape (2, n)) when given, else into a new array."""
         if k0 != self.next_k:
             raise PhysiologyError(f"render must continue at sample {self.next_k} (asked for {k0})")
-        x = np.empty((2, n), dtype=np.float32)
+        x = np.empty((2, n), dtype=np.float32) if out is None else out
         pos = 0
         while pos < n:
             m = min(MAX_BLOCK, n - pos)
@@ -269,21 +274,21 @@ class EmgGenerator:
         return self._bg[:, :n]
 
     def _render_background(self, k0: int, n: int) -> np.ndarray:
+        """The background of samples ``k0 .. k0 + n - 1`` (n <= MAX_BLOCK), in a work buffer."""
         par = self.patient.params
         fs = self.fs
-        x = np.empty((2, n), dtype=np.float32)
+        x = self._bg_buf[:, :n]
         # breathing: one phase vector for both channels
         w_resp = 2 * np.pi * par.resp_rate_per_min / 60.0 / fs
         ph0 = math.fmod(self._resp_phase + w_resp * k0, 2 * math.pi)
-        breath = self._ramp[:n] * np.float32(w_resp)
+        breath = np.multiply(self._ramp[:n], np.float32(w_resp), out=self._breath_buf[:n])
         breath += np.float32(ph0)
         np.sin(breath, out=breath)
         col = self._col  # rms, rms * respiratory modulation, wander, hum (per channel)
-        x[0] = self._noise_at(0, k0, n)
-        x[1] = self._noise_at(1, k0, n)
-        g = col[1] * breath  # background modulated with breathing (vocal-fold contact)
-        g += col[0]
-        x *= g
+        g = np.multiply(col[1], breath, out=self._g_buf[:, :n])  # background modulated with breathing
+        g += col[0]  # (vocal-fold contact)
+        np.multiply(self._noise_at(0, k0, n), g[0], out=x[0])
+        np.multiply(self._noise_at(1, k0, n), g[1], out=x[1])
         np.multiply(col[2], breath, out=g)  # baseline wander
         x += g
         hp = k0 % self._hum_period
