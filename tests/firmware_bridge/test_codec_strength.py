@@ -123,6 +123,28 @@ def test_encode_names_the_class_the_field_and_the_range_of_a_value_that_does_not
     (dataclasses.replace(IMPEDANCE, impedances_ohm=tuple((i, 1) for i in range(256))),
      "ImpedanceResult: at most 255 electrodes"),
     (dataclasses.replace(CAPS, outputs=(0,) * 256), "Capabilities: at most 255 sample rates and 255 outputs"),
+    (dataclasses.replace(CAPS, sample_rates_hz=(20000,) * 256),
+     "Capabilities: at most 255 sample rates and 255 outputs"),
+    (dataclasses.replace(EPOCH, delivered_current_uA=1.5),  # type: ignore[arg-type]
+     "StimEpoch.delivered_current_uA=1.5 does not fit the wire field (int32: -2147483648..2147483647)"),
+    (dataclasses.replace(EPOCH, delivered_current_uA=True),  # a bool is no current
+     "StimEpoch.delivered_current_uA=True does not fit the wire field (int32: -2147483648..2147483647)"),
+    (dataclasses.replace(EPOCH, pre_samples=1 << 32), _uint_refusal("StimEpoch", "pre_samples", 1 << 32, 32)),
+    (dataclasses.replace(EPOCH, pre_samples=3), "StimEpoch.pre_samples=3 is beyond the 2 samples of the epoch"),
+    (dataclasses.replace(BLOCK, samples=np.zeros(3, np.int32)),
+     "EmgBlock.samples must have shape (channels, n) (got shape (3,))"),
+    (dataclasses.replace(BLOCK, samples=np.zeros((256, 1), np.int32)),
+     "EmgBlock.samples has 256 channels; the wire allows 1..255"),
+    (dataclasses.replace(BLOCK, samples=np.zeros((0, 3), np.int32)),
+     "EmgBlock.samples has 0 channels; the wire allows 1..255"),
+    (dataclasses.replace(BLOCK, samples=np.zeros((1, 3), np.float32)),
+     "EmgBlock.samples must be integer ADC counts (got dtype float32)"),
+    (dataclasses.replace(BLOCK, samples=np.array([[1 << 31]], np.uint32)),
+     "EmgBlock.samples exceed the int32 range of the wire"),
+    (dataclasses.replace(BLOCK, samples=np.array([[1 << 31]], np.int64)),
+     "EmgBlock.samples exceed the int32 range of the wire"),
+    (dataclasses.replace(EPOCH, samples=np.array([[-(1 << 31) - 1, 0]], np.int64)),
+     "StimEpoch.samples exceed the int32 range of the wire"),
     (SimControl(command="x" * 256), "SimControl.command is 256 bytes of UTF-8; the wire allows 255"),
     (SimControl(command="go", args_json="x" * 65536),
      "SimControl.args_json is 65536 bytes of UTF-8; the wire allows 65535"),
@@ -147,6 +169,57 @@ def test_the_longest_lists_and_strings_the_wire_allows_round_trip():
     assert decode(encode(sim, 0))[1].message == sim
     status = BoardStatus(board_time_us=1, faults=Fault.NONE, stimulating=(Output.PROBE, Output.APS))
     assert decode(encode(status, 0))[1].message == status
+    caps = dataclasses.replace(CAPS, sample_rates_hz=tuple(range(255)), outputs=(Output.APS,) * 255)
+    assert decode(encode(caps, 0))[1].message == caps
+    epoch = dataclasses.replace(EPOCH, pre_samples=2)  # the stimulus at the end of the epoch
+    assert decode(encode(epoch, 0))[1].message == epoch
+
+
+def test_a_bool_in_an_unsigned_field_is_carried_as_0_or_1():
+    _n, frame = decode(encode(ConfigureAcquisition(channel_mask=True, gain=False), 0))  # type: ignore[arg-type]
+    assert (frame.message.channel_mask, frame.message.gain) == (1, 0)
+
+
+def test_encode_refuses_a_sequence_number_or_an_object_it_cannot_carry_and_says_what():
+    for seq in (1 << 32, -1, True):
+        with pytest.raises(ValueError) as info:
+            encode(Ack(seq=1), seq)
+        assert str(info.value) == f"sequence number {seq!r} outside 0..4294967295"
+    with pytest.raises(TypeError) as type_info:
+        encode("Ack", 0)
+    assert str(type_info.value) == "cannot encode str: not a Board API message"
+
+
+def test_a_payload_of_exactly_the_protocol_s_maximum_is_sent_and_one_int32_more_is_refused():
+    n = (codec.MAX_PAYLOAD - 32) // 4  # an EmgBlock's payload: a 32-byte header and the samples
+    block = dataclasses.replace(BLOCK, samples=np.ones((1, n), np.int32))
+    frame = encode(block, 0)
+    assert len(frame) == codec.OVERHEAD + codec.MAX_PAYLOAD
+    assert decode(frame)[1].message == block
+    with pytest.raises(ValueError) as info:
+        encode(dataclasses.replace(BLOCK, samples=np.ones((1, n + 1), np.int32)), 0)
+    limit = codec.MAX_PAYLOAD
+    assert str(info.value) == f"EmgBlock payload is {limit + 4} bytes; the protocol allows {limit}"
+
+
+def test_encode_puts_the_low_8_bits_of_flags_in_byte_4_and_the_receiver_ignores_them():
+    for flags, byte in ((0x01, 0x01), (0x1FF, 0xFF)):
+        frame = encode(Ack(seq=1), 3, flags=flags)
+        assert frame[4] == byte
+        assert decode(frame) == (len(frame), Frame(3, Ack(seq=1)))
+
+
+@pytest.mark.parametrize("samples", [
+    np.array([[-(1 << 31), (1 << 31) - 1]], np.int64),  # the ends of the int32 range, from wider integers
+    np.array([[0, (1 << 31) - 1]], np.uint32),
+    np.array([[0, 65535]], np.uint16),
+    np.zeros((255, 1), np.int32),  # the most channels the wire allows
+    np.zeros((1, 0), np.int32),  # no samples at all
+])
+def test_integer_samples_that_fit_int32_are_carried_exactly(samples):
+    block = dataclasses.replace(BLOCK, samples=samples)
+    _n, frame = decode(encode(block, 0))
+    np.testing.assert_array_equal(frame.message.samples, samples)
 
 
 # ----------------------------------------------------------------------------- decode: what a malformed frame says
@@ -179,6 +252,12 @@ MALFORMED = [
     (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x02" + b"\x00" * 8,
      "Capabilities: sample rate list past the end of the payload"),
     (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x00\x03\x00", "Capabilities: output list past the end of the payload"),
+    (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x00", "Capabilities: sample rate list past the end of the payload"),
+    (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x01" + b"\x00" * 4,
+     "Capabilities: sample rate list past the end of the payload"),
+    (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x01" + b"\x00" * 5,
+     "Capabilities: string length past the end of the payload"),
+    (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x00\x01\x00", "Capabilities: string length past the end of the payload"),
     (MsgType.CAPABILITIES, _CAPS_HEAD + b"\x00\x01\x07\x00\x00", "Capabilities: unknown output 7"),
     (MsgType.STIM_EPOCH, _epoch_payload()[:39], "StimEpoch: StimEpoch payload too short"),
     (MsgType.STIM_EPOCH, _epoch_payload(pre=3, n=2), "StimEpoch: pre_samples 3 beyond the 2 samples of the epoch"),
