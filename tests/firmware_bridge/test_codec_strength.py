@@ -423,3 +423,41 @@ def test_a_jump_of_half_the_sequence_space_or_more_is_a_gap_but_no_count_of_miss
     behind = Decoder()  # 2^31 ahead is as far as 2^31 behind: a stale frame, not lost ones
     behind.feed(encode(Ack(seq=1), 0) + encode(Ack(seq=1), (1 << 31) + 1))
     assert behind.counters.seq_gaps["board"] == 1 and behind.counters.frames_missed["board"] == 0
+
+
+# ----------------------------------------------------------------------------- decode_at: what each rejection carries
+
+
+def test_bytes_before_a_sync_word_are_garbage_up_to_it():
+    frame = encode(Ack(seq=1), 2)
+    for junk in (b"\x00\x5a", b"\xa5\x00", b"\x5a\xa5\x00"):
+        assert decode(junk + frame) == (len(junk), Rejected("garbage")), junk
+    assert decode(b"\xa5\x00") == (2, Rejected("garbage"))  # too short for a header, but not a sync word
+    assert decode(b"\x00\x01") == (2, Rejected("garbage"))
+    # a last 0xA5 may be the first half of the next sync word: it is kept
+    assert decode(b"\x00\xa5") == (1, Rejected("garbage"))
+    assert decode(b"\xa5") == (0, None)
+
+
+def test_a_frame_with_a_bad_crc_32_names_the_seq_and_type_its_good_header_announced():
+    frame = bytearray(encode(Ack(seq=1), 9))
+    frame[-1] ^= 0x01
+    assert decode(bytes(frame)) == (1, Rejected("bad_crc", seq=9, msg_type=MsgType.ACK))
+
+
+def test_a_header_announcing_more_than_its_type_allows_says_how_much_and_the_limit():
+    head = raw(MsgType.ACK, b"", seq=4, length=257)[: codec.HEADER_SIZE]
+    assert decode(head) == (1, Rejected("too_long", seq=4, msg_type=MsgType.ACK,
+                                        detail="payload length 257 (at most 256 for type 0x47)"))
+
+
+def test_a_lying_header_after_other_bytes_drops_only_itself():
+    first, inner = encode(Ack(seq=1), 1), encode(BoardHeartbeat(board_time_us=5), 2)
+    liar = raw(MsgType.EMG_BLOCK, b"", length=200)[: codec.HEADER_SIZE]
+    buf = first + liar + inner
+    detail = f"header announced 200 bytes; a whole frame started after {codec.HEADER_SIZE}"
+    assert codec.decode_at(buf, len(first)) == (
+        codec.HEADER_SIZE, Rejected("truncated", msg_type=MsgType.EMG_BLOCK, detail=detail))
+    dec = Decoder()
+    assert dec.feed(buf) == [Frame(1, Ack(seq=1)), Frame(2, BoardHeartbeat(board_time_us=5))]
+    assert (dec.counters.truncated, dec.counters.bytes_discarded) == (1, codec.HEADER_SIZE)
