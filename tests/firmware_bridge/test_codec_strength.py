@@ -461,3 +461,11 @@ def test_a_lying_header_after_other_bytes_drops_only_itself():
     dec = Decoder()
     assert dec.feed(buf) == [Frame(1, Ack(seq=1)), Frame(2, BoardHeartbeat(board_time_us=5))]
     assert (dec.counters.truncated, dec.counters.bytes_discarded) == (1, codec.HEADER_SIZE)
+
+
+def test_an_intact_frame_of_another_version_is_dropped_whole_and_named():
+    head = HEAD.pack(codec.SYNC, 2, MsgType.ACK, 0, 0, 11, 4)
+    head += binascii.crc_hqx(head, 0xFFFF).to_bytes(2, "little")
+    frame = head + b"\x01\x00\x00\x00" + zlib.crc32(head + b"\x01\x00\x00\x00").to_bytes(4, "little")
+    expected = Rejected("bad_version", seq=11, msg_type=MsgType.ACK, detail="frame version 2")
+    assert decode(frame) == (len(frame), expected)
