@@ -147,7 +147,8 @@ class Rejected:
     """Bytes the decoder dropped, and why.
 
     ``reason`` is one of ``REJECT_REASONS``. ``seq`` and ``msg_type`` are set when the
-    frame itself was intact (CRC-32 good) so a board can answer it with a Nack.
+    header was intact (its CRC good: also for ``bad_crc`` and ``too_long``) so a board can
+    answer the frame with a Nack.
     """
 
     reason: str
@@ -883,7 +884,7 @@ class Decoder:
             pos = len(buf)
             self.rejections.append(Rejected("malformed", detail=repr(exc)))
         del buf[:pos]
-        if len(buf) > self._max_buffer:  # cannot happen with a bounded MAX_PAYLOAD; belt and braces
+        if len(buf) > self._max_buffer:  # only with a max_buffer below a whole frame: belt and braces
             c.bytes_discarded += len(buf)
             buf.clear()
         return frames
