@@ -245,6 +245,7 @@ def test_los_end_transitions_follow_the_setting(state, run_, end, nxt, run2, emi
     (dict(amp=20.0, lat=None, site=Site.EBSLN), "SKIP"),
 ])
 def test_los_classifier(kw, symbol):
+    kw = dict(kw)  # the parameter is shared by every run of the test: never change it
     s = Stream()
     amp = kw.pop("amp", 800.0)
     lat = kw.pop("lat", 4.0)
