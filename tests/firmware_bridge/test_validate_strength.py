@@ -807,3 +807,179 @@ def test_reset_forgets_the_board_but_not_its_refusal():
     assert r.rx(dataclasses.replace(CAPS, channels=1))[0] == "refused"
     r.v.reset()
     assert r.v.board_state == "refused"
+
+
+# ----------------------------------------------------------------------------- counters, refusals, defects
+
+
+def test_a_new_validator_has_counted_nothing_and_refused_nothing():
+    v = FrameValidator()
+    assert v.stats == {"accepted": 0, "invalid": 0, "duplicate": 0, "replayed": 0, "refused": 0,
+                       "invalid_by_reason": {}, "frames_missed": 0, "epochs_missed": 0, "emg_samples_missed": 0,
+                       "heartbeats_missed": 0, "board_restarts": 0, "stray_frames": 0}
+    assert v.refusal == "" and v.board_state == "unknown" and v.capabilities is None
+
+
+def test_every_verdict_is_counted_once():
+    b = Board(None)
+    for i in range(3):
+        assert b.rx(BoardHeartbeat(1_000_000 + i * 100_000, i)) == "ok"
+    for i in range(2):
+        assert b.rx(BoardHeartbeat(2**63, 10 + i))[1] == "board_time"
+    assert b.v.stats["accepted"] == 3 and b.v.stats["invalid"] == 2
+    assert b.v.stats["invalid_by_reason"] == {"board_time": 2}
+
+
+def test_a_refused_boards_frames_are_refused_with_the_refusal():
+    b = Board(None)
+    b.host(Hello())
+    two = dataclasses.replace(CAPS, protocol_version=2)
+    assert b.rx(two)[0] == "refused"
+    refusal = b.v.refusal
+    assert refusal.startswith("board T1 (firmware t-1) claims protocol version 2")
+    hb = BoardHeartbeat(1_000_000, 0)
+    assert b.verdict(hb) == Verdict(b.bseq, hb, False, "refused", "", refusal)
+    b.host(Hello())
+    assert b.verdict(two) == Verdict(b.bseq, two, False, "refused", "", refusal)
+    assert b.v.stats["refused"] == 3 and b.v.stats["invalid"] == 0
+
+
+def test_a_defect_in_a_rule_is_a_malformed_verdict(monkeypatch):
+    from firmware_bridge import validate
+
+    def broken(self, m, now):
+        raise ValueError("a bug")
+
+    monkeypatch.setitem(validate._CHECKS, BoardHeartbeat, broken)
+    v = FrameValidator()
+    hb = BoardHeartbeat(1, 0)
+    assert v.check(Frame(7, hb), 1.0) == [
+        Verdict(7, hb, False, "invalid", "malformed", "cannot be checked (ValueError('a bug'))")]
+    assert v.stats["invalid_by_reason"] == {"malformed": 1}
+
+
+@pytest.mark.parametrize(("change", "problems"), [
+    (dict(max_current_uA=1000), []),
+    (dict(max_current_uA=30000), []),
+    (dict(max_current_uA=999), ["maximum current 999 uA (supported: 1000-30000 uA)"]),
+    (dict(min_pulse_width_us=1, max_pulse_width_us=50), []),
+    (dict(min_pulse_width_us=250, max_pulse_width_us=250), []),
+    (dict(min_pulse_width_us=10, max_pulse_width_us=40),
+     ["pulse widths 10-40 us (this monitor needs a range within 50-250 us)"]),
+    (dict(min_pulse_width_us=251, max_pulse_width_us=300),
+     ["pulse widths 251-300 us (this monitor needs a range within 50-250 us)"]),
+    (dict(min_rate_mHz=1, max_rate_mHz=500), []),
+    (dict(min_rate_mHz=30000, max_rate_mHz=30000), []),
+    (dict(min_rate_mHz=100, max_rate_mHz=400),
+     ["stimulation rates 100-400 mHz (this monitor needs a range within 500-30000 mHz)"]),
+    (dict(min_rate_mHz=30001, max_rate_mHz=40000),
+     ["stimulation rates 30001-40000 mHz (this monitor needs a range within 500-30000 mHz)"]),
+])
+def test_capabilities_ranges_at_their_limits(change, problems):
+    assert check_capabilities(dataclasses.replace(CAPS, **change)) == problems
+
+
+# ----------------------------------------------------------------------------- numbering: jumps and strays
+
+
+def _frames(v: FrameValidator, seqs, t0: int = 1_000_000) -> list[Verdict]:
+    out = []
+    for seq in seqs:
+        out += v.check(Frame(seq, BoardStatus(t0, Fault.NONE, (), 0, 1)), 1.0)
+    return out
+
+
+def test_frame_numbers_repeated_or_older_in_full():
+    v = FrameValidator()
+    _frames(v, [1000])
+    st = BoardStatus(1_000_000, Fault.NONE, (), 0, 1)
+    assert v.check(Frame(1000, st), 1.0) == [Verdict(1000, st, False, "duplicate", "", "frame number 1000 again")]
+    assert v.check(Frame(999, st), 1.0) == [
+        Verdict(999, st, False, "replayed", "", "frame number 999 is older than 1000")]
+
+
+def test_a_frame_numbered_half_the_numbering_ahead_is_older():
+    v = FrameValidator()
+    _frames(v, [1000])
+    assert [x.category for x in _frames(v, [1000 + SEQ_MODULO // 2])] == ["replayed"]
+    assert [x.category for x in _frames(v, [1000 + SEQ_MODULO // 2 - 1])] == ["ok"]
+
+
+@pytest.mark.parametrize(("back", "want"), [(1, "ok"), (64, "ok"), (65, "replayed")])
+def test_after_a_frame_numbered_ahead_the_numbering_may_go_on_within_64(back, want):
+    v = FrameValidator()
+    _frames(v, range(1000, 1005))  # last 1004
+    _frames(v, [5000])  # 3995 frames lost? or a stray
+    [x] = _frames(v, [1004 + back])
+    assert x.category == want
+    if want == "ok":
+        assert v.stats["stray_frames"] == 1 and v.stats["frames_missed"] == back - 1
+    else:
+        assert v.stats["stray_frames"] == 0 and v.stats["frames_missed"] == 3995
+
+
+def test_strays_are_counted_and_after_one_an_old_frame_is_a_replay():
+    v = FrameValidator()
+    _frames(v, range(1000, 1005))
+    _frames(v, [5000, 1005, 1006, 9000, 1007])
+    assert v.stats["stray_frames"] == 2 and v.stats["frames_missed"] == 0
+    assert [x.category for x in _frames(v, [1003])] == ["replayed"]
+
+
+def test_once_the_numbering_goes_on_after_a_jump_the_jump_was_real():
+    v = FrameValidator()
+    _frames(v, range(1000, 1005))
+    _frames(v, [5000, 5001])
+    assert [x.category for x in _frames(v, [1005])] == ["replayed"]
+    assert v.stats["frames_missed"] == 3995 and v.stats["stray_frames"] == 0
+
+
+def _hbs(b: Board, pairs) -> None:
+    for c, t in pairs:
+        assert b.rx(BoardHeartbeat(t, c)) == "ok", (c, t)
+
+
+@pytest.mark.parametrize(("back", "want"), [(1, "ok"), (2, "ok"), (64, "ok"), (65, "replayed")])
+def test_a_counter_stream_may_go_on_from_before_a_jump_within_64(back, want):
+    b = Board(None)
+    _hbs(b, [(1000, 1_000_000), (1001, 1_100_000), (5000, 1_150_000)])
+    v = b.verdict(BoardHeartbeat(1_200_000, 1001 + back))
+    assert v.category == want
+    assert b.v.stats["stray_frames"] == (1 if want == "ok" else 0)
+    if want == "ok":
+        assert b.v.stats["heartbeats_missed"] == back - 1
+
+
+def test_a_counter_gap_of_one_is_remembered_as_a_jump():
+    b = Board(None)
+    _hbs(b, [(0, 1_000_000), (1, 1_100_000), (3, 1_150_000), (2, 1_200_000)])  # 3 was a stray
+    assert b.v.stats["stray_frames"] == 1 and b.v.stats["heartbeats_missed"] == 0
+
+
+def test_counter_strays_are_counted():
+    b = Board(None)
+    _hbs(b, [(0, 1_000_000), (1, 1_100_000), (100, 1_150_000), (2, 1_200_000), (3, 1_300_000),
+             (200, 1_350_000), (4, 1_400_000)])
+    assert b.v.stats["stray_frames"] == 2 and b.v.stats["heartbeats_missed"] == 0
+
+
+def test_a_counter_half_the_numbering_ahead_is_older():
+    b = Board(None)
+    _hbs(b, [(0, 1_000_000)])
+    assert b.rx(BoardHeartbeat(1_100_000, SEQ_MODULO // 2)) == \
+        ("replayed", "", "heartbeat 2147483648 is older than 0")
+
+
+def test_a_heartbeat_back_in_time_is_not_taken_for_the_stream_before_a_jump():
+    b = Board(None)
+    _hbs(b, [(0, 1_000_000), (1, 1_100_000), (10, 1_500_000)])
+    assert b.rx(BoardHeartbeat(1_200_000, 11)) == \
+        bad("time_backwards", "heartbeat at board time 1200000 us, not after the previous one (1500000 us)")
+
+
+def test_an_invalid_frames_verdict_in_full():
+    v = FrameValidator()
+    hb = BoardHeartbeat(MAX_BOARD_TIME_US + 1, 0)
+    assert v.check(Frame(7, hb), 1.0) == [
+        Verdict(7, hb, False, "invalid", "board_time", "board time 281474976710657 us (8.92 years) is beyond any "
+                                                       "plausible uptime (at most 281474976710656 us)")]
