@@ -374,3 +374,14 @@ def test_summary_per_side_and_as_a_copy():
     assert again["sides"]["L"]["steps"]["V1"]["amplitude_uV"] == 700.0
     assert again["staging"][0]["decision"]["reason"] == "risk"
     assert p.staging_recommendation()["decision"]["reason"] == "risk"
+
+
+def test_a_tagged_step_is_replaced_only_by_a_larger_response():
+    p, s = Procedure(), Stream()
+    first = s.resp(700.0, 6.0, step=Step.V1)
+    p.offer_tagged(first, True)
+    assert p.offer_tagged(s.resp(700.0, 6.1, step=Step.V1), True) is False  # as large: the first stays
+    assert p.step("L", "V1")["stimulus_index"] == first.stimulus.index
+    bigger = s.resp(750.0, 6.1, step=Step.V1)
+    assert p.offer_tagged(bigger, True) is True
+    assert p.step("L", "V1")["stimulus_index"] == bigger.stimulus.index

@@ -464,3 +464,90 @@ def test_the_falls_of_the_two_sides_may_be_the_window_and_its_microsecond_apart(
     w = float(st["rules.nmb_window_s"])
     assert Blockade.classify({"L": 0.0, "R": w + 1e-6}, st) == "BOTH_DOWN"
     assert Blockade.classify({"L": 0.0, "R": w + 2e-6}, st) == "NOT_BOTH"
+
+
+def test_a_probe_rebaseline_of_one_site_keeps_the_others_and_refuses_an_unwatched_site():
+    e, s = engine(), Stream()
+    run(e, [s.resp(700.0, 3.8, **PROBE_RLN), s.resp(600.0, 5.5, site=Site.VAGUS, source=Source.PROBE)])
+    e.rebaseline(Side.L, Source.PROBE, 50.0, site=Site.RLN)
+    assert e.probe_baseline(Site.RLN, Side.L) is None
+    assert e.probe_baseline(Site.VAGUS, Side.L)["amplitude_uV"] == 600.0
+    with pytest.raises(ValueError) as err:
+        e.rebaseline(Side.L, Source.PROBE, 50.0, site=Site.EBSLN)
+    assert str(err.value) == "probe baseline for site EBSLN: only VAGUS and RLN have one"
+
+
+# -- recovery --------------------------------------------------------------------------------
+
+def test_the_recovery_event_reports_its_values_rounded_for_the_record():
+    e, s = engine(), Stream(dt=1.00037)
+    run(e, [s.resp(700.123, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    ev = run(e, [s.resp(650.4567, 3.8004, **PROBE_RLN) for _ in range(3)])
+    assert kinds(ev) == ["signal_recovered"]
+    assert ev[0].detail == {
+        "source": "PROBE", "time_since_loss_s": 3.001, "loss_t_s": ev[0].detail["loss_t_s"],
+        "loss_stimulus_index": 2, "recovered": ["loss_of_signal"], "amplitude_uV": 650.46, "latency_ms": 3.8,
+        "baseline_uV": 700.12, "baseline_basis": "probe_baseline_first_response", "pct_of_baseline": 92.9,
+        "consecutive": 3, "message": "Signal recovered."}
+    # the site's other recovery watchers stop too
+    assert e.snapshot()["machines"]["recovery"] == {"RLN-L-APS": ["IDLE", 0], "RLN-L-PROBE": ["IDLE", 3],
+                                                    "RLN-L-VAGUS": ["IDLE", 0]}
+
+
+def test_a_recovery_before_the_responses_end_the_episode_ends_it_at_the_recovering_stimulus():
+    e, s = engine(rules__los_end_consecutive=5), Stream()
+    run(e, [s.resp(700.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    ev = run(e, [s.resp(700.0, 3.8, **PROBE_RLN) for _ in range(3)])
+    assert kinds(ev) == ["signal_recovered"]
+    episode = e.state()["sites"]["RLN-L"]["episode"]
+    assert (episode["ended_t_s"], episode["ended_stimulus_index"]) == (ev[0].t_s, ev[0].stimulus_index)
+
+
+def test_an_old_snapshot_without_episodes_still_recovers():
+    e, s = engine(), Stream()
+    run(e, [s.resp(700.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    snap = json.loads(json.dumps(e.snapshot()))
+    del snap["episodes"]
+    resumed = RuleEngine.restore(e.settings, snap)
+    assert kinds(run(resumed, [s.resp(700.0, 3.8, **PROBE_RLN) for _ in range(3)])) == ["signal_recovered"]
+
+
+def test_a_later_recovery_keeps_the_record_of_the_last_blockade():
+    e, s = engine(), Stream()
+    _blockade(e, s)
+    run(e, [s.resp(800.0, 6.0) for _ in range(3)])  # the left recovers: the blockade is over
+    last = e.state()["blockade"]["last_episode"]
+    assert last is not None and last["ended_t_s"] is not None
+    run(e, [s.resp(700.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    assert kinds(run(e, [s.resp(700.0, 3.8, **PROBE_RLN) for _ in range(3)])) == ["signal_recovered"]
+    assert e.state()["blockade"]["last_episode"] == last
+
+
+def test_the_interruptions_of_a_recovered_episode_are_reported_as_a_copy():
+    e, s = engine(rules__los_end_consecutive=2, rules__recovery_consecutive=4), Stream()
+    run(e, [s.resp(700.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    run(e, [s.resp(700.0, 3.8, **PROBE_RLN) for _ in range(2)])  # the episode ends, no recovery yet
+    ev = run(e, [s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])  # lost again at once: it continues
+    assert e.state()["sites"]["RLN-L"]["episode"]["interruptions"]
+    ev = run(e, [s.resp(700.0, 3.8, **PROBE_RLN) for _ in range(4)])
+    rec = [x for x in ev if x.kind.value == "signal_recovered"]
+    assert rec and rec[0].detail["interruptions"]
+    rec[0].detail["interruptions"][0]["spoilt"] = True
+    assert "spoilt" not in e.state()["sites"]["RLN-L"]["episode"]["interruptions"][0]
+
+
+def test_ebsln_counts_every_response_and_keeps_the_largest():
+    e, s = engine(), Stream()
+    eb = dict(site=Site.EBSLN, source=Source.PROBE)
+    run(e, [s.resp(300.0, 2.5, **eb), s.resp(450.0, 2.4, **eb), s.resp(350.0, 2.6, **eb)])
+    got = e.ebsln(Side.L)
+    assert (got["stimuli"], got["responses"], got["max_amplitude_uV"]) == (3, 3, 450.0)
+    assert got["first_response"]["amplitude_uV"] == 300.0 and got["last"]["amplitude_uV"] == 350.0
+
+
+def test_ebsln_below_a_raised_threshold_is_recorded_as_no_response_without_latency():
+    e, s = engine(analysis__event_threshold_uV=400.0), Stream()
+    run(e, [s.m(300.0, 2.5, site=Site.EBSLN, source=Source.PROBE, response=True)])
+    got = e.ebsln(Side.L)
+    assert got["last"]["response"] is False and got["last"]["latency_ms"] is None
+    assert got["present"] is False and got["responses"] == 0
