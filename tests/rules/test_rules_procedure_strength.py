@@ -385,3 +385,27 @@ def test_a_tagged_step_is_replaced_only_by_a_larger_response():
     bigger = s.resp(750.0, 6.1, step=Step.V1)
     assert p.offer_tagged(bigger, True) is True
     assert p.step("L", "V1")["stimulus_index"] == bigger.stimulus.index
+
+
+@pytest.mark.parametrize("answers, conclusion, next_check", [
+    ({}, "open", "current_delivered"),
+    ({"current_delivered": True}, "open", "leads_ok"),
+    ({"leads_ok": False}, "stimulation_problem", None),
+    ({"nmb_ok": False}, "neuromuscular_blockade", None),
+    ({"contralateral_vagus": False}, "system_fault_likely", None),
+    ({"laryngeal_twitch": True}, "recording_problem_likely", None),
+    ({"secretions_ok": False}, "recording_problem_likely", None),
+    ({"current_delivered": True, "laryngeal_twitch": False, "contralateral_vagus": True}, "true_los", None),
+])
+def test_the_checks_conclude(answers, conclusion, next_check):
+    p = lost()
+    for i, (check, answer) in enumerate(answers.items()):
+        p.answer("L", check, answer, 110.0 + i)
+    rec = p.troubleshooting("L")
+    assert (rec["conclusion"], rec["concluded_by"], rec["next_check"]) == (conclusion, "checks", next_check)
+
+
+def test_offer_tagged_says_whether_the_measurement_became_the_steps_value():
+    p, s = Procedure(), Stream()
+    assert p.offer_tagged(s.resp(700.0, 6.0), True) is False  # untagged: no step
+    assert p.offer_tagged(s.resp(700.0, 6.0, step=Step.V1), True) is True  # the first V1
