@@ -551,3 +551,42 @@ def test_ebsln_below_a_raised_threshold_is_recorded_as_no_response_without_laten
     got = e.ebsln(Side.L)
     assert got["last"]["response"] is False and got["last"]["latency_ms"] is None
     assert got["present"] is False and got["responses"] == 0
+
+
+# -- the neuromuscular blockade event --------------------------------------------------------
+
+def test_the_blockade_event_and_state_carry_each_sides_fall_exactly():
+    from app.rules.engine import NMB_ADVICE, NMB_MESSAGE
+
+    e, s = engine(), Stream(dt=1.00037)
+    aps_baseline(e, s, amp=800.123, lat=6.4004)
+    v1 = s.resp(600.0, 5.5, step=Step.V1, **RV)
+    run(e, [v1])
+    assert e.nmb_reference(Side.R) == {"basis": "V1", "site": "VAGUS", "source": "PROBE", "amplitude_uV": 600.0,
+                                       "latency_ms": 5.5, "stimulus_index": v1.stimulus.index}
+    ref_l = e.nmb_reference(Side.L)
+    assert ref_l == {"basis": "aps_baseline", "site": "VAGUS", "source": "APS",
+                     "amplitude_uV": ref_l["amplitude_uV"], "latency_ms": ref_l["latency_ms"]}
+    assert round(ref_l["amplitude_uV"], 3) == 800.123 and round(ref_l["latency_ms"], 4) == 6.4004
+    left = [s.resp(300.123, 6.2004) for _ in range(3)]
+    run(e, left)
+    right = [s.resp(200.0, 5.6, **RV) for _ in range(3)]
+    ev = run(e, right)
+    assert kinds(ev) == ["neuromuscular_blockade_suspected"]
+    down = {
+        "L": {"t_s": left[-1].t_end_s, "stimulus_index": left[-1].stimulus.index, "site": "VAGUS", "source": "APS",
+              "amplitude_uV": 300.12, "latency_ms": 6.2, "reference": "aps_baseline", "reference_uV": 800.12,
+              "reference_latency_ms": 6.4, "amplitude_pct": 37.5, "latency_pct": 96.9},
+        "R": {"t_s": right[-1].t_end_s, "stimulus_index": right[-1].stimulus.index, "site": "VAGUS",
+              "source": "PROBE", "amplitude_uV": 200.0, "latency_ms": 5.6, "reference": "V1", "reference_uV": 600.0,
+              "reference_latency_ms": 5.5, "amplitude_pct": 33.3, "latency_pct": 101.8},
+    }
+    assert ev[0].detail == {"sides": down, "apart_s": 3.001, "window_s": 300.0, "amplitude_pct_limit": 50.0,
+                            "latency_pct_limit": 110.0, "message": NMB_MESSAGE, "advice": NMB_ADVICE}
+    assert (ev[0].side, ev[0].site, ev[0].t_s) == (Side.R, Site.VAGUS, right[-1].t_end_s)
+    assert e.state()["blockade"] == {
+        "state": "SUSPECTED", "down": down, "last_episode": None,
+        "episode": {"t_s": right[-1].t_end_s, "stimulus_index": right[-1].stimulus.index, "sides": down}}
+    ev[0].detail["sides"]["L"]["amplitude_uV"] = 1.0
+    assert e.state()["blockade"]["down"]["L"]["amplitude_uV"] == 300.12
+    assert e.state()["blockade"]["episode"]["sides"]["L"]["amplitude_uV"] == 300.12
