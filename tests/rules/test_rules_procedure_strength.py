@@ -409,3 +409,87 @@ def test_offer_tagged_says_whether_the_measurement_became_the_steps_value():
     p, s = Procedure(), Stream()
     assert p.offer_tagged(s.resp(700.0, 6.0), True) is False  # untagged: no step
     assert p.offer_tagged(s.resp(700.0, 6.0, step=Step.V1), True) is True  # the first V1
+
+
+# -- the troubleshooting record of a loss ----------------------------------------------------
+
+def test_a_loss_opens_a_record_and_a_second_site_joins_it():
+    p = Procedure()
+    rec = p.on_loss("L", "RLN", 100.0, 3, current_measured=True)
+    assert rec == {"id": 1, "side": "L", "t_s": 100.0, "stimulus_index": 3,
+                   "sites": {"RLN": {"t_s": 100.0, "stimulus_index": 3, "recovered_t_s": None}},
+                   "answers": {"current_delivered": {
+                       "answer": "yes", "by": "monitor", "t_s": 100.0,
+                       "note": "delivered current measured within tolerance on the stimuli that lost the signal"}},
+                   "verdict": None, "recovered_t_s": None}
+    rec = p.on_loss(Side.L, Site.VAGUS, 105.0, 5)
+    assert rec["id"] == 1 and rec["sites"]["VAGUS"] == {"t_s": 105.0, "stimulus_index": 5, "recovered_t_s": None}
+    assert p.on_loss("R", "RLN", 106.0, 6)["id"] == 2
+    rec["answers"].clear()
+    assert p.troubleshooting("L")["answers"]["current_delivered"]["by"] == "monitor"
+
+
+def test_a_loss_without_measured_current_leaves_the_check_to_the_operator():
+    p = Procedure()
+    assert p.on_loss("L", "RLN", 100.0, 3)["answers"] == {}
+    p.answer("L", "current_delivered", False, 101.0)
+    p.on_loss("L", "VAGUS", 102.0, 4, current_measured=True)  # the operator's answer is kept
+    assert p.troubleshooting("L")["answers"]["current_delivered"]["answer"] == "no"
+
+
+def test_a_loss_continued_after_recovery_reopens_the_same_record():
+    p = Procedure()
+    p.on_loss("L", "RLN", 100.0, 3)
+    p.on_recovery("L", "RLN", 110.0)
+    rec = p.on_loss("L", "RLN", 120.0, 9, continued=True)
+    assert rec["id"] == 1 and rec["recovered_t_s"] is None and rec["reopened_t_s"] == [120.0]
+    assert rec["sites"]["RLN"] == {"t_s": 100.0, "stimulus_index": 3, "recovered_t_s": None,
+                                   "continued": [{"t_s": 120.0, "stimulus_index": 9}]}
+    assert len(p.records()) == 1
+    # a continued loss of another site, with no record open, starts a new record
+    p.on_recovery("L", "RLN", 130.0)
+    assert p.on_loss("L", "VAGUS", 131.0, 10, continued=True)["id"] == 2
+
+
+def test_the_staging_recommendation_names_its_basis_and_the_second_side():
+    from app.rules.procedure import STAGING_MESSAGE
+
+    p = _true_los_first_side()
+    assert p.staging_recommendation() == {
+        "id": 1, "record_id": 1, "side": "L", "second_side": "R", "since_t_s": 112.0, "message": STAGING_MESSAGE,
+        "basis_ended_t_s": None, "basis_end_reason": None, "decision": None}
+
+
+@pytest.mark.parametrize("end, reason", [
+    (lambda p: p.set_plan(["L"], 150.0), "plan changed"),
+    (lambda p: p.on_recovery("L", "RLN", 150.0), "recovered"),
+    (lambda p: p.set_verdict("L", "not_true_los", "tube moved", 150.0), "verdict changed"),
+])
+def test_the_staging_basis_ends_with_its_reason(end, reason):
+    p = _true_los_first_side()
+    end(p)
+    assert p.staging_recommendation() is None
+    h = p.staging_history()
+    assert len(h) == 1 and (h[0]["basis_ended_t_s"], h[0]["basis_end_reason"]) == (150.0, reason)
+
+
+def test_a_new_basis_after_the_end_is_a_new_recommendation():
+    p = _true_los_first_side()
+    p.set_verdict("L", "not_true_los", "tube moved", 150.0)
+    p.set_verdict("L", "true_los", "no twitch after all", 160.0)
+    h = p.staging_history()
+    assert [(x["id"], x["since_t_s"], x["basis_ended_t_s"]) for x in h] == [(1, 112.0, 150.0), (2, 160.0, None)]
+    assert p.staging_recommendation()["id"] == 2
+
+
+def test_no_staging_without_a_bilateral_plan_or_on_the_second_side():
+    p = Procedure()
+    p.set_plan(["L"], 5.0)
+    p.on_loss("L", "RLN", 100.0, 3)
+    p.set_verdict("L", "true_los", "seen", 110.0)
+    assert p.staging_recommendation() is None and p.staging_history() == []
+    q = Procedure()
+    q.set_plan(["L", "R"], 5.0)
+    q.on_loss("R", "RLN", 100.0, 3)
+    q.set_verdict("R", "true_los", "seen", 110.0)
+    assert q.staging_recommendation() is None
