@@ -590,3 +590,16 @@ def test_the_blockade_event_and_state_carry_each_sides_fall_exactly():
     ev[0].detail["sides"]["L"]["amplitude_uV"] = 1.0
     assert e.state()["blockade"]["down"]["L"]["amplitude_uV"] == 300.12
     assert e.state()["blockade"]["episode"]["sides"]["L"]["amplitude_uV"] == 300.12
+
+
+def test_while_the_aps_baseline_is_collected_again_the_blockade_reference_is_the_v1():
+    e, s = engine(), Stream()
+    aps_baseline(e, s)
+    assert e.nmb_reference(Side.L)["basis"] == "aps_baseline"
+    e.rebaseline(Side.L, t_s=60.0)
+    assert e.nmb_reference(Side.L) is None
+    v1 = s.resp(650.0, 6.0, step=Step.V1, source=Source.PROBE)
+    run(e, [v1])
+    assert e.nmb_reference(Side.L)["basis"] == "V1"
+    aps_baseline(e, s)
+    assert e.nmb_reference(Side.L)["basis"] == "aps_baseline"
