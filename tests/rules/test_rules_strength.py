@@ -371,7 +371,7 @@ def test_events_waiting_for_the_next_measurement_survive_a_restore():
 def test_an_aps_rebaseline_ends_the_amplitude_decrease_at_the_site_of_its_baseline():
     e, s = engine(), Stream()
     run(e, [s.resp(800.0, 6.0, site=Site.RLN) for _ in range(20)])  # the APS electrode on the RLN
-    assert e.aps_baseline(Side.L)["site"] == "RLN"
+    assert e.aps_baseline(Side.L)["site"] == "RLN" and e.nmb_reference(Side.L)["site"] == "RLN"
     assert kinds(run(e, [s.resp(300.0, 6.1, site=Site.RLN) for _ in range(3)])) == ["amplitude_decrease"]
     assert e.state()["sites"]["RLN-L"]["loss"]["conditions"] == ["amplitude_decrease"]
     e.rebaseline(Side.L, t_s=90.0)
