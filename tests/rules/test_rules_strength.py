@@ -603,3 +603,35 @@ def test_while_the_aps_baseline_is_collected_again_the_blockade_reference_is_the
     assert e.nmb_reference(Side.L)["basis"] == "V1"
     aps_baseline(e, s)
     assert e.nmb_reference(Side.L)["basis"] == "aps_baseline"
+
+
+# -- a loss of signal opens its records ------------------------------------------------------
+
+@pytest.mark.parametrize("delivered, answers", [
+    (1.0, {"current_delivered": {"answer": "yes", "by": "monitor", "t_s": 12.05,
+                                 "note": "delivered current measured within tolerance on the stimuli that lost the "
+                                         "signal"}}),
+    (None, {}),
+])
+def test_a_loss_of_signal_opens_its_record_and_documents_the_r2_it_was(delivered, answers):
+    e, s = engine(), Stream()
+    ms = [s.resp(700.0, 3.8, **PROBE_RLN), s.miss(delivered=delivered, **PROBE_RLN),
+          s.miss(delivered=delivered, **PROBE_RLN)]
+    assert kinds(run(e, ms)) == ["baseline_set", "loss_of_signal"]
+    lost = ms[-1]
+    assert e.state()["sites"]["RLN-L"]["loss"] == {"t_s": lost.t_end_s, "stimulus_index": lost.stimulus.index,
+                                                  "conditions": ["loss_of_signal"]}
+    assert e.procedure.troubleshooting("L")["answers"] == answers
+    docs = e.take_documented_steps()
+    assert [(d["side"], d["step"], d["measurement"]) for d in docs] == [("L", "R2", lost)]
+    assert (docs[0]["value"]["how"], docs[0]["value"]["stimulus_index"]) == ("after_loss", lost.stimulus.index)
+    assert e.take_documented_steps() == []
+
+
+def test_an_aps_baseline_saved_without_its_site_is_taken_as_the_vagus():
+    e, s = engine(), Stream()
+    aps_baseline(e, s)
+    snap = json.loads(json.dumps(e.snapshot()))
+    del snap["aps"]["L"]["baseline"]["site"]
+    resumed = RuleEngine.restore(e.settings, snap)
+    assert resumed.nmb_reference(Side.L)["site"] == "VAGUS"
