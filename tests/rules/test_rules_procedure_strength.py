@@ -493,3 +493,40 @@ def test_no_staging_without_a_bilateral_plan_or_on_the_second_side():
     q.on_loss("R", "RLN", 100.0, 3)
     q.set_verdict("R", "true_los", "seen", 110.0)
     assert q.staging_recommendation() is None
+
+
+# -- steps documented after a loss -----------------------------------------------------------
+
+def test_the_stimulation_after_a_loss_is_offered_and_documented_until_a_better_one_or_a_tag():
+    p, s = lost(), Stream()
+    miss = s.miss(set_mA=1.0, delivered=1.0, **PROBE_RLN)
+    v = p.document_after_loss("R2", miss, False, {"amplitude_uV": 30.0})
+    assert v == {"site": "RLN", "source": "PROBE", "response": False, "amplitude_uV": 30.0, "latency_ms": None,
+                 "onset_latency_ms": None, "set_mA": 1.0, "delivered_mA": 1.0, "pw_us": 100,
+                 "t_s": miss.stimulus.t_s, "stimulus_index": miss.stimulus.index, "how": "after_loss", "count": 1,
+                 "record_id": 1}
+    offer = p.offer("L", "R2")
+    assert offer["message"] == (f"R2 can be recorded from stimulus #{miss.stimulus.index} "
+                                "(no response, 30 µV at 1.0 mA, 1.00 mA delivered).")
+    assert (offer["step"], offer["how"], offer["measurement"]) == ("R2", "after_loss", {"amplitude_uV": 30.0})
+    # another silent one changes nothing; a response replaces it
+    assert p.document_after_loss("R2", s.miss(**PROBE_RLN), False) is None
+    resp = s.resp(500.0, 3.9, **PROBE_RLN)
+    assert p.document_after_loss("R2", resp, True)["stimulus_index"] == resp.stimulus.index
+    assert p.offer("L", "R2")["measurement"] is None
+    # a tagged value stays, the offer is still made
+    p.capture_step("V2", s.resp(400.0, 6.0), True, 140.0)
+    v2 = s.miss()
+    assert p.document_after_loss("V2", v2, False) is None
+    assert p.step("L", "V2")["how"] == "operator" and p.offer("L", "V2")["stimulus_index"] == v2.stimulus.index
+    # the recovery withdraws the documented values, not the operator's
+    p.on_recovery("L", "RLN", 150.0)
+    assert p.step("L", "R2") is None and p.step("L", "V2")["how"] == "operator"
+
+
+def test_only_r2_and_v2_are_documented_after_a_loss_and_only_with_a_record_open():
+    p, s = Procedure(), Stream()
+    assert p.document_after_loss("R2", s.miss(**PROBE_RLN), False) is None
+    with pytest.raises(ProcedureError) as err:
+        lost().document_after_loss("V1", s.miss(), False)
+    assert str(err.value) == "step V1: only R2, V2 are documented after a loss"
