@@ -530,3 +530,15 @@ def test_only_r2_and_v2_are_documented_after_a_loss_and_only_with_a_record_open(
     with pytest.raises(ProcedureError) as err:
         lost().document_after_loss("V1", s.miss(), False)
     assert str(err.value) == "step V1: only R2, V2 are documented after a loss"
+
+
+def test_a_contralateral_vagal_response_answers_that_check_once():
+    assert Procedure().note_contralateral_vagus("L", 120.0, 600.0) is False  # no record
+    p = lost()
+    assert p.note_contralateral_vagus("L", 120.0, 612.4) is True
+    assert p.troubleshooting("L")["answers"]["contralateral_vagus"] == {
+        "answer": "yes", "by": "monitor", "t_s": 120.0, "note": "response measured (612 uV)"}
+    assert p.note_contralateral_vagus("L", 130.0, 700.0) is False
+    q = lost()
+    q.note_contralateral_vagus("L", 120.0, None)
+    assert q.troubleshooting("L")["answers"]["contralateral_vagus"]["note"] == "response measured"
