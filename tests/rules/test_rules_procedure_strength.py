@@ -542,3 +542,50 @@ def test_a_contralateral_vagal_response_answers_that_check_once():
     q = lost()
     q.note_contralateral_vagus("L", 120.0, None)
     assert q.troubleshooting("L")["answers"]["contralateral_vagus"]["note"] == "response measured"
+
+
+def test_a_new_loss_at_a_site_of_the_open_record_starts_the_site_again():
+    p = Procedure()
+    p.on_loss("L", "RLN", 100.0, 3)
+    p.on_loss("L", "VAGUS", 105.0, 4)
+    p.on_recovery("L", "RLN", 110.0)  # the vagus is still lost: the record stays open
+    rec = p.on_loss("L", "RLN", 200.0, 9)
+    assert rec["sites"]["RLN"] == {"t_s": 200.0, "stimulus_index": 9, "recovered_t_s": None}
+
+
+def test_the_record_a_continued_loss_returns_is_a_copy():
+    p = Procedure()
+    p.on_loss("L", "RLN", 100.0, 3)
+    p.on_recovery("L", "RLN", 110.0)
+    rec = p.on_loss("L", "RLN", 120.0, 9, continued=True)
+    rec["sites"]["RLN"]["continued"].append("spoilt")
+    assert p.troubleshooting("L")["sites"]["RLN"]["continued"] == [{"t_s": 120.0, "stimulus_index": 9}]
+
+
+def test_a_loss_that_completes_or_reopens_the_true_loss_starts_a_staging_recommendation_then():
+    p = Procedure()
+    p.set_plan(["L", "R"], 5.0)
+    p.on_loss("L", "RLN", 100.0, 3)
+    p.answer("L", "laryngeal_twitch", False, 110.0)
+    p.answer("L", "contralateral_vagus", True, 111.0)
+    assert p.staging_recommendation() is None  # the current is not known yet
+    p.on_loss("L", "VAGUS", 130.0, 5, current_measured=True)
+    assert p.staging_recommendation()["since_t_s"] == 130.0
+    p.answer("L", "tube_position_ok", True, 135.0)  # the same basis: the same recommendation
+    assert len(p.staging_history()) == 1
+    p.on_recovery("L", "RLN", 140.0)
+    p.on_recovery("L", "VAGUS", 141.0)
+    assert p.staging_recommendation() is None
+    p.on_loss("L", "RLN", 150.0, 8, continued=True)
+    assert p.staging_recommendation()["since_t_s"] == 150.0 and len(p.staging_history()) == 2
+
+
+def test_the_end_of_a_staging_basis_is_read_from_its_own_record():
+    p = Procedure()
+    p.set_plan(["L", "R"], 5.0)
+    p.on_loss("R", "RLN", 50.0, 1)
+    p.on_recovery("R", "RLN", 60.0)  # a recovered record of the other side
+    p.on_loss("L", "RLN", 100.0, 3)
+    p.set_verdict("L", "true_los", "seen", 110.0)
+    p.set_plan(["L"], 120.0)
+    assert p.staging_history()[0]["basis_end_reason"] == "plan changed"
