@@ -589,3 +589,15 @@ def test_the_end_of_a_staging_basis_is_read_from_its_own_record():
     p.set_verdict("L", "true_los", "seen", 110.0)
     p.set_plan(["L"], 120.0)
     assert p.staging_history()[0]["basis_end_reason"] == "plan changed"
+
+
+def test_a_step_without_a_response_keeps_no_latency():
+    from app.model import Measurement, Stimulus
+
+    stim = Stimulus(index=4, t_s=1.0, site=Site.VAGUS, side=Side.L, source=Source.PROBE, set_mA=1.0, delivered_mA=1.0)
+    m = Measurement(stim, Side.L.channel, True, None, True, 80.0, 6.0, 5.2)  # below the response threshold
+    p = Procedure()
+    v = p.capture_step(Step.V1, m, False, 2.0)
+    assert (v["response"], v["latency_ms"], v["onset_latency_ms"]) == (False, None, None)
+    v = p.capture_step(Step.V2, m, True, 3.0)
+    assert (v["response"], v["latency_ms"], v["onset_latency_ms"]) == (True, 6.0, 5.2)

@@ -635,3 +635,35 @@ def test_an_aps_baseline_saved_without_its_site_is_taken_as_the_vagus():
     del snap["aps"]["L"]["baseline"]["site"]
     resumed = RuleEngine.restore(e.settings, snap)
     assert resumed.nmb_reference(Side.L)["site"] == "VAGUS"
+
+
+# -- the APS amplitude events ----------------------------------------------------------------
+
+@pytest.mark.parametrize("lat, kind, latency_ms, latency_pct", [
+    (7.2104, "combined_event", 7.21, 112.7),
+    (6.2004, "amplitude_decrease", 6.2, 96.9),
+])
+def test_the_aps_amplitude_events_report_their_values_rounded(lat, kind, latency_ms, latency_pct):
+    from app.rules.engine import AMPLITUDE_DECREASE_ADVICE, AMPLITUDE_DECREASE_MESSAGE
+
+    e, s = engine(), Stream()
+    aps_baseline(e, s, amp=800.123, lat=6.4004)
+    ev = run(e, [s.resp(300.123, lat) for _ in range(3)])
+    assert kinds(ev) == [kind]
+    want = {"source": "APS", "consecutive": 3, "amplitude_uV": 300.12, "latency_ms": latency_ms,
+            "amplitude_pct": 37.5, "latency_pct": latency_pct, "baseline_amplitude_uV": 800.12,
+            "baseline_latency_ms": 6.4}
+    if kind == "combined_event":
+        want["message"] = "Combined event: amplitude down and latency up (traction injury pattern). Release traction."
+    else:
+        want.update(message=AMPLITUDE_DECREASE_MESSAGE, advice=AMPLITUDE_DECREASE_ADVICE)
+    assert ev[0].detail == want
+
+
+def test_a_side_back_up_is_no_longer_down():
+    e, s = engine(), Stream()
+    aps_baseline(e, s)
+    run(e, [s.resp(300.0, 6.2) for _ in range(3)])
+    assert e.state()["blockade"]["down"]["L"] is not None
+    run(e, [s.resp(800.0, 6.0)])
+    assert e.state()["blockade"]["down"] == {"L": None, "R": None}
