@@ -104,9 +104,11 @@ class Machine:
                     raise RuleTableError(f"{self.name}: no transition for {state} on {symbol}")
                 if rows[-1].when:
                     # the guarded rows must pair up as run<X / run>=X over the same limit
-                    limits = {_WHEN.fullmatch(r.when).group(2) for r in rows}  # type: ignore[union-attr]
-                    ops = {_WHEN.fullmatch(r.when).group(1) for r in rows}  # type: ignore[union-attr]
-                    if len(limits) != 1 or ops != {"<", ">="} or any(not r.when for r in rows):
+                    # (an unguarded row among them is refused too, not read as a condition)
+                    whens = [_WHEN.fullmatch(r.when) for r in rows]
+                    limits = {w.group(2) for w in whens if w}
+                    ops = {w.group(1) for w in whens if w}
+                    if len(limits) != 1 or ops != {"<", ">="} or not all(whens):
                         raise RuleTableError(
                             f"{self.name}: guarded transitions for {state} on {symbol} do not cover every run"
                         )
