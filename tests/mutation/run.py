@@ -331,6 +331,7 @@ def report(cores: list[Core]) -> int:
     accepted = load_accepted()
     rows: list[tuple[str, Counter[str]]] = []
     survivors: list[tuple[str, str]] = []
+    verdicts: dict[str, str] = {}
     for core in cores:
         work = WORK / core.name
         for path, meta in zip(core_files(core), meta_paths(work, core), strict=True):
@@ -340,6 +341,7 @@ def report(cores: list[Core]) -> int:
             codes = json.loads(meta.read_text())["exit_code_by_key"]
             counts = Counter(status(code) for code in codes.values())
             rows.append((path, counts))
+            verdicts.update((key, status(code)) for key, code in codes.items())
             survivors += [(key, status(code)) for key, code in sorted(codes.items())
                           if status(code) in ("survived", "no tests", "suspicious")]
     total = Counter[str]()
@@ -359,11 +361,14 @@ def report(cores: list[Core]) -> int:
     for key, st in survivors:
         reason = accepted.get(key)
         print(f"  {key} [{st}]: {reason}" if reason else f"  {key} [{st}]: UNEXPLAINED")
-    names = {k for k, _ in survivors}
-    stale = sorted(k for k in accepted if k not in names and any(k.startswith(f.removesuffix(".py").replace("/", "."))
-                                                               for c in cores for f in core_files(c)))
-    for key in stale:
-        print(f"  {key}: listed as accepted but no longer surviving (remove it from survivors.md)")
+    # an accepted survivor the tests now kill, or a mutant that no longer exists (one not yet
+    # tested is neither)
+    prefixes = tuple(f.removesuffix(".py").replace("/", ".") for c in cores for f in core_files(c))
+    for key in sorted(k for k in accepted if k.startswith(prefixes)):
+        if verdicts.get(key) in ("killed", "timeout"):
+            print(f"  {key}: listed as accepted but now killed (remove it from survivors.md)")
+        elif key not in verdicts and any(k.startswith(key.split("__mutmut_")[0]) for k in verdicts):
+            print(f"  {key}: listed as accepted but no such mutant (remove it from survivors.md)")
     if total["unchecked"]:
         print(f"INCOMPLETE: {total['unchecked']} mutants not yet tested; run again to carry on")
     killed = total["killed"] + total["timeout"]
