@@ -83,13 +83,13 @@ class FlowFinding:
 class _Epochs:
     __slots__ = ("rate", "changed", "settled", "last", "onset", "slots", "arrived", "lost")
 
-    def __init__(self) -> None:
+    def __init__(self, window: int) -> None:
         self.rate: float | None = None
         self.changed = 0.0
         self.settled = 0.0
         self.last: float | None = None  # host time of the last epoch since the change
         self.onset: int | None = None  # board time of the last epoch counted for losses
-        self.slots: deque[int] = deque(maxlen=LOSS_WINDOW)
+        self.slots: deque[int] = deque(maxlen=window)  # 1 received, 0 lost, oldest first
         self.arrived = 0
         self.lost = 0
 
@@ -117,9 +117,7 @@ class FlowSupervisor:
         self.loss_window = int(loss_window)
         self.loss_limit = int(loss_limit)
         self.active = False
-        self._epochs = {o: _Epochs() for o in Output}
-        for e in self._epochs.values():
-            e.slots = deque(maxlen=self.loss_window)
+        self._epochs = {o: _Epochs(self.loss_window) for o in Output}
         self._window_s = 0.06
         self._emg_block_s: float | None = None  # None: no stream expected
         self._emg_changed = 0.0
@@ -216,12 +214,12 @@ class FlowSupervisor:
         found += self._check_status(now)
         return found
 
-    def _deadline(self, last: float | None, changed: float, steady_s: float) -> tuple[float, float]:
-        """(deadline, reference): the steady rule from the last arrival, never earlier than
-        the same rule plus a grace of one period + margin from the last change."""
-        start = changed + steady_s
-        deadline = max(last + steady_s if last is not None else start, start)
-        return deadline, (last if last is not None else changed)
+    @staticmethod
+    def _deadline(last: float | None, grace_end: float, steady_s: float) -> float:
+        """The steady rule from the last arrival, never earlier than the same rule from the
+        end of the grace after the last change (``grace_end``)."""
+        start = grace_end + steady_s
+        return max(last + steady_s if last is not None else start, start)
 
     def _check_epochs(self, now: float, out: Output, e: _Epochs) -> list[FlowFinding]:
         if e.rate is None:
@@ -230,11 +228,9 @@ class FlowSupervisor:
         words, expected = OUTPUT_WORDS[out], _per(e.rate)
         found = []
         steady = self.missing_epochs * period + self.margin_s
-        deadline, ref = self._deadline(e.last, e.changed + self._window_s + period + self.margin_s, steady)
-        if e.last is None:
-            ref = e.changed
+        deadline = self._deadline(e.last, e.changed + self._window_s + period + self.margin_s, steady)
         if now >= deadline:
-            gap = now - ref
+            gap = now - (e.last if e.last is not None else e.changed)
             found.append(FlowFinding(f"epochs:{out.name}", "epochs",
                                      f"no stimulus responses from {words} for {gap:.1f} s (expected {expected})",
                                      gap, expected, out))
@@ -250,24 +246,20 @@ class FlowSupervisor:
         if block_s is None:
             return []
         steady = block_s + self.emg_stall_s
-        deadline, ref = self._deadline(self._emg_last, self._emg_changed + block_s + self.margin_s, steady)
-        if self._emg_last is None:
-            ref = self._emg_changed
-        if now < deadline:
+        last = self._emg_last
+        if now < self._deadline(last, self._emg_changed + block_s + self.margin_s, steady):
             return []
-        gap = now - ref
+        gap = now - (last if last is not None else self._emg_changed)
         expected = f"a block every {_ms(block_s)}"
         return [FlowFinding("emg", "emg", f"no EMG from the board for {gap:.1f} s (expected {expected})", gap,
                             expected)]
 
     def _check_status(self, now: float) -> list[FlowFinding]:
         steady = self.status_period_s + self.status_late_s
-        deadline, ref = self._deadline(self._status_last, self._status_changed + self.margin_s, steady)
-        if self._status_last is None:
-            ref = self._status_changed
-        if now < deadline:
+        last = self._status_last
+        if now < self._deadline(last, self._status_changed + self.margin_s, steady):
             return []
-        gap = now - ref
+        gap = now - (last if last is not None else self._status_changed)
         expected = f"every {_ms(self.status_period_s)}"
         return [FlowFinding("status", "status", f"no status from the board for {gap:.1f} s (expected {expected})",
                             gap, expected)]

@@ -245,3 +245,52 @@ def test_periods_under_a_second_are_worded_in_milliseconds():
     sup = FlowSupervisor(status_period_s=0.9)
     sup.reset(0.0)
     assert keyed(sup, 10.0)["status"].expected == "every 900 ms"
+
+
+def test_a_new_supervisor_expects_nothing_and_its_snapshot_says_so():
+    sup = FlowSupervisor()
+    snap = sup.snapshot(5.0)
+    assert snap["active"] is False
+    assert (snap["emg_block_s"], snap["emg_since_last_s"], snap["status_since_last_s"]) == (None, None, None)
+    assert snap["findings"] == []
+    assert all(o == {"rate_hz": None, "epochs": 0, "epochs_lost": 0, "since_last_s": None}
+               for o in snap["outputs"].values())
+
+
+def test_epochs_are_missing_at_their_deadline_exactly():
+    # figures exact in binary: window 0.5 s, margin 0.25 s, 1 Hz -> steady rule 2.25 s
+    sup = FlowSupervisor(margin_s=0.25)
+    sup.reset(0.0)
+    sup.acquisition(0.0, stream_rate_hz=None, block_samples=None, epoch_window_s=0.5)
+    sup.output(0.0, Output.APS, 1.0)
+    sup.epoch(10.0, Output.APS, 10_000_000)
+    assert "epochs:APS" not in keyed(sup, 12.25 - 2 ** -20)
+    f = keyed(sup, 12.25)["epochs:APS"]
+    assert f.missing_s == 2.25
+
+
+def test_the_epoch_window_is_60_ms_unless_the_acquisition_says_otherwise():
+    # grace after a change: window + period + margin, then the steady rule (2 periods + margin)
+    for window, due in ((None, 0.06 + 1.0 + 0.08 + 2.08), (0.5, 0.5 + 1.0 + 0.08 + 2.08)):
+        sup = FlowSupervisor()
+        sup.reset(0.0)
+        if window is None:
+            sup.acquisition(0.0, stream_rate_hz=None, block_samples=None)
+        else:
+            sup.acquisition(0.0, stream_rate_hz=None, block_samples=None, epoch_window_s=window)
+        sup.output(0.0, Output.APS, 1.0)
+        assert "epochs:APS" not in keyed(sup, due - EPS)
+        f = keyed(sup, due + LATE)["epochs:APS"]
+        assert f.missing_s == pytest.approx(due)  # since the output was switched on
+
+
+def test_losses_older_than_the_window_are_forgotten():
+    sup = FlowSupervisor(loss_window=4, loss_limit=2)
+    sup.reset(0.0)
+    sup.output(0.0, Output.APS, 1.0)
+    for s in (2, 4, 6):  # pulses 3 and 5 lost: slots lost, received, lost, received
+        sup.epoch(s + 0.06, Output.APS, s * 1_000_000)
+    assert "epoch_loss:APS" in keyed(sup, 6.1)
+    sup.epoch(7.06, Output.APS, 7_000_000)  # the loss of pulse 3 leaves the four-slot window
+    assert "epoch_loss:APS" not in keyed(sup, 7.1)
+    assert sup.snapshot(7.1)["outputs"]["APS"]["epochs_lost"] == 2
