@@ -26,6 +26,7 @@ files and their tests are the table ``CORES`` below. Usage::
     python tests/mutation/run.py [--jobs 2] [--core rules ...] [--with-analysis] [--report] [--fresh]
     python tests/mutation/run.py --diffs [--core rules]   # what the unexplained survivors change
     python tests/mutation/run.py --save-record [--core codec]  # keep an interrupted run's verdicts
+    python tests/mutation/run.py --core flow --only 'firmware_bridge.flow.*_check_epochs__*'  # again, these
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def retest_survivors_if_tests_changed(work: Path, core: Core) -> int:
     return reset
 
 
-def run_core_in_this_process(core: Core, jobs: int) -> None:
+def run_core_in_this_process(core: Core, jobs: int, only: tuple[str, ...] = ()) -> None:
     """Run mutmut for one core (called in a child process whose working folder is the core's)."""
     import mutmut.__main__ as mutmut_main
     from hypothesis import Phase, settings
@@ -258,7 +259,7 @@ def run_core_in_this_process(core: Core, jobs: int) -> None:
     fingerprint = cfg.config_fingerprint()
     fingerprint["test_selection"] = hashlib.sha256(core.name.encode()).hexdigest()[:12]
     object.__setattr__(cfg, "config_fingerprint", lambda: fingerprint)
-    mutmut_main._run((), jobs)
+    mutmut_main._run(only, jobs)
 
 
 def print_diffs(core: Core) -> None:
@@ -276,7 +277,7 @@ def print_diffs(core: Core) -> None:
                 print(get_diff_for_mutant(key, path=path))
 
 
-def run_core(core: Core, jobs: int, fresh: bool) -> float:
+def run_core(core: Core, jobs: int, fresh: bool, only: tuple[str, ...] = ()) -> float:
     """Run one core's mutants in a child process; returns the seconds it took."""
     work = prepare_workdir(core, fresh)
     seeded = 0 if fresh else seed_from_record(work, core)
@@ -286,7 +287,8 @@ def run_core(core: Core, jobs: int, fresh: bool) -> float:
           + (f" ({reset} earlier survivors tested again)" if reset else ""), flush=True)
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", core.name, "--jobs", str(jobs)],
+        [sys.executable, str(Path(__file__).resolve()), "--child", core.name, "--jobs", str(jobs),
+         *(f"--only={pattern}" for pattern in only)],
         cwd=work, check=False,
     )
     elapsed = time.monotonic() - start
@@ -389,11 +391,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diffs", action="store_true", help="print the change each unexplained survivor makes")
     parser.add_argument("--save-record", action="store_true",
                         help=f"only write the verdicts of the work folders into {RECORD.relative_to(ROOT)}")
+    parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                        help="test again only the mutants whose names match (fnmatch pattern, e.g. "
+                             "'app.rules.engine.*_reference__*'; repeatable; with one --core), "
+                             "whatever their earlier verdict")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in (*CORES, ANALYSIS)}
     if args.child:
-        run_core_in_this_process(by_name[args.child], args.jobs)
+        run_core_in_this_process(by_name[args.child], args.jobs, tuple(args.only))
         return 0
     if args.diffs:
         for core in [by_name[n] for n in (args.core or [c.name for c in CORES])]:
@@ -409,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         save_record([c for c in cores if (WORK / c.name).exists()])
         print(f"verdicts written to {RECORD.relative_to(ROOT)}")
     elif not args.report:
-        elapsed = sum(run_core(core, args.jobs, args.fresh) for core in cores)
+        if args.only and len(cores) != 1:
+            parser.error("--only needs exactly one --core")
+        elapsed = sum(run_core(core, args.jobs, args.fresh, tuple(args.only)) for core in cores)
         print(f"== mutation run: {elapsed / 60:.1f} min with {args.jobs} jobs")
     return report(cores)
 
