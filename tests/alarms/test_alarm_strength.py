@@ -520,3 +520,47 @@ def test_a_rule_event_without_a_mapping_is_refused_loudly(monkeypatch):
         mapping.apply_rule_event(m, event)
     assert str(info.value) == "rule event <EventKind.LOSS_OF_SIGNAL: 'loss_of_signal'> has no alarm mapping"
     assert m.state().alarms == ()
+
+
+# -- a snapshot that does not say when an alarm became unacknowledged ------------------------------
+
+
+def row(**change):
+    base = {"kind": "amplitude_decrease", "key": "VAGUS-R", "seq": 1, "priority": "medium", "message": "m",
+            "age_s": 5.0, "unack_age_s": None, "condition_active": True, "acknowledged": False,
+            "escalated": False}
+    return {**base, **change}
+
+
+def test_an_unacknowledged_alarm_saved_without_its_time_sounds_and_escalates():
+    clock, m, _seen = make(100.0)
+    m.restore({"version": 1, "alarms": [row()]})
+    v = m.state().alarms[0]
+    assert (v.since, v.unacknowledged_since, v.audible) == (95.0, 95.0, True)
+    assert m.state().sounding_id == v.id
+    clock.advance(ESC - 5.0)
+    m.tick()
+    assert m.state().alarms[0].escalated is True
+
+
+def test_an_acknowledged_alarm_saved_with_an_unacknowledged_time_stays_silent():
+    clock, m, _seen = make(100.0)
+    m.restore({"version": 1, "alarms": [row(acknowledged=True, unack_age_s=5.0, condition_active=False,
+                                            kind="loss_of_signal", priority="high")]})
+    v = m.state().alarms[0]
+    assert (v.acknowledged, v.unacknowledged_since, v.audible, m.state().sounding) == (True, None, False, None)
+    clock.advance(2.0)
+    m.raise_condition(LOS, "VAGUS-R")  # comes back: a new unacknowledged period, it sounds again
+    v = m.state().alarms[0]
+    assert (v.unacknowledged_since, v.audible, v.escalated) == (102.0, True, False)
+
+
+def test_the_alarm_view_json_has_the_details_in_plain_values():
+    clock, m, _seen = make()
+    aid = m.raise_condition(LOS, KEY, detail={"sides": (1, 2), "p": Priority.HIGH})
+    assert m.state().by_id(aid).to_json()["detail"] == {"sides": [1, 2], "p": "high"}
+
+
+def test_the_pause_tolerance_is_a_microsecond():
+    tolerated = {"mode": "paused", "since": 0.0, "until": PAUSE + 1e-6, "duration": 30.0, "by": "nurse"}
+    assert pause_restore(tolerated, now=PAUSE - 1.0)[0] == "paused"
