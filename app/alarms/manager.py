@@ -346,7 +346,7 @@ class AlarmManager:
         self._audio_by: str | None = None
         self._pause_until: float | None = None
         self._pause_duration = 0.0
-        self._last_reminder: float | None = None
+        self._last_reminder: float | None = None  # read only while audio is off: set by audio_off
         self._reminders = 0
         self.update_settings(settings or Settings())
 
@@ -546,7 +546,6 @@ class AlarmManager:
             self._audio_by = who
             self._pause_until = now + duration
             self._pause_duration = duration
-            self._last_reminder = None
             self._emit_raw(
                 LogEntry(now, None, "audio_paused", who,
                          detail={"from": previous, "seconds": duration, "until": now + duration})
@@ -591,7 +590,6 @@ class AlarmManager:
         self._audio_since = now
         self._audio_by = who
         self._pause_until = None
-        self._last_reminder = None
 
     # -- time ----------------------------------------------------------------------------
 

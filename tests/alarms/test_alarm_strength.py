@@ -564,3 +564,37 @@ def test_the_alarm_view_json_has_the_details_in_plain_values():
 def test_the_pause_tolerance_is_a_microsecond():
     tolerated = {"mode": "paused", "since": 0.0, "until": PAUSE + 1e-6, "duration": 30.0, "by": "nurse"}
     assert pause_restore(tolerated, now=PAUSE - 1.0)[0] == "paused"
+
+
+def test_an_alarm_back_after_its_acknowledgement_keeps_both_its_times_across_a_restart():
+    clock, m, _seen = make(100.0)
+    aid = m.raise_condition(LOS, KEY)
+    m.acknowledge(aid, who="nurse")
+    m.clear_condition(LOS, KEY)
+    clock.advance(3.0)
+    m.raise_condition(LOS, KEY)  # unacknowledged again since 103, episode since 100
+    clock.advance(2.0)
+    state = m.to_state()
+    for shift, expected in ((None, (1005.0, 1008.0)), (905.0, (1005.0, 1008.0)), (900.0, (1000.0, 1003.0))):
+        clock2, m2, _seen2 = make(1010.0)
+        m2.restore(state, shift=shift)
+        v = m2.state().by_id(aid)
+        assert (v.since, v.unacknowledged_since) == expected
+
+
+def test_no_reminder_once_audio_is_back_on():
+    clock, m, seen = make()
+    m.audio_off(who="nurse")
+    clock.advance(1.0)
+    m.audio_on(who="nurse")
+    clock.advance(REMIND)
+    m.tick()
+    assert seen[-1].transition == "audio_on" and m.state().audio.next_reminder_in_s is None
+    m.audio_off(who="nurse")
+    m.pause_audio(who="nurse")
+    clock.advance(REMIND)
+    assert m.state().audio.next_reminder_in_s is None
+    m.tick()
+    assert [e.transition for e in seen[-2:]] == ["audio_paused", "audio_pause_expired"]
+    m.audio_off(who="nurse")  # the reminder interval starts again at the switch off
+    assert m.state().audio.next_reminder_in_s == REMIND
