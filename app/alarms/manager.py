@@ -86,7 +86,9 @@ and its unacknowledged period are kept, and an audio pause still running is rest
 its original end (never longer); one that ended while the engine was away is over. Without
 ``shift`` (an older snapshot) the ages are kept relative to the new clock and the pause is
 not restored. Audio off is never restored: after a restart the alarm audio is back on
-(fail safe; the restored entry of the log says what it was).
+(fail safe; the restored entry of the log says what it was). An unacknowledged alarm saved
+without its unacknowledged time counts as unacknowledged since its episode began (it sounds
+and escalates; fail safe), and an acknowledged one has no unacknowledged time.
 """
 
 from __future__ import annotations
@@ -344,7 +346,7 @@ class AlarmManager:
         self._audio_by: str | None = None
         self._pause_until: float | None = None
         self._pause_duration = 0.0
-        self._last_reminder: float | None = None
+        self._last_reminder: float | None = None  # read only while audio is off: set by audio_off
         self._reminders = 0
         self.update_settings(settings or Settings())
 
@@ -410,7 +412,7 @@ class AlarmManager:
             previous = a.state_name()
             a.condition_active = not d.momentary
             a.message, a.detail = text, det
-            if a.acknowledged or a.unack_since is None:
+            if a.acknowledged:
                 # A new unacknowledged period: sounds again, breaks through a pause.
                 a.unack_since = now
                 a.escalated = False
@@ -544,7 +546,6 @@ class AlarmManager:
             self._audio_by = who
             self._pause_until = now + duration
             self._pause_duration = duration
-            self._last_reminder = None
             self._emit_raw(
                 LogEntry(now, None, "audio_paused", who,
                          detail={"from": previous, "seconds": duration, "until": now + duration})
@@ -589,7 +590,6 @@ class AlarmManager:
         self._audio_since = now
         self._audio_by = who
         self._pause_until = None
-        self._last_reminder = None
 
     # -- time ----------------------------------------------------------------------------
 
@@ -635,7 +635,7 @@ class AlarmManager:
         )
 
     def _audible(self, a: _Alarm) -> bool:
-        if a.acknowledged or a.definition.is_info or a.unack_since is None:
+        if a.unack_since is None:  # acknowledged (an info kind never becomes an alarm)
             return False
         if self._audio_mode == AudioMode.PAUSED and self._audio_since is not None:
             if a.unack_since <= self._audio_since:
@@ -741,14 +741,20 @@ class AlarmManager:
                     d = self._definition(row["kind"])
                     if d.is_info:
                         raise ValueError(f"info kind {d.kind.value} cannot be an active alarm")
+                    since = float(at(row, "since", "age_s"))  # type: ignore[arg-type]
+                    acknowledged = bool(row["acknowledged"])
+                    unack_since = at(row, "unack_since", "unack_age_s")
+                    if not acknowledged and unack_since is None:
+                        # a snapshot without the time (fail safe): unacknowledged since the episode began
+                        unack_since = since
                     a = _Alarm(
                         id=alarm_id(d.kind, str(row["key"])), kind=d.kind, key=str(row["key"]),
                         seq=int(row["seq"]), definition=d, priority=Priority(row["priority"]),
                         message=str(row["message"]), detail=dict(row.get("detail") or {}),
-                        since=float(at(row, "since", "age_s")),  # type: ignore[arg-type]
-                        unack_since=at(row, "unack_since", "unack_age_s"),
+                        since=since,
+                        unack_since=None if acknowledged else unack_since,
                         condition_active=bool(row["condition_active"]),
-                        acknowledged=bool(row["acknowledged"]),
+                        acknowledged=acknowledged,
                         acknowledged_by=row.get("acknowledged_by"),
                         escalated=bool(row["escalated"]),
                         acknowledged_at=at(row, "acknowledged_at", "ack_age_s"),
