@@ -7,6 +7,9 @@ RLN stimulus a mapping point takes its values from."""
 
 from __future__ import annotations
 
+import statistics
+
+import pytest
 from rules_factory import Stream, aps_baseline, engine, kinds, of_kind, run
 
 from app.model import Priority, Side, Site, Source, Step
@@ -192,3 +195,41 @@ def test_a_poor_v1_recorded_by_the_step_button_keeps_the_stimulus_time_to_the_mi
         "message": "Poor V1 baseline: check tube position and electrode contact.",
         "recorded": "step button", "stimulus_t_s": 10.173457,
     }
+
+
+def test_an_aps_baseline_reports_its_mean_spread_and_number():
+    """Mean, population SD and coefficient of variation of the 20 responses, rounded as
+    the record shows them (uV to 0.01, ms to 0.001, % to 0.1); the baseline keeps them
+    unrounded with the stimulus that completed it and its number in the case."""
+    e, s = engine(), Stream()
+    amps = [700.0] * 9 + [650.0] + [900.0] * 9 + [900.1234]
+    lats = [5.9] * 10 + [6.1] * 9 + [6.1234]
+    ms = [s.resp(a, t) for a, t in zip(amps, lats, strict=True)]
+    ev = run(e, ms)
+    assert kinds(ev) == ["baseline_set"]
+    assert ev[0].detail == {
+        "source": "APS", "how": "aps_mean", "number": 1,
+        "amplitude_uV": 797.51, "latency_ms": 6.001, "count": 20,
+        "amplitude_sd_uV": 103.05, "latency_sd_ms": 0.101, "amplitude_cv_pct": 12.9,
+        "first_index": 0,
+    }
+    assert ev[0].detail["amplitude_sd_uV"] == round(statistics.pstdev(amps), 2)
+    assert ev[0].detail["latency_sd_ms"] == round(statistics.pstdev(lats), 3)
+    b = e.aps_baseline(Side.L)
+    assert b is not None
+    assert b["amplitude_uV"] == pytest.approx(statistics.fmean(amps), abs=1e-9)
+    assert b["latency_ms"] == pytest.approx(statistics.fmean(lats), abs=1e-9)
+    assert b["amplitude_sd_uV"] == pytest.approx(statistics.pstdev(amps), abs=1e-6)
+    assert b["latency_sd_ms"] == pytest.approx(statistics.pstdev(lats), abs=1e-6)
+    assert {k: b[k] for k in ("count", "t_s", "stimulus_index", "first_index", "site", "number", "collecting",
+                              "collected")} == {
+        "count": 20, "t_s": ms[-1].t_end_s, "stimulus_index": ms[-1].stimulus.index, "first_index": 0,
+        "site": "VAGUS", "number": 1, "collecting": False, "collected": 0}
+    assert e.state()["sides"]["L"]["aps_collected"] == 0
+    # a second baseline of identical responses: no spread at all, and it is the case's second
+    e.rebaseline(Side.L, t_s=s.t)
+    ev = aps_baseline(e, s, amp=600.0, lat=6.2)
+    assert (ev[0].detail["number"], ev[0].detail["amplitude_sd_uV"], ev[0].detail["latency_sd_ms"],
+            ev[0].detail["amplitude_cv_pct"]) == (2, 0.0, 0.0, 0.0)
+    b = e.aps_baseline(Side.L)
+    assert (b["number"], b["amplitude_sd_uV"], b["latency_sd_ms"], b["collected"]) == (2, 0.0, 0.0, 0)
