@@ -233,3 +233,35 @@ def test_an_aps_baseline_reports_its_mean_spread_and_number():
             ev[0].detail["amplitude_cv_pct"]) == (2, 0.0, 0.0, 0.0)
     b = e.aps_baseline(Side.L)
     assert (b["number"], b["amplitude_sd_uV"], b["latency_sd_ms"], b["collected"]) == (2, 0.0, 0.0, 0)
+
+
+def test_a_poor_aps_baseline_is_raised_when_it_is_set_with_its_mean_and_the_limit():
+    e, s = engine(), Stream()
+    ms = [s.resp(a, 6.0) for a in [150.0] * 19 + [150.1234]]
+    ev = run(e, ms)
+    assert kinds(ev) == ["baseline_set", "poor_baseline"]
+    pb = ev[1]
+    assert (pb.site, pb.side, pb.priority, pb.stimulus_index, pb.t_s) == (
+        Site.VAGUS, Side.L, Priority.LOW, ms[-1].stimulus.index, ms[-1].t_end_s)
+    assert pb.detail == {
+        "basis": "APS baseline", "amplitude_uV": 150.01, "limit_uV": 200.0,  # mean 150.00617 uV
+        "message": "Poor APS baseline: check tube position and electrode contact.",
+    }
+
+
+def test_the_first_good_probe_response_becomes_the_site_baseline_with_what_was_measured():
+    e, s = engine(), Stream()
+    run(e, [s.resp(900.0, 3.9, **PROBE_RLN, set_mA=0.5)])  # below the plateau current: no baseline
+    m = s.resp(812.3456, 3.81234, **PROBE_RLN, set_mA=1.5, delivered=1.48)
+    ev = run(e, [m])
+    assert kinds(ev) == ["baseline_set"]
+    assert (ev[0].site, ev[0].side, ev[0].stimulus_index, ev[0].t_s) == (
+        Site.RLN, Side.L, m.stimulus.index, m.t_end_s)
+    assert ev[0].detail == {
+        "source": "PROBE", "how": "first_response", "amplitude_uV": 812.35, "latency_ms": 3.812,
+        "count": 1, "set_mA": 1.5,
+    }
+    assert e.probe_baseline(Site.RLN, Side.L) == {
+        "amplitude_uV": 812.3456, "latency_ms": 3.81234, "how": "first_response", "t_s": m.t_end_s,
+        "stimulus_index": m.stimulus.index, "set_mA": 1.5,
+    }
