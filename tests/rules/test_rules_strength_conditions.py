@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from rules_factory import DEFAULTS, Stream, aps_baseline, engine, kinds, of_kind, run
 
 from app.model import Measurement, Side, Site, Source, Step
-from app.rules.conditions import ApsAmplitude, NmbSide, NoCurrent, facts
+from app.rules.conditions import ApsAmplitude, LossOfSignal, NmbSide, NoCurrent, facts
+from app.rules.machine import RuleTableError
 
 ST = DEFAULTS
 A0, T0 = 800.0, 6.0  # the APS baseline used throughout
@@ -146,3 +148,40 @@ def test_a_stimulator_at_zero_ma_neither_ends_nor_starts_a_no_current_episode():
     ev = run(e, [s.m(None, None, **probe, set_mA=0.0, delivered=0.0), s.miss(**probe, delivered=0.5)])
     assert of_kind(ev, "no_current") == []
     assert e.state()["no_current"]["PROBE"] == "NOT_DELIVERED"
+
+
+# -- the facts at the edges of the current limits ---------------------------------------------
+
+def test_a_current_exactly_at_the_tolerance_edge_is_delivered():
+    """The limit is (100 - tolerance) % of the set current, widened by a relative 1e-9 for
+    binary rounding; a measured current exactly at the widened limit is still delivered."""
+    s = Stream()
+    for set_mA, tol in ((1.0, 5.0), (2.0, 5.0), (1.0, 20.0)):
+        st = DEFAULTS.with_changes({"stim.delivered_tolerance_pct": tol})
+        edge = set_mA * (100.0 - tol) * (1.0 - 1e-9) / 100.0
+        m = s.miss(site=Site.RLN, source=Source.PROBE, set_mA=set_mA, delivered=edge)
+        f = facts(m, st)
+        assert f.delivered and f.qualifying and not f.short
+        assert NoCurrent.classify(m, f) == "DELIVERED"
+        assert LossOfSignal.classify(m, f) == "MISS"
+
+
+def test_a_set_current_exactly_at_the_plateau_edge_qualifies():
+    s = Stream()
+    for plateau in (0.5, 1.0, 2.0):
+        st = DEFAULTS.with_changes({"rules.los_min_current_mA": plateau})
+        m = s.miss(site=Site.RLN, source=Source.PROBE, set_mA=plateau * (1.0 - 1e-9), delivered=None)
+        f = facts(m, st)
+        assert f.qualifying
+        assert LossOfSignal.classify(m, f) == "MISS"
+
+
+# -- the tables' refusals name the table, the state and the input ----------------------------
+
+def test_an_unknown_input_or_a_limit_that_is_no_number_is_refused_by_name():
+    with pytest.raises(RuleTableError) as err:
+        LossOfSignal.MACHINE.step("ARMED", 0, "BOGUS", DEFAULTS)
+    assert str(err.value) == "loss_of_signal: no transition for ARMED on BOGUS"
+    with pytest.raises(RuleTableError) as err:
+        LossOfSignal.MACHINE.step("ARMED", 0, "MISS", {"rules.los_consecutive": math.nan})
+    assert str(err.value) == "loss_of_signal: no guarded transition holds for ARMED on MISS"

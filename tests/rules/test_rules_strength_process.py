@@ -265,3 +265,18 @@ def test_the_first_good_probe_response_becomes_the_site_baseline_with_what_was_m
         "amplitude_uV": 812.3456, "latency_ms": 3.81234, "how": "first_response", "t_s": m.t_end_s,
         "stimulus_index": m.stimulus.index, "set_mA": 1.5,
     }
+
+
+def test_with_both_sides_lost_each_side_keeps_its_own_open_record():
+    """Both RLNs lost (left first): the left's record is still the open one of its side, so
+    its answers confirm the loss and its mapping starts."""
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    for side in (Side.L, Side.R):
+        run(e, [s.resp(600.0, 7.5, **PROBE_VAGUS, side=side), s.resp(850.0, 3.8, **PROBE_RLN, side=side)])
+    for side in (Side.L, Side.R):
+        assert kinds(run(e, [s.miss(**PROBE_RLN, side=side) for _ in range(2)])) == ["loss_of_signal"]
+    for side in (Side.L, Side.R):
+        e.procedure.answer(side, "current_delivered", "yes", t_s=120.0)
+        e.procedure.answer(side, "laryngeal_twitch", "no", t_s=121.0)
+        e.procedure.answer(side, "contralateral_vagus", "yes", t_s=122.0)
+    assert e.procedure.mapping_active(Side.L) and e.procedure.mapping_active(Side.R)
