@@ -50,6 +50,17 @@ def test_a_source_without_its_own_reference_compares_with_its_own_first_response
     assert (d["baseline_uV"], d["baseline_basis"]) == (950.0, "first_response_of_source")
 
 
+def test_a_source_that_never_answered_at_the_site_compares_with_the_sites_first_response():
+    """APS armed the left vagus (no APS baseline yet); the probe then finds it silent:
+    that loss is measured against the site's first response, of APS."""
+    e, s = engine(), Stream()
+    run(e, [s.resp(750.0, 6.0), s.resp(900.0, 6.0)])
+    ev = of_kind(run(e, [s.miss(**PROBE_VAGUS), s.miss(**PROBE_VAGUS)]), "loss_of_signal")
+    d = ev[0].detail
+    assert (d["source"], d["baseline_uV"], d["baseline_basis"], d["pct_of_baseline"]) == (
+        "PROBE", 750.0, "first_response_of_site", 4.0)
+
+
 # -- recovery --------------------------------------------------------------------------------
 
 def test_an_invalid_epoch_does_not_break_the_run_of_recovering_responses():
