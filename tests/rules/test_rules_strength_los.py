@@ -1,0 +1,123 @@
+"""Exact contents of a loss-of-signal event: the stimuli it is based on, the values the
+record shows (amplitude, current set and delivered, threshold, the last response before
+the loss) and the reference amplitude the loss is judged against (which baseline, or
+which first response). Each test pins down a value the surgeon or the record sees."""
+
+from __future__ import annotations
+
+from rules_factory import Stream, engine, kinds, run
+
+from app.model import Side, Site, Source
+
+PROBE_RLN = dict(site=Site.RLN, source=Source.PROBE)
+PROBE_VAGUS = dict(site=Site.VAGUS, source=Source.PROBE)
+APS_VAGUS = dict(site=Site.VAGUS, source=Source.APS)
+
+
+def test_los_detail_lists_every_value_of_the_loss():
+    """A probe RLN loss: the two misses, the values of the completing miss, the last
+    response before it and the probe baseline it is judged against."""
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    first = s.resp(812.3456, 3.8, **PROBE_RLN)
+    assert kinds(run(e, [first])) == ["baseline_set"]
+    a = s.m(29.5, None, set_mA=1.2, delivered=1.19, **PROBE_RLN)
+    b = s.m(31.456, None, set_mA=1.2, delivered=1.19, **PROBE_RLN)
+    ev = run(e, [a, b])
+    assert kinds(ev) == ["loss_of_signal"]
+    assert (ev[0].site, ev[0].side, ev[0].stimulus_index) == (Site.RLN, Side.L, b.stimulus.index)
+    assert ev[0].detail == {
+        "source": "PROBE",
+        "consecutive": 2,
+        "stimulus_indices": [a.stimulus.index, b.stimulus.index],
+        "amplitude_uV": 31.46,
+        "set_mA": 1.2, "delivered_mA": 1.19,
+        "threshold_uV": 100.0,
+        "last_response_amplitude_uV": 812.35,
+        "last_response_t_s": first.stimulus.t_s,
+        "baseline_uV": 812.35, "baseline_basis": "probe_baseline_first_response",
+        "pct_of_baseline": 3.9,
+        "message": "Loss of signal: no response with current delivered. Start troubleshooting.",
+    }
+
+
+def test_the_threshold_in_the_detail_is_the_one_in_use():
+    e, s = engine(analysis__event_threshold_uV=150.0), Stream()
+    run(e, [s.resp(**PROBE_RLN)])
+    ev = run(e, [s.m(120.0, None, response=True, **PROBE_RLN) for _ in range(2)])
+    assert kinds(ev) == ["loss_of_signal"]
+    assert ev[0].detail["threshold_uV"] == 150.0
+    assert ev[0].detail["amplitude_uV"] == 120.0
+
+
+def test_a_weak_response_is_the_last_response_before_the_loss():
+    """A response at a current below ``rules.los_min_current_mA`` proves conduction: the
+    loss that follows names it as the last response and counts its misses from it."""
+    e, s = engine(), Stream(t0=50.0, dt=0.5)
+    run(e, [s.resp(800.0, 3.8, **PROBE_RLN)])
+    m1 = s.miss(**PROBE_RLN)
+    weak = s.resp(640.5, 3.9, set_mA=0.5, delivered=0.5, **PROBE_RLN)
+    assert run(e, [m1, weak]) == []
+    a, b = s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)
+    ev = run(e, [a, b])
+    assert kinds(ev) == ["loss_of_signal"]
+    assert ev[0].detail["last_response_amplitude_uV"] == 640.5
+    assert ev[0].detail["last_response_t_s"] == weak.stimulus.t_s
+    assert ev[0].detail["stimulus_indices"] == [a.stimulus.index, b.stimulus.index]
+
+
+def test_aps_loss_before_the_aps_baseline_is_judged_against_the_first_aps_response():
+    """APS stimuli before the APS baseline is set (fewer than ``rules.aps_baseline_count``
+    responses): the loss is judged against the first APS response of the site."""
+    e, s = engine(), Stream()
+    run(e, [s.resp(700.123, 6.0, **APS_VAGUS), s.resp(900.0, 6.0, **APS_VAGUS), s.resp(880.0, 6.0, **APS_VAGUS)])
+    assert e.aps_baseline(Side.L) is None
+    ev = run(e, [s.m(35.0, None, **APS_VAGUS), s.m(35.0, None, **APS_VAGUS)])
+    assert kinds(ev) == ["loss_of_signal"]
+    d = ev[0].detail
+    assert (d["source"], d["baseline_uV"], d["baseline_basis"], d["pct_of_baseline"]) == (
+        "APS", 700.12, "first_response_of_source", 5.0)
+
+
+def test_aps_loss_without_any_aps_response_is_judged_against_the_first_response_of_the_site():
+    """The vagus answered only the probe so far; APS misses then lose it: the APS source
+    has no response and no baseline of its own, so the site's first response stands."""
+    e, s = engine(), Stream()
+    assert kinds(run(e, [s.resp(600.0, 7.5, **PROBE_VAGUS)])) == ["baseline_set"]
+    ev = run(e, [s.m(30.0, None, **APS_VAGUS), s.m(30.0, None, **APS_VAGUS)])
+    assert kinds(ev) == ["loss_of_signal"]
+    d = ev[0].detail
+    assert (d["source"], d["baseline_uV"], d["baseline_basis"], d["pct_of_baseline"]) == (
+        "APS", 600.0, "first_response_of_site", 5.0)
+    assert d["last_response_amplitude_uV"] == 600.0
+
+
+def test_an_rln_recovered_through_its_vagus_counts_a_new_loss_from_its_own_new_misses():
+    """The left RLN is lost (four probe misses) and mapped; the vagus recovers it. A loss
+    of the RLN after that names only the misses since, not those of the first loss."""
+    e, s = engine(), Stream(t0=100.0, dt=0.25)
+    run(e, [s.resp(600.0, 7.5, **PROBE_VAGUS), s.resp(850.0, 3.8, **PROBE_RLN)])
+    first = run(e, [s.miss(**PROBE_RLN) for _ in range(4)] + [s.miss(**PROBE_VAGUS) for _ in range(2)])
+    assert [(x.kind.value, x.site) for x in first] == [("loss_of_signal", Site.RLN), ("loss_of_signal", Site.VAGUS)]
+    e.procedure.answer(Side.L, "current_delivered", "yes", t_s=120.0)
+    e.procedure.answer(Side.L, "laryngeal_twitch", "no", t_s=121.0)
+    e.procedure.answer(Side.L, "contralateral_vagus", "yes", t_s=122.0)
+    assert e.procedure.mapping_active(Side.L)
+    rec = run(e, [s.resp(610.0, 7.5, **PROBE_VAGUS) for _ in range(3)])
+    assert sorted((x.kind.value, x.site.value) for x in rec) == [("signal_recovered", "RLN"),
+                                                                  ("signal_recovered", "VAGUS")]
+    assert not e.procedure.mapping_active(Side.L)
+    a, b = s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)
+    ev = run(e, [a, b])
+    # within rules.los_reentry_s of the recovery: the same episode goes on
+    assert [(x.kind.value, x.site) for x in ev] == [("loss_of_signal_continued", Site.RLN)]
+    assert ev[0].detail["episode_stimulus_index"] == first[0].stimulus_index
+    assert ev[0].detail["stimulus_indices"] == [a.stimulus.index, b.stimulus.index]
+
+
+def test_a_flat_miss_is_zero_percent_of_the_baseline():
+    """A miss measured at 0 uV (a flat trace, still a valid epoch) is 0 % of the baseline."""
+    e, s = engine(), Stream()
+    run(e, [s.resp(800.0, 3.8, **PROBE_RLN)])
+    ev = run(e, [s.m(0.0, None, **PROBE_RLN) for _ in range(2)])
+    assert kinds(ev) == ["loss_of_signal"]
+    assert (ev[0].detail["amplitude_uV"], ev[0].detail["pct_of_baseline"]) == (0.0, 0.0)
