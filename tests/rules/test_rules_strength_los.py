@@ -5,6 +5,8 @@ which first response). Each test pins down a value the surgeon or the record see
 
 from __future__ import annotations
 
+import math
+
 from rules_factory import Stream, engine, kinds, run
 
 from app.model import Side, Site, Source
@@ -121,3 +123,50 @@ def test_a_flat_miss_is_zero_percent_of_the_baseline():
     ev = run(e, [s.m(0.0, None, **PROBE_RLN) for _ in range(2)])
     assert kinds(ev) == ["loss_of_signal"]
     assert (ev[0].detail["amplitude_uV"], ev[0].detail["pct_of_baseline"]) == (0.0, 0.0)
+
+
+def test_a_continued_loss_records_its_interruption_for_the_screen_and_the_recovery():
+    """A loss, its end (two responses), a new loss 2.123 s later: the episode goes on and
+    records when it was interrupted and resumed; the screen shows it open again, and the
+    recovery hands the interruptions on."""
+    e, s = engine(), Stream(t0=10.0, dt=0.25)
+    run(e, [s.resp(800.0, 3.8, **PROBE_RLN)])
+    onset = s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)
+    assert kinds(run(e, onset)) == ["loss_of_signal"]
+    back = s.resp(150.0, 3.8, **PROBE_RLN), s.resp(150.0, 3.8, **PROBE_RLN)
+    assert run(e, back) == []
+    episode = e.state()["sites"]["RLN-L"]["episode"]
+    assert (episode["ended_t_s"], episode["ended_stimulus_index"]) == (back[1].t_end_s, back[1].stimulus.index)
+    s.t = back[1].t_end_s + 2.12345 - 0.05 - 0.25
+    again = s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)
+    ev = run(e, again)
+    assert kinds(ev) == ["loss_of_signal_continued"]
+    interruption = {"ended_t_s": back[1].t_end_s, "ended_stimulus_index": back[1].stimulus.index,
+                    "resumed_t_s": again[1].t_end_s, "resumed_stimulus_index": again[1].stimulus.index,
+                    "interruption_s": 2.123}
+    assert ev[0].detail["interruption_s"] == 2.123
+    assert e.state()["sites"]["RLN-L"]["episode"] == {
+        "t_s": onset[1].t_end_s, "stimulus_index": onset[1].stimulus.index,
+        "ended_t_s": None, "ended_stimulus_index": None, "interruptions": [interruption]}
+    rec = run(e, [s.resp(800.0, 3.8, **PROBE_RLN) for _ in range(3)])
+    assert kinds(rec) == ["signal_recovered"]
+    assert rec[0].detail["interruptions"] == [interruption]
+
+
+def test_a_loss_exactly_the_reentry_time_and_its_microsecond_after_the_end_continues():
+    """Times are sums of floats, so the limit ``rules.los_reentry_s`` allows a
+    microsecond: a loss recognised exactly 60.000001 s after the episode ended is still
+    the same episode; one a float step later is a new one."""
+    for t_second_miss, kind in ((159.950001, "loss_of_signal_continued"),
+                                (math.nextafter(159.950001, math.inf), "loss_of_signal")):
+        e, s = engine(), Stream(t0=10.0, dt=0.25)
+        run(e, [s.resp(800.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN),
+                s.resp(150.0, 3.8, **PROBE_RLN)])
+        s.t = 99.95
+        run(e, [s.resp(150.0, 3.8, **PROBE_RLN)])
+        assert e.state()["sites"]["RLN-L"]["episode"]["ended_t_s"] == 100.0
+        run(e, [s.miss(**PROBE_RLN)])
+        s.t = t_second_miss
+        last = s.miss(**PROBE_RLN)
+        assert last.t_end_s - 100.0 >= 60.0 + 1e-6
+        assert kinds(e.process(last)) == [kind]
