@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from rules_factory import Stream, engine, kinds, run
+from rules_factory import Stream, aps_baseline, engine, kinds, run
 
 from app.model import Side, Site, Source
 
@@ -133,6 +133,9 @@ def test_a_continued_loss_records_its_interruption_for_the_screen_and_the_recove
     run(e, [s.resp(800.0, 3.8, **PROBE_RLN)])
     onset = s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)
     assert kinds(run(e, onset)) == ["loss_of_signal"]
+    assert e.state()["sites"]["RLN-L"]["episode"] == {
+        "t_s": onset[1].t_end_s, "stimulus_index": onset[1].stimulus.index,
+        "ended_t_s": None, "ended_stimulus_index": None, "interruptions": []}
     back = s.resp(150.0, 3.8, **PROBE_RLN), s.resp(150.0, 3.8, **PROBE_RLN)
     assert run(e, back) == []
     episode = e.state()["sites"]["RLN-L"]["episode"]
@@ -144,7 +147,17 @@ def test_a_continued_loss_records_its_interruption_for_the_screen_and_the_recove
     interruption = {"ended_t_s": back[1].t_end_s, "ended_stimulus_index": back[1].stimulus.index,
                     "resumed_t_s": again[1].t_end_s, "resumed_stimulus_index": again[1].stimulus.index,
                     "interruption_s": 2.123}
-    assert ev[0].detail["interruption_s"] == 2.123
+    assert ev[0].detail == {
+        "source": "PROBE", "consecutive": 2,
+        "stimulus_indices": [again[0].stimulus.index, again[1].stimulus.index],
+        "amplitude_uV": 30.0, "set_mA": 1.0, "delivered_mA": 1.0, "threshold_uV": 100.0,
+        "last_response_amplitude_uV": 150.0, "last_response_t_s": back[1].stimulus.t_s,
+        "baseline_uV": 800.0, "baseline_basis": "probe_baseline_first_response", "pct_of_baseline": 3.8,
+        "episode_t_s": onset[1].t_end_s, "episode_stimulus_index": onset[1].stimulus.index,
+        "interrupted_t_s": back[1].t_end_s, "interruption_s": 2.123, "interruptions": 1, "reentry_s": 60.0,
+        "message": ("Loss of signal again 2 s after the responses returned: "
+                    "the same loss-of-signal episode continues."),
+    }
     assert e.state()["sites"]["RLN-L"]["episode"] == {
         "t_s": onset[1].t_end_s, "stimulus_index": onset[1].stimulus.index,
         "ended_t_s": None, "ended_stimulus_index": None, "interruptions": [interruption]}
@@ -170,3 +183,18 @@ def test_a_loss_exactly_the_reentry_time_and_its_microsecond_after_the_end_conti
         last = s.miss(**PROBE_RLN)
         assert last.t_end_s - 100.0 >= 60.0 + 1e-6
         assert kinds(e.process(last)) == [kind]
+
+
+def test_an_rln_recovery_leaves_the_vagal_amplitude_decrease_open():
+    """The left vagus (APS) is in an amplitude decrease when the left RLN is lost and
+    recovers by the probe: the RLN's recovery says nothing about the vagus, so its
+    decrease stays open and is not raised again by the next low vagal responses."""
+    e, s = engine(), Stream()
+    aps_baseline(e, s)  # 800 uV, 6.0 ms
+    ev = run(e, [s.resp(300.0, 6.0, **APS_VAGUS) for _ in range(3)])
+    assert kinds(ev) == ["amplitude_decrease"]
+    run(e, [s.resp(850.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    rec = run(e, [s.resp(850.0, 3.8, **PROBE_RLN) for _ in range(3)])
+    assert [(x.kind.value, x.site) for x in rec] == [("signal_recovered", Site.RLN)]
+    assert e.state()["sides"]["L"]["aps_amplitude"] == "DECREASED"
+    assert run(e, [s.resp(300.0, 6.0, **APS_VAGUS) for _ in range(5)]) == []
