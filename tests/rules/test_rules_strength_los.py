@@ -10,6 +10,7 @@ import math
 from rules_factory import Stream, aps_baseline, engine, kinds, run
 
 from app.model import Side, Site, Source
+from app.rules import RuleEngine
 
 PROBE_RLN = dict(site=Site.RLN, source=Source.PROBE)
 PROBE_VAGUS = dict(site=Site.VAGUS, source=Source.PROBE)
@@ -198,3 +199,90 @@ def test_an_rln_recovery_leaves_the_vagal_amplitude_decrease_open():
     assert [(x.kind.value, x.site) for x in rec] == [("signal_recovered", Site.RLN)]
     assert e.state()["sides"]["L"]["aps_amplitude"] == "DECREASED"
     assert run(e, [s.resp(300.0, 6.0, **APS_VAGUS) for _ in range(5)]) == []
+
+
+# -- what the stream does besides the loss itself ---------------------------------------------
+
+def test_non_recurrent_nerve_event_detail():
+    e, s = engine(), Stream()
+    m = s.resp(712.345, 3.1234, site=Site.VAGUS, side=Side.R, source=Source.PROBE)
+    ev = [x for x in e.process(m) if x.kind.value == "nonrecurrent_nerve_suspected"]
+    assert len(ev) == 1
+    assert (ev[0].site, ev[0].side, ev[0].stimulus_index, ev[0].t_s) == (
+        Site.VAGUS, Side.R, m.stimulus.index, m.t_end_s)
+    assert ev[0].detail == {
+        "source": "PROBE", "latency_ms": 3.123, "limit_ms": 3.5, "amplitude_uV": 712.35,
+        "message": "Short right vagal latency: a non-recurrent laryngeal nerve is suspected.",
+    }
+
+
+def test_a_miss_before_the_first_response_is_no_reference():
+    """An APS miss before the vagus ever responded neither arms the site nor becomes its
+    first response: the loss after the first response is judged against that response."""
+    e, s = engine(), Stream()
+    assert run(e, [s.m(30.0, None, **APS_VAGUS)]) == []
+    assert e.state()["sites"]["VAGUS-L"]["first_response"] is None
+    run(e, [s.resp(700.0, 6.0, **APS_VAGUS)])
+    ev = run(e, [s.m(35.0, None, **APS_VAGUS), s.m(35.0, None, **APS_VAGUS)])
+    assert kinds(ev) == ["loss_of_signal"]
+    assert (ev[0].detail["baseline_uV"], ev[0].detail["baseline_basis"], ev[0].detail["pct_of_baseline"]) == (
+        700.0, "first_response_of_source", 5.0)
+
+
+def test_the_stimulus_completing_a_new_aps_baseline_is_not_judged_against_the_old_one():
+    """During an operator's re-baseline the old baseline is not used: the 20th response
+    (far below the old baseline) completes the new one and starts no decrease run, so
+    a decrease against the new baseline takes its full three stimuli."""
+    e, s = engine(), Stream()
+    aps_baseline(e, s)  # 800 uV, 6.0 ms
+    e.rebaseline(Side.L, Source.APS, t_s=s.t)
+    ev = run(e, [s.resp(1000.0, 6.0, **APS_VAGUS) for _ in range(19)] + [s.resp(300.0, 6.0, **APS_VAGUS)])
+    assert kinds(ev) == ["baseline_set"] and ev[0].detail["amplitude_uV"] == 965.0
+    assert e.state()["sides"]["L"]["aps_amplitude"] == "NORMAL"
+    assert run(e, [s.resp(400.0, 6.0, **APS_VAGUS) for _ in range(2)]) == []
+    assert kinds(run(e, [s.resp(400.0, 6.0, **APS_VAGUS)])) == ["amplitude_decrease"]
+
+
+def test_the_snapshot_counts_the_measurements_and_a_resumed_case_goes_on_counting():
+    e, s = engine(), Stream()
+    run(e, [s.resp(**PROBE_RLN), s.miss(**PROBE_RLN), s.invalid(**PROBE_RLN)])
+    snap = e.snapshot()
+    assert snap["count"] == 3
+    resumed = RuleEngine.restore(e.settings, snap)
+    run(resumed, [s.resp(**PROBE_RLN)])
+    assert resumed.snapshot()["count"] == 4
+
+
+def test_a_response_without_a_finite_latency_is_skipped_by_the_vagal_amplitude_rules():
+    """A low APS response whose latency is not finite cannot tell traction from
+    displacement: neither the combined event / amplitude decrease nor the blockade
+    count it (and nothing fails on it)."""
+    e, s = engine(), Stream()
+    aps_baseline(e, s)  # 800 uV, 6.0 ms
+    before = e.state()["sides"]["L"]
+    assert run(e, [s.resp(300.0, math.nan, **APS_VAGUS) for _ in range(5)]) == []
+    after = e.state()["sides"]["L"]
+    assert (after["aps_amplitude"], after["nmb"]) == (before["aps_amplitude"], before["nmb"]) == ("NORMAL", "NORMAL")
+    # the run of low responses was not started: three measurable ones are needed
+    assert run(e, [s.resp(300.0, 6.0, **APS_VAGUS) for _ in range(2)]) == []
+    assert kinds(run(e, [s.resp(300.0, 6.0, **APS_VAGUS)])) == ["amplitude_decrease"]
+
+
+def test_low_current_responses_do_not_put_a_side_down_for_a_blockade():
+    """A response to a stimulus below ``rules.los_min_current_mA`` is small because of
+    the current: it does not count towards a neuromuscular blockade."""
+    e, s = engine(), Stream()
+    aps_baseline(e, s)  # 800 uV, 6.0 ms
+    run(e, [s.resp(300.0, 6.0, set_mA=0.5, delivered=0.5, **APS_VAGUS) for _ in range(5)])
+    assert e.state()["sides"]["L"]["nmb"] == "NORMAL"
+
+
+def test_a_stimulus_set_to_zero_neither_ends_nor_restarts_a_no_current_episode():
+    """Set current 0 is no stimulus of the output: between two stimuli whose current was
+    not delivered it does not end the episode, so no second event is raised."""
+    e, s = engine(), Stream()
+    seq = [s.resp(**PROBE_RLN), s.m(30.0, None, delivered=0.2, **PROBE_RLN),
+           s.m(30.0, None, set_mA=0.0, delivered=0.0, **PROBE_RLN),
+           s.m(30.0, None, delivered=0.2, **PROBE_RLN)]
+    assert kinds(run(e, seq)) == ["baseline_set", "no_current"]
+    assert e.state()["no_current"]["PROBE"] == "NOT_DELIVERED"
