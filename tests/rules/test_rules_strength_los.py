@@ -286,3 +286,41 @@ def test_a_stimulus_set_to_zero_neither_ends_nor_restarts_a_no_current_episode()
            s.m(30.0, None, delivered=0.2, **PROBE_RLN)]
     assert kinds(run(e, seq)) == ["baseline_set", "no_current"]
     assert e.state()["no_current"]["PROBE"] == "NOT_DELIVERED"
+
+
+def test_no_current_event_detail():
+    e, s = engine(), Stream()
+    m = s.m(30.0, None, set_mA=1.87654, delivered=0.91357, **PROBE_RLN)
+    ev = e.process(m)
+    assert kinds(ev) == ["no_current"]
+    assert (ev[0].site, ev[0].side, ev[0].stimulus_index, ev[0].t_s) == (Site.RLN, Side.L, m.stimulus.index, m.t_end_s)
+    assert ev[0].detail == {
+        "source": "PROBE", "set_mA": 1.877, "delivered_mA": 0.914, "delivered_pct": 48.7, "tolerance_pct": 5.0,
+        "message": "Stimulus current not delivered as set: check probe, leads, contact and a dry field.",
+    }
+
+
+def test_the_screen_shows_the_first_response_of_a_site():
+    e, s = engine(), Stream()
+    run(e, [s.m(30.0, None, **PROBE_RLN)])
+    first = s.resp(812.5, 3.75, **PROBE_RLN)
+    run(e, [first, s.resp(900.0, 3.9, **PROBE_RLN), s.resp(700.0, 6.0, site=Site.RLN, source=Source.APS)])
+    assert e.state()["sites"]["RLN-L"]["first_response"] == {
+        "amplitude_uV": 812.5, "latency_ms": 3.75, "t_s": first.stimulus.t_s,
+        "stimulus_index": first.stimulus.index, "source": "PROBE"}
+
+
+def test_only_a_vagal_response_answers_the_contralateral_vagus_check():
+    """The left RLN is lost; a right RLN response or a right vagal miss says nothing of
+    the contralateral vagus; a right vagal response answers the check "yes", with its
+    time and amplitude."""
+    e, s = engine(), Stream()
+    run(e, [s.resp(850.0, 3.8, **PROBE_RLN), s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+    assert e.procedure.troubleshooting(Side.L)["answers"].get("contralateral_vagus") is None
+    run(e, [s.resp(800.0, 3.8, site=Site.RLN, side=Side.R, source=Source.PROBE),
+            s.m(40.0, None, site=Site.VAGUS, side=Side.R, source=Source.PROBE)])
+    assert e.procedure.troubleshooting(Side.L)["answers"].get("contralateral_vagus") is None
+    v = s.resp(612.4, 7.2, site=Site.VAGUS, side=Side.R, source=Source.PROBE)
+    run(e, [v])
+    assert e.procedure.troubleshooting(Side.L)["answers"]["contralateral_vagus"] == {
+        "answer": "yes", "by": "monitor", "t_s": v.t_end_s, "note": "response measured (612 uV)"}
