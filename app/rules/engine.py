@@ -226,7 +226,8 @@ class RuleEngine:
         return state
 
     def _run(self, machine: Machine, key: str) -> int:
-        return int(self._machines[machine.name].get(key, [machine.initial, 0])[1])
+        """The run of a machine just stepped (``_step``) for ``key``."""
+        return int(self._machines[machine.name][key][1])
 
     def _step(self, machine: Machine, key: str, symbol: str) -> str:
         state, run = self._machines[machine.name].get(key, [machine.initial, 0])
@@ -234,12 +235,14 @@ class RuleEngine:
         self._machines[machine.name][key] = [out.state, out.run]
         return out.emit
 
-    def _event(self, kind: EventKind, m: Measurement | None, site: Site, side: Side,
+    def _event(self, kind: EventKind, m: Measurement, site: Site, side: Side,
                detail: dict[str, Any], t_s: float | None = None) -> RuleEvent:
+        """An event of the stimulus ``m``, stamped with the end of its analysis window
+        unless ``t_s`` (when it was recognised) is given."""
         return RuleEvent(
-            t_s=m.t_end_s if t_s is None and m is not None else float(t_s or 0.0),
+            t_s=m.t_end_s if t_s is None else float(t_s),
             kind=kind, side=side, site=site, priority=PRIORITY[kind],
-            stimulus_index=m.stimulus.index if m is not None else None, detail=detail,
+            stimulus_index=m.stimulus.index, detail=detail,
         )
 
     # -- references -------------------------------------------------------------------
@@ -265,7 +268,7 @@ class RuleEngine:
         """Amplitude a source's stimuli at a site are compared with for recovery."""
         key = site_key(site, side)
         if source is Source.APS:
-            b = self._aps.get(side.value, {}).get("baseline")
+            b = self._aps[side.value]["baseline"]  # ``process`` made the side's record
             if b:
                 return b["amplitude_uV"], "aps_baseline"
         else:
@@ -755,8 +758,8 @@ class RuleEngine:
         else:
             self._add_loss_condition(key, ev.kind.value, ev.t_s, ev.stimulus_index)
         if ev.kind in (EventKind.LOSS_OF_SIGNAL, EventKind.LOSS_OF_SIGNAL_CONTINUED):
-            info = self._sites.get(key, {})
-            misses = info.get("misses", [])
+            # the misses that raised it (``_loss_of_signal`` keeps them; a loss is raised on a miss)
+            misses = self._sites[key]["misses"]
             measured = bool(misses) and all(x["delivered_measured"] for x in misses)
             self.procedure.on_loss(ev.side, ev.site, ev.t_s, ev.stimulus_index, current_measured=measured,
                                    continued=continued)
