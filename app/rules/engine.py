@@ -509,17 +509,21 @@ class RuleEngine:
     def nmb_reference(self, side: Side) -> dict[str, Any] | None:
         """What a side's responses are compared with for a neuromuscular blockade: its APS
         baseline (APS stimuli of its site), else its V1 value, else its R1 value (stimuli
-        of that site and source); None when the side has none of them."""
+        of that site and source; a step recorded from an untagged stimulus stands for the
+        vagus (V1) or the RLN (R1)); None when the side has none of them."""
         side = Side(side)
         aps = self._aps.get(side.value)
         if aps and aps.get("baseline") and self._state(ApsBaseline.MACHINE, side.value) == "SET":
             bl = aps["baseline"]
             return {"basis": "aps_baseline", "site": bl.get("site", Site.VAGUS.value), "source": Source.APS.value,
                     "amplitude_uV": bl["amplitude_uV"], "latency_ms": bl["latency_ms"]}
-        for step in (Step.V1, Step.R1):
+        for step, nerve in ((Step.V1, Site.VAGUS), (Step.R1, Site.RLN)):
             v = self.procedure.step(side, step)
             if v and v["response"] and v.get("amplitude_uV") and v.get("latency_ms"):
-                return {"basis": step.value, "site": v["site"], "source": v["source"],
+                # a step recorded with the button from an untagged stimulus: the step names
+                # the nerve (else no tagged stimulus would ever be compared with it)
+                site = nerve.value if v["site"] == Site.UNTAGGED.value else v["site"]
+                return {"basis": step.value, "site": site, "source": v["source"],
                         "amplitude_uV": v["amplitude_uV"], "latency_ms": v["latency_ms"],
                         "stimulus_index": v.get("stimulus_index")}
         return None

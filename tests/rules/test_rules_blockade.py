@@ -300,3 +300,19 @@ def test_blockade_transitions(state, symbol, nxt, emit):
 ])
 def test_blockade_classifier(times, symbol):
     assert Blockade.classify(times, Settings()) == symbol
+
+
+def test_a_v1_recorded_by_button_from_an_untagged_stimulus_is_the_vagus_reference():
+    """The surgeon touched the vagus with the probe untagged and pressed V1: the side's
+    blockade reference is the vagus (by the probe), so later tagged vagal stimuli are
+    compared with it and a blockade is still recognised."""
+    e, s = engine(), Stream()
+    aps_baseline(e, s)
+    untagged = s.resp(600.0, 5.5, site=Site.UNTAGGED, source=Source.PROBE, side=Side.R)
+    run(e, [untagged])
+    e.record_step(Step.V1, Side.R, untagged.t_end_s, untagged)
+    ref = e.nmb_reference(Side.R)
+    assert (ref["basis"], ref["site"], ref["source"], ref["amplitude_uV"]) == ("V1", "VAGUS", "PROBE", 600.0)
+    left_down(e, s)
+    ev = of_kind(right_down(e, s), "neuromuscular_blockade_suspected")  # (beside the site's first baseline)
+    assert len(ev) == 1 and ev[0].detail["sides"]["R"]["reference"] == "V1"

@@ -123,7 +123,7 @@ def test_a_v1_recorded_from_an_untagged_stimulus_does_not_make_untagged_stimuli_
     e.process(s.resp(A0, T0, **untagged))
     e.record_step(Step.V1, Side.L, s.t)
     ref = e.nmb_reference(Side.L)
-    assert ref is not None and ref["site"] == "UNTAGGED" and ref["basis"] == "V1"
+    assert ref is not None and ref["site"] == "VAGUS" and ref["basis"] == "V1"  # the step names the nerve
     low = s.resp(300.0, T0, **untagged)
     assert facts(low, ST).untagged and facts(low, ST).response
     assert _nmb(low, ref) == "SKIP"
