@@ -316,3 +316,14 @@ def test_a_v1_recorded_by_button_from_an_untagged_stimulus_is_the_vagus_referenc
     left_down(e, s)
     ev = of_kind(right_down(e, s), "neuromuscular_blockade_suspected")  # (beside the site's first baseline)
     assert len(ev) == 1 and ev[0].detail["sides"]["R"]["reference"] == "V1"
+
+
+def test_a_step_recorded_from_a_tagged_stimulus_keeps_the_stimulus_site():
+    """Only an untagged stimulus takes its nerve from the step; a tagged one is compared with
+    stimuli of the site it was tagged with."""
+    e, s = engine(), Stream()
+    tagged = s.resp(600.0, 5.5, site=Site.RLN, source=Source.PROBE, side=Side.R)
+    run(e, [tagged])
+    e.record_step(Step.V1, Side.R, tagged.t_end_s, tagged)
+    ref = e.nmb_reference(Side.R)
+    assert (ref["basis"], ref["site"]) == ("V1", "RLN")
