@@ -12,9 +12,10 @@ from app.record.journal import Journal
 from engine_testkit import stepped
 
 
-def _case(tmp_path):
+def _recording(tmp_path, **options):
+    """A stepped system with its journal, and the epochs the engine received by stimulus index."""
     journal = Journal(tmp_path / "journal.db")
-    s = stepped(journal=journal)
+    s = stepped(journal=journal, **options)
     mon = s.monitor
     sent: dict[int, np.ndarray] = {}
     epoch = mon.pipeline.epoch
@@ -25,6 +26,11 @@ def _case(tmp_path):
             sent[mon.case.stim_index - 1] = e.microvolts()
 
     mon.pipeline.epoch = keep
+    return s, journal, sent
+
+
+def _case(tmp_path):
+    s, journal, sent = _recording(tmp_path)
     s.run_for(0.5)
     case_id = s.must("case.start", patient_id="P1", planned_sides=["L"])["case_id"]
     s.must("probe.site", site="RLN", side="L")
@@ -97,18 +103,7 @@ def test_no_stream_journaled_keeps_every_waveform_in_its_entry(tmp_path):
 def test_a_stimulus_rate_locked_to_the_chunk_length_still_stores_each_epoch_once(tmp_path):
     # vagal stimulation at 1 Hz against one-second EMG entries: each epoch arrives after its
     # samples, at the same place of every chunk; the chunk keeps its newest samples for it
-    journal = Journal(tmp_path / "journal.db")
-    s = stepped(journal=journal, step_s=0.1, tick_s=0.1)  # the EMG of a stimulus's epoch comes before it
-    mon = s.monitor
-    sent: dict[int, np.ndarray] = {}
-    epoch = mon.pipeline.epoch
-
-    def keep(e):
-        epoch(e)
-        if mon.case is not None:
-            sent[mon.case.stim_index - 1] = e.microvolts()
-
-    mon.pipeline.epoch = keep
+    s, journal, sent = _recording(tmp_path, step_s=0.1, tick_s=0.1)  # the EMG of an epoch comes before it
     s.run_for(1.0)
     case_id = s.must("case.start", patient_id="P1", planned_sides=["L"])["case_id"]
     s.board.control("aps_attach", side="L")
