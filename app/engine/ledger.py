@@ -156,8 +156,9 @@ class Ledger:
 
     @property
     def last_ticket(self) -> int:
-        """The newest ticket handed to the writer."""
-        return self.writer.last_ticket
+        """The newest ticket handed to the writer with more than raw EMG in it (an event or a
+        command's reply waits for it, not for the EMG synced within a second after it)."""
+        return self.writer.last_announced_ticket
 
     def outcome(self, ticket: int) -> str:
         """``durable`` (on the disk), ``refused`` (never will be) or ``pending``."""
@@ -171,7 +172,7 @@ class Ledger:
         if self._held is not None:
             self._held.append((stream, message, sticky))
             return
-        self._announce(stream, message, sticky, self.writer.last_ticket if stream == "events" else None)
+        self._announce(stream, message, sticky, self.writer.last_announced_ticket if stream == "events" else None)
 
     def _announce(self, stream: str, message: Mapping[str, Any], sticky: bool, ticket: int | None) -> None:
         if stream == "events" and ticket and (self._waiting or self.writer.outcome(ticket) == PENDING):

@@ -11,7 +11,12 @@ exceptions), ``app.engine.seams``.
 Durability. A ticket is *durable* once every entry in it is committed to the journal file
 (``Journal.durable_seq``: WAL with ``synchronous=FULL``). Only then does the engine say
 "recorded" (``Ledger.outcome``). A ticket can also be *refused* (its entries will never be
-written: dropped to save space, or nothing is writable) or still *pending*.
+written: dropped to save space, or nothing is writable) or still *pending*. A ticket of raw
+free-running EMG alone (``STREAM_KINDS``, a chunk a second) is committed without waiting for
+the disk: the next ticket with anything else in it (a stimulus, an event) syncs it along
+with its own, and when none comes the writer syncs it ``sync_s`` (1 s) after it was written.
+Half the disk syncs of a case go, which the SD card of the appliance feels most; a power
+cut loses at most that second of raw EMG more, and nothing the engine has announced.
 
 Order. Tickets reach the journal in the order they were handed over. While the journal
 reports a problem (disk full, read-only, I/O errors) the writer stops handing it entries:
@@ -65,6 +70,7 @@ STREAM_KINDS = ("emg_block",)  # entries dropped whole first
 EPOCH_KINDS = ("stimulus_waveform",)  # an epoch on its own: dropped whole with the waveforms
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 WAITING_S = 2.0  # entries waiting longer than this: the recording state says "queued"
+SYNC_S = 1.0  # raw EMG committed without waiting for the disk is synced at most this long after
 RESERVE_HOURS = 8.0  # the essentials that still fit once the disk is full
 # Measured (bench/record.py, "essentials"): the stepped engine on the virtual board with the
 # probe stimulating continuously at the default 4 Hz and the continuous vagal electrode at the
@@ -226,7 +232,7 @@ class JournalWriter:
                  opener: Callable[[], Any] | None = None, reserve: Reserve | None = None,
                  low_free_bytes: int = 0, start_note: tuple[str, str] | None = None,
                  max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES, retry_s: float = 1.0, check_s: float = 10.0,
-                 reopen_s: float = 30.0) -> None:
+                 reopen_s: float = 30.0, sync_s: float = SYNC_S) -> None:
         self.journal = journal
         self.threaded = threaded
         self._now = now or time.monotonic
@@ -237,6 +243,9 @@ class JournalWriter:
         self.low_free_bytes = int(low_free_bytes)
         self.max_backlog_bytes = int(max_backlog_bytes)
         self.retry_s, self.check_s, self.reopen_s = float(retry_s), float(check_s), float(reopen_s)
+        self.sync_s = float(sync_s)
+        self._unsynced_since: float | None = None  # when raw EMG was first committed without a sync
+        self._sync_now = False  # closing: sync at once
         self._lock = threading.Condition(threading.Lock())
         self._backlog: collections.deque[Batch] = collections.deque()
         self._backlog_bytes = 0
@@ -244,6 +253,7 @@ class JournalWriter:
         self._refused: set[int] = set()
         self._refused_order: collections.deque[int] = collections.deque()
         self._last_ticket = 0
+        self._last_announced = 0  # the newest ticket with more than raw EMG in it
         self._resolved_through = 0
         self._busy: Batch | None = None
         self._busy_since = 0.0
@@ -274,6 +284,8 @@ class JournalWriter:
         with self._lock:
             self._last_ticket += 1
             batch = Batch(self._last_ticket, op, case_id, list(items), self._now(), fallback=list(fallback or ()))
+            if op != "append" or any(item[0] not in STREAM_KINDS for item in items):
+                self._last_announced = self._last_ticket
             if op == "open" and items:
                 self._open_cases[case_id] = dict(items[0][1])
             self._admit(batch)
@@ -293,6 +305,12 @@ class JournalWriter:
     def last_ticket(self) -> int:
         """The newest ticket handed over."""
         return self._last_ticket
+
+    @property
+    def last_announced_ticket(self) -> int:
+        """The newest ticket with entries other than raw EMG: what an event or a command's
+        "recorded" waits for (raw EMG alone may wait up to ``sync_s`` for its disk sync)."""
+        return self._last_announced
 
     @property
     def version(self) -> int:
@@ -344,7 +362,7 @@ class JournalWriter:
         """Start the writer thread (threaded writer)."""
         if not self.threaded or (self._thread is not None and self._thread.is_alive()):
             return
-        self._closing = False
+        self._closing = self._sync_now = False
         self._thread = threading.Thread(target=self._run, name="lnm-journal-writer", daemon=True)
         self._thread.start()
 
@@ -363,6 +381,7 @@ class JournalWriter:
     def close(self, timeout_s: float = 5.0) -> bool:
         """Write what waits (up to ``timeout_s``), then stop the thread. True when nothing is left."""
         deadline = time.monotonic() + timeout_s
+        self._sync_now = True
         if not self.threaded:
             self._next_retry = 0.0
             self._drain()
@@ -426,6 +445,7 @@ class JournalWriter:
                     self._busy = None
                     self._resolve()
             self._progress()
+        self._sync(self._now())
         with self._lock:
             self._resolve()
 
@@ -451,11 +471,8 @@ class JournalWriter:
                 seqs = [j.close_case(batch.case_id, payload)]
                 with self._lock:
                     self._open_cases.pop(batch.case_id, None)
-            elif len(batch.items) == 1:
-                kind, payload, blob, t = batch.items[0]
-                seqs = [j.append(batch.case_id, kind, payload, blob, t_s=t)]
             else:
-                seqs = list(j.append_many(batch.case_id, batch.items))
+                seqs = self._append(j, batch)
         except (JournalError, ValueError, OSError) as exc:
             self.errors += 1
             if batch.op == "open":
@@ -482,6 +499,40 @@ class JournalWriter:
                 self._handed.append((batch.ticket, batch.case_id, max(int(s) for s in seqs)))
         if not status.ok:
             self._begin_failure(status)
+
+    def _append(self, j: Any, batch: Batch) -> list[int | None]:
+        """One ``append`` ticket; raw EMG alone is committed without waiting for the disk."""
+        if self._lazy(j, batch):
+            seqs = list(j.append_many(batch.case_id, batch.items, sync=False))
+            if self._unsynced_since is None:
+                self._unsynced_since = self._now()
+            return seqs
+        if len(batch.items) == 1:
+            kind, payload, blob, t = batch.items[0]
+            return [j.append(batch.case_id, kind, payload, blob, t_s=t)]
+        return list(j.append_many(batch.case_id, batch.items))
+
+    @staticmethod
+    def _lazy(j: Any, batch: Batch) -> bool:
+        """Raw EMG alone, to a journal that can commit without waiting for the disk."""
+        return (getattr(j, "durable", False) is True and callable(getattr(j, "sync", None))
+                and all(item[0] in STREAM_KINDS for item in batch.items))
+
+    def _sync(self, now: float) -> None:
+        """Sync the raw EMG committed without waiting, when it is due (or at once when closing)."""
+        j = self.journal
+        if j is None or self._unsynced_since is None:
+            return
+        if not getattr(j, "unsynced", True):  # a later synced commit took it along
+            self._unsynced_since = None
+        elif self._sync_now or now - self._unsynced_since >= self.sync_s:
+            try:
+                if j.sync():
+                    self._unsynced_since = None
+            except Exception as exc:  # noqa: BLE001 - tried again at the next turn
+                log.error("case journal: sync failed: %s", exc)
+            with self._lock:
+                self._resolve()
 
     def _journal_dropped(self, case_id: str) -> None:
         """A ``storage`` entry in the case for what was not recorded since the last one."""
@@ -516,6 +567,7 @@ class JournalWriter:
 
     def _timers(self) -> None:
         now = self._now()
+        self._sync(now)
         j = self.journal
         if j is None:
             if self._opener is not None and now >= self._next_reopen:

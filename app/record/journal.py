@@ -3,7 +3,9 @@
 Owns: the SQLite journal file, writing entries (one committed transaction each, WAL mode,
 ``synchronous=FULL``: an entry ``append`` has returned for survives a crash or power
 loss; ``append_many`` writes several entries of a case in one transaction, one durable
-sync: after a crash either all of them are there or none), the per-case hash chain, the case
+sync: after a crash either all of them are there or none; with ``sync=False`` a transaction
+is committed without waiting for the disk, and is on it with the next synced transaction
+or ``sync()``: ``durable_seq`` says which entries are), the per-case hash chain, the case
 index across cases (``chain.py``), finding and resuming a case left open, handling storage
 problems, and retention pruning.
 May import: the standard library, ``app`` (version), ``app.record.entries``.
@@ -301,6 +303,8 @@ class Journal:
         self._conn: sqlite3.Connection | None = None
         self._ident: tuple[int, int] | None = None
         self._durable: dict[str, int] = {}  # per case: the newest seq committed to the file (durable)
+        self._unsynced: dict[str, int] = {}  # per case: the newest seq committed with sync=False, not yet synced
+        self._lazy = False  # the connection commits with synchronous=NORMAL now (sync=False)
         self._open()
 
     # ------------------------------------------------------------------ opening and closing
@@ -349,6 +353,7 @@ class Journal:
                                f"(this software reads {FORMAT} and {OLD_FORMAT})", path, "format")
         self.format = fmt[0]
         self._conn = conn
+        self._lazy = False  # (opened with synchronous=FULL, or NORMAL when not durable)
         self._ident = self._stat_ident()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -442,6 +447,7 @@ class Journal:
             if self._queue and not self.readonly:
                 self.flush()
             self._pin_open_cases()
+            self.sync()
             left = len(self._queue)
             if left:
                 log.error("case journal %s: closing with %d entries unwritten (%s)", self.path, left,
@@ -509,10 +515,11 @@ class Journal:
             "min_hours": self.min_free_hours, "path": str(self.path)}), None, None)
 
     def append(self, case_id: str, kind: str, payload: Mapping[str, Any], blob: bytes | None = None,
-               t_s: float | None = None) -> int | None:
+               t_s: float | None = None, sync: bool = True) -> int | None:
         """Append one entry; returns its seq, or ``None`` if storage is failing and the
         in-memory queue is full (the entry is counted as refused). ``t_s`` defaults to
-        the case clock. Invalid kind/payload raises ``ValueError``."""
+        the case clock. Invalid kind/payload raises ``ValueError``. ``sync=False``: committed
+        without waiting for the disk (see ``sync``)."""
         _entries.validate(kind, payload, blob)
         if t_s is not None and not math.isfinite(float(t_s)):
             raise ValueError(f"journal entry {kind}: t_s must be a finite number of seconds, got {t_s!r}")
@@ -521,9 +528,9 @@ class Journal:
             blob = bytes(blob)
         self._writable()
         with self._lock:
-            return self._append_locked(case_id, kind, text, blob, None if t_s is None else float(t_s))
+            return self._append_locked(case_id, kind, text, blob, None if t_s is None else float(t_s), sync)
 
-    def append_many(self, case_id: str, items: Iterable[tuple]) -> list[int | None]:
+    def append_many(self, case_id: str, items: Iterable[tuple], sync: bool = True) -> list[int | None]:
         """Append several entries of one case in ONE transaction (one durable sync), in
         order, on the same hash chain as one ``append`` after the other. ``items``: tuples
         ``(kind, payload)``, ``(kind, payload, blob)`` or ``(kind, payload, blob, t_s)``.
@@ -547,7 +554,7 @@ class Journal:
             return []
         self._writable()
         with self._lock:
-            return self._append_batch_locked(case_id, rows_in)
+            return self._append_batch_locked(case_id, rows_in, sync)
 
     def close_case(self, case_id: str, payload: Mapping[str, Any] | None = None) -> int | None:
         """Append ``case_closed``; the case takes no more entries. The case index records
@@ -934,11 +941,47 @@ class Journal:
             self._on_status(self._status())
 
     def durable_seq(self, case_id: str) -> int:
-        """The newest seq of ``case_id`` committed to the file by this journal object (on the disk,
-        ``synchronous=FULL``); -1 when none. Entries are committed in seq order, so every
-        entry up to it is on the disk too; a seq ``append`` returned above it is only queued.
+        """The newest seq of ``case_id`` committed to the file by this journal object and on the
+        disk (a commit with ``synchronous=FULL``, or ``sync()`` after commits without); -1 when
+        none. Entries are committed in seq order, so every entry up to it is on the disk too; a
+        seq ``append`` returned above it is only committed (``sync=False``) or queued.
         Takes no lock (a dictionary read): the engine asks while another thread writes."""
         return self._durable.get(case_id, -1)
+
+    @property
+    def unsynced(self) -> bool:
+        """Entries are committed with ``sync=False`` and not yet on the disk."""
+        return bool(self._unsynced)
+
+    def sync(self) -> bool:
+        """Put every entry committed with ``sync=False`` on the disk (the write-ahead log is
+        synced, as a commit with ``synchronous=FULL`` does). True when none is left unsynced;
+        False (logged) when the file system refuses (the next synced commit tries again)."""
+        with self._lock:
+            if not self._unsynced or self._conn is None:
+                return not self._unsynced
+            wal = self.path.with_name(self.path.name + "-wal")
+            try:
+                try:
+                    fd = os.open(wal, os.O_RDONLY)
+                except FileNotFoundError:  # checkpointed and removed: the frames are in the file itself
+                    fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.error("case journal %s: cannot sync the entries written without waiting: %s", self.path, exc)
+                return False
+            self._synced()
+            return True
+
+    def _synced(self) -> None:
+        """Everything committed so far is on the disk."""
+        for case_id, seq in self._unsynced.items():
+            if seq > self._durable.get(case_id, -1):
+                self._durable[case_id] = seq
+        self._unsynced.clear()
 
     def head_seq(self, case_id: str) -> int:
         """The newest seq given to an entry of ``case_id`` (written or queued); -1 when none."""
@@ -1029,7 +1072,7 @@ class Journal:
             head.pin_due = self._clock.now() + self.pin_interval_s
 
     def _append_locked(self, case_id: str, kind: str, payload: str, blob: bytes | None,
-                       t_s: float | None) -> int | None:
+                       t_s: float | None, sync: bool = True) -> int | None:
         head = self._head(case_id)
         self._check_file()
         if self._queue or self._failure is not None:
@@ -1037,7 +1080,7 @@ class Journal:
         row = self._make_row(head, kind, payload, blob, t_s)
         if not self._queue and self._failure is None:
             try:
-                self._write([row])
+                self._write([row], sync)
             except StorageError as exc:
                 self._begin_failure(exc, head)
                 row = self._make_row(head, kind, payload, blob, t_s)  # after the "problem" entry
@@ -1056,8 +1099,8 @@ class Journal:
             rows.append(row)
         return rows
 
-    def _append_batch_locked(self, case_id: str, rows_in: list[tuple[str, str, bytes | None, float | None]]
-                             ) -> list[int | None]:
+    def _append_batch_locked(self, case_id: str, rows_in: list[tuple[str, str, bytes | None, float | None]],
+                             sync: bool = True) -> list[int | None]:
         head = self._head(case_id)
         self._check_file()
         if self._queue or self._failure is not None:
@@ -1065,7 +1108,7 @@ class Journal:
         rows = self._chain_rows(head, rows_in)
         if not self._queue and self._failure is None:
             try:
-                self._write(rows)
+                self._write(rows, sync)
             except StorageError as exc:
                 self._begin_failure(exc, head)
                 rows = self._chain_rows(head, rows_in)  # after the "problem" entry
@@ -1172,11 +1215,15 @@ class Journal:
         log.warning("case journal %s: storage works again", self.path)
         self._notify()
 
-    def _write(self, rows: list[_Row]) -> None:
+    def _write(self, rows: list[_Row], sync: bool = True) -> None:
         if not rows:
             return
         conn = self.conn
+        lazy = self.durable and not sync
         try:
+            if lazy != self._lazy:  # (a connection setting, changed between transactions)
+                conn.execute("PRAGMA synchronous=NORMAL" if lazy else "PRAGMA synchronous=FULL")
+                self._lazy = lazy
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(f"INSERT INTO entries ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                              [r.values() for r in rows])
@@ -1184,6 +1231,13 @@ class Journal:
             if pins:
                 _insert_index(conn, pins)
             conn.execute("COMMIT")
+            if lazy:  # committed, on the disk with the next synced commit or sync()
+                for r in rows:
+                    if r.seq > self._unsynced.get(r.case_id, -1):
+                        self._unsynced[r.case_id] = r.seq
+                return
+            if self._unsynced:  # the write-ahead log was synced with everything before this commit
+                self._synced()
             for r in rows:  # committed with synchronous=FULL: on the disk
                 if r.seq > self._durable.get(r.case_id, -1):
                     self._durable[r.case_id] = r.seq
@@ -1268,6 +1322,7 @@ class Journal:
         self.path = target
         self._conn = None
         self._open()
+        self._synced()  # the rescued copy was synced whole, with what was committed without waiting
         msg = (f"case journal {old_path} was {'deleted' if problem == 'missing' else 'replaced by another file'} "
                f"while in use; every entry written was rescued into {target}")
         log.error("%s", msg)
