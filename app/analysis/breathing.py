@@ -268,9 +268,9 @@ class BreathingMeter:
         self._blanks.append((a, b))
         half = self.frame_s / 2
         for fr in reversed(self._frames):
-            if fr[0] + half < a - self.frame_s:
+            if fr[0] + half <= a:  # this frame and those before it end before the window
                 break
-            if fr[0] - half <= b:  # the frame, or the one before it (its comb partner), holds it
+            if fr[0] - half <= b + self.frame_s:  # the frame holds it, or the one before it (its comb partner)
                 fr[3] = np.maximum(fr[3], _STIM)
 
     def feed(self, block_uV: np.ndarray, t0_s: float) -> None:

@@ -125,3 +125,15 @@ def test_a_window_is_ready_once_a_frame_past_its_end_is_cut():
 @pytest.mark.parametrize("remaining", [0.0, 3.0])
 def test_measuring_entry_in_words(remaining):
     assert side_text(measuring_json(["L"], remaining, 15.0)["L"]) == f"measuring ({remaining:.0f} s)"
+
+
+def test_a_late_stimulus_window_leaves_out_its_frame_and_the_next_one_not_the_one_before():
+    """The comb subtracts the frame before: a stimulus in frame 10 reaches the envelope of frames 10
+    and 11; frame 9, whose partner is frame 8, is clean (as when the window is told in time)."""
+    m = _meter()
+    f = m.frame_s
+    m.blank(10 * f + 0.002, 10 * f + 0.01)
+    assert [k for k in range(1, 30) if _left_out(m, k)] == [10, 11]
+    m = _meter()
+    m.blank(12 * f - 0.01, 12 * f)  # the end of frame 11 and the first sample of frame 12
+    assert [k for k in range(1, 30) if _left_out(m, k)] == [11, 12, 13]
