@@ -692,7 +692,7 @@ def _clipped_stretches(sig: Any, n: int, lo: float, hi: float, fs: float, step: 
         ends = np.concatenate((cuts, [len(idx) - 1]))
         for i, j in zip(starts, ends, strict=True):
             first, last = int(idx[i]), int(idx[j])
-            peak = float(np.max(np.abs(block[out[i]: out[j] + 1])))
+            peak = float(np.max(np.abs(block[out[i: j + 1]])))  # of the run's samples outside the range
             if runs and first - runs[-1][1] <= gap:
                 runs[-1][1] = last
                 runs[-1][2] = max(runs[-1][2], peak)
@@ -746,6 +746,11 @@ def write_edf(
             raise RecordingError(f"{path}: physical range +-{physical_max_uV!r} uV is not a positive number")
         pmax = float(physical_max_uV)
         pmin = -pmax
+        try:
+            _number_field(pmin)
+        except ValueError:
+            raise RecordingError(f"{path}: physical range +-{physical_max_uV!r} uV does not fit the "
+                                 "8-character EDF header field") from None
     clips: list[tuple[float, float, str]] = []
     for label in labels:
         for a, b, peak in _clipped_stretches(recording.signals[label], n, pmin, pmax, fs, rec_chunk * spr):

@@ -228,6 +228,15 @@ def test_physical_range_must_be_positive(tmp_path, pmax):
     assert str(e.value) == f"{path}: physical range +-{pmax!r} uV is not a positive number"
 
 
+@pytest.mark.parametrize("pmax", [1e9, 123456789.0])
+def test_a_physical_range_too_wide_for_the_header_is_refused_naming_the_file(tmp_path, pmax):
+    path = tmp_path / "p.edf"
+    with pytest.raises(RecordingError) as e:
+        write_edf(path, _rec(), physical_max_uV=pmax)
+    assert str(e.value) == f"{path}: physical range +-{pmax!r} uV does not fit the 8-character EDF header field"
+    assert not path.exists()
+
+
 def test_write_error_gives_the_system_reason(tmp_path):
     path = tmp_path / "no" / "x.edf"
     with pytest.raises(RecordingError) as e:
@@ -288,6 +297,12 @@ def test_clipped_stretches_edges():
     # at 50 Hz samples two apart are two stretches (the merge gap is one sample)
     assert _clipped_stretches(np.array([101.0, 0.0, 102.0]), 3, -100.0, 100.0, 50.0, 10) == [
         (0, 1, 101.0), (2, 3, 102.0)]
+
+
+def test_the_peak_of_a_clipped_stretch_is_that_of_its_samples_outside_the_range():
+    """An unreadable sample (NaN) or a sample back inside the range within a stretch is not its peak."""
+    assert _clipped_stretches(np.array([200.0, np.nan, 300.0]), 3, -100.0, 100.0, 1000.0, 10) == [(0, 3, 300.0)]
+    assert _clipped_stretches(np.array([120.0, -150.0, 110.0]), 3, -200.0, 100.0, 1000.0, 10) == [(0, 3, 120.0)]
 
 
 # ----------------------------------------------------------------------------- annotations
