@@ -533,6 +533,7 @@ class JournalWriter:
                 log.error("case journal: sync failed: %s", exc)
             with self._lock:
                 self._resolve()
+            self._progress()  # (the live engine's loop: tickets may be durable now)
 
     def _journal_dropped(self, case_id: str) -> None:
         """A ``storage`` entry in the case for what was not recorded since the last one."""

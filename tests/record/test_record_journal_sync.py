@@ -11,7 +11,7 @@ import collections
 import logging
 import os
 import sqlite3
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -171,17 +171,22 @@ def test_closing_the_writer_syncs_the_emg_that_waits(tmp_path):
     assert not j.unsynced and led.outcome(ticket) == "durable"
 
 
-def test_a_threaded_writer_syncs_the_emg_by_itself(tmp_path):
+def test_a_threaded_writer_syncs_the_emg_by_itself_and_wakes_the_engine(tmp_path):
     j = _journal(tmp_path)
-    writer = JournalWriter(j, threaded=True, sync_s=0.05)
+    woken: list[str] = []
+    durable = threading.Event()
+
+    def progress() -> None:  # what the live engine's loop is woken with
+        if writer.outcome(ticket) == "durable":
+            woken.append("durable")
+            durable.set()
+
+    writer = JournalWriter(j, threaded=True, sync_s=0.05, on_progress=progress)
+    ticket = writer.submit("append", "c1", [("emg_block", *_emg(0.0), 0.0)])
     writer.start()
     try:
-        ticket = writer.submit("append", "c1", [("emg_block", *_emg(0.0), 0.0)])
-        for _ in range(200):
-            if writer.outcome(ticket) == "durable":
-                break
-            time.sleep(0.01)
-        assert writer.outcome(ticket) == "durable" and not j.unsynced
+        assert durable.wait(10.0)
+        assert woken and not j.unsynced
     finally:
         writer.close()
 
