@@ -200,3 +200,21 @@ def test_anything_but_raw_emg_in_a_ticket_is_synced_with_it(tmp_path, kinds):
     ticket = writer.submit("append", "c1", items)
     assert writer.outcome(ticket) == "durable" and not j.unsynced
     assert writer.last_announced_ticket == ticket
+
+
+def test_raw_emg_written_without_waiting_into_a_full_disk_is_queued_then_synced_with_the_rest(tmp_path):
+    """A disk that fills between unsynced commits: nothing is lost, nothing is called durable
+    before it is on the disk, and the queued entries are written synced once there is room."""
+    j = _journal(tmp_path)
+    first = j.append("c1", "emg_block", *_emg(0.0), t_s=0.0, sync=False)
+    pages = j.conn.execute("PRAGMA page_count").fetchone()[0]
+    j.conn.execute(f"PRAGMA max_page_count={pages}")  # the database cannot grow: SQLITE_FULL
+    later = [j.append("c1", "emg_block", *_emg(float(i)), t_s=float(i), sync=False) for i in range(1, 4)]
+    assert all(s is not None for s in later)
+    assert j.status.problem == "disk_full"
+    assert j.durable_seq("c1") < first  # the first was committed, not yet synced; the rest only queued
+    j.conn.execute("PRAGMA max_page_count=1073741823")
+    assert j.flush() is True
+    assert j.status.ok and not j.unsynced
+    assert j.durable_seq("c1") == j.head_seq("c1") >= later[-1]
+    assert j.verify("c1").ok
