@@ -2,7 +2,7 @@
 
 Owns: ``FreeRunDetector`` (stateful, pure: fed consecutive blocks, returns events),
 ``EmgEvent`` and ``EmgEventKind``.
-May import: numpy, scipy.signal, ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
+May import: numpy, scipy.signal, ``app.analysis.kernel``, ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
 
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
 then the sample count). Works at any stream rate (the board may decimate the stream).
@@ -56,11 +56,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal as sps
 
+from app.analysis.kernel import SOSFILT as _SOSFILT
 from app.model import CHANNEL_LABELS
 from app.settings import Settings, load
 
@@ -84,33 +85,6 @@ _STIM_PENDING_MAX = 256  # noted stimuli kept waiting for their windows (the new
 # (relative 1e-13 at most), far less than this margin.
 _CALM_MARGIN = 1.0 - 1e-9
 
-_Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
-
-
-def _load_kernel() -> _Kernel | None:
-    """The compiled kernel behind ``scipy.signal.sosfilt`` (filters C-ordered float64 rows
-    in place), when this scipy has it and it gives exactly what ``sosfilt`` gives; else
-    None and the public function is used. ``sosfilt`` itself spends most of its time on a
-    0.1 s block checking and reshaping its arguments (about 40 of 65 µs)."""
-    try:
-        from scipy.signal._sosfilt import _sosfilt as kernel
-    except ImportError:  # pragma: no cover - another scipy
-        return None
-    sos = np.vstack([sps.butter(4, 0.01, btype="highpass", output="sos"), sps.butter(2, 0.2, output="sos")])
-    x = np.sin(np.arange(2 * 64, dtype=np.float64) * 0.7).reshape(2, 64) * 100.0
-    zi = np.cos(np.arange(sos.shape[0] * 2 * 2, dtype=np.float64)).reshape(sos.shape[0], 2, 2)
-    want, want_zf = sps.sosfilt(sos, x, axis=1, zi=zi)
-    y, zf = x.copy(), np.ascontiguousarray(zi.transpose(1, 0, 2))
-    try:
-        kernel(np.ascontiguousarray(sos), y, zf)
-    except (TypeError, ValueError):  # pragma: no cover - another signature
-        return None
-    if not (np.array_equal(y, want) and np.array_equal(zf.transpose(1, 0, 2), want_zf)):
-        return None  # pragma: no cover - another kernel
-    return kernel
-
-
-_SOSFILT = _load_kernel()
 
 
 class EmgEventKind(str, enum.Enum):  # noqa: UP042 - str mix-in as in app.model

@@ -1,5 +1,6 @@
 """Free-running EMG: the events as the engine publishes them, and the choice of the filter
-kernel (scipy's compiled ``sosfilt`` kernel, used only when it gives exactly what
+kernel the free-running detector and the epoch filters use (``app.analysis.kernel``:
+scipy's compiled ``sosfilt`` kernel, used only when it gives exactly what
 ``scipy.signal.sosfilt`` gives)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import pytest
 import scipy.signal._sosfilt as sosfilt_module
 from scipy import signal as sps
 
-from app.analysis import freerun
+from app.analysis import epoch, freerun, kernel as kernel_module
 from app.analysis.freerun import EmgEvent, EmgEventKind
 
 
@@ -30,9 +31,9 @@ def test_a_cautery_event_has_no_channel_and_no_values():
 
 
 def test_the_compiled_kernel_is_used_on_this_scipy():
-    kernel = freerun._load_kernel()
+    kernel = kernel_module._load_kernel()
     assert kernel is not None and kernel is sosfilt_module._sosfilt
-    assert freerun._SOSFILT is kernel
+    assert kernel_module.SOSFILT is kernel and freerun._SOSFILT is kernel and epoch._SOSFILT is kernel
 
 
 def _public(sos, y, zf):
@@ -75,15 +76,15 @@ def _wrong_layout(sos, y, zf):
 
 def test_a_kernel_that_gives_what_sosfilt_gives_is_taken(monkeypatch):
     monkeypatch.setattr(sosfilt_module, "_sosfilt", _exact)
-    assert freerun._load_kernel() is _exact
+    assert kernel_module._load_kernel() is _exact
 
 
 @pytest.mark.parametrize("fake", [_output_only, _state_only, _nothing, _rounded, _wrong_signature, _wrong_layout])
 def test_a_kernel_that_differs_is_not_used(monkeypatch, fake):
     monkeypatch.setattr(sosfilt_module, "_sosfilt", fake)
-    assert freerun._load_kernel() is None
+    assert kernel_module._load_kernel() is None
 
 
 def test_no_kernel_in_scipy_means_the_public_function(monkeypatch):
     monkeypatch.delattr(sosfilt_module, "_sosfilt")
-    assert freerun._load_kernel() is None
+    assert kernel_module._load_kernel() is None
