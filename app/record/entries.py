@@ -295,6 +295,12 @@ def _default(obj: Any) -> Any:
 
 def _clean(obj: Any) -> Any:
     """NaN/inf -> None (JSON has no such numbers); tuples -> lists; keys -> str."""
+    kind = type(obj)
+    if kind is str or kind is int or kind is bool or obj is None:  # (most values: at once)
+        return obj
+    if kind is dict:
+        return {k if type(k) is str else str(k.value if isinstance(k, enum.Enum) else k): _clean(v)
+                for k, v in obj.items()}
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, np.floating):
