@@ -602,6 +602,7 @@ def _check_header(path: Path, head: bytes) -> None:
     spr = [number(0, 0, "samples per data record", sig[offset + 8 * i: offset + 8 * i + 8]) for i in range(ns_i)]
     if any(not x.is_integer() or x < 1 for x in spr):
         raise RecordingError(f"{path}: a signal has {min(spr):g} samples per data record")
+    _check_ranges(path, sig, ns_i)
     record_bytes = 2 * int(sum(spr))
     data = size - int(header_bytes)
     whole = data // record_bytes
@@ -619,6 +620,27 @@ def _check_header(path: Path, head: bytes) -> None:
     if data > expected:
         raise RecordingError(f"{path}: {data - expected} bytes after the {int(n_records)} data records its header "
                              "announces (not an intact EDF+ file)")
+
+
+# the range fields of the signal header: (name, offset per signal count, whole number)
+_RANGE_FIELDS = (("physical minimum", 104, False), ("physical maximum", 112, False),
+                 ("digital minimum", 120, True), ("digital maximum", 128, True))
+
+
+def _check_ranges(path: Path, sig: bytes, ns: int) -> None:
+    """Every signal's physical and digital minimum and maximum are finite numbers (the digital
+    ones whole): the EDF library would otherwise fail on them later without naming the file."""
+    for what, start, whole in _RANGE_FIELDS:
+        for i in range(ns):
+            text = sig[start * ns + 8 * i: start * ns + 8 * i + 8].decode("ascii", "replace").strip()
+            label = sig[16 * i: 16 * i + 16].decode("ascii", "replace").strip()
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value) or (whole and not value.is_integer()):
+                kind = "a whole number" if whole else "a number"
+                raise RecordingError(f"{path}: header field '{what}' of signal {label!r} is {text!r}, not {kind}")
 
 
 def open_edf(path: str | Path) -> Recording:
