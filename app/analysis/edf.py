@@ -465,7 +465,7 @@ def read_edf(path: str | Path, *, lazy: bool = False) -> Recording:
             start = edf.startdatetime
     except (ValueError, TypeError, ArithmeticError, edfio.AnonymizedDateError):
         start = _dt.datetime(1985, 1, 1)
-    code = edf.local_patient_identification.split(" ")[0] if edf.local_patient_identification.strip() else "X"
+    code = edf.local_patient_identification.split(" ")[0] or "X"  # EDF+: X for a subfield not known
     return Recording(
         sample_rate_hz=fs,
         signals=signals,

@@ -51,3 +51,13 @@ def test_a_digital_limit_with_a_fraction_is_refused(tmp_path, field):
 def test_a_physical_limit_with_a_fraction_is_a_number(tmp_path):
     path = _patched(_written(tmp_path), "physical maximum", 0, b"3276.5")
     assert read_edf(path).sample_rate_hz == 20000.0
+
+
+def test_a_patient_field_that_starts_with_a_space_has_no_code(tmp_path):
+    """EDF+ subfields are separated by single spaces, the code first: a leading space leaves
+    the code subfield empty, which EDF+ writes as X (never the next subfield, the sex)."""
+    path = _written(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[8:88] = b" M 01-JAN-1970 X".ljust(80)
+    path.write_bytes(bytes(data))
+    assert read_edf(path).patient_code == "X"
