@@ -15,7 +15,8 @@ artifact nor the response reaches the band-pass filter. A stimulus is known only
 epoch has arrived, after the response window; ``stimulus_wait_s`` holds the newest samples
 back that long (frames are analysed once that much newer signal has arrived), and a window
 whose far edge has not arrived yet holds back the analysis at its start. A stimulus noted
-after part of its window was analysed has only the rest of it blanked.
+after part of its window was analysed has only the rest of it blanked: by the straight line
+from the last sample analysed to the far edge, so the signal has no step where they meet.
 
 Method, per channel, in 10 ms frames (the per-frame statistics of a block are computed for
 the whole block at once; only the frame-to-frame state is stepped frame by frame). What
@@ -309,16 +310,17 @@ class FreeRunDetector:
                 continue  # (end of the stream) nothing of it arrived
             if buf is None:
                 buf = self._buf.copy()  # never change the caller's samples
+            anchor = i0 - 1  # the sample the line starts from
             if i0 - 1 >= start:
                 left = buf[:, i0 - 1 - start]
             elif self._last_raw is not None:
-                left = self._last_raw
+                left, anchor = self._last_raw, start - 1  # noted late: from the last sample analysed
             else:
                 left = buf[:, i1 - start] if i1 < end else np.zeros(buf.shape[0])
             right = buf[:, i1 - start] if i1 < end else left
-            w = np.linspace(0.0, 1.0, i1 - i0 + 2)[1:-1]
+            w = np.linspace(0.0, 1.0, i1 - anchor + 1)[1:-1]
             lo, hi = max(i0, start), min(i1, end)
-            w = w[lo - i0: hi - i0]
+            w = w[lo - anchor - 1: hi - anchor - 1]
             buf[:, lo - start: hi - start] = left[:, None] + (right - left)[:, None] * w[None, :]
         if buf is not None:
             self._buf = buf

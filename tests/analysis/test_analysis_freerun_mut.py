@@ -56,14 +56,15 @@ def stim_at(i0: int, t0: float = 0.0) -> float:
     return t
 
 
-def line(x: np.ndarray, i0: int, i1: int, start: int, end: int, left: np.ndarray) -> None:
+def line(x: np.ndarray, i0: int, i1: int, start: int, end: int, left: np.ndarray, anchor: int | None = None) -> None:
     """Replace samples ``max(i0, start)`` to ``min(i1, end)`` of the window ``[i0, i1)`` by
-    the line from ``left`` (at ``i0 - 1``) to sample ``i1`` (``left`` again when the far
-    edge is not in the stream), in place."""
+    the line from ``left`` (at ``anchor``, by default ``i0 - 1``) to sample ``i1`` (``left``
+    again when the far edge is not in the stream), in place."""
+    a = i0 - 1 if anchor is None else anchor
     right = x[:, i1] if i1 < end else left
-    w = np.linspace(0.0, 1.0, i1 - i0 + 2)[1:-1]
+    w = np.linspace(0.0, 1.0, i1 - a + 1)[1:-1]
     lo, hi = max(i0, start), min(i1, end)
-    x[:, lo:hi] = left[:, None] + (right - left)[:, None] * w[None, :][:, lo - i0: hi - i0]
+    x[:, lo:hi] = left[:, None] + (right - left)[:, None] * w[None, :][:, lo - a - 1: hi - a - 1]
 
 
 def expected(x: np.ndarray, t: float, *, t0: float = 0.0, start: int = 0) -> np.ndarray:
@@ -72,13 +73,14 @@ def expected(x: np.ndarray, t: float, *, t0: float = 0.0, start: int = 0) -> np.
     y = x.copy()
     end = y.shape[1]
     i0, i1 = edges(t, t0)
+    anchor = None
     if i0 - 1 >= start:
         left = y[:, i0 - 1]
     elif start > 0:
-        left = y[:, start - 1]  # the last sample analysed
+        left, anchor = y[:, start - 1], start - 1  # from the last sample analysed: no step where they meet
     else:
         left = y[:, i1] if i1 < end else np.zeros(NCH)  # nothing before the stream
-    line(y, i0, i1, start, end, left)
+    line(y, i0, i1, start, end, left, anchor)
     return y
 
 
