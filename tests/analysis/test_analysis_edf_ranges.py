@@ -61,3 +61,20 @@ def test_a_patient_field_that_starts_with_a_space_has_no_code(tmp_path):
     data[8:88] = b" M 01-JAN-1970 X".ljust(80)
     path.write_bytes(bytes(data))
     assert read_edf(path).patient_code == "X"
+
+
+def test_a_range_field_with_bytes_outside_ascii_is_refused_naming_them_readably(tmp_path):
+    path = _patched(_written(tmp_path), "physical maximum", 0, b"\xb5100")
+    with pytest.raises(RecordingError) as e:
+        read_edf(path)
+    assert str(e.value) == f"{path}: header field 'physical maximum' of signal 'EMG L' is '\ufffd100', not a number"
+
+
+def test_a_signal_label_outside_ascii_is_named_readably(tmp_path):
+    path = _patched(_written(tmp_path), "digital minimum", 1, b"x")
+    data = bytearray(path.read_bytes())
+    data[256 + 16: 256 + 32] = b"EMG \xd8".ljust(16)  # the second signal's label
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError) as e:
+        read_edf(path)
+    assert str(e.value) == f"{path}: header field 'digital minimum' of signal 'EMG \ufffd' is 'x', not a whole number"
