@@ -484,7 +484,7 @@ class VirtualBoard:
             if t < best_t:
                 best_t, best = t, self._unmute
         t, action = self._next_safety_item()
-        if t < best_t:
+        if t <= best_t:  # the watchdog first: no pulse at the moment it stops the outputs
             best_t, best = t, action
         if self._impedance_due is not None and self._impedance_due < best_t:
             best_t, best = self._impedance_due, self._impedance_done
@@ -644,6 +644,8 @@ class VirtualBoard:
             fs = gen.fs
         else:
             k, t_onset, fs = 0, t, 20000
+        if self._last_host_hb is not None and t_onset > self._last_host_hb + HOST_SILENT_S + 1e-9:
+            return  # the sample grid moved it past the watchdog's deadline: the output stops first
         self._pulse_end[output] = t_onset + max(pw_us, 1) / 1e6
         out = self.patient.stimulate(t_onset + self._off, output, current_uA, pw_us, fs)
         self._stim_counter = (self._stim_counter + 1) & 0xFFFFFFFF
