@@ -74,28 +74,19 @@ def test_a_clean_breathing_side_reports_rate_wander_and_comb_corrected_modulatio
         assert s.rate_per_min == pytest.approx(15.0, abs=1e-6)
 
 
-def test_modulation_exactly_at_its_limit_is_present():
-    m = meter_with_frames([sine(10.0)], [sine(0.5, mean=5.0)], sides=("L",))
-    got = m.evaluate(T0, T0 + 10.0).sides["L"].modulation_pct
-    assert got is not None
-    m2 = meter_with_frames([sine(10.0)], [sine(0.5, mean=5.0)], sides=("L",),
-                           changes={"tube.breathing_min_modulation_pct": got})
-    assert m2.evaluate(T0, T0 + 10.0).sides["L"].present is True
-    m3 = meter_with_frames([sine(10.0)], [sine(0.5, mean=5.0)], sides=("L",),
-                           changes={"tube.breathing_min_modulation_pct": got * 1.001})
-    assert m3.evaluate(T0, T0 + 10.0).sides["L"].present is False
+@pytest.mark.parametrize(("wander", "setting", "field"), [
+    (10.0, "tube.breathing_min_modulation_pct", "modulation_pct"),
+    (6.0, "tube.breathing_min_wander_uV", "wander_uV"),
+])
+def test_a_measure_exactly_at_its_limit_is_present(wander, setting, field):
+    def side(changes=None):
+        m = meter_with_frames([sine(wander)], [sine(0.5, mean=5.0)], sides=("L",), changes=changes)
+        return m.evaluate(T0, T0 + 10.0).sides["L"]
 
-
-def test_wander_exactly_at_its_limit_is_present():
-    m = meter_with_frames([sine(6.0)], [sine(0.5, mean=5.0)], sides=("L",))
-    got = m.evaluate(T0, T0 + 10.0).sides["L"].wander_uV
+    got = getattr(side(), field)
     assert got is not None
-    m2 = meter_with_frames([sine(6.0)], [sine(0.5, mean=5.0)], sides=("L",),
-                           changes={"tube.breathing_min_wander_uV": got})
-    assert m2.evaluate(T0, T0 + 10.0).sides["L"].present is True
-    m3 = meter_with_frames([sine(6.0)], [sine(0.5, mean=5.0)], sides=("L",),
-                           changes={"tube.breathing_min_wander_uV": got * 1.001})
-    assert m3.evaluate(T0, T0 + 10.0).sides["L"].present is False
+    assert side({setting: got}).present is True
+    assert side({setting: got * 1.001}).present is False
 
 
 def test_a_small_wander_limit_below_one_microvolt_is_still_required():

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edf_files import assert_refused
 from app.analysis.edf import (
     CONVENTIONS_MARK,
     Annotation,
@@ -417,14 +418,6 @@ def _edf(labels, sprs, *, n_records=1, duration="1", phys=("-100", "100"), ns_te
     return head + body
 
 
-def _refused(tmp_path, data: bytes, problem: str) -> None:
-    path = tmp_path / "r.edf"
-    path.write_bytes(data)
-    with pytest.raises(RecordingError) as e:
-        read_edf(path)
-    assert str(e.value) == f"{path}: {problem}"
-
-
 def _patched(data: bytes, a: int, value: bytes) -> bytes:
     return data[:a] + value + data[a + len(value):]
 
@@ -436,11 +429,11 @@ def _patched(data: bytes, a: int, value: bytes) -> bytes:
     (("EMG L", "EMG R"), (5000, 2500), "the EMG signals have different sampling rates (EMG L 5000 Hz, EMG R 2500 Hz)"),
 ])
 def test_reader_refuses_the_signals(tmp_path, labels, sprs, problem):
-    _refused(tmp_path, _edf(labels, sprs), problem)
+    assert_refused(tmp_path, _edf(labels, sprs), problem)
 
 
 def test_reader_refuses_an_empty_physical_range(tmp_path):
-    _refused(tmp_path, _edf(("EMG L",), (5000,), phys=("100", "100")),
+    assert_refused(tmp_path, _edf(("EMG L",), (5000,), phys=("100", "100")),
              "signal 'EMG L' has an empty physical or digital range")
 
 
@@ -476,9 +469,9 @@ def test_reader_accepts_an_unknown_number_of_records(tmp_path):
 
 
 def test_reader_reads_an_annotation_only_header_up_to_the_signals(tmp_path):
-    _refused(tmp_path, _edf((), ()), "no 'EMG L' or 'EMG R' signal (labels: none)")
+    assert_refused(tmp_path, _edf((), ()), "no 'EMG L' or 'EMG R' signal (labels: none)")
 
 
 def test_reader_refuses_a_header_cut_short(tmp_path):
     data = _edf(("EMG L", "EMG R"), (5000, 5000))[:700]
-    _refused(tmp_path, data, "truncated inside its header (700 bytes, 1024 expected)")
+    assert_refused(tmp_path, data, "truncated inside its header (700 bytes, 1024 expected)")

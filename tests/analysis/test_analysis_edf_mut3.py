@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import app.analysis.edf as edf_module
+from edf_files import assert_refused
 from app.analysis.edf import Recording, RecordingError, open_edf, parse_stim, read_edf, write_edf
 
 SIG_WIDTHS = (16, 80, 8, 8, 8, 8, 8, 80, 8, 32)  # label .. reserved, per signal
@@ -58,14 +59,6 @@ def _record_bytes(sprs=(5000,)) -> int:
     return 2 * (sum(sprs) + ANN_SPR)
 
 
-def _refused(tmp_path, data: bytes, problem: str) -> None:
-    path = tmp_path / "r.edf"
-    path.write_bytes(data)
-    with pytest.raises(RecordingError) as e:
-        read_edf(path)
-    assert str(e.value) == f"{path}: {problem}"
-
-
 def _read(tmp_path, data: bytes) -> Recording:
     path = tmp_path / "ok.edf"
     path.write_bytes(data)
@@ -78,14 +71,14 @@ def _read(tmp_path, data: bytes) -> Recording:
 @pytest.mark.parametrize("reserved", [b"EDF+D", b"EDF+D.v2"])
 def test_a_discontinuous_file_is_refused_as_edf_plus_d(tmp_path, reserved):
     """The kind is the first five characters of the reserved field, whatever follows them."""
-    _refused(tmp_path, _edf(reserved=reserved),
+    assert_refused(tmp_path, _edf(reserved=reserved),
              "EDF+D (discontinuous) is not supported; EDF+C is required")
 
 
 @pytest.mark.parametrize("reserved", [b"", b"BIOSEMI", b"\xff\xfeEDF", b"edf+d", b"EDF+X"])
 def test_a_file_without_the_edf_plus_mark_is_refused_as_plain_edf(tmp_path, reserved):
     """Also when the reserved field holds bytes that are not ASCII."""
-    _refused(tmp_path, _edf(reserved=reserved), "not EDF+ (plain EDF has no annotations for the stimuli)")
+    assert_refused(tmp_path, _edf(reserved=reserved), "not EDF+ (plain EDF has no annotations for the stimuli)")
 
 
 def test_a_file_that_cannot_be_opened_names_the_system_reason(tmp_path, monkeypatch):
@@ -120,7 +113,7 @@ def test_an_io_error_of_the_edf_library_names_the_file_and_the_reason(tmp_path, 
 
 def test_annotations_the_edf_library_cannot_decode_make_the_file_invalid(tmp_path):
     data = _edf(tal=b"+0.5\x14\xff\xfe\x14\x00")
-    _refused(tmp_path, data, "not a valid EDF+ file ('utf-8' codec can't decode byte 0xff in position 10: "
+    assert_refused(tmp_path, data, "not a valid EDF+ file ('utf-8' codec can't decode byte 0xff in position 10: "
                              "invalid start byte)")
 
 
@@ -166,9 +159,9 @@ def test_the_patient_code_is_the_first_space_separated_subfield(tmp_path):
     ("2.5", "a signal has 2.5 samples per data record"),
     ("-3", "a signal has -3 samples per data record"),
 ])
-def test_a_bad_samples_per_record_field_is_refused(tmp_path, value, problem):
+def test_a_bad_samples_per_record_field_isassert_refused(tmp_path, value, problem):
     data = _header(["EMG L", "Temp", "EDF Annotations"], [5000, value, ANN_SPR]) + bytes(2 * (5000 + 1 + 30))
-    _refused(tmp_path, data, problem)
+    assert_refused(tmp_path, data, problem)
 
 
 def test_a_signal_of_one_sample_per_record_is_accepted(tmp_path):
@@ -179,26 +172,26 @@ def test_a_signal_of_one_sample_per_record_is_accepted(tmp_path):
 # ----------------------------------------------------------------------------- truncation
 
 
-def test_an_unknown_record_count_with_a_last_record_cut_short_is_refused(tmp_path):
+def test_an_unknown_record_count_with_a_last_record_cut_short_isassert_refused(tmp_path):
     rb = _record_bytes()
     data = _edf(n_records=2)
     data = data[:256 * 3] + data[256 * 3:][: rb + 1000]
     data = data[:236] + _f("-1", 8) + data[244:]
-    _refused(tmp_path, data, f"truncated: the last data record is cut short (1000 of {rb} bytes)")
+    assert_refused(tmp_path, data, f"truncated: the last data record is cut short (1000 of {rb} bytes)")
 
 
 def test_a_file_cut_inside_a_record_says_how_much_it_holds(tmp_path):
     rb = _record_bytes()
     data = _edf(n_records=10)
     data = data[: 256 * 3 + 9 * rb + rb // 2]
-    _refused(tmp_path, data, f"truncated: the header announces 10 data records of 1 s ({10 * rb} bytes) but the "
+    assert_refused(tmp_path, data, f"truncated: the header announces 10 data records of 1 s ({10 * rb} bytes) but the "
                              f"file holds {9 * rb + rb // 2} bytes (9 whole records, 95 %)")
 
 
 def test_a_file_that_ends_with_its_header_holds_no_record(tmp_path):
     """One signal of one sample per record: the 2 bytes announced are missing entirely."""
     data = _header(["EMG L"], [1])
-    _refused(tmp_path, data, "truncated: the header announces 1 data records of 1 s (2 bytes) but the file holds "
+    assert_refused(tmp_path, data, "truncated: the header announces 1 data records of 1 s (2 bytes) but the file holds "
                              "0 bytes (0 whole records, 0 %)")
 
 
