@@ -54,7 +54,8 @@ Definitions (``shared/specs/recording-exchange.md``, ``shared/reference/clinical
   least 4.5 noise RMS: a noise spike is not a peak of the response); ``latency_ms`` is the
   time to it. ``onset_latency_ms`` is the last time before that peak at which the response
   was within 10 % of the peak's magnitude of the baseline. With a template, both come from
-  the fitted shape.
+  the fitted shape. Either way the onset is not earlier than the window's start: a
+  departure hidden in the artifact blank was not measured and is reported at the blank's end.
 - A response is present when the epoch is valid, the amplitude reaches the event threshold
   (raised up to ``analysis.auto_threshold_max_uV`` by the noise when
   ``analysis.auto_threshold`` is on), the first major peak is a real extremum inside the
@@ -756,7 +757,9 @@ class EpochAnalyzer:
         response, latency, onset = False, None, None
         if reason is None and a_i >= thr:
             if fit is not None and fit.accepted:
-                response, latency, onset = True, fit.latency_ms, fit.onset_ms
+                # the fitted shape may start inside the artifact blank, where nothing was
+                # measured: its onset is then the window's start, as a direct measurement gives
+                response, latency, onset = True, fit.latency_ms, max(fit.onset_ms, win[0])
             else:
                 verdict = self._first_major_peak(b.y[i, b.be : int(b.se[i])], b.be - b.pre, ms, n_i)
                 if verdict[0] == "artifact":

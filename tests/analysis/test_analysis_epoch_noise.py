@@ -214,6 +214,30 @@ def test_the_site_shape_is_learned_and_measures_noisy_responses():
     assert np.mean(np.abs(errs) <= 0.10) >= 0.75 and abs(np.median(errs)) <= 0.03
 
 
+@pytest.mark.parametrize("fs", [5000.0, 20000.0, 50000.0])
+def test_a_fitted_shape_does_not_put_the_onset_inside_the_artifact_blank(fs):
+    """A response so early that it leaves the baseline inside the artifact blank (first
+    peak 2.0-2.5 ms): measured through the learned shape in 30 µV noise, its onset is the
+    window's start, as a direct measurement reports it; the shape placed it up to 0.2 ms
+    earlier, where nothing was measured."""
+    rng = np.random.default_rng(int(fs) + 7)
+    analyzer = EpochAnalyzer(Settings())
+    used = 0
+    for k, peak in enumerate((2.0, 2.2, 2.5)):
+        base = ResponseSpec(300.0, peak, polarity=1, width_ms=0.5, ratio=0.8, gap_ms=1.5)
+        t0 = 100.0 + 100.0 * k
+        site = [Site.VAGUS, Site.RLN, Site.EBSLN][k]
+        specs = (site_sequence(rng, fs, base, 10, noise_uV=3.0, t0_s=t0)
+                 + site_sequence(rng, fs, base, 20, noise_uV=30.0, t0_s=t0 + 20.0, seed0=50))
+        for a, _truth in _run(analyzer, specs, site=site):
+            m = a.measurement
+            if not m.response:  # a large stimulus artifact may void an epoch this early
+                continue
+            assert a.window_ms[0] <= m.onset_latency_ms <= m.latency_ms, (a.method, m.onset_latency_ms, a.window_ms)
+            used += a.method == "template"
+    assert used >= 40
+
+
 def test_a_new_shape_takes_over():
     """The response shape at a site changes (temporal dispersion, wider phases, or another
     structure): the old shape is dropped within a few clean responses, and the noisy ones
