@@ -77,7 +77,8 @@ def encode(samples_uV: np.ndarray, res_uV: float = DEFAULT_RES_UV, level: int = 
     if x.ndim != 2:
         raise ValueError(f"waveform must be 1-D or (channels, n); got shape {x.shape}")
     # (a second of free-running EMG is 40,000 samples: every pass over them counts)
-    q = x / res_uV
+    with np.errstate(over="ignore"):  # a finite sample beyond float range here is clipped below
+        q = x / res_uV
     np.rint(q, out=q)
     lo, hi = (float(q.min()), float(q.max())) if q.size else (0.0, 0.0)
     if not (math.isfinite(lo) and math.isfinite(hi)) and not np.isfinite(x).all():

@@ -26,7 +26,8 @@ def reference_encode(samples_uV: np.ndarray, res_uV: float) -> tuple[dict, bytes
         x = x[np.newaxis, :]
     if not np.all(np.isfinite(x)):
         raise ValueError("waveform contains NaN or infinite samples")
-    q = np.rint(x / res_uV)
+    with np.errstate(over="ignore"):
+        q = np.rint(x / res_uV)
     clipped = bool(np.any(q > _I32.max) or np.any(q < _I32.min))
     q = np.clip(q, _I32.min, _I32.max).astype(np.int64)
     meta = {"encoding": W.ENCODING, "dtype": "<i2", "res_uV": float(res_uV), "channels": int(x.shape[0]),
