@@ -318,12 +318,24 @@ class JournalWriter:
         return self._version
 
     def pump(self) -> None:
-        """The inline writer's timer: retries and disk checks (the threaded writer does its own)."""
-        if not self.threaded:
+        """The inline writer's timer: retries and disk checks (the threaded writer does its own).
+        The engine calls it on every input; it does nothing until something waits or is due."""
+        if not self.threaded and not self._idle():
             self._drain()
+
+    def _idle(self) -> bool:
+        """Nothing waits and no timer of ``_timers`` is due (the inline writer writes a ticket
+        when it is handed over: between tickets only the timers have work)."""
+        if self.journal is None or self._backlog or self._failing or self._sync_now or self._busy is not None:
+            return False
+        now = self._now()
+        since = self._unsynced_since
+        return (since is None or now - since < self.sync_s) and (self.reserve is None or now < self._next_check)
 
     def take_space_notes(self) -> list[str]:
         """Warnings about free space when a case opened (``Journal.space_warning``), once each."""
+        if not self._space_notes:  # (the usual case, without the lock: a note added now comes next time)
+            return []
         with self._lock:
             notes, self._space_notes = self._space_notes, []
         return notes
