@@ -259,6 +259,10 @@ def run_core_in_this_process(core: Core, jobs: int, only: tuple[str, ...] = ()) 
     fingerprint = cfg.config_fingerprint()
     fingerprint["test_selection"] = hashlib.sha256(core.name.encode()).hexdigest()[:12]
     object.__setattr__(cfg, "config_fingerprint", lambda: fingerprint)
+    # fastest tests first (tests/mutation/fastest_first.py): sooner killed, the same verdicts,
+    # so it is left out of the fingerprint (the record's verdicts stay valid)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "-p", "fastest_first"]
     mutmut_main._run(only, jobs)
 
 
