@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -14,7 +14,6 @@ from app.model import Side, Site, Source, Stimulus
 from app.settings import Settings
 from emg_synth import EpochSpec, ResponseSpec, make_epoch
 
-ANALYZER = EpochAnalyzer(Settings())
 THRESHOLD = 100.0
 
 stimuli = st.builds(
@@ -59,7 +58,7 @@ def test_never_raises_on_finite_input(data, fs, stim, channel, extra, scale):
     pre = int(round(0.010 * fs))
     n = pre + int(round(0.050 * fs)) + extra
     x = data.draw(hnp.arrays(np.float64, n, elements=st.floats(-1.0, 1.0, width=32))) * scale
-    m = ANALYZER.measure(x, fs, pre, stim, channel)
+    m = EpochAnalyzer(Settings()).measure(x, fs, pre, stim, channel)  # fresh: a failure replays
     check_invariants(m, stim, channel, fs)
 
 
@@ -77,7 +76,45 @@ def test_synthetic_epochs_keep_the_invariants(amplitude, peak_ms, polarity, nois
     spec = EpochSpec(fs=fs, response=ResponseSpec(amplitude, peak_ms, polarity), noise_uV=noise, seed=seed)
     x, pre, _ = make_epoch(spec)
     stim = Stimulus(0, 1.0, site, Side.R, Source.PROBE, 1.0, None)
-    check_invariants(ANALYZER.measure(x, fs, pre, stim, "EMG R"), stim, "EMG R", fs)
+    check_invariants(EpochAnalyzer(Settings()).measure(x, fs, pre, stim, "EMG R"), stim, "EMG R", fs)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    fs=st.sampled_from([5000.0, 20000.0, 44100.0]),
+    amplitude=st.floats(200.0, 2000.0),
+    peak_ms=st.floats(2.0, 12.0),
+    polarity=st.sampled_from([-1, 1]),
+    width_ms=st.floats(0.3, 1.0),
+    site=st.sampled_from([Site.VAGUS, Site.RLN, Site.EBSLN]),
+    noise=st.floats(0.0, 60.0),
+    seed=st.integers(0, 2**16),
+)
+def test_a_learned_shape_keeps_the_invariants(data, fs, amplitude, peak_ms, polarity, width_ms, site, noise, seed):
+    """The site's response shape learned from eight clean responses (so the next epochs may be
+    measured with it), then an epoch of anything: a response of that shape, scaled, moved and
+    in noise, or random samples. The same invariants hold; the analyzer is made afresh for
+    each example, so a failure replays (it carried what earlier examples taught it)."""
+    analyzer = EpochAnalyzer(Settings())
+    base = ResponseSpec(amplitude, peak_ms, polarity, width_ms)
+    for j in range(8):
+        x, pre, _ = make_epoch(EpochSpec(fs=fs, response=base, noise_uV=2.0, seed=seed + j, t0_s=10.0 + j))
+        analyzer.measure(x, fs, pre, Stimulus(j, 10.0 + j, site, Side.L, Source.PROBE, 1.0, None), "EMG L")
+    event("shape learned" if ("EMG L", site.value) in analyzer.templates.templates else "shape not learned")
+    stim = Stimulus(8, 18.0, site, Side.L, Source.PROBE, 1.0, None)
+    if data.draw(st.booleans(), label="a response of the learned shape"):
+        moved = ResponseSpec(amplitude * data.draw(st.floats(0.2, 1.5)), peak_ms + data.draw(st.floats(-0.5, 0.5)),
+                             polarity, width_ms)
+        x, pre, _ = make_epoch(EpochSpec(fs=fs, response=moved, noise_uV=noise, seed=seed + 99, t0_s=18.0))
+    else:
+        pre = int(round(0.010 * fs))
+        n = pre + int(round(0.050 * fs))
+        scale = data.draw(st.sampled_from([1e2, 1e3, 1e4]))
+        x = data.draw(hnp.arrays(np.float64, n, elements=st.floats(-1.0, 1.0, width=32))) * scale
+    a = analyzer.analyse(x, fs, pre, stim, "EMG L")
+    event(f"measured: {a.method}")
+    check_invariants(a.measurement, stim, "EMG L", fs)
 
 
 @settings(max_examples=60, deadline=None)
