@@ -555,8 +555,8 @@ class FreeRunDetector:
             chain.announced = True
             times, peaks = _trim(chain.times, chain.peaks, self.min_potentials)
             events.append(
-                EmgEvent(EmgEventKind.ACTIVITY_START, now, self.channels[ch], times[0],
-                         peak_uV=max(peaks), potentials=len(times))
+                EmgEvent(EmgEventKind.ACTIVITY_START, now, self.channels[ch], float(times[0]),
+                         peak_uV=float(max(peaks)), potentials=len(times))
             )
         return events
 

@@ -67,6 +67,7 @@ def test_known_episodes_are_found(fs, seed):
     for s, ev in zip(starts, found, strict=True):
         assert s.channel == ev.channel and s.onset_s == pytest.approx(ev.onset_s, abs=0.02)
         assert s.t_s - s.onset_s <= 0.5  # recognised while it goes on
+        assert type(s.onset_s) is float and type(s.peak_uV) is float  # plain numbers, as the episode's
     assert not episodes_of(events, EmgEventKind.CAUTERY_START)
 
 
