@@ -285,7 +285,9 @@ def run_core(core: Core, jobs: int, fresh: bool, only: tuple[str, ...] = ()) -> 
     """Run one core's mutants in a child process; returns the seconds it took."""
     work = prepare_workdir(core, fresh)
     seeded = 0 if fresh else seed_from_record(work, core)
-    reset = retest_survivors_if_tests_changed(work, core)
+    # (a run of chosen mutants leaves the other survivors and the tests' stamp alone: the next
+    # whole run tests them again against the changed tests)
+    reset = 0 if only else retest_survivors_if_tests_changed(work, core)
     print(f"== {core.name}: {', '.join(core_files(core))} against {len(core_tests(core))} test files"
           + (f" ({seeded} verdicts from {RECORD.relative_to(ROOT)})" if seeded else "")
           + (f" ({reset} earlier survivors tested again)" if reset else ""), flush=True)
