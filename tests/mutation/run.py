@@ -27,6 +27,7 @@ files and their tests are the table ``CORES`` below. Usage::
     python tests/mutation/run.py --diffs [--core rules]   # what the unexplained survivors change
     python tests/mutation/run.py --save-record [--core codec]  # keep an interrupted run's verdicts
     python tests/mutation/run.py --core flow --only 'firmware_bridge.flow.*_check_epochs__*'  # again, these
+    python tests/mutation/run.py --core analysis --untested  # only those not yet tested, in parts
 """
 
 from __future__ import annotations
@@ -281,13 +282,13 @@ def print_diffs(core: Core) -> None:
                 print(get_diff_for_mutant(key, path=path))
 
 
-def run_core(core: Core, jobs: int, fresh: bool, only: tuple[str, ...] = ()) -> float:
+def run_core(core: Core, jobs: int, fresh: bool, only: tuple[str, ...] = (), untested: bool = False) -> float:
     """Run one core's mutants in a child process; returns the seconds it took."""
     work = prepare_workdir(core, fresh)
     seeded = 0 if fresh else seed_from_record(work, core)
-    # (a run of chosen mutants leaves the other survivors and the tests' stamp alone: the next
-    # whole run tests them again against the changed tests)
-    reset = 0 if only else retest_survivors_if_tests_changed(work, core)
+    # (a run of chosen mutants, or of the untested ones only, leaves the other survivors and the
+    # tests' stamp alone: the next whole run tests them again against the changed tests)
+    reset = 0 if only or untested else retest_survivors_if_tests_changed(work, core)
     print(f"== {core.name}: {', '.join(core_files(core))} against {len(core_tests(core))} test files"
           + (f" ({seeded} verdicts from {RECORD.relative_to(ROOT)})" if seeded else "")
           + (f" ({reset} earlier survivors tested again)" if reset else ""), flush=True)
@@ -401,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="test again only the mutants whose names match (fnmatch pattern, e.g. "
                              "'app.rules.engine.*_reference__*'; repeatable; with one --core), "
                              "whatever their earlier verdict")
+    parser.add_argument("--untested", action="store_true",
+                        help="test only the mutants not yet tested (earlier survivors keep their verdicts "
+                             "until a whole run, even when the tests changed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in (*CORES, ANALYSIS)}
@@ -423,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.report:
         if args.only and len(cores) != 1:
             parser.error("--only needs exactly one --core")
-        elapsed = sum(run_core(core, args.jobs, args.fresh, tuple(args.only)) for core in cores)
+        elapsed = sum(run_core(core, args.jobs, args.fresh, tuple(args.only), args.untested) for core in cores)
         print(f"== mutation run: {elapsed / 60:.1f} min with {args.jobs} jobs")
     return report(cores)
 
