@@ -2,9 +2,10 @@
 
 Owns: ``EmgStream``: each ``EmgBlock`` from the board checked for gaps, kept in the
 case journal in chunks of ``emg_chunk_s`` (the chunk being filled is the case's, see
-``CaseState.emg_chunk``), fed to the tube check's breathing window and to the
-free-running detector (irritation episodes of the case, cautery in the room now), played
-on the loudspeaker, and reduced to min/max bins for the ``emg`` stream.
+``CaseState.emg_chunk``; the journal writer encodes a full one, off this loop), fed to
+the tube check's breathing window and to the free-running detector (irritation episodes
+of the case, cautery in the room now), played on the loudspeaker, and reduced to min/max
+bins for the ``emg`` stream.
 May import: ``app.record.entries``/``waveform``, ``app.engine.context``/``ledger``/
 ``timebase``/``tube``/``seams``/``case_state``, ``firmware_bridge.messages``.
 
@@ -38,7 +39,7 @@ import numpy as np
 from app import format as F
 from app.engine.context import EngineContext
 from app.engine.ledger import Ledger
-from app.engine.seams import Detector, DetectorFactory
+from app.engine.seams import Detector, DetectorFactory, LaterEntry
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
 from app.engine.case_state import EmgChunk, StreamEpoch
@@ -243,10 +244,10 @@ class EmgStream:
                 along.append(functools.partial(_own_entry, ep))
             else:
                 alone.append(_own_entry(ep))
-        if taken is not None:
+        if taken is not None:  # (encoded by the journal writer, off this loop: the samples are not changed after)
             data, first, t_s, rate = taken
-            payload, blob = E.emg_block(t_s, first, rate, data, labels=LABELS[: data.shape[0]])
-            self.ledger.write("emg_block", payload, blob, t_s=payload["t_s"], fallback=along)
+            make = functools.partial(E.emg_block, t_s, first, rate, data, labels=LABELS[: data.shape[0]])
+            self.ledger.write_later(LaterEntry("emg_block", float(t_s), int(data.nbytes), make), fallback=along)
         for kind, payload, blob, t in alone:  # the stream did not keep them whole (a gap, the case closing)
             self.ctx.counters["epochs_outside_stream"] += 1
             self.ledger.write(kind, payload, blob, t_s=t)

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from app.engine.seams import CaseLister, FallbackItem, Journal, JournalItem, Sink, Wants
+from app.engine.seams import CaseLister, FallbackItem, Journal, LaterEntry, QueuedItem, Sink, Wants
 from app.engine.timebase import TimeBase
 from app.engine.writer import DURABLE, PENDING, JournalWriter, RecordingState
 from app.record import entries as E
@@ -70,7 +70,7 @@ class Ledger:
         self.case_id: str | None = None
         self.events: EventList = collections.deque(maxlen=events_kept)
         self.event_seq = 0
-        self._batch: list[JournalItem] | None = None  # one transaction being collected
+        self._batch: list[QueuedItem] | None = None  # one transaction being collected
         self._batch_fallback: list[FallbackItem] = []  # ... and what replaces its EMG if that is left out
         self._held: list[tuple[str, Mapping[str, Any], bool]] | None = None  # published once it is written
         self._waiting: collections.deque[tuple[int, float, str, Mapping[str, Any], bool]] = collections.deque()
@@ -122,18 +122,29 @@ class Ledger:
         if self.case_id is None:
             return None
         E.validate(kind, payload, blob)
-        for item in fallback or ():
-            if not callable(item):  # one made later is validated when it is made
-                E.validate(item[0], item[1], item[2])
         t = self._time.now_t() if t_s is None else t_s
+        return self._hand(self.case_id, (kind, payload, blob, t), fallback)
+
+    def write_later(self, entry: LaterEntry, fallback: list[FallbackItem] | None = None) -> int | None:
+        """One journal entry of the open case that the writer makes when it writes it (raw EMG,
+        encoded off the engine loop; checked against the schema when made: a bug there is
+        logged by the writer and the entry refused). Otherwise as ``write``."""
+        if self.case_id is None:
+            return None
+        return self._hand(self.case_id, entry, fallback)
+
+    def _hand(self, case_id: str, item: QueuedItem, fallback: list[FallbackItem] | None) -> int | None:
+        for entry in fallback or ():
+            if not callable(entry):  # one made later is validated when it is made
+                E.validate(entry[0], entry[1], entry[2])
         self.counters["journal_entries"] += 1
         if self._batch is not None:
-            self._batch.append((kind, payload, blob, t))
+            self._batch.append(item)
             self._batch_fallback.extend(fallback or ())
             return None
         if fallback:
-            return self.writer.submit("append", self.case_id, [(kind, payload, blob, t)], fallback=fallback)
-        return self.writer.submit("append", self.case_id, [(kind, payload, blob, t)])
+            return self.writer.submit("append", case_id, [item], fallback=fallback)
+        return self.writer.submit("append", case_id, [item])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -16,6 +16,7 @@ error, not a silent difference in behaviour.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -39,12 +40,56 @@ JournalItem = tuple[str, Mapping[str, Any], bytes | None, float]
 FallbackItem = JournalItem | Callable[[], JournalItem]
 
 
+
+
+@dataclass(frozen=True)
+class LaterEntry:
+    """A journal entry whose payload and blob the journal writer makes when it writes it: the
+    raw EMG's lossless encoding (a millisecond a second of signal) runs on the writer's
+    thread, off the engine loop. ``make()`` gives (payload, blob); ``size``: about the bytes
+    it will take (the backlog's accounting)."""
+
+    kind: str
+    t_s: float
+    size: int
+    make: Callable[[], tuple[Mapping[str, Any], bytes | None]]
+
+
+# what the ledger hands the writer: an entry, or one made when it is written
+QueuedItem = JournalItem | LaterEntry
+
+
+def item_kind(item: QueuedItem) -> str:
+    """The entry kind of a queued item."""
+    return item.kind if isinstance(item, LaterEntry) else item[0]
+
+
+def made_items(items: Sequence[QueuedItem]) -> list[JournalItem]:
+    """The entries, those made later made and validated now (``ValueError`` for one that
+    is invalid or cannot be made)."""
+    out: list[JournalItem] = []
+    for item in items:
+        if isinstance(item, LaterEntry):
+            try:
+                payload, blob = item.make()
+            except ValueError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. the FLAC library's error: the entry is refused, not the writer
+                raise ValueError(f"{item.kind} entry cannot be made: {exc}") from exc
+            E.validate(item.kind, payload, blob)
+            out.append((item.kind, payload, blob, item.t_s))
+        else:
+            out.append(item)
+    return out
+
+
 def fallback_items(fallback: Sequence[FallbackItem]) -> list[JournalItem]:
     """The fallback entries, made and validated now (``ValueError`` for an invalid one)."""
     items = [item() if callable(item) else item for item in fallback]
     for kind, payload, blob, _t in items:
         E.validate(kind, payload, blob)
     return items
+
 # the API server's publish(stream, message, sticky); it never blocks
 Sink = Callable[[str, Mapping[str, Any], bool], None]
 # does some client subscribe to this stream (the engine skips building the others)
@@ -267,7 +312,7 @@ def default_detector(settings: Settings, sample_rate_hz: float) -> Detector:
 
 __all__ = [
     "Analyzer", "AnalyzerFactory", "CaseLister", "DETECT_LAG_S", "Detector", "DetectorFactory", "DocumentMaker",
-    "FallbackItem", "Journal", "JournalItem", "NullJournal", "NullOutputs", "Outputs", "Rules", "RulesFactory",
-    "SettingsLoader", "Sink", "Wants",
-    "default_analyzer", "default_detector", "default_rules", "fallback_items",
+    "FallbackItem", "Journal", "JournalItem", "LaterEntry", "NullJournal", "NullOutputs", "Outputs", "QueuedItem",
+    "Rules", "RulesFactory", "SettingsLoader", "Sink", "Wants",
+    "default_analyzer", "default_detector", "default_rules", "fallback_items", "item_kind", "made_items",
 ]

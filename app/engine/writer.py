@@ -17,6 +17,10 @@ the disk: the next ticket with anything else in it (a stimulus, an event) syncs 
 with its own, and when none comes the writer syncs it ``sync_s`` (1 s) after it was written.
 Half the disk syncs of a case go, which the SD card of the appliance feels most; a power
 cut loses at most that second of raw EMG more, and nothing the engine has announced.
+The raw EMG reaches the writer as samples (``LaterEntry``): its lossless encoding, about a
+millisecond per second of signal, is done here too, not on the engine loop (except while
+more than ``COMPACT_BACKLOG_BYTES`` wait: the backlog keeps raw EMG encoded, a tenth of the
+memory).
 
 Order. Tickets reach the journal in the order they were handed over. While the journal
 reports a problem (disk full, read-only, I/O errors) the writer stops handing it entries:
@@ -51,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine.seams import FallbackItem, JournalItem, fallback_items
+from app.engine.seams import FallbackItem, JournalItem, LaterEntry, QueuedItem, fallback_items, item_kind, made_items
 
 log = logging.getLogger("lnm.engine")
 
@@ -69,6 +73,9 @@ WAVEFORM_KINDS = ("stimulus",)  # entries whose waveform may be dropped (the mea
 STREAM_KINDS = ("emg_block",)  # entries dropped whole first
 EPOCH_KINDS = ("stimulus_waveform",)  # an epoch on its own: dropped whole with the waveforms
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+# past this much waiting, raw EMG handed over is encoded at once: a backlog keeps it compact
+# (a second of samples is ten times its encoding)
+COMPACT_BACKLOG_BYTES = 1024 * 1024
 WAITING_S = 2.0  # entries waiting longer than this: the recording state says "queued"
 SYNC_S = 1.0  # raw EMG committed without waiting for the disk is synced at most this long after
 RESERVE_HOURS = 8.0  # the essentials that still fit once the disk is full
@@ -95,7 +102,7 @@ class Batch:
     ticket: int
     op: str
     case_id: str
-    items: list[JournalItem]
+    items: list[QueuedItem]
     handed: float  # when the ledger handed it over (writer clock)
     size: int = 0
     fallback: list[FallbackItem] = field(default_factory=list)  # written instead of a dropped stream entry
@@ -104,7 +111,9 @@ class Batch:
         self.size = sum(_item_size(i) for i in self.items)
 
 
-def _item_size(item: JournalItem) -> int:
+def _item_size(item: QueuedItem) -> int:
+    if isinstance(item, LaterEntry):
+        return 400 + item.size + (4000 if item.kind in WAVEFORM_KINDS + STREAM_KINDS else 0)
     kind, payload, blob, _t = item
     return 400 + len(blob or b"") + (4000 if kind in WAVEFORM_KINDS + STREAM_KINDS else 0) + 40 * len(payload)
 
@@ -276,17 +285,22 @@ class JournalWriter:
 
     # ------------------------------------------------------------------ the ledger's side
 
-    def submit(self, op: str, case_id: str, items: list[JournalItem],
+    def submit(self, op: str, case_id: str, items: list[QueuedItem],
                fallback: list[FallbackItem] | None = None) -> int:
         """Hand over one operation; returns its ticket (never blocks on the disk). ``fallback``:
         entries written instead when its free-running EMG is not (the stimulus epochs that
         refer to those samples, as ``stimulus_waveform`` entries)."""
+        if self._backlog_bytes > COMPACT_BACKLOG_BYTES and any(isinstance(i, LaterEntry) for i in items):
+            try:
+                items = list(made_items(items))
+            except ValueError:  # (one that cannot be made is refused when written, and said so)
+                pass
         with self._lock:
             self._last_ticket += 1
             batch = Batch(self._last_ticket, op, case_id, list(items), self._now(), fallback=list(fallback or ()))
-            if op != "append" or any(item[0] not in STREAM_KINDS for item in items):
+            if op != "append" or any(item_kind(item) not in STREAM_KINDS for item in items):
                 self._last_announced = self._last_ticket
-            if op == "open" and items:
+            if op == "open" and items and not isinstance(items[0], LaterEntry):
                 self._open_cases[case_id] = dict(items[0][1])
             self._admit(batch)
             self._lock.notify_all()
@@ -469,7 +483,7 @@ class JournalWriter:
             if batch.case_id in self._unopened and batch.op != "open":
                 raise JournalError(f"case {batch.case_id} was never opened in {j.path}")
             if batch.op == "open":
-                _kind, payload, _blob, _t = batch.items[0]
+                _kind, payload, _blob, _t = made_items(batch.items[:1])[0]
                 j.open_case({**payload, "case_id": batch.case_id})
                 self._unopened.discard(batch.case_id)
                 warning = getattr(j, "space_warning", None)
@@ -479,18 +493,18 @@ class JournalWriter:
                 seqs = [j.head_seq(batch.case_id)]
             elif batch.op == "close":
                 self._journal_dropped(batch.case_id)
-                _kind, payload, _blob, _t = batch.items[0]
+                _kind, payload, _blob, _t = made_items(batch.items[:1])[0]
                 seqs = [j.close_case(batch.case_id, payload)]
                 with self._lock:
                     self._open_cases.pop(batch.case_id, None)
             else:
-                seqs = self._append(j, batch)
+                seqs = self._append(j, batch, made_items(batch.items))
         except (JournalError, ValueError, OSError) as exc:
             self.errors += 1
             if batch.op == "open":
                 self._unopened.add(batch.case_id)
             log.error("case journal: %s %s of case %s not written: %s", batch.op,
-                      ",".join(i[0] for i in batch.items), batch.case_id, exc)
+                      ",".join(item_kind(i) for i in batch.items), batch.case_id, exc)
             with self._lock:
                 self._refuse(batch, "error")
                 self._problem = f"case record entries not written: {exc}"
@@ -512,23 +526,24 @@ class JournalWriter:
         if not status.ok:
             self._begin_failure(status)
 
-    def _append(self, j: Any, batch: Batch) -> list[int | None]:
-        """One ``append`` ticket; raw EMG alone is committed without waiting for the disk."""
+    def _append(self, j: Any, batch: Batch, items: list[JournalItem]) -> list[int | None]:
+        """One ``append`` ticket (``items``: its entries, made); raw EMG alone is committed
+        without waiting for the disk."""
         if self._lazy(j, batch):
-            seqs = list(j.append_many(batch.case_id, batch.items, sync=False))
+            seqs = list(j.append_many(batch.case_id, items, sync=False))
             if self._unsynced_since is None:
                 self._unsynced_since = self._now()
             return seqs
-        if len(batch.items) == 1:
-            kind, payload, blob, t = batch.items[0]
+        if len(items) == 1:
+            kind, payload, blob, t = items[0]
             return [j.append(batch.case_id, kind, payload, blob, t_s=t)]
-        return list(j.append_many(batch.case_id, batch.items))
+        return list(j.append_many(batch.case_id, items))
 
     @staticmethod
     def _lazy(j: Any, batch: Batch) -> bool:
         """Raw EMG alone, to a journal that can commit without waiting for the disk."""
         return (getattr(j, "durable", False) is True and callable(getattr(j, "sync", None))
-                and all(item[0] in STREAM_KINDS for item in batch.items))
+                and all(item_kind(item) in STREAM_KINDS for item in batch.items))
 
     def _sync(self, now: float) -> None:
         """Sync the raw EMG committed without waiting, when it is due (or at once when closing)."""
@@ -694,10 +709,10 @@ class JournalWriter:
         level = self._effective_level()
         if level == 0 or batch.op != "append":
             return batch
-        kept: list[JournalItem] = []
+        kept: list[QueuedItem] = []
         stream_dropped = False
         for item in batch.items:
-            if item[0] in STREAM_KINDS:
+            if item_kind(item) in STREAM_KINDS:
                 self._count(batch.case_id, "emg_block")
                 stream_dropped = True
                 continue
@@ -718,9 +733,9 @@ class JournalWriter:
             return None
         return Batch(batch.ticket, batch.op, batch.case_id, kept, batch.handed)
 
-    def _keep(self, case_id: str, item: JournalItem, level: int) -> list[JournalItem]:
+    def _keep(self, case_id: str, item: QueuedItem, level: int) -> list[QueuedItem]:
         """``item`` as level ``level`` (1 or 2) keeps it: at 2 no epoch waveforms (the lock is held)."""
-        if level < 2:
+        if level < 2 or isinstance(item, LaterEntry):  # (an entry made later is raw EMG)
             return [item]
         if item[0] in EPOCH_KINDS:
             self._count(case_id, "waveforms")
@@ -750,7 +765,8 @@ class JournalWriter:
 
     def _refuse(self, batch: Batch, why: str) -> None:
         for item in batch.items:
-            self._count(batch.case_id, item[0] if why != "error" else f"{item[0]} (error)")
+            kind = item_kind(item)
+            self._count(batch.case_id, kind if why != "error" else f"{kind} (error)")
         self._refused_add(batch.ticket)
 
     def _refused_add(self, ticket: int) -> None:
