@@ -1,0 +1,42 @@
+"""A response only a little wider than the learned shape does not fit it: the residual
+the fit leaves is judged against the noise with the number of independent samples the
+peak band allows (``analysis.peak_lowpass_hz``), so twice the noise left unexplained over
+the response is too much, and the response is measured directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.analysis.epoch import EpochAnalyzer
+from app.model import Side, Site, Source, Stimulus
+from app.settings import Settings
+from emg_synth import EpochSpec, ResponseSpec, make_epoch, site_sequence
+
+FS = 20000.0
+
+
+def _stim(i: int, t_s: float) -> Stimulus:
+    return Stimulus(i, t_s, Site.RLN, Side.L, Source.PROBE, 1.0, 1.0)
+
+
+@pytest.fixture
+def learned() -> EpochAnalyzer:
+    analyzer = EpochAnalyzer(Settings())
+    shape = ResponseSpec(400.0, 4.0, polarity=1, width_ms=0.4, ratio=0.8, gap_ms=1.2)
+    for i, spec in enumerate(site_sequence(np.random.default_rng(3), FS, shape, 10, noise_uV=3.0)):
+        x, pre, _ = make_epoch(spec)
+        analyzer.analyse(x, FS, pre, _stim(i, spec.t0_s), "EMG L")
+    return analyzer
+
+
+@pytest.mark.parametrize("seed", [100, 101, 103])
+def test_a_response_30_percent_wider_than_the_learned_shape_is_measured_directly(learned, seed):
+    wider = ResponseSpec(300.0, 4.0, polarity=1, width_ms=0.52, ratio=0.8, gap_ms=1.2)
+    x, pre, _ = make_epoch(EpochSpec(fs=FS, response=wider, noise_uV=20.0, seed=seed, t0_s=200.0, artifact_uV=1000.0))
+    a = learned.analyse(x, FS, pre, _stim(20, 200.0), "EMG L")
+    assert a.method == "direct"
+    assert a.detail.startswith("template not used: shape does not fit (residual "), a.detail
+    residual = float(a.detail.split("(residual ")[1].split(" x")[0])
+    assert 1.8 <= residual <= 2.1  # about twice the noise: the same kind of response, only wider
+    assert a.measurement.valid and a.measurement.response
