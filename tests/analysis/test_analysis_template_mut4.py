@@ -40,3 +40,22 @@ def test_a_response_30_percent_wider_than_the_learned_shape_is_measured_directly
     residual = float(a.detail.split("(residual ")[1].split(" x")[0])
     assert 1.8 <= residual <= 2.1  # about twice the noise: the same kind of response, only wider
     assert a.measurement.valid and a.measurement.response
+
+
+@pytest.mark.parametrize("seed", [100, 102])
+def test_the_fits_noise_bound_caps_the_peak_band_at_45_percent_of_the_sample_rate(seed):
+    """At 5 kHz a peak band set to 5 kHz is capped at 2250 Hz, and so is the number of
+    independent samples the residual is judged with: a response 50 % wider than the learned
+    shape, leaving about 1.4 times the noise unexplained, is still within the bound and
+    measured with the template (counting samples at 5 kHz would call that a misfit)."""
+    fs = 5000.0
+    analyzer = EpochAnalyzer(Settings({"analysis.peak_lowpass_hz": 5000.0}))
+    shape = ResponseSpec(400.0, 4.0, polarity=1, width_ms=0.4, ratio=0.8, gap_ms=1.2)
+    for i, spec in enumerate(site_sequence(np.random.default_rng(3), fs, shape, 10, noise_uV=3.0)):
+        x, pre, _ = make_epoch(spec)
+        analyzer.analyse(x, fs, pre, _stim(i, spec.t0_s), "EMG L")
+    wider = ResponseSpec(300.0, 4.0, polarity=1, width_ms=0.6, ratio=0.8, gap_ms=1.2)
+    x, pre, _ = make_epoch(EpochSpec(fs=fs, response=wider, noise_uV=40.0, seed=seed, t0_s=200.0, artifact_uV=1000.0))
+    a = analyzer.analyse(x, fs, pre, _stim(20, 200.0), "EMG L")
+    assert a.method == "template", a.detail
+    assert a.measurement.valid and a.measurement.response
