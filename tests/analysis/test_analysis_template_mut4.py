@@ -59,3 +59,24 @@ def test_the_fits_noise_bound_caps_the_peak_band_at_45_percent_of_the_sample_rat
     a = analyzer.analyse(x, fs, pre, _stim(20, 200.0), "EMG L")
     assert a.method == "template", a.detail
     assert a.measurement.valid and a.measurement.response
+
+
+def test_a_late_vagal_response_fitted_with_the_template_has_its_exact_latency():
+    """The fit's time axis is the sample rate's: a response 18 ms after the stimulus, clean
+    over the response window (the noise, 60 uV RMS white, only where the noise is measured:
+    before the stimulus and after the window), is timed by the learned shape to 5 us."""
+    rng = np.random.default_rng(1)
+    analyzer = EpochAnalyzer(Settings())
+    methods, errors = [], []
+    for i in range(6):
+        spec = ResponseSpec(300.0, 18.0 + 0.1 * i, polarity=1, width_ms=0.5, ratio=0.8, gap_ms=1.5)
+        x, pre, truth = make_epoch(
+            EpochSpec(fs=FS, response=spec, noise_uV=0.0, artifact_uV=1000.0, t0_s=100.0 + i, seed=i)
+        )
+        t_ms = (np.arange(len(x)) - pre) * 1000.0 / FS
+        x = x + np.where((t_ms < -1.0) | (t_ms > 27.0), rng.normal(0.0, 60.0, len(x)), 0.0)
+        a = analyzer.analyse(x, FS, pre, Stimulus(i, 100.0 + i, Site.VAGUS, Side.L, Source.PROBE, 1.0, 1.0), "EMG L")
+        methods.append(a.method)
+        errors.append(a.measurement.latency_ms - truth.latency_ms)
+    assert methods[-3:] == ["template"] * 3  # once the shape is known (the response is ~20 noise RMS)
+    assert np.all(np.abs(errors[-3:]) < 0.005), errors
