@@ -82,15 +82,16 @@ def test_a_late_vagal_response_fitted_with_the_template_has_its_exact_latency():
     assert np.all(np.abs(errors[-3:]) < 0.005), errors
 
 
-def _with_ecg(qrs_after_stimulus_s: float) -> list[str]:
-    """The methods of twelve epochs of one RLN site (300 uV responses at 6 ms, ~35 noise
-    RMS) with a 1000 uV ECG complex at the same place relative to every stimulus."""
+def _with_ecg(qrs_after_stimulus_s: float, seed0: int = 0) -> list[tuple[str, float]]:
+    """(method, amplitude error in uV) of twelve epochs of one RLN site (300 uV responses at
+    6 ms, ~35 noise RMS) with a 1000 uV ECG complex at the same place relative to every
+    stimulus."""
     analyzer = EpochAnalyzer(Settings())
-    methods = []
+    out = []
     for i in range(12):
         t0 = 100.0 + i
         spec = ResponseSpec(300.0, 6.0, polarity=1, width_ms=0.4, ratio=0.8, gap_ms=1.2)
-        x, pre, _ = make_epoch(
+        x, pre, truth = make_epoch(
             EpochSpec(
                 fs=FS,
                 response=spec,
@@ -99,22 +100,34 @@ def _with_ecg(qrs_after_stimulus_s: float) -> list[str]:
                 ecg_phase_s=t0 + qrs_after_stimulus_s,
                 artifact_uV=1000.0,
                 t0_s=t0,
-                seed=i,
+                seed=seed0 + i,
             )
         )
-        methods.append(analyzer.analyse(x, FS, pre, _stim(i, t0), "EMG L").method)
-    return methods
+        a = analyzer.analyse(x, FS, pre, _stim(i, t0), "EMG L")
+        amplitude = a.measurement.amplitude_uV
+        out.append((a.method, (amplitude - truth.amplitude_uV) if amplitude is not None else np.nan))
+    return out
 
 
 def test_the_shape_learned_beside_an_ecg_complex_keeps_fitting():
     """An ECG complex 20 ms before each stimulus: its tail is background, fitted with the
     learned shape and removed before the response teaches the shape, so every epoch after
     the first is measured with it."""
-    assert _with_ecg(-0.020) == ["direct"] + ["template"] * 11
+    assert [m for m, _e in _with_ecg(-0.020)] == ["direct"] + ["template"] * 11
 
 
 def test_the_shape_learned_under_an_ecg_complex_keeps_fitting():
     """An ECG complex 10 ms after each stimulus, over the response: the shape learned
     through it (with the background fitted jointly removed; a fit that was rejected does
     not teach through its own background) still fits the last epochs."""
-    assert _with_ecg(0.010)[-4:] == ["template"] * 4
+    assert [m for m, _e in _with_ecg(0.010)[-4:]] == ["template"] * 4
+
+
+def test_the_shape_learned_just_before_an_ecg_complex_is_not_biased_low():
+    """An ECG complex 14 ms after each stimulus, just after the response: taught with the
+    background fitted jointly with the shape removed (not the background fitted with the
+    response left out, which the complex's edge pulls), the shape measures the later
+    epochs within 5 % of the truth on average."""
+    errors = [e for seed0 in (0, 100) for m, e in _with_ecg(0.014, seed0)[6:] if m == "template"]
+    assert len(errors) >= 6
+    assert abs(float(np.mean(errors))) < 15.0, errors
