@@ -1,7 +1,9 @@
-"""A response only a little wider than the learned shape does not fit it: the residual
-the fit leaves is judged against the noise with the number of independent samples the
-peak band allows (``analysis.peak_lowpass_hz``), so twice the noise left unexplained over
-the response is too much, and the response is measured directly."""
+"""Measuring with the learned shape in the epoch analyzer (``EpochAnalyzer._fit_template``):
+whether the fit is accepted (the residual is judged against the noise with the number of
+independent samples the peak band allows, ``analysis.peak_lowpass_hz`` capped at 45 % of
+the sample rate), the timing of the fitted response, and what the shape is taught from
+when an ECG complex lies near the response (the epoch with the jointly fitted background
+removed)."""
 
 from __future__ import annotations
 
