@@ -79,8 +79,10 @@ CORES = (
 ANALYSIS = Core("analysis", "app", ("app/analysis/*.py",), ("tests/analysis/test_*.py",))
 
 # mutmut's exit codes, as it records them per mutant (mutmut/stats.py)
-KILLED_CODES = {1, 3}
-TIMEOUT_CODES = {36, -24, 24, 152, 255}
+# (-11: the tests crashed, a segmentation fault in compiled code handed a wrong buffer;
+# -9: killed one second after the CPU limit's SIGXCPU, or for memory: both stop the tests)
+KILLED_CODES = {1, 3, -11}
+TIMEOUT_CODES = {36, -24, 24, 152, 255, -9}
 SURVIVED_CODES = {0}
 NO_TESTS_CODES = {5, 33}
 SKIPPED_CODES = {34}
