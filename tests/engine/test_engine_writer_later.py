@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 
 import numpy as np
 
@@ -41,13 +40,6 @@ def _later(t_s: float, samples: np.ndarray, made_on: list[str] | None = None) ->
     return LaterEntry("emg_block", t_s, int(samples.nbytes), make)
 
 
-def _wait(writer: JournalWriter, ticket: int, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while writer.outcome(ticket) == "pending" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return writer.outcome(ticket)
-
-
 def test_the_threaded_writer_encodes_the_raw_emg_on_its_own_thread(tmp_path):
     j = Journal(tmp_path / "case.db")
     writer = JournalWriter(j, threaded=True, sync_s=0.0)
@@ -58,9 +50,9 @@ def test_the_threaded_writer_encodes_the_raw_emg_on_its_own_thread(tmp_path):
         samples = _samples(1)
         ticket = writer.submit("append", "c1", [_later(1.0, samples, made_on)])
         note = writer.submit("append", "c1", [("note", {"text": "tube checked"}, None, 1.5)])
-        assert _wait(writer, note) == DURABLE and _wait(writer, ticket) == DURABLE
     finally:
-        writer.close()
+        assert writer.close(timeout_s=30.0)  # everything handed over is written first
+    assert writer.outcome(ticket) == DURABLE and writer.outcome(note) == DURABLE
     assert made_on == ["lnm-journal-writer"]
     (entry,) = j.entries("c1", kinds=["emg_block"])
     assert entry.payload["t_s"] == 1.0 and entry.payload["first_sample"] == 2000
