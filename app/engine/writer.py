@@ -29,6 +29,13 @@ they wait in the backlog, unchained, and the writer asks the journal to retry ev
 stalled disk) holds up only this thread: the engine keeps measuring and alarming, and the
 recording state says the entries are waiting.
 
+Group commit. The ``append`` tickets of one case that wait together (the writer fell behind:
+a slow disk, a fast stimulation rate) are written in one transaction, one disk sync for all
+of them (at most ``GROUP_MAX_BATCHES`` and ``GROUP_MAX_BYTES``; raw EMG alone still without
+waiting for the disk). When that transaction cannot be written (an entry that cannot be made
+or is invalid, the journal refusing), each ticket is written on its own as if they had not
+been grouped, so one bad ticket never takes the others with it.
+
 What is dropped first. The essentials (events, alarms, operator actions, measurements,
 settings, the engine state) are never dropped for space. In memory: past half of
 ``max_backlog_bytes`` the raw free-running EMG waiting in the backlog is dropped (and new
@@ -78,6 +85,8 @@ DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 COMPACT_BACKLOG_BYTES = 1024 * 1024
 WAITING_S = 2.0  # entries waiting longer than this: the recording state says "queued"
 SYNC_S = 1.0  # raw EMG committed without waiting for the disk is synced at most this long after
+GROUP_MAX_BATCHES = 64  # append batches of one case written together in one transaction, at most
+GROUP_MAX_BYTES = 8 * 1024 * 1024  # ... and at most this much of them (Batch.size)
 RESERVE_HOURS = 8.0  # the essentials that still fit once the disk is full
 # Measured (bench/record.py, "essentials"): the stepped engine on the virtual board with the
 # probe stimulating continuously at the default 4 Hz and the continuous vagal electrode at the
@@ -451,21 +460,22 @@ class JournalWriter:
     # ------------------------------------------------------------------ writing
 
     def _drain(self) -> None:
-        """Timers, then every batch that can go to the journal now."""
+        """Timers, then every batch that can go to the journal now: the ``append`` batches of
+        one case waiting together in one transaction (one disk sync), each on its own when
+        that fails (module docstring, "Group commit")."""
         self._timers()
         while True:
             with self._lock:
                 if self._failing or self.journal is None or not self._backlog:
                     break
-                taken = self._backlog.popleft()
-                self._backlog_bytes -= taken.size
-                filtered = self._filtered(taken)
-                if filtered is None:
+                group = self._take_group()
+                if not group:
                     continue
-                batch = filtered
-                self._busy, self._busy_since = batch, self._now()
+                self._busy, self._busy_since = group[0], self._now()
             try:
-                self._write(batch)
+                if len(group) == 1 or not self._write_group(group):
+                    for batch in group:
+                        self._write(batch)
             finally:
                 with self._lock:
                     self._busy = None
@@ -474,6 +484,48 @@ class JournalWriter:
         self._sync(self._now())
         with self._lock:
             self._resolve()
+
+    def _take_group(self) -> list[Batch]:
+        """The next batch from the backlog, with the ``append`` batches of the same case right
+        behind it (at most ``GROUP_MAX_BATCHES`` and ``GROUP_MAX_BYTES``); the lock is held."""
+        group: list[Batch] = []
+        size = 0
+        while self._backlog:
+            nxt = self._backlog[0]
+            if group and (nxt.op != "append" or nxt.case_id != group[0].case_id
+                          or len(group) >= GROUP_MAX_BATCHES or size + nxt.size > GROUP_MAX_BYTES):
+                break
+            self._backlog.popleft()
+            self._backlog_bytes -= nxt.size
+            filtered = self._filtered(nxt)
+            if filtered is None:  # nothing of it is written (the next one may lead)
+                continue
+            group.append(filtered)
+            size += filtered.size
+            if filtered.op != "append" or filtered.case_id in self._unopened:
+                break  # (written on its own)
+        return group
+
+    def _write_group(self, group: list[Batch]) -> bool:
+        """Several ``append`` batches of one case in one transaction. False when nothing of
+        them was written (an entry that cannot be made or is invalid, or the journal raised):
+        each is then written on its own, as if they had not been grouped."""
+        j = self.journal
+        from app.record.journal import JournalError
+
+        try:
+            made = [made_items(batch.items) for batch in group]
+            lazy = all(self._lazy(j, batch) for batch in group)
+            seqs = list(j.append_many(group[0].case_id, [item for items in made for item in items], sync=not lazy))
+        except (JournalError, ValueError, OSError):
+            return False  # (append_many is all or nothing: validated before anything is written)
+        if lazy and self._unsynced_since is None:
+            self._unsynced_since = self._now()
+        start = 0
+        for batch, items in zip(group, made, strict=True):
+            self._settle(j, batch, seqs[start:start + len(items)])
+            start += len(items)
+        return True
 
     def _write(self, batch: Batch) -> None:
         j = self.journal
@@ -510,6 +562,12 @@ class JournalWriter:
                 self._problem = f"case record entries not written: {exc}"
                 self._version += 1
             return
+        self._settle(j, batch, seqs)
+
+    def _settle(self, j: Any, batch: Batch, seqs: list[int | None]) -> None:
+        """After ``batch`` went to the journal (``seqs``: what it gave its entries)."""
+        from app.record.journal import JournalError
+
         if batch.fallback and any(s is None for s in seqs):  # the journal refused the stream: keep its epochs
             try:
                 kept = j.append_many(batch.case_id, fallback_items(batch.fallback))
@@ -522,7 +580,7 @@ class JournalWriter:
             if any(s is None for s in seqs):
                 self._refuse(batch, "queue_full")
             elif seqs:
-                self._handed.append((batch.ticket, batch.case_id, max(int(s) for s in seqs)))
+                self._handed.append((batch.ticket, batch.case_id, max(int(s) for s in seqs if s is not None)))
         if not status.ok:
             self._begin_failure(status)
 
