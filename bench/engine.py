@@ -15,9 +15,12 @@
    left, a probe check every 30 min, one traction episode with recovery every two hours)
    in the stepped single-threaded simulation at maximum speed, configured as the live
    engine is (``EngineOptions()``: the free-running stream at the full 20 kHz, journaled,
-   analysed, played), with the real journal on disk and the capturing audio backend: wall
+   analysed, played), with the real journal on disk written by its own thread as the live
+   engine writes it (``JournalWriter(threaded=True)``: the raw EMG's encoding, the commits
+   and the disk syncs beside the monitoring loop), and the capturing audio backend: wall
    time, and resident memory after a ten-minute warm-up and at the end. The virtual board
-   renders the patient in the same process, so its cost is in the figure too.
+   renders the patient in the same process, so its cost is in the figure too. At the end
+   the writer must have written every entry of the case (counted in the case's journal).
 
 3. Data stall. The same live engine, but the board reached through the fault proxy of
    ``lnm link-proxy`` (``firmware_bridge.proxy.LinkProxy``) on the same clock. Continuous
@@ -311,12 +314,15 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     from app.engine.core import EngineOptions
     from app.engine.outputs import make_outputs
     from app.engine.stepped import SteppedSystem
+    from app.engine.writer import JournalWriter
     from app.record.journal import Journal
 
     journal = Journal(tmp / "case8h.db")
+    writer = JournalWriter(journal, threaded=True)  # as the live engine writes (EngineService)
+    writer.start()
     st = Settings()
     s = SteppedSystem(st, seed=11, journal=journal, options=EngineOptions(),
-                      step_s=0.1, tick_s=0.1)
+                      step_s=0.1, tick_s=0.1, monitor_kwargs={"writer": writer})
     m = s.monitor
     m.outputs = make_outputs(m.alarms, s.clock, m.settings, audio="capture", gpio="sim", keep_samples=False)
     # the virtual board's ground-truth record is for tests; keep only its recent end here
@@ -372,9 +378,14 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     gc.collect()
     rss_end = rss_mb()
     simulated = done
+    if m.case is None:
+        raise SystemExit("the case closed before the end of the benchmark")
+    case_id = m.case.case_id
     s.must("case.close")
+    if not writer.close(timeout_s=60.0):
+        raise SystemExit("the journal writer did not write every entry of the case within 60 s")
     info = {"simulated_s": simulated, "cpu_s": cpu, "stimuli": m.counters["stimuli"],
-            "journal_entries": m.counters["journal_entries"],
+            "journal_entries": m.counters["journal_entries"], "journal_written": journal.head_seq(case_id) + 1,
             "journal_mb": (tmp / "case8h.db").stat().st_size / 1e6,
             "events": len(m.events), "rule_events": {k: v for k, v in m.counters.items() if k.startswith("rule_")}}
     journal.close()
@@ -430,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{info['cpu_s']:.1f} CPU-s of this process ({x_cpu:.0f}x real time per CPU second, the figure a "
               f"busy machine leaves steadier), "
               f"{info['stimuli']} stimuli, {info['journal_entries']} journal entries "
+              f"({info['journal_written']} in the case's journal) "
               f"({info['journal_mb']:.0f} MB on disk), "
               f"rule events {info['rule_events']}; RSS {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end "
               f"({(rss1 - rss0) / rss0 * 100:+.1f} %)", flush=True)
