@@ -260,7 +260,8 @@ class FreeRunDetector:
             else:
                 self._delta = float(t0_s) - expected
         self._received += x.shape[1]
-        self._buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x
+        # (a copy either way: samples held back must not change with a block buffer the caller reuses)
+        self._buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x.copy()
         events += self._analyse(final=False)
         return events
 
