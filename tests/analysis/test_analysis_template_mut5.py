@@ -177,3 +177,22 @@ def test_a_deflection_beyond_the_templates_reach_is_not_taken_for_the_response(c
     assert fit.accepted, fit.why
     assert fit.amplitude_uV == 0.0
     assert fit.latency_ms == pytest.approx(template.usual_latency_ms)
+
+
+def test_the_search_prefers_the_better_match_even_when_most_of_it_is_hidden():
+    """Two responses of the template's shape, 4 ms apart: the first 2.7 times the second,
+    but a blank (weight 0, e.g. another stimulus's artifact) from just before its first
+    peak hides all but its rising edge. The search ranks each candidate latency by how
+    well the data match the part of the template it sees (per unit of that part's energy),
+    so it keeps the larger response, seen through less than a sixth of the template's
+    energy, over the smaller one seen whole."""
+    template = _template()
+    first, second = 4.5, 8.5
+    weights = np.where((T_MS >= first - 0.1) & (T_MS < first + 3.5), 0.0, 1.0)
+    y = 270.0 * _biphasic(T_MS - first) + 100.0 * _biphasic(T_MS - second) + 3.0
+    fit, _ = fit_template(
+        template, T_MS, y, weights, BACKGROUND, np.zeros((2, 2)), 2, bg_removed=y, window_ms=(1.5, 20.0),
+        noise_uV=2.0, peak_hz=1000.0, direct_uV=float(np.ptp(y)),
+    )  # fmt: skip
+    assert fit.accepted, fit.why
+    assert fit.latency_ms == pytest.approx(first + template.first_peak_ms, abs=0.005)
