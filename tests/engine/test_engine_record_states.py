@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -387,4 +386,3 @@ def test_the_writer_waits_in_memory_while_the_journal_fails_and_writes_in_order_
     idx = [e.payload["index"] for e in journal.entries(case_id, kinds=["stimulus"], blobs=False)]
     assert idx == list(range(s.monitor.counters["stimuli"]))
     assert journal.verify(case_id).ok
-    time.sleep(0)  # (nothing waits on wall time here)
