@@ -3,7 +3,8 @@
 Owns: ``RuleEngine`` (per-site/side state of every condition of ``conditions.py``, the
 baselines, the open loss episodes, EBSLN tracking, the procedure model), its operator
 inputs, and its JSON snapshot for resuming a case.
-May import: the standard library, ``app.model``, ``app.settings`` and ``app.rules.*``.
+May import: the standard library, ``app.model``, ``app.settings``, ``app.format`` (the one way to
+write a duration in a message) and ``app.rules.*``.
 
 Order of evaluation for one measurement (so that events of one stimulus come out in a
 fixed order): events a step recorded afterwards left waiting (``tag_step``); no current;
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.format import duration as duration_text
 from app.model import (
     EventKind,
     InvalidReason,
@@ -462,7 +464,7 @@ class RuleEngine:
                 "interrupted_t_s": ended, "interruption_s": round(m.t_end_s - ended, 3),
                 "interruptions": len(episode["interruptions"]),
                 "reentry_s": st["rules.los_reentry_s"],
-                "message": (f"Loss of signal again {m.t_end_s - ended:.0f} s after the responses returned: "
+                "message": (f"Loss of signal again {duration_text(m.t_end_s - ended)} after the responses returned: "
                             "the same loss-of-signal episode continues."),
             })
             return [self._event(EventKind.LOSS_OF_SIGNAL_CONTINUED, m, s.site, s.side, detail)]

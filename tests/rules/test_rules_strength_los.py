@@ -324,3 +324,20 @@ def test_only_a_vagal_response_answers_the_contralateral_vagus_check():
     run(e, [v])
     assert e.procedure.troubleshooting(Side.L)["answers"]["contralateral_vagus"] == {
         "answer": "yes", "by": "monitor", "t_s": v.t_end_s, "note": "response measured (612 uV)"}
+
+
+def test_the_continued_loss_message_says_how_long_the_responses_were_back_in_a_persons_words():
+    """The message reads the interruption as the screen writes a duration: half a second is
+    "1 s" (not "0 s", which would say the loss never ended), 59.5 s is "1 min 00 s"."""
+    for gap_s, words in ((0.5, "1 s"), (2.4, "2 s"), (59.5, "1 min 00 s")):
+        e, s = engine(), Stream(t0=10.0, dt=0.25)
+        run(e, [s.resp(800.0, 3.8, **PROBE_RLN)])
+        assert kinds(run(e, [s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])) == ["loss_of_signal"]
+        back = s.resp(150.0, 3.8, **PROBE_RLN), s.resp(150.0, 3.8, **PROBE_RLN)
+        assert run(e, back) == []
+        s.t = back[1].t_end_s + gap_s - 0.05 - 0.25  # the second miss ends gap_s after the responses
+        ev = run(e, [s.miss(**PROBE_RLN), s.miss(**PROBE_RLN)])
+        assert kinds(ev) == ["loss_of_signal_continued"], gap_s
+        assert ev[0].detail["interruption_s"] == gap_s
+        assert ev[0].detail["message"] == (f"Loss of signal again {words} after the responses returned: "
+                                           "the same loss-of-signal episode continues.")
