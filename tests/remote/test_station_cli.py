@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from app.remote.mosquitto import find_mosquitto, free_port
 from app.remote.mqttauth import acl_text
 from app.station import config as sc
 from app.station.auth import check_password
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,9 +127,7 @@ def test_the_shipped_broker_configuration_starts_with_tls_on_both_listeners(tmp_
     try:
         from app.remote.mosquitto import _listening
 
-        deadline = time.monotonic() + 10
-        while not (_listening(p1) and _listening(p2)) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: (_listening(p1) and _listening(p2)) or proc.poll() is not None)
         assert proc.poll() is None, proc.stdout.read()
         import paho.mqtt.client as mqtt
 
