@@ -26,9 +26,9 @@ def _slow_wave(n: int = 200) -> np.ndarray:
     return 100.0 * np.cos(2.0 * np.pi * t / 6.0)
 
 
-def _taught(**kw) -> ResponseTemplate:
+def _taught() -> ResponseTemplate:
     template = ResponseTemplate(FS)
-    template.learn(0, _slow_wave(), LATENCY_MS, 200.0, 1.0, **kw)
+    template.learn(0, _slow_wave(), LATENCY_MS, 200.0, 1.0)
     return template
 
 
@@ -46,7 +46,8 @@ def test_the_span_is_4_ms_before_to_14_ms_after_the_first_peak_both_ends_include
     assert template.variance(ends + [0.01, -0.01]) == pytest.approx([1.0 / w, 1.0 / w], rel=1e-12)
     assert template.variance(ends + [-0.01, 0.01]).tolist() == [0.0, 0.0]  # beyond either end
     assert template.variance(ends + [-H_MS, H_MS]).tolist() == [0.0, 0.0]
-    s, _d = template.values(ends + [-0.01, H_MS])  # (the fine grid runs on to the next sample's time)
+    # (the 0.01 ms grid runs on to 14.19 ms, interpolating towards the span's first sample)
+    s, _d = template.values(ends + [-0.01, H_MS])
     assert s.tolist() == [0.0, 0.0]
     s, _d = template.values(ends)
     assert np.all(np.abs(s) > 0.1)
