@@ -109,13 +109,13 @@ _CAUTERY_BLOCK_MS = 5.0
 _CAUTERY_HF_SHARE = 0.5  # robust RMS above the peak band, as a share of cautery_rms_uV
 _STEP_TAIL_MS = 5.0  # the end of the window compared with the pre-stimulus level
 _EDGE_GUARD_MS = 0.5  # filter edge left out of the baseline and noise estimates
-_ARTIFACT_EDGE_MS = 0.3
+_ARTIFACT_EDGE_MS = 0.3  # a "peak" this close to the blank end is the artifact's tail
 _PEAK_NOISE_SIGMAS = 4.5  # a major peak of a noisy response reaches at least this many noise RMS
 _NOISE_GUARD_MS = 1.0  # the pre-stimulus noise reference ends this long before the blank (filter ringing)
 _MASK_BEFORE_MS = 4.5  # the response is left out of the background fit from this long before its largest deflection
 _MASK_AFTER_MS = 5.5  # to this long after it
 _LATE_SIGMAS = 5.0  # after the window, response-band activity above this many noise RMS is not background
-_LATE_GUARD_MS = 3.0  # nor is anything this close to it  # a "peak" this close to the blank end is the artifact's tail
+_LATE_GUARD_MS = 3.0  # nor is anything this close to it
 
 
 @dataclass(frozen=True)
