@@ -37,9 +37,12 @@
    one core).
 
 Last line: ``ENGINE alarm_p50_ms=X alarm_p99_ms=X stall_alarm_ms=X case8h_x_realtime=X case8h_x_cpu=X
-rss_start_mb=N rss_end_mb=N engine_cpu_per_signal_s=X``. ``case8h_x_cpu`` is the simulated time over
-the CPU time of this process during the case (every thread): on a busy machine the wall figure
-falls with the other load, this one much less.
+case8h_x_engine=X rss_start_mb=N rss_end_mb=N engine_cpu_per_signal_s=X``. ``case8h_x_cpu`` is the
+simulated time over the CPU time of this process during the case (every thread): on a busy machine
+the wall figure falls with the other load, this one much less. ``case8h_x_engine`` is the simulated
+time over the wall time less the CPU time the monitoring thread spent inside the virtual board (on
+the appliance a separate microcontroller): the engine's own speed. The target is on
+``case8h_x_realtime``, the board's cost included.
 Targets: alarm p99 < 20 ms; stall alarm at most two periods + 100 ms (2100 ms at 1 Hz); the
 eight-hour case >= 100x real time; rss_end within 10 % of rss_start.
 """
@@ -310,6 +313,27 @@ def _truth(board):
 # ----------------------------------------------------------------------------- 2. eight hours
 
 
+def _time_board(board) -> list[float]:
+    """Count the CPU time the monitoring thread spends inside the virtual board (rendering
+    the patient, encoding its frames, decoding the engine's): the calls the stepped system
+    makes into it are wrapped. Returns the running total, in a one-element list."""
+    total = [0.0]
+
+    def timed(fn):
+        def call(*args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                total[0] += time.thread_time() - c0
+        return call
+
+    board.poll = timed(board.poll)
+    board.receive = timed(board.receive)
+    board.control = timed(board.control)
+    return total
+
+
 def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     from app.engine.core import EngineOptions
     from app.engine.outputs import make_outputs
@@ -329,6 +353,7 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     import collections
 
     s.board.truth = collections.deque(maxlen=1000)
+    board_cpu = _time_board(s.board)
     s.run_for(1.0)
     s.must("case.start", patient_id="BENCH-8H", planned_sides=["L"])
     s.board.control("aps_attach", side="L")
@@ -336,6 +361,7 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     s.must("stim.output", output="aps", on=True)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
+    board0 = board_cpu[0]
     done = 0.0
 
     def run_to(t: float) -> None:
@@ -375,6 +401,7 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
         t += 600
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    board_s = board_cpu[0] - board0
     gc.collect()
     rss_end = rss_mb()
     simulated = done
@@ -384,7 +411,7 @@ def eight_hours(tmp: Path) -> tuple[float, float, float, dict]:
     s.must("case.close")
     if not writer.close(timeout_s=60.0):
         raise SystemExit("the journal writer did not write every entry of the case within 60 s")
-    info = {"simulated_s": simulated, "cpu_s": cpu, "stimuli": m.counters["stimuli"],
+    info = {"simulated_s": simulated, "cpu_s": cpu, "board_cpu_s": board_s, "stimuli": m.counters["stimuli"],
             "journal_entries": m.counters["journal_entries"], "journal_written": journal.head_seq(case_id) + 1,
             "journal_mb": (tmp / "case8h.db").stat().st_size / 1e6,
             "events": len(m.events), "rule_events": {k: v for k, v in m.counters.items() if k.startswith("rule_")}}
@@ -437,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{x:.0f}x real time the whole case would take {CASE_S / x:.0f} s, beyond the "
                   f"{CASE_BUDGET_S:.0f} s budget of this benchmark", flush=True)
         x_cpu = info["simulated_s"] / info["cpu_s"]
+        # the virtual board stands in for the hardware: what the engine would reach without it
+        x_engine = info["simulated_s"] / max(wall - info["board_cpu_s"], 1e-9)
         print(f"{info['simulated_s'] / 3600:.2f} h continuous-monitoring case: {wall:.1f} s wall ({x:.0f}x real time), "
               f"{info['cpu_s']:.1f} CPU-s of this process ({x_cpu:.0f}x real time per CPU second, the figure a "
               f"busy machine leaves steadier), "
@@ -445,8 +474,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({info['journal_mb']:.0f} MB on disk), "
               f"rule events {info['rule_events']}; RSS {rss0:.0f} MB after warm-up, {rss1:.0f} MB at the end "
               f"({(rss1 - rss0) / rss0 * 100:+.1f} %)", flush=True)
+        print(f"of which the virtual board (rendering the patient, encoding and decoding frames, in the "
+              f"monitoring thread): {info['board_cpu_s']:.1f} CPU-s ({info['board_cpu_s'] / wall * 100:.0f} % of "
+              f"the wall time); the engine without it: {x_engine:.0f}x real time", flush=True)
     print(f"ENGINE alarm_p50_ms={percentile(lat, 50):.2f} alarm_p99_ms={percentile(lat, 99):.2f} "
           f"stall_alarm_ms={worst:.0f} case8h_x_realtime={x:.0f} case8h_x_cpu={x_cpu:.0f} "
+          f"case8h_x_engine={x_engine:.0f} "
           f"rss_start_mb={rss0:.0f} rss_end_mb={rss1:.0f} "
           f"engine_cpu_per_signal_s={cpu_1x:.3f}")
     return 0

@@ -203,7 +203,7 @@ class StimEpoch:
     config_token: int | None = None
 
     def microvolts(self) -> np.ndarray:
-        return self.samples.astype(np.float64) * (self.nv_per_count / 1000.0)
+        return _microvolts(self.samples, self.nv_per_count)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StimEpoch):
@@ -222,7 +222,7 @@ class EmgBlock:
     samples: np.ndarray = field(repr=False)
 
     def microvolts(self) -> np.ndarray:
-        return self.samples.astype(np.float64) * (self.nv_per_count / 1000.0)
+        return _microvolts(self.samples, self.nv_per_count)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EmgBlock):
@@ -280,6 +280,11 @@ HostMessage = Hello | ConfigureAcquisition | Stimulate | ImpedanceRequest | Host
 BoardMessage = (
     Capabilities | StimEpoch | EmgBlock | ImpedanceResult | BoardStatus | BoardHeartbeat | Ack | Nack
 )
+
+
+def _microvolts(samples: np.ndarray, nv_per_count: int) -> np.ndarray:
+    """ADC counts as microvolts (float64), in one pass over the samples."""
+    return np.multiply(samples, nv_per_count / 1000.0, dtype=np.float64)
 
 
 def _fields_equal(a: object, b: object) -> bool:
