@@ -283,8 +283,10 @@ BoardMessage = (
 
 
 def _microvolts(samples: np.ndarray, nv_per_count: int) -> np.ndarray:
-    """ADC counts as microvolts (float64), in one pass over the samples."""
-    return np.multiply(samples, nv_per_count / 1000.0, dtype=np.float64)
+    """ADC counts as microvolts (float64, a new array: scaled in place after the cast)."""
+    out = samples.astype(np.float64)
+    out *= nv_per_count / 1000.0
+    return out
 
 
 def _fields_equal(a: object, b: object) -> bool:
