@@ -12,6 +12,8 @@ median of the pre-stimulus part.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,17 @@ def test_at_a_low_sample_rate_the_step_level_is_the_last_sample():
     b = an.analyse(x, fs, pre, _stim(1, 2.0), "EMG L")
     assert b.measurement.invalid_reason is InvalidReason.ARTIFACT
     assert b.detail == "baseline step of 500 uV"
+
+
+# ------------------------------------------------------------------ arguments
+
+
+@pytest.mark.parametrize("others", [[[150]], [[150], [], [160]]])
+def test_a_batch_needs_one_list_of_other_onsets_per_epoch(others):
+    """Two epochs with one (or three) lists of other stimuli's onsets: refused by name, not
+    measured with the lists matched to the wrong epochs."""
+    x = np.random.default_rng(9).normal(0.0, 5.0, (2, _N))
+    with pytest.raises(ValueError, match=re.escape("2 epochs need 2 lists of other onsets")):
+        EpochAnalyzer(Settings()).analyse_batch(
+            x, _FS, _PRE, [_stim(0, 1.0), _stim(1, 2.0)], ["EMG L", "EMG L"], other_onsets=others
+        )
