@@ -18,6 +18,14 @@ and not judged by the rules (there is no patient record to judge them in). So ar
 stimuli the board delivered before the open case began (by the board's clock mapped to
 case time, which runs late by the transport delay, never early): an epoch of the
 previous case still in flight never becomes the next case's.
+
+Both outputs at once (the vagal electrode at 1 Hz while the surgeon's probe runs a train):
+a pulse of the *other* output can fall inside an epoch, and its stimulus artifact would be
+measured as this stimulus's response. The analysis is told where every other pulse falls in
+the epoch (``_other_onsets``): the same output's neighbours from its period, the other
+output's from its last pulse the board reported (``_last_pulse_us``, its own epochs arrive
+in onset order) and, while it runs, its period. Those samples are blanked like a
+stimulus's own artifact, and what follows them is no noise reference.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from app.engine.tube import TubeDesk
 from app.model import InvalidReason, Measurement, RuleEvent, Side, Site, Source, Step, Stimulus
 from app.record import entries as E
 from app.rules.procedure import ProcedureError
-from firmware_bridge.messages import StimEpoch
+from firmware_bridge.messages import Output, StimEpoch
 
 
 # rule events that a response makes (they say so when only a lowered threshold made it one)
@@ -105,6 +113,8 @@ class StimulusPipeline:
         self._analyzer_factory = analyzer_factory
         self.analyzer: Analyzer = analyzer_factory(ctx.settings)
         self._idle_index = 0  # stimuli while no case is open are numbered here
+        # per output, the board time (µs) of the last pulse the board reported (``_other_onsets``)
+        self._last_pulse_us: dict[Output, int] = {}
 
     def settings_changed(self) -> None:
         """New settings: a new analyzer for the next epoch."""
@@ -131,19 +141,48 @@ class StimulusPipeline:
             pw_us=int(e.pulse_width_us), step=step,
         ), case
 
-    def _train_onsets(self, e: StimEpoch, stim: Stimulus) -> list[int]:
-        """Sample indices in the epoch of the same output's neighbouring pulses while it runs
-        as a train (a 30 Hz probe's next pulse falls 33 ms after this one, inside the
-        epoch): the analysis blanks them and does not take their responses for noise."""
-        out = self.stim.of(stim.source)
+    def _other_onsets(self, e: StimEpoch, stim: Stimulus) -> list[int]:
+        """Sample indices in the epoch of the other pulses that fall inside it: the same
+        output's neighbours while it runs as a train (a 30 Hz probe's next pulse falls 33 ms
+        after this one), and the other output's pulses (see the module docstring). The
+        analysis blanks them and does not take what follows them for noise."""
         n = int(e.samples.shape[-1])
-        if not out.on or out.rate_hz <= 0 or e.sample_rate_hz <= 0:
+        fs = float(e.sample_rate_hz)
+        if fs <= 0 or n <= 0:
             return []
-        period = e.sample_rate_hz / out.rate_hz
         pre = int(e.pre_samples)
-        onsets = [int(round(pre + k * period)) for k in range(1, int((n - pre) / period) + 1)]
-        onsets += [int(round(pre - k * period)) for k in range(1, int(pre / period) + 1)]
+        onsets: set[int] = set()
+        out = self.stim.of(stim.source)
+        if out.on and out.rate_hz > 0:
+            period = fs / out.rate_hz
+            onsets.update(int(round(pre + k * period)) for k in range(1, int((n - pre) / period) + 1))
+            onsets.update(int(round(pre - k * period)) for k in range(1, int(pre / period) + 1))
+        this = Output(e.output)
+        self._last_pulse_us[this] = int(e.board_time_us)
+        other = Output.PROBE if this is Output.APS else Output.APS
+        last = self._last_pulse_us.get(other)
+        if last is not None:
+            onsets.update(self._pulses_of(other, last, int(e.board_time_us), pre, n, fs))
+        onsets.discard(pre)  # (a pulse at the same moment is inside this stimulus's own blank)
         return sorted(o for o in onsets if 0 <= o < n)
+
+    def _pulses_of(self, output: Output, last_us: int, onset_us: int, pre: int, n: int, fs: float) -> list[int]:
+        """Sample indices, in an epoch whose pulse came at board time ``onset_us``, of the
+        pulses of ``output``: its last reported one and, while it runs as a train, those
+        its period puts before and after it. Nothing from a pulse more than a second
+        older than this epoch (the output stopped, or the board restarted)."""
+        start_us = onset_us - pre * 1e6 / fs
+        end_us = onset_us + (n - pre) * 1e6 / fs
+        if not start_us - 1e6 <= last_us <= end_us:
+            return []
+        times = [float(last_us)]
+        out = self.stim.of(Source.APS if output is Output.APS else Source.PROBE)
+        if out.on and out.rate_hz > 0:
+            period_us = 1e6 / out.rate_hz
+            k_lo = int(np.ceil((start_us - last_us) / period_us))
+            k_hi = int(np.floor((end_us - last_us) / period_us))
+            times = [last_us + k * period_us for k in range(k_lo, k_hi + 1)]
+        return [int(round(pre + (t - onset_us) * fs / 1e6)) for t in times if start_us <= t < end_us]
 
     def epoch(self, e: StimEpoch) -> None:
         """One stimulus epoch from the board."""
@@ -151,7 +190,7 @@ class StimulusPipeline:
         self.emg.note_stimulus(stim.t_s)  # its window is not free-running EMG
         self.tube.blank(stim.t_s)
         self.ctx.counters["stimuli"] += 1
-        m = self.analyzer.measure_board_epoch(e, stim, other_onsets=self._train_onsets(e, stim))
+        m = self.analyzer.measure_board_epoch(e, stim, other_onsets=self._other_onsets(e, stim))
         if self.emg.cautery and m.valid:
             # free-running detector says cautery is on: never a response, never a loss
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)
