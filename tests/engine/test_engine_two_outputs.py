@@ -13,19 +13,29 @@ from app.settings import Settings
 from engine_testkit import stepped
 
 
-def test_a_fast_probe_train_on_tissue_does_not_read_as_the_cut_vagus_response():
+def _aps_then_probe_train():
+    """A case with the vagal electrode on the left at 1 Hz (25 s: its baseline taken), then
+    the probe at 30 Hz on tissue, out of step with the vagal pulses; its own stimuli are
+    tagged RLN right, so they count for another nerve."""
     s = stepped(settings=Settings(), seed=5)
     s.run_for(0.5)
     s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
     s.board.control("aps_attach", side="L")
     s.must("aps.side", side="L")
     s.must("stim.output", output="aps", on=True)
-    s.run_for(25.0)  # the APS baseline (20 stimuli)
+    s.run_for(25.0)
     s.board.control("probe", contact="tissue")
-    s.must("probe.site", site="RLN", side="R")  # the probe's own stimuli count for another nerve
+    s.must("probe.site", site="RLN", side="R")
     s.must("stim.set", output="probe", rate_hz=30.0, current_mA=1.0)
-    s.run_for(0.37)  # probe pulses out of step with the APS pulses
+    s.run_for(0.37)
     s.must("stim.output", output="probe", on=True)
+    return s
+
+
+def test_a_fast_probe_train_on_tissue_does_not_read_as_the_cut_vagus_response():
+    """The left vagus stops answering while the probe runs: the APS epochs of the last ten
+    seconds read below the 100 µV event threshold (or invalid), not as the probe's artifact."""
+    s = _aps_then_probe_train()
     s.board.control("traction", side="L", severity=1.0, onset_s=2)  # the vagal response is gone
     s.run_for(20.0)
     aps = next(x for x in s.must("trend.get")["series"] if x["source"] == "APS" and x["side"] == "L")
@@ -39,19 +49,8 @@ def test_a_fast_probe_train_on_tissue_leaves_the_healthy_vagus_amplitude_as_it_w
     """The same, nerve intact: the APS amplitudes while the probe runs stay those of before
     (median within 10 %), every APS epoch a valid response. Before, the probe's artifact
     added about a fifth to them."""
-    s = stepped(settings=Settings(), seed=5)
-    s.run_for(0.5)
-    s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
-    s.board.control("aps_attach", side="L")
-    s.must("aps.side", side="L")
-    s.must("stim.output", output="aps", on=True)
-    s.run_for(25.0)
-    s.board.control("probe", contact="tissue")
-    s.must("probe.site", site="RLN", side="R")
-    s.must("stim.set", output="probe", rate_hz=30.0, current_mA=1.0)
-    s.run_for(0.37)
-    t_probe = 25.87
-    s.must("stim.output", output="probe", on=True)
+    s = _aps_then_probe_train()
+    t_probe = 25.37
     s.run_for(20.0)
     aps = next(x for x in s.must("trend.get")["series"] if x["source"] == "APS" and x["side"] == "L")
     before = [a for t, a in zip(aps["t_s"], aps["amplitude_uV"], strict=True) if 5.0 <= t < t_probe]
