@@ -34,7 +34,8 @@ def _aps_then_probe_train():
 
 def test_a_fast_probe_train_on_tissue_does_not_read_as_the_cut_vagus_response():
     """The left vagus stops answering while the probe runs: the APS epochs of the last ten
-    seconds read below the 100 µV event threshold (or invalid), not as the probe's artifact."""
+    seconds read below the 100 µV event threshold (or invalid), not as the probe's artifact,
+    and the loss of signal on the left vagus is raised."""
     s = _aps_then_probe_train()
     s.board.control("traction", side="L", severity=1.0, onset_s=2)  # the vagal response is gone
     s.run_for(20.0)
@@ -43,6 +44,8 @@ def test_a_fast_probe_train_on_tissue_does_not_read_as_the_cut_vagus_response():
     late = [a for t, a in zip(aps["t_s"], aps["amplitude_uV"], strict=True) if t >= t0]
     assert late, aps
     assert all(a is None or a < 100.0 for a in late), late
+    active = [(a.get("kind"), a.get("key")) for a in s.must("state.get")["alarms"]["active"]]
+    assert ("loss_of_signal", "VAGUS-L") in active, active  # before: no alarm at all
 
 
 def test_a_fast_probe_train_on_tissue_leaves_the_healthy_vagus_amplitude_as_it_was():
