@@ -55,7 +55,7 @@ from app.engine.context import EngineContext
 from app.engine.emg_stream import EmgStream
 from app.engine.jsonsafe import plain
 from app.engine.ledger import Ledger
-from app.engine.stimulator import OutputSettings, Stimulator
+from app.engine.stimulator import Stimulator
 from app.engine.stimulus import StimulusPipeline
 from app.engine.timebase import TimeBase
 from app.engine.tube import TubeDesk
@@ -346,12 +346,9 @@ class BoardDesk:
         if not changed or not self.stim.tokens_supported or not self.link_up or self.board_state != "accepted":
             return
         for output in changed:
-            out = self._output(output)
+            out = self.stim.on_wire(output)
             if out.on:
                 self.ctx.send(out.stimulate())
-
-    def _output(self, output: Output) -> OutputSettings:
-        return self.stim.probe if output == Output.PROBE else self.stim.aps
 
     # -- data flow and what stimulation is doing
 
@@ -397,7 +394,7 @@ class BoardDesk:
         what = _stream_words(f)
         if not self.flow.active:
             why, text = "link", f"{what}: no longer supervised while the board link is down or the board refused"
-        elif f.output is not None and not self._output(f.output).on:
+        elif f.output is not None and not self.stim.on_wire(f.output).on:
             why, text = "stopped", f"{what}: no longer expected (the output was switched off)"
         else:
             why, text = "arrives", f"{what} arrive again"
@@ -418,7 +415,7 @@ class BoardDesk:
             hit = self.data_missing.get(key)
             if hit is not None:
                 return "unknown", hit[1].text
-        return ("on" if self._output(output).on else "off"), ""
+        return ("on" if self.stim.on_wire(output).on else "off"), ""
 
     # -- the link's health
 

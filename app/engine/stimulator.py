@@ -119,6 +119,10 @@ class Stimulator:
         """The output a stimulus of ``source`` came from."""
         return self.probe if source is Source.PROBE else self.aps
 
+    def on_wire(self, output: Output) -> OutputSettings:
+        """The settings of the board's ``output``."""
+        return self.probe if output == Output.PROBE else self.aps
+
     def selection(self, output: Output) -> Selection:
         """Site, side, step and source a stimulus of ``output`` would be attributed to now."""
         if output == Output.APS:

@@ -176,7 +176,7 @@ class StimulusPipeline:
         if not start_us - 1e6 <= last_us <= end_us:
             return []
         times = [float(last_us)]
-        out = self.stim.of(Source.APS if output is Output.APS else Source.PROBE)
+        out = self.stim.on_wire(output)
         if out.on and out.rate_hz > 0:
             period_us = 1e6 / out.rate_hz
             k_lo = int(np.ceil((start_us - last_us) / period_us))
