@@ -47,6 +47,7 @@ class InvalidReason(str, enum.Enum):  # noqa: UP042
     NO_CURRENT = "no_current"
     ARTIFACT = "artifact"
     NO_CHANNEL = "no_channel"
+    OTHER_STIMULUS = "other_stimulus"  # the other output's pulse may have put its response in the window
 
 
 class Priority(str, enum.Enum):  # noqa: UP042

@@ -26,6 +26,18 @@ the epoch (``_other_onsets``): the same output's neighbours from its period, the
 output's from its last pulse the board reported (``_last_pulse_us``, its own epochs arrive
 in onset order) and, while it runs, its period. Those samples are blanked like a
 stimulus's own artifact, and what follows them is no noise reference.
+
+The other output's *response* can land in the window as well (the probe on the left RLN
+answers on the left vagus's channel; the vagal response lands in a probe epoch that follows
+a vagal pulse closely). Blanking cannot take it out, so such an epoch is not measured
+(``other_stimulus``, ``_other_response``) unless that output's last epoch out of reach
+showed it evokes nothing on this channel (the probe on tissue, or on the other side). While
+the vagal electrode is not measured for that reason, the screen and the record say so
+(``_note_crossed``). What is left: the first pulse with which the probe reaches a nerve
+after it evoked nothing is judged by the epoch before, so one epoch of the other output
+can still be measured with its response in the window. The rules need two responses in a
+row to end a loss of signal (stimuli not measured between them do not break the row), so a
+false end needs two such moves onto a nerve with no vagal stimulus measured between them.
 """
 
 from __future__ import annotations
@@ -54,6 +66,9 @@ from app.record import entries as E
 from app.rules.procedure import ProcedureError
 from firmware_bridge.messages import Output, StimEpoch
 
+
+# stimuli of one output in a row not measured because of the other before the screen says so
+CROSSED_RUN = 3
 
 # rule events that a response makes (they say so when only a lowered threshold made it one)
 RESPONSE_EVENTS = ("signal_recovered", "baseline_set", "nonrecurrent_nerve_suspected")
@@ -115,6 +130,10 @@ class StimulusPipeline:
         self._idle_index = 0  # stimuli while no case is open are numbered here
         # per output, the board time (µs) of the last pulse the board reported (``_other_onsets``)
         self._last_pulse_us: dict[Output, int] = {}
+        # per output, what its last epoch out of the other output's reach evoked on each side's
+        # channel (None: not measurable), with that pulse's board time (``_other_response``)
+        self._evoked: dict[Output, tuple[int, dict[Side, bool | None]]] = {}
+        self._crossed: dict[Source, int] = {}  # per source, its stimuli in a row not measured so
 
     def settings_changed(self) -> None:
         """New settings: a new analyzer for the next epoch."""
@@ -141,15 +160,19 @@ class StimulusPipeline:
             pw_us=int(e.pulse_width_us), step=step,
         ), case
 
-    def _other_onsets(self, e: StimEpoch, stim: Stimulus) -> list[int]:
-        """Sample indices in the epoch of the other pulses that fall inside it: the same
-        output's neighbours while it runs as a train (a 30 Hz probe's next pulse falls 33 ms
-        after this one), and the other output's pulses (see the module docstring). The
-        analysis blanks them and does not take what follows them for noise."""
+    def _other_onsets(self, e: StimEpoch, stim: Stimulus) -> tuple[list[int], list[float]]:
+        """Where the other pulses fall: (sample indices in the epoch of every other pulse inside
+        it, board times of the other output's pulses whose response can reach this one's).
+
+        The indices: the same output's neighbours while it runs as a train (a 30 Hz probe's
+        next pulse falls 33 ms after this one) and the other output's pulses (see the module
+        docstring). The analysis blanks them and does not take what follows them for noise.
+        The reach: a pulse of the other output from its response window's length before this
+        pulse up to the end of this one's response window (``_other_response``)."""
         n = int(e.samples.shape[-1])
         fs = float(e.sample_rate_hz)
         if fs <= 0 or n <= 0:
-            return []
+            return [], []
         pre = int(e.pre_samples)
         onsets: set[int] = set()
         out = self.stim.of(stim.source)
@@ -158,22 +181,28 @@ class StimulusPipeline:
             onsets.update(int(round(pre + k * period)) for k in range(1, int((n - pre) / period) + 1))
             onsets.update(int(round(pre - k * period)) for k in range(1, int(pre / period) + 1))
         this = Output(e.output)
-        self._last_pulse_us[this] = int(e.board_time_us)
+        onset_us = int(e.board_time_us)
+        self._last_pulse_us[this] = onset_us
         other = Output.PROBE if this is Output.APS else Output.APS
-        last = self._last_pulse_us.get(other)
-        if last is not None:
-            onsets.update(self._pulses_of(other, last, int(e.board_time_us), pre, n, fs))
-        onsets.discard(pre)  # (a pulse at the same moment is inside this stimulus's own blank)
-        return sorted(o for o in onsets if 0 <= o < n)
-
-    def _pulses_of(self, output: Output, last_us: int, onset_us: int, pre: int, n: int, fs: float) -> list[int]:
-        """Sample indices, in an epoch whose pulse came at board time ``onset_us``, of the
-        pulses of ``output``: its last reported one and, while it runs as a train, those
-        its period puts before and after it. Nothing from a pulse more than a second
-        older than this epoch (the output stopped, or the board restarted)."""
         start_us = onset_us - pre * 1e6 / fs
         end_us = onset_us + (n - pre) * 1e6 / fs
-        if not start_us - 1e6 <= last_us <= end_us:
+        reach = (onset_us - 1e3 * self._response_end_ms(self.stim.selection(other)[0]),
+                 onset_us + 1e3 * self._response_end_ms(stim.site))
+        times: list[float] = []
+        last = self._last_pulse_us.get(other)
+        if last is not None:
+            times = self._pulses_of(other, last, start_us - 1e6, min(start_us, reach[0]), max(end_us, reach[1]))
+        onsets.update(int(round(pre + (t - onset_us) * fs / 1e6)) for t in times if start_us <= t < end_us)
+        onsets.discard(pre)  # (a pulse at the same moment is inside this stimulus's own blank)
+        return sorted(o for o in onsets if 0 <= o < n), [t for t in times if reach[0] < t < reach[1]]
+
+    def _pulses_of(self, output: Output, last_us: int, oldest_us: float, start_us: float, end_us: float
+                   ) -> list[float]:
+        """Board times (µs) in ``[start_us, end_us)`` of the pulses of ``output``: its last
+        reported one and, while it runs as a train, those its period puts before and after
+        it. Nothing from a last pulse before ``oldest_us`` (a second before the epoch: the
+        output stopped, or the board restarted) or after ``end_us``."""
+        if not oldest_us <= last_us <= end_us:
             return []
         times = [float(last_us)]
         out = self.stim.on_wire(output)
@@ -182,7 +211,67 @@ class StimulusPipeline:
             k_lo = int(np.ceil((start_us - last_us) / period_us))
             k_hi = int(np.floor((end_us - last_us) / period_us))
             times = [last_us + k * period_us for k in range(k_lo, k_hi + 1)]
-        return [int(round(pre + (t - onset_us) * fs / 1e6)) for t in times if start_us <= t < end_us]
+        return [t for t in times if start_us <= t < end_us]
+
+    def _response_end_ms(self, site: Site) -> float:
+        """How long after its pulse a response of ``site`` can last (``analysis.response_end_*``)."""
+        name = site.value.lower() if site in (Site.VAGUS, Site.RLN, Site.EBSLN) else "untagged"
+        return float(self.ctx.settings[f"analysis.response_end_{name}_ms"])
+
+    def _other_response(self, e: StimEpoch, stim: Stimulus, m: Measurement, reach: list[float],
+                        onsets: list[int]) -> Measurement:
+        """``m``, unless a pulse of the other output that may have evoked a response on this
+        epoch's channel falls within reach (``_other_onsets``): then the epoch is not
+        measured (``other_stimulus``). That response would be read as this stimulus's: the
+        probe on the left RLN would make a cut left vagus look answering, the vagal response
+        would make probed tissue look like nerve. Whether the other output evokes one on a
+        channel comes from its last epoch that no pulse of this output reached (on its own
+        side's channel as measured; on this output's side's channel measured as well while
+        both run); not known, or older than two of its periods and at least a second, counts
+        as evoking. An epoch that nothing reached teaches what this output evokes."""
+        this = Output(e.output)
+        other = Output.PROBE if this is Output.APS else Output.APS
+        onset_us = int(e.board_time_us)
+        if not reach:
+            evoked: dict[Side, bool | None] = {stim.side: bool(m.response) if m.valid else None}
+            other_out = self.stim.on_wire(other)
+            other_side = self.stim.selection(other)[1]
+            if other_out.on and other_side is not stim.side:
+                seen = self.analyzer.measure_board_epoch(
+                    e, replace(stim, side=other_side, site=Site.UNTAGGED, step=None), other_onsets=onsets)
+                evoked[other_side] = bool(seen.response) if seen.valid else None
+            self._evoked[this] = (onset_us, evoked)
+            return m
+        if not m.valid:
+            return m
+        known = self._evoked.get(other)
+        rate = self.stim.on_wire(other).rate_hz
+        fresh_us = max(1e6, 2e6 / rate) if rate > 0 else 1e6
+        if known is not None and abs(onset_us - known[0]) <= fresh_us and known[1].get(stim.side) is False:
+            return m
+        return Measurement(m.stimulus, m.channel, False, InvalidReason.OTHER_STIMULUS, False, None, None, None)
+
+    def _note_crossed(self, stim: Stimulus, m: Measurement) -> None:
+        """Say when an output's stimuli stop being measured because of the other output
+        (``CROSSED_RUN`` of them in a row: the vagal electrode while the probe answers on its
+        channel), and when they are measured again; a stray one is only in its stimulus."""
+        run = self._crossed.get(stim.source, 0)
+        where = F.site_side(stim.site.value, stim.side.value)
+        other = "probe" if stim.source is Source.APS else "continuous vagal electrode"
+        if m.invalid_reason is InvalidReason.OTHER_STIMULUS:
+            self._crossed[stim.source] = run + 1
+            if run + 1 == CROSSED_RUN:
+                self.ledger.event("stimulus", "other_stimulus_start",
+                                  f"{where} not measured while the {other} stimulates: its responses may fall "
+                                  "in this response window", side=stim.side.value, site=stim.site.value,
+                                  detail={"source": stim.source.value}, t_s=stim.t_s)
+        elif run:
+            self._crossed[stim.source] = 0
+            if run >= CROSSED_RUN:
+                self.ledger.event("stimulus", "other_stimulus_end",
+                                  f"{where} measured again ({run} stimuli not measured while the {other} "
+                                  "stimulated)", side=stim.side.value, site=stim.site.value,
+                                  detail={"source": stim.source.value, "not_measured": run}, t_s=stim.t_s)
 
     def epoch(self, e: StimEpoch) -> None:
         """One stimulus epoch from the board."""
@@ -190,7 +279,10 @@ class StimulusPipeline:
         self.emg.note_stimulus(stim.t_s)  # its window is not free-running EMG
         self.tube.blank(stim.t_s)
         self.ctx.counters["stimuli"] += 1
-        m = self.analyzer.measure_board_epoch(e, stim, other_onsets=self._other_onsets(e, stim))
+        onsets, reach = self._other_onsets(e, stim)
+        m = self.analyzer.measure_board_epoch(e, stim, other_onsets=onsets)
+        m = self._other_response(e, stim, m, reach, onsets)
+        self._note_crossed(stim, m)
         if self.emg.cautery and m.valid:
             # free-running detector says cautery is on: never a response, never a loss
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)

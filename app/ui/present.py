@@ -287,8 +287,7 @@ def response_words(m: Mapping[str, Any] | None) -> str:
     if not m:
         return "no stimulus yet"
     if not m.get("valid", True):
-        reason = str(m.get("invalid_reason") or "invalid").replace("_", " ")
-        return f"not measured: {reason}"
+        return f"not measured: {fmt.words(fmt.INVALID_WORDS, m.get('invalid_reason'), 'invalid')}"
     if m.get("response"):
         # only a lowered threshold makes it one: never a plain "RESPONSE" (under a loss of signal least of all)
         return "RESPONSE (lowered threshold)" if m.get("lowered_threshold") else "RESPONSE"

@@ -3,14 +3,22 @@ runs a fast train. A probe pulse can fall inside an APS epoch's response window;
 tells the analysis where the other output's pulses fall (``StimulusPipeline._other_onsets``),
 so that the probe's stimulus artifact is not measured as the vagal response. Before, only the
 same output's pulses were told: with the left vagus cut and the probe at 30 Hz on tissue,
-every APS epoch read as a response of about 740 µV (the probe's artifact)."""
+every APS epoch read as a response of about 740 µV (the probe's artifact).
+The other output's *response* can fall in the window too: the probe on the left RLN answers
+3-15 ms after its pulse, on the same channel as the left vagus. An epoch that a pulse of the
+other output reaches is not measured (``other_stimulus``) unless that output's last epoch out
+of reach showed it evokes nothing on this channel (``StimulusPipeline._other_response``).
+Before, the cut left vagus read as answering (about 1,850 µV) and "recovered" while the probe
+checked the left RLN, and probed tissue read as nerve from the vagal response, which then made
+a false loss of signal on the RLN.
+"""
 
 from __future__ import annotations
 
 import statistics
 
 from app.settings import Settings
-from engine_testkit import stepped
+from engine_testkit import rule_events, stepped
 
 
 def _aps_then_probe_train():
@@ -64,3 +72,125 @@ def test_a_fast_probe_train_on_tissue_leaves_the_healthy_vagus_amplitude_as_it_w
     assert abs(statistics.median(during) - ref) <= 0.10 * ref, (ref, during)
     active = s.must("state.get")["alarms"]["active"]
     assert not [a for a in active if a.get("key") == "VAGUS-L"], active
+
+
+def _aps_baseline(tmp_path, seed: int = 5):
+    """A case on the left with the vagal electrode at 1 Hz for 25 s (its baseline taken)."""
+    s = stepped(tmp_path, settings=Settings(), seed=seed)
+    s.run_for(0.5)
+    s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
+    s.board.control("aps_attach", side="L")
+    s.must("aps.side", side="L")
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(25.0)
+    return s
+
+
+def _probe(s, contact: str, side: str, rate_hz: float, after_s: float) -> float:
+    """The probe, its stimuli tagged RLN ``side``, on ``contact``; started ``after_s`` from
+    now (which sets its phase to the vagal pulses). Returns the case time it started."""
+    s.board.control("probe", contact=contact, site="RLN", side=side)
+    s.must("probe.site", site="RLN", side=side)
+    s.must("stim.set", output="probe", rate_hz=rate_hz, current_mA=1.0)
+    s.run_for(after_s)
+    s.must("stim.output", output="probe", on=True)
+    return float(s.monitor.time.now_t())
+
+
+def _stimuli(s, source: str) -> list[dict]:
+    """The journaled stimuli of ``source`` in the open case."""
+    case_id = s.monitor.case.case_id
+    return [e.payload for e in s.monitor.journal.entries(case_id, kinds=["stimulus"], blobs=False)
+            if e.payload["source"] == source]
+
+
+def _active(s) -> list[tuple[str, str]]:
+    return [(a.get("kind"), a.get("key")) for a in s.must("state.get")["alarms"]["active"]]
+
+
+def test_the_probe_on_the_same_sides_rln_does_not_make_the_cut_vagus_recover(tmp_path):
+    """The left vagus is cut (loss of signal raised); the surgeon then checks the left RLN
+    with the probe at 30 Hz for 15 s. The RLN answers, below the cut. No APS epoch of the
+    train reads as a vagal response, the loss of signal is not "recovered", and once the
+    probe stops the vagal electrode measures the silence again. Before, the APS epochs read
+    about 1,850 µV and the loss of signal on VAGUS-L recovered."""
+    s = _aps_baseline(tmp_path)
+    s.board.control("transect", side="L", site="VAGUS")
+    s.run_for(6.0)
+    assert ("loss_of_signal", "VAGUS-L") in _active(s)
+    t_probe = _probe(s, "nerve", "L", 30.0, 0.37)
+    s.run_for(15.0)
+    probe = [m for m in _stimuli(s, "PROBE") if m["valid"]]
+    assert len(probe) > 300 and all(m["response"] for m in probe)  # the RLN answers all along
+    during = [m for m in _stimuli(s, "APS") if m["t_s"] > t_probe + 0.1]
+    assert len(during) >= 13
+    assert all(not m["valid"] and m["invalid_reason"] == "other_stimulus" for m in during), during
+    assert not rule_events(s.events, "signal_recovered")
+    assert ("loss_of_signal", "VAGUS-L") in _active(s)
+    s.must("stim.output", output="probe", on=False)
+    t_off = float(s.monitor.time.now_t())
+    s.run_for(5.0)
+    after = [m for m in _stimuli(s, "APS") if m["t_s"] > t_off + 0.1]
+    assert len(after) >= 4 and all(m["valid"] and not m["response"] for m in after), after
+    assert ("loss_of_signal", "VAGUS-L") in _active(s) and not rule_events(s.events, "signal_recovered")
+
+
+def test_a_healthy_vagus_is_not_measured_while_the_probe_answers_on_its_channel(tmp_path):
+    """Nerve intact, the probe at 30 Hz on the left RLN: the APS epochs of the train are not
+    measured (their window holds the RLN's responses too), no alarm comes, and after the
+    probe the vagal amplitude is that of before (median within 10 %). Before, the APS median
+    read about twice the baseline."""
+    s = _aps_baseline(tmp_path)
+    t_probe = _probe(s, "nerve", "L", 30.0, 0.37)
+    s.run_for(10.0)
+    s.must("stim.output", output="probe", on=False)
+    t_off = float(s.monitor.time.now_t())
+    s.run_for(10.0)
+    aps = _stimuli(s, "APS")
+    before = [m["amplitude_uV"] for m in aps if 5.0 <= m["t_s"] < t_probe]
+    during = [m for m in aps if t_probe + 0.1 < m["t_s"] < t_off]
+    after = [m for m in aps if m["t_s"] > t_off + 0.1]
+    assert len(before) >= 15 and len(during) >= 9 and len(after) >= 9
+    assert all(m["invalid_reason"] == "other_stimulus" for m in during), during
+    assert all(m["valid"] and m["response"] for m in after), after
+    ref = statistics.median(before)
+    assert abs(statistics.median(m["amplitude_uV"] for m in after) - ref) <= 0.10 * ref
+    assert _active(s) == []
+    said = [(e["kind"], e["message"]) for e in s.events if e.get("kind", "").startswith("other_stimulus")]
+    assert said == [("other_stimulus_start", "left vagus not measured while the probe stimulates: its responses "
+                     "may fall in this response window"),
+                    ("other_stimulus_end", f"left vagus measured again ({len(during)} stimuli not measured while "
+                     "the probe stimulated)")], said
+
+
+def test_the_probe_on_the_other_sides_rln_leaves_the_vagal_monitoring_alone(tmp_path):
+    """The probe at 30 Hz on the right RLN answers on the right channel only: every APS
+    epoch on the left is measured while it runs, at the amplitude of before."""
+    s = _aps_baseline(tmp_path)
+    t_probe = _probe(s, "nerve", "R", 30.0, 0.37)
+    s.run_for(15.0)
+    aps = _stimuli(s, "APS")
+    before = [m["amplitude_uV"] for m in aps if 5.0 <= m["t_s"] < t_probe]
+    during = [m for m in aps if m["t_s"] > t_probe + 1.0]
+    assert len(during) >= 13 and all(m["valid"] and m["response"] for m in during), during
+    ref = statistics.median(before)
+    assert abs(statistics.median(m["amplitude_uV"] for m in during) - ref) <= 0.10 * ref
+    assert _active(s) == []
+
+
+def test_probed_tissue_never_reads_the_vagal_response_as_nerve(tmp_path):
+    """The probe at 4 Hz on tissue (tagged RLN left), started so that every fourth pulse comes
+    5 ms before a vagal pulse: the vagal response lands in that probe epoch's window. No probe
+    epoch reads a response, those are not measured, and no alarm comes. Before, a fifth of
+    them read about 1,250 µV: a false RLN baseline, then a false loss of signal on RLN-L."""
+    s = _aps_baseline(tmp_path)
+    t_probe = _probe(s, "tissue", "L", 4.0, 0.995)
+    s.run_for(20.0)
+    probe = [m for m in _stimuli(s, "PROBE") if m["t_s"] > t_probe]
+    assert len(probe) >= 70
+    assert not [m for m in probe if m["response"]], [m for m in probe if m["response"]]
+    skipped = [m for m in probe if not m["valid"]]
+    assert len(skipped) >= 15 and all(m["invalid_reason"] == "other_stimulus" for m in skipped)
+    assert len(probe) - len(skipped) >= 50  # the rest measured: no response on tissue
+    assert not rule_events(s.events, "baseline_set")[1:]  # the vagal baseline only
+    assert _active(s) == []
