@@ -96,8 +96,13 @@ def test_an_amplitude_of_exactly_min_snr_noise_rms_stands_out():
     at = _analyse(x, {"analysis.min_snr": ratio})
     assert at.measurement.amplitude_uV == amplitude and at.noise_uV == noise
     assert at.measurement.valid and at.measurement.response, at.detail
-    higher = _analyse(x, {"analysis.min_snr": float(np.nextafter(ratio, np.inf))})
-    assert higher.measurement.invalid_reason is InvalidReason.ARTIFACT
+    # the next factor whose product with the noise is above the amplitude (the very next float
+    # may still round to the amplitude, depending on the noise this machine computed)
+    higher = float(np.nextafter(ratio, np.inf))
+    while higher * noise <= amplitude:
+        higher = float(np.nextafter(higher, np.inf))
+    out = _analyse(x, {"analysis.min_snr": higher})
+    assert out.measurement.invalid_reason is InvalidReason.ARTIFACT
 
 
 # ----------------------------------------------------------------------------- the verdict step itself

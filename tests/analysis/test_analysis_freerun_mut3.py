@@ -140,7 +140,7 @@ def test_uncorrelated_other_channel_of_comparable_size_keeps_the_potential():
     u = np.array([0.0, 0.0, 0.0, 1.0, 9.0, 1.0, 0.0, 0.0, 0.0])
     v = np.array([0.0, 0.0, 5.0, 0.0, 0.0, 0.0, -5.0, 0.0, 0.0])  # orthogonal to u's deviations
     du, dv = u[2:7] - u[2:7].mean(), v[2:7] - v[2:7].mean()
-    assert float(np.dot(du, dv)) == 0.0
+    assert abs(float(np.dot(du, dv))) < 1e-9  # zero but for rounding (which depends on the CPU's float path)
     assert det._drop_common_mode(np.vstack([u, v]), [[(4, 9.0)], []]) == [[(4, 9.0)], []]
 
 
