@@ -272,7 +272,7 @@ TRANSITION_WORDS = {
 INVALID_WORDS = {
     "cautery": "electrocautery", "saturated": "signal out of range", "no_current": "current not delivered",
     "artifact": "artifact", "no_channel": "no recording channel",
-    "other_stimulus": "the other stimulator's pulse fell in its window",
+    "other_stimulus": "a response to the other stimulator may be in its window",
 }
 ANSWER_WORDS = {"yes": "yes", "no": "no", "true_los": "true loss of signal",
                 "not_true_los": "not a true loss of signal"}

@@ -356,6 +356,7 @@ class Monitor:
         self.alarm_desk.check_audio()
         self.tube.poll()
         self.board.tick()
+        self.pipeline.release()  # epochs that waited long enough for the other output's pulses
         self._after_input(tick=True)
         now = self.clock.now()
         if self.ledger.wants("state") and now - self._last_state_publish >= self.options.state_publish_s:

@@ -95,6 +95,8 @@ class Stimulator:
         self._starts: dict[Output, deque[float]] = {o: deque(maxlen=CHANGES_KEPT) for o in Output}
         self._running: dict[Output, bool] = dict.fromkeys(Output, False)  # as last commanded
         self._stopped_at: dict[Output, float] = dict.fromkeys(Output, -math.inf)
+        # the last command sent to each output: engine-clock time and mode (None: none yet)
+        self._last_command: dict[Output, tuple[float, StimMode | None]] = dict.fromkeys(Output, (-math.inf, None))
         self.reset(settings)
 
     def reset(self, settings: Settings) -> None:
@@ -132,6 +134,15 @@ class Stimulator:
             step = None
         return self.probe_site, self.probe_side, step, Source.PROBE
 
+    def running(self, output: Output) -> bool:
+        """Whether ``output`` was last commanded to stimulate continuously."""
+        return self._running[Output(output)]
+
+    def last_command(self, output: Output) -> tuple[float, StimMode | None]:
+        """The last command sent to ``output`` (start, new settings, stop, single pulse):
+        its engine-clock time and mode; ``(-inf, None)`` before the first."""
+        return self._last_command[Output(output)]
+
     # -- attribution (see the module docstring)
 
     def note_selection(self, now: float) -> list[Output]:
@@ -152,6 +163,7 @@ class Stimulator:
         configuration token remembered with the selection now (STOP, and every command to
         a board without tokens, go as they are); the start of a run is remembered."""
         out = Output(msg.output)
+        self._last_command[out] = (now, msg.mode)
         if msg.mode is StimMode.STOP:
             if self._running[out]:
                 self._stopped_at[out] = now

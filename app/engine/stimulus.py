@@ -10,7 +10,7 @@ the screen (last responses, trends), then sounded and published (``measurements`
 ``waveforms``).
 May import: ``app.model``, ``app.format``, ``app.record.entries``, ``app.rules.procedure``
 (its error), ``app.engine.*`` rooms below it (context, ledger, timebase, stimulator,
-alarm_desk, emg_stream, tube, persist, jsonsafe, seams, case_state, limits),
+alarm_desk, emg_stream, tube, persist, jsonsafe, seams, case_state, limits, overlap),
 ``firmware_bridge.messages``.
 
 Stimuli while no case is open are measured, sounded and published, but not journaled
@@ -20,28 +20,21 @@ case time, which runs late by the transport delay, never early): an epoch of the
 previous case still in flight never becomes the next case's.
 
 Both outputs at once (the vagal electrode at 1 Hz while the surgeon's probe runs a train):
-a pulse of the *other* output can fall inside an epoch, and its stimulus artifact would be
-measured as this stimulus's response. The analysis is told where every other pulse falls in
-the epoch (``_other_onsets``): the same output's neighbours from its period, the other
-output's from its last pulse the board reported (``_last_pulse_us``, its own epochs arrive
-in onset order) and, while it runs, its period. Those samples are blanked like a
-stimulus's own artifact, and what follows them is no noise reference.
-
-The other output's *response* can land in the window as well (the probe on the left RLN
-answers on the left vagus's channel; the vagal response lands in a probe epoch that follows
-a vagal pulse closely). Blanking cannot take it out, so such an epoch is not measured
-(``other_stimulus``, ``_other_response``) unless that output's last epoch out of reach
-showed it evokes nothing on this channel (the probe on tissue, or on the other side). While
-the vagal electrode is not measured for that reason, the screen and the record say so
-(``_note_crossed``). What is left: the first pulse with which the probe reaches a nerve
-after it evoked nothing is judged by the epoch before, so one epoch of the other output
-can still be measured with its response in the window. The rules need two responses in a
-row to end a loss of signal (stimuli not measured between them do not break the row), so a
-false end needs two such moves onto a nerve with no vagal stimulus measured between them.
+a pulse of the other output can fall in an epoch with its artifact and its response
+(``app.engine.overlap``). Each epoch is measured on arrival with the other pulses blanked
+(and, while the other output may stimulate, also on the channel that output is measured
+on, by an analyzer of its own: what this pulse evokes there), then waits until the other
+output's pulses that can reach it are known (at once unless both run; about one pulse of
+the other output's train otherwise; at most ``overlap.HOLD_S``). It is then judged: not
+measured (``other_stimulus``) if a pulse that may have evoked a response on its channel
+reaches it, and recorded. Each output's epochs are recorded in their order; a closing case
+records its waiting ones first. While the vagal electrode is not measured for that reason,
+the events say so, and when it is measured again (``_note_crossed``).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -55,6 +48,7 @@ from app.engine.context import EngineContext
 from app.engine.emg_stream import LABELS, EmgStream
 from app.engine.jsonsafe import plain
 from app.engine.ledger import Ledger
+from app.engine.overlap import Overlap, Pending, other_output
 from app.engine.limits import below_default_threshold
 from app.engine.persist import Persistence
 from app.engine.seams import Analyzer, AnalyzerFactory
@@ -127,17 +121,17 @@ class StimulusPipeline:
         self.persist = persist
         self._analyzer_factory = analyzer_factory
         self.analyzer: Analyzer = analyzer_factory(ctx.settings)
+        self._cross: Analyzer = analyzer_factory(ctx.settings)  # the other side's channel (``epoch``)
         self._idle_index = 0  # stimuli while no case is open are numbered here
-        # per output, the board time (µs) of the last pulse the board reported (``_other_onsets``)
-        self._last_pulse_us: dict[Output, int] = {}
-        # per output, what its last epoch out of the other output's reach evoked on each side's
-        # channel (None: not measurable), with that pulse's board time (``_other_response``)
-        self._evoked: dict[Output, tuple[int, dict[Side, bool | None]]] = {}
+        self.overlap = Overlap(stim, lambda: self.ctx.settings, time.board_clock)
+        # the epochs measured and waiting for their judgement, in the order they arrived
+        self._held: deque[tuple[Pending, CaseState | None, Measurement]] = deque()
         self._crossed: dict[Source, int] = {}  # per source, its stimuli in a row not measured so
 
     def settings_changed(self) -> None:
         """New settings: a new analyzer for the next epoch."""
         self.analyzer = self._analyzer_factory(self.ctx.settings)
+        self._cross = self._analyzer_factory(self.ctx.settings)
 
     # -- one epoch
 
@@ -160,97 +154,6 @@ class StimulusPipeline:
             pw_us=int(e.pulse_width_us), step=step,
         ), case
 
-    def _other_onsets(self, e: StimEpoch, stim: Stimulus) -> tuple[list[int], list[float]]:
-        """Where the other pulses fall: (sample indices in the epoch of every other pulse inside
-        it, board times of the other output's pulses whose response can reach this one's).
-
-        The indices: the same output's neighbours while it runs as a train (a 30 Hz probe's
-        next pulse falls 33 ms after this one) and the other output's pulses (see the module
-        docstring). The analysis blanks them and does not take what follows them for noise.
-        The reach: a pulse of the other output from its response window's length before this
-        pulse up to the end of this one's response window (``_other_response``)."""
-        n = int(e.samples.shape[-1])
-        fs = float(e.sample_rate_hz)
-        if fs <= 0 or n <= 0:
-            return [], []
-        pre = int(e.pre_samples)
-        onsets: set[int] = set()
-        out = self.stim.of(stim.source)
-        if out.on and out.rate_hz > 0:
-            period = fs / out.rate_hz
-            onsets.update(int(round(pre + k * period)) for k in range(1, int((n - pre) / period) + 1))
-            onsets.update(int(round(pre - k * period)) for k in range(1, int(pre / period) + 1))
-        this = Output(e.output)
-        onset_us = int(e.board_time_us)
-        self._last_pulse_us[this] = onset_us
-        other = Output.PROBE if this is Output.APS else Output.APS
-        start_us = onset_us - pre * 1e6 / fs
-        end_us = onset_us + (n - pre) * 1e6 / fs
-        reach = (onset_us - 1e3 * self._response_end_ms(self.stim.selection(other)[0]),
-                 onset_us + 1e3 * self._response_end_ms(stim.site))
-        times: list[float] = []
-        last = self._last_pulse_us.get(other)
-        if last is not None:
-            times = self._pulses_of(other, last, start_us - 1e6, min(start_us, reach[0]), max(end_us, reach[1]))
-        onsets.update(int(round(pre + (t - onset_us) * fs / 1e6)) for t in times if start_us <= t < end_us)
-        onsets.discard(pre)  # (a pulse at the same moment is inside this stimulus's own blank)
-        return sorted(o for o in onsets if 0 <= o < n), [t for t in times if reach[0] < t < reach[1]]
-
-    def _pulses_of(self, output: Output, last_us: int, oldest_us: float, start_us: float, end_us: float
-                   ) -> list[float]:
-        """Board times (µs) in ``[start_us, end_us)`` of the pulses of ``output``: its last
-        reported one and, while it runs as a train, those its period puts before and after
-        it. Nothing from a last pulse before ``oldest_us`` (a second before the epoch: the
-        output stopped, or the board restarted) or after ``end_us``."""
-        if not oldest_us <= last_us <= end_us:
-            return []
-        times = [float(last_us)]
-        out = self.stim.on_wire(output)
-        if out.on and out.rate_hz > 0:
-            period_us = 1e6 / out.rate_hz
-            k_lo = int(np.ceil((start_us - last_us) / period_us))
-            k_hi = int(np.floor((end_us - last_us) / period_us))
-            times = [last_us + k * period_us for k in range(k_lo, k_hi + 1)]
-        return [t for t in times if start_us <= t < end_us]
-
-    def _response_end_ms(self, site: Site) -> float:
-        """How long after its pulse a response of ``site`` can last (``analysis.response_end_*``)."""
-        name = site.value.lower() if site in (Site.VAGUS, Site.RLN, Site.EBSLN) else "untagged"
-        return float(self.ctx.settings[f"analysis.response_end_{name}_ms"])
-
-    def _other_response(self, e: StimEpoch, stim: Stimulus, m: Measurement, reach: list[float],
-                        onsets: list[int]) -> Measurement:
-        """``m``, unless a pulse of the other output that may have evoked a response on this
-        epoch's channel falls within reach (``_other_onsets``): then the epoch is not
-        measured (``other_stimulus``). That response would be read as this stimulus's: the
-        probe on the left RLN would make a cut left vagus look answering, the vagal response
-        would make probed tissue look like nerve. Whether the other output evokes one on a
-        channel comes from its last epoch that no pulse of this output reached (on its own
-        side's channel as measured; on this output's side's channel measured as well while
-        both run); not known, or older than two of its periods and at least a second, counts
-        as evoking. An epoch that nothing reached teaches what this output evokes."""
-        this = Output(e.output)
-        other = Output.PROBE if this is Output.APS else Output.APS
-        onset_us = int(e.board_time_us)
-        if not reach:
-            evoked: dict[Side, bool | None] = {stim.side: bool(m.response) if m.valid else None}
-            other_out = self.stim.on_wire(other)
-            other_side = self.stim.selection(other)[1]
-            if other_out.on and other_side is not stim.side:
-                seen = self.analyzer.measure_board_epoch(
-                    e, replace(stim, side=other_side, site=Site.UNTAGGED, step=None), other_onsets=onsets)
-                evoked[other_side] = bool(seen.response) if seen.valid else None
-            self._evoked[this] = (onset_us, evoked)
-            return m
-        if not m.valid:
-            return m
-        known = self._evoked.get(other)
-        rate = self.stim.on_wire(other).rate_hz
-        fresh_us = max(1e6, 2e6 / rate) if rate > 0 else 1e6
-        if known is not None and abs(onset_us - known[0]) <= fresh_us and known[1].get(stim.side) is False:
-            return m
-        return Measurement(m.stimulus, m.channel, False, InvalidReason.OTHER_STIMULUS, False, None, None, None)
-
     def _note_crossed(self, stim: Stimulus, m: Measurement) -> None:
         """Say when an output's stimuli stop being measured because of the other output
         (``CROSSED_RUN`` of them in a row: the vagal electrode while the probe answers on its
@@ -265,7 +168,7 @@ class StimulusPipeline:
                                   f"{where} not measured while the {other} stimulates: its responses may fall "
                                   "in this response window", side=stim.side.value, site=stim.site.value,
                                   detail={"source": stim.source.value}, t_s=stim.t_s)
-        elif run:
+        elif run and m.valid:
             self._crossed[stim.source] = 0
             if run >= CROSSED_RUN:
                 self.ledger.event("stimulus", "other_stimulus_end",
@@ -274,20 +177,50 @@ class StimulusPipeline:
                                   detail={"source": stim.source.value, "not_measured": run}, t_s=stim.t_s)
 
     def epoch(self, e: StimEpoch) -> None:
-        """One stimulus epoch from the board."""
+        """One stimulus epoch from the board: attributed and measured now, judged and
+        recorded when the other output's pulses that can reach it are known
+        (``app.engine.overlap``; at once unless both outputs run)."""
         stim, case = self._stimulus_of(e)
         self.emg.note_stimulus(stim.t_s)  # its window is not free-running EMG
         self.tube.blank(stim.t_s)
         self.ctx.counters["stimuli"] += 1
-        onsets, reach = self._other_onsets(e, stim)
+        onsets = self.overlap.onsets(e, stim)
         m = self.analyzer.measure_board_epoch(e, stim, other_onsets=onsets)
-        m = self._other_response(e, stim, m, reach, onsets)
-        self._note_crossed(stim, m)
+        now = self.ctx.clock.now()
+        evoked: dict[Side, bool | None] = {stim.side: bool(m.response) if m.valid else None}
+        other = other_output(Output(e.output))
+        other_side = self.stim.selection(other)[1]
+        if other_side is not stim.side and self.overlap.active(other, now):
+            # what it evokes on the channel the other output's epochs are measured on
+            # (its own analyzer: nothing learned here changes the real measurements)
+            seen = self._cross.measure_board_epoch(e, replace(stim, side=other_side, step=None), other_onsets=onsets)
+            evoked[other_side] = bool(seen.response) if seen.valid else None
+        self._held.append((self.overlap.arrive(e, stim, evoked, now), case, m))
+        self.release()
+
+    def release(self, force: bool = False) -> None:
+        """Judge and record the waiting epochs that can be, in the order they arrived (the
+        record stays in time order; ``force``: all of them, as far as known: the case
+        closes). Whether each waiting pulse is clean is settled first, in any order: an
+        earlier epoch may be judged by a later one's pulse."""
+        now = self.ctx.clock.now()
+        for pending, _case, _m in self._held:
+            self.overlap.settle(pending, now)
+        while self._held and (force or self.overlap.ready(self._held[0][0], now)):
+            pending, case, m = self._held.popleft()
+            self._record(pending, case, m, now)
+
+    def _record(self, p: Pending, case: CaseState | None, m: Measurement, now: float) -> None:
+        """A judged epoch: invalid if the other output's response may be in it; then
+        journaled with everything it causes, sounded and published."""
+        e, stim = p.epoch, p.stim
+        if self.overlap.judge(p, now) and m.valid:
+            m = Measurement(m.stimulus, m.channel, False, InvalidReason.OTHER_STIMULUS, False, None, None, None)
         if self.emg.cautery and m.valid:
             # free-running detector says cautery is on: never a response, never a loss
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.CAUTERY, False, None, None, None)
         self.stim.of(stim.source).delivered_mA = stim.delivered_mA
-        if case is not None:
+        if case is not None and case is self.ctx.case:
             res = max(e.nv_per_count / 1000.0, 1e-3)
             threshold = float(self.ctx.settings["analysis.event_threshold_uV"])
             in_stream = self.emg.epoch_in_stream(e, stim.index, stim.t_s, res)
@@ -303,6 +236,7 @@ class StimulusPipeline:
                 self._measured(case, m)
         self.ctx.outputs.stimulus(m, bool(m.valid and m.response))
         self._publish(case, m, e)
+        self._note_crossed(stim, m)
 
     def _measured(self, case: CaseState, m: Measurement) -> None:
         """A journaled measurement of the open case: rules, alarms, procedure, state."""

@@ -1,16 +1,15 @@
 """Both outputs at once: the continuous vagal electrode (APS) at 1 Hz while the surgeon's probe
-runs a fast train. A probe pulse can fall inside an APS epoch's response window; the engine
-tells the analysis where the other output's pulses fall (``StimulusPipeline._other_onsets``),
-so that the probe's stimulus artifact is not measured as the vagal response. Before, only the
-same output's pulses were told: with the left vagus cut and the probe at 30 Hz on tissue,
-every APS epoch read as a response of about 740 µV (the probe's artifact).
-The other output's *response* can fall in the window too: the probe on the left RLN answers
-3-15 ms after its pulse, on the same channel as the left vagus. An epoch that a pulse of the
-other output reaches is not measured (``other_stimulus``) unless that output's last epoch out
-of reach showed it evokes nothing on this channel (``StimulusPipeline._other_response``).
-Before, the cut left vagus read as answering (about 1,850 µV) and "recovered" while the probe
-checked the left RLN, and probed tissue read as nerve from the vagal response, which then made
-a false loss of signal on the RLN.
+runs a train (``app.engine.overlap``).
+
+- The other output's stimulus artifact in an epoch is blanked. Before, with the left vagus
+  cut and the probe at 30 Hz on tissue, every APS epoch read as a response of about 740 µV.
+- Its *response* cannot be blanked: the probe on the left RLN answers 3-15 ms after its
+  pulse, on the same channel as the left vagus. An epoch that a pulse of the other output
+  reaches is not measured (``other_stimulus``) unless that pulse is known to evoke nothing
+  on this channel, and an epoch waits for the other output's pulses that can reach it.
+  Before, the cut left vagus read as answering (about 1,850 µV) and "recovered" while the
+  probe checked the left RLN, and probed tissue read as nerve from the vagal response, which
+  then made a false loss of signal on the RLN.
 """
 
 from __future__ import annotations
@@ -194,3 +193,107 @@ def test_probed_tissue_never_reads_the_vagal_response_as_nerve(tmp_path):
     assert len(probe) - len(skipped) >= 50  # the rest measured: no response on tissue
     assert not rule_events(s.events, "baseline_set")[1:]  # the vagal baseline only
     assert _active(s) == []
+
+
+def _to_phase(s, offset_s: float) -> float:
+    """Run on to ``offset_s`` after (or before, if negative) a coming vagal pulse; returns
+    that pulse's case time (the vagal pulses come every second, as journaled)."""
+    now = float(s.monitor.time.now_t())
+    pulse = _stimuli(s, "APS")[-1]["t_s"] + 1.0
+    while pulse + offset_s <= now + 0.05:
+        pulse += 1.0
+    s.run_for(pulse + offset_s - now)
+    return pulse
+
+
+def _vagus_cut(tmp_path):
+    s = _aps_baseline(tmp_path)
+    s.board.control("transect", side="L", site="VAGUS")
+    s.run_for(6.0)
+    assert ("loss_of_signal", "VAGUS-L") in _active(s)
+    s.board.control("probe", contact="nerve", site="RLN", side="L")
+    s.must("probe.site", site="RLN", side="L")
+    return s
+
+
+def _offsets(s, pulse: float) -> list[float]:
+    """Probe pulses around the vagal pulse at ``pulse``, ms from it (as journaled)."""
+    return [round(1000.0 * (m["t_s"] - pulse), 1) for m in _stimuli(s, "PROBE") if abs(m["t_s"] - pulse) < 0.04]
+
+
+def test_a_probe_trains_first_pulse_just_after_a_vagal_pulse_is_waited_for(tmp_path):
+    """The probe train on the left RLN starts 5 ms after a vagal pulse of the cut vagus: when
+    that vagal epoch arrives, the probe's first pulse is not known yet. The epoch waits for
+    it and is not measured; it never reads the RLN's response (before the wait: 1,804 µV)."""
+    s = _vagus_cut(tmp_path)
+    s.must("stim.set", output="probe", rate_hz=4.0, current_mA=1.0)
+    pulse = _to_phase(s, 0.005)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(3.0)
+    assert _offsets(s, pulse) == [5.0]
+    first = next(m for m in _stimuli(s, "APS") if abs(m["t_s"] - pulse) < 1e-3)
+    assert first["invalid_reason"] == "other_stimulus", first
+    assert not [m for m in _stimuli(s, "APS") if m["t_s"] >= pulse and m["response"]]
+    assert not rule_events(s.events, "signal_recovered")
+
+
+def test_single_probe_pulses_just_after_vagal_pulses_never_read_as_the_cut_vagus(tmp_path):
+    """Two single probe pulses on the left RLN, 5 and 12 ms after vagal pulses of the cut
+    vagus: neither vagal epoch reads a response (before: 2,009 and 1,794 µV)."""
+    s = _vagus_cut(tmp_path)
+    pulses = []
+    for offset in (0.005, 0.012):
+        pulses.append(_to_phase(s, offset))
+        s.must("stim.single")
+    s.run_for(1.5)
+    aps = {round(m["t_s"], 3): m for m in _stimuli(s, "APS")}
+    for pulse, offset in zip(pulses, (5.0, 12.0), strict=True):
+        assert _offsets(s, pulse) == [offset]
+        m = aps[round(pulse, 3)]
+        assert m["invalid_reason"] == "other_stimulus" and not m["response"], m
+    assert not rule_events(s.events, "signal_recovered")
+
+
+def test_a_slow_vagal_electrode_still_keeps_its_response_out_of_probe_epochs(tmp_path):
+    """The vagal electrode at 0.5 Hz (its slowest), the probe at 4 Hz on tissue, one probe
+    pulse 5 ms before each vagal pulse: no probe epoch reads the vagal response (before, one
+    every two seconds did: a false RLN baseline, then a false loss of signal)."""
+    s = stepped(tmp_path, settings=Settings(), seed=5)
+    s.run_for(0.5)
+    s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
+    s.board.control("aps_attach", side="L")
+    s.must("aps.side", side="L")
+    s.must("stim.set", output="aps", rate_hz=0.5)
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(30.0)
+    s.board.control("probe", contact="tissue")
+    s.must("probe.site", site="RLN", side="L")
+    s.must("stim.set", output="probe", rate_hz=4.0, current_mA=1.0)
+    now = float(s.monitor.time.now_t())
+    s.run_for(_stimuli(s, "APS")[-1]["t_s"] + 4.0 - 0.005 - now)
+    t0 = float(s.monitor.time.now_t())
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(12.0)
+    probe = [m for m in _stimuli(s, "PROBE") if m["t_s"] > t0]
+    assert len(probe) >= 45 and not [m for m in probe if m["response"]]
+    assert sum(m["invalid_reason"] == "other_stimulus" for m in probe) >= 5
+    assert len(rule_events(s.events, "baseline_set")) == 1 and _active(s) == []
+
+
+def test_a_contralateral_probe_train_close_before_the_vagal_pulse_leaves_it_measured(tmp_path):
+    """The probe at 30 Hz on the right RLN, a pulse 14 ms before each vagal pulse and the next
+    19 ms after it: both reach the vagal epoch and the vagal pulse reaches both of theirs.
+    Their nearest neighbours of the train that nothing reached evoke nothing on the left
+    channel, so every vagal epoch is measured (judged by the adjacent pulses alone, which
+    are reached too, none was)."""
+    s = _aps_baseline(tmp_path)
+    s.board.control("probe", contact="nerve", site="RLN", side="R")
+    s.must("probe.site", site="RLN", side="R")
+    s.must("stim.set", output="probe", rate_hz=30.0, current_mA=1.0)
+    pulse = _to_phase(s, -0.014)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(8.0)
+    later = pulse + 5.0
+    assert _offsets(s, later) == [-14.0, 19.3]
+    during = [m for m in _stimuli(s, "APS") if m["t_s"] > pulse + 1.5]
+    assert len(during) >= 6 and all(m["valid"] and m["response"] for m in during), during

@@ -1,0 +1,256 @@
+"""Both outputs at once: the other output's pulses in an epoch, and its responses.
+
+Owns: ``Overlap``: the pulses each output delivered lately (board time, and what each
+evoked on each side's channel), where the other pulses fall in an epoch (blanked by the
+analysis), whether an epoch can be judged yet, and the judgement.
+May import: ``app.model``, ``app.settings``, ``app.engine.stimulator``, ``firmware_bridge.messages``.
+
+The vagal electrode (1 Hz) and the surgeon's probe (up to 30 Hz) can run together. A pulse
+of the other output in an epoch brings two things into it:
+
+- its stimulus artifact: the analysis blanks it like the epoch's own (``onsets``: where
+  the other output's reported pulses fall, and while it runs as a train those its period
+  puts around its last one; a fast train's own next pulses likewise);
+- its *response*, which blanking cannot take out: the probe on the left RLN answers on the
+  left vagus's channel 3-15 ms after its pulse; the vagal response lands in a probe epoch
+  that closely follows a vagal pulse. Read as this stimulus's response, it makes a cut
+  vagus look answering, or probed tissue look like nerve.
+
+So an epoch that a pulse of the other output *reaches* (from that output's response
+window's length before this pulse to the end of this one's response window, the
+``analysis.response_end_*`` of each site) is not measured (``other_stimulus``) unless
+that pulse is known to evoke nothing on this epoch's channel:
+
+- a pulse whose own epoch no pulse of this output reached ("clean") evokes what its epoch
+  showed on that channel (measured on its own side's channel, and on the other side's
+  by the pipeline while both outputs run);
+- a pulse whose epoch was reached as well is judged by its neighbours of the same train
+  (its nearest clean pulses before and after, within 2.5 periods): both silent on that
+  channel, else it counts as evoking;
+- anything not known counts as evoking.
+
+An epoch is judged only when the other output's pulses that can reach it are known
+(``ready``): the other output has reported a pulse past the reach (its epochs arrive in
+onset order); or by its last command (``Stimulator.last_command``) none can be in the
+reach unreported: never commanded; stopped ``COMMAND_MARGIN_S`` or more before the reach
+(mapped board times run late, never early); its single pulse reported, or asked for
+after the reach; running with the same settings for ``SETTLED_S``, and its period puts no
+unreported pulse in the reach. Otherwise it waits, at most ``HOLD_S`` after it arrived;
+then what a stopped output delivered has been reported, and any other doubt counts as a
+reaching, evoking pulse. A reached pulse judged by its neighbours also waits for its next
+clean one when its train brings it within ``HOLD_S``. Waiting costs a vagal epoch about
+one pulse of the probe's train while both run, nothing otherwise. This is what keeps a
+train's first pulse, a single pulse, a restart at a new phase or a probe just moved onto a
+nerve from slipping into a vagal epoch unjudged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.engine.stimulator import Stimulator
+from app.model import Side, Site, Stimulus
+from app.settings import Settings
+from firmware_bridge.messages import Output, StimEpoch, StimMode
+
+SETTLED_S = 1.0  # an output this long without a command runs (or rests) as commanded
+HOLD_S = 0.3  # the longest an epoch waits for the other output's pulses (engine clock)
+KEPT_S = 3.0  # pulses remembered per output (board time)
+COMMAND_MARGIN_S = 0.1  # a command reaches the board within this (engine clock; mapped board times run late)
+NEIGHBOUR_PERIODS = 2.5  # a neighbour of the same train is at most this many periods away
+
+
+def other_output(output: Output) -> Output:
+    """The probe for the vagal electrode and the other way round."""
+    return Output.PROBE if Output(output) is Output.APS else Output.APS
+
+
+@dataclass
+class Pulse:
+    """One delivered pulse of an output: when (board µs), whether no pulse of the other
+    output reached its epoch (None: not judged yet), and whether it evoked a response on
+    each side's channel (None: not measurable)."""
+
+    t_us: int
+    evoked: dict[Side, bool | None]
+    clean: bool | None = None
+
+
+@dataclass
+class Pending:
+    """An epoch measured on arrival and waiting for its judgement."""
+
+    epoch: StimEpoch
+    stim: Stimulus
+    arrived_s: float  # engine clock
+    reach: tuple[float, float]  # board µs, open interval
+    pulse: Pulse
+
+
+class Overlap:
+    """The two outputs' recent pulses (see the module docstring)."""
+
+    def __init__(self, stim: Stimulator, settings: Callable[[], Settings], board_clock: Callable[[int], float]) -> None:
+        self.stim = stim
+        self._settings = settings
+        self._board_clock = board_clock  # board µs -> engine clock (``TimeBase.board_clock``)
+        self.pulses: dict[Output, deque[Pulse]] = {o: deque() for o in Output}
+
+    # -- what is known of an output
+
+    def _clock(self, board_us: float) -> float:
+        return self._board_clock(int(board_us))
+
+    def _end_ms(self, site: Site) -> float:
+        name = site.value.lower() if site in (Site.VAGUS, Site.RLN, Site.EBSLN) else "untagged"
+        return float(self._settings()[f"analysis.response_end_{name}_ms"])
+
+    def _period_us(self, output: Output) -> float | None:
+        out = self.stim.on_wire(output)
+        return 1e6 / out.rate_hz if out.on and out.rate_hz > 0 else None
+
+    def quiet(self, output: Output, now: float) -> bool:
+        """Off and no command for ``SETTLED_S``: no pulse of it is on its way."""
+        return (not self.stim.on_wire(output).on and not self.stim.running(output)
+                and self.stim.last_command(output)[0] <= now - SETTLED_S)
+
+    def active(self, output: Output, now: float) -> bool:
+        """Whether ``output`` may deliver a pulse that reaches an epoch arriving now."""
+        return not self.quiet(output, now)
+
+    # -- an epoch arrives
+
+    def arrive(self, e: StimEpoch, stim: Stimulus, evoked: dict[Side, bool | None], now: float) -> Pending:
+        """Remember the epoch's pulse (what it evoked) and what may reach it."""
+        this = Output(e.output)
+        onset = int(e.board_time_us)
+        kept = self.pulses[this]
+        while kept and (kept[0].t_us < onset - KEPT_S * 1e6 or kept[-1].t_us > onset):
+            if kept[-1].t_us > onset:  # the board's clock went back (a restart): the rest is of another time
+                kept.clear()
+                break
+            kept.popleft()
+        pulse = Pulse(onset, evoked)
+        kept.append(pulse)
+        other = other_output(this)
+        other_site = self.stim.selection(other)[0]
+        reach = (onset - 1e3 * self._end_ms(other_site), onset + 1e3 * self._end_ms(stim.site))
+        return Pending(e, stim, now, reach, pulse)
+
+    def onsets(self, e: StimEpoch, stim: Stimulus) -> list[int]:
+        """Sample indices in the epoch of every other pulse inside it: the same output's
+        neighbours while it runs as a train, the other output's reported pulses and, while
+        it runs, those its period puts around its last one. Blanked by the analysis."""
+        n = int(e.samples.shape[-1])
+        fs = float(e.sample_rate_hz)
+        if fs <= 0 or n <= 0:
+            return []
+        pre = int(e.pre_samples)
+        onset = int(e.board_time_us)
+        found: set[int] = set()
+        own = self._period_us(Output(e.output))
+        if own is not None:
+            period = own * fs / 1e6
+            found.update(int(round(pre + k * period)) for k in range(1, int((n - pre) / period) + 1))
+            found.update(int(round(pre - k * period)) for k in range(1, int(pre / period) + 1))
+        start = onset - pre * 1e6 / fs
+        end = onset + (n - pre) * 1e6 / fs
+        other = other_output(Output(e.output))
+        times = [float(p.t_us) for p in self.pulses[other] if start <= p.t_us < end]
+        period_us = self._period_us(other)
+        kept = self.pulses[other]
+        if period_us is not None and kept and start - max(1e6, 2 * period_us) <= kept[-1].t_us <= end:
+            last = kept[-1].t_us
+            k_lo = int(-((last - start) // period_us))
+            k_hi = int((end - last) // period_us)
+            times += [last + k * period_us for k in range(k_lo, k_hi + 1)]
+        found.update(int(round(pre + (t - onset) * fs / 1e6)) for t in times if start <= t < end)
+        found.discard(pre)  # (a pulse at the same moment is inside this stimulus's own blank)
+        return sorted(o for o in found if 0 <= o < n)
+
+    # -- judging
+
+    def _unreported(self, p: Pending, now: float, final: bool = False) -> list[float] | None:
+        """Pulses of the other output that may lie in the reach without being reported
+        yet: [] none, the times its period puts there, None: not known (``final``: the
+        epoch waited its longest; what a stopped output delivered has come by then)."""
+        other = other_output(Output(p.epoch.output))
+        kept = self.pulses[other]
+        last = kept[-1].t_us if kept else None
+        lo, hi = p.reach
+        if last is not None and last >= hi:
+            return []
+        sent, mode = self.stim.last_command(other)
+        if mode is None:
+            return []  # never commanded: it delivers nothing
+        if mode is StimMode.STOP:  # none after the stop reached the board
+            return [] if final or self._clock(lo) > sent + COMMAND_MARGIN_S else None
+        if mode is StimMode.SINGLE:  # one pulse after the command: before this reach, or reported
+            if self._clock(hi) < sent or (last is not None and self._clock(last) >= sent - COMMAND_MARGIN_S):
+                return []
+            return None
+        period = self._period_us(other)
+        if period is None or last is None or sent > now - SETTLED_S or not self.stim.running(other):
+            return None
+        out = []
+        k = 1
+        while last + k * period < hi:
+            if last + k * period > lo:
+                out.append(last + k * period)
+            k += 1
+        return out
+
+    def ready(self, p: Pending, now: float) -> bool:
+        """Whether ``p`` can be judged now (see the module docstring)."""
+        if now >= p.arrived_s + HOLD_S:
+            return True
+        unreported = self._unreported(p, now)
+        if unreported is None or unreported:
+            return False
+        # a reached pulse that is judged by its neighbours: wait for the next clean one
+        # after it if its train brings one soon
+        other = other_output(Output(p.epoch.output))
+        lo, hi = p.reach
+        kept = self.pulses[other]
+        reached = [q.t_us for q in kept if lo < q.t_us < hi and q.clean is not True]
+        period = self._period_us(other)
+        if not reached or period is None or period > HOLD_S * 1e6:
+            return True
+        return any(q.t_us > reached[-1] and q.clean is True for q in kept)
+
+    def settle(self, p: Pending, now: float) -> None:
+        """Settle whether ``p``'s pulse is clean (no pulse of the other output reaches its
+        epoch) as soon as that is known."""
+        if p.pulse.clean is None:
+            unreported = self._unreported(p, now, final=now >= p.arrived_s + HOLD_S)
+            if unreported is not None:
+                lo, hi = p.reach
+                p.pulse.clean = not unreported and not any(lo < q.t_us < hi for q in self.pulses[other_output(
+                    Output(p.epoch.output))])
+
+    def judge(self, p: Pending, now: float) -> bool:
+        """Whether a pulse of the other output that may have evoked a response on this
+        epoch's channel reaches it (anything not known counts as one)."""
+        other = other_output(Output(p.epoch.output))
+        lo, hi = p.reach
+        kept = list(self.pulses[other])
+        unreported = self._unreported(p, now, final=now >= p.arrived_s + HOLD_S)
+        if p.pulse.clean is None:
+            p.pulse.clean = False  # judged without knowing: never a neighbour that vouches
+        if unreported is None or unreported:
+            return True
+        return any(self._evokes(kept, i, p.stim.side, other) for i, q in enumerate(kept) if lo < q.t_us < hi)
+
+    def _evokes(self, kept: list[Pulse], i: int, side: Side, output: Output) -> bool:
+        q = kept[i]
+        if q.clean is True:
+            return q.evoked.get(side) is not False
+        period = self._period_us(output)
+        if period is None:
+            return True
+        before = next((n for n in reversed(kept[:i]) if n.clean is True), None)
+        after = next((n for n in kept[i + 1:] if n.clean is True), None)
+        return not all(n is not None and n.evoked.get(side) is False
+                       and abs(n.t_us - q.t_us) <= NEIGHBOUR_PERIODS * period for n in (before, after))
