@@ -20,22 +20,46 @@ from app.settings import Settings
 from engine_testkit import rule_events, stepped
 
 
-def _aps_then_probe_train():
-    """A case with the vagal electrode on the left at 1 Hz (25 s: its baseline taken), then
-    the probe at 30 Hz on tissue, out of step with the vagal pulses; its own stimuli are
-    tagged RLN right, so they count for another nerve."""
-    s = stepped(settings=Settings(), seed=5)
+def _aps_baseline(tmp_path, seed: int = 5):
+    """A case on the left with the vagal electrode at 1 Hz for 25 s (its baseline taken)."""
+    s = stepped(tmp_path, settings=Settings(), seed=seed)
     s.run_for(0.5)
     s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
     s.board.control("aps_attach", side="L")
     s.must("aps.side", side="L")
     s.must("stim.output", output="aps", on=True)
     s.run_for(25.0)
-    s.board.control("probe", contact="tissue")
-    s.must("probe.site", site="RLN", side="R")
-    s.must("stim.set", output="probe", rate_hz=30.0, current_mA=1.0)
-    s.run_for(0.37)
+    return s
+
+
+def _probe(s, contact: str, side: str, rate_hz: float, after_s: float) -> float:
+    """The probe, its stimuli tagged RLN ``side``, on ``contact``; started ``after_s`` from
+    now (which sets its phase to the vagal pulses). Returns the case time it started."""
+    s.board.control("probe", contact=contact, site="RLN", side=side)
+    s.must("probe.site", site="RLN", side=side)
+    s.must("stim.set", output="probe", rate_hz=rate_hz, current_mA=1.0)
+    s.run_for(after_s)
     s.must("stim.output", output="probe", on=True)
+    return float(s.monitor.time.now_t())
+
+
+def _stimuli(s, source: str) -> list[dict]:
+    """The journaled stimuli of ``source`` in the open case."""
+    case_id = s.monitor.case.case_id
+    return [e.payload for e in s.monitor.journal.entries(case_id, kinds=["stimulus"], blobs=False)
+            if e.payload["source"] == source]
+
+
+def _active(s) -> list[tuple[str, str]]:
+    return [(a.get("kind"), a.get("key")) for a in s.must("state.get")["alarms"]["active"]]
+
+
+def _aps_then_probe_train():
+    """A case with the vagal electrode on the left at 1 Hz (25 s: its baseline taken), then
+    the probe at 30 Hz on tissue, out of step with the vagal pulses; its own stimuli are
+    tagged RLN right, so they count for another nerve."""
+    s = _aps_baseline(None)
+    _probe(s, "tissue", "R", 30.0, 0.37)
     return s
 
 
@@ -71,40 +95,6 @@ def test_a_fast_probe_train_on_tissue_leaves_the_healthy_vagus_amplitude_as_it_w
     assert abs(statistics.median(during) - ref) <= 0.10 * ref, (ref, during)
     active = s.must("state.get")["alarms"]["active"]
     assert not [a for a in active if a.get("key") == "VAGUS-L"], active
-
-
-def _aps_baseline(tmp_path, seed: int = 5):
-    """A case on the left with the vagal electrode at 1 Hz for 25 s (its baseline taken)."""
-    s = stepped(tmp_path, settings=Settings(), seed=seed)
-    s.run_for(0.5)
-    s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
-    s.board.control("aps_attach", side="L")
-    s.must("aps.side", side="L")
-    s.must("stim.output", output="aps", on=True)
-    s.run_for(25.0)
-    return s
-
-
-def _probe(s, contact: str, side: str, rate_hz: float, after_s: float) -> float:
-    """The probe, its stimuli tagged RLN ``side``, on ``contact``; started ``after_s`` from
-    now (which sets its phase to the vagal pulses). Returns the case time it started."""
-    s.board.control("probe", contact=contact, site="RLN", side=side)
-    s.must("probe.site", site="RLN", side=side)
-    s.must("stim.set", output="probe", rate_hz=rate_hz, current_mA=1.0)
-    s.run_for(after_s)
-    s.must("stim.output", output="probe", on=True)
-    return float(s.monitor.time.now_t())
-
-
-def _stimuli(s, source: str) -> list[dict]:
-    """The journaled stimuli of ``source`` in the open case."""
-    case_id = s.monitor.case.case_id
-    return [e.payload for e in s.monitor.journal.entries(case_id, kinds=["stimulus"], blobs=False)
-            if e.payload["source"] == source]
-
-
-def _active(s) -> list[tuple[str, str]]:
-    return [(a.get("kind"), a.get("key")) for a in s.must("state.get")["alarms"]["active"]]
 
 
 def test_the_probe_on_the_same_sides_rln_does_not_make_the_cut_vagus_recover(tmp_path):
