@@ -4,6 +4,7 @@ Owns: ``Overlap``: the pulses each output delivered lately (board time, and what
 evoked on each side's channel), where the other pulses fall in an epoch (blanked by the
 analysis), whether an epoch can be judged yet, and the judgement.
 May import: ``app.model``, ``app.settings``, ``app.engine.stimulator``, ``firmware_bridge.messages``.
+Pure of I/O: the pipeline (``app.engine.stimulus``) hands it every epoch and the clock.
 
 The vagal electrode (1 Hz) and the surgeon's probe (up to 30 Hz) can run together. A pulse
 of the other output in an epoch brings two things into it:
@@ -16,32 +17,43 @@ of the other output in an epoch brings two things into it:
   that closely follows a vagal pulse. Read as this stimulus's response, it makes a cut
   vagus look answering, or probed tissue look like nerve.
 
-So an epoch that a pulse of the other output *reaches* (from that output's response
-window's length before this pulse to the end of this one's response window, the
-``analysis.response_end_*`` of each site) is not measured (``other_stimulus``) unless
-that pulse is known to evoke nothing on this epoch's channel:
+So an epoch that a pulse of the other output *reaches* (from the longest response window
+of any site plus ``REACH_MARGIN_MS`` before this pulse, since the probe's tag may not be
+where it touches, to the end of this one's response window: ``analysis.response_end_*``)
+is not measured (``other_stimulus``) unless that pulse is known to evoke nothing on this
+epoch's channel:
 
 - a pulse whose own epoch no pulse of this output reached ("clean") evokes what its epoch
-  showed on that channel (measured on its own side's channel, and on the other side's
-  by the pipeline while both outputs run);
-- a pulse whose epoch was reached as well is judged by its neighbours of the same train
-  (its nearest clean pulses before and after, within 2.5 periods): both silent on that
-  channel, else it counts as evoking;
+  showed on that channel (measured on its own side's channel; on the other side's by the
+  pipeline while the other output may stimulate, and for the vagal electrode every tenth
+  pulse anyway);
+- a probe pulse whose epoch was reached as well is judged by its nearest clean pulses
+  before and after, within 2.5 periods: both silent on that channel, else it evokes;
+- a vagal pulse whose epoch was reached is judged by its last clean pulse measured on that
+  channel within ``APS_VOUCH_S`` (a fixed electrode: what it evokes on a channel changes
+  slowly, while the probe moves from tissue to nerve between two pulses);
+- a single pulse asked of the other output counts as reaching, evoking, if it may fall in
+  the reach (within ``COMMAND_MARGIN_S`` of the command, as mapped);
 - anything not known counts as evoking.
 
-An epoch is judged only when the other output's pulses that can reach it are known
+An epoch is judged only when the other output's train pulses that can reach it are known
 (``ready``): the other output has reported a pulse past the reach (its epochs arrive in
-onset order); or by its last command (``Stimulator.last_command``) none can be in the
-reach unreported: never commanded; stopped ``COMMAND_MARGIN_S`` or more before the reach
-(mapped board times run late, never early); its single pulse reported, or asked for
-after the reach; running with the same settings for ``SETTLED_S``, and its period puts no
-unreported pulse in the reach. Otherwise it waits, at most ``HOLD_S`` after it arrived;
-then what a stopped output delivered has been reported, and any other doubt counts as a
-reaching, evoking pulse. A reached pulse judged by its neighbours also waits for its next
-clean one when its train brings it within ``HOLD_S``. Waiting costs a vagal epoch about
-one pulse of the probe's train while both run, nothing otherwise. This is what keeps a
+onset order); or by its last start or stop (``Stimulator.train_command``) none can be in
+the reach unreported: never started; stopped ``COMMAND_MARGIN_S`` or more before the reach
+(mapped board times run late, never early); running with the same settings for
+``SETTLED_S``, a pulse of those settings reported, and its period puts no unreported pulse
+in the reach. Otherwise it waits, at most ``HOLD_S`` after it arrived; then what a stopped
+output delivered has been reported, and any other doubt counts as a reaching, evoking
+pulse. An epoch reached by a probe pulse that is judged by its neighbours waits for the
+next clean one, up to ``NEIGHBOUR_HOLD_S`` (a 2 Hz train). Waiting costs a vagal epoch
+about one pulse of the probe's train while both run, nothing while one rests. The board's
+clock going back (a restart) forgets the pulses from before it. This is what keeps a
 train's first pulse, a single pulse, a restart at a new phase or a probe just moved onto a
 nerve from slipping into a vagal epoch unjudged.
+
+Not covered: a probe at 1 Hz in step with the vagal electrode (each pulse within the
+other's reach) leaves neither clean, so both are not measured while it runs (said by the
+events); ``lnm analyze`` of a recording does not apply any of this.
 """
 
 from __future__ import annotations
@@ -57,8 +69,11 @@ from firmware_bridge.messages import Output, StimEpoch, StimMode
 
 SETTLED_S = 1.0  # an output this long without a command runs (or rests) as commanded
 HOLD_S = 0.3  # the longest an epoch waits for the other output's pulses (engine clock)
-KEPT_S = 3.0  # pulses remembered per output (board time)
+KEPT_S = 3.0  # pulses of the probe remembered (board time)
+APS_VOUCH_S = 15.0  # the vagal electrode's pulses remembered, and how old one may vouch for a later one
 COMMAND_MARGIN_S = 0.1  # a command reaches the board within this (engine clock; mapped board times run late)
+REACH_MARGIN_MS = 5.0  # beyond the other site's response window, its response's tail may still reach
+NEIGHBOUR_HOLD_S = 0.7  # the longest an epoch waits for the other train's next clean pulse
 NEIGHBOUR_PERIODS = 2.5  # a neighbour of the same train is at most this many periods away
 
 
@@ -114,7 +129,8 @@ class Overlap:
     def quiet(self, output: Output, now: float) -> bool:
         """Off and no command for ``SETTLED_S``: no pulse of it is on its way."""
         return (not self.stim.on_wire(output).on and not self.stim.running(output)
-                and self.stim.last_command(output)[0] <= now - SETTLED_S)
+                and self.stim.train_command(output)[0] <= now - SETTLED_S
+                and not any(t > now - SETTLED_S for t in self.stim.singles(output)))
 
     def active(self, output: Output, now: float) -> bool:
         """Whether ``output`` may deliver a pulse that reaches an epoch arriving now."""
@@ -127,16 +143,21 @@ class Overlap:
         this = Output(e.output)
         onset = int(e.board_time_us)
         kept = self.pulses[this]
-        while kept and (kept[0].t_us < onset - KEPT_S * 1e6 or kept[-1].t_us > onset):
+        keep_s = APS_VOUCH_S if this is Output.APS else KEPT_S
+        while kept and (kept[0].t_us < onset - keep_s * 1e6 or kept[-1].t_us > onset):
             if kept[-1].t_us > onset:  # the board's clock went back (a restart): the rest is of another time
                 kept.clear()
                 break
             kept.popleft()
         pulse = Pulse(onset, evoked)
         kept.append(pulse)
-        other = other_output(this)
-        other_site = self.stim.selection(other)[0]
-        reach = (onset - 1e3 * self._end_ms(other_site), onset + 1e3 * self._end_ms(stim.site))
+        other = self.pulses[other_output(this)]
+        if other and other[-1].t_us > onset + 1e6:  # the board's clock went back: its pulses are of another time
+            other.clear()
+        # the other output's response may last as long as the longest of any site (its tag
+        # may not be where it touches), plus a margin for a late tail
+        longest = max(self._end_ms(site) for site in Site)
+        reach = (onset - 1e3 * (longest + REACH_MARGIN_MS), onset + 1e3 * self._end_ms(stim.site))
         return Pending(e, stim, now, reach, pulse)
 
     def onsets(self, e: StimEpoch, stim: Stimulus) -> list[int]:
@@ -173,26 +194,24 @@ class Overlap:
     # -- judging
 
     def _unreported(self, p: Pending, now: float, final: bool = False) -> list[float] | None:
-        """Pulses of the other output that may lie in the reach without being reported
-        yet: [] none, the times its period puts there, None: not known (``final``: the
-        epoch waited its longest; what a stopped output delivered has come by then)."""
+        """Pulses of the other output's train that may lie in the reach without being
+        reported yet: [] none, the times its period puts there, None: not known (``final``:
+        the epoch waited ``HOLD_S``; what a stopped output delivered has come by then).
+        Single pulses are ``_single_reaches``."""
         other = other_output(Output(p.epoch.output))
         kept = self.pulses[other]
         last = kept[-1].t_us if kept else None
         lo, hi = p.reach
         if last is not None and last >= hi:
             return []
-        sent, mode = self.stim.last_command(other)
+        sent, mode = self.stim.train_command(other)
         if mode is None:
-            return []  # never commanded: it delivers nothing
+            return []  # never started
         if mode is StimMode.STOP:  # none after the stop reached the board
             return [] if final or self._clock(lo) > sent + COMMAND_MARGIN_S else None
-        if mode is StimMode.SINGLE:  # one pulse after the command: before this reach, or reported
-            if self._clock(hi) < sent or (last is not None and self._clock(last) >= sent - COMMAND_MARGIN_S):
-                return []
-            return None
         period = self._period_us(other)
-        if period is None or last is None or sent > now - SETTLED_S or not self.stim.running(other):
+        if (period is None or last is None or not self.stim.running(other) or sent > now - SETTLED_S
+                or self._clock(last) < sent + COMMAND_MARGIN_S):  # its period and phase not settled yet
             return None
         out = []
         k = 1
@@ -202,23 +221,30 @@ class Overlap:
             k += 1
         return out
 
+    def _single_reaches(self, p: Pending) -> bool:
+        """Whether a single pulse asked of the other output may fall in the reach (it comes
+        within ``COMMAND_MARGIN_S`` of the command, as mapped)."""
+        lo, hi = self._clock(p.reach[0]), self._clock(p.reach[1])
+        asked = self.stim.singles(other_output(Output(p.epoch.output)))
+        return any(lo < t + COMMAND_MARGIN_S and t < hi for t in asked)
+
     def ready(self, p: Pending, now: float) -> bool:
         """Whether ``p`` can be judged now (see the module docstring)."""
-        if now >= p.arrived_s + HOLD_S:
-            return True
-        unreported = self._unreported(p, now)
+        waited = now - p.arrived_s
+        unreported = self._unreported(p, now, final=waited >= HOLD_S)
         if unreported is None or unreported:
-            return False
-        # a reached pulse that is judged by its neighbours: wait for the next clean one
-        # after it if its train brings one soon
+            return waited >= HOLD_S
+        # a reached probe pulse is judged by its neighbours: wait for the next clean one
+        # after it if the train brings one soon
         other = other_output(Output(p.epoch.output))
+        period = self._period_us(other)
+        if other is not Output.PROBE or period is None or period > (NEIGHBOUR_HOLD_S - 0.1) * 1e6:
+            return True
         lo, hi = p.reach
         kept = self.pulses[other]
         reached = [q.t_us for q in kept if lo < q.t_us < hi and q.clean is not True]
-        period = self._period_us(other)
-        if not reached or period is None or period > HOLD_S * 1e6:
-            return True
-        return any(q.t_us > reached[-1] and q.clean is True for q in kept)
+        return (not reached or waited >= NEIGHBOUR_HOLD_S
+                or any(q.t_us > reached[-1] and q.clean is True for q in kept))
 
     def settle(self, p: Pending, now: float) -> None:
         """Settle whether ``p``'s pulse is clean (no pulse of the other output reaches its
@@ -227,8 +253,8 @@ class Overlap:
             unreported = self._unreported(p, now, final=now >= p.arrived_s + HOLD_S)
             if unreported is not None:
                 lo, hi = p.reach
-                p.pulse.clean = not unreported and not any(lo < q.t_us < hi for q in self.pulses[other_output(
-                    Output(p.epoch.output))])
+                p.pulse.clean = not unreported and not self._single_reaches(p) and not any(
+                    lo < q.t_us < hi for q in self.pulses[other_output(Output(p.epoch.output))])
 
     def judge(self, p: Pending, now: float) -> bool:
         """Whether a pulse of the other output that may have evoked a response on this
@@ -239,18 +265,28 @@ class Overlap:
         unreported = self._unreported(p, now, final=now >= p.arrived_s + HOLD_S)
         if p.pulse.clean is None:
             p.pulse.clean = False  # judged without knowing: never a neighbour that vouches
-        if unreported is None or unreported:
+        if unreported is None or unreported or self._single_reaches(p):
             return True
         return any(self._evokes(kept, i, p.stim.side, other) for i, q in enumerate(kept) if lo < q.t_us < hi)
 
     def _evokes(self, kept: list[Pulse], i: int, side: Side, output: Output) -> bool:
+        """Whether pulse ``i`` of ``output`` may have evoked a response on ``side``'s channel."""
         q = kept[i]
         if q.clean is True:
             return q.evoked.get(side) is not False
         period = self._period_us(output)
         if period is None:
             return True
-        before = next((n for n in reversed(kept[:i]) if n.clean is True), None)
-        after = next((n for n in kept[i + 1:] if n.clean is True), None)
-        return not all(n is not None and n.evoked.get(side) is False
-                       and abs(n.t_us - q.t_us) <= NEIGHBOUR_PERIODS * period for n in (before, after))
+
+        def silent(n: Pulse | None, span_s: float) -> bool:
+            return n is not None and n.evoked.get(side) is False and abs(n.t_us - q.t_us) <= span_s * 1e6
+
+        known = [n for n in kept if n.clean is True and n.evoked.get(side) is not None]
+        before = next((n for n in reversed(known) if n.t_us < q.t_us), None)
+        if output is Output.APS:
+            # a fixed electrode: what it evokes on a channel changes slowly, not from one pulse
+            # to the next; its last clean pulse measured on that channel vouches for it
+            return not silent(before, max(NEIGHBOUR_PERIODS * period / 1e6, APS_VOUCH_S))
+        after = next((n for n in known if n.t_us > q.t_us), None)
+        span = NEIGHBOUR_PERIODS * period / 1e6
+        return not (silent(before, span) and silent(after, span))

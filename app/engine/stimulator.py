@@ -95,8 +95,9 @@ class Stimulator:
         self._starts: dict[Output, deque[float]] = {o: deque(maxlen=CHANGES_KEPT) for o in Output}
         self._running: dict[Output, bool] = dict.fromkeys(Output, False)  # as last commanded
         self._stopped_at: dict[Output, float] = dict.fromkeys(Output, -math.inf)
-        # the last command sent to each output: engine-clock time and mode (None: none yet)
-        self._last_command: dict[Output, tuple[float, StimMode | None]] = dict.fromkeys(Output, (-math.inf, None))
+        # the last start or stop sent to each output: engine-clock time and mode (None: none yet)
+        self._train_command: dict[Output, tuple[float, StimMode | None]] = dict.fromkeys(Output, (-math.inf, None))
+        self._singles: dict[Output, deque[float]] = {o: deque(maxlen=16) for o in Output}  # single pulses asked
         self.reset(settings)
 
     def reset(self, settings: Settings) -> None:
@@ -138,10 +139,15 @@ class Stimulator:
         """Whether ``output`` was last commanded to stimulate continuously."""
         return self._running[Output(output)]
 
-    def last_command(self, output: Output) -> tuple[float, StimMode | None]:
-        """The last command sent to ``output`` (start, new settings, stop, single pulse):
-        its engine-clock time and mode; ``(-inf, None)`` before the first."""
-        return self._last_command[Output(output)]
+    def train_command(self, output: Output) -> tuple[float, StimMode | None]:
+        """The last start, new settings or stop sent to ``output``: its engine-clock time
+        and mode (``CONTINUOUS`` or ``STOP``); ``(-inf, None)`` before the first."""
+        return self._train_command[Output(output)]
+
+    def singles(self, output: Output) -> tuple[float, ...]:
+        """Engine-clock times of the last single pulses asked of ``output`` (a train, if
+        it runs, goes on beside them)."""
+        return tuple(self._singles[Output(output)])
 
     # -- attribution (see the module docstring)
 
@@ -163,7 +169,10 @@ class Stimulator:
         configuration token remembered with the selection now (STOP, and every command to
         a board without tokens, go as they are); the start of a run is remembered."""
         out = Output(msg.output)
-        self._last_command[out] = (now, msg.mode)
+        if msg.mode is StimMode.SINGLE:
+            self._singles[out].append(now)
+        else:
+            self._train_command[out] = (now, msg.mode)
         if msg.mode is StimMode.STOP:
             if self._running[out]:
                 self._stopped_at[out] = now

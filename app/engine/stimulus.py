@@ -63,6 +63,8 @@ from firmware_bridge.messages import Output, StimEpoch
 
 # stimuli of one output in a row not measured because of the other before the screen says so
 CROSSED_RUN = 3
+# while the probe rests, every this many vagal epochs is also measured on the other side's channel
+CROSS_EVERY = 10
 
 # rule events that a response makes (they say so when only a lowered threshold made it one)
 RESPONSE_EVENTS = ("signal_recovered", "baseline_set", "nonrecurrent_nerve_suspected")
@@ -188,13 +190,20 @@ class StimulusPipeline:
         m = self.analyzer.measure_board_epoch(e, stim, other_onsets=onsets)
         now = self.ctx.clock.now()
         evoked: dict[Side, bool | None] = {stim.side: bool(m.response) if m.valid else None}
+        # what it evokes on the channel the other output's epochs are measured on, while
+        # that output may stimulate (and, for the vagal electrode, on its other side's
+        # channel every ``CROSS_EVERY`` pulses anyway: it vouches for the pulses a slow
+        # probe train in step with it reaches). Its own analyzer: nothing learned there
+        # changes the real measurements.
         other = other_output(Output(e.output))
-        other_side = self.stim.selection(other)[1]
-        if other_side is not stim.side and self.overlap.active(other, now):
-            # what it evokes on the channel the other output's epochs are measured on
-            # (its own analyzer: nothing learned here changes the real measurements)
-            seen = self._cross.measure_board_epoch(e, replace(stim, side=other_side, step=None), other_onsets=onsets)
-            evoked[other_side] = bool(seen.response) if seen.valid else None
+        look: Side | None = None
+        if self.overlap.active(other, now):
+            look = self.stim.selection(other)[1]
+        elif stim.source is Source.APS and stim.index % CROSS_EVERY == 0:
+            look = stim.side.other
+        if look is not None and look is not stim.side:
+            seen = self._cross.measure_board_epoch(e, replace(stim, side=look, step=None), other_onsets=onsets)
+            evoked[look] = bool(seen.response) if seen.valid else None
         self._held.append((self.overlap.arrive(e, stim, evoked, now), case, m))
         self.release()
 

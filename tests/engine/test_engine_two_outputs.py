@@ -287,3 +287,84 @@ def test_a_contralateral_probe_train_close_before_the_vagal_pulse_leaves_it_meas
     assert _offsets(s, later) == [-14.0, 19.3]
     during = [m for m in _stimuli(s, "APS") if m["t_s"] > pulse + 1.5]
     assert len(during) >= 6 and all(m["valid"] and m["response"] for m in during), during
+
+
+def test_a_single_pulse_during_a_train_does_not_stop_the_train_being_watched(tmp_path):
+    """The probe at 10 Hz on the left RLN, 5 ms after each vagal pulse of the cut vagus; the
+    surgeon also asks a single pulse. The train goes on, and so does its watch: no vagal
+    epoch reads the RLN's response and the loss of signal does not "recover" (before: every
+    one after the single pulse read about 1,900 µV, and it recovered)."""
+    s = _vagus_cut(tmp_path)
+    s.must("stim.set", output="probe", rate_hz=10.0, current_mA=1.0)
+    pulse = _to_phase(s, 0.005)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(2.0)
+    s.must("stim.single")
+    s.run_for(5.0)
+    aps = [m for m in _stimuli(s, "APS") if m["t_s"] >= pulse]
+    assert len(aps) >= 6 and all(m["invalid_reason"] == "other_stimulus" for m in aps), aps
+    assert not rule_events(s.events, "signal_recovered")
+
+
+def test_a_single_pulse_just_after_a_stop_is_not_taken_for_the_trains_last(tmp_path):
+    """The probe train on the left RLN is stopped, and 60 ms later a single pulse lands 5 ms
+    after a vagal pulse of the cut vagus: that vagal epoch is not measured (before, the
+    train's last pulse passed for the single one, and the epoch read about 1,900 µV)."""
+    s = _vagus_cut(tmp_path)
+    s.must("stim.set", output="probe", rate_hz=30.0, current_mA=1.0)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(0.5)
+    pulse = _to_phase(s, -0.055)
+    s.must("stim.output", output="probe", on=False)
+    s.run_for(0.06)
+    s.must("stim.single")
+    s.run_for(1.0)
+    assert 5.0 in _offsets(s, pulse), _offsets(s, pulse)
+    aps = [m for m in _stimuli(s, "APS") if abs(m["t_s"] - pulse) < 0.02]
+    assert aps and all(m["invalid_reason"] == "other_stimulus" for m in aps), aps
+    assert not rule_events(s.events, "signal_recovered")
+
+
+def test_pulses_from_before_a_board_restart_are_forgotten(tmp_path):
+    """The probe ran, then the board restarts (its clock starts again at 0). A probe train
+    started 5 ms after a vagal pulse of the cut vagus is watched as any first train: the
+    vagal epoch is not measured (before, the probe's pulses from before the restart, far
+    ahead of the new clock, passed for the new train's, and it read about 1,860 µV)."""
+    s = _vagus_cut(tmp_path)
+    s.must("stim.set", output="probe", rate_hz=10.0, current_mA=1.0)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(2.0)
+    s.must("stim.output", output="probe", on=False)
+    s.run_for(0.5)
+    s.board.control("reset")
+    s.run_for(4.0)
+    pulse = _to_phase(s, 0.005)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(0.4)
+    s.must("stim.output", output="probe", on=False)
+    s.run_for(1.2)
+    assert _offsets(s, pulse) == [5.0]
+    first = [m for m in _stimuli(s, "APS") if abs(m["t_s"] - pulse) < 0.02]
+    assert first and all(m["invalid_reason"] == "other_stimulus" for m in first), first
+    assert not rule_events(s.events, "signal_recovered")
+
+
+def test_a_slow_probe_train_on_the_other_side_in_step_with_the_vagal_pulses_is_measured(tmp_path):
+    """The probe at 2 Hz on the right RLN, every other pulse 5 ms after a vagal pulse on the
+    left: those pulses reach each other's epochs both ways. The vagal electrode's pulses
+    measured on the right channel before (every tenth, while the probe rests) vouch that it
+    evokes nothing there, and the probe's pulses out of reach that they evoke nothing on
+    the left: every epoch of both is measured (before, every vagal epoch and every other
+    probe epoch were not)."""
+    s = _aps_baseline(tmp_path)
+    s.board.control("probe", contact="nerve", site="RLN", side="R")
+    s.must("probe.site", site="RLN", side="R")
+    s.must("stim.set", output="probe", rate_hz=2.0, current_mA=1.0)
+    pulse = _to_phase(s, 0.005)
+    s.must("stim.output", output="probe", on=True)
+    s.run_for(6.0)
+    assert 5.0 in _offsets(s, pulse + 3.0)
+    probe = [m for m in _stimuli(s, "PROBE") if m["t_s"] > pulse]
+    aps = [m for m in _stimuli(s, "APS") if m["t_s"] > pulse]
+    assert len(probe) >= 10 and all(m["valid"] and m["response"] for m in probe), probe
+    assert len(aps) >= 5 and all(m["valid"] and m["response"] for m in aps), aps
