@@ -23,9 +23,9 @@ force, the ImpedanceRequest that an ImpedanceResult answers.
 
 Board sessions: ``reset()`` starts a new connection (nothing known of the board's
 numbering or clock). Within a connection, a frame numbered 0 after others is held back
-until the next frame shows whether the board restarted (the numbering goes on from 0:
-its clock, counters and streams restart; ``take_notices`` reports ``board_restarted``)
-or whether it was a stray old frame (counted as replayed).
+until the next frame shows whether the board restarted (the numbering and the board
+time go on from the 0's: its clock, counters and streams restart; ``take_notices``
+reports ``board_restarted``) or whether it was a stray old frame (counted as replayed).
 """
 
 from __future__ import annotations
@@ -244,6 +244,7 @@ class _Session:
     alt_seq: int | None = None  # the numbering before the last jump ahead (a stray frame's?)
     alt_missed: int = 0
     held: Frame | None = None
+    held_at: float = 0.0  # host time the held frame arrived
     hi_us: int | None = None  # the board's newest accepted time
     hi_host: float = 0.0  # host time when it was accepted
     hb_counter: int | None = None
@@ -331,7 +332,7 @@ class FrameValidator:
             if d == 1:
                 s.alt_seq = None  # the numbering goes on: the last jump was real
             elif frame.seq == 0:  # (0 after 2^32-1 is d == 1: the numbering wrapping)
-                s.held = frame
+                s.held, s.held_at = frame, now
                 return []
             elif d >= SEQ_HALF:
                 a = s.alt_seq
@@ -357,7 +358,9 @@ class FrameValidator:
         last = s.last_seq if s.last_seq is not None else 0
         new_numbering = 1 <= frame.seq <= RESTART_WINDOW
         old_numbering = 1 <= (frame.seq - last) % SEQ_MODULO <= RESTART_WINDOW
-        restarted = new_numbering and (not old_numbering or self._looks_restarted(held))
+        held_at = s.held_at
+        restarted = (new_numbering and (not old_numbering or self._looks_restarted(held))
+                     and self._clock_goes_on(held, held_at, frame, now))
         if not restarted:
             out = [self._count(Verdict(held.seq, held.message, False, "replayed", "",
                                        f"frame number 0 among frames numbered {last}..{frame.seq}"))]
@@ -365,7 +368,7 @@ class FrameValidator:
         self._restart()
         s = self._s
         s.last_seq = 0
-        out = [self._content(held, now)]
+        out = [self._content(held, held_at)]  # the board's new clock, from when its frame 0 arrived
         return out + self.check(frame, now)
 
     def _looks_restarted(self, held: Frame) -> bool:
@@ -373,6 +376,19 @@ class FrameValidator:
         s = self._s
         return (isinstance(m, BoardHeartbeat) and m.counter < 16 and s.hi_us is not None
                 and m.board_time_us < s.hi_us - TIME_LAG_S * 1e6)
+
+    @staticmethod
+    def _clock_goes_on(held: Frame, held_at: float, frame: Frame, now: float) -> bool:
+        """Does ``frame``'s board time go on from the held frame 0's (not before it, not
+        ahead by more than the host time that passed allows)? A restarted board's next
+        frame does; a genuine frame after a stray old 0 goes on from the old clock. True
+        when either frame has no board time (the numbering decides)."""
+        t0 = getattr(held.message, "board_time_us", None)
+        t = getattr(frame.message, "board_time_us", None)
+        if not isinstance(t0, int) or not isinstance(t, int):
+            return True
+        lead = (max(0.0, now - held_at) * (1.0 + TIME_RATE_TOLERANCE) + TIME_LEAD_S) * 1e6
+        return t0 <= t <= t0 + lead
 
     def _restart(self) -> None:
         self.stats["board_restarts"] += 1

@@ -182,41 +182,65 @@ class Rig:
 def test_fuzzed_board_traffic_through_the_real_link(items):
     rig = Rig()
     try:
-        rig.genuine(CAPS)  # answers the link's own Hello
-        rig.heartbeat()
-        for item in items:
-            if item[0] == "hb":
-                rig.heartbeat()
-            elif item[0] == "frame":
-                _kind, message, seq = item
-                seq = seq if seq > 5 else (rig.seq + seq) % 2**32  # near the genuine numbering, never its next
-                try:
-                    rig.write(encode(message, seq))
-                except ValueError:
-                    pass  # a value the wire cannot carry
-            elif item[0] == "garbage":
-                rig.write(item[1])
-            else:
-                head = bytes.fromhex("a55a01") + bytes([item[1]]) + bytes(2) + (rig.seq + 7).to_bytes(4, "little") \
-                    + item[2].to_bytes(4, "little")
-                rig.write(head + header_crc(head).to_bytes(2, "little"))
-            rig.heartbeat()  # the genuine board keeps its 100 ms beat
-        rig.heartbeat()
-        # (the reader delivers a chunk's messages after counting its bytes)
-        assert wait_until(lambda: len(rig.delivered) == rig.link.health()["frames_ok"], timeout=10.0, interval=0.001)
-        # the threads are alive and the link never reported lost
-        assert all(t.is_alive() for t in rig.link._threads)
-        assert not [e for e in rig.events if e.kind is LinkEventKind.LOST]
-        assert rig.link.connected
-        # nothing implausible was delivered; the genuine heartbeats were
-        bad = [m for m in rig.delivered if not _plausible(m)]
-        assert bad == []
-        # every decoded frame is accounted for
-        c = rig.link.counters
-        h = rig.link.health()
-        codec_refused = c["malformed"] + c["unknown_type"] + c["bad_version"]
-        held = 1 if rig.link._rx.validator._s.held is not None else 0
-        assert c["frames"] == (h["frames_ok"] + h["invalid"] - codec_refused + h["duplicates"] + h["replayed"]
-                               + h["refused_frames"] + held)
+        _replay(rig, items)
     finally:
         rig.close()
+
+
+def test_a_back_dated_heartbeat_numbered_0_does_not_take_the_links_clock():
+    """A CI falsifying example, replayed: a CRC-valid heartbeat at board time 0 numbered 0
+    (three behind the genuine numbering) looks like a restarted board's first frame, but the
+    next genuine heartbeat (board time 5.3 s, counter 2) goes on from the old clock, not from
+    it. It was taken as a restart: the link's board time went back to 0, every genuine
+    heartbeat after it was dropped as "jumped ahead" and the link reported the board lost."""
+    rig = Rig()
+    try:
+        _replay(rig, [("garbage", b"\x00"), ("frame", BoardHeartbeat(board_time_us=0, counter=8), -3),
+                      ("hb",), ("hb",), ("hb",)])
+        v = rig.link._rx.validator
+        assert v.stats["board_restarts"] == 0 and v.stats["replayed"] == 1 and v.stats["invalid"] == 0
+        beats = [m for m in rig.delivered if isinstance(m, BoardHeartbeat)]
+        assert [m.counter for m in beats] == list(range(rig.hb))  # every genuine heartbeat, in order
+        assert all(m.board_time_us > 5_000_000 for m in beats)  # and nothing from the stray one
+    finally:
+        rig.close()
+
+
+def _replay(rig: Rig, items) -> None:
+    """Send ``items`` between the genuine board's heartbeats; check the invariants."""
+    rig.genuine(CAPS)  # answers the link's own Hello
+    rig.heartbeat()
+    for item in items:
+        if item[0] == "hb":
+            rig.heartbeat()
+        elif item[0] == "frame":
+            _kind, message, seq = item
+            seq = seq if seq > 5 else (rig.seq + seq) % 2**32  # near the genuine numbering, never its next
+            try:
+                rig.write(encode(message, seq))
+            except ValueError:
+                pass  # a value the wire cannot carry
+        elif item[0] == "garbage":
+            rig.write(item[1])
+        else:
+            head = bytes.fromhex("a55a01") + bytes([item[1]]) + bytes(2) + (rig.seq + 7).to_bytes(4, "little") \
+                + item[2].to_bytes(4, "little")
+            rig.write(head + header_crc(head).to_bytes(2, "little"))
+        rig.heartbeat()  # the genuine board keeps its 100 ms beat
+    rig.heartbeat()
+    # (the reader delivers a chunk's messages after counting its bytes)
+    assert wait_until(lambda: len(rig.delivered) == rig.link.health()["frames_ok"], timeout=10.0, interval=0.001)
+    # the threads are alive and the link never reported lost
+    assert all(t.is_alive() for t in rig.link._threads)
+    assert not [e for e in rig.events if e.kind is LinkEventKind.LOST]
+    assert rig.link.connected
+    # nothing implausible was delivered; the genuine heartbeats were
+    bad = [m for m in rig.delivered if not _plausible(m)]
+    assert bad == []
+    # every decoded frame is accounted for
+    c = rig.link.counters
+    h = rig.link.health()
+    codec_refused = c["malformed"] + c["unknown_type"] + c["bad_version"]
+    held = 1 if rig.link._rx.validator._s.held is not None else 0
+    assert c["frames"] == (h["frames_ok"] + h["invalid"] - codec_refused + h["duplicates"] + h["replayed"]
+                           + h["refused_frames"] + held)

@@ -749,6 +749,44 @@ def test_a_held_heartbeat_decides_a_restart_when_both_numberings_fit(counter, t,
         assert [x.category for x in out][0] == "replayed" and v.take_notices() == []
 
 
+@pytest.mark.parametrize(("t", "restarted"), [
+    (1_000_000, True),  # the held frame's own board time
+    (999_999, False),  # before it
+    (3_525_000, True),  # 0.5 s later: at most 0.5 s x 1.05 + 2 s ahead of it
+    (3_525_001, False),
+    (9_100_000, False),  # the old clock going on: the 0 was a stray (a CI fuzz example)
+])
+def test_a_restart_needs_the_next_frame_to_go_on_from_the_held_frames_clock(t, restarted):
+    v = FrameValidator()
+    _numbered(v, range(1, 11))  # frames 1..10, board time up to 9 s, heartbeat counter up to 9
+    held = BoardHeartbeat(1_000_000, 0)
+    assert v.check(Frame(0, held), 10.0) == []
+    out = v.check(Frame(11, BoardStatus(t, Fault.NONE, (), 0, t // 1_000_000)), 10.5)
+    assert v.stats["board_restarts"] == int(restarted)
+    if restarted:
+        assert [x.accepted for x in out] == [True, True]
+    else:
+        assert out[0] == Verdict(0, held, False, "replayed", "", "frame number 0 among frames numbered 10..11")
+        assert out[1].accepted and v.take_notices() == []
+
+
+def test_a_stray_0_after_a_jump_ahead_does_not_restart_the_clock():
+    v = FrameValidator()
+    _numbered(v, range(1, 11), 5_000_000, 5.0)  # board time 5-14 s
+    assert v.check(Frame(1000, BoardHeartbeat(14_100_000, 10)), 14.1)[0].accepted  # a jump ahead
+    assert v.check(Frame(0, BoardHeartbeat(0, 0)), 14.2) == []  # only the new numbering fits the next frame
+    out = v.check(Frame(11, BoardHeartbeat(14_300_000, 11)), 14.3)  # but the old clock goes on
+    assert [x.category for x in out] == ["replayed", "ok"] and v.stats["board_restarts"] == 0
+
+
+def test_a_next_frame_without_a_board_time_leaves_the_restart_to_the_numbering():
+    v = FrameValidator()
+    _numbered(v, range(1000, 1010))
+    assert v.check(Frame(0, BoardHeartbeat(500_000_000, 0)), 10.0) == []
+    v.check(Frame(1, Nack(0, NackReason.BUSY, "")), 10.1)
+    assert v.stats["board_restarts"] == 1
+
+
 def test_a_held_status_is_no_sign_of_a_restart():
     v = FrameValidator()
     _numbered(v, range(1, 11))
