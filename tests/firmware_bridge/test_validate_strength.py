@@ -787,6 +787,16 @@ def test_a_next_frame_without_a_board_time_leaves_the_restart_to_the_numbering()
     assert v.stats["board_restarts"] == 1
 
 
+def test_a_held_frame_without_a_board_time_leaves_the_restart_to_the_numbering():
+    """A restarted board's frame 0 may be its Capabilities (no board time): the numbering
+    decides, as before the clock rule."""
+    v = FrameValidator()
+    _numbered(v, range(1000, 1010))
+    assert v.check(Frame(0, CAPS), 10.0) == []
+    v.check(Frame(1, BoardHeartbeat(300_000, 0)), 10.1)
+    assert v.stats["board_restarts"] == 1
+
+
 def test_a_held_status_is_no_sign_of_a_restart():
     v = FrameValidator()
     _numbered(v, range(1, 11))
