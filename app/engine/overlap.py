@@ -24,16 +24,25 @@ is not measured (``other_stimulus``) unless that pulse is known to evoke nothing
 epoch's channel:
 
 - a pulse whose own epoch no pulse of this output reached ("clean") evokes what its epoch
-  showed on that channel (measured on its own side's channel; on the other side's by the
-  pipeline while the other output may stimulate, and for the vagal electrode every tenth
-  pulse anyway);
-- a probe pulse whose epoch was reached as well is judged by its nearest clean pulses
-  before and after, within 2.5 periods: both silent on that channel, else it evokes;
+  showed on that channel. While the other output may stimulate, each epoch is measured on
+  both channels over the longest response window by an analyzer of its own; while it
+  rests, on its own channel, and the vagal electrode also on its other side's channel
+  every tenth pulse;
+- a pulse whose epoch was reached as well but showed nothing on that channel evokes
+  nothing there;
+- a probe pulse whose epoch showed a response on that channel, or could not be measured,
+  is judged by its nearest clean pulses before and after (within 2.5 periods, both silent
+  on that channel) only in a fast train (``FAST_TRAIN_S``) or when it answered on the
+  other side's channel (the probe was on that side's nerve); a slow train may touch a
+  nerve on this side between two of its pulses, so otherwise it evokes;
 - a vagal pulse whose epoch was reached is judged by its last clean pulse measured on that
-  channel within ``APS_VOUCH_S`` (a fixed electrode: what it evokes on a channel changes
-  slowly, while the probe moves from tissue to nerve between two pulses);
+  channel within ``APS_VOUCH_S``, sent after the electrode's last start, settings or side
+  change (a fixed electrode: what it evokes on a channel changes with what it is told, not
+  from one pulse to the next);
 - a single pulse asked of the other output counts as reaching, evoking, if it may fall in
   the reach (within ``COMMAND_MARGIN_S`` of the command, as mapped);
+- a gap in the other output's train over the reach (epochs lost on the way) counts as an
+  evoking pulse;
 - anything not known counts as evoking.
 
 An epoch is judged only when the other output's train pulses that can reach it are known
@@ -42,18 +51,23 @@ onset order); or by its last start or stop (``Stimulator.train_command``) none c
 the reach unreported: never started; stopped ``COMMAND_MARGIN_S`` or more before the reach
 (mapped board times run late, never early); running with the same settings for
 ``SETTLED_S``, a pulse of those settings reported, and its period puts no unreported pulse
-in the reach. Otherwise it waits, at most ``HOLD_S`` after it arrived; then what a stopped
-output delivered has been reported, and any other doubt counts as a reaching, evoking
-pulse. An epoch reached by a probe pulse that is judged by its neighbours waits for the
+in the reach. While the other output may stimulate, the epoch is measured only then, with
+every pulse of the other output in it blanked (a train's first pulse is not known when the
+epoch arrives). Otherwise it waits, at most ``HOLD_S`` after it arrived; then what a
+stopped output delivered has been reported, and any other doubt counts as a reaching,
+evoking pulse. An epoch reached by a probe pulse that is judged by its neighbours waits for the
 next clean one, up to ``NEIGHBOUR_HOLD_S`` (a 2 Hz train). Waiting costs a vagal epoch
-about one pulse of the probe's train while both run, nothing while one rests. The board's
+about one pulse of the probe's train while both run (more after a command, up to 0.3 s,
+and up to 0.7 s with a slow train), nothing while one rests. The board's
 clock going back (a restart) forgets the pulses from before it. This is what keeps a
 train's first pulse, a single pulse, a restart at a new phase or a probe just moved onto a
 nerve from slipping into a vagal epoch unjudged.
 
-Not covered: a probe at 1 Hz in step with the vagal electrode (each pulse within the
-other's reach) leaves neither clean, so both are not measured while it runs (said by the
-events); ``lnm analyze`` of a recording does not apply any of this.
+Not covered: a probe slower than about 2 Hz in step with the vagal electrode leaves
+neither clean and both are not measured while it runs (said by the events, with no alarm
+of its own); a slow probe train on tissue on the vagal electrode's side, in step with it,
+leaves the intact vagus's epochs not measured (its response is in the probe's window);
+``lnm analyze`` of a recording does not apply any of this.
 """
 
 from __future__ import annotations
@@ -70,10 +84,11 @@ from firmware_bridge.messages import Output, StimEpoch, StimMode
 SETTLED_S = 1.0  # an output this long without a command runs (or rests) as commanded
 HOLD_S = 0.3  # the longest an epoch waits for the other output's pulses (engine clock)
 KEPT_S = 3.0  # pulses of the probe remembered (board time)
-APS_VOUCH_S = 15.0  # the vagal electrode's pulses remembered, and how old one may vouch for a later one
+APS_VOUCH_S = 30.0  # the vagal electrode's pulses remembered, and how old one may vouch for a later one
 COMMAND_MARGIN_S = 0.1  # a command reaches the board within this (engine clock; mapped board times run late)
 REACH_MARGIN_MS = 5.0  # beyond the other site's response window, its response's tail may still reach
 NEIGHBOUR_HOLD_S = 0.7  # the longest an epoch waits for the other train's next clean pulse
+FAST_TRAIN_S = 0.05  # a probe train this fast (20 Hz and up) is not lifted onto a nerve and off between pulses
 NEIGHBOUR_PERIODS = 2.5  # a neighbour of the same train is at most this many periods away
 
 
@@ -122,6 +137,10 @@ class Overlap:
         name = site.value.lower() if site in (Site.VAGUS, Site.RLN, Site.EBSLN) else "untagged"
         return float(self._settings()[f"analysis.response_end_{name}_ms"])
 
+    def longest_site(self) -> Site:
+        """The site whose response window is the longest (the reach's measure)."""
+        return max(Site, key=self._end_ms)
+
     def _period_us(self, output: Output) -> float | None:
         out = self.stim.on_wire(output)
         return 1e6 / out.rate_hz if out.on and out.rate_hz > 0 else None
@@ -156,7 +175,7 @@ class Overlap:
             other.clear()
         # the other output's response may last as long as the longest of any site (its tag
         # may not be where it touches), plus a margin for a late tail
-        longest = max(self._end_ms(site) for site in Site)
+        longest = self._end_ms(self.longest_site())
         reach = (onset - 1e3 * (longest + REACH_MARGIN_MS), onset + 1e3 * self._end_ms(stim.site))
         return Pending(e, stim, now, reach, pulse)
 
@@ -265,15 +284,17 @@ class Overlap:
         unreported = self._unreported(p, now, final=now >= p.arrived_s + HOLD_S)
         if p.pulse.clean is None:
             p.pulse.clean = False  # judged without knowing: never a neighbour that vouches
-        if unreported is None or unreported or self._single_reaches(p):
+        if unreported is None or unreported or self._single_reaches(p) or self._gap(kept, lo, hi, other):
             return True
         return any(self._evokes(kept, i, p.stim.side, other) for i, q in enumerate(kept) if lo < q.t_us < hi)
 
     def _evokes(self, kept: list[Pulse], i: int, side: Side, output: Output) -> bool:
         """Whether pulse ``i`` of ``output`` may have evoked a response on ``side``'s channel."""
         q = kept[i]
-        if q.clean is True:
-            return q.evoked.get(side) is not False
+        own = q.evoked.get(side)
+        if q.clean is True or own is False:
+            # its own epoch: clean, or silent on that channel even with this output's pulse in it
+            return own is not False
         period = self._period_us(output)
         if period is None:
             return True
@@ -285,8 +306,27 @@ class Overlap:
         before = next((n for n in reversed(known) if n.t_us < q.t_us), None)
         if output is Output.APS:
             # a fixed electrode: what it evokes on a channel changes slowly, not from one pulse
-            # to the next; its last clean pulse measured on that channel vouches for it
-            return not silent(before, max(NEIGHBOUR_PERIODS * period / 1e6, APS_VOUCH_S))
+            # to the next; its last clean pulse measured on that channel vouches for it, if
+            # nothing was changed since (current, rate, side: a start or settings command)
+            since = max(self.stim.train_command(output)[0], self.stim.selection_changed_at(output))
+            return not (silent(before, max(NEIGHBOUR_PERIODS * period / 1e6, APS_VOUCH_S)) and before is not None
+                        and self._clock(before.t_us) > since + COMMAND_MARGIN_S)
+        if period > FAST_TRAIN_S * 1e6 and q.evoked.get(side.other) is not True:
+            # a slow train may touch a nerve on this side between two of its pulses; not if
+            # this pulse answered on the other side's channel (the probe was on that side)
+            return True
         after = next((n for n in known if n.t_us > q.t_us), None)
         span = NEIGHBOUR_PERIODS * period / 1e6
         return not (silent(before, span) and silent(after, span))
+
+    def _gap(self, kept: list[Pulse], lo: float, hi: float, output: Output) -> bool:
+        """Whether the other output's train has a gap over the reach: pulses its period puts
+        there that were never reported (epochs lost on the way)."""
+        period = self._period_us(output)
+        if period is None:
+            return False
+        around = [q.t_us for q in kept if lo < q.t_us < hi]
+        before = [q.t_us for q in kept if q.t_us <= lo]
+        after = [q.t_us for q in kept if q.t_us >= hi]
+        seq = before[-1:] + around + after[:1]
+        return any(b - a > 1.5 * period for a, b in zip(seq, seq[1:], strict=False))

@@ -144,6 +144,12 @@ class Stimulator:
         and mode (``CONTINUOUS`` or ``STOP``); ``(-inf, None)`` before the first."""
         return self._train_command[Output(output)]
 
+    def selection_changed_at(self, output: Output) -> float:
+        """Engine-clock time the site, side or step of ``output`` last changed (``-inf``:
+        never, since the engine started)."""
+        hist = self._changes[Output(output)]
+        return hist[-1][0] if len(hist) > 1 else -math.inf
+
     def singles(self, output: Output) -> tuple[float, ...]:
         """Engine-clock times of the last single pulses asked of ``output`` (a train, if
         it runs, goes on beside them)."""

@@ -127,7 +127,7 @@ class StimulusPipeline:
         self._idle_index = 0  # stimuli while no case is open are numbered here
         self.overlap = Overlap(stim, lambda: self.ctx.settings, time.board_clock)
         # the epochs measured and waiting for their judgement, in the order they arrived
-        self._held: deque[tuple[Pending, CaseState | None, Measurement]] = deque()
+        self._held: deque[tuple[Pending, CaseState | None, Measurement | None]] = deque()
         self._crossed: dict[Source, int] = {}  # per source, its stimuli in a row not measured so
 
     def settings_changed(self) -> None:
@@ -179,31 +179,34 @@ class StimulusPipeline:
                                   detail={"source": stim.source.value, "not_measured": run}, t_s=stim.t_s)
 
     def epoch(self, e: StimEpoch) -> None:
-        """One stimulus epoch from the board: attributed and measured now, judged and
-        recorded when the other output's pulses that can reach it are known
-        (``app.engine.overlap``; at once unless both outputs run)."""
+        """One stimulus epoch from the board: attributed now; measured, judged and recorded
+        at once while the other output rests, else when the other output's pulses that can
+        reach it are known (``app.engine.overlap``): only then are they all blanked."""
         stim, case = self._stimulus_of(e)
         self.emg.note_stimulus(stim.t_s)  # its window is not free-running EMG
         self.tube.blank(stim.t_s)
         self.ctx.counters["stimuli"] += 1
-        onsets = self.overlap.onsets(e, stim)
-        m = self.analyzer.measure_board_epoch(e, stim, other_onsets=onsets)
         now = self.ctx.clock.now()
-        evoked: dict[Side, bool | None] = {stim.side: bool(m.response) if m.valid else None}
-        # what it evokes on the channel the other output's epochs are measured on, while
-        # that output may stimulate (and, for the vagal electrode, on its other side's
-        # channel every ``CROSS_EVERY`` pulses anyway: it vouches for the pulses a slow
-        # probe train in step with it reaches). Its own analyzer: nothing learned there
-        # changes the real measurements.
         other = other_output(Output(e.output))
-        look: Side | None = None
+        evoked: dict[Side, bool | None] = {}
+        m: Measurement | None = None
         if self.overlap.active(other, now):
-            look = self.stim.selection(other)[1]
-        elif stim.source is Source.APS and stim.index % CROSS_EVERY == 0:
-            look = stim.side.other
-        if look is not None and look is not stim.side:
-            seen = self._cross.measure_board_epoch(e, replace(stim, side=look, step=None), other_onsets=onsets)
-            evoked[look] = bool(seen.response) if seen.valid else None
+            # what it evokes on either channel (the other output's epochs are judged by it),
+            # by an analyzer of its own (nothing learned there changes the real measurements)
+            look: tuple[Side, ...] = (Side.L, Side.R)
+        else:
+            m = self.analyzer.measure_board_epoch(e, stim, other_onsets=self.overlap.onsets(e, stim))
+            evoked[stim.side] = bool(m.response) if m.valid else None
+            # the vagal electrode on its other side's channel every ``CROSS_EVERY`` pulses:
+            # it vouches for the pulses a slow probe train in step with it reaches
+            look = (stim.side.other,) if stim.source is Source.APS and stim.index % CROSS_EVERY == 0 else ()
+        if look:
+            onsets = self.overlap.onsets(e, stim)
+            site = self.overlap.longest_site()  # over the longest response window: the reach's
+            for side in look:
+                seen = self._cross.measure_board_epoch(e, replace(stim, side=side, site=site, step=None),
+                                                       other_onsets=onsets)
+                evoked[side] = bool(seen.response) if seen.valid else None
         self._held.append((self.overlap.arrive(e, stim, evoked, now), case, m))
         self.release()
 
@@ -219,10 +222,13 @@ class StimulusPipeline:
             pending, case, m = self._held.popleft()
             self._record(pending, case, m, now)
 
-    def _record(self, p: Pending, case: CaseState | None, m: Measurement, now: float) -> None:
-        """A judged epoch: invalid if the other output's response may be in it; then
+    def _record(self, p: Pending, case: CaseState | None, m: Measurement | None, now: float) -> None:
+        """A judged epoch: measured now if it waited (every pulse of the other output in it
+        known and blanked), invalid if the other output's response may be in it; then
         journaled with everything it causes, sounded and published."""
         e, stim = p.epoch, p.stim
+        if m is None:
+            m = self.analyzer.measure_board_epoch(e, stim, other_onsets=self.overlap.onsets(e, stim))
         if self.overlap.judge(p, now) and m.valid:
             m = Measurement(m.stimulus, m.channel, False, InvalidReason.OTHER_STIMULUS, False, None, None, None)
         if self.emg.cautery and m.valid:
