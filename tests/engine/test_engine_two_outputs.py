@@ -20,15 +20,18 @@ from app.settings import Settings
 from engine_testkit import rule_events, stepped
 
 
-def _aps_baseline(tmp_path, seed: int = 5):
-    """A case on the left with the vagal electrode at 1 Hz for 25 s (its baseline taken)."""
+def _aps_baseline(tmp_path, seed: int = 5, run_s: float = 25.0, **aps):
+    """A case on the left with the vagal electrode on (1 Hz unless ``aps`` says otherwise:
+    ``stim.set`` arguments) for ``run_s`` (25 s: its baseline taken)."""
     s = stepped(tmp_path, settings=Settings(), seed=seed)
     s.run_for(0.5)
     s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
     s.board.control("aps_attach", side="L")
     s.must("aps.side", side="L")
+    if aps:
+        s.must("stim.set", output="aps", **aps)
     s.must("stim.output", output="aps", on=True)
-    s.run_for(25.0)
+    s.run_for(run_s)
     return s
 
 
@@ -206,6 +209,16 @@ def _vagus_cut(tmp_path):
     return s
 
 
+def _train_on_cut_vagus(tmp_path, rate_hz: float, offset_s: float):
+    """The cut vagus (``_vagus_cut``), then the probe's train on the left RLN started
+    ``offset_s`` after a vagal pulse; returns the system and that pulse's case time."""
+    s = _vagus_cut(tmp_path)
+    s.must("stim.set", output="probe", rate_hz=rate_hz, current_mA=1.0)
+    pulse = _to_phase(s, offset_s)
+    s.must("stim.output", output="probe", on=True)
+    return s, pulse
+
+
 def _offsets(s, pulse: float) -> list[float]:
     """Probe pulses around the vagal pulse at ``pulse``, ms from it (as journaled)."""
     return [round(1000.0 * (m["t_s"] - pulse), 1) for m in _stimuli(s, "PROBE") if abs(m["t_s"] - pulse) < 0.04]
@@ -215,10 +228,7 @@ def test_a_probe_trains_first_pulse_just_after_a_vagal_pulse_is_waited_for(tmp_p
     """The probe train on the left RLN starts 5 ms after a vagal pulse of the cut vagus: when
     that vagal epoch arrives, the probe's first pulse is not known yet. The epoch waits for
     it and is not measured; it never reads the RLN's response (before the wait: 1,804 µV)."""
-    s = _vagus_cut(tmp_path)
-    s.must("stim.set", output="probe", rate_hz=4.0, current_mA=1.0)
-    pulse = _to_phase(s, 0.005)
-    s.must("stim.output", output="probe", on=True)
+    s, pulse = _train_on_cut_vagus(tmp_path, 4.0, 0.005)
     s.run_for(3.0)
     assert _offsets(s, pulse) == [5.0]
     first = next(m for m in _stimuli(s, "APS") if abs(m["t_s"] - pulse) < 1e-3)
@@ -248,14 +258,7 @@ def test_a_slow_vagal_electrode_still_keeps_its_response_out_of_probe_epochs(tmp
     """The vagal electrode at 0.5 Hz (its slowest), the probe at 4 Hz on tissue, one probe
     pulse 5 ms before each vagal pulse: no probe epoch reads the vagal response (before, one
     every two seconds did: a false RLN baseline, then a false loss of signal)."""
-    s = stepped(tmp_path, settings=Settings(), seed=5)
-    s.run_for(0.5)
-    s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
-    s.board.control("aps_attach", side="L")
-    s.must("aps.side", side="L")
-    s.must("stim.set", output="aps", rate_hz=0.5)
-    s.must("stim.output", output="aps", on=True)
-    s.run_for(30.0)
+    s = _aps_baseline(tmp_path, run_s=30.0, rate_hz=0.5)
     s.board.control("probe", contact="tissue")
     s.must("probe.site", site="RLN", side="L")
     s.must("stim.set", output="probe", rate_hz=4.0, current_mA=1.0)
@@ -295,10 +298,7 @@ def test_a_single_pulse_during_a_train_does_not_stop_the_train_being_watched(tmp
     surgeon also asks a single pulse. The train goes on, and so does its watch: no vagal
     epoch reads the RLN's response and the loss of signal does not "recover" (before: every
     one after the single pulse read about 1,900 µV, and it recovered)."""
-    s = _vagus_cut(tmp_path)
-    s.must("stim.set", output="probe", rate_hz=10.0, current_mA=1.0)
-    pulse = _to_phase(s, 0.005)
-    s.must("stim.output", output="probe", on=True)
+    s, pulse = _train_on_cut_vagus(tmp_path, 10.0, 0.005)
     s.run_for(2.0)
     s.must("stim.single")
     s.run_for(5.0)
@@ -397,14 +397,7 @@ def test_a_vagal_electrode_changed_vouches_for_nothing_from_before(tmp_path):
     before the change must not vouch that it evokes nothing: no probe epoch reads the vagal
     response, no RLN baseline, no alarm (before: 1,281-1,394 µV, a false RLN baseline, then a
     false loss of signal)."""
-    s = stepped(tmp_path, settings=Settings(), seed=5)
-    s.run_for(0.5)
-    s.must("case.start", patient_id="TWO-OUTPUTS", planned_sides=["L"])
-    s.board.control("aps_attach", side="L")
-    s.must("aps.side", side="L")
-    s.must("stim.set", output="aps", current_mA=0.1)
-    s.must("stim.output", output="aps", on=True)
-    s.run_for(5.0)
+    s = _aps_baseline(tmp_path, run_s=5.0, current_mA=0.1)
     _probe(s, "tissue", "L", 30.0, 0.0)
     s.run_for(2.0)
     s.must("stim.set", output="aps", current_mA=2.0)
@@ -418,10 +411,7 @@ def test_probe_epochs_lost_on_the_wire_count_as_reaching(tmp_path):
     """The probe at 4 Hz on the left RLN, a pulse 12 ms after each vagal pulse of the cut
     vagus, while a fifth of the epochs are lost on the wire: a vagal epoch whose reaching
     probe pulse never arrived is not measured, never read as answering (before: 1,935 µV)."""
-    s = _vagus_cut(tmp_path)
-    s.must("stim.set", output="probe", rate_hz=4.0, current_mA=1.0)
-    start = _to_phase(s, 0.012)
-    s.must("stim.output", output="probe", on=True)
+    s, start = _train_on_cut_vagus(tmp_path, 4.0, 0.012)
     s.run_for(2.0)
     s.fault("drop StimEpoch p=0.2")
     s.run_for(20.0)
