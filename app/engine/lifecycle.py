@@ -107,7 +107,7 @@ def close_case(m: Monitor, who: str | None, note: str | None,
         if out.on:
             out.on = False
             ctx.send(out.stimulate())
-    m.pipeline.release(force=True)  # the case's epochs still waiting for the other output's pulses
+    m.pipeline.case_closing()  # the case's epochs still waiting for the other output's pulses
     m.emg.flush()
     m.tube.case_closing(case)
     m.board.case_closing()  # the board link's health over the case

@@ -21,15 +21,16 @@ previous case still in flight never becomes the next case's.
 
 Both outputs at once (the vagal electrode at 1 Hz while the surgeon's probe runs a train):
 a pulse of the other output can fall in an epoch with its artifact and its response
-(``app.engine.overlap``). Each epoch is measured on arrival with the other pulses blanked
-(and, while the other output may stimulate, also on the channel that output is measured
-on, by an analyzer of its own: what this pulse evokes there), then waits until the other
-output's pulses that can reach it are known (at once unless both run; about one pulse of
-the other output's train otherwise; at most ``overlap.HOLD_S``). It is then judged: not
-measured (``other_stimulus``) if a pulse that may have evoked a response on its channel
-reaches it, and recorded. Each output's epochs are recorded in their order; a closing case
-records its waiting ones first. While the vagal electrode is not measured for that reason,
-the events say so, and when it is measured again (``_note_crossed``).
+(``app.engine.overlap``). While the other output rests, an epoch is measured and recorded
+at once. While it may stimulate, the epoch is first looked at on both channels by an
+analyzer of its own (what this pulse evokes there: the other output's epochs are judged
+by it), then waits until the other output's pulses that can reach it are known (about one
+pulse of its train; at most ``overlap.HOLD_S``, or ``overlap.NEIGHBOUR_HOLD_S`` for a slow
+train), and is then measured with all of them blanked and judged: not measured
+(``other_stimulus``) if a pulse that may have evoked a response on its channel reaches it.
+Epochs are recorded in the order they arrived; a closing case records its waiting ones
+first. While an output is not measured for that reason, the events say so, and when it
+is measured again (``_note_crossed``; a new case starts without that run).
 """
 
 from __future__ import annotations
@@ -221,6 +222,12 @@ class StimulusPipeline:
         while self._held and (force or self.overlap.ready(self._held[0][0], now)):
             pending, case, m = self._held.popleft()
             self._record(pending, case, m, now)
+
+    def case_closing(self) -> None:
+        """The open case closes: its waiting epochs are recorded in it (as far as known), and
+        the next case starts without a run of stimuli not measured."""
+        self.release(force=True)
+        self._crossed.clear()
 
     def _record(self, p: Pending, case: CaseState | None, m: Measurement | None, now: float) -> None:
         """A judged epoch: measured now if it waited (every pulse of the other output in it

@@ -417,3 +417,20 @@ def test_probe_epochs_lost_on_the_wire_count_as_reaching(tmp_path):
     s.run_for(20.0)
     assert not [m for m in _stimuli(s, "APS") if m["t_s"] >= start and m["response"]]
     assert not rule_events(s.events, "signal_recovered")
+
+
+def test_the_next_case_starts_without_the_last_ones_run_of_stimuli_not_measured(tmp_path):
+    """The vagal electrode is not measured while the probe answers on its channel (said);
+    the case closes meanwhile and the next one opens with the probe off: the next case's
+    events never say the vagus is "measured again" after stimuli of the last case."""
+    s = _aps_baseline(tmp_path)
+    _probe(s, "nerve", "L", 30.0, 0.37)
+    s.run_for(5.0)
+    assert [e for e in s.events if e.get("kind") == "other_stimulus_start"]
+    s.must("case.close")  # (both outputs stop with it)
+    n = len(s.events)
+    s.must("case.start", patient_id="TWO-OUTPUTS-2", planned_sides=["L"])
+    s.must("stim.output", output="aps", on=True)
+    s.run_for(5.0)
+    assert [m for m in _stimuli(s, "APS") if m["valid"] and m["response"]]
+    assert not [e for e in s.events[n:] if e.get("kind", "").startswith("other_stimulus")]
