@@ -7,8 +7,9 @@
    virtual probe is then moved between the nerve and plain tissue (current delivered, no
    response) again and again. Each move to tissue makes a loss of signal at the second
    stimulus without a response. Latency = time the engine announced the alarm (handed the
-   alarm state with it to the outputs, after the publication on the API and after the
-   journal has written it; monotonic clock) - end of that stimulus's epoch at the board
+   alarm state with it to the outputs, after the publication on the API and after its
+   entry was handed to the journal writer, journal first; it never waits for the disk;
+   monotonic clock) - end of that stimulus's epoch at the board
    (pulse onset + 50 ms, from the board's ground truth, same clock). The time the alarm
    manager raised it (alarm log, before the journal write) is printed beside it.
 2. Eight hours of continuous monitoring (continuous vagal stimulation at 1 Hz on the

@@ -19,8 +19,8 @@ Half the disk syncs of a case go, which the SD card of the appliance feels most;
 cut loses at most that second of raw EMG more, and nothing the engine has announced.
 The raw EMG reaches the writer as samples (``LaterEntry``): its lossless encoding, about a
 millisecond per second of signal, is done here too, not on the engine loop (except while
-more than ``COMPACT_BACKLOG_BYTES`` wait: the backlog keeps raw EMG encoded, a tenth of the
-memory).
+more than ``COMPACT_BACKLOG_BYTES``, 8 MB, wait: the backlog keeps raw EMG encoded, a tenth
+of the memory).
 
 Order. Tickets reach the journal in the order they were handed over. While the journal
 reports a problem (disk full, read-only, I/O errors) the writer stops handing it entries:
@@ -32,7 +32,14 @@ recording state says the entries are waiting.
 Group commit. The ``append`` tickets of one case that wait together (the writer fell behind:
 a slow disk, a fast stimulation rate) are written in one transaction, one disk sync for all
 of them (at most ``GROUP_MAX_BATCHES`` and ``GROUP_MAX_BYTES``; raw EMG alone still without
-waiting for the disk). When that transaction cannot be written (an entry that cannot be made
+waiting for the disk). The writer thread begins a write at most every ``pace_s`` (50 ms):
+a ticket that comes after a quiet spell is written at once, one that comes within 50 ms of
+the last write waits for the rest of that time with those after it. Tickets that come
+faster (a probe train at 30 Hz beside the vagal electrode, a backlog) then take one disk
+sync per 50 ms instead of one each, and the thread wakes once per 50 ms instead of once per
+ticket; its waking takes the engine loop's time (one interpreter lock), about 15 % of it in
+``bench/engine.py``. "Recorded" and the events come at most that much later; the alarms
+never wait for the disk. When that transaction cannot be written (an entry that cannot be made
 or is invalid, the journal refusing), each ticket is written on its own as if they had not
 been grouped, so one bad ticket never takes the others with it.
 
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import threading
 import time
@@ -81,10 +89,13 @@ STREAM_KINDS = ("emg_block",)  # entries dropped whole first
 EPOCH_KINDS = ("stimulus_waveform",)  # an epoch on its own: dropped whole with the waveforms
 DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 # past this much waiting, raw EMG handed over is encoded at once: a backlog keeps it compact
-# (a second of samples is ten times its encoding)
-COMPACT_BACKLOG_BYTES = 1024 * 1024
+# (a second of samples, 320 kB, is ten times its encoding). Below it: the 25 s of raw EMG a
+# stalled disk holds before that, and the seconds a stepped engine running a hundred times
+# faster than real time hands over within one ``PACE_S`` (left to the writer thread)
+COMPACT_BACKLOG_BYTES = 8 * 1024 * 1024
 WAITING_S = 2.0  # entries waiting longer than this: the recording state says "queued"
 SYNC_S = 1.0  # raw EMG committed without waiting for the disk is synced at most this long after
+PACE_S = 0.05  # the writer thread begins a write at most this often (see "Group commit")
 GROUP_MAX_BATCHES = 64  # append batches of one case written together in one transaction, at most
 GROUP_MAX_BYTES = 8 * 1024 * 1024  # ... and at most this much of them (Batch.size)
 RESERVE_HOURS = 8.0  # the essentials that still fit once the disk is full
@@ -242,7 +253,8 @@ class JournalWriter:
     thread) when tickets were resolved or the state changed, to wake the engine loop.
     ``opener``: makes a new journal when there is none (tried every ``reopen_s``).
     ``start_note``: the start-up's word about the journal (``(state, message)``: a new
-    journal, or nothing writable).
+    journal, or nothing writable). ``pace_s``: the writer thread begins a write at most this
+    often (module docstring, "Group commit"; 0 writes every ticket as it comes).
     """
 
     def __init__(self, journal: Any, *, threaded: bool = False, now: Callable[[], float] | None = None,
@@ -250,7 +262,7 @@ class JournalWriter:
                  opener: Callable[[], Any] | None = None, reserve: Reserve | None = None,
                  low_free_bytes: int = 0, start_note: tuple[str, str] | None = None,
                  max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES, retry_s: float = 1.0, check_s: float = 10.0,
-                 reopen_s: float = 30.0, sync_s: float = SYNC_S) -> None:
+                 reopen_s: float = 30.0, sync_s: float = SYNC_S, pace_s: float = PACE_S) -> None:
         self.journal = journal
         self.threaded = threaded
         self._now = now or time.monotonic
@@ -262,6 +274,9 @@ class JournalWriter:
         self.max_backlog_bytes = int(max_backlog_bytes)
         self.retry_s, self.check_s, self.reopen_s = float(retry_s), float(check_s), float(reopen_s)
         self.sync_s = float(sync_s)
+        self.pace_s = float(pace_s)
+        self._pacing = False  # the thread waits out its pace (see "Group commit")
+        self._last_write = -math.inf  # when the thread last began to write (time.monotonic)
         self._unsynced_since: float | None = None  # when raw EMG was first committed without a sync
         self._sync_now = False  # closing: sync at once
         self._lock = threading.Condition(threading.Lock())
@@ -312,7 +327,8 @@ class JournalWriter:
             if op == "open" and items and not isinstance(items[0], LaterEntry):
                 self._open_cases[case_id] = dict(items[0][1])
             self._admit(batch)
-            self._lock.notify_all()
+            if not self._pacing:  # (a pacing writer looks when its pause is over)
+                self._lock.notify_all()
         if not self.threaded:
             self._drain()
         return batch.ticket
@@ -448,14 +464,27 @@ class JournalWriter:
                     hb.idle()
                 if self._closing:
                     return
-                if not self._backlog or self._failing or self.journal is None:
-                    self._lock.wait(0.2)
+                if not self._writable():
+                    self._lock.wait(0.2)  # (on waking without a ticket: the timers)
+                if self._writable() and not self._sync_now:
+                    rest = self._last_write + self.pace_s - time.monotonic()
+                    if rest > 0:  # written in the last ``pace_s``: the next ones wait together
+                        self._pacing = True
+                        self._lock.wait(rest)
+                        self._pacing = False
+                        continue
+                if self._writable():
+                    self._last_write = time.monotonic()
             if hb is not None:
                 hb.busy()
             try:
                 self._drain()
             except Exception:  # noqa: BLE001 - the writer must outlive its own bugs; the ticket was refused
                 log.exception("journal writer step failed")
+
+    def _writable(self) -> bool:
+        """Tickets wait and the journal takes them (the lock is held)."""
+        return bool(self._backlog) and not self._failing and self.journal is not None
 
     # ------------------------------------------------------------------ writing
 
