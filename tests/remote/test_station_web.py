@@ -167,8 +167,11 @@ def test_tiles_alarm_message_and_only_assigned_ors(station, browser, broker, eng
     assert msg["from"] == "Dr Anna Rossi" and msg["reader"] == "anna.rossi" and "release retraction" in msg["text"]
     from app.record.journal import Journal
 
-    with Journal(or1.data / "journal.db", readonly=True) as j:
-        entries = [e.payload for e in j.entries(case1, kinds=["reader_message"], blobs=False)]
+    def journaled():  # handed to the journal writer before it was shown; on the disk a moment later
+        with Journal(or1.data / "journal.db", readonly=True) as j:
+            return [e.payload for e in j.entries(case1, kinds=["reader_message"], blobs=False)]
+
+    entries = wait_until(journaled, 10)
     assert entries and entries[0]["event"] == "received" and entries[0]["reader"] == "anna.rossi"
     assert wait_until(lambda: "not yet acknowledged" in text(browser, "#f-messages"), 10)
     result = touchscreen.call("inbox.ack")
