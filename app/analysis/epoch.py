@@ -88,7 +88,7 @@ from scipy import signal as sps
 from app.model import InvalidReason, Measurement, Site, Stimulus
 from app.settings import Settings, load
 from app.analysis.kernel import SOSFILT as _SOSFILT
-from app.analysis.noise import Background, MainsProfile, NoiseBand, robust_rms
+from app.analysis.noise import Background, MainsProfile, NoiseBand, median_rows, robust_rms
 from app.analysis.template import (
     DECAY,
     LEARN_MIN_SNR,
@@ -213,12 +213,6 @@ def _parabola(y: np.ndarray, i: int) -> tuple[float, float]:
             if -1.0 < off < 1.0:
                 return off, y1 - 0.25 * (y0 - y2) * off
     return 0.0, float(y[i])
-
-
-def _median_rows(a: np.ndarray) -> np.ndarray:
-    """Per-row median (the upper middle element for an even count: a robust level)."""
-    m = a.shape[1] // 2
-    return np.partition(a, m, axis=1)[:, m]
 
 
 def _interpolate(x: np.ndarray, a: int, b: int, m: int = 1) -> None:
@@ -510,7 +504,7 @@ class EpochAnalyzer:
         # level step between the pre-stimulus part and the end of the window
         tail = max(1, int(round(_STEP_TAIL_MS * fs / 1000.0)))
         if bs > 0 and end - tail > be:
-            step = np.abs(_median_rows(raw[:, end - tail : end]) - _median_rows(raw[:, :bs]))
+            step = np.abs(median_rows(raw[:, end - tail : end]) - median_rows(raw[:, :bs]))
         else:
             step = np.zeros(k)
 

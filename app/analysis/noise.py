@@ -70,15 +70,25 @@ class NoiseBand:
         self.scale = float(np.sqrt(pz.sum() / ph.sum())) if ph.sum() > 0 else 1.0
 
 
+def median_rows(rows: np.ndarray) -> np.ndarray:
+    """Per-row median: the middle element, or the mean of the two middle ones for an even
+    count, so that the median of ``-rows`` is exactly minus that of ``rows`` (a response
+    measures the same with the electrodes' polarity swapped)."""
+    n = rows.shape[1]
+    m = n // 2
+    if n % 2:
+        return np.partition(rows, m, axis=1)[:, m]
+    part = np.partition(rows, (m - 1, m), axis=1)
+    return np.asarray(0.5 * (part[:, m - 1] + part[:, m]))
+
+
 def robust_rms(rows: np.ndarray) -> np.ndarray:
     """Per-row robust RMS: the RMS of the 90 % of samples nearest the median, scaled to a
     Gaussian sigma. A QRS, a motor-unit potential or a spike in the reference stretch falls
     in the 10 % left out; unlike the median absolute deviation it keeps most of the
     precision of a plain RMS (about 85 % efficiency against 37 %)."""
     n = rows.shape[1]
-    m = n // 2
-    med = np.partition(rows, m, axis=1)[:, m]
-    dev = np.abs(rows - med[:, None])
+    dev = np.abs(rows - median_rows(rows)[:, None])
     k = max(1, int(np.ceil(TRIM_KEEP * n)) - 1)
     cut = np.partition(dev, k, axis=1)[:, k]
     inside = dev <= cut[:, None]

@@ -1,6 +1,6 @@
 """The epoch measurement's small helpers, checked on hand-made arrays: the straight line
 drawn across a blanked stretch (``_interpolate``), the robust per-row level
-(``_median_rows``), the checks on a batch's arguments (``_checked_batch``) and the empty
+(``app.analysis.noise.median_rows``), the checks on a batch's arguments (``_checked_batch``) and the empty
 per-epoch results a batch starts from (``_Batch``)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from app.analysis.epoch import _Batch, _checked_batch, _interpolate, _median_rows
+from app.analysis.epoch import _Batch, _checked_batch, _interpolate
+from app.analysis.noise import median_rows as _median_rows
 
 # ------------------------------------------------------------------ _interpolate
 
@@ -121,16 +122,16 @@ def test_median_rows_of_an_odd_count_is_the_middle_value_of_each_row():
     assert out.tolist() == [5.0, -1.0]
 
 
-def test_median_rows_of_an_even_count_is_the_upper_middle_value():
+def test_median_rows_of_an_even_count_is_the_mean_of_the_two_middle_values():
     a = np.array([[4.0, 1.0, 3.0, 2.0], [40.0, 10.0, 30.0, 20.0], [0.0, -8.0, 8.0, 1.0]])
-    assert _median_rows(a).tolist() == [3.0, 30.0, 1.0]
+    assert _median_rows(a).tolist() == [2.5, 25.0, 0.5]
 
 
 @pytest.mark.parametrize(("k", "n"), [(1, 1), (1, 2), (3, 2), (2, 3), (4, 6), (3, 7), (5, 40), (6, 9)])
-def test_median_rows_matches_sorting_each_row(k, n):
+def test_median_rows_matches_numpy_and_is_odd_in_the_signal(k, n):
     a = np.random.default_rng(k * 100 + n).normal(size=(k, n))
-    want = np.sort(a, axis=1)[:, n // 2]
-    assert np.array_equal(_median_rows(a), want)
+    assert np.array_equal(_median_rows(a), np.median(a, axis=1))
+    assert np.array_equal(_median_rows(-a), -_median_rows(a))  # exactly: polarity does not matter
 
 
 def test_median_rows_leaves_its_input_alone():

@@ -21,11 +21,13 @@ from app.analysis.noise import (
 
 
 def _expected(row: list[float]) -> float:
-    """Independent reference: the median is the upper middle sample of the sorted row; keep the
-    ceil(90 %) samples nearest it (and any tied with the last one kept); RMS of their distances
-    to the median over the Gaussian variance of the central 90 %."""
+    """Independent reference: the median is the middle sample of the sorted row (the mean of
+    the two middle ones for an even count); keep the ceil(90 %) samples nearest it (and any
+    tied with the last one kept); RMS of their distances to the median over the Gaussian
+    variance of the central 90 %."""
     s = sorted(row)
-    med = s[len(s) // 2]
+    h = len(s) // 2
+    med = s[h] if len(s) % 2 else (s[h - 1] + s[h]) / 2.0
     dev = sorted(abs(x - med) for x in row)
     keep = max(2, math.ceil(TRIM_KEEP * len(row)))
     cut = dev[keep - 1]
@@ -34,9 +36,9 @@ def _expected(row: list[float]) -> float:
 
 
 def test_ten_samples_keep_nine_and_drop_the_outlier():
-    """Median of 0..8 plus 1000 (upper middle: 5); the 1000 is left out."""
+    """Median of 0..8 plus 1000 (between 4 and 5: 4.5); the 1000 is left out."""
     row = [3.0, 0.0, 1000.0, 7.0, 1.0, 8.0, 2.0, 6.0, 4.0, 5.0]
-    dev = [5, 4, 3, 2, 1, 0, 1, 2, 3]  # distances of 0..8 to the median 5
+    dev = [4.5, 3.5, 2.5, 1.5, 0.5, 0.5, 1.5, 2.5, 3.5]  # distances of 0..8 to the median 4.5
     want = math.sqrt(sum(d * d for d in dev) / 9 / TRIM_VARIANCE)
     got = robust_rms(np.array([row]))
     assert got.shape == (1,)
@@ -69,9 +71,9 @@ def test_various_lengths_match_the_reference(n):
 
 
 def test_two_samples_keep_both():
-    """With two samples the upper one is the median: the distances are 0 and 4."""
+    """With two samples the median is between them: the distances are 2 and 2."""
     got = robust_rms(np.array([[1.0, 5.0]]))
-    assert got[0] == pytest.approx(math.sqrt(16.0 / 2 / TRIM_VARIANCE), rel=1e-12)
+    assert got[0] == pytest.approx(math.sqrt(8.0 / 2 / TRIM_VARIANCE), rel=1e-12)
 
 
 def test_ties_at_the_cut_are_all_kept():
