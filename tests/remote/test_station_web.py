@@ -132,7 +132,10 @@ def test_tiles_alarm_message_and_only_assigned_ors(station, browser, broker, eng
     alarm = tile + ' [data-alarm-id^="lead_off"]'
     assert "NOT acknowledged" in text(browser, alarm)
     assert shown_after < 5.0  # generous: the benchmark measures the real figure (bench/remote.py)
-    or1.call("alarm.ack")
+    # this alarm by its id: on a loaded machine another (a stall of the 10 Hz vagal epochs)
+    # may be on top, and alarm.ack alone acknowledges the top one
+    lead = [a["id"] for a in or1.call("state.get")["alarms"]["active"] if a["id"].startswith("lead_off")]
+    assert or1.call("alarm.ack", alarm=lead[0])["alarm"] == lead[0]
     assert wait_until(lambda: "acknowledged by" in text(browser, alarm), 10), text(browser, alarm)
     or1.call("sim.control", command="lead", args={"electrode": "L_POS", "state": "ok"})
 
