@@ -2,7 +2,8 @@
 
 Owns: ``FreeRunDetector`` (stateful, pure: fed consecutive blocks, returns events),
 ``EmgEvent`` and ``EmgEventKind``.
-May import: numpy, scipy.signal, ``app.analysis.kernel``, ``app.model``, ``app.settings``, ``firmware_bridge.messages``.
+May import: numpy, scipy.signal, ``app.analysis.kernel``, ``app.analysis.noise`` (``median_rows``),
+``app.model``, ``app.settings``, ``firmware_bridge.messages``.
 
 Pure: no threads, clocks or I/O; time comes from the blocks (``t0_s`` of the first block,
 then the sample count). Works at any stream rate (the board may decimate the stream).
@@ -63,6 +64,7 @@ import numpy as np
 from scipy import signal as sps
 
 from app.analysis.kernel import SOSFILT as _SOSFILT
+from app.analysis.noise import median_rows
 from app.model import CHANNEL_LABELS
 from app.settings import Settings, load
 
@@ -218,7 +220,7 @@ class FreeRunDetector:
         floors = self._history()
         if not floors.shape[1]:
             return {c: None for c in self.channels}
-        return {c: float(m) for c, m in zip(self.channels, _median_last(floors), strict=True)}
+        return {c: float(m) for c, m in zip(self.channels, median_rows(floors), strict=True)}
 
     # ------------------------------------------------------------------ feeding
 
@@ -466,7 +468,7 @@ class FreeRunDetector:
             parts: list[np.ndarray] = []
             for seg in reversed(self._unreduced):
                 part = seg[:, -need:] if seg.shape[1] > need else seg
-                parts.append(_MAD_TO_SIGMA * _median_last(np.abs(part)))
+                parts.append(_MAD_TO_SIGMA * median_rows(np.abs(part)))
                 need -= part.shape[1]
                 if need <= 0:
                     break
@@ -485,17 +487,17 @@ class FreeRunDetector:
         shape (channels, len(frames)): for each, the median of the robust RMS of the last
         ``_FLOOR_FRAMES`` ordinary frames (itself included). The run joins the history."""
         hist = self._history()
-        sigma = _MAD_TO_SIGMA * _median_last(a)
+        sigma = _MAD_TO_SIGMA * median_rows(a)
         nch, h = hist.shape
         ext = np.concatenate([hist, sigma], axis=1) if h else sigma
         out = np.empty((nch, len(frames)))
         ends = frames + (h + 1)  # window of frame k: ext[:, end - _FLOOR_FRAMES: end]
         full = ends >= _FLOOR_FRAMES
         for j in np.flatnonzero(~full).tolist():  # window not yet full (start of the stream)
-            out[:, j] = _median_last(ext[:, : int(ends[j])])
+            out[:, j] = median_rows(ext[:, : int(ends[j])])
         if full.any():
             windows = np.lib.stride_tricks.sliding_window_view(ext, _FLOOR_FRAMES, axis=1)
-            out[:, full] = _median_last(windows[:, ends[full] - _FLOOR_FRAMES])
+            out[:, full] = median_rows(windows[:, ends[full] - _FLOOR_FRAMES])
         self._floors = ext[:, -_FLOOR_FRAMES:].copy()
         return out
 
@@ -584,16 +586,6 @@ class FreeRunDetector:
         self._cautery_since = None
         self._cautery_last = None
         return EmgEvent(EmgEventKind.CAUTERY_END, now, None, since, last - since)
-
-
-def _median_last(x: np.ndarray) -> np.ndarray:
-    """``np.median(x, axis=-1)`` (same values) for finite data, without its overheads."""
-    n = x.shape[-1]
-    half = n // 2
-    if n % 2:
-        return np.partition(x, half, axis=-1)[..., half]
-    part = np.partition(x, (half - 1, half), axis=-1)
-    return (part[..., half - 1] + part[..., half]) / 2.0
 
 
 def _trim(times: list[float], peaks: list[float], keep: int) -> tuple[list[float], list[float]]:

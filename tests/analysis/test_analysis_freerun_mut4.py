@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.analysis.freerun import EmgEventKind, FreeRunDetector, _median_last
+from app.analysis.freerun import EmgEventKind, FreeRunDetector
+from app.analysis.noise import median_rows as _median_last
 from app.settings import Settings
 
 FS = 2000.0  # 10 ms frames of 20 samples
