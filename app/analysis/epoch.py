@@ -159,8 +159,10 @@ class _Batch:
     amp: np.ndarray = field(default_factory=lambda: np.zeros(0))
     t_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
     t_min: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    groups: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (window end, its rows), ends increasing
 
     def __post_init__(self) -> None:
+        self.groups = _groups(self.se.tolist())
         k = self.z.shape[0]
         self.amp = np.full(k, np.nan)
         self.t_max = np.full(k, np.nan)
@@ -259,6 +261,15 @@ def _checked_batch(samples_uV: np.ndarray, fs: float, pre_samples: int, stimuli:
     if not 0 <= pre < n:
         raise ValueError(f"pre_samples {pre} must lie inside the epoch of {n} samples")
     return x, fs, pre
+
+
+def _groups(ends: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+    """The rows of each distinct response window end (``np.unique`` order: ends increasing,
+    rows in order), without numpy's overheads for the one or two ends a batch has."""
+    rows: dict[int, list[int]] = {}
+    for i, e in enumerate(ends):
+        rows.setdefault(e, []).append(i)
+    return [(e, np.array(rows[e], dtype=np.intp)) for e in sorted(rows)]
 
 
 def _longest_true_run(mask: np.ndarray) -> int:
@@ -610,8 +621,7 @@ class EpochAnalyzer:
         _hp, scale = self._noise_band(b.fs)
         guard = int(round(_NOISE_GUARD_MS * b.fs / 1000.0))
         noise = np.zeros(hn.shape[0])
-        for se in np.unique(b.se):
-            rows = np.flatnonzero(b.se == se)
+        for se, rows in b.groups:
             if b.extra is not None and b.extra[rows].any():
                 for i in rows:  # another stimulus in the epoch: its artifact and response are no noise
                     lo, hi = self._noise_stretches(b, int(i), int(se), guard)
@@ -679,8 +689,7 @@ class EpochAnalyzer:
         guard = int(round(_LATE_GUARD_MS / ms))
         b.coef = np.zeros((k, model.basis.shape[1]))
         groups = []
-        for se in np.unique(b.se):
-            rows = np.flatnonzero(b.se == se)
+        for se, rows in b.groups:
             if se > b.end or se - b.be < 4:
                 continue  # epoch too short: left NaN
             late = np.abs(b.hn[rows, se:]) > _LATE_SIGMAS * b.noise[rows, None] / scale

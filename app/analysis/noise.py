@@ -138,8 +138,6 @@ class Background:
         self.basis = np.stack(cols, axis=1)
         self.idx = np.arange(0, n, self.decimation)
         self.fit_basis = self.basis[self.idx]
-        fb = self.fit_basis
-        self._outer = (fb[:, :, None] * fb[:, None, :]).reshape(len(fb), -1)  # per sample: x x^T
         d2 = np.diff(np.eye(self.n_spline), 2, axis=0)
         p = np.zeros((self.basis.shape[1], self.basis.shape[1]))
         p[: self.n_spline, : self.n_spline] = d2.T @ d2
@@ -152,11 +150,8 @@ class Background:
 
         ``drop`` (rows, terms): terms held at zero (a large ridge) in that row.
         """
-        if columns is None:
-            p = self.fit_basis.shape[1]
-            a = (weights @ self._outer).reshape(len(weights), p, p)
-        else:
-            a = np.matmul(columns.T[None, :, :] * weights[:, None, :], columns)
+        x = self.fit_basis if columns is None else columns
+        a = np.matmul(x.T[None, :, :] * weights[:, None, :], x)
         ns = self.n_spline
         scale = np.maximum(np.trace(a[:, :ns, :ns], axis1=1, axis2=2) / ns, 1e-12)
         a = a + scale[:, None, None] * (PENALTY * self.penalty + 1e-9 * np.eye(a.shape[1]))[None]
