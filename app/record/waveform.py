@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import zlib
 from typing import Any
 
@@ -92,9 +93,7 @@ def encode(samples_uV: np.ndarray, res_uV: float = DEFAULT_RES_UV, level: int = 
         if sf is not None and fits:
             left = np.empty((q.shape[1], q.shape[0]), dtype=np.int32)  # frames x channels, 24 bits left-justified
             np.multiply(q.T, 256.0, out=left, casting="unsafe")
-            buf = io.BytesIO()
-            sf.write(buf, left, _FLAC_RATE, format="FLAC", subtype="PCM_24", compression_level=FLAC_LEVEL)
-            return {**meta, "encoding": FLAC_ENCODING, "dtype": "<i4"}, buf.getvalue()
+            return {**meta, "encoding": FLAC_ENCODING, "dtype": "<i4"}, _flac_bytes(sf, left)
         if codec == "flac":
             why = "soundfile (libFLAC) is not installed" if sf is None else "the samples do not fit 24-bit FLAC"
             raise ValueError(f"waveform cannot be stored as FLAC: {why}")
@@ -108,6 +107,30 @@ def encode(samples_uV: np.ndarray, res_uV: float = DEFAULT_RES_UV, level: int = 
     raw = d.astype("<i8").astype(dtype, casting="unsafe").tobytes()
     blob = zlib.compress(raw, level)
     return {**meta, "dtype": dtype}, blob
+
+
+def _flac_bytes(sf: Any, frames: np.ndarray) -> bytes:
+    """``frames`` (frames x channels, int32, 24 bits left-justified) as a FLAC stream.
+
+    Where the system has anonymous memory files (Linux), libFLAC writes into one through its
+    file descriptor: the encoding then runs without Python's interpreter lock from start to
+    end. Through a ``BytesIO`` it calls back into Python for every write, seek and tell
+    (about twenty times a second of EMG), and each call takes the lock from the engine's
+    monitoring thread while the journal writer's thread encodes. The bytes are the same."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is None:  # pragma: no cover - not Linux
+        buf = io.BytesIO()
+        sf.write(buf, frames, _FLAC_RATE, format="FLAC", subtype="PCM_24", compression_level=FLAC_LEVEL)
+        return buf.getvalue()
+    fd = memfd("lnm-flac", getattr(os, "MFD_CLOEXEC", 0))
+    try:
+        with sf.SoundFile(fd, "w", samplerate=_FLAC_RATE, channels=frames.shape[1], format="FLAC",
+                          subtype="PCM_24", closefd=False, compression_level=FLAC_LEVEL) as f:
+            f.write(frames)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
 
 
 def decode(meta: dict[str, Any], blob: bytes) -> np.ndarray:

@@ -81,3 +81,29 @@ def test_a_second_of_stream_is_flac_and_lossless_to_the_count():
     meta, blob = W.encode(counts * 0.1, 0.1)
     assert meta["encoding"] == W.FLAC_ENCODING and not meta["clipped"]
     assert np.array_equal(np.rint(W.decode(meta, blob) / 0.1), counts)
+
+
+def test_flac_through_an_anonymous_memory_file_and_through_bytesio_are_the_same_blob(monkeypatch):
+    """Where the system has no ``memfd_create`` the FLAC stream is written through a
+    ``BytesIO``: the same bytes either way."""
+    counts = np.random.default_rng(6).integers(-40000, 40000, size=(2, 4000))
+    meta, blob = W.encode(counts * 0.1, 0.1)
+    monkeypatch.delattr(W.os, "memfd_create")
+    meta2, blob2 = W.encode(counts * 0.1, 0.1)
+    assert meta["encoding"] == meta2["encoding"] == W.FLAC_ENCODING
+    assert blob == blob2
+
+
+@pytest.mark.skipif(not hasattr(W.os, "memfd_create") or not W.flac_available(), reason="Linux memory files")
+def test_encoding_leaves_no_file_descriptor_open():
+    import os
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    x = np.random.default_rng(7).integers(-400, 400, size=(2, 2000)) * 0.1
+    W.encode(x, 0.1)
+    before = open_fds()
+    for _ in range(40):
+        W.encode(x, 0.1)
+    assert open_fds() == before
