@@ -116,13 +116,19 @@ def _flac_bytes(sf: Any, frames: np.ndarray) -> bytes:
     file descriptor: the encoding then runs without Python's interpreter lock from start to
     end. Through a ``BytesIO`` it calls back into Python for every write, seek and tell
     (about twenty times a second of EMG), and each call takes the lock from the engine's
-    monitoring thread while the journal writer's thread encodes. The bytes are the same."""
+    monitoring thread while the journal writer's thread encodes. The bytes are the same; a
+    system without such files, or one that refuses one, gets them through the ``BytesIO``."""
     memfd = getattr(os, "memfd_create", None)
-    if memfd is None:  # pragma: no cover - not Linux
+    fd = -1
+    if memfd is not None:
+        try:
+            fd = memfd("lnm-flac", getattr(os, "MFD_CLOEXEC", 0))
+        except OSError:  # refused here (a sandbox) or no descriptor left: the BytesIO way
+            fd = -1
+    if fd < 0:
         buf = io.BytesIO()
         sf.write(buf, frames, _FLAC_RATE, format="FLAC", subtype="PCM_24", compression_level=FLAC_LEVEL)
         return buf.getvalue()
-    fd = memfd("lnm-flac", getattr(os, "MFD_CLOEXEC", 0))
     try:
         with sf.SoundFile(fd, "w", samplerate=_FLAC_RATE, channels=frames.shape[1], format="FLAC",
                           subtype="PCM_24", closefd=False, compression_level=FLAC_LEVEL) as f:

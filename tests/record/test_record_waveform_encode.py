@@ -94,6 +94,20 @@ def test_flac_through_an_anonymous_memory_file_and_through_bytesio_are_the_same_
     assert blob == blob2
 
 
+def test_a_refused_memory_file_falls_back_to_bytesio(monkeypatch):
+    """A system that refuses ``memfd_create`` (a sandbox, no descriptor left) still gets its
+    FLAC blob, the same bytes, never an error in the journal writer."""
+    counts = np.random.default_rng(8).integers(-40000, 40000, size=(2, 3000))
+    meta, blob = W.encode(counts * 0.1, 0.1)
+
+    def refused(*_args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(W.os, "memfd_create", refused, raising=False)
+    meta2, blob2 = W.encode(counts * 0.1, 0.1)
+    assert meta2 == meta and blob2 == blob
+
+
 @pytest.mark.skipif(not hasattr(W.os, "memfd_create") or not W.flac_available(), reason="Linux memory files")
 def test_encoding_leaves_no_file_descriptor_open():
     import os
