@@ -303,12 +303,15 @@ class Monitor:
     def board_messages(self, msgs: Sequence[BoardMessage]) -> None:
         """Messages from the board that arrived together, in order; consecutive EMG blocks
         are analysed as one (``emg_stream.coalesce``). They are one input: the end-of-input
-        work (``_after_input``) runs once, after the last of them."""
+        work (``_after_input``) runs once, after the last of them, and also when handling one
+        of them fails: what the earlier ones raised is announced before the failure goes on."""
         if not msgs:
             return
-        for msg in coalesce(msgs):
-            self.board.message(msg)
-        self._after_input()
+        try:
+            for msg in coalesce(msgs):
+                self.board.message(msg)
+        finally:
+            self._after_input()
 
     def link_event(self, kind: str | Enum, detail: str = "", data: Mapping[str, Any] | None = None) -> None:
         """A change of the board link (``firmware_bridge.link.LinkEventKind``: ``connected``,

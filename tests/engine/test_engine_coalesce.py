@@ -5,6 +5,7 @@ engine's results are the same whether the board's messages come one by one or to
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,3 +115,45 @@ def test_the_engine_finds_the_same_whether_blocks_come_one_by_one_or_together():
     assert {k for k, _ in together} >= {"irritation_start", "irritation"}, together
     assert together == alone
     assert gaps_together == gaps_alone == 0
+
+
+def _monitor_counting_end_of_input():
+    from app.settings import Settings
+    from engine_testkit import stepped
+
+    s = stepped(settings=Settings(), seed=4)
+    s.run_for(0.5)
+    m = s.monitor
+    ends = []
+    real = m._after_input
+    m._after_input = lambda tick=False: (ends.append(tick), real(tick))  # type: ignore[method-assign]
+    return m, ends
+
+
+def test_messages_read_together_end_with_one_end_of_input():
+    m, ends = _monitor_counting_end_of_input()
+    m.board_messages([BoardHeartbeat(board_time_us=1_000, counter=1), _block(0, 400),
+                      BoardHeartbeat(board_time_us=2_000, counter=2)])
+    assert ends == [False]
+    m.board_messages([])
+    assert ends == [False]
+
+
+def test_the_end_of_input_runs_when_handling_a_message_fails():
+    """What the messages before a failing one raised is announced before the failure goes on
+    (to the engine loop's fail-safe)."""
+    m, ends = _monitor_counting_end_of_input()
+    handled = []
+    real = m.board.message
+
+    def message(msg):
+        if isinstance(msg, BoardHeartbeat) and msg.counter == 2:
+            raise RuntimeError("a defect in a message handler")
+        handled.append(msg)
+        real(msg)
+
+    m.board.message = message  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="defect"):  # the failure goes on, not swallowed
+        m.board_messages([BoardHeartbeat(board_time_us=1_000, counter=1),
+                          BoardHeartbeat(board_time_us=2_000, counter=2)])
+    assert len(handled) == 1 and ends == [False]
