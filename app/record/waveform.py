@@ -124,7 +124,7 @@ def _flac_bytes(sf: Any, frames: np.ndarray) -> bytes:
         try:
             fd = memfd("lnm-flac", getattr(os, "MFD_CLOEXEC", 0))
         except OSError:  # refused here (a sandbox) or no descriptor left: the BytesIO way
-            fd = -1
+            pass
     if fd < 0:
         buf = io.BytesIO()
         sf.write(buf, frames, _FLAC_RATE, format="FLAC", subtype="PCM_24", compression_level=FLAC_LEVEL)
